@@ -1,0 +1,67 @@
+# The two commands of the README:
+#   make study   run the whole study on the built-in synthetic data (profile "default") and build the book
+#   make test    unit tests, nbval regression of the committed notebooks, and a browser check of a built book
+# A virtual environment is created in .venv unless one is already active.
+
+PROFILE ?= default
+PYTHON ?= python3
+ifdef VIRTUAL_ENV
+VENV := $(VIRTUAL_ENV)
+else
+VENV := .venv
+endif
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.honest-installed
+NBVAL_WS := build/nbval
+# The committed notebooks in dependency order (nbval executes them in this order).
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+
+.PHONY: study book test unit nbval browser browser-deps install notebooks benchmark clean
+
+study: install
+	$(PY) -m helpers.study run --profile $(PROFILE)
+
+book: install
+	$(PY) -m helpers.study book
+
+test: unit nbval browser
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+unit: install
+	$(PY) -m pytest tests
+
+# nbval re-executes the committed notebooks with their default parameters (the smoke profile, workspace
+# build/nbval); the smoke study run first provides the other datasets the cross-dataset chapter reads.
+nbval: install
+	$(PY) -m helpers.study run --profile smoke --workspace $(NBVAL_WS)
+	$(PY) -m pytest -p no:cacheprovider --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
+		-o testpaths= -o addopts= -W ignore::DeprecationWarning $(NOTEBOOKS)
+
+# Headless Chromium opens every page of the smoke book (built by the nbval step's study run): every figure
+# loads and no internal link is broken. Chromium and its driver come from Debian's packages.
+browser: install browser-deps
+	$(PY) tests/browser_check.py $(NBVAL_WS)/_build/html
+
+browser-deps:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium and chromium-driver (Debian packages) for the browser check"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else echo "the browser check needs chromium and chromedriver: apt-get install chromium chromium-driver" >&2; exit 1; fi; }
+
+# Refresh the reference outputs stored in the committed notebooks (after changing a notebook or the code).
+notebooks: install
+	$(PY) -m helpers.study refresh-notebooks
+
+benchmark: install
+	$(PY) benchmarks/bench_metrics.py
+
+clean:
+	rm -rf build _build

@@ -1,0 +1,44 @@
+"""One place for figure styling. Plot functions across the package take ``ax=None`` and return the axes;
+they call :func:`get_axes` so that every figure shares size, fonts and model colours."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+import matplotlib.pyplot as plt  # noqa: E402
+
+RC = {
+    "figure.dpi": 100,
+    "savefig.dpi": 110,
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "legend.frameon": False,
+    "image.cmap": "gray",
+}
+plt.rcParams.update(RC)
+
+#: Fixed colours per model family so a model looks the same in every figure.
+MODEL_COLORS = {
+    "unet": "#4c72b0",
+    "resunet": "#55a868",
+    "attention_unet": "#c44e52",
+    "hybrid_transformer": "#8172b2",
+}
+_FALLBACK = ["#ccb974", "#64b5cd", "#937860", "#da8bc3", "#8c8c8c", "#dd8452"]
+
+
+def model_color(model: str, index: int = 0) -> str:
+    """The colour of ``model`` (a fixed colour for the study's four families, else a palette entry)."""
+    return MODEL_COLORS.get(model, _FALLBACK[index % len(_FALLBACK)])
+
+
+def get_axes(ax=None, *, figsize=(5.0, 3.5)):
+    """Return ``(fig, ax)``: the given axes and its figure, or a new figure with one axes."""
+    if ax is not None:
+        return ax.figure, ax
+    fig, ax = plt.subplots(figsize=figsize)
+    return fig, ax

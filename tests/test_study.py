@@ -1,0 +1,170 @@
+"""The study runner: profiles, parameter validation, up-to-date checks, resuming after a failure, the TOC.
+
+The runner is exercised for real (papermill, kernels) on a throw-away project whose notebooks are tiny: each
+writes one result file, so what ran and what was kept can be read off the workspace.
+"""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+import yaml
+
+from helpers import study
+from helpers.paths import Workspace
+
+pytestmark = pytest.mark.slow
+
+
+def _notebook(extra_params: str = "") -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell(
+        'dataset = "wmh"\nprofile = "smoke"\nworkspace = "build/x"\nseed = 0\nvalue = 1\nfail = False\n' + extra_params
+    )
+    params.metadata["tags"] = ["parameters"]
+    body = nbformat.v4.new_code_cell(
+        "import pathlib, time\n"
+        "from helpers.paths import Workspace\n"
+        "from helpers import io\n"
+        "if fail:\n"
+        "    raise ValueError('planted failure')\n"
+        ""
+        "io.write_text(Workspace.at(workspace).results(dataset) / f'{SECTION}.txt', f'{value} {time.time_ns()}')\n"
+    )
+    nb.cells = [nbformat.v4.new_markdown_cell("# A section"), params, body]
+    return nb
+
+
+@pytest.fixture()
+def project(tmp_path, monkeypatch):
+    """A project root with one tiny notebook per section and a two-dataset profile."""
+    (tmp_path / "_config.yml").write_text("title: test\n")
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "notebooks").mkdir()
+    for section in study.SECTIONS:
+        nb = _notebook('datasets = ["wmh"]\n' if section.name == "cross_dataset" else "")
+        nb.cells[2].source = nb.cells[2].source.replace("{SECTION}", section.name)
+        nbformat.write(nb, tmp_path / "notebooks" / section.notebook)
+    monkeypatch.setenv("HONEST_PROJECT_ROOT", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    # the package's source is part of every key; pin it so that only what a test changes counts
+    monkeypatch.setattr(study, "code_hash", lambda: "code-v1")
+    return tmp_path
+
+
+def write_profile(root, data: dict, name: str = "t") -> str:
+    (root / "profiles" / f"{name}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return name
+
+
+BASE = {"profile": "t", "seed": 0, "datasets": {"wmh": {}, "lits": {}}}
+
+
+def result(root, dataset: str, section: str) -> str:
+    return (root / "ws" / "results" / dataset / f"{section}.txt").read_text()
+
+
+def test_repeated_run_executes_nothing_and_one_parameter_reruns_only_its_dependents(project):
+    name = write_profile(project, BASE)
+    first = study.run(name, workspace="ws", book=False)
+    assert len(first.executed) == 2 * len(study.DATASET_SECTIONS) and first.skipped == []
+    before = {d: {s.name: result(project, d, s.name) for s in study.DATASET_SECTIONS} for d in ("wmh", "lits")}
+
+    again = study.run(name, workspace="ws", book=False)
+    assert again.executed == []
+    assert len(again.skipped) == len(first.executed)
+
+    changed = {**BASE, "datasets": {"wmh": {}, "lits": {"stratification": {"value": 2}}}}
+    write_profile(project, changed)
+    third = study.run(name, workspace="ws", book=False)
+    # stratification feeds reversals, bootstrap and qualitative; nothing upstream and nothing of wmh re-runs
+    assert third.executed == ["lits · stratification", "lits · reversals", "lits · bootstrap", "lits · qualitative"]
+    assert result(project, "lits", "stratification").startswith("2 ")
+    assert result(project, "lits", "evaluation") == before["lits"]["evaluation"]
+    assert all(result(project, "wmh", s) == before["wmh"][s] for s in before["wmh"])
+
+
+def test_changed_code_or_notebook_source_makes_sections_out_of_date(project, monkeypatch):
+    name = write_profile(project, {**BASE, "datasets": {"wmh": {}}})
+    study.run(name, workspace="ws", book=False)
+    nb = nbformat.read(project / "notebooks" / "06_bootstrap.ipynb", as_version=4)
+    nb.cells[0].source += "\n\nA new sentence."
+    nbformat.write(nb, project / "notebooks" / "06_bootstrap.ipynb")
+    assert study.run(name, workspace="ws", book=False).executed == ["wmh · bootstrap"]
+    nb.cells[2].outputs = [nbformat.v4.new_output("stream", name="stdout", text="outputs do not count")]
+    nbformat.write(nb, project / "notebooks" / "06_bootstrap.ipynb")
+    assert study.run(name, workspace="ws", book=False).executed == []
+    monkeypatch.setattr(study, "code_hash", lambda: "code-v2")
+    assert len(study.run(name, workspace="ws", book=False).executed) == len(study.DATASET_SECTIONS)
+
+
+def test_unknown_parameter_is_rejected_naming_profile_and_notebook(project):
+    name = write_profile(project, {**BASE, "datasets": {"wmh": {"training": {"epochz": 3}}}})
+    with pytest.raises(study.StudyError, match=r"t\.yaml.*unknown parameter\(s\) \['epochz'\].*02_training\.ipynb"):
+        study.run(name, workspace="ws", book=False)
+
+
+def test_unknown_section_and_dataset_are_rejected(project):
+    name = write_profile(project, {**BASE, "sections": {"trainnig": {}}})
+    with pytest.raises(study.StudyError, match="unknown section 'trainnig' under 'sections'"):
+        study.run(name, workspace="ws", book=False)
+    name = write_profile(project, {**BASE, "datasets": {"brats": {}}})
+    with pytest.raises(study.StudyError, match="unknown dataset 'brats'"):
+        study.run(name, workspace="ws", book=False)
+
+
+def test_missing_required_parameter_is_rejected(project):
+    nb = _notebook('data_root = "synthetic"  # required: where the dataset lives\n')
+    nb.cells[2].source = nb.cells[2].source.replace("{SECTION}", "data")
+    nbformat.write(nb, project / "notebooks" / "01_data.ipynb")
+    name = write_profile(project, BASE)
+    with pytest.raises(study.StudyError, match=r"missing required parameter\(s\) \['data_root'\].*01_data\.ipynb"):
+        study.run(name, workspace="ws", book=False)
+
+
+def test_missing_notebook_is_named(project):
+    (project / "notebooks" / "03_evaluation.ipynb").unlink()
+    name = write_profile(project, BASE)
+    with pytest.raises(study.StudyError, match=r"notebook notebooks/03_evaluation\.ipynb not found"):
+        study.run(name, workspace="ws", book=False)
+
+
+def test_missing_profile_lists_the_available_ones(project):
+    write_profile(project, BASE, name="smoke")
+    with pytest.raises(study.StudyError, match=r"profile 'nope'.*not found \(available: smoke\)"):
+        study.run("nope", workspace="ws", book=False)
+
+
+def test_failing_cell_is_reported_and_earlier_results_stay_then_the_run_resumes(project):
+    name = write_profile(project, {**BASE, "datasets": {"wmh": {}, "lits": {"reversals": {"fail": True}}}})
+    with pytest.raises(study.StudyError) as info:
+        study.run(name, workspace="ws", book=False)
+    message = str(info.value)
+    assert "notebooks/05_reversals.ipynb failed for dataset 'lits' in cell 3 (`import pathlib, time`)" in message
+    assert "ValueError: planted failure" in message
+    ws = Workspace.at("ws")
+    assert (ws.executed("lits") / "05_reversals.failed.ipynb").exists()
+    assert not (ws.executed("lits") / "05_reversals.ipynb").exists()
+    kept = {s: result(project, "lits", s) for s in ("data", "training", "evaluation", "stratification")}
+    assert not (ws.results("lits") / "reversals.txt").exists()
+
+    write_profile(project, BASE)
+    resumed = study.run(name, workspace="ws", book=False)
+    assert resumed.executed == ["lits · reversals", "lits · bootstrap", "lits · qualitative"]
+    assert {s: result(project, "lits", s) for s in kept} == kept
+    assert not (ws.executed("lits") / "05_reversals.failed.ipynb").exists()
+
+
+def test_toc_has_one_part_per_dataset_and_only_existing_chapters(project):
+    name = write_profile(project, {**BASE, "datasets": {"wmh": {}}, "study": {"cross_dataset": {"datasets": ["wmh"]}}})
+    study.run(name, workspace="ws", book=False)
+    toc = yaml.safe_load((project / "ws" / "_toc.yml").read_text())
+    captions = [p["caption"] for p in toc["parts"]]
+    assert captions == ["The study", study.DATASET_TITLES["wmh"], "Across datasets", "Reproducibility"]
+    wmh = toc["parts"][1]["chapters"]
+    assert [c["file"] for c in wmh] == [f"ws/book/executed/wmh/{s.notebook[:-6]}" for s in study.DATASET_SECTIONS]
+    stamp = json.loads((project / "ws" / "results" / ".stamps" / "wmh" / "data.json").read_text())
+    assert stamp["params"]["workspace"] == "ws" and stamp["params"]["dataset"] == "wmh"
