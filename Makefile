@@ -4,6 +4,8 @@
 # A virtual environment is created in .venv unless one is already active.
 
 PROFILE ?= default
+# Idle OpenMP threads sleep instead of spinning: torch on 2 shared cores is otherwise 10-70x slower.
+export OMP_WAIT_POLICY ?= PASSIVE
 PYTHON ?= python3
 ifdef VIRTUAL_ENV
 VENV := $(VIRTUAL_ENV)

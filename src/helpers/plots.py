@@ -27,8 +27,14 @@ MODEL_COLORS = {
     "resunet": "#55a868",
     "attention_unet": "#c44e52",
     "hybrid_transformer": "#8172b2",
+    # the small-data study's models
+    "deeplabv3plus": "#dd8452",
+    "segformer": "#937860",
+    "sam": "#da8bc3",
+    "medsam": "#8c8c8c",
+    "medsam_unet": "#ccb974",
 }
-_FALLBACK = ["#ccb974", "#64b5cd", "#937860", "#da8bc3", "#8c8c8c", "#dd8452"]
+_FALLBACK = ["#64b5cd", "#b47cc7", "#c4ad66", "#77bedb", "#4878d0", "#ee854a"]
 
 
 def model_color(model: str, index: int = 0) -> str:

@@ -368,8 +368,10 @@ def is_up_to_date(ws: Workspace, task: Task) -> bool:
 def kernel_environment() -> dict:
     """Environment of the notebook kernels: no progress bars in executed notebooks (the runner reports progress),
     a non-interactive matplotlib backend and the project root made explicit."""
+    # OMP_WAIT_POLICY=PASSIVE: on a small shared machine, OpenMP threads that spin while waiting made torch
+    # 10-70 times slower with 2 threads than with 1 (measured, see benchmarks/bench_training.py).
     return {"TQDM_DISABLE": "1", "MPLBACKEND": "Agg", "HONEST_PROJECT_ROOT": str(project_root()),
-            "PYTHONHASHSEED": "0"}
+            "PYTHONHASHSEED": "0", "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
 
 
 def execute(task: Task, ws: Workspace) -> float:
@@ -549,7 +551,8 @@ def build_book(ws: Workspace, *, out=sys.stdout) -> Path:
     toc_file = toc_path(ws)
     if not toc_file.exists():
         raise StudyError(f"{relative(toc_file)} not found: run the study before building its book")
-    cmd = [sys.executable, "-m", "jupyter_book", "build", str(root), "--toc", str(toc_file),
+    cli = Path(sys.executable).parent / "jupyter-book"
+    cmd = [str(cli) if cli.exists() else "jupyter-book", "build", str(root), "--toc", str(toc_file),
            "--path-output", str(ws.root), "-W", "-n", "--keep-going"]
     print(f"book: building {relative(ws.root / '_build' / 'html')} …", file=out, flush=True)
     start = time.perf_counter()

@@ -1,0 +1,354 @@
+"""Evaluate a predictions folder: tidy per-case and per-lesion metric tables (the bring-your-own entry point).
+
+Conventions
+-----------
+- Arrays are ``(z, y, x)`` for volumes and ``(y, x)`` for 2D images; spacing in mm per axis (the case's own),
+  so distances (HD95, ASSD) and tolerances are in mm on the *original* grid of the case.
+- Reference: ``Case.mask`` from :func:`helpers.data.load_cases`; prediction:
+  :func:`helpers.predictions.read_prediction` (validated against the case's shape). ``Case.ignore`` (e.g. WMH
+  label 2) is passed to every metric, which removes its voxels from both masks.
+- Image-level metrics: :func:`helpers.metrics.evaluate_case`; lesion-level:
+  :func:`helpers.lesions.evaluate_lesions`. Their definitions and the empty-mask policy (no NaN: penalties,
+  flagged) are those modules'. Names in our tables: ``contour_f1`` is :func:`helpers.metrics.boundary_f1`
+  at ``tolerance``; ``contour_f1_tol<t>`` the same at the extra tolerances (sensitivity analysis);
+  ``hd95`` is the directed-max HD95 (primary) and ``hd95_pooled`` the pooled variant (sensitivity analysis).
+- Lesion size quartiles: edges from the test set's reference lesions (model-independent), see
+  :func:`helpers.analysis.quartile_edges`; false-positive components get a quartile by their own area fraction.
+
+Tables (long format)
+--------------------
+``per_case_metrics.csv``
+    ``dataset, model, case_id, metric, value, penalty, n_ref_lesions, ref_empty, pred_empty, reason``: one row
+    per case, model and metric. Metrics: ``dice, iou, hd95, hd95_pooled, assd, masd, nsd, contour_f1``,
+    ``contour_f1_tol<t>`` / ``nsd_tol<t>``, ``fp_lesions`` (false-positive components), ``lesion_recall``
+    (detected / reference lesions of the case; NaN with reason ``"no reference lesion"`` when there is none).
+``per_lesion_metrics.csv``
+    ``dataset, model, case_id, lesion_id, kind, detected, n_voxels, area_fraction, overlap_voxels`` (lesion
+    voxels predicted: detection at any matching threshold can be re-derived from it), ``quartile, metric,
+    value, penalty`` plus the lesion's ``bbox_min_<axis>``/``bbox_max_<axis>``. ``kind == "lesion"``: a reference
+    lesion, metrics ``detected`` (1/0), ``dice, iou, hd95, hd95_pooled, assd, contour_f1``; ``kind ==
+    "false_positive"``: a predicted component overlapping no lesion, one row with metric ``false_positive``
+    and value 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import lesions as _lesions
+from . import metrics as _metrics
+from . import predictions as _predictions
+from .analysis import FALSE_POSITIVE, REFERENCE, assign_quartiles, quartile_edges
+from .io import read_json, write_csv, write_json
+from .paths import Workspace
+
+#: Lesion-level metrics written to ``per_lesion_metrics.csv`` (our names -> ``evaluate_lesions`` columns).
+LESION_METRIC_COLUMNS = {"dice": "dice", "iou": "iou", "hd95": "hd95", "hd95_pooled": "hd95_pooled", "assd": "assd",
+                         "contour_f1": "boundary_f1"}
+#: Image-level metrics written to ``per_case_metrics.csv`` (our names -> ``CaseMetrics`` fields).
+CASE_METRIC_COLUMNS = {"dice": "dice", "iou": "iou", "hd95": "hd95", "hd95_pooled": "hd95_pooled", "assd": "assd",
+                       "masd": "masd", "nsd": "nsd", "contour_f1": "boundary_f1"}
+PER_CASE_FILE = "per_case_metrics.csv"
+PER_LESION_FILE = "per_lesion_metrics.csv"
+EDGES_FILE = "quartile_edges.json"
+
+
+def _tol_name(prefix: str, tolerance: float) -> str:
+    return f"{prefix}_tol{tolerance:g}"
+
+
+def evaluate_case_tables(
+    case,
+    pred: np.ndarray,
+    *,
+    dataset: str,
+    model: str,
+    tolerance: float = _metrics.DEFAULT_TOLERANCE,
+    tolerances: Sequence[float] = (),
+    min_overlap: int = 1,
+    connectivity: int | None = None,
+    penalty: float | None = None,
+) -> tuple[list[dict], pd.DataFrame]:
+    """Per-case rows and the lesion table of one case and one model (quartiles not yet assigned).
+
+    ``case`` has ``case_id``, ``mask``, ``ignore`` and ``spacing`` (a :class:`helpers.data.Case`).
+    """
+    spacing = tuple(float(s) for s in case.spacing) if case.spacing is not None else None
+    ignore = getattr(case, "ignore", None)
+    result = _metrics.evaluate_case(case.mask, pred, spacing=spacing, ignore=ignore, tolerance=tolerance,
+                                    tolerances=tuple(tolerances), penalty=penalty)
+    table = _lesions.evaluate_lesions(case.mask, pred, spacing=spacing, connectivity=connectivity, ignore=ignore,
+                                      min_overlap=min_overlap, tolerance=tolerance, penalty=penalty)
+    summary = _lesions.lesion_summary(table)
+    base = {"dataset": dataset, "model": model, "case_id": str(case.case_id), "n_ref_lesions": summary["n_ref_lesions"],
+            "ref_empty": result.ref_empty, "pred_empty": result.pred_empty}
+    rows = []
+    for name, field in CASE_METRIC_COLUMNS.items():
+        rows.append({**base, "metric": name, "value": float(getattr(result, field)),
+                     "penalty": field in result.penalty_used, "reason": ""})
+    for t in tolerances:
+        rows.append({**base, "metric": _tol_name("contour_f1", t), "value": float(result.boundary_f1_at[float(t)]),
+                     "penalty": False, "reason": ""})
+        rows.append({**base, "metric": _tol_name("nsd", t), "value": float(result.nsd_at[float(t)]),
+                     "penalty": False, "reason": ""})
+    rows.append({**base, "metric": "fp_lesions", "value": float(summary["n_false_positive"]), "penalty": False,
+                 "reason": ""})
+    recall = summary["lesion_recall"]
+    rows.append({**base, "metric": "lesion_recall", "value": float(recall), "penalty": False,
+                 "reason": "" if np.isfinite(recall) else "no reference lesion"})
+    return rows, table
+
+
+def _lesion_rows(table: pd.DataFrame, *, dataset: str, model: str, case_id: str) -> pd.DataFrame:
+    """Long per-lesion rows from an ``evaluate_lesions`` table."""
+    bbox = [c for c in table.columns if c.startswith("bbox_")]
+    keep = ["lesion_id", "kind", "detected", "n_voxels", "area_fraction", "overlap_voxels", "penalty", *bbox]
+    ref = table[table["kind"] == REFERENCE]
+    frames = []
+    if len(ref):
+        detected = ref["detected"].astype(bool)
+        frames.append(ref[keep].assign(metric="detected", value=detected.astype(float).to_numpy(), penalty=False))
+        for name, column in LESION_METRIC_COLUMNS.items():
+            frames.append(ref[keep].assign(metric=name, value=ref[column].astype(float).to_numpy()))
+    fp = table[table["kind"] == FALSE_POSITIVE]
+    if len(fp):
+        frames.append(fp[keep].assign(metric=FALSE_POSITIVE, value=1.0, penalty=False))
+    if not frames:
+        return pd.DataFrame()
+    out = pd.concat(frames, ignore_index=True)
+    out["detected"] = out["detected"].astype(object).where(out["kind"] == REFERENCE, np.nan)
+    out.insert(0, "case_id", case_id)
+    out.insert(0, "model", model)
+    out.insert(0, "dataset", dataset)
+    return out
+
+
+def evaluate_cases(
+    cases: Sequence,
+    predictions_root,
+    *,
+    dataset: str,
+    models: Sequence[str] | None = None,
+    tolerance: float = _metrics.DEFAULT_TOLERANCE,
+    tolerances: Sequence[float] = (),
+    min_overlap: int = 1,
+    connectivity: int | None = None,
+    penalty: float | None = None,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """Evaluate every model's predictions of ``cases``: ``(per_case, per_lesion, quartile_edges)``.
+
+    Parameters
+    ----------
+    cases : sequence of Case
+        The evaluated cases (the test split), each with ``case_id``, ``mask``, ``ignore``, ``spacing``.
+    predictions_root : path
+        ``<root>/<model>/<case_id>.<nii.gz|png|tif>`` (see :mod:`helpers.predictions`).
+    dataset : str
+        Written into the ``dataset`` column.
+    models : sequence of str, optional
+        Model folders to evaluate; default all models found (:func:`helpers.predictions.list_models`).
+    tolerance : float
+        Contour-F1 / NSD tolerance in mm (primary).
+    tolerances : sequence of float
+        Extra contour-F1 / NSD tolerances for the sensitivity analysis (image level).
+    min_overlap : int
+        Matching threshold: a reference lesion is detected when at least this many of its voxels are predicted.
+    connectivity : int, optional
+        Lesion connectivity (scikit-image convention; default full connectivity).
+    penalty : float, optional
+        Distance given to undefined distances (missed lesion, empty prediction); default the image diagonal.
+    progress : bool
+        Show a tqdm progress bar.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``predictions_root`` does not exist, or a model lacks a case's prediction (the message names the file).
+    ValueError
+        No case, no model, or a model name not found under ``predictions_root``.
+    """
+    root = Path(predictions_root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: predictions folder not found")
+    cases = list(cases)
+    if not cases:
+        raise ValueError("cases is empty: nothing to evaluate")
+    found = _predictions.list_models(root)
+    if models is None:
+        models = found
+    models = [str(m) for m in models]
+    if not models:
+        raise ValueError(f"{root}: no model folder with predictions")
+    missing = [m for m in models if m not in found]
+    if missing:
+        raise ValueError(f"{root}: models {missing} not found (found: {found})")
+    from tqdm.auto import tqdm
+
+    case_rows: list[dict] = []
+    lesion_frames: list[pd.DataFrame] = []
+    jobs = [(m, c) for m in models for c in cases]
+    for model, case in tqdm(jobs, desc=f"evaluate {dataset}", disable=not progress):
+        pred = _predictions.read_prediction(root, model, case)
+        rows, table = evaluate_case_tables(case, pred, dataset=dataset, model=model, tolerance=tolerance,
+                                           tolerances=tolerances, min_overlap=min_overlap, connectivity=connectivity,
+                                           penalty=penalty)
+        case_rows.extend(rows)
+        lesion_frames.append(_lesion_rows(table, dataset=dataset, model=model, case_id=str(case.case_id)))
+    per_case = pd.DataFrame(case_rows)[["dataset", "model", "case_id", "metric", "value", "penalty", "n_ref_lesions",
+                                        "ref_empty", "pred_empty", "reason"]]
+    lesion_frames = [f for f in lesion_frames if len(f)]
+    columns = ["dataset", "model", "case_id", "lesion_id", "kind", "detected", "n_voxels", "area_fraction",
+               "overlap_voxels", "quartile", "metric", "value", "penalty"]
+    if lesion_frames:
+        per_lesion = pd.concat(lesion_frames, ignore_index=True)
+    else:
+        per_lesion = pd.DataFrame(columns=[c for c in columns if c != "quartile"])
+    # quartile edges from the reference lesions, counted once (they are the same for every model)
+    ref = per_lesion[(per_lesion["kind"] == REFERENCE) & (per_lesion["metric"] == "detected")]
+    ref_once = ref.drop_duplicates(["case_id", "lesion_id"])
+    edges = quartile_edges(ref_once["area_fraction"]) if len(ref_once) else np.full(3, np.nan)
+    if len(per_lesion) and np.all(np.isfinite(edges)):
+        per_lesion["quartile"] = assign_quartiles(per_lesion["area_fraction"], edges)
+    else:
+        per_lesion["quartile"] = ""
+    bbox = sorted(c for c in per_lesion.columns if c.startswith("bbox_"))
+    per_lesion = per_lesion[columns + bbox]
+    return per_case, per_lesion, edges
+
+
+def split_cases(ws: Workspace, dataset: str, *, split: str = "test") -> list:
+    """The cases of ``split`` of a dataset, read from where the data section put them.
+
+    The data root comes from ``results/<dataset>/data_manifest.json`` (``"source"``: ``"synthetic"`` means
+    ``ws.data(dataset)``, else the real data root); the case ids from ``results/<dataset>/splits.json``.
+    """
+    from . import data as _data
+
+    manifest_path = ws.results(dataset) / "data_manifest.json"
+    manifest = read_json(manifest_path)
+    source = manifest.get("source")
+    if not source:
+        raise ValueError(f"{manifest_path}: no 'source' entry")
+    root = ws.data(dataset) if source == "synthetic" else Path(manifest.get("root") or source)
+    options = (manifest.get("options") or {}).get("loader") or {}
+    splits = read_json(ws.results(dataset) / "splits.json")
+    if split not in splits:
+        raise ValueError(f"{ws.results(dataset) / 'splits.json'}: no split {split!r} (has {sorted(splits)})")
+    wanted = [str(c) for c in splits[split]]
+    by_id = {str(c.case_id): c for c in _data.load_cases(dataset, root, **options)}
+    absent = [c for c in wanted if c not in by_id]
+    if absent:
+        raise ValueError(f"{root}: cases of split {split!r} not found in the data: {absent[:5]}")
+    return [by_id[c] for c in wanted]
+
+
+def evaluate_predictions(
+    ws: Workspace,
+    dataset: str,
+    *,
+    predictions_root=None,
+    models: Sequence[str] | None = None,
+    split: str = "test",
+    cases: Sequence | None = None,
+    tolerance: float = _metrics.DEFAULT_TOLERANCE,
+    tolerances: Sequence[float] = (),
+    min_overlap: int = 1,
+    connectivity: int | None = None,
+    penalty: float | None = None,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Evaluate a predictions folder and write ``results/<dataset>/per_case_metrics.csv``,
+    ``per_lesion_metrics.csv`` and ``quartile_edges.json`` atomically.
+
+    ``predictions_root`` defaults to ``ws.predictions(dataset)``; point it at any folder in the layout of
+    :mod:`helpers.predictions` to evaluate your own predictions. ``cases`` defaults to the ``split`` cases of
+    :func:`split_cases`. Other parameters as :func:`evaluate_cases`.
+    """
+    if not isinstance(ws, Workspace):
+        raise TypeError(f"ws must be a helpers.paths.Workspace, got {type(ws).__name__}")
+    root = ws.predictions(dataset) if predictions_root is None else Path(predictions_root)
+    if cases is None:
+        cases = split_cases(ws, dataset, split=split)
+    per_case, per_lesion, edges = evaluate_cases(
+        cases, root, dataset=dataset, models=models, tolerance=tolerance, tolerances=tolerances,
+        min_overlap=min_overlap, connectivity=connectivity, penalty=penalty, progress=progress)
+    out = ws.results(dataset)
+    write_csv(per_case, out / PER_CASE_FILE)
+    write_csv(per_lesion, out / PER_LESION_FILE)
+    n_ref = int(((per_lesion["kind"] == REFERENCE) & (per_lesion["metric"] == "detected")).sum()
+                / max(per_lesion["model"].nunique(), 1)) if len(per_lesion) else 0
+    write_json({"edges": {"q1_upper": edges[0], "q2_upper": edges[1], "q3_upper": edges[2]},
+                "definition": "25th/50th/75th percentiles (numpy linear) of the area fractions of the test set's "
+                              "reference lesions; upper edges inclusive",
+                "n_reference_lesions": n_ref, "n_cases": len(list(cases)), "split": split,
+                "predictions_root": str(root), "models": sorted(per_case["model"].unique()),
+                "tolerance_mm": tolerance, "tolerances_mm": list(tolerances), "min_overlap_voxels": min_overlap,
+                "connectivity": connectivity}, out / EDGES_FILE)
+    return per_case, per_lesion
+
+
+def read_tables(ws: Workspace, dataset: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read ``per_case_metrics.csv`` and ``per_lesion_metrics.csv`` of a dataset (written by
+    :func:`evaluate_predictions`)."""
+    folder = ws.results(dataset)
+    tables = []
+    for name in (PER_CASE_FILE, PER_LESION_FILE):
+        path = folder / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: not found (run the evaluation section first)")
+        tables.append(pd.read_csv(path, dtype={"case_id": str, "quartile": str, "reason": str},
+                                  keep_default_na=True))
+    per_case, per_lesion = tables
+    per_case["reason"] = per_case["reason"].fillna("")
+    per_lesion["quartile"] = per_lesion["quartile"].fillna("")
+    return per_case, per_lesion
+
+
+def example_crops(cases: Sequence, predictions_root, examples: pd.DataFrame, per_lesion: pd.DataFrame, *,
+                  models: Sequence[str], margin: int = 6, connectivity: int | None = None) -> list[dict]:
+    """Image crops around chosen lesions for the qualitative figure.
+
+    For each row of ``examples`` (``dataset, case_id, lesion_id``): the reference lesion's bounding box plus
+    ``margin`` voxels; for volumes the axial slice (``z``) where the lesion is largest, and of a multi-channel
+    volume its first channel. Returns dicts for
+    :func:`helpers.analysis.plot_lesion_example`: ``image``, ``reference``, ``predictions``, ``metrics``
+    (per model: the lesion's Dice and HD95) and ``title``. ``connectivity`` must be the evaluation's, so that
+    lesion ids match.
+    """
+    by_id = {str(c.case_id): c for c in cases}
+    crops = []
+    for _, ex in examples.iterrows():
+        case = by_id[str(ex["case_id"])]
+        rows = per_lesion[(per_lesion["case_id"].astype(str) == str(ex["case_id"]))
+                          & (per_lesion["lesion_id"] == ex["lesion_id"]) & (per_lesion["kind"] == REFERENCE)]
+        first = rows.iloc[0]
+        ndim = case.mask.ndim
+        lo = [int(first[f"bbox_min_{a}"]) for a in range(ndim)]
+        hi = [int(first[f"bbox_max_{a}"]) for a in range(ndim)]
+        ref = case.mask & ~case.ignore if case.ignore is not None else case.mask
+        labels, _ = _lesions.label_lesions(ref, connectivity=connectivity)
+        lesion = labels == int(ex["lesion_id"])
+        image = np.asarray(case.image)
+        if ndim == 3 and image.ndim == 4:  # (z, y, x, c) volumes: show the first channel (WMH FLAIR)
+            image = image[..., 0]
+        preds = {m: _predictions.read_prediction(predictions_root, m, case) for m in models}
+        if ndim == 3:
+            z = int(np.argmax(lesion.sum(axis=(1, 2))))
+            lesion, image = lesion[z], image[z]
+            preds = {m: p[z] for m, p in preds.items()}
+            lo, hi = lo[1:], hi[1:]
+        # bbox_max is exclusive (a slice stop, as helpers.lesions.lesion_table)
+        box = tuple(slice(max(lo[a] - margin, 0), hi[a] + margin) for a in range(2))
+        metrics = {}
+        for m in models:
+            r = rows[rows["model"] == m].set_index("metric")["value"]
+            metrics[m] = {"dice": float(r.get("dice", np.nan)), "hd95": float(r.get("hd95", np.nan))}
+        crops.append({"image": image[box], "reference": lesion[box],
+                      "predictions": {m: p[box] for m, p in preds.items()},
+                      "metrics": metrics, "title": f"{ex['dataset']} {ex['case_id']} lesion {ex['lesion_id']}"})
+    return crops

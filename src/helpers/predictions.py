@@ -1,0 +1,337 @@
+"""Predictions on disk: one file per test case in the dataset's own format, readable by every later section and
+written by any tool (bring your own predictions, e.g. nnU-Net outputs).
+
+Layout
+------
+``<root>/<model>/<case_id>.nii.gz``
+    Volumes: NIfTI, ``uint8`` with values 0/1, the source image's affine. NIfTI stores arrays as ``(x, y, z)``;
+    this package's arrays are ``(z, y, x)`` (axial slice axis first), so writing transposes ``(z, y, x) -> (x, y,
+    z)`` and reading transposes back (``helpers.data.to_nifti_array`` / ``from_nifti_array`` when the data module
+    provides them, else ``numpy.transpose``, which is the same reversal of axes).
+``<root>/<model>/<case_id>.png`` (or ``.tif``)
+    2D images (fundus): single-channel ``uint8`` with values 0/255 (0/1 is accepted on reading).
+``<root>/<model>/probabilities/<case_id>.nii.gz`` / ``.tif``
+    Optional foreground probabilities (``float32`` in [0, 1]) on the same grid.
+
+``<root>`` is ``<ws>/predictions/<dataset>``. Folders whose name starts with ``_`` or ``.`` are not models
+(``_seeds/seed<k>/`` holds the extra training seeds, each itself a predictions root).
+
+Post-processing rule (shared by all models)
+-------------------------------------------
+:func:`postprocess`: threshold the probability at 0.5 (``prob >= 0.5`` is foreground), then remove every
+connected component with fewer than ``min_component_voxels`` voxels, components taken with full connectivity
+(26-neighbourhood in 3D, 8 in 2D; scikit-image's ``connectivity=ndim``, the convention of ``helpers.lesions``),
+on the original grid. An empty prediction is a valid prediction and is written as an all-zero file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from .io import atomic_write
+
+VOLUME_SUFFIXES = (".nii.gz", ".nii")
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
+SUFFIXES = VOLUME_SUFFIXES + IMAGE_SUFFIXES
+PROBABILITIES = "probabilities"
+
+
+def _to_nifti(array: np.ndarray) -> np.ndarray:
+    try:
+        from .data import to_nifti_array  # the data engineer's axis convention, when it exists
+    except ImportError:
+        return np.ascontiguousarray(np.transpose(array))
+    return to_nifti_array(array)
+
+
+def _from_nifti(array: np.ndarray) -> np.ndarray:
+    try:
+        from .data import from_nifti_array
+    except ImportError:
+        return np.ascontiguousarray(np.transpose(array))
+    return from_nifti_array(array)
+
+
+def _check_name(value, what: str) -> str:
+    if not isinstance(value, str) or not value or "/" in value or "\\" in value or value.startswith((".", "_")):
+        raise ValueError(
+            f"{what} must be a non-empty file name without '/' not starting with '.' or '_', got {value!r}"
+        )
+    return value
+
+
+def postprocess(prob: np.ndarray, *, threshold: float = 0.5, min_component_voxels: int = 0) -> np.ndarray:
+    """The shared inference rule: threshold, then remove small connected components.
+
+    Parameters
+    ----------
+    prob : ndarray of float
+        Foreground probabilities, 2D ``(y, x)`` or 3D ``(z, y, x)``.
+    threshold : float, default 0.5
+        ``prob >= threshold`` is foreground (the same for every model).
+    min_component_voxels : int, default 0
+        Components with *fewer* than this many voxels are removed (0 or 1 keep everything). Full connectivity.
+
+    Returns
+    -------
+    ndarray of bool, same shape as ``prob``.
+    """
+    prob = np.asarray(prob)
+    if prob.ndim not in (2, 3) or not np.issubdtype(prob.dtype, np.floating):
+        raise ValueError(f"prob must be a 2D or 3D float array, got shape {prob.shape} dtype {prob.dtype}")
+    if not np.all(np.isfinite(prob)):
+        raise ValueError("prob must be finite")
+    if isinstance(min_component_voxels, bool) or not isinstance(min_component_voxels, (int, np.integer)):
+        raise ValueError(f"min_component_voxels must be a non-negative integer, got {min_component_voxels!r}")
+    if min_component_voxels < 0:
+        raise ValueError(f"min_component_voxels must be a non-negative integer, got {min_component_voxels!r}")
+    mask = prob >= threshold
+    if min_component_voxels > 1 and mask.any():
+        structure = ndimage.generate_binary_structure(mask.ndim, mask.ndim)
+        labels, _ = ndimage.label(mask, structure=structure)
+        sizes = np.bincount(labels.ravel())
+        keep = sizes >= min_component_voxels
+        keep[0] = False
+        mask = keep[labels]
+    return mask
+
+
+def prediction_path(root, model: str, case_id: str, *, kind: str, image_format: str = "png") -> Path:
+    """Where :func:`write_prediction` puts the mask of ``case_id``."""
+    suffix = ".nii.gz" if kind == "volume" else "." + image_format
+    return Path(root) / model / f"{case_id}{suffix}"
+
+
+def write_prediction(
+    root,
+    model: str,
+    case_id: str,
+    mask: np.ndarray,
+    *,
+    kind: str,
+    affine: np.ndarray | None = None,
+    prob: np.ndarray | None = None,
+    image_format: str = "png",
+) -> Path:
+    """Write one case's binary prediction (and optionally its probabilities) atomically.
+
+    Parameters
+    ----------
+    root : path
+        The predictions root of a dataset, ``<ws>/predictions/<dataset>``.
+    model, case_id : str
+        Folder and file names.
+    mask : ndarray of bool
+        ``(z, y, x)`` for ``kind="volume"``, ``(y, x)`` for ``kind="image"``, on the original image grid.
+    kind : {"volume", "image"}
+        Volume -> NIfTI ``uint8`` 0/1 with ``affine`` (identity when None); image -> ``image_format`` ``uint8`` 0/255.
+    affine : (4, 4) ndarray, optional
+        The source image's affine (volumes only).
+    prob : ndarray of float, optional
+        Probabilities in [0, 1] of the same shape, written as ``float32`` under ``probabilities/``.
+    image_format : {"png", "tif"}
+        Format of 2D predictions.
+
+    Returns
+    -------
+    Path of the mask file.
+    """
+    _check_name(model, "model")
+    _check_name(case_id, "case_id")
+    if kind not in ("volume", "image"):
+        raise ValueError(f"kind must be 'volume' or 'image', got {kind!r}")
+    if image_format not in ("png", "tif"):
+        raise ValueError(f"image_format must be 'png' or 'tif', got {image_format!r}")
+    mask = np.asarray(mask)
+    if mask.dtype != bool:
+        raise TypeError(f"mask must be a boolean array, got dtype {mask.dtype}")
+    want = 3 if kind == "volume" else 2
+    if mask.ndim != want:
+        raise ValueError(f"mask of kind {kind!r} must have {want} axes, got shape {mask.shape}")
+    if prob is not None:
+        prob = np.asarray(prob, dtype=np.float32)
+        if prob.shape != mask.shape:
+            raise ValueError(f"prob shape {prob.shape} differs from mask shape {mask.shape}")
+        if not np.all((prob >= 0) & (prob <= 1)):
+            raise ValueError("prob must lie in [0, 1]")
+    path = prediction_path(root, model, case_id, kind=kind, image_format=image_format)
+    if kind == "volume":
+        import nibabel as nib
+
+        if affine is None:
+            affine = np.eye(4)
+        affine = np.asarray(affine, dtype=float)
+        if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
+            raise ValueError(f"affine must be a finite (4, 4) array, got shape {affine.shape}")
+
+        def _save(array, dtype, dest):
+            img = nib.Nifti1Image(_to_nifti(array.astype(dtype)), affine)
+            img.header.set_data_dtype(dtype)
+            atomic_write(dest, lambda p: nib.save(img, str(p)), suffix=".nii.gz")
+
+        _save(mask, np.uint8, path)
+        if prob is not None:
+            _save(prob, np.float32, path.parent / PROBABILITIES / path.name)
+    else:
+        if image_format == "png":
+            import imageio.v3 as iio
+
+            atomic_write(path, lambda p: iio.imwrite(p, mask.astype(np.uint8) * 255, extension=".png"), suffix=".png")
+        else:
+            import tifffile
+
+            atomic_write(path, lambda p: tifffile.imwrite(p, mask.astype(np.uint8) * 255), suffix=".tif")
+        if prob is not None:
+            import tifffile
+
+            dest = path.parent / PROBABILITIES / f"{case_id}.tif"
+            atomic_write(dest, lambda p: tifffile.imwrite(p, prob), suffix=".tif")
+    return path
+
+
+def _prediction_files(folder: Path) -> dict[str, list[Path]]:
+    found: dict[str, list[Path]] = {}
+    if not folder.is_dir():
+        return found
+    for path in sorted(folder.iterdir()):
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        for suffix in SUFFIXES:
+            if path.name.lower().endswith(suffix):
+                found.setdefault(path.name[: -len(suffix)], []).append(path)
+                break
+    return found
+
+
+def list_models(root) -> list[str]:
+    """Sorted names of the model folders under ``root`` that hold at least one prediction file.
+
+    Folders starting with ``_`` or ``.`` are skipped (``_seeds`` holds extra training seeds)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(
+        p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(("_", ".")) and _prediction_files(p)
+    )
+
+
+def list_cases(root, model: str) -> list[str]:
+    """Sorted case ids with a prediction file in ``<root>/<model>``."""
+    return sorted(_prediction_files(Path(root) / model))
+
+
+def _find(folder: Path, case_id: str) -> Path:
+    candidates = [folder / f"{case_id}{suffix}" for suffix in SUFFIXES]
+    present = [p for p in candidates if p.is_file()]
+    if not present:
+        raise FileNotFoundError(
+            f"{folder / case_id}.*: no prediction for case {case_id!r} (looked for {', '.join(SUFFIXES)})"
+        )
+    if len(present) > 1:
+        raise ValueError(f"{folder}: several predictions for case {case_id!r}: {[p.name for p in present]}")
+    return present[0]
+
+
+def _load(path: Path) -> np.ndarray:
+    name = path.name.lower()
+    try:
+        if name.endswith(VOLUME_SUFFIXES):
+            import nibabel as nib
+
+            array = np.asarray(nib.load(str(path)).dataobj)
+            if array.ndim == 4 and array.shape[3] == 1:
+                array = array[..., 0]
+            if array.ndim != 3:
+                raise ValueError(f"{path}: expected a 3D volume, got shape {array.shape}")
+            return _from_nifti(array)
+        if name.endswith(".png"):
+            import imageio.v3 as iio
+
+            array = np.asarray(iio.imread(path))
+        else:
+            import tifffile
+
+            array = np.asarray(tifffile.imread(path))
+    except ValueError as err:
+        if str(path) in str(err):
+            raise
+        raise ValueError(f"{path}: cannot read prediction ({err})") from None
+    except Exception as err:  # corrupt files raise many exception types across readers
+        raise ValueError(f"{path}: cannot read prediction ({type(err).__name__}: {err})") from None
+    if array.ndim != 2:
+        raise ValueError(f"{path}: expected a single-channel 2D image, got shape {array.shape}")
+    return array
+
+
+def read_prediction(root, model: str, case, *, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """Read one case's prediction as a boolean array on the case's grid.
+
+    Parameters
+    ----------
+    root : path
+        The predictions root (``<ws>/predictions/<dataset>``).
+    model : str
+        The model folder.
+    case : str or Case-like
+        A case id, or an object with ``case_id`` and ``mask`` (``helpers.data.Case``); then the prediction's
+        shape is checked against ``case.mask.shape``.
+    shape : tuple of int, optional
+        The expected shape when ``case`` is a plain id.
+
+    Returns
+    -------
+    ndarray of bool
+        ``(z, y, x)`` for volumes, ``(y, x)`` for images.
+
+    Raises
+    ------
+    FileNotFoundError
+        No prediction file for the case (the message names the folder and the id).
+    ValueError
+        Several files for one case, an unreadable file, a shape different from the case's, or values other
+        than {0, 1} (NIfTI, 2D) or {0, 255} (2D images); the message names the file.
+    """
+    if isinstance(case, str):
+        case_id = case
+    elif hasattr(case, "case_id") and hasattr(case, "mask"):
+        case_id = case.case_id
+        if shape is None:
+            shape = np.shape(case.mask)
+    else:
+        raise TypeError(f"case must be a case id or a Case with case_id and mask, got {type(case).__name__}")
+    path = _find(Path(root) / model, case_id)
+    array = _load(path)
+    if shape is not None and tuple(array.shape) != tuple(shape):
+        raise ValueError(f"{path}: prediction shape {tuple(array.shape)} differs from the case's {tuple(shape)}")
+    if array.dtype == bool:
+        return array
+    if not np.issubdtype(array.dtype, np.number) or not np.all(np.isfinite(array)):
+        raise ValueError(f"{path}: non-binary values (dtype {array.dtype})")
+    values = np.unique(array)
+    is_volume = path.name.lower().endswith(VOLUME_SUFFIXES)
+    allowed = ({0, 1},) if is_volume else ({0, 1}, {0, 255})
+    if not any(set(values.tolist()) <= a for a in allowed):
+        shown = values[:6].tolist()
+        raise ValueError(f"{path}: non-binary values {shown} (expected {' or '.join(str(sorted(a)) for a in allowed)})")
+    return array > 0
+
+
+def read_probabilities(root, model: str, case_id: str) -> np.ndarray:
+    """Read the optional probability map of ``case_id`` (``float32``), or raise FileNotFoundError."""
+    path = _find(Path(root) / model / PROBABILITIES, case_id)
+    array = _load(path)
+    return np.asarray(array, dtype=np.float32)
+
+
+__all__ = [
+    "postprocess",
+    "prediction_path",
+    "write_prediction",
+    "list_models",
+    "list_cases",
+    "read_prediction",
+    "read_probabilities",
+]

@@ -1,0 +1,163 @@
+"""Deterministic train/validation/test splits by subject, saved once and re-used by every later section.
+
+Rules
+-----
+- The unit is the case (subject, volume or photograph), never a slice: all slices of a volume share a split.
+- Official subsets are honoured: when any case has ``subset == "test"`` the official test cases form the test
+  split and only the remaining cases are divided into train and validation (``test_fraction`` is then unused).
+  Otherwise ``test_fraction`` of the cases are drawn for the test split.
+- Sizes: without an official test subset, ``round(N * test_fraction)`` test cases (at least 1 when N >= 3) and
+  ``round(N * val_fraction * (1 - test_fraction))`` validation cases (at least 1 when N >= 2); with one,
+  ``round(N_pool * val_fraction)`` of the non-test cases go to validation. Train keeps the rest (at least one).
+- Stratification: cases are grouped by ``meta["site"]`` when every case has one and there are several (WMH).
+  The cases are put in a systematic stratified order (within each group a permutation drawn by
+  ``numpy.random.default_rng(seed)``, case ``i`` of a group of ``n`` keyed ``(i + u) / n`` with one random
+  offset ``u`` per group, all sorted by key); test takes the first cases of that order, validation the next,
+  train the rest. Each split thus holds each site about in proportion, and every site as soon as the split
+  has at least as many cases as there are sites.
+- A split that ends up empty is an error (a too-small dataset or fraction), never a silent empty list.
+
+The saved file ``results/<dataset>/splits.json`` holds ``{"train": [...], "val": [...], "test": [...],
+"rule": ..., "seed": ..., "val_fraction": ..., "test_fraction": ..., "stratified_by": ...}`` with ids sorted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SPLITS = ("train", "val", "test")
+
+
+def _check_fraction(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < float(value) < 1):
+        raise ValueError(f"{name} must be a float in (0, 1), got {value!r}")
+    return float(value)
+
+
+def _allocate(n: int, fraction: float, *, at_least_one: bool) -> int:
+    k = int(round(n * fraction))
+    return max(k, 1) if at_least_one else k
+
+
+def make_splits(cases, *, seed: int, val_fraction: float = 0.2, test_fraction: float = 0.3) -> dict:
+    """Split cases by subject into train, validation and test.
+
+    Parameters
+    ----------
+    cases : sequence
+        Objects with ``case_id`` (str), ``subset`` (``"training"``, ``"test"`` or ``None``) and ``meta``
+        (dict, optionally with ``"site"``): :class:`helpers.data.Case` or :class:`helpers.data.CaseFiles`.
+    seed : int
+        Seed of the shuffle; the same cases and seed give the same split.
+    val_fraction : float in (0, 1)
+        Share of the non-test cases (per group) that go to validation.
+    test_fraction : float in (0, 1)
+        Share of all cases (per group) drawn for test when there is no official test subset.
+
+    Returns
+    -------
+    dict
+        ``train``, ``val``, ``test`` (sorted case ids) and the rule, seed, fractions and stratification.
+
+    Raises
+    ------
+    ValueError
+        Duplicate case ids, bad fractions, or an empty split (naming it and the group sizes).
+    """
+    val_fraction = _check_fraction("val_fraction", val_fraction)
+    test_fraction = _check_fraction("test_fraction", test_fraction)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    cases = list(cases)
+    ids = [str(c.case_id) for c in cases]
+    if len(set(ids)) != len(ids):
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        raise ValueError(f"cases: duplicate case ids {duplicates}")
+    official = any(c.subset == "test" for c in cases)
+    sites = [(c.meta or {}).get("site") for c in cases]
+    stratify = all(s is not None for s in sites) and len(set(sites)) > 1
+    rng = np.random.default_rng(int(seed))
+    test = sorted((c for c in cases if c.subset == "test"), key=lambda c: str(c.case_id)) if official else []
+    groups: dict = {}  # the cases to divide (all but the official test cases), by site
+    for c, site in zip(cases, sites):
+        groups.setdefault(site if stratify else None, [])
+        if not (official and c.subset == "test"):
+            groups[site if stratify else None].append(c)
+    # systematic stratified order: within each group a random permutation, case i of a group of n gets the key
+    # (i + u) / n with one random offset u per group; sorting by key interleaves the groups proportionally, so
+    # the first k cases hold about k * n_group / N of each group (every group once k >= number of groups)
+    keyed = []
+    for key in sorted(groups, key=str):
+        members = sorted(groups[key], key=lambda c: str(c.case_id))
+        offset = rng.random()
+        for i, j in enumerate(rng.permutation(len(members))):
+            keyed.append(((i + offset) / len(members), str(members[j].case_id), members[j]))
+    order = [c for _, _, c in sorted(keyed, key=lambda t: (t[0], t[1]))]
+    n = len(order)
+    if official:
+        n_test = 0
+        n_val = _allocate(n, val_fraction, at_least_one=n >= 2)
+    else:
+        n_test = _allocate(n, test_fraction, at_least_one=n >= 3)
+        n_val = _allocate(n, val_fraction * (1 - test_fraction), at_least_one=n >= 2)
+        n_test = min(n_test, max(n - n_val - 1, 0))
+        test = order[:n_test]
+    n_val = min(n_val, max(n - n_test - 1, 0))
+    out = {"train": [c.case_id for c in order[n_test + n_val:]],
+           "val": [c.case_id for c in order[n_test:n_test + n_val]],
+           "test": [c.case_id for c in test]}
+    for name in SPLITS:
+        if not out[name]:
+            sizes = {str(k): len(v) for k, v in groups.items()}
+            raise ValueError(f"split {name!r} is empty: {len(cases)} cases (per group {sizes}), official test subset "
+                             f"{'used' if official else 'absent'}, val_fraction={val_fraction}, "
+                             f"test_fraction={test_fraction}; use more cases or larger fractions")
+        out[name] = sorted(out[name])
+    rule = ("official test subset -> test; rest split by subject into train/val" if official
+            else "test and val drawn by subject at random")
+    out.update({"rule": rule + (", stratified by site" if stratify else ""), "seed": int(seed),
+                "val_fraction": val_fraction, "test_fraction": None if official else test_fraction,
+                "stratified_by": "site" if stratify else None, "official_test": official})
+    return out
+
+
+def split_of(splits: dict) -> dict:
+    """``{case_id: split name}`` for a split dict."""
+    return {case_id: name for name in SPLITS for case_id in splits[name]}
+
+
+def save_splits(ws, dataset: str, splits: dict):
+    """Write ``results/<dataset>/splits.json`` atomically; returns the path."""
+    from .io import write_json
+    from .paths import Workspace
+
+    _validate(splits, "splits")
+    ws = ws if isinstance(ws, Workspace) else Workspace.at(ws)
+    return write_json(splits, ws.results(dataset) / "splits.json")
+
+
+def _validate(splits, where: str) -> None:
+    if not isinstance(splits, dict):
+        raise TypeError(f"{where}: expected a dict, got {type(splits).__name__}")
+    for name in SPLITS:
+        if name not in splits or not isinstance(splits[name], list):
+            raise ValueError(f"{where}: missing list {name!r}")
+        if not splits[name]:
+            raise ValueError(f"{where}: split {name!r} is empty")
+    seen = [c for name in SPLITS for c in splits[name]]
+    if len(seen) != len(set(seen)):
+        raise ValueError(f"{where}: a case id appears in more than one split")
+
+
+def load_splits(ws, dataset: str) -> dict:
+    """Read ``results/<dataset>/splits.json`` (errors name the file)."""
+    from .io import read_json
+    from .paths import Workspace
+
+    ws = ws if isinstance(ws, Workspace) else Workspace.at(ws)
+    path = ws.results(dataset) / "splits.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(path)!r}: not found; run the data section first")
+    splits = read_json(path)
+    _validate(splits, str(path))
+    return splits

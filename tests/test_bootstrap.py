@@ -1,0 +1,167 @@
+"""Tests of helpers.bootstrap on constructed data with known answers."""
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers.bootstrap import (
+    directional_robustness,
+    paired_differences,
+    resample_indices,
+    resample_weights,
+    resampled_means,
+    sufficient_statistics,
+    verdict,
+)
+
+
+def _units(values_by_model, metric="dice"):
+    """values_by_model: {model: [value per case]} -> one unit per case."""
+    rows = []
+    for model, values in values_by_model.items():
+        for i, v in enumerate(values):
+            rows.append({"case_id": f"c{i}", "model": model, "metric": metric, "value": v})
+    return pd.DataFrame(rows)
+
+
+def test_weights_count_draws():
+    idx = np.array([[0, 0, 2], [1, 2, 2]])
+    w = resample_weights(idx, 3)
+    assert w.tolist() == [[2, 0, 1], [0, 1, 2]]
+    assert (resample_weights(resample_indices(7, 50, seed=1), 7).sum(axis=1) == 7).all()
+
+
+def test_indices_reproducible_and_validated():
+    assert (resample_indices(5, 10, seed=3) == resample_indices(5, 10, seed=3)).all()
+    with pytest.raises(ValueError, match="n_resamples must be a positive integer"):
+        resample_indices(5, 0, seed=0)
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, 3\)"):
+        resample_weights(np.array([[0, 3]]), 3)
+
+
+def test_ratio_estimator_equals_loop():
+    # Cross-check the matrix product against a plain loop over resamples and gathered lesions.
+    rng = np.random.default_rng(0)
+    n_cases = 9
+    lesions = {c: rng.random((rng.integers(0, 4), 2)) for c in range(n_cases)}  # per case: lesions x 2 models
+    sums = np.array([lesions[c].sum(axis=0) for c in range(n_cases)])
+    counts = np.array([[len(lesions[c])] * 2 for c in range(n_cases)], dtype=float)
+    idx = resample_indices(n_cases, 40, seed=5)
+    got = resampled_means(sums, counts, resample_weights(idx, n_cases))
+    for b in range(40):
+        pooled = np.concatenate([lesions[c] for c in idx[b]]) if idx[b].size else np.empty((0, 2))
+        expected = pooled.mean(axis=0) if len(pooled) else np.full(2, np.nan)
+        np.testing.assert_allclose(got[b], expected, rtol=1e-12)
+
+
+def test_constant_positive_difference_keeps_sign_everywhere():
+    # Model a is exactly 0.05 better than b on every case: every resample's difference is 0.05.
+    base = np.linspace(0.5, 0.9, 20)
+    out = directional_robustness(_units({"a": base + 0.05, "b": base}), case_ids=[f"c{i}" for i in range(20)],
+                                 n_resamples=500, seed=0)
+    row = out.iloc[0]
+    assert row["difference"] == pytest.approx(0.05)
+    assert row["share_same_sign"] == 1.0
+    assert row["ci_low"] == pytest.approx(0.05) and row["ci_high"] == pytest.approx(0.05)
+    assert row["better"] == "a" and row["verdict"] == "robust"
+
+
+def test_lower_is_better_names_the_better_model():
+    # HD95 of a exceeds b's by 1 mm everywhere: b is better, the difference a - b is +1.
+    base = np.linspace(2, 6, 10)
+    out = directional_robustness(_units({"a": base + 1, "b": base}, metric="hd95"),
+                                 case_ids=[f"c{i}" for i in range(10)], n_resamples=200, seed=0)
+    assert out.iloc[0]["difference"] == pytest.approx(1.0)
+    assert out.iloc[0]["better"] == "b"
+
+
+def test_symmetric_zero_mean_difference_keeps_sign_about_half():
+    # Differences +-1 in 20 symmetric pairs plus one +0.01 so the observed mean is slightly positive; the
+    # resampled mean is then positive in about half the resamples (binomial sd 0.5/sqrt(4000) ~ 0.008).
+    d = np.concatenate([np.ones(20), -np.ones(20), [0.01]])
+    n = len(d)
+    out = directional_robustness(_units({"a": d, "b": np.zeros(n)}), case_ids=[f"c{i}" for i in range(n)],
+                                 n_resamples=4000, seed=1)
+    row = out.iloc[0]
+    assert row["share_same_sign"] == pytest.approx(0.5, abs=0.05)
+    assert row["verdict"] == "not distinguishable"
+    assert row["ci_low"] < 0 < row["ci_high"]
+
+
+def test_ci_matches_loop_percentiles():
+    rng = np.random.default_rng(2)
+    a, b = rng.random(15), rng.random(15)
+    out = directional_robustness(_units({"a": a, "b": b}), case_ids=[f"c{i}" for i in range(15)],
+                                 n_resamples=300, seed=7)
+    idx = resample_indices(15, 300, seed=7)
+    diffs = np.array([a[i].mean() - b[i].mean() for i in idx])
+    lo, hi = np.quantile(diffs, [0.025, 0.975])
+    assert out.iloc[0]["ci_low"] == pytest.approx(lo) and out.iloc[0]["ci_high"] == pytest.approx(hi)
+    assert out.iloc[0]["share_same_sign"] == pytest.approx(np.mean(np.sign(diffs) == np.sign(a.mean() - b.mean())))
+
+
+def test_lesions_of_a_case_stay_together():
+    # Case c0 has 3 lesions, c1 one lesion. A resample drawing c0 twice weighs 6 lesions against 0.
+    units = pd.DataFrame({"case_id": ["c0", "c0", "c0", "c1"], "model": "a", "value": [1.0, 1.0, 1.0, 0.0]})
+    sums, counts, n_nan = sufficient_statistics(units, case_ids=["c0", "c1"], models=["a"])
+    assert sums.ravel().tolist() == [3.0, 0.0] and counts.ravel().tolist() == [3.0, 1.0]
+    m = resampled_means(sums, counts, resample_weights(np.array([[0, 0], [0, 1], [1, 1]]), 2))
+    assert m.ravel().tolist() == [1.0, 0.75, 0.0]
+
+
+def test_nan_units_counted_not_used():
+    units = pd.DataFrame({"case_id": ["c0", "c1"], "model": "a", "value": [1.0, np.nan]})
+    sums, counts, n_nan = sufficient_statistics(units, case_ids=["c0", "c1", "c2"], models=["a"])
+    assert counts.ravel().tolist() == [1.0, 0.0, 0.0] and n_nan.ravel().tolist() == [0.0, 1.0, 0.0]
+
+
+def test_resample_without_units_is_nan_and_excluded():
+    # Only case c0 has a lesion: resamples that miss c0 have no unit -> NaN, counted out of n_valid.
+    units = pd.DataFrame({"case_id": ["c0", "c0"], "model": ["a", "b"], "value": [1.0, 0.5], "metric": "dice"})
+    out = directional_robustness(units, case_ids=["c0", "c1", "c2"], n_resamples=1000, seed=0)
+    # P(no c0 among 3 draws) = (2/3)^3 = 0.296 -> about 704 valid resamples.
+    assert 640 < out.iloc[0]["n_valid"] < 770
+    assert out.iloc[0]["share_same_sign"] == 1.0
+
+
+def test_verdict_rules():
+    assert verdict(0.1, 0.99, 0.01, 0.2) == "robust"
+    assert verdict(0.1, 0.99, -0.01, 0.2) == "directionally stable"
+    assert verdict(0.1, 0.85, -0.01, 0.2) == "directionally stable"
+    assert verdict(0.1, 0.6, -0.1, 0.2) == "not distinguishable"
+    assert verdict(0.0, np.nan, -0.1, 0.1) == "no difference"
+    assert verdict(np.nan, np.nan, np.nan, np.nan) == "not estimable"
+
+
+def test_validation_messages():
+    units = _units({"a": [1.0], "b": [0.0]})
+    with pytest.raises(ValueError, match="units has case_id values not in case_ids"):
+        directional_robustness(units, case_ids=["x"])
+    with pytest.raises(ValueError, match="need at least two models"):
+        directional_robustness(_units({"a": [1.0]}), case_ids=["c0"])
+    with pytest.raises(ValueError, match="group_by must include 'metric'"):
+        directional_robustness(units, case_ids=["c0"], group_by=("stratum",))
+    with pytest.raises(ValueError, match="confidence must lie in"):
+        paired_differences(np.ones((1, 2)), np.ones((1, 2)), np.ones((3, 1)), models=["a", "b"], metric="dice",
+                           confidence=1.5)
+
+
+def test_speed_paper_scale():
+    # 10,000 resamples, 4 models, 7 metrics, 3 datasets of 80 cases with ~25 lesions each: seconds, not minutes.
+    rng = np.random.default_rng(0)
+    metrics = ["dice", "iou", "hd95", "assd", "contour_f1", "lesion_recall", "fp_lesions_per_case"]
+    frames = []
+    for m in ["unet", "resunet", "attention_unet", "hybrid_transformer"]:
+        case = np.repeat([f"c{i}" for i in range(80)], 25)
+        for metric in metrics:
+            frames.append(pd.DataFrame({"case_id": case, "model": m, "metric": metric, "value": rng.random(len(case))}))
+    units = pd.concat(frames, ignore_index=True)
+    start = time.perf_counter()
+    for dataset_seed in range(3):
+        out = directional_robustness(units, case_ids=[f"c{i}" for i in range(80)], n_resamples=10_000,
+                                     seed=dataset_seed)
+    elapsed = time.perf_counter() - start
+    assert len(out) == 7 * 6
+    assert elapsed < 30, f"bootstrap took {elapsed:.1f} s"

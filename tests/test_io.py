@@ -1,0 +1,75 @@
+"""Atomic writes and workspace paths."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import io, paths
+
+
+def test_write_csv_and_json_roundtrip_and_leave_no_temporary_files(tmp_path):
+    df = pd.DataFrame({"case_id": ["a", "b"], "value": [0.5, np.nan]})
+    path = io.write_csv(df, tmp_path / "deep" / "folder" / "t.csv")
+    back = pd.read_csv(path)
+    assert back["case_id"].tolist() == ["a", "b"]
+    assert back["value"].iloc[0] == 0.5 and np.isnan(back["value"].iloc[1])  # NaN stays explicit (empty field)
+    io.write_json({"n": np.int64(3), "x": np.float32(0.25), "arr": np.arange(2)}, tmp_path / "m.json")
+    assert io.read_json(tmp_path / "m.json") == {"arr": [0, 1], "n": 3, "x": 0.25}
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["deep", "folder", "m.json", "t.csv"]
+
+
+def test_failed_write_keeps_the_previous_file_intact(tmp_path):
+    target = tmp_path / "result.txt"
+    io.write_text(target, "old result")
+
+    def broken(path):
+        path.write_text("half-writ")
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError, match="interrupted"):
+        io.atomic_write(target, broken)
+    assert target.read_text() == "old result"
+    assert os.listdir(tmp_path) == ["result.txt"]
+
+
+def test_save_npz_keeps_the_npz_suffix(tmp_path):
+    path = io.save_npz(tmp_path / "case.npz", image=np.ones((2, 3), np.float32))
+    with np.load(path) as data:
+        assert data["image"].shape == (2, 3)
+
+
+def test_read_json_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nothere\.json: file not found"):
+        io.read_json(tmp_path / "nothere.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"bad\.json: not valid JSON"):
+        io.read_json(tmp_path / "bad.json")
+    with pytest.raises(TypeError, match="cannot write object as JSON"):
+        io.write_json({"x": object()}, tmp_path / "x.json")
+
+
+def test_relative_paths_resolve_against_the_project_root_not_the_cwd(tmp_path, monkeypatch):
+    monkeypatch.setenv("HONEST_PROJECT_ROOT", str(tmp_path))
+    monkeypatch.chdir(tmp_path.parent)
+    ws = paths.Workspace.at("build/ws")
+    assert ws.root == (tmp_path / "build" / "ws").resolve()
+    assert ws.results("wmh") == ws.root / "results" / "wmh"
+    assert ws.results() == ws.root / "results"
+    assert ws.predictions("lits", "unet") == ws.root / "predictions" / "lits" / "unet"
+    assert ws.executed("study") == ws.root / "book" / "executed" / "study"
+    assert paths.relative(ws.root / "results") == "build/ws/results"
+    assert paths.resolve("/abs/path") == paths.Path("/abs/path")
+
+
+def test_project_root_is_found_from_a_subfolder(tmp_path, monkeypatch):
+    monkeypatch.delenv("HONEST_PROJECT_ROOT", raising=False)
+    (tmp_path / "_config.yml").write_text("title: x\n")
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    assert paths.project_root() == tmp_path.resolve()

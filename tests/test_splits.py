@@ -1,0 +1,128 @@
+"""Tests of helpers.splits: by-subject splits, official subsets, site stratification, errors, persistence."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from helpers.io import write_json
+from helpers.paths import Workspace
+from helpers.splits import load_splits, make_splits, save_splits, split_of
+
+
+def _cases(n, *, subset=None, site=None, prefix="c"):
+    return [SimpleNamespace(case_id=f"{prefix}{i:02d}", subset=subset, meta={} if site is None else {"site": site})
+            for i in range(n)]
+
+
+def test_counts_without_official_subset_hand_derived():
+    # 10 cases, test_fraction 0.3 -> round(3.0) = 3 test; val_fraction 0.2 of the remaining share 0.7:
+    # round(10 * 0.14) = round(1.4) = 1 val; train keeps 6.
+    splits = make_splits(_cases(10), seed=0, val_fraction=0.2, test_fraction=0.3)
+    assert (len(splits["train"]), len(splits["val"]), len(splits["test"])) == (6, 1, 3)
+    assert splits["official_test"] is False and splits["stratified_by"] is None
+
+
+def test_partition_is_disjoint_and_complete():
+    cases = _cases(17)
+    splits = make_splits(cases, seed=3)
+    ids = splits["train"] + splits["val"] + splits["test"]
+    assert sorted(ids) == sorted(c.case_id for c in cases)
+    assert len(set(ids)) == len(ids)
+    assert all(splits[k] == sorted(splits[k]) for k in ("train", "val", "test"))
+
+
+def test_deterministic_and_seed_dependent():
+    cases = _cases(20)
+    a = make_splits(cases, seed=1)
+    assert a == make_splits(list(reversed(cases)), seed=1)  # input order does not matter
+    assert any(make_splits(cases, seed=s)["test"] != a["test"] for s in range(2, 6))
+
+
+def test_official_test_subset_is_the_test_split():
+    cases = _cases(6, subset="training", prefix="tr") + _cases(4, subset="test", prefix="te")
+    splits = make_splits(cases, seed=0, val_fraction=0.2, test_fraction=0.9)
+    assert splits["test"] == ["te00", "te01", "te02", "te03"]
+    # 6 training cases: round(6 * 0.2) = 1 val, 5 train; test_fraction is unused
+    assert (len(splits["train"]), len(splits["val"])) == (5, 1)
+    assert splits["test_fraction"] is None and splits["official_test"] is True
+
+
+def test_every_site_in_every_split_when_possible():
+    cases = []
+    for site in ("Utrecht", "Singapore", "Amsterdam"):
+        cases += _cases(5, subset="training", site=site, prefix=site) + _cases(2, subset="test", site=site,
+                                                                              prefix=site + "T")
+    splits = make_splits(cases, seed=0, val_fraction=0.2)
+    site_of = {c.case_id: c.meta["site"] for c in cases}
+    for name in ("train", "val", "test"):
+        assert {site_of[c] for c in splits[name]} == {"Utrecht", "Singapore", "Amsterdam"}, name
+    # round(15 * 0.2) = 3 validation cases; the systematic stratified order gives one per site
+    assert len(splits["val"]) == 3
+    assert splits["stratified_by"] == "site"
+
+
+def test_empty_split_is_an_error_naming_it():
+    # 2 cases: val gets 1 (n >= 2), test would get round(0.6) = 1 but train must keep one -> test empty
+    with pytest.raises(ValueError, match="split 'test' is empty"):
+        make_splits(_cases(2), seed=0)
+
+
+def test_only_test_cases_gives_empty_train_error():
+    with pytest.raises(ValueError, match="split 'train' is empty"):
+        make_splits(_cases(3, subset="test"), seed=0)
+
+
+def test_duplicate_ids_rejected():
+    with pytest.raises(ValueError, match=r"duplicate case ids \['c00'\]"):
+        make_splits(_cases(3) + _cases(1), seed=0)
+
+
+@pytest.mark.parametrize("value", [0, 1, 1.5, -0.1, True])
+def test_bad_fraction_rejected(value):
+    with pytest.raises(ValueError, match="val_fraction must be a float in"):
+        make_splits(_cases(10), seed=0, val_fraction=value)
+
+
+def test_split_of_maps_each_case():
+    splits = make_splits(_cases(10), seed=0)
+    mapping = split_of(splits)
+    assert len(mapping) == 10 and {mapping[c] for c in splits["val"]} == {"val"}
+
+
+def test_save_and_load_roundtrip(tmp_path):
+    ws = Workspace(tmp_path)
+    splits = make_splits(_cases(10), seed=0)
+    path = save_splits(ws, "lits", splits)
+    assert path == tmp_path / "results" / "lits" / "splits.json"
+    assert load_splits(ws, "lits") == splits
+
+
+def test_load_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="splits.json.*not found"):
+        load_splits(Workspace(tmp_path), "wmh")
+
+
+def test_load_rejects_empty_split_in_file(tmp_path):
+    ws = Workspace(tmp_path)
+    write_json({"train": ["a"], "val": [], "test": ["b"]}, ws.results("wmh") / "splits.json")
+    with pytest.raises(ValueError, match="splits.json: split 'val' is empty"):
+        load_splits(ws, "wmh")
+
+
+def test_load_rejects_case_in_two_splits(tmp_path):
+    ws = Workspace(tmp_path)
+    write_json({"train": ["a"], "val": ["a"], "test": ["b"]}, ws.results("wmh") / "splits.json")
+    with pytest.raises(ValueError, match="more than one split"):
+        load_splits(ws, "wmh")
+
+
+def test_accepts_case_objects_holding_arrays():
+    # Case is a dataclass whose equality would compare arrays: the split must never compare cases
+    import numpy as np
+
+    from helpers.data import Case
+
+    cases = [Case(f"s{i}", np.zeros((2, 2)), np.zeros((2, 2), bool), None, (1.0, 1.0), "training", "x", None,
+                  {"site": "A" if i % 2 else "B"}) for i in range(8)]
+    splits = make_splits(cases, seed=0)
+    assert sorted(splits["train"] + splits["val"] + splits["test"]) == sorted(c.case_id for c in cases)
