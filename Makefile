@@ -43,7 +43,7 @@ unit: install
 # build/nbval); the smoke study run first provides the other datasets the cross-dataset chapter reads.
 nbval: install
 	$(PY) -m helpers.study run --profile smoke --workspace $(NBVAL_WS)
-	$(PY) -m pytest -p no:cacheprovider --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
+	TQDM_DISABLE=1 MPLBACKEND=Agg PYTHONHASHSEED=0 $(PY) -m pytest -p no:cacheprovider --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
 		-o testpaths= -o addopts= -W ignore::DeprecationWarning $(NOTEBOOKS)
 
 # Headless Chromium opens every page of the smoke book (built by the nbval step's study run): every figure

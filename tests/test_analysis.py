@@ -318,3 +318,26 @@ def test_stack_figures(tmp_path):
     with pytest.raises(FileNotFoundError, match="b.png: figure not found"):
         an.stack_figures([tmp_path / "b.png"])
     plt.close("all")
+
+
+def test_findings_state_the_numbers_and_whether_the_pattern_holds():
+    from helpers import analysis
+
+    pattern = pd.DataFrame([
+        # dataset a: HD95 spread widens from 10 % to 40 % in Q1; dataset b: it shrinks
+        {"dataset": "a", "setting": "overall", "dice_spread": 0.009, "hd95_spread_percent": 10.0},
+        {"dataset": "a", "setting": "Q1", "dice_spread": 0.008, "hd95_spread_percent": 40.0},
+        {"dataset": "b", "setting": "overall", "dice_spread": 0.02, "hd95_spread_percent": 30.0},
+        {"dataset": "b", "setting": "Q1", "dice_spread": 0.05, "hd95_spread_percent": 5.0},
+    ])
+    agreement = pd.DataFrame([{"stratum": "Q1", "metric": "hd95", "agree": 2, "comparisons": 6, "paper_agree": 4,
+                               "paper_comparisons": 9, "dice_leader_third_or_worse": 1, "datasets": 2}])
+    robust = pd.DataFrame({"stratum": ["Q1", "Q1", "Q1", "overall"],
+                           "verdict": ["robust", "robust", "not distinguishable", "robust"]})
+    lines = analysis.findings(pattern, agreement, robust)
+    assert lines[0].startswith("**A**") and "0.009 on the full test set and 0.008 in Q1" in lines[0]
+    assert "10.0 % overall and 40.0 % in Q1" in lines[0] and "spread widens" in lines[0]
+    assert "does not widen" in lines[1]
+    assert "alike in 2 of 6 comparisons in Q1 (paper: 4 of 9)" in lines[2]
+    assert "third or worse under hd95 in 1 of 2 datasets (paper: 2 of 3" in lines[2]
+    assert lines[3].endswith("(3 comparisons): 2 robust, 1 not distinguishable.")

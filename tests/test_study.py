@@ -168,3 +168,30 @@ def test_toc_has_one_part_per_dataset_and_only_existing_chapters(project):
     assert [c["file"] for c in wmh] == [f"ws/book/executed/wmh/{s.notebook[:-6]}" for s in study.DATASET_SECTIONS]
     stamp = json.loads((project / "ws" / "results" / ".stamps" / "wmh" / "data.json").read_text())
     assert stamp["params"]["workspace"] == "ws" and stamp["params"]["dataset"] == "wmh"
+
+
+def test_banner_labels_synthetic_real_and_constructed_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("HONEST_PROJECT_ROOT", str(tmp_path))
+    from helpers import io
+
+    ws = Workspace.at("ws")
+    io.write_json({"source": "synthetic"}, ws.results("wmh") / "data_manifest.json")
+    io.write_json({"source": "/data/LiTS"}, ws.results("lits") / "data_manifest.json")
+    wmh = study.context(dataset="wmh", profile="smoke", workspace="ws", seed=0).banner()
+    assert "**synthetic stand-in** for WMH" in wmh and "not** the paper's results" in wmh
+    lits = study.context(dataset="lits", profile="smoke", workspace="ws", seed=0).banner()
+    assert "real LITS data at `/data/LiTS`" in lits and "paper's results" not in lits
+    # a chapter across datasets names every source and warns because one of them is synthetic
+    across = study.context(dataset="study", profile="smoke", workspace="ws", seed=0).banner()
+    assert "synthetic stand-in** for WMH" in across and "real LITS data" in across and "⚠" in across
+    made = study.context(dataset="study", profile="smoke", workspace="ws", seed=0, data_source="constructed")
+    assert "constructed in this chapter" in made.banner() and "constructed examples" in made.banner()
+    unknown = study.context(dataset="idrid", profile="smoke", workspace="ws", seed=0)
+    assert unknown.synthetic is None and "has not run" in unknown.banner()
+
+
+def test_context_repr_holds_no_absolute_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("HONEST_PROJECT_ROOT", str(tmp_path))
+    ctx = study.context(dataset="wmh", profile="smoke", workspace="build/nbval", seed=3)
+    assert repr(ctx) == "Context(dataset='wmh', profile='smoke', seed=3, workspace='build/nbval')"
+    assert str(tmp_path) not in repr(ctx)

@@ -187,12 +187,12 @@ def evaluate_cases(
     missing = [m for m in models if m not in found]
     if missing:
         raise ValueError(f"{root}: models {missing} not found (found: {found})")
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
     case_rows: list[dict] = []
     lesion_frames: list[pd.DataFrame] = []
     jobs = [(m, c) for m in models for c in cases]
-    for model, case in tqdm(jobs, desc=f"evaluate {dataset}", disable=not progress):
+    for model, case in progress_bar(jobs, progress=progress, desc=f"evaluate {dataset}"):
         pred = _predictions.read_prediction(root, model, case)
         rows, table = evaluate_case_tables(case, pred, dataset=dataset, model=model, tolerance=tolerance,
                                            tolerances=tolerances, min_overlap=min_overlap, connectivity=connectivity,

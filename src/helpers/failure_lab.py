@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 from scipy import ndimage
-from tqdm import tqdm
+from .progress import progress_bar
 
 from helpers import analysis, bootstrap, perturb
 from helpers.evaluation import evaluate_case_tables
@@ -317,7 +317,7 @@ def sweep(
     rows = []
     jobs = [(sh, r, k) for sh in shapes for r in radii for k in range(n_repeats)]
     # no explicit disable=False when progress is wanted, so that TQDM_DISABLE=1 (executed notebooks) still applies
-    for shape_kind, radius, repeat in tqdm(jobs, desc="sweep", **({} if progress else {"disable": True})):
+    for shape_kind, radius, repeat in progress_bar(jobs, progress=progress, desc="sweep"):
         rng = np.random.default_rng([seed, SHAPES.index(shape_kind), int(round(radius * 1000)), repeat])
         jitter = rng.uniform(-0.5, 0.5, ndim) * np.asarray(spacing_t)
         irregular = shape_kind == "irregular"

@@ -48,3 +48,17 @@ def get_axes(ax=None, *, figsize=(5.0, 3.5)):
         return ax.figure, ax
     fig, ax = plt.subplots(figsize=figsize)
     return fig, ax
+
+
+def show(fig, path, *, dpi: int = 110):
+    """Save ``fig`` as PNG at ``path`` (atomically), close it, and return the saved file for display.
+
+    Notebooks end a figure cell with ``show(fig, ctx.figures / "name.png")``: the page shows exactly the file
+    that the study writes to ``figures/``, once (figures are never also rendered inline)."""
+    from IPython.display import Image
+
+    from .io import save_figure
+
+    saved = save_figure(fig, path, dpi=dpi)
+    plt.close(fig)
+    return Image(filename=str(saved))

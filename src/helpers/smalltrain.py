@@ -36,12 +36,8 @@ from torch.nn import functional as F
 from . import smalldata as sd
 from . import smallmodels as sm
 
-# optuna, transformers and MONAI import ``tqdm.auto``, which warns in a notebook kernel without ipywidgets
-# ("IProgress not found") and puts that warning on the page. Import it once here, quietly; the package's own
-# bars use plain tqdm (``helpers.progress``).
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    import tqdm.auto  # noqa: F401,E402
+# (optuna, transformers and MONAI import ``tqdm.auto``; its "IProgress not found" warning is filtered once, in
+# ``helpers/__init__.py``; the package's own bars use plain tqdm through ``helpers.progress``.)
 
 #: Search space of the hyper-parameter optimisation: name -> (kind, low, high).
 SEARCH_SPACE: dict[str, tuple[str, float, float]] = {

@@ -11,9 +11,10 @@ from .io import read_json
 from .paths import Workspace, relative
 
 GLOBAL = "study"  # the pseudo-dataset of the chapters that span datasets
+DATASETS = ("wmh", "lits", "idrid")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Context:
     """What a section notebook needs to know about its run: the dataset, profile, seed and folders.
 
@@ -36,12 +37,16 @@ class Context:
 
     @property
     def synthetic(self) -> bool | None:
-        """True for synthetic stand-ins, False for real data, None when unknown (no data section run yet)."""
-        source = self.source
-        return None if source is None else source == "synthetic"
+        """True when any number on the page comes from synthetic or constructed data, False for real data only,
+        None when unknown (no data section has run yet)."""
+        sources = self.sources
+        if not sources:
+            return None
+        return any(src in ("synthetic", "constructed") for src in sources.values())
 
     @property
     def source(self) -> str | None:
+        """The data source of a dataset's page: "synthetic", a real dataset path, or "constructed"."""
         if self.data_source is not None:
             return self.data_source
         manifest = self.ws.results(self.dataset) / "data_manifest.json"
@@ -49,17 +54,33 @@ class Context:
             return read_json(manifest).get("source")
         return None
 
+    @property
+    def sources(self) -> dict[str, str]:
+        """Data source per dataset behind this page: the page's own for a dataset, every dataset run in this
+        workspace for the cross-dataset chapters (read from each ``data_manifest.json``)."""
+        if self.dataset != GLOBAL or self.data_source is not None:
+            return {} if self.source is None else {self.dataset: self.source}
+        out = {}
+        for manifest in sorted(self.ws.results().glob("*/data_manifest.json")):
+            source = read_json(manifest).get("source")
+            if source is not None and manifest.parent.name in DATASETS:
+                out[manifest.parent.name] = source
+        return out
+
     def banner(self) -> str:
         versions = provenance.package_versions()
         pkgs = ", ".join(f"{k} {v}" for k, v in versions.items())
-        if self.dataset == GLOBAL:
-            data = "see each dataset's chapters"
-        elif self.source is None:
+        sources = self.sources
+        if self.source == "constructed":
+            data = "examples constructed in this chapter (no dataset is read)"
+        elif not sources:
             data = "unknown (the data section has not run)"
-        elif self.source == "synthetic":
-            data = f"**synthetic stand-in** for {self.dataset.upper()}, written in the real on-disk layout"
         else:
-            data = f"real {self.dataset.upper()} data at `{self.source}`"
+            data = "; ".join(
+                f"**synthetic stand-in** for {name.upper()}, written in the real on-disk layout" if src == "synthetic"
+                else f"real {name.upper()} data at `{src}`"
+                for name, src in sources.items()
+            )
         lines = [
             f"**Provenance** · dataset `{self.dataset}` · profile `{self.profile}` · seed {self.seed} · "
             f"workspace `{relative(self.ws.root)}` · commit `{provenance.git_commit()}`",
@@ -67,14 +88,20 @@ class Context:
             f"Packages: {pkgs}.",
         ]
         if self.synthetic:
+            what = "constructed examples" if self.source == "constructed" else "synthetic stand-in data"
             lines.append(
-                "⚠ All numbers on this page come from synthetic stand-in data. They test the pipeline and "
-                "illustrate the method; they are **not** the paper's results."
+                f"⚠ Numbers on this page come from {what}. They test the pipeline and illustrate the method; "
+                "they are **not** the paper's results."
             )
         return "\n\n".join("> " + line for line in lines)
 
     def _repr_markdown_(self) -> str:
         return self.banner()
+
+    def __repr__(self) -> str:
+        # no absolute path: notebook outputs must be the same in every clone of the project
+        return (f"Context(dataset={self.dataset!r}, profile={self.profile!r}, seed={self.seed}, "
+                f"workspace={relative(self.ws.root)!r})")
 
 
 def context(*, dataset: str, profile: str, workspace: str, seed: int, data_source: str | None = None) -> Context:
@@ -97,7 +124,6 @@ from typing import Iterable  # noqa: E402
 from . import io as _io  # noqa: E402
 from .paths import project_root, resolve  # noqa: E402
 
-DATASETS = ("wmh", "lits", "idrid")
 DATASET_TITLES = {
     "wmh": "WMH: white matter hyperintensities (brain MRI)",
     "lits": "LiTS: liver tumours (abdominal CT)",
@@ -415,7 +441,7 @@ def execute(task: Task, ws: Workspace) -> float:
             else:
                 os.environ[k] = v
     seconds = time.perf_counter() - start
-    _strip_papermill_metadata(tmp)
+    _strip_papermill_metadata(tmp, collapse_parameters=True)
     os.replace(tmp, target)
     failed.unlink(missing_ok=True)
     _io.write_json(
@@ -444,8 +470,9 @@ def _failing_cell(path: Path) -> str:
     return "?"
 
 
-def _strip_papermill_metadata(path: Path) -> None:
-    """Remove papermill's timing metadata so that executed notebooks differ only where outputs differ."""
+def _strip_papermill_metadata(path: Path, *, collapse_parameters: bool = False) -> None:
+    """Remove papermill's timing metadata so that executed notebooks differ only where outputs differ; with
+    ``collapse_parameters`` also tag the parameters cells ``hide-input`` (the book shows them folded)."""
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
@@ -453,6 +480,9 @@ def _strip_papermill_metadata(path: Path) -> None:
     for cell in nb.cells:
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)
+        tags = cell.metadata.get("tags", [])
+        if collapse_parameters and {"parameters", "injected-parameters"} & set(tags) and "hide-input" not in tags:
+            cell.metadata["tags"] = [*tags, "hide-input"]
     nbformat.write(nb, path)
 
 

@@ -50,13 +50,8 @@ _WMH_FIRST_ID = {"Utrecht": 0, "Singapore": 50, "Amsterdam": 100}
 #: Relative intensity scale and noise level per site (sites differ in scanner and protocol).
 _WMH_SITE_SCALE = {"Utrecht": (1.0, 0.025), "Singapore": (1.3, 0.035), "Amsterdam": (0.8, 0.03)}
 
-IDRID_FOLDERS = {
-    "MA": "1. Microaneurysms",
-    "HE": "2. Haemorrhages",
-    "EX": "3. Hard Exudates",
-    "SE": "4. Soft Exudates",
-    "OD": "5. Optic Disc",
-}
+# the real layout's mask folder names, shared with the loader so that writer and reader cannot drift apart
+from .data import IDRID_FOLDERS  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------- shared

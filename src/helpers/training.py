@@ -68,7 +68,7 @@ import pandas as pd
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 from scipy import ndimage
-from tqdm import tqdm
+from .progress import progress_bar
 
 from . import models as _models
 from . import predictions as _predictions
@@ -236,9 +236,7 @@ def torch_settings(*, num_threads: int | None = None, deterministic: bool = True
 
 
 def _bar(progress: bool, **kwargs):
-    # An explicit ``disable=False`` would override $TQDM_DISABLE (which executed notebooks set), so it is only
-    # passed to switch bars off.
-    return tqdm(**kwargs) if progress else tqdm(disable=True, **kwargs)
+    return progress_bar(progress=progress, **kwargs)
 
 
 def _rng(seed: int, step: int, stream: int) -> np.random.Generator:

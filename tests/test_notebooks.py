@@ -1,0 +1,54 @@
+"""The committed notebooks and the profiles agree: every section has its notebook, every notebook the runner's
+parameters with the smoke/nbval defaults, no notebook defines functions, and every profile validates."""
+
+from __future__ import annotations
+
+import re
+
+import nbformat
+import papermill
+import pytest
+
+from helpers import study
+from helpers.paths import project_root
+
+NOTEBOOKS = sorted((project_root() / "notebooks").glob("*.ipynb"))
+
+
+def test_every_section_has_its_notebook_and_nothing_else_is_there():
+    assert sorted(p.name for p in NOTEBOOKS) == sorted(s.notebook for s in study.SECTIONS)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_parameters_have_the_nbval_defaults(path):
+    declared = papermill.inspect_notebook(str(path))
+    section = next(s for s in study.SECTIONS if s.notebook == path.name)
+    assert set(study.RUNNER_PARAMETERS) <= set(declared)
+    assert declared["profile"]["default"] == '"smoke"'
+    assert declared["workspace"]["default"] == '"build/nbval"'
+    expected = '"wmh"' if section.scope == "dataset" else f'"{section.dataset}"'
+    assert declared["dataset"]["default"] == expected
+    nb = nbformat.read(path, as_version=4)
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_stay_thin(path):
+    nb = nbformat.read(path, as_version=4)
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert not re.search(r"^\s*(def|class) ", cell.source, re.M), f"{path.name} defines a function or class"
+            assert "/work/" not in cell.source and "/tmp/" not in cell.source
+
+
+@pytest.mark.parametrize("profile", ["smoke", "default", "paper"])
+def test_profiles_validate_against_the_notebooks(profile):
+    prof, path = study.load_profile(profile)
+    tasks = study.plan(prof, path, ".")
+    names = [(t.dataset, t.section.name) for t in tasks]
+    # every dataset runs every per-dataset section, then the chapters across datasets
+    for dataset in prof["datasets"]:
+        assert [s for d, s in names if d == dataset] == [s.name for s in study.DATASET_SECTIONS]
+    assert names[-1] == ("small_data", "small_data")
