@@ -76,7 +76,7 @@ MODEL_LABELS = {
 }
 
 # ---------------------------------------------------------------------------------------------------------------
-# The paper's numbers (/work/shared/papers/small-lesion-boundary-study.md), by section. Set beside ours, never used
+# The paper's numbers (shared/papers/small-lesion-boundary-study.md in the steering repository), by section. Set beside ours, never used
 # in a computation.
 # ---------------------------------------------------------------------------------------------------------------
 #: Section 4.1: full-test-set Dice (pooled over datasets).
