@@ -61,24 +61,22 @@ _WMH_SITE_OF_TOP = {"Utrecht": "Utrecht", "Singapore": "Singapore", "GE3T": "Ams
 _GRID_ATOL_MM = 1e-3
 
 
+def _swap_first_and_third_axes(arr, axes: str) -> np.ndarray:
+    # (z, y, x[, c]) <-> (x, y, z[, c]): the permutation is its own inverse, so one function serves both ways
+    arr = np.asarray(arr)
+    if arr.ndim not in (3, 4):
+        raise ValueError(f"arr must be 3D {axes} or 4D {axes[:-1]}, c), got shape {arr.shape}")
+    return arr.transpose(2, 1, 0, *range(3, arr.ndim))
+
+
 def to_nifti_array(arr: np.ndarray) -> np.ndarray:
     """A ``(z, y, x)`` (or ``(z, y, x, c)``) array in NIfTI's ``(x, y, z[, c])`` order (a transposed view)."""
-    arr = np.asarray(arr)
-    if arr.ndim == 3:
-        return arr.transpose(2, 1, 0)
-    if arr.ndim == 4:
-        return arr.transpose(2, 1, 0, 3)
-    raise ValueError(f"arr must be 3D (z, y, x) or 4D (z, y, x, c), got shape {arr.shape}")
+    return _swap_first_and_third_axes(arr, "(z, y, x)")
 
 
 def from_nifti_array(arr: np.ndarray) -> np.ndarray:
     """NIfTI's ``(x, y, z[, c])`` data in our ``(z, y, x[, c])`` order; the inverse of :func:`to_nifti_array`."""
-    arr = np.asarray(arr)
-    if arr.ndim == 3:
-        return arr.transpose(2, 1, 0)
-    if arr.ndim == 4:
-        return arr.transpose(2, 1, 0, 3)
-    raise ValueError(f"arr must be 3D (x, y, z) or 4D (x, y, z, c), got shape {arr.shape}")
+    return _swap_first_and_third_axes(arr, "(x, y, z)")
 
 
 @dataclass(frozen=True)

@@ -161,13 +161,18 @@ def _as_ignore(ignore, shape: tuple[int, ...]) -> np.ndarray | None:
     return ignore
 
 
+def _as_nonnegative(value, name: str, *, unit: str) -> float:
+    """A finite real number >= 0 (a tolerance, a distance, a severity), as float; errors name ``name`` and ``unit``."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a real number ({unit}), got {value!r}")
+    value = float(value)
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be finite and >= 0, got {value!r} ({unit})")
+    return value
+
+
 def _as_tolerance(tolerance, name: str = "tolerance") -> float:
-    if isinstance(tolerance, bool) or not isinstance(tolerance, (numbers.Real, np.floating, np.integer)):
-        raise TypeError(f"{name} must be a real number (mm, or voxels without spacing), got {tolerance!r}")
-    tolerance = float(tolerance)
-    if not np.isfinite(tolerance) or tolerance < 0:
-        raise ValueError(f"{name} must be finite and >= 0, got {tolerance!r}")
-    return tolerance
+    return _as_nonnegative(tolerance, name, unit="mm, or voxels without spacing")
 
 
 def _as_percentile(percentile) -> float:

@@ -54,19 +54,14 @@ import numpy as np
 from scipy import ndimage
 
 from helpers.lesions import label_lesions
-from helpers.metrics import _as_mask, _as_spacing
+from helpers.metrics import _as_mask, _as_nonnegative, _as_spacing
 
 _EPS_MM = 1e-9  # distances are compared with this slack so that radius sqrt(2) includes the diagonal neighbour
 
 
 # ----------------------------------------------------------------------------------------------- validation
 def _as_severity(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
-        raise TypeError(f"{name} must be a real number (millimetres), got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be finite and >= 0 (millimetres), got {value!r}")
-    return value
+    return _as_nonnegative(value, name, unit="millimetres")
 
 
 def _as_vector(vector, ndim: int, name: str) -> np.ndarray:
