@@ -57,6 +57,20 @@ def test_label_matches_skimage_on_random_3d(connectivity):
     np.testing.assert_array_equal(labels, expected)
 
 
+@pytest.mark.parametrize("connectivity", [1, 2])
+def test_label_matches_skimage_on_random_2d(connectivity):
+    # Many small random images: connected-components-3d 4.1.1's own 2D 8-connected labelling is wrong on a few
+    # percent of them (labels on background pixels), which the 2D-as-one-slice route must not inherit.
+    rng = np.random.default_rng(100 + connectivity)
+    for _ in range(300):
+        shape = tuple(int(n) for n in rng.integers(2, 40, size=2))
+        mask = rng.random(shape) < rng.uniform(0.05, 0.7)
+        labels, n = label_lesions(mask, connectivity=connectivity)
+        expected, n_expected = measure.label(mask, connectivity=connectivity, return_num=True)
+        assert n == n_expected
+        np.testing.assert_array_equal(labels, expected)
+
+
 def test_label_does_not_mutate_input():
     mask = np.zeros((4, 4), bool)
     mask[1:3, 1:3] = True
@@ -320,8 +334,12 @@ def test_region_of_influence_matches_edt_feature_transform():
     ref = rng.random((5, 20, 22)) < 0.04
     labels, n = label_lesions(ref)
     spacing = (2.0, 0.7, 1.1)
-    points = np.argwhere(np.ones(ref.shape, bool))
-    ours = _region_of_influence(labels, n, points, spacing).reshape(ref.shape)
+    boundary = ref & ~ndimage.binary_erosion(ref, ndimage.generate_binary_structure(3, 1))
+    outside = np.argwhere(~ref)
+    ours = labels.copy()
+    ours[~ref] = _region_of_influence(
+        np.argwhere(boundary) * np.asarray(spacing), labels[boundary], outside * np.asarray(spacing)
+    )
     distance, index = ndimage.distance_transform_edt(labels == 0, sampling=spacing, return_indices=True)
     theirs = labels[tuple(index)]
     # Unique nearest lesion: the distance to the second-nearest lesion is strictly larger.
@@ -425,3 +443,35 @@ def test_per_lesion_rows_match_independently_built_lesion_masks():
         compared += 1
     assert compared >= 5
     assert (table["n_pred_components"] >= 1).sum() >= compared
+
+
+# ---------------------------------------------------------------- attribution (issue 12, item 3)
+@pytest.mark.parametrize("width", [4, 6])
+def test_attribution_uses_only_components_overlapping_the_lesion(width):
+    # ref (lesion 1: the left bar; lesion 2: the last pixel of the bottom row), pred (width 4 shown):
+    #   1 0 0 0    1 0 0 0     component D = {(0,0)} overlaps lesion 1 only
+    #   1 0 0 0    0 0 0 0     component C = bottom row from column width-3 to the end, overlaps lesion 2 only
+    #   1 0 0 1    0 1 1 1
+    # C's voxel (2, width-3) lies in lesion 1's region of influence (nearer to (2,0) than to (2,width-1)), but
+    # C does not overlap lesion 1, so lesion 1 is compared with D alone. Width 4: that voxel is inside lesion
+    # 1's crop box (the bug's case); width 6: it is outside (the bug gave the right values there).
+    # Lesion 1 vs D: Dice 2*1/(3+1) = 0.5; ref_to_pred = (0, 1, 2), pred_to_ref = (0): HD 2, MASD (1+0)/2 = 0.5,
+    # ASSD 3/4, HD95 max(percentile((0,1,2), 95) = 1.9, 0) = 1.9.
+    ref = np.zeros((3, width), bool)
+    ref[:, 0] = True
+    ref[2, width - 1] = True
+    pred = np.zeros_like(ref)
+    pred[0, 0] = True
+    pred[2, width - 3:] = True
+    table = evaluate_lesions(ref, pred)
+    one = table.iloc[0]
+    assert one["dice"] == 0.5 and one["hd"] == 2.0 and one["masd"] == 0.5
+    assert one["assd"] == 0.75 and one["hd95"] == pytest.approx(1.9, rel=1e-12)
+    assert one["n_pred_components"] == 1
+    # Lesion 2 vs C within its region: columns nearer to (2, width-1) than to (2, 0), i.e. > (width-1)/2.
+    # Width 4: {(2,2),(2,3)}: Dice 2/3, pred_to_ref (1, 0): HD 1, MASD (0 + 0.5)/2 = 0.25.
+    # Width 6: {(2,3),(2,4),(2,5)}: Dice 2/4, pred_to_ref (2, 1, 0): HD 2, MASD (0 + 1)/2 = 0.5.
+    two = table.iloc[1]
+    expected = {4: (2 / 3, 1.0, 0.25), 6: (0.5, 2.0, 0.5)}[width]
+    assert (two["dice"], two["hd"], two["masd"]) == pytest.approx(expected, rel=1e-12)
+    assert list(table["kind"]) == ["lesion", "lesion"]

@@ -32,11 +32,12 @@ Lesion-wise protocol (:func:`evaluate_lesions`)
   goes to the lowest lesion id. This is the nearest-feature partition that ``distance_transform_edt(...,
   return_indices=True)`` on the reference label image gives, computed with a k-d tree over the reference
   boundary voxels (the nearest voxel of a lesion to any outside point is a boundary voxel).
-- Per-lesion metrics compare the lesion with the union of the predicted components that overlap it,
-  restricted to its region of influence: a component merging two lesions is split between them along their
-  equidistance surface (which becomes part of each piece's boundary), and a distant false positive is not
-  charged to any lesion. Metrics are those of :mod:`helpers.metrics` on the crop of the lesion and its
-  prediction (plus a one-voxel margin), so the definitions are identical to the image-level ones.
+- Per-lesion metrics compare lesion i with its *prediction*: the voxels of the predicted components that
+  overlap lesion i and lie in lesion i's region of influence. A component merging two lesions is split between
+  them along their equidistance surface (which becomes part of each piece's boundary); a voxel of a component
+  that does not overlap lesion i is never charged to lesion i, even inside its region; a distant false positive
+  is charged to no lesion. Nothing depends on a crop box. Definitions (boundary, surface distances, reductions)
+  are those of :mod:`helpers.metrics`, computed for all lesions at once.
 - A missed lesion gets Dice, IoU, NSD and contour F1 = 0 and the distance penalty (default: the image
   diagonal, :func:`helpers.metrics.image_diagonal`) with ``penalty = True``, so detected-only boundary
   statistics are a filter on ``detected``.
@@ -55,17 +56,45 @@ DataFrame with all its columns, and :func:`evaluate_lesions` one false-positive 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import cc3d
 import numpy as np
 import pandas as pd
-from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from helpers import metrics as _m
 from helpers.metrics import _as_connectivity, _as_mask, _as_spacing
 
+# connected-components-3d names its neighbourhoods by neighbour count; scikit-image by orthogonal steps.
+# A 2D crop is labelled as one slice of a 3D volume (6 = 4-, 26 = 8-connectivity in the plane): version 4.1.1's
+# own 2D 8-connected path is wrong on about 5 % of random masks (it writes labels onto background pixels and
+# splits components), which tests/test_lesions.py::test_label_matches_skimage_on_random_2d guards against.
+_CC3D_CONNECTIVITY = {1: 6, 2: 18, 3: 26}
+_CC3D_CONNECTIVITY_2D = {1: 6, 2: 26}
 
-def _structure(ndim: int, connectivity: int) -> np.ndarray:
-    return ndimage.generate_binary_structure(ndim, connectivity)
+
+def _label_crop(crop: np.ndarray, connectivity: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Label a C-contiguous boolean crop; returns (labels image, old-to-raster-order lookup, n).
+
+    ``connected-components-3d`` finds the same components as ``scipy.ndimage.label`` but may number them in
+    another order; the lookup renumbers them 1..n by the raster order of each component's first voxel.
+    """
+    if crop.ndim == 2:
+        labels, n = cc3d.connected_components(crop[None], connectivity=_CC3D_CONNECTIVITY_2D[connectivity],
+                                              return_N=True)
+        labels = labels[0]
+    else:
+        labels, n = cc3d.connected_components(crop, connectivity=_CC3D_CONNECTIVITY[connectivity], return_N=True)
+    n = int(n)
+    lookup = np.zeros(n + 1, dtype=np.int64)
+    if n:
+        flat = labels.ravel()
+        foreground = np.flatnonzero(flat)
+        first_labels, first_index = np.unique(flat[foreground], return_index=True)
+        order = np.argsort(first_index, kind="stable")
+        lookup[first_labels[order]] = np.arange(1, n + 1)
+    return labels, lookup, n
 
 
 def label_lesions(mask: np.ndarray, *, connectivity: int | None = None) -> tuple[np.ndarray, int]:
@@ -82,7 +111,9 @@ def label_lesions(mask: np.ndarray, *, connectivity: int | None = None) -> tuple
     Returns
     -------
     labels : numpy.ndarray of int32
-        Same shape as ``mask``; 0 for background, 1..n for lesions in raster order of their first voxel.
+        Same shape as ``mask``; 0 for background, 1..n for lesions in raster order of their first voxel
+        (the labels of ``scipy.ndimage.label``; computed with ``connected-components-3d`` on the mask's
+        bounding box).
     n : int
         The number of lesions.
 
@@ -93,8 +124,14 @@ def label_lesions(mask: np.ndarray, *, connectivity: int | None = None) -> tuple
     """
     mask = _as_mask(mask, "mask")
     connectivity = _as_connectivity(connectivity, mask.ndim)
-    labels, n = ndimage.label(mask, structure=_structure(mask.ndim, connectivity), output=np.int32)
-    return labels, int(n)
+    out = np.zeros(mask.shape, dtype=np.int32)
+    box = _m._mask_box(mask)
+    if box is None:
+        return out, 0
+    window = tuple(slice(start, stop) for start, stop in box)
+    labels, lookup, n = _label_crop(np.ascontiguousarray(mask[window]), connectivity)
+    out[window] = lookup.astype(np.int32)[labels]
+    return out, n
 
 
 def _table_columns(ndim: int) -> list[str]:
@@ -106,27 +143,44 @@ def _table_columns(ndim: int) -> list[str]:
     )
 
 
-def _table_from_labels(labels: np.ndarray, n: int, spacing: tuple[float, ...]) -> pd.DataFrame:
-    """The lesion table of an already labelled image (labels 1..n)."""
-    ndim = labels.ndim
-    columns = _table_columns(ndim)
-    if n == 0:
-        frame = pd.DataFrame({name: pd.Series(dtype="int64") for name in columns})
-        for name in ["volume_mm3", "area_fraction"] + [f"centroid_{axis}" for axis in range(ndim)]:
-            frame[name] = frame[name].astype("float64")
-        return frame
-    coords = np.nonzero(labels)
-    ids = labels[coords].astype(np.int64)
+@dataclass(frozen=True)
+class _Components:
+    """The connected components of one mask in a padded crop, as foreground voxels (no label image).
+
+    ``flat`` are the crop's foreground flat indices (ascending, i.e. raster order), ``labels`` their component
+    (1..n, raster order of first voxel), ``on_boundary`` whether each is a boundary voxel of the mask.
+    """
+
+    flat: np.ndarray
+    labels: np.ndarray
+    n: int
+    on_boundary: np.ndarray
+
+
+def _components(flat_mask: np.ndarray, crop: "_m._Crop", connectivity: int) -> _Components:
+    image, lookup, n = _label_crop(flat_mask.reshape(crop.shape), connectivity)
+    flat = np.flatnonzero(flat_mask)
+    labels = lookup[image.ravel()[flat]]
+    del image
+    return _Components(flat, labels, n, _m._on_boundary(flat_mask, flat, crop.strides))
+
+
+def _component_stats(
+    components: _Components, crop: "_m._Crop", image_shape: tuple[int, ...], spacing: tuple[float, ...]
+) -> dict[str, np.ndarray]:
+    """The :func:`lesion_table` columns of every component, from one pass over its voxels."""
+    ndim = len(image_shape)
+    n, ids = components.n, components.labels
+    coordinates = [index + origin for index, origin in zip(crop.coordinates(components.flat), crop.origin)]
     n_voxels = np.bincount(ids, minlength=n + 1)[1:]
-    centroids = [np.bincount(ids, weights=c, minlength=n + 1)[1:] / n_voxels for c in coords]
     if ndim == 2:
-        area_fraction = n_voxels / float(labels.size)
+        area_fraction = n_voxels / float(np.prod(image_shape))
     else:
         # Voxels per (lesion, z slice); the largest slice count is the lesion's axial cross-section.
-        nz = labels.shape[0]
-        per_slice = np.bincount(ids * nz + coords[0], minlength=(n + 1) * nz).reshape(n + 1, nz)[1:]
-        area_fraction = per_slice.max(axis=1) / float(labels.shape[1] * labels.shape[2])
-    boxes = ndimage.find_objects(labels, max_label=n)
+        z_local = coordinates[0] - (crop.origin[0] + 1)
+        nz = crop.shape[0] - 2
+        per_slice = np.bincount(ids * nz + z_local, minlength=(n + 1) * nz).reshape(n + 1, nz)[1:]
+        area_fraction = per_slice.max(axis=1) / float(image_shape[1] * image_shape[2])
     data = {
         "lesion_id": np.arange(1, n + 1, dtype=np.int64),
         "n_voxels": n_voxels.astype(np.int64),
@@ -134,12 +188,24 @@ def _table_from_labels(labels: np.ndarray, n: int, spacing: tuple[float, ...]) -
         "area_fraction": area_fraction.astype(np.float64),
     }
     for axis in range(ndim):
-        data[f"bbox_min_{axis}"] = np.array([box[axis].start for box in boxes], dtype=np.int64)
+        low = np.full(n + 1, np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(low, ids, coordinates[axis])
+        data[f"bbox_min_{axis}"] = low[1:]
     for axis in range(ndim):
-        data[f"bbox_max_{axis}"] = np.array([box[axis].stop for box in boxes], dtype=np.int64)
+        high = np.full(n + 1, -1, dtype=np.int64)
+        np.maximum.at(high, ids, coordinates[axis])
+        data[f"bbox_max_{axis}"] = high[1:] + 1
     for axis in range(ndim):
-        data[f"centroid_{axis}"] = centroids[axis].astype(np.float64)
-    return pd.DataFrame(data, columns=columns)
+        data[f"centroid_{axis}"] = np.bincount(ids, weights=coordinates[axis], minlength=n + 1)[1:] / n_voxels
+    return data
+
+
+def _empty_table(ndim: int) -> pd.DataFrame:
+    columns = _table_columns(ndim)
+    frame = pd.DataFrame({name: pd.Series(dtype="int64") for name in columns})
+    for name in ["volume_mm3", "area_fraction"] + [f"centroid_{axis}" for axis in range(ndim)]:
+        frame[name] = frame[name].astype("float64")
+    return frame
 
 
 def lesion_table(
@@ -173,8 +239,13 @@ def lesion_table(
     """
     mask = _as_mask(mask, "mask")
     spacing = _as_spacing(spacing, mask.ndim)
-    labels, n = label_lesions(mask, connectivity=connectivity)
-    return _table_from_labels(labels, n, spacing)
+    connectivity = _as_connectivity(connectivity, mask.ndim)
+    box = _m._mask_box(mask)
+    if box is None:
+        return _empty_table(mask.ndim)
+    crop = _m._Crop.around(box)
+    components = _components(crop.take(mask).ravel(), crop, connectivity)
+    return pd.DataFrame(_component_stats(components, crop, mask.shape, spacing), columns=_table_columns(mask.ndim))
 
 
 # ------------------------------------------------------------------------------------------- lesion-wise protocol
@@ -183,40 +254,28 @@ _TIE = 1e-9
 
 
 def _region_of_influence(
-    ref_labels: np.ndarray, n_ref: int, points: np.ndarray, spacing: tuple[float, ...]
+    boundary_points: np.ndarray, boundary_labels: np.ndarray, points: np.ndarray
 ) -> np.ndarray:
-    """The id of the reference lesion nearest to each voxel index in ``points`` (shape (k, ndim), int).
+    """The reference lesion nearest to each of ``points`` (physical coordinates, all outside every lesion).
 
-    Voxels inside a lesion get that lesion; others the lesion with the nearest boundary voxel, ties (relative
-    1e-9) to the lowest id.
+    ``boundary_points``/``boundary_labels`` are the reference boundary voxels (physical coordinates) and their
+    lesion ids; the nearest voxel of a lesion to an outside point is one of its boundary voxels. A point whose
+    two nearest boundary voxels are equidistant (relative 1e-9) is settled by one batched radius query: the
+    lowest id among all boundary voxels within that distance.
     """
-    owner = ref_labels[tuple(points.T)].astype(np.int64)
-    outside = owner == 0
-    if not outside.any():
-        return owner
-    if n_ref == 1:
-        owner[outside] = 1
-        return owner
-    boundary_index = np.argwhere(_m._boundary(ref_labels > 0))
-    boundary_label = ref_labels[tuple(boundary_index.T)].astype(np.int64)
-    scale = np.asarray(spacing)
-    tree = cKDTree(boundary_index * scale)
-    query = points[outside] * scale
-    distance, index = tree.query(query, k=2)
-    nearest = boundary_label[index[:, 0]]
-    tied = distance[:, 1] <= distance[:, 0] * (1.0 + _TIE) + 1e-12
-    for row in np.flatnonzero(tied):
-        radius = distance[row, 0] * (1.0 + _TIE) + 1e-12
-        nearest[row] = boundary_label[tree.query_ball_point(query[row], radius)].min()
-    owner[outside] = nearest
-    return owner
-
-
-def _union_box(boxes: list[tuple[slice, ...]], shape: tuple[int, ...], margin: int) -> tuple[slice, ...]:
-    return tuple(
-        slice(max(min(b[a].start for b in boxes) - margin, 0), min(max(b[a].stop for b in boxes) + margin, shape[a]))
-        for a in range(len(shape))
-    )
+    if points.shape[0] == 0:
+        return np.empty(0, dtype=np.int64)
+    tree = cKDTree(boundary_points)
+    distance, index = tree.query(points, k=2)
+    nearest = boundary_labels[index[:, 0]].astype(np.int64)
+    tied = np.flatnonzero(distance[:, 1] <= distance[:, 0] * (1.0 + _TIE) + 1e-12)
+    if tied.size:
+        radius = distance[tied, 0] * (1.0 + _TIE) + 1e-12
+        found = tree.query_ball_point(points[tied], radius)
+        sizes = np.fromiter((len(f) for f in found), dtype=np.int64, count=tied.size)
+        candidates = boundary_labels[np.concatenate(found).astype(np.int64)]
+        nearest[tied] = np.minimum.reduceat(candidates, np.concatenate([[0], np.cumsum(sizes)[:-1]]))
+    return nearest
 
 
 def _lesion_columns(ndim: int, extra: list[str]) -> list[str]:
@@ -229,6 +288,66 @@ def _lesion_columns(ndim: int, extra: list[str]) -> list[str]:
         + [f"bbox_min_{axis}" for axis in range(ndim)]
         + [f"bbox_max_{axis}" for axis in range(ndim)]
     )
+
+
+def _grouped(groups: np.ndarray, values: np.ndarray, n: int):
+    """Sort ``values`` within ``groups`` (ids 0..n); returns (sorted values, starts, counts) indexed by id."""
+    order = np.lexsort((values, groups))
+    counts = np.bincount(groups, minlength=n + 1)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return values[order], starts, counts
+
+
+def _within_counts(groups, values, tolerance, n):
+    return np.bincount(groups[values <= tolerance * (1.0 + _m._TOLERANCE_SLACK)], minlength=n + 1)
+
+
+def _lesion_metrics(
+    ref_groups, ref_to_pred, pred_groups, pred_to_ref, n, n_ref_voxels, n_pred_voxels, overlap,
+    tolerances: tuple[float, ...],
+) -> dict[str, np.ndarray]:
+    """Per-lesion metrics (indexed by id 0..n, meaningful where both directed sets are non-empty), each the
+    vectorised form of the image-level reduction in :mod:`helpers.metrics`."""
+    out = {}
+    if ref_groups.size == 0:  # no detected lesion
+        nothing = np.full(n + 1, np.nan)
+        return {**{name: nothing for name in LESION_METRICS},
+                **{(prefix, t): nothing for prefix in ("nsd", "boundary_f1") for t in tolerances}}
+    n_ref_voxels, n_pred_voxels, overlap = (np.asarray(a, dtype=np.int64) for a in (n_ref_voxels, n_pred_voxels,
+                                                                                      overlap))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["dice"] = 2.0 * overlap / (n_ref_voxels + n_pred_voxels).astype(np.float64)
+        out["iou"] = overlap / (n_ref_voxels + n_pred_voxels - overlap).astype(np.float64)
+        r_sorted, r_start, r_count = _grouped(ref_groups, ref_to_pred, n)
+        p_sorted, p_start, p_count = _grouped(pred_groups, pred_to_ref, n)
+        both = np.concatenate([ref_groups, pred_groups])
+        b_sorted, b_start, b_count = _grouped(both, np.concatenate([ref_to_pred, pred_to_ref]), n)
+        has = (r_count > 0) & (p_count > 0)
+        last = lambda values, start, count: values[np.where(count > 0, start + count - 1, 0)]  # noqa: E731
+        out["hd"] = np.where(has, np.maximum(last(r_sorted, r_start, r_count), last(p_sorted, p_start, p_count)),
+                             np.nan)
+        hd95 = np.full(n + 1, np.nan)
+        pooled = np.full(n + 1, np.nan)
+        q = _m.DEFAULT_PERCENTILE
+        hd95[has] = np.maximum(_m._linear_percentile(r_sorted, r_start[has], r_count[has], q),
+                               _m._linear_percentile(p_sorted, p_start[has], p_count[has], q))
+        pooled[has] = _m._linear_percentile(b_sorted, b_start[has], b_count[has], q)
+        out["hd95"], out["hd95_pooled"] = hd95, pooled
+        r_sum = np.bincount(ref_groups, weights=ref_to_pred, minlength=n + 1)
+        p_sum = np.bincount(pred_groups, weights=pred_to_ref, minlength=n + 1)
+        out["assd"] = (r_sum + p_sum) / (r_count + p_count).astype(np.float64)
+        out["masd"] = (r_sum / r_count + p_sum / p_count) / 2.0
+        for tolerance in tolerances:
+            r_within = _within_counts(ref_groups, ref_to_pred, tolerance, n)
+            p_within = _within_counts(pred_groups, pred_to_ref, tolerance, n)
+            nsd = (r_within + p_within) / (r_count + p_count).astype(np.float64)
+            precision = p_within / p_count.astype(np.float64)
+            recall = r_within / r_count.astype(np.float64)
+            total = precision + recall
+            f1 = np.where(total == 0.0, 0.0, 2.0 * precision * recall / np.where(total == 0.0, 1.0, total))
+            out[("nsd", tolerance)] = nsd
+            out[("boundary_f1", tolerance)] = f1
+    return out
 
 
 def evaluate_lesions(
@@ -281,6 +400,12 @@ def evaluate_lesions(
     -----
     The protocol (overlap rule, region of influence, tie rule, penalties) is stated in the module docstring.
     Lesion-wise recall and false positives per case: :func:`lesion_summary`.
+
+    The computation never visits the whole image: it works on the foreground voxels of the masks' padded
+    bounding box (flat indices), labels with ``connected-components-3d``, finds boundaries by face-neighbour
+    lookup, settles the region of influence only for predicted voxels outside every lesion, and computes all
+    lesions' surface distances with one k-d tree per direction whose extra coordinate (the lesion id times a
+    distance larger than the image) keeps each lesion's points apart.
     """
     ref, pred = _m._as_pair(ref, pred)
     ndim = ref.ndim
@@ -297,101 +422,152 @@ def evaluate_lesions(
         raise ValueError(f"min_overlap must be >= 1 voxel, got {min_overlap!r}")
     if ignore is not None:
         ref, pred = ref & ~ignore, pred & ~ignore
-
-    structure = _structure(ndim, connectivity)
-    ref_labels, n_ref = ndimage.label(ref, structure=structure, output=np.int32)
-    pred_labels, n_pred = ndimage.label(pred, structure=structure, output=np.int32)
-    ref_table = _table_from_labels(ref_labels, n_ref, spacing)
-    pred_table = _table_from_labels(pred_labels, n_pred, spacing)
-
-    # Overlap matrix as sparse pairs (ref id, pred id) -> shared voxels.
-    both = (ref_labels > 0) & (pred_labels > 0)
-    pair_ref = ref_labels[both].astype(np.int64)
-    pair_pred = pred_labels[both].astype(np.int64)
-    overlap_voxels = np.bincount(pair_ref, minlength=n_ref + 1)[1:]
-    pairs = np.unique(pair_ref * (n_pred + 1) + pair_pred)
-    pairs_ref, pairs_pred = pairs // (n_pred + 1), pairs % (n_pred + 1)
-    components_of = {i: pairs_pred[pairs_ref == i] for i in range(1, n_ref + 1)}
-    matched_pred = np.unique(pairs_pred)
-
-    # Region of influence, only where it is needed: voxels of components that overlap some lesion.
-    pred_boxes = ndimage.find_objects(pred_labels, max_label=n_pred)
-    ref_boxes = ndimage.find_objects(ref_labels, max_label=n_ref)
-    owner = np.zeros(ref.shape, dtype=np.int32)
-    if matched_pred.size:
-        is_matched = np.zeros(n_pred + 1, dtype=bool)
-        is_matched[matched_pred] = True
-        box = _union_box([pred_boxes[j - 1] for j in matched_pred], ref.shape, margin=0)
-        points_local = np.argwhere(is_matched[pred_labels[box]])
-        offset = np.array([s.start for s in box])
-        points = points_local + offset
-        owner[tuple(points.T)] = _region_of_influence(ref_labels, n_ref, points, spacing)
-
-    rows = []
-    for i in range(1, n_ref + 1):
-        lesion_row = ref_table.iloc[i - 1]
-        comps = components_of[i]
-        detected = bool(overlap_voxels[i - 1] >= min_overlap)
-        row = {
-            "lesion_id": i,
-            "kind": "lesion",
-            "detected": detected,
-            "n_voxels": int(lesion_row["n_voxels"]),
-            "volume_mm3": float(lesion_row["volume_mm3"]),
-            "area_fraction": float(lesion_row["area_fraction"]),
-            "n_pred_components": int(comps.size),
-            "overlap_voxels": int(overlap_voxels[i - 1]),
-        }
-        if detected:
-            box = _union_box([ref_boxes[i - 1]] + [pred_boxes[j - 1] for j in comps], ref.shape, margin=1)
-            ref_i = ref_labels[box] == i
-            pred_i = owner[box] == i
-            sd = _m._surface_distances(ref_i, pred_i, spacing)
-            result = _m._metrics_from(ref_i, pred_i, sd, tolerance=tolerance, tolerances=tolerances, penalty=penalty)
-            row.update(result.metric_values())
-            row["penalty"] = False
-        else:
-            row.update({name: 0.0 for name in _m.OVERLAP_METRICS + tuple(extra)})
-            row.update({name: penalty for name in _m.DISTANCE_METRICS})
-            row["penalty"] = True
-        for axis in range(ndim):
-            row[f"bbox_min_{axis}"] = int(lesion_row[f"bbox_min_{axis}"])
-            row[f"bbox_max_{axis}"] = int(lesion_row[f"bbox_max_{axis}"])
-        rows.append(row)
-
-    is_matched = np.zeros(n_pred + 1, dtype=bool)
-    is_matched[matched_pred] = True
-    for j in range(1, n_pred + 1):
-        if is_matched[j]:
-            continue
-        comp_row = pred_table.iloc[j - 1]
-        row = {
-            "lesion_id": j,
-            "kind": "false_positive",
-            "detected": pd.NA,
-            "n_voxels": int(comp_row["n_voxels"]),
-            "volume_mm3": float(comp_row["volume_mm3"]),
-            "area_fraction": float(comp_row["area_fraction"]),
-            "n_pred_components": 1,
-            "overlap_voxels": 0,
-            "penalty": False,
-        }
-        row.update({name: np.nan for name in LESION_METRICS + tuple(extra)})
-        for axis in range(ndim):
-            row[f"bbox_min_{axis}"] = int(comp_row[f"bbox_min_{axis}"])
-            row[f"bbox_max_{axis}"] = int(comp_row[f"bbox_max_{axis}"])
-        rows.append(row)
-
     columns = _lesion_columns(ndim, extra)
-    frame = pd.DataFrame(rows, columns=columns)
-    frame["lesion_id"] = frame["lesion_id"].astype("int64")
-    frame["kind"] = frame["kind"].astype("object")
-    frame["detected"] = frame["detected"].astype("boolean")
-    for name in ["n_voxels", "n_pred_components", "overlap_voxels"] + [c for c in columns if c.startswith("bbox")]:
-        frame[name] = frame[name].astype("int64")
-    for name in ["volume_mm3", "area_fraction", *LESION_METRICS, *extra]:
-        frame[name] = frame[name].astype("float64")
-    frame["penalty"] = frame["penalty"].astype("bool")
+
+    box = _m._union_of_boxes(_m._mask_box(ref), _m._mask_box(pred))
+    if box is None:
+        return _lesion_frame({}, 0, columns, extra)
+    crop = _m._Crop.around(box)
+    ref_flat = crop.take(ref).ravel()
+    pred_flat = crop.take(pred).ravel()
+    lesions = _components(ref_flat, crop, connectivity)
+    components = _components(pred_flat, crop, connectivity)
+    n_ref, n_pred = lesions.n, components.n
+
+    # The reference label of every predicted voxel (0 outside every lesion): a lookup into the sorted
+    # reference foreground, only for predicted voxels that are reference voxels.
+    ref_label_of_pred = np.zeros(components.flat.size, dtype=np.int64)
+    inside = ref_flat[components.flat]
+    ref_label_of_pred[inside] = lesions.labels[np.searchsorted(lesions.flat, components.flat[inside])]
+
+    # Overlap matrix as sparse pairs (lesion id, component id).
+    overlap_voxels = np.bincount(ref_label_of_pred[inside], minlength=n_ref + 1)
+    pairs = np.unique(ref_label_of_pred[inside] * (n_pred + 1) + components.labels[inside])
+    pairs_ref, pairs_pred = pairs // (n_pred + 1), pairs % (n_pred + 1)
+    n_pred_components = np.bincount(pairs_ref, minlength=n_ref + 1)
+    is_matched = np.zeros(n_pred + 1, dtype=bool)
+    is_matched[pairs_pred] = True
+
+    # Region of influence, only where it is needed: predicted voxels of matched components outside every lesion.
+    owner = ref_label_of_pred.copy()
+    outside = np.flatnonzero(is_matched[components.labels] & ~inside)
+    if outside.size and n_ref == 1:
+        owner[outside] = 1
+    elif outside.size:
+        boundary = lesions.on_boundary
+        owner[outside] = _region_of_influence(
+            crop.points(lesions.flat[boundary], spacing), lesions.labels[boundary],
+            crop.points(components.flat[outside], spacing),
+        )
+    # Lesion i's prediction: the voxels of components that overlap lesion i and lie in lesion i's region.
+    charge = np.where(np.isin(owner * (n_pred + 1) + components.labels, pairs), owner, 0)
+
+    # Boundary of each lesion's prediction: a predicted boundary voxel, or a voxel with a predicted face
+    # neighbour charged to another lesion (or to none). Only components whose voxels are not all charged to
+    # the same lesion need the neighbour lookup.
+    pred_on_boundary = components.on_boundary.copy()
+    low = np.full(n_pred + 1, np.iinfo(np.int64).max)
+    high = np.full(n_pred + 1, -1)
+    np.minimum.at(low, components.labels, charge)
+    np.maximum.at(high, components.labels, charge)
+    mixed = np.flatnonzero((low != high)[components.labels] & (charge > 0))
+    for stride in crop.strides:
+        for step in (stride, -stride):
+            neighbour = components.flat[mixed] + step
+            predicted = pred_flat[neighbour]
+            at = np.searchsorted(components.flat, neighbour[predicted])
+            differs = np.zeros(mixed.size, dtype=bool)
+            differs[predicted] = charge[at] != charge[mixed[predicted]]
+            differs[~predicted] = True
+            pred_on_boundary[mixed[differs]] = True
+
+    detected = overlap_voxels >= min_overlap
+    detected[0] = False
+    ref_side = lesions.on_boundary & detected[lesions.labels]
+    pred_side = pred_on_boundary & (charge > 0) & detected[charge]
+    ref_groups, pred_groups = lesions.labels[ref_side], charge[pred_side]
+    ref_to_pred = np.empty(0)
+    pred_to_ref = np.empty(0)
+    if ref_groups.size:
+        # One tree per direction for all lesions: an extra coordinate (id times more than any distance in
+        # the image) keeps each lesion's points nearest to its own; it adds exactly 0 within a lesion.
+        separation = 2.0 * _m.image_diagonal(crop.shape, spacing) + 1.0
+        ref_points = np.column_stack([crop.points(lesions.flat[ref_side], spacing), ref_groups * separation])
+        pred_points = np.column_stack([crop.points(components.flat[pred_side], spacing), pred_groups * separation])
+        ref_to_pred = _m._nearest(pred_points, ref_points)
+        pred_to_ref = _m._nearest(ref_points, pred_points)
+    n_pred_voxels = np.bincount(charge, minlength=n_ref + 1)
+    ref_stats = _component_stats(lesions, crop, ref.shape, spacing)
+    values = _lesion_metrics(
+        ref_groups, ref_to_pred, pred_groups, pred_to_ref, n_ref,
+        np.concatenate([[0], ref_stats["n_voxels"]]), n_pred_voxels, overlap_voxels, (tolerance,) + tolerances,
+    )
+    for prefix in ("nsd", "boundary_f1"):
+        values[prefix] = values[(prefix, tolerance)]
+        for t in tolerances:
+            values[_m._tolerance_key(prefix, t)] = values[(prefix, t)]
+    hit = detected[1:]
+    data = {
+        "lesion_id": ref_stats["lesion_id"],
+        "kind": ["lesion"] * n_ref,
+        "detected": hit,
+        "n_voxels": ref_stats["n_voxels"],
+        "volume_mm3": ref_stats["volume_mm3"],
+        "area_fraction": ref_stats["area_fraction"],
+        "n_pred_components": n_pred_components[1:],
+        "overlap_voxels": overlap_voxels[1:],
+        "penalty": ~hit,
+    }
+    for name in _m.OVERLAP_METRICS + tuple(extra):
+        data[name] = np.where(hit, values[name][1:], 0.0)
+    for name in _m.DISTANCE_METRICS:
+        data[name] = np.where(hit, values[name][1:], penalty)
+    for axis in range(ndim):
+        data[f"bbox_min_{axis}"] = ref_stats[f"bbox_min_{axis}"]
+        data[f"bbox_max_{axis}"] = ref_stats[f"bbox_max_{axis}"]
+
+    unmatched = np.flatnonzero(~is_matched[1:])
+    pred_stats = _component_stats(components, crop, ref.shape, spacing)
+    fp = {
+        "lesion_id": unmatched + 1,
+        "kind": ["false_positive"] * unmatched.size,
+        "n_voxels": pred_stats["n_voxels"][unmatched],
+        "volume_mm3": pred_stats["volume_mm3"][unmatched],
+        "area_fraction": pred_stats["area_fraction"][unmatched],
+        "n_pred_components": np.ones(unmatched.size, dtype=np.int64),
+        "overlap_voxels": np.zeros(unmatched.size, dtype=np.int64),
+        "penalty": np.zeros(unmatched.size, dtype=bool),
+    }
+    for axis in range(ndim):
+        fp[f"bbox_min_{axis}"] = pred_stats[f"bbox_min_{axis}"][unmatched]
+        fp[f"bbox_max_{axis}"] = pred_stats[f"bbox_max_{axis}"][unmatched]
+    return _lesion_frame(data, n_ref, columns, extra, fp)
+
+
+def _lesion_frame(lesions: dict, n_ref: int, columns: list[str], extra: list[str], fp: dict | None = None):
+    """One DataFrame from the lesion columns and the false-positive columns (metric columns NaN there)."""
+    fp = fp or {}
+    n_fp = len(fp.get("lesion_id", ()))
+    floats = ["volume_mm3", "area_fraction", *LESION_METRICS, *extra]
+    data = {}
+    for name in columns:
+        if name == "kind":
+            data[name] = np.array(list(lesions.get(name, [])) + list(fp.get(name, [])), dtype=object)
+        elif name == "detected":
+            values = np.concatenate([np.asarray(lesions.get(name, []), dtype=bool), np.zeros(n_fp, dtype=bool)])
+            mask = np.concatenate([np.zeros(n_ref, dtype=bool), np.ones(n_fp, dtype=bool)])
+            data[name] = pd.arrays.BooleanArray(values, mask)
+        elif name == "penalty":
+            data[name] = np.concatenate([np.asarray(lesions.get(name, []), dtype=bool),
+                                         np.asarray(fp.get(name, []), dtype=bool)])
+        elif name in floats:
+            data[name] = np.concatenate([np.asarray(lesions.get(name, []), dtype=np.float64),
+                                         np.asarray(fp.get(name, np.full(n_fp, np.nan)), dtype=np.float64)])
+        else:
+            data[name] = np.concatenate([np.asarray(lesions.get(name, []), dtype=np.int64),
+                                         np.asarray(fp.get(name, []), dtype=np.int64)])
+    frame = pd.DataFrame(data, columns=columns)
+    frame["kind"] = frame["kind"].astype("object")  # not pandas' inferred string dtype: as before
     return frame
 
 
