@@ -10,7 +10,14 @@ import pytest
 from scipy import ndimage
 from skimage import measure
 
-from helpers.lesions import _region_of_influence, evaluate_lesions, label_lesions, lesion_summary, lesion_table
+from helpers.lesions import (
+    _region_of_influence,
+    evaluate_case_and_lesions,
+    evaluate_lesions,
+    label_lesions,
+    lesion_summary,
+    lesion_table,
+)
 from helpers.metrics import evaluate_case, image_diagonal
 
 
@@ -475,3 +482,32 @@ def test_attribution_uses_only_components_overlapping_the_lesion(width):
     expected = {4: (2 / 3, 1.0, 0.25), 6: (0.5, 2.0, 0.5)}[width]
     assert (two["dice"], two["hd"], two["masd"]) == pytest.approx(expected, rel=1e-12)
     assert list(table["kind"]) == ["lesion", "lesion"]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_case_and_lesions_in_one_call_equal_the_two_calls(seed):
+    # Merging dilated predictions (mixed components, so both the reused and the recomputed per-lesion distances
+    # occur), ignore voxels, extra tolerances and anisotropic spacing.
+    rng = np.random.default_rng(seed)
+    ref = ndimage.gaussian_filter(rng.random((8, 30, 30)), 1.0) > 0.53
+    pred = ndimage.binary_dilation(np.roll(ref, 1, axis=2)) & (rng.random(ref.shape) < 0.95)
+    ignore = rng.random(ref.shape) < 0.02
+    spacing = (2.0, 0.8, 0.9)
+    case, table = evaluate_case_and_lesions(ref, pred, spacing=spacing, ignore=ignore, tolerances=(1, 2),
+                                            lesion_tolerances=(2,), min_overlap=2)
+    expected_case = evaluate_case(ref, pred, spacing=spacing, ignore=ignore, tolerances=(1, 2)).as_dict()
+    for key, value in case.as_dict().items():
+        assert value == pytest.approx(expected_case[key], rel=1e-12, abs=0), key
+    expected = evaluate_lesions(ref, pred, spacing=spacing, ignore=ignore, tolerances=(2,), min_overlap=2)
+    pd.testing.assert_frame_equal(table, expected)
+    assert (table["n_pred_components"] >= 1).sum() >= 3
+
+
+def test_case_and_lesions_in_one_call_on_empty_masks():
+    empty = np.zeros((4, 5), bool)
+    case, table = evaluate_case_and_lesions(empty, empty)
+    assert case.dice == 1.0 and case.hd == 0.0 and len(table) == 0
+    one = empty.copy()
+    one[1, 1] = True
+    case, table = evaluate_case_and_lesions(one, empty, penalty=7.0)
+    assert case.hd == 7.0 and case.n_ref_boundary == 1 and table["penalty"].tolist() == [True]

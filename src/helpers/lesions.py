@@ -74,11 +74,12 @@ _CC3D_CONNECTIVITY = {1: 6, 2: 18, 3: 26}
 _CC3D_CONNECTIVITY_2D = {1: 6, 2: 26}
 
 
-def _label_crop(crop: np.ndarray, connectivity: int) -> tuple[np.ndarray, np.ndarray, int]:
-    """Label a C-contiguous boolean crop; returns (labels image, old-to-raster-order lookup, n).
+def _label_crop(crop: np.ndarray, connectivity: int, foreground: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Label a C-contiguous boolean crop whose foreground flat indices (ascending) are ``foreground``.
 
-    ``connected-components-3d`` finds the same components as ``scipy.ndimage.label`` but may number them in
-    another order; the lookup renumbers them 1..n by the raster order of each component's first voxel.
+    Returns (labels image, old-to-raster-order lookup, n). ``connected-components-3d`` finds the same
+    components as ``scipy.ndimage.label`` but may number them in another order; the lookup renumbers them
+    1..n by the raster order of each component's first voxel.
     """
     if crop.ndim == 2:
         labels, n = cc3d.connected_components(crop[None], connectivity=_CC3D_CONNECTIVITY_2D[connectivity],
@@ -89,11 +90,10 @@ def _label_crop(crop: np.ndarray, connectivity: int) -> tuple[np.ndarray, np.nda
     n = int(n)
     lookup = np.zeros(n + 1, dtype=np.int64)
     if n:
-        flat = labels.ravel()
-        foreground = np.flatnonzero(flat)
-        first_labels, first_index = np.unique(flat[foreground], return_index=True)
-        order = np.argsort(first_index, kind="stable")
-        lookup[first_labels[order]] = np.arange(1, n + 1)
+        at = labels.ravel()[foreground].astype(np.int64)
+        first = np.full(n + 1, foreground.size, dtype=np.int64)
+        np.minimum.at(first, at, np.arange(foreground.size, dtype=np.int64))
+        lookup[1 + np.argsort(first[1:], kind="stable")] = np.arange(1, n + 1)
     return labels, lookup, n
 
 
@@ -129,7 +129,8 @@ def label_lesions(mask: np.ndarray, *, connectivity: int | None = None) -> tuple
     if box is None:
         return out, 0
     window = tuple(slice(start, stop) for start, stop in box)
-    labels, lookup, n = _label_crop(np.ascontiguousarray(mask[window]), connectivity)
+    crop = np.ascontiguousarray(mask[window])
+    labels, lookup, n = _label_crop(crop, connectivity, np.flatnonzero(crop))
     out[window] = lookup.astype(np.int32)[labels]
     return out, n
 
@@ -158,8 +159,8 @@ class _Components:
 
 
 def _components(flat_mask: np.ndarray, crop: "_m._Crop", connectivity: int) -> _Components:
-    image, lookup, n = _label_crop(flat_mask.reshape(crop.shape), connectivity)
     flat = np.flatnonzero(flat_mask)
+    image, lookup, n = _label_crop(flat_mask.reshape(crop.shape), connectivity, flat)
     labels = lookup[image.ravel()[flat]]
     del image
     return _Components(flat, labels, n, _m._on_boundary(flat_mask, flat, crop.strides))
@@ -407,13 +408,44 @@ def evaluate_lesions(
     lesions' surface distances with one k-d tree per direction whose extra coordinate (the lesion id times a
     distance larger than the image) keeps each lesion's points apart.
     """
+    return evaluate_case_and_lesions(
+        ref, pred, spacing=spacing, connectivity=connectivity, ignore=ignore, min_overlap=min_overlap,
+        tolerance=tolerance, lesion_tolerances=tolerances, penalty=penalty,
+    )[1]
+
+
+def evaluate_case_and_lesions(
+    ref: np.ndarray,
+    pred: np.ndarray,
+    *,
+    spacing=None,
+    connectivity: int | None = None,
+    ignore=None,
+    min_overlap: int = 1,
+    tolerance: float = _m.DEFAULT_TOLERANCE,
+    tolerances=(),
+    lesion_tolerances=(),
+    penalty=None,
+) -> tuple[_m.CaseMetrics, pd.DataFrame]:
+    """:func:`helpers.metrics.evaluate_case` and :func:`evaluate_lesions` of one case from one computation.
+
+    The same values as the two calls (``tolerances`` are the case's extra tolerances, ``lesion_tolerances``
+    the lesion table's; the other arguments as in :func:`evaluate_lesions`), at about the cost of one: the
+    masks are cropped, labelled and their boundaries found once, and the image-level surface distances serve
+    every per-lesion distance whose nearest voxel lies on the lesion's own side.
+
+    Returns
+    -------
+    (CaseMetrics, pandas.DataFrame)
+    """
     ref, pred = _m._as_pair(ref, pred)
     ndim = ref.ndim
     spacing = _as_spacing(spacing, ndim)
     connectivity = _as_connectivity(connectivity, ndim)
     ignore = _m._as_ignore(ignore, ref.shape)
     tolerance = _m._as_tolerance(tolerance)
-    tolerances = _m._as_tolerances(tolerances)
+    case_tolerances = _m._as_tolerances(tolerances)
+    tolerances = _m._as_tolerances(lesion_tolerances)
     extra = [_m._tolerance_key(prefix, t) for prefix in ("nsd", "boundary_f1") for t in tolerances]
     penalty = _m._as_penalty(penalty, ref.shape, spacing)
     if isinstance(min_overlap, bool) or not isinstance(min_overlap, (int, np.integer)):
@@ -426,7 +458,10 @@ def evaluate_lesions(
 
     box = _m._union_of_boxes(_m._mask_box(ref), _m._mask_box(pred))
     if box is None:
-        return _lesion_frame({}, 0, columns, extra)
+        nothing = np.empty(0)
+        case = _m._metrics_from(ref, pred, _m.SurfaceDistances(nothing, nothing, True, True, 0, 0),
+                                tolerance=tolerance, tolerances=case_tolerances, penalty=penalty, counts=(0, 0, 0))
+        return case, _lesion_frame({}, 0, columns, extra)
     crop = _m._Crop.around(box)
     ref_flat = crop.take(ref).ravel()
     pred_flat = crop.take(pred).ravel()
@@ -486,16 +521,61 @@ def evaluate_lesions(
     ref_side = lesions.on_boundary & detected[lesions.labels]
     pred_side = pred_on_boundary & (charge > 0) & detected[charge]
     ref_groups, pred_groups = lesions.labels[ref_side], charge[pred_side]
-    ref_to_pred = np.empty(0)
-    pred_to_ref = np.empty(0)
+    # Image-level surface distances (every boundary voxel of either mask), with the index of each nearest voxel.
+    ref_boundary = np.flatnonzero(lesions.on_boundary)
+    pred_boundary = np.flatnonzero(components.on_boundary)
+    ref_points = crop.points(lesions.flat[ref_boundary], spacing)
+    pred_points = crop.points(components.flat[pred_boundary], spacing)
+    image_r2p = image_p2r = np.empty(0)
+    if ref_points.size and pred_points.size:
+        image_r2p, nearest_pred = cKDTree(pred_points).query(ref_points, k=1)
+        image_p2r, nearest_ref = cKDTree(ref_points).query(pred_points, k=1)
+    case_distances = _m.SurfaceDistances(image_r2p, image_p2r, n_ref == 0, n_pred == 0, ref_boundary.size,
+                                         pred_boundary.size)
+
+    # Per-lesion distances. Where every component of lesion i is charged to i alone, lesion i's predicted
+    # boundary is part of the predicted boundary, so a point whose image-level nearest voxel belongs to lesion
+    # i's side has the same distance per lesion: reused. The rest go to one k-d tree per direction for all
+    # lesions, whose extra coordinate (id times more than any distance in the image) keeps each lesion's points
+    # nearest to its own; it adds exactly 0 within a lesion.
+    is_mixed = np.zeros(n_pred + 1, dtype=bool)
+    is_mixed[1:] = (low != high)[1:]
+    lesion_mixed = np.zeros(n_ref + 1, dtype=bool)
+    lesion_mixed[pairs_ref[is_mixed[pairs_pred]]] = True
+    ref_side_index = np.flatnonzero(ref_side)
+    pred_side_index = np.flatnonzero(pred_side)
+    ref_to_pred = np.full(ref_groups.size, np.nan)
+    pred_to_ref = np.full(pred_groups.size, np.nan)
     if ref_groups.size:
-        # One tree per direction for all lesions: an extra coordinate (id times more than any distance in
-        # the image) keeps each lesion's points nearest to its own; it adds exactly 0 within a lesion.
+        # Positions in the image-level arrays (boundary voxels are a subset of the foreground, both ascending).
+        at_ref = np.searchsorted(ref_boundary, ref_side_index)
+        reuse = ~lesion_mixed[ref_groups] & (charge[pred_boundary[nearest_pred[at_ref]]] == ref_groups)
+        ref_to_pred[reuse] = image_r2p[at_ref[reuse]]
+        on_pred_boundary = components.on_boundary[pred_side_index]
+        at_pred = np.searchsorted(pred_boundary, pred_side_index)
+        reuse_pred = np.zeros(pred_groups.size, dtype=bool)
+        reuse_pred[on_pred_boundary] = (
+            ~lesion_mixed[pred_groups[on_pred_boundary]]
+            & (lesions.labels[ref_boundary[nearest_ref[at_pred[on_pred_boundary]]]] == pred_groups[on_pred_boundary])
+        )
+        pred_to_ref[reuse_pred] = image_p2r[at_pred[reuse_pred]]
         separation = 2.0 * _m.image_diagonal(crop.shape, spacing) + 1.0
-        ref_points = np.column_stack([crop.points(lesions.flat[ref_side], spacing), ref_groups * separation])
-        pred_points = np.column_stack([crop.points(components.flat[pred_side], spacing), pred_groups * separation])
-        ref_to_pred = _m._nearest(pred_points, ref_points)
-        pred_to_ref = _m._nearest(ref_points, pred_points)
+        for own_side, own_groups, own_flat, other_groups, other_flat, out, done, source in (
+            (ref_side_index, ref_groups, lesions.flat, pred_groups, components.flat, ref_to_pred, reuse, "ref"),
+            (pred_side_index, pred_groups, components.flat, ref_groups, lesions.flat, pred_to_ref, reuse_pred, "pred"),
+        ):
+            todo = np.flatnonzero(~done)
+            if not todo.size:
+                continue
+            wanted = np.zeros(n_ref + 1, dtype=bool)
+            wanted[own_groups[todo]] = True
+            other_side = pred_side_index if source == "ref" else ref_side_index
+            keep = wanted[other_groups]
+            tree_points = np.column_stack([crop.points(other_flat[other_side[keep]], spacing),
+                                           other_groups[keep] * separation])
+            query_points = np.column_stack([crop.points(own_flat[own_side[todo]], spacing),
+                                            own_groups[todo] * separation])
+            out[todo] = _m._nearest(tree_points, query_points)
     n_pred_voxels = np.bincount(charge, minlength=n_ref + 1)
     ref_stats = _component_stats(lesions, crop, ref.shape, spacing)
     values = _lesion_metrics(
@@ -541,7 +621,10 @@ def evaluate_lesions(
     for axis in range(ndim):
         fp[f"bbox_min_{axis}"] = pred_stats[f"bbox_min_{axis}"][unmatched]
         fp[f"bbox_max_{axis}"] = pred_stats[f"bbox_max_{axis}"][unmatched]
-    return _lesion_frame(data, n_ref, columns, extra, fp)
+    counts = (int(np.count_nonzero(inside)), int(lesions.flat.size), int(components.flat.size))
+    case = _m._metrics_from(ref, pred, case_distances, tolerance=tolerance, tolerances=case_tolerances,
+                            penalty=penalty, counts=counts)
+    return case, _lesion_frame(data, n_ref, columns, extra, fp)
 
 
 def _lesion_frame(lesions: dict, n_ref: int, columns: list[str], extra: list[str], fp: dict | None = None):

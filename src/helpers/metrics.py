@@ -667,9 +667,11 @@ def _metrics_from(
     tolerance: float,
     tolerances: tuple[float, ...],
     penalty: float,
+    counts: tuple[int, int, int] | None = None,
 ) -> CaseMetrics:
-    """All metrics of validated, ignore-removed masks and their surface distances."""
-    counts = _overlap_counts(ref, pred)
+    """All metrics of validated, ignore-removed masks and their surface distances (``counts``: the overlap
+    counts ``(|R∩P|, |R|, |P|)`` when the caller has them already)."""
+    counts = _overlap_counts(ref, pred) if counts is None else counts
     penalised = sd.ref_empty != sd.pred_empty
     return CaseMetrics(
         dice=_dice_from(*counts),
