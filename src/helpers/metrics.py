@@ -15,29 +15,34 @@ Boundary
     The foreground voxels with at least one face-neighbour in the background: the mask minus its erosion by the
     face-connected structuring element (``scipy.ndimage.generate_binary_structure(ndim, 1)``); outside the
     image counts as background, so a lesion touching the image border has a boundary there. This is MONAI's
-    ``get_mask_edges`` (``binary_erosion(mask) ^ mask``) without sub-voxel areas.
+    ``get_mask_edges`` (``binary_erosion(mask) ^ mask``) without sub-voxel areas, and MedPy 0.5.2's surface
+    at its default ``connectivity=1``.
 Surface distances
     Euclidean distance between voxel centres scaled by ``spacing``, from each boundary voxel of one mask to
     the nearest boundary voxel of the other: two *directed* sets, ``ref_to_pred`` (one value per reference
-    boundary voxel) and ``pred_to_ref``. They are computed once per case (:func:`surface_distances`, a
-    k-d tree over the boundary voxels of the union bounding box plus a one-voxel margin) and every boundary
-    metric is a cheap reduction of them.
+    boundary voxel) and ``pred_to_ref``. They are computed once per case (:func:`surface_distances`:
+    boundary voxels found by face-neighbour lookup among the foreground voxels of the union bounding box with
+    a one-voxel background frame, then one k-d tree per direction) and every boundary metric is a cheap
+    reduction of them.
 HD (:func:`hausdorff`, ``percentile=100``)
     ``max(max(ref_to_pred), max(pred_to_ref))``.
 HD95 (:func:`hd95`)
     Default (``pooled=False``): the maximum of the two directed 95th percentiles, with linear interpolation
     (``numpy.percentile(..., method="linear")``), as MONAI ``compute_hausdorff_distance``, MetricsReloaded and
     the WMH challenge script. ``pooled=True``: the 95th percentile of both directed sets pooled into one
-    (MedPy ``hd95``, nnU-Net v1, panoptica). The two differ most on small lesions with nearby false positives,
-    which is why the study reports the pooled variant as a sensitivity column.
+    (MedPy 0.5.2 ``hd95``, which stacks both directed sets; nnU-Net v1, panoptica). The two differ most on
+    small lesions with nearby false positives, which is why the study reports the pooled variant as a
+    sensitivity column.
 ASSD (:func:`assd`)
     Pooled average symmetric surface distance: ``(sum(ref_to_pred) + sum(pred_to_ref)) / (n_ref + n_pred)``
     over the boundary voxel counts. This equals MONAI's ``compute_average_surface_distance(symmetric=True)``
-    (it concatenates both directed sets and takes one mean) and MedPy's ``assd`` is *not* this (see MASD).
+    and MedPy 0.5.2's ``assd``: both concatenate the two directed sets and take one mean. MedPy's
+    ``asd(result, reference)`` is one directed mean (``mean(pred_to_ref)`` for ``asd(pred, ref)``).
 MASD (:func:`masd`)
     Mean average surface distance: ``(mean(ref_to_pred) + mean(pred_to_ref)) / 2``, the mean of the two
-    directed means (MedPy ``assd``, MetricsReloaded ``masd``). It equals ASSD when both boundaries have the
-    same number of voxels.
+    directed means (MetricsReloaded ``masd``). MedPy 0.5.2 has no MASD function: its ``assd`` pools the two
+    sets (our ASSD); the mean of its two directed ``asd`` calls is our MASD. MASD equals ASSD when both
+    boundaries have the same number of voxels.
 NSD (:func:`nsd`, surface Dice)
     ``(#{ref_to_pred <= tolerance} + #{pred_to_ref <= tolerance}) / (n_ref + n_pred)``, counting boundary
     voxels (MONAI ``compute_surface_dice`` with ``use_subvoxels=False``; DeepMind's version weights by surfel
@@ -511,7 +516,8 @@ def hausdorff(
         interpolation, combined as set by ``pooled``.
     pooled : bool, default False
         False: the maximum of the two directed percentiles (MONAI, MetricsReloaded, WMH challenge). True: one
-        percentile of both directed sets pooled (MedPy, nnU-Net v1). Irrelevant at ``percentile=100``.
+        percentile of both directed sets pooled (MedPy 0.5.2 ``hd95``, nnU-Net v1). Irrelevant at
+        ``percentile=100``.
     penalty : float, optional
         Returned when exactly one mask is empty; default the image diagonal (:func:`image_diagonal`).
 
@@ -539,7 +545,8 @@ def hd95(ref: np.ndarray, pred: np.ndarray, *, spacing=None, pooled: bool = Fals
 def assd(ref: np.ndarray, pred: np.ndarray, *, spacing=None, penalty=None) -> float:
     """Average symmetric surface distance, pooled: ``(sum(ref_to_pred) + sum(pred_to_ref)) / (n_ref + n_pred)``.
 
-    Equal to MONAI ``compute_average_surface_distance(symmetric=True)``. Empty masks: 0 when both are empty,
+    Equal to MONAI ``compute_average_surface_distance(symmetric=True)`` and MedPy 0.5.2 ``assd`` (both pool the
+    two directed sets). Empty masks: 0 when both are empty,
     ``penalty`` (default the image diagonal) when exactly one is.
     """
     ref, pred = _as_pair(ref, pred)
@@ -551,7 +558,8 @@ def assd(ref: np.ndarray, pred: np.ndarray, *, spacing=None, penalty=None) -> fl
 def masd(ref: np.ndarray, pred: np.ndarray, *, spacing=None, penalty=None) -> float:
     """Mean average surface distance: ``(mean(ref_to_pred) + mean(pred_to_ref)) / 2``.
 
-    The mean of the two directed means (MedPy ``assd``, MetricsReloaded ``masd``). Empty masks as :func:`assd`.
+    The mean of the two directed means (MetricsReloaded ``masd``; *not* MedPy's ``assd``, which pools the two
+    sets as :func:`assd` does). Empty masks as :func:`assd`.
     """
     ref, pred = _as_pair(ref, pred)
     spacing = _as_spacing(spacing, ref.ndim)
