@@ -458,3 +458,41 @@ def test_plot_functions_return_their_axes_and_reject_3d():
         m.plot_boundaries(np.zeros((2, 3, 3), bool), np.zeros((2, 3, 3), bool))
     with pytest.raises(ValueError, match="ref must not be empty"):
         m.plot_distance_map(np.zeros((3, 3), bool), np.zeros((3, 3), bool))
+
+
+# ---------------------------------------------------------------- the fast core's pieces
+@pytest.mark.parametrize("percentile", [0.0, 5.0, 50.0, 95.0, 99.9, 100.0])
+def test_grouped_percentile_is_numpy_linear_exactly(percentile):
+    # Many groups at once (sizes 1..40, repeated values for ties) equal np.percentile(group, q) bit for bit.
+    rng = np.random.default_rng(int(percentile * 10))
+    sizes = rng.integers(1, 41, size=200)
+    groups = [np.sort(rng.choice([0.0, 1.0, np.sqrt(2), 2.5, 7.1], size=n) + rng.random(n) * (rng.random() < 0.5))
+              for n in sizes]
+    values = np.concatenate(groups)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    ours = m._linear_percentile(values, starts, sizes, percentile)
+    expected = np.array([np.percentile(g, percentile) for g in groups])
+    np.testing.assert_array_equal(ours, expected)
+
+
+def test_face_neighbour_boundary_equals_erosion_boundary():
+    # The flat-index boundary of the padded crop is the erosion-defined boundary(), on random 2D and 3D masks
+    # touching the image border.
+    rng = np.random.default_rng(5)
+    for shape in [(13, 17), (5, 9, 11)]:
+        mask = rng.random(shape) < 0.5
+        crop = m._Crop.around(m._mask_box(mask))
+        flat = crop.take(mask).ravel()
+        foreground = np.flatnonzero(flat)
+        on_boundary = foreground[m._on_boundary(flat, foreground, crop.strides)]
+        expected = np.zeros(crop.shape, bool)
+        expected[(slice(1, -1),) * mask.ndim] = boundary(mask)
+        np.testing.assert_array_equal(on_boundary, np.flatnonzero(expected))
+
+
+def test_importing_metrics_does_not_import_matplotlib():
+    import subprocess
+    import sys
+
+    code = "import helpers.metrics, sys; assert 'matplotlib' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
