@@ -88,9 +88,16 @@ def test_byo_folder_end_to_end(folder, tmp_path):
     # the one-pixel false positive (1/1024 of the image) falls in Q1 by its own size
     fp = per_lesion[per_lesion["kind"] == "false_positive"]
     assert len(fp) == 1 and fp.iloc[0]["quartile"] == "Q1" and fp.iloc[0]["model"] == "shifted"
-    # missed lesions carry the penalty flag
-    missed = per_lesion[(per_lesion["model"] == "empty") & (per_lesion["metric"] == "hd95")]
-    assert missed["penalty"].all() and len(missed) == 2
+    # missed lesions carry the penalty flag on their distance rows only: HD95, ASSD and MASD hold the image
+    # diagonal; Dice, IoU, NSD and contour F1 are 0, a defined value, not a penalty
+    empty = per_lesion[(per_lesion["model"] == "empty") & (per_lesion["kind"] == "lesion")]
+    flagged = empty.groupby("metric")["penalty"].all()
+    assert flagged[["hd95", "hd95_pooled", "assd", "masd"]].all() and (empty["metric"] == "hd95").sum() == 2
+    assert not flagged[["detected", "dice", "iou", "nsd", "contour_f1"]].any()
+    assert (empty.loc[empty["metric"] == "dice", "value"] == 0.0).all()
+    # per-lesion MASD and NSD are written too: lesion A shifted by one column, MASD = ASSD = 0.5 (each directed
+    # mean is 6 x 0 + 6 x 1 over 12), NSD at 1 px tolerance = 1 (every boundary pixel within 1 px)
+    assert a["masd"] == pytest.approx(0.5) and a["nsd"] == pytest.approx(1.0)
 
     # the files round-trip
     pc, pl = read_tables(ws, "idrid")

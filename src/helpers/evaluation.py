@@ -26,14 +26,15 @@ Tables (long format)
     ``dataset, model, case_id, lesion_id, kind, detected, n_voxels, area_fraction, overlap_voxels`` (lesion
     voxels predicted: detection at any matching threshold can be re-derived from it), ``quartile, metric,
     value, penalty`` plus the lesion's ``bbox_min_<axis>``/``bbox_max_<axis>``. ``kind == "lesion"``: a reference
-    lesion, metrics ``detected`` (1/0), ``dice, iou, hd95, hd95_pooled, assd, contour_f1``; ``kind ==
+    lesion, metrics ``detected`` (1/0), ``dice, iou, hd95, hd95_pooled, assd, masd, nsd, contour_f1``;
+    ``penalty`` is True only on the distance rows of a missed lesion (:func:`lesion_rows`); ``kind ==
     "false_positive"``: a predicted component overlapping no lesion, one row with metric ``false_positive``
     and value 1.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,10 @@ from .paths import Workspace
 
 #: Lesion-level metrics written to ``per_lesion_metrics.csv`` (our names -> ``evaluate_lesions`` columns).
 LESION_METRIC_COLUMNS = {"dice": "dice", "iou": "iou", "hd95": "hd95", "hd95_pooled": "hd95_pooled", "assd": "assd",
-                         "contour_f1": "boundary_f1"}
+                         "masd": "masd", "nsd": "nsd", "contour_f1": "boundary_f1"}
+#: Our names of the distance metrics: the only rows whose value can be a penalty (a stand-in for an undefined
+#: distance). A missed lesion's Dice, IoU, NSD and contour F1 are 0, a defined value, so their rows are not.
+DISTANCE_METRICS = ("hd95", "hd95_pooled", "assd", "masd", "hd")
 #: Image-level metrics written to ``per_case_metrics.csv`` (our names -> ``CaseMetrics`` fields).
 CASE_METRIC_COLUMNS = {"dice": "dice", "iou": "iou", "hd95": "hd95", "hd95_pooled": "hd95_pooled", "assd": "assd",
                        "masd": "masd", "nsd": "nsd", "contour_f1": "boundary_f1"}
@@ -103,23 +107,37 @@ def evaluate_case_tables(
     return rows, table
 
 
-def _lesion_rows(table: pd.DataFrame, *, dataset: str, model: str, case_id: str) -> pd.DataFrame:
-    """Long per-lesion rows from an ``evaluate_lesions`` table."""
+def lesion_rows(table: pd.DataFrame, *, dataset: str, model: str, case_id: str,
+                metrics: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Long per-lesion rows from an :func:`helpers.lesions.evaluate_lesions` table: the one row builder of the
+    study (the failure-mode laboratory uses it too).
+
+    ``metrics`` maps our metric names to the table's columns (default :data:`LESION_METRIC_COLUMNS`). Reference
+    lesions get a ``detected`` row (1/0) and one row per metric; false positives one ``false_positive`` row
+    (value 1). ``penalty`` is True only on the distance rows (:data:`DISTANCE_METRICS`) of a missed lesion,
+    whose value is the penalty distance; every other row, the missed lesion's Dice 0 included, has ``penalty``
+    False (the ``detected`` column and the ``detected`` rows say it was missed).
+    """
+    metrics = LESION_METRIC_COLUMNS if metrics is None else dict(metrics)
     bbox = [c for c in table.columns if c.startswith("bbox_")]
-    keep = ["lesion_id", "kind", "detected", "n_voxels", "area_fraction", "overlap_voxels", "penalty", *bbox]
+    keep = [c for c in ["lesion_id", "kind", "detected", "n_voxels", "area_fraction", "overlap_voxels", *bbox]
+            if c in table.columns]
     ref = table[table["kind"] == REFERENCE]
     frames = []
     if len(ref):
         detected = ref["detected"].astype(bool)
+        missed_penalty = ref["penalty"].astype(bool).to_numpy()
         frames.append(ref[keep].assign(metric="detected", value=detected.astype(float).to_numpy(), penalty=False))
-        for name, column in LESION_METRIC_COLUMNS.items():
-            frames.append(ref[keep].assign(metric=name, value=ref[column].astype(float).to_numpy()))
+        for name, column in metrics.items():
+            frames.append(ref[keep].assign(metric=name, value=ref[column].astype(float).to_numpy(),
+                                           penalty=missed_penalty & (name in DISTANCE_METRICS)))
     fp = table[table["kind"] == FALSE_POSITIVE]
     if len(fp):
         frames.append(fp[keep].assign(metric=FALSE_POSITIVE, value=1.0, penalty=False))
     if not frames:
         return pd.DataFrame()
     out = pd.concat(frames, ignore_index=True)
+    out["penalty"] = out["penalty"].astype(bool)
     out["detected"] = out["detected"].astype(object).where(out["kind"] == REFERENCE, np.nan)
     out.insert(0, "case_id", case_id)
     out.insert(0, "model", model)
@@ -198,7 +216,7 @@ def evaluate_cases(
                                            tolerances=tolerances, min_overlap=min_overlap, connectivity=connectivity,
                                            penalty=penalty)
         case_rows.extend(rows)
-        lesion_frames.append(_lesion_rows(table, dataset=dataset, model=model, case_id=str(case.case_id)))
+        lesion_frames.append(lesion_rows(table, dataset=dataset, model=model, case_id=str(case.case_id)))
     per_case = pd.DataFrame(case_rows)[["dataset", "model", "case_id", "metric", "value", "penalty", "n_ref_lesions",
                                         "ref_empty", "pred_empty", "reason"]]
     lesion_frames = [f for f in lesion_frames if len(f)]
