@@ -186,6 +186,15 @@ def test_common_set_on_three_models():
     assert q4["n"] == 1 and not q4["rankable"] and q4["note"] == "common set: 1 lesion(s) < minimum 2, not ranked"
 
 
+def test_empty_common_set_is_an_explicit_row():
+    # Q2 has no reference lesion at all: its common-set rows are explicit, with n = 0, not missing rows
+    pc, pl = _three_models()
+    agg = an.aggregate(an.analysis_units(pc, pl, lesion_set="common"), min_lesions=2)
+    q2 = agg.query("stratum == 'Q2' and metric == 'hd95'")
+    assert len(q2) == 3 and (q2["n"] == 0).all() and q2["value"].isna().all() and not q2["rankable"].any()
+    assert (q2["note"] == "common set: 0 lesion(s) < minimum 2, not ranked").all()
+
+
 def test_minimum_common_set_guard_in_reversals_and_spreads():
     pc, pl = _three_models()
     agg = an.aggregate(an.analysis_units(pc, pl, lesion_set="common"), min_lesions=2)

@@ -194,3 +194,54 @@ def test_end_to_end_from_synthetic_data_folder(tmp_path):
     assert len(empty_recall) == n_lesions and (empty_recall["value"] == 0).all()
     edges = io.read_json(ws.results("idrid") / "quartile_edges.json")
     assert edges["n_reference_lesions"] == n_lesions and edges["n_cases"] == 2
+
+
+def test_tolerance_defaults_to_one_in_plane_voxel():
+    from helpers.evaluation import in_plane_voxel_mm, resolve_tolerances, tolerance_metrics
+
+    # in-plane spacings (y, x) of three volumes: larger of the two 1.8, 1.8, 2.0 -> median 1.8 mm
+    cases = [_Case(f"v{i}", np.zeros((2, 4, 4), bool), None, spacing=s)
+             for i, s in enumerate([(3.0, 1.8, 1.8), (3.0, 1.5, 1.8), (5.0, 2.0, 2.0)])]
+    assert in_plane_voxel_mm(cases) == pytest.approx(1.8)
+    primary, extra = resolve_tolerances(cases, None, None)
+    assert primary == pytest.approx(1.8) and extra == pytest.approx((1.8, 3.6, 5.4))
+    assert resolve_tolerances(cases, 1.0, (1, 2)) == (1.0, (1.0, 2.0))  # numbers are mm, kept
+    with pytest.raises(ValueError, match="cases is empty"):
+        in_plane_voxel_mm([])
+    pc = pd.DataFrame({"metric": ["contour_f1_tol5.4", "contour_f1_tol1.8", "nsd_tol1.8", "dice"]})
+    assert tolerance_metrics(pc) == ["contour_f1_tol1.8", "contour_f1_tol5.4"]
+
+
+def test_voxel_tolerance_separates_what_a_sub_voxel_tolerance_cannot(tmp_path):
+    # 2 mm pixels, prediction shifted one pixel: with a 1 mm tolerance (below one pixel) only exact boundary
+    # matches count and 1 mm / 2 mm give the same contour F1 as any value < 2; the default one-voxel tolerance
+    # (2 mm) forgives the one-pixel shift: contour F1 1.
+    ref = np.zeros((16, 16), bool)
+    ref[4:10, 4:10] = True
+    pred = np.roll(ref, 1, axis=1)
+    case = _Case("c", ref, np.zeros((16, 16, 3), np.uint8), spacing=(2.0, 2.0))
+    write_prediction(tmp_path / "p", "m", "c", pred, kind="image")
+    per_case, _, _ = evaluate_cases([case], tmp_path / "p", dataset="idrid", tolerance=None, tolerances=None,
+                                    progress=False)
+    assert _value(per_case, metric="contour_f1")["value"] == pytest.approx(1.0)
+    assert {"contour_f1_tol2", "contour_f1_tol4", "contour_f1_tol6", "nsd_tol2"} <= set(per_case["metric"])
+    sub_voxel, _, _ = evaluate_cases([case], tmp_path / "p", dataset="idrid", tolerance=1.0, progress=False)
+    assert _value(sub_voxel, metric="contour_f1")["value"] < 1.0
+
+
+def test_cleanup_sensitivity_removes_small_components(folder):
+    from helpers.evaluation import cleanup_sensitivity
+
+    case, root = folder
+    # "shifted" has a one-pixel false positive: cleaning components < 2 px removes it (FP per case 1 -> 0), the
+    # lesions (12 and 100 px predicted) stay detected; a threshold below the applied one is not recomputed
+    t = cleanup_sensitivity([case], root, dataset="idrid", thresholds=[0, 1, 2], applied=1, models=["shifted"],
+                            min_lesions=1, progress=False)
+    fp = t[(t["metric"] == "fp_lesions_per_case")].set_index("min_component_voxels")["value"]
+    assert fp.to_dict() == {1: 1.0, 2: 0.0}
+    recall = t[t["metric"] == "lesion_recall"].set_index("min_component_voxels")["value"]
+    assert recall.to_dict() == {1: 1.0, 2: 1.0}
+    below = t[t["min_component_voxels"] == 0].iloc[0]
+    assert below["note"] == "below the applied clean-up (1 voxels): needs probabilities" and np.isnan(below["value"])
+    with pytest.raises(ValueError, match="thresholds must be non-negative integers"):
+        cleanup_sensitivity([case], root, dataset="idrid", thresholds=[-1], progress=False)

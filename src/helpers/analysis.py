@@ -373,6 +373,17 @@ def aggregate(units: pd.DataFrame, *, min_lesions: int = MIN_LESIONS) -> pd.Data
     n_excluded = grouped["excluded"].sum().rename("n_excluded")
     table = pd.concat([stats, case_means], axis=1).join(pd.concat([n_nan, n_excluded], axis=1),
                                                         how="outer").reset_index()
+    # an empty lesion set (no lesion every model detected) is an explicit row with n = 0, never a missing row
+    lesion_strata = ["all_lesions", *QUARTILES]
+    grid = []
+    for (dataset, lset), sub in u.groupby(["dataset", "lesion_set"], sort=False):
+        seg = [m for m in SEGMENTATION_METRICS if m in set(sub["metric"])]
+        models = sorted(sub["model"].unique())
+        if seg and sub["stratum"].isin(lesion_strata).any():
+            grid.append(pd.MultiIndex.from_product([[dataset], [lset], lesion_strata, models, seg], names=keys)
+                        .to_frame(index=False))
+    if grid:
+        table = table.merge(pd.concat(grid, ignore_index=True), on=keys, how="outer")
     for column in ("n", "n_penalty", "n_missed", "n_cases", "n_nan", "n_excluded"):
         table[column] = table[column].fillna(0).astype(int)
     lesion_level = table["stratum"].isin(["all_lesions", *QUARTILES]) & table["metric"].isin(SEGMENTATION_METRICS)
