@@ -469,3 +469,32 @@ def test_findings_state_the_numbers_and_whether_the_pattern_holds():
     assert lines[3] == ("Q1 lesions detected by every model (the common set the boundary comparison rests on): "
                         "A 7, B 0.")
     assert lines[4].endswith("(3 comparisons, Holm-adjusted within each dataset): 2 robust, 1 not distinguishable.")
+
+
+def test_seed_spread_and_rankings():
+    rows = []
+    # two seeds; Dice a/b: seed 0 0.8/0.7, seed 1 0.6/0.9 -> a's mean 0.7, range 0.2; the order flips
+    for seed, (va, vb) in {0: (0.8, 0.7), 1: (0.6, 0.9)}.items():
+        for model, v in (("a", va), ("b", vb)):
+            rows.append({"dataset": "d", "lesion_set": "common", "stratum": "Q1", "model": model, "metric": "dice",
+                         "value": v, "seed": seed, "rankable": True})
+    agg = pd.DataFrame(rows)
+    spread = an.seed_spread(agg).set_index("model")
+    assert spread.loc["a", "value_mean"] == pytest.approx(0.7) and spread.loc["a", "value_range"] == pytest.approx(0.2)
+    assert spread.loc["a", "value_sd"] == pytest.approx(np.std([0.8, 0.6], ddof=1)) and spread.loc["a", "n_seeds"] == 2
+    ranks = an.seed_rankings(agg).set_index("seed")
+    assert ranks.loc[0, "order"] == "a > b" and ranks.loc[1, "order"] == "b > a"
+    assert (ranks["n_orders"] == 2).all()
+
+
+def test_reversal_guard_with_duplicate_index_after_concat():
+    # aggregates read from two CSVs and concatenated keep duplicate index labels; the guard must still find
+    # exactly the rows that are not rankable
+    pc, pl = _three_models()
+    agg = an.aggregate(an.analysis_units(pc, pl, lesion_set="common"), min_lesions=2)
+    overall, rest = agg[agg["stratum"] == "overall"], agg[agg["stratum"] != "overall"]
+    stacked = pd.concat([overall.reset_index(drop=True), rest.reset_index(drop=True)])
+    assert stacked.index.has_duplicates
+    rev = an.reversal_table(stacked, metrics=("hd95",)).set_index("stratum")
+    assert rev.loc["Q4", "note"] == "common set: 1 lesion(s) < minimum 2, not ranked"
+    assert rev.loc["Q1", "order_dice"] == "a > b > c"

@@ -245,3 +245,26 @@ def test_cleanup_sensitivity_removes_small_components(folder):
     assert below["note"] == "below the applied clean-up (1 voxels): needs probabilities" and np.isnan(below["value"])
     with pytest.raises(ValueError, match="thresholds must be non-negative integers"):
         cleanup_sensitivity([case], root, dataset="idrid", thresholds=[-1], progress=False)
+
+
+def test_every_trained_seed_is_evaluated(folder, tmp_path):
+    from helpers.evaluation import extra_seed_roots, seed_aggregates
+
+    case, root = folder
+    ws = Workspace.at(tmp_path / "ws")
+    evaluate_predictions(ws, "idrid", predictions_root=root, cases=[case], models=["exact", "shifted"],
+                         progress=False)
+    assert extra_seed_roots(root) == {}
+    # seed 1: the two models swap their predictions
+    ref = case.mask
+    moved = np.zeros_like(ref)
+    moved[4:8, 5:9] = True
+    moved[15:25, 15:25] = True
+    write_prediction(root / "_seeds" / "seed1", "exact", case.case_id, moved, kind="image")
+    write_prediction(root / "_seeds" / "seed1", "shifted", case.case_id, ref, kind="image")
+    assert list(extra_seed_roots(root)) == [1]
+    agg = seed_aggregates(ws, "idrid", predictions_root=root, cases=[case], progress=False)
+    dice = agg.query("stratum == 'overall' and metric == 'dice' and lesion_set == 'common'").set_index(
+        ["seed", "model"])["value"]
+    assert dice[(0, "exact")] == 1.0 and dice[(1, "shifted")] == 1.0
+    assert dice[(1, "exact")] == pytest.approx(2 * 112 / (116 + 116))  # lesion A 12 of 16 shared, B all 100

@@ -72,7 +72,7 @@ import numpy as np
 import pandas as pd
 
 from .plots import get_axes, model_color
-from .ranking import BOUNDARY_METRICS, METRIC_DIRECTIONS, compare_orders, rank_models
+from .ranking import BOUNDARY_METRICS, METRIC_DIRECTIONS, compare_orders, order_string, rank_models
 
 #: Metric columns of the study's output tables, in the paper's order (section 3.6).
 METRICS: tuple[str, ...] = ("dice", "iou", "hd95", "assd", "masd", "nsd", "contour_f1", "lesion_recall",
@@ -415,10 +415,14 @@ def select_lesion_set(aggregates: pd.DataFrame, lesion_set: str = PRIMARY_LESION
     return pd.concat([overall.assign(lesion_set=lesion_set), rest], ignore_index=True)
 
 
-def _rankable(aggregates: pd.DataFrame) -> pd.DataFrame:
+def _rankable_mask(aggregates: pd.DataFrame) -> pd.Series:
     if "rankable" not in aggregates.columns:
-        return aggregates
-    return aggregates[aggregates["rankable"].map(lambda v: str(v).strip().lower() in ("true", "1", "1.0"))]
+        return pd.Series(True, index=aggregates.index)
+    return aggregates["rankable"].map(lambda v: str(v).strip().lower() in ("true", "1", "1.0")).astype(bool)
+
+
+def _rankable(aggregates: pd.DataFrame) -> pd.DataFrame:
+    return aggregates[_rankable_mask(aggregates)]
 
 
 def spread_table(aggregates: pd.DataFrame, *, top_k: int = 3, reference: str = "dice",
@@ -482,7 +486,7 @@ def reversal_table(aggregates: pd.DataFrame, *, metrics: Sequence[str] = BOUNDAR
     group = ["dataset", "lesion_set", "stratum"]
     table = compare_orders(_rankable(agg), reference="dice", metrics=metrics, group_by=group, top_k=top_k)
     if "rankable" in agg.columns:
-        skipped = agg[~agg.index.isin(_rankable(agg).index) & agg["metric"].isin(["dice", *metrics])]
+        skipped = agg[~_rankable_mask(agg) & agg["metric"].isin(["dice", *metrics])]
         rows = []
         for key, sub in skipped.groupby(group, sort=True):
             for metric in metrics:
@@ -494,6 +498,43 @@ def reversal_table(aggregates: pd.DataFrame, *, metrics: Sequence[str] = BOUNDAR
         table["note"] = ""
     table["note"] = table["note"].fillna("")
     return table.reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training seeds
+# ---------------------------------------------------------------------------------------------------------------
+def seed_spread(seed_aggregates: pd.DataFrame) -> pd.DataFrame:
+    """The seed spread of every aggregate: per ``dataset, lesion_set, stratum, model, metric`` the mean over
+    seeds, their min, max, range and sd (ddof 1; NaN for one seed) and ``n_seeds`` (seeds with a finite value)."""
+    _check_columns(seed_aggregates, ["dataset", "lesion_set", "stratum", "model", "metric", "value", "seed"],
+                   "seed_aggregates")
+    keys = ["dataset", "lesion_set", "stratum", "model", "metric"]
+    g = seed_aggregates.dropna(subset=["value"]).groupby(keys)["value"]
+    table = g.agg(value_mean="mean", value_min="min", value_max="max", value_sd="std", n_seeds="count")
+    table["value_range"] = table["value_max"] - table["value_min"]
+    return table.reset_index()
+
+
+def seed_rankings(seed_aggregates: pd.DataFrame, *, metrics: Sequence[str] = ("dice", *BOUNDARY_METRICS),
+                  strata: Sequence[str] = ("overall", "Q1")) -> pd.DataFrame:
+    """The model order under each metric for every seed: ``dataset, lesion_set, stratum, metric, seed, order``
+    (best first, ``=`` for ties; rows that are not ``rankable`` are left out) and ``n_orders`` (distinct orders
+    over the seeds of that dataset, set, stratum and metric: 1 means every seed ranks alike)."""
+    _check_columns(seed_aggregates, ["dataset", "lesion_set", "stratum", "model", "metric", "value", "seed"],
+                   "seed_aggregates")
+    sub = _rankable(seed_aggregates)
+    sub = sub[sub["metric"].isin(list(metrics)) & sub["stratum"].isin(list(strata))].dropna(subset=["value"])
+    rows = []
+    for (dataset, lset, stratum, metric, seed), g in sub.groupby(["dataset", "lesion_set", "stratum", "metric",
+                                                                   "seed"], sort=True):
+        order = order_string(rank_models(g.set_index("model")["value"], metric=metric))
+        rows.append({"dataset": dataset, "lesion_set": lset, "stratum": stratum, "metric": metric, "seed": seed,
+                     "order": order})
+    table = pd.DataFrame(rows, columns=["dataset", "lesion_set", "stratum", "metric", "seed", "order"])
+    if len(table):
+        table["n_orders"] = table.groupby(["dataset", "lesion_set", "stratum", "metric"])["order"].transform(
+            "nunique")
+    return table
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -967,7 +1008,7 @@ __all__ = [
     "METRICS", "SEGMENTATION_METRICS", "DETECTION_METRICS", "QUARTILES", "STRATA", "LESION_SETS",
     "PRIMARY_LESION_SET", "MIN_LESIONS", "common_lesions", "lesion_set_units", "select_lesion_set",
     "lesion_set_comparison", "lesion_set_aggregates", "paper_full_set_dice", "paper_q1_maxima", "pooled_q1_upper",
-    "pooled_q1_upper_of", "common_set_sizes", "findings", "METRIC_DIRECTIONS", "MODEL_LABELS",
+    "pooled_q1_upper_of", "common_set_sizes", "findings", "seed_spread", "seed_rankings", "METRIC_DIRECTIONS", "MODEL_LABELS",
     "PAPER_FULL_SET_DICE", "PAPER_SMALL_LESION", "PAPER_Q1_MAX_DIFFERENCES", "PAPER_AGREEMENT", "PAPER_DATASETS",
     "PAPER_SPREADS", "PAPER_DICE_LEADER_THIRD_HD95",
     "quartile_edges", "assign_quartiles", "with_quartile_bounds", "analysis_units", "aggregate", "spread_table",

@@ -431,6 +431,51 @@ def cleanup_sensitivity(
     return pd.DataFrame(rows)
 
 
+SEEDS_FOLDER = "_seeds"  # extra training seeds: <predictions root>/_seeds/seed<k>/ (helpers.predictions)
+
+
+def extra_seed_roots(predictions_root) -> dict[int, Path]:
+    """The predictions roots of the extra training seeds, ``{k: <root>/_seeds/seed<k>}`` sorted by ``k``
+    (empty when only one seed was trained)."""
+    folder = Path(predictions_root) / SEEDS_FOLDER
+    if not folder.is_dir():
+        return {}
+    roots = {}
+    for path in folder.iterdir():
+        if path.is_dir() and path.name.startswith("seed") and path.name[4:].isdigit():
+            roots[int(path.name[4:])] = path
+    return dict(sorted(roots.items()))
+
+
+def seed_aggregates(ws: Workspace, dataset: str, *, main_seed: int = 0, predictions_root=None,
+                    cases: Sequence | None = None, split: str = "test", tolerance: float | None = None,
+                    min_overlap: int = 1, connectivity: int | None = None, penalty: float | None = None,
+                    min_lesions: int = 5, progress: bool = True) -> pd.DataFrame:
+    """Aggregates of every trained seed, with a ``seed`` column: the main seed's from the written tables
+    (:func:`read_tables`), the extra seeds' (:func:`extra_seed_roots`) evaluated here in the same way (every
+    lesion set, :func:`helpers.analysis.lesion_set_units`). Quartile edges are the main evaluation's (they depend
+    on the reference lesions only), so a lesion is in the same quartile for every seed."""
+    from . import analysis as _analysis
+
+    root = ws.predictions(dataset) if predictions_root is None else Path(predictions_root)
+    per_case, per_lesion = read_tables(ws, dataset)
+    frames = [_analysis.aggregate(_analysis.lesion_set_units(per_case, per_lesion), min_lesions=min_lesions)
+              .assign(seed=int(main_seed))]
+    extra = extra_seed_roots(root)
+    if extra:
+        info = read_json(ws.results(dataset) / EDGES_FILE)
+        edges = np.array([info["edges"][k] for k in ("q1_upper", "q2_upper", "q3_upper")], dtype=float)
+        cases = split_cases(ws, dataset, split=split) if cases is None else list(cases)
+        tol = info.get("tolerance_mm") if tolerance is None else tolerance
+        for k, seed_root in extra.items():
+            pc, pl, _ = evaluate_cases(cases, seed_root, dataset=dataset, tolerance=tol, min_overlap=min_overlap,
+                                       connectivity=connectivity, penalty=penalty, progress=progress)
+            pl["quartile"] = assign_quartiles(pl["area_fraction"], edges)
+            frames.append(_analysis.aggregate(_analysis.lesion_set_units(pc, pl), min_lesions=min_lesions)
+                          .assign(seed=int(k)))
+    return pd.concat(frames, ignore_index=True)
+
+
 def read_tables(ws: Workspace, dataset: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read ``per_case_metrics.csv`` and ``per_lesion_metrics.csv`` of a dataset (written by
     :func:`evaluate_predictions`)."""
