@@ -1063,6 +1063,9 @@ def findings(pattern: pd.DataFrame, agreement: pd.DataFrame, robustness: pd.Data
     for dataset, sub in pattern.groupby("dataset", sort=False):
         s = sub.set_index("setting")
         if not {"overall", "Q1"} <= set(s.index):
+            missing = " and ".join(sorted({"overall", "Q1"} - set(s.index)))
+            out.append(f"**{dataset.upper()}**: no spread among the top models in {missing}: too few lesions in "
+                       f"the common set to rank the models there.")
             continue
         d_all, d_q1 = s.at["overall", "dice_spread"], s.at["Q1", "dice_spread"]
         h_all, h_q1 = s.at["overall", "hd95_spread_percent"], s.at["Q1", "hd95_spread_percent"]
@@ -1091,7 +1094,7 @@ def findings(pattern: pd.DataFrame, agreement: pd.DataFrame, robustness: pd.Data
             q1 = q1[q1["lesion_set"] == PRIMARY_LESION_SET]
         if len(q1):
             counts = q1["verdict"].value_counts()
-            parts = ", ".join(f"{int(n)} {verdict}" for verdict, n in counts.items())
+            parts = "; ".join(f"{int(n)} \"{verdict}\"" for verdict, n in counts.items())
             out.append(f"Paired bootstrap over test cases, Q1 common set, all model pairs and metrics ({len(q1)} "
                        f"comparisons, Holm-adjusted within each dataset): {parts}.")
     return out
