@@ -503,3 +503,26 @@ def test_reversal_guard_with_duplicate_index_after_concat():
     rev = an.reversal_table(stacked, metrics=("hd95",)).set_index("stratum")
     assert rev.loc["Q4", "note"] == "common set: 1 lesion(s) < minimum 2, not ranked"
     assert rev.loc["Q1", "order_dice"] == "a > b > c"
+
+
+def test_common_lesions_match_a_plain_loop_on_random_tables():
+    # Independent reference: a lesion is common when, for every model, its "detected" row says True.
+    rng = np.random.default_rng(4)
+    rows = []
+    for model in ("a", "b", "c", "d"):
+        for case in range(6):
+            for lid in range(1, 6):
+                rows.append({"dataset": "d", "model": model, "case_id": f"c{case}", "lesion_id": lid,
+                             "kind": "lesion", "detected": bool(rng.random() < 0.8), "area_fraction": 0.01,
+                             "quartile": "Q1", "metric": "detected", "value": np.nan, "penalty": False})
+    pl = pd.DataFrame(rows)
+    expected = set()
+    for case in range(6):
+        for lid in range(1, 6):
+            sel = pl[(pl["case_id"] == f"c{case}") & (pl["lesion_id"] == lid)]
+            if all(sel.loc[sel["model"] == m, "detected"].iloc[0] for m in ("a", "b", "c", "d")):
+                expected.add((f"c{case}", lid))
+    got = an.common_lesions(pl)
+    assert set(zip(got["case_id"], got["lesion_id"])) == expected and 0 < len(expected) < 30
+    # restricting the compared models can only enlarge the set
+    assert len(an.common_lesions(pl, models=["a", "b"])) >= len(expected)

@@ -107,8 +107,8 @@ def plot_friedman_nemenyi(result: FriedmanNemenyi, *, ax=None, title: str | None
         y = -(i + 1) * 0.35
         ax.plot([r, r, k + 0.4], [0, y, y], color=grey, linewidth=1.0)
         ax.text(k + 0.45, y, f"{name} ({r:.2f})", ha="left", va="center", color=grey)
-    ax.text((1 + k) / 2, 0.5, f"no difference detected ({p_text} > alpha = {result.alpha:g}): Nemenyi not run",
-            ha="center", va="bottom", color="black")
+    ax.text((1 + k) / 2, 0.45, f"no difference detected\n({p_text} > alpha = {result.alpha:g}; Nemenyi not run)",
+            ha="center", va="bottom", color="black", fontsize=9)
     ax.set_xlim(0.5, k + 2.5)
     ax.set_ylim(-(k + 1) * 0.35, 1.0)
     ax.set_axis_off()
