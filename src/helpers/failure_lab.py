@@ -665,9 +665,9 @@ def evaluate_models(
     Per lesion: from the same :func:`helpers.lesions.evaluate_lesions` table, one row per reference lesion and
     metric (``detected`` and ``dice, iou, hd95, hd95_pooled, assd, nsd, contour_f1``) and one ``false_positive``
     row per false-positive component, built by :func:`helpers.evaluation.lesion_rows` (so ``penalty`` means
-    what it means in the study's tables: True only on a missed lesion's distance rows); size quartiles from :func:`helpers.analysis.quartile_edges` over the
-    reference lesions' area fractions (all cases), so the tables feed :func:`helpers.analysis.analysis_units`
-    unchanged.
+    what it means in the study's tables: True only on a missed lesion's distance rows); size quartiles from
+    :func:`helpers.analysis.quartile_edges` over the reference lesions' area fractions (all cases), so the tables
+    feed :func:`helpers.analysis.analysis_units` unchanged.
 
     Returns
     -------
