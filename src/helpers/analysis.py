@@ -367,9 +367,9 @@ def aggregate(units: pd.DataFrame, *, min_lesions: int = MIN_LESIONS) -> pd.Data
                                    n_penalty=("penalty", "sum"), n_missed=("missed", "sum"),
                                    n_cases=("case_id", "nunique"))
     case_means = good.groupby([*keys, "case_id"])["value"].mean().groupby(keys).mean().rename("value_case_mean")
+    u["nan_unit"] = ~np.isfinite(u["value"]) & ~u["excluded"]
     grouped = u.groupby(keys)
-    n_nan = grouped.apply(lambda g: int((~np.isfinite(g["value"]) & ~g["excluded"]).sum()),
-                          include_groups=False).rename("n_nan")
+    n_nan = grouped["nan_unit"].sum().rename("n_nan")
     n_excluded = grouped["excluded"].sum().rename("n_excluded")
     table = pd.concat([stats, case_means], axis=1).join(pd.concat([n_nan, n_excluded], axis=1),
                                                         how="outer").reset_index()
