@@ -7,7 +7,10 @@ import pandas as pd
 import pytest
 
 from helpers.bootstrap import (
+    bootstrap_p_value,
     directional_robustness,
+    holm_within,
+    joint_reversal_share,
     paired_differences,
     resample_indices,
     resample_weights,
@@ -65,7 +68,9 @@ def test_constant_positive_difference_keeps_sign_everywhere():
     assert row["difference"] == pytest.approx(0.05)
     assert row["share_same_sign"] == 1.0
     assert row["ci_low"] == pytest.approx(0.05) and row["ci_high"] == pytest.approx(0.05)
-    assert row["better"] == "a" and row["verdict"] == "robust"
+    assert row["better"] == "a" and row["verdict"] == "sign kept, Holm p <= 0.05"
+    # every resampled difference is 0.05 (se 0): p = 0; one comparison, so Holm leaves it as is
+    assert row["p_value"] == 0.0 and row["p_holm"] == 0.0 and row["family_size"] == 1
 
 
 def test_lower_is_better_names_the_better_model():
@@ -86,7 +91,7 @@ def test_symmetric_zero_mean_difference_keeps_sign_about_half():
                                  n_resamples=4000, seed=1)
     row = out.iloc[0]
     assert row["share_same_sign"] == pytest.approx(0.5, abs=0.05)
-    assert row["verdict"] == "not distinguishable"
+    assert row["verdict"] == "sign not stable (< 95 %)"
     assert row["ci_low"] < 0 < row["ci_high"]
 
 
@@ -127,12 +132,95 @@ def test_resample_without_units_is_nan_and_excluded():
 
 
 def test_verdict_rules():
-    assert verdict(0.1, 0.99, 0.01, 0.2) == "robust"
-    assert verdict(0.1, 0.99, -0.01, 0.2) == "directionally stable"
-    assert verdict(0.1, 0.85, -0.01, 0.2) == "directionally stable"
-    assert verdict(0.1, 0.6, -0.1, 0.2) == "not distinguishable"
-    assert verdict(0.0, np.nan, -0.1, 0.1) == "no difference"
-    assert verdict(np.nan, np.nan, np.nan, np.nan) == "not estimable"
+    assert verdict(0.1, 0.99, 0.01, n_cases=20) == "sign kept, Holm p <= 0.05"
+    assert verdict(0.1, 0.96, 0.2, n_cases=20) == "sign kept in >= 95 % of resamples, not after Holm"
+    assert verdict(0.1, 0.85, 0.3, n_cases=20) == "sign not stable (< 95 %)"
+    assert verdict(0.0, np.nan, np.nan, n_cases=20) == "no observed difference"
+    assert verdict(np.nan, np.nan, np.nan, n_cases=20) == "not estimable"
+
+
+def test_minimum_case_guard():
+    # a is better on every one of 4 cases: the sign is kept in every resample, but 4 < 10 cases gives no verdict
+    out = directional_robustness(_units({"a": [0.9, 0.8, 0.7, 0.6], "b": [0.5, 0.4, 0.3, 0.2]}),
+                                 case_ids=["c0", "c1", "c2", "c3"], n_resamples=200, seed=0)
+    row = out.iloc[0]
+    assert row["share_same_sign"] == 1.0 and row["verdict"] == "no verdict: fewer than 10 test cases"
+    assert row["min_cases"] == 10
+    out = directional_robustness(_units({"a": [0.9, 0.8, 0.7, 0.6], "b": [0.5, 0.4, 0.3, 0.2]}),
+                                 case_ids=["c0", "c1", "c2", "c3"], n_resamples=200, seed=0, min_cases=4)
+    assert out.iloc[0]["verdict"] == "sign kept, Holm p <= 0.05"
+
+
+def test_bootstrap_p_value():
+    # resampled differences -1, 0, 1, 2, 3: sd (ddof 1) = sqrt(2.5); observed 1.96 sqrt(2.5) -> p = 0.05
+    d = np.array([-1.0, 0.0, 1.0, 2.0, 3.0])
+    assert bootstrap_p_value(d, 1.959963984540054 * np.sqrt(2.5)) == pytest.approx(0.05)
+    assert bootstrap_p_value(d, -1.959963984540054 * np.sqrt(2.5)) == pytest.approx(0.05)  # two-sided
+    assert bootstrap_p_value(np.array([0.5, 0.5, np.nan]), 0.5) == 0.0  # no spread: p 0
+    assert np.isnan(bootstrap_p_value(d, 0.0)) and np.isnan(bootstrap_p_value(np.array([1.0]), 1.0))
+
+
+def test_holm_on_a_known_family():
+    # Family of 4 in dataset d: sorted p 0.005, 0.01, 0.03, 0.04 -> 4 x 0.005 = 0.02, 3 x 0.01 = 0.03,
+    # 2 x 0.03 = 0.06, max(1 x 0.04, 0.06) = 0.06. Dataset e is its own family of 1; NaN is not tested.
+    table = pd.DataFrame({"dataset": ["d", "d", "d", "d", "e", "e"],
+                          "p_value": [0.01, 0.04, 0.03, 0.005, 0.04, np.nan]})
+    out = holm_within(table)
+    np.testing.assert_allclose(out["p_holm"].iloc[:5], [0.03, 0.06, 0.06, 0.02, 0.04])
+    assert np.isnan(out["p_holm"].iloc[5])
+    assert out["family_size"].tolist() == [4, 4, 4, 4, 1, 1]
+
+
+def test_holm_family_spans_pairs_metrics_and_strata():
+    base = np.linspace(0.5, 0.9, 12)
+    frames = []
+    for stratum in ("overall", "Q1"):
+        for metric in ("dice", "hd95"):
+            u = _units({"a": base + 0.05, "b": base, "c": base - 0.05}, metric=metric)
+            frames.append(u.assign(stratum=stratum, dataset="d"))
+    out = directional_robustness(pd.concat(frames), case_ids=[f"c{i}" for i in range(12)], n_resamples=100,
+                                 seed=0, group_by=("dataset", "stratum", "metric"))
+    # 3 pairs x 2 metrics x 2 strata = 12 comparisons in one family
+    assert len(out) == 12 and (out["family_size"] == 12).all()
+    assert (out["p_holm"] >= out["p_value"]).all()
+
+
+def test_joint_reversal_share_full_when_every_case_reverses():
+    # A wins Dice by 0.05 and loses HD95 by 1 mm on every case: every resample shows the reversal.
+    base = np.linspace(0.5, 0.9, 15)
+    units = pd.concat([_units({"a": base + 0.05, "b": base}, metric="dice"),
+                       _units({"a": 3 + base + 1.0, "b": 3 + base}, metric="hd95")])
+    out = directional_robustness(units, case_ids=[f"c{i}" for i in range(15)], n_resamples=400, seed=0)
+    out = out.set_index("metric")
+    assert out.loc["hd95", "joint_reversal_share"] == 1.0 and bool(out.loc["hd95", "reversal_observed"])
+    assert np.isnan(out.loc["dice", "joint_reversal_share"])
+
+
+def test_joint_reversal_share_about_half_under_symmetric_noise():
+    # Dice favours a in every resample; the HD95 difference is symmetric noise around 0, so HD95 favours b in
+    # about half the resamples (binomial sd 0.5 / sqrt(4000) ~ 0.008, plus the sampling of the noise itself).
+    # Continuous noise, so that a resampled mean difference of exactly 0 (favouring neither) has probability 0.
+    rng = np.random.default_rng(3)
+    n = 60
+    base = np.linspace(0.5, 0.9, n)
+    noise = rng.normal(0.0, 1.0, size=n // 2)
+    hd_diff = np.concatenate([noise, -noise])
+    units = pd.concat([_units({"a": base + 0.05, "b": base}, metric="dice"),
+                       _units({"a": 5 + hd_diff, "b": np.full(n, 5.0)}, metric="hd95")])
+    out = directional_robustness(units, case_ids=[f"c{i}" for i in range(n)], n_resamples=4000, seed=1)
+    share = out.set_index("metric").loc["hd95", "joint_reversal_share"]
+    assert share == pytest.approx(0.5, abs=0.05)
+
+
+def test_joint_reversal_share_function():
+    # Dice (higher better) favours a when a - b > 0; HD95 (lower better) favours b when a - b > 0.
+    assert joint_reversal_share([0.1, 0.1, -0.1, 0.1], [1.0, -1.0, 1.0, np.nan], reference_observed=0.1,
+                                metric="hd95") == pytest.approx(1 / 3)
+    # observed Dice favours b: the reversal is Dice favouring b while HD95 favours a (a - b < 0)
+    assert joint_reversal_share([-0.1, -0.1], [-1.0, 1.0], reference_observed=-0.2, metric="hd95") == 0.5
+    assert np.isnan(joint_reversal_share([0.1], [1.0], reference_observed=0.0, metric="hd95"))
+    with pytest.raises(ValueError, match="equal length"):
+        joint_reversal_share([0.1], [1.0, 2.0], reference_observed=0.1, metric="hd95")
 
 
 def test_validation_messages():

@@ -88,9 +88,16 @@ def test_byo_folder_end_to_end(folder, tmp_path):
     # the one-pixel false positive (1/1024 of the image) falls in Q1 by its own size
     fp = per_lesion[per_lesion["kind"] == "false_positive"]
     assert len(fp) == 1 and fp.iloc[0]["quartile"] == "Q1" and fp.iloc[0]["model"] == "shifted"
-    # missed lesions carry the penalty flag
-    missed = per_lesion[(per_lesion["model"] == "empty") & (per_lesion["metric"] == "hd95")]
-    assert missed["penalty"].all() and len(missed) == 2
+    # missed lesions carry the penalty flag on their distance rows only: HD95, ASSD and MASD hold the image
+    # diagonal; Dice, IoU, NSD and contour F1 are 0, a defined value, not a penalty
+    empty = per_lesion[(per_lesion["model"] == "empty") & (per_lesion["kind"] == "lesion")]
+    flagged = empty.groupby("metric")["penalty"].all()
+    assert flagged[["hd95", "hd95_pooled", "assd", "masd"]].all() and (empty["metric"] == "hd95").sum() == 2
+    assert not flagged[["detected", "dice", "iou", "nsd", "contour_f1"]].any()
+    assert (empty.loc[empty["metric"] == "dice", "value"] == 0.0).all()
+    # per-lesion MASD and NSD are written too: lesion A shifted by one column, MASD = ASSD = 0.5 (each directed
+    # mean is 6 x 0 + 6 x 1 over 12), NSD at 1 px tolerance = 1 (every boundary pixel within 1 px)
+    assert a["masd"] == pytest.approx(0.5) and a["nsd"] == pytest.approx(1.0)
 
     # the files round-trip
     pc, pl = read_tables(ws, "idrid")
@@ -187,3 +194,77 @@ def test_end_to_end_from_synthetic_data_folder(tmp_path):
     assert len(empty_recall) == n_lesions and (empty_recall["value"] == 0).all()
     edges = io.read_json(ws.results("idrid") / "quartile_edges.json")
     assert edges["n_reference_lesions"] == n_lesions and edges["n_cases"] == 2
+
+
+def test_tolerance_defaults_to_one_in_plane_voxel():
+    from helpers.evaluation import in_plane_voxel_mm, resolve_tolerances, tolerance_metrics
+
+    # in-plane spacings (y, x) of three volumes: larger of the two 1.8, 1.8, 2.0 -> median 1.8 mm
+    cases = [_Case(f"v{i}", np.zeros((2, 4, 4), bool), None, spacing=s)
+             for i, s in enumerate([(3.0, 1.8, 1.8), (3.0, 1.5, 1.8), (5.0, 2.0, 2.0)])]
+    assert in_plane_voxel_mm(cases) == pytest.approx(1.8)
+    primary, extra = resolve_tolerances(cases, None, None)
+    assert primary == pytest.approx(1.8) and extra == pytest.approx((1.8, 3.6, 5.4))
+    assert resolve_tolerances(cases, 1.0, (1, 2)) == (1.0, (1.0, 2.0))  # numbers are mm, kept
+    with pytest.raises(ValueError, match="cases is empty"):
+        in_plane_voxel_mm([])
+    pc = pd.DataFrame({"metric": ["contour_f1_tol5.4", "contour_f1_tol1.8", "nsd_tol1.8", "dice"]})
+    assert tolerance_metrics(pc) == ["contour_f1_tol1.8", "contour_f1_tol5.4"]
+
+
+def test_voxel_tolerance_separates_what_a_sub_voxel_tolerance_cannot(tmp_path):
+    # 2 mm pixels, prediction shifted one pixel: with a 1 mm tolerance (below one pixel) only exact boundary
+    # matches count and 1 mm / 2 mm give the same contour F1 as any value < 2; the default one-voxel tolerance
+    # (2 mm) forgives the one-pixel shift: contour F1 1.
+    ref = np.zeros((16, 16), bool)
+    ref[4:10, 4:10] = True
+    pred = np.roll(ref, 1, axis=1)
+    case = _Case("c", ref, np.zeros((16, 16, 3), np.uint8), spacing=(2.0, 2.0))
+    write_prediction(tmp_path / "p", "m", "c", pred, kind="image")
+    per_case, _, _ = evaluate_cases([case], tmp_path / "p", dataset="idrid", tolerance=None, tolerances=None,
+                                    progress=False)
+    assert _value(per_case, metric="contour_f1")["value"] == pytest.approx(1.0)
+    assert {"contour_f1_tol2", "contour_f1_tol4", "contour_f1_tol6", "nsd_tol2"} <= set(per_case["metric"])
+    sub_voxel, _, _ = evaluate_cases([case], tmp_path / "p", dataset="idrid", tolerance=1.0, progress=False)
+    assert _value(sub_voxel, metric="contour_f1")["value"] < 1.0
+
+
+def test_cleanup_sensitivity_removes_small_components(folder):
+    from helpers.evaluation import cleanup_sensitivity
+
+    case, root = folder
+    # "shifted" has a one-pixel false positive: cleaning components < 2 px removes it (FP per case 1 -> 0), the
+    # lesions (12 and 100 px predicted) stay detected; a threshold below the applied one is not recomputed
+    t = cleanup_sensitivity([case], root, dataset="idrid", thresholds=[0, 1, 2], applied=1, models=["shifted"],
+                            min_lesions=1, progress=False)
+    fp = t[(t["metric"] == "fp_lesions_per_case")].set_index("min_component_voxels")["value"]
+    assert fp.to_dict() == {1: 1.0, 2: 0.0}
+    recall = t[t["metric"] == "lesion_recall"].set_index("min_component_voxels")["value"]
+    assert recall.to_dict() == {1: 1.0, 2: 1.0}
+    below = t[t["min_component_voxels"] == 0].iloc[0]
+    assert below["note"] == "below the applied clean-up (1 voxels): needs probabilities" and np.isnan(below["value"])
+    with pytest.raises(ValueError, match="thresholds must be non-negative integers"):
+        cleanup_sensitivity([case], root, dataset="idrid", thresholds=[-1], progress=False)
+
+
+def test_every_trained_seed_is_evaluated(folder, tmp_path):
+    from helpers.evaluation import extra_seed_roots, seed_aggregates
+
+    case, root = folder
+    ws = Workspace.at(tmp_path / "ws")
+    evaluate_predictions(ws, "idrid", predictions_root=root, cases=[case], models=["exact", "shifted"],
+                         progress=False)
+    assert extra_seed_roots(root) == {}
+    # seed 1: the two models swap their predictions
+    ref = case.mask
+    moved = np.zeros_like(ref)
+    moved[4:8, 5:9] = True
+    moved[15:25, 15:25] = True
+    write_prediction(root / "_seeds" / "seed1", "exact", case.case_id, moved, kind="image")
+    write_prediction(root / "_seeds" / "seed1", "shifted", case.case_id, ref, kind="image")
+    assert list(extra_seed_roots(root)) == [1]
+    agg = seed_aggregates(ws, "idrid", predictions_root=root, cases=[case], progress=False)
+    dice = agg.query("stratum == 'overall' and metric == 'dice' and lesion_set == 'common'").set_index(
+        ["seed", "model"])["value"]
+    assert dice[(0, "exact")] == 1.0 and dice[(1, "shifted")] == 1.0
+    assert dice[(1, "exact")] == pytest.approx(2 * 112 / (116 + 116))  # lesion A 12 of 16 shared, B all 100

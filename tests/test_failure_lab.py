@@ -247,6 +247,18 @@ def test_evaluate_models_tables_feed_the_study(cases):
     assert set(units["stratum"]) >= {"overall", "Q1"}
 
 
+def test_evaluate_models_penalty_flag_means_what_evaluation_means(cases):
+    # A model that predicts nothing misses every lesion: distance rows flagged, the Dice 0 rows not, exactly as
+    # helpers.evaluation's per_lesion table (both are built by helpers.evaluation.lesion_rows).
+    nothing = F.SyntheticModel("nothing", "erode", 50.0)
+    _, per_lesion = F.evaluate_models([nothing], cases[:2])
+    ref = per_lesion[per_lesion["kind"] == analysis.REFERENCE]
+    assert (ref.loc[ref["metric"] == "detected", "value"] == 0.0).all()
+    flagged = ref.groupby("metric")["penalty"].all()
+    assert flagged[["hd95", "hd95_pooled", "assd"]].all()
+    assert not ref.loc[ref["metric"].isin(["dice", "iou", "nsd", "contour_f1", "detected"]), "penalty"].any()
+
+
 def test_use_hd95_variant_swaps_values():
     table = pd.DataFrame({"case_id": ["a", "a", "a"], "metric": ["dice", "hd95", "hd95_pooled"],
                           "value": [0.9, 3.0, 1.0]})
@@ -277,7 +289,7 @@ def test_reversal_detector_finds_the_planted_reversal(demo):
     assert row["dice_leader"] == "one_side_model"
     assert row["order_changed"] and row["reversal_found"]
     assert row["hd95_better"] == "dilation_model"
-    assert row["hd95_verdict"] == "robust" and row["hd95_share_same_sign"] >= 0.95
+    assert row["hd95_verdict"] == "sign kept, Holm p <= 0.05" and row["hd95_share_same_sign"] >= 0.95
     assert row["dice_leader_rank_hd95"] > 1
 
 

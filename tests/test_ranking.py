@@ -105,8 +105,29 @@ def test_pairwise_agreement_counts():
     # Top 3 under Dice: a, b, c. HD95 order: c > b > a. Pairs (a,b), (a,c), (b,c) all reversed -> 0 of 3.
     r_dice = pd.Series({"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0})
     r_hd = pd.Series({"c": 1.0, "b": 2.0, "a": 3.0, "d": 4.0})
-    assert pairwise_agreement(r_dice, r_hd, ["a", "b", "c"]) == (0, 3)
-    assert pairwise_agreement(r_dice, r_dice) == (6, 6)
+    assert tuple(pairwise_agreement(r_dice, r_hd, ["a", "b", "c"])) == (0, 3, 0)
+    assert tuple(pairwise_agreement(r_dice, r_dice)) == (6, 0, 0)
+
+
+def test_ties_are_not_agreement():
+    # Every model tied under HD95 (equal penalty means): no pair is comparable, none agrees.
+    r_dice = pd.Series({"a": 1.0, "b": 2.0, "c": 3.0})
+    r_tied = pd.Series({"a": 2.0, "b": 2.0, "c": 2.0})
+    counts = pairwise_agreement(r_dice, r_tied)
+    assert tuple(counts) == (0, 0, 3) and counts.comparable == 0 and counts.pairs == 3
+    # Tied under the *reference* (Dice) is not comparable either: (a, b) tied; (a, c), (b, c) ordered alike.
+    counts = pairwise_agreement(pd.Series({"a": 1.5, "b": 1.5, "c": 3.0}), pd.Series({"a": 1.0, "b": 2.0, "c": 3.0}))
+    assert tuple(counts) == (2, 0, 1) and counts.comparable == 2
+
+
+def test_compare_orders_counts_tied_pairs_apart():
+    # Dice a > b > c; HD95 all equal (328.792 for every model, as a penalty-dominated Q1 mean).
+    table = _long("d", "Q1", {"dice": {"a": 0.9, "b": 0.8, "c": 0.7}, "hd95": {"a": 328.792, "b": 328.792,
+                                                                               "c": 328.792}})
+    row = compare_orders(table, metrics=("hd95",)).iloc[0]
+    assert (row["top_pairs_agree"], row["top_pairs_disagree"], row["top_pairs_not_comparable"]) == (0, 0, 3)
+    assert row["top_pairs_comparable"] == 0 and row["top_pairs"] == 3
+    assert (row["pairs_comparable"], row["pairs_not_comparable"]) == (0, 3)
 
 
 def test_compare_orders_paper_q1_table():
@@ -132,6 +153,7 @@ def test_compare_orders_paper_q1_table():
     assert out.loc["hd95", "kendall_tau"] == pytest.approx(0.0)
     # Top 3 under Dice (hybrid, attention, residual): all three pairs reversed under HD95.
     assert (out.loc["hd95", "top_pairs_agree"], out.loc["hd95", "top_pairs"]) == (0, 3)
+    assert out.loc["hd95", "top_pairs_comparable"] == 3 and out.loc["hd95", "pairs_comparable"] == 6
     assert out.loc["contour_f1", "order_metric"] == "residual > attention > hybrid > unet"
 
 
@@ -171,7 +193,9 @@ def test_compare_orders_validates():
 def test_agreement_matrix_counts_groups():
     t1 = _long("d1", "Q1", {"dice": {"a": 0.9, "b": 0.8}, "hd95": {"a": 1.0, "b": 2.0}})  # agree
     t2 = _long("d2", "Q1", {"dice": {"a": 0.9, "b": 0.8}, "hd95": {"a": 3.0, "b": 2.0}})  # reversed
-    same, total = agreement_matrix(pd.concat([t1, t2]), metrics=["dice", "hd95"])
-    assert same.loc["dice", "hd95"] == 1 and total.loc["dice", "hd95"] == 2
-    assert same.loc["dice", "dice"] == 2
+    t3 = _long("d3", "Q1", {"dice": {"a": 0.9, "b": 0.8}, "hd95": {"a": 2.0, "b": 2.0}})  # tied: not comparable
+    same, total, tied = agreement_matrix(pd.concat([t1, t2, t3]), metrics=["dice", "hd95"])
+    assert same.loc["dice", "hd95"] == 1 and total.loc["dice", "hd95"] == 2 and tied.loc["dice", "hd95"] == 1
+    assert same.loc["dice", "dice"] == 3 and tied.loc["dice", "dice"] == 0
+    assert tied.loc["hd95", "hd95"] == 1  # a tie is not agreement, even of a metric with itself
     assert (same.to_numpy() == same.to_numpy().T).all()

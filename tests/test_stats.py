@@ -140,6 +140,16 @@ def test_constant_differences_give_zero_width_interval():
     assert result.method == "percentile (BCa undefined: zero spread, all values equal)"
 
 
+def test_bca_zero_spread_when_the_mean_is_one_ulp_off():
+    # np.mean([0.8] * 7) is 0.7999999999999999, one ulp below 0.8: a sum-of-squares test sees a tiny nonzero
+    # spread and reports "BCa" with a meaningless acceleration. The range test sees all values equal.
+    assert np.mean([0.8] * 7) != 0.8
+    result = stats.bootstrap_mean_ci([0.8] * 7, n_resamples=200, seed=0)
+    assert result.method == "percentile (BCa undefined: zero spread, all values equal)"
+    assert np.isnan(result.acceleration)
+    assert result.low == pytest.approx(0.8) and result.high == pytest.approx(0.8)
+
+
 def test_single_unit_falls_back_to_percentile():
     result = stats.bootstrap_mean_ci([0.7], n_resamples=100, seed=0)
     assert (result.low, result.high, result.n) == (0.7, 0.7, 1)
@@ -442,6 +452,30 @@ def test_friedman_matches_scipy_with_ties(seed):
     ref = sps.friedmanchisquare(*matrix.T)
     assert ours.statistic == pytest.approx(ref.statistic, rel=1e-10)
     assert ours.p_value == pytest.approx(ref.pvalue, rel=1e-10)
+
+
+def test_nemenyi_skipped_when_friedman_does_not_reject():
+    # Two models, four units, each model best on two units: equal mean ranks 1.5, chi2 = 0, F_F = 0, p = 1.
+    data = _long([[1, 2], [2, 1], [1, 2], [2, 1]], models=["a", "b"])
+    result = stats.friedman_then_nemenyi(data, higher_is_better=True)
+    assert result.friedman.iman_davenport_p == pytest.approx(1.0)
+    assert not result.rejects and result.nemenyi is None and result.verdict == "no difference detected"
+    ax = stats_plots.plot_friedman_nemenyi(result)
+    assert any("no difference detected" in t.get_text() for t in ax.texts)
+    plt.close("all")
+
+
+def test_nemenyi_run_when_friedman_rejects():
+    # Model a best on all 10 units of three models: mean ranks 1, 2, 3, chi2 = 20 (its maximum 2 N), so
+    # F_F = (N - 1) chi2 / (N (k - 1) - chi2) is infinite and p = 0: the post-hoc test runs.
+    data = _long([[3, 2, 1]] * 10, models=["a", "b", "c"])
+    result = stats.friedman_then_nemenyi(data, higher_is_better=True)
+    assert result.friedman.statistic == pytest.approx(20.0) and result.friedman.iman_davenport_p == 0.0
+    assert result.rejects and result.nemenyi is not None
+    assert result.nemenyi.mean_ranks.to_dict() == {"a": 1.0, "b": 2.0, "c": 3.0}
+    ax = stats_plots.plot_friedman_nemenyi(result)
+    assert "Iman-Davenport p = 0" in ax.get_title()
+    plt.close("all")
 
 
 def test_friedman_omits_incomplete_units():

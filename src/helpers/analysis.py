@@ -18,13 +18,18 @@ Every aggregate is a mean over *units*; :func:`analysis_units` builds the unit t
 averages it and :func:`helpers.bootstrap.directional_robustness` resamples it by case.
 
 ``overall`` (the full test set, the paper's "full-test-set" reporting)
-    Dice, IoU, HD95, ASSD, contour F1: one unit per case, the image-level metric of the case.
+    Dice, IoU, HD95, ASSD, MASD, NSD, contour F1: one unit per case, the image-level metric of the case.
     ``lesion_recall``: one unit per reference lesion, 1 if detected else 0 (pooled recall).
     ``fp_lesions_per_case``: one unit per case, its number of false-positive predicted lesions.
+    *Cases without a reference lesion* (tumour-free LiTS volumes) stay in ``fp_lesions_per_case`` but not in
+    the image-level overlap and boundary means, where they could only contribute a convention (Dice 1 or 0)
+    or the distance penalty; their units are kept with ``excluded = True`` and counted in ``n_excluded``.
 ``all_lesions``, ``Q1`` ... ``Q4`` (lesion level)
-    Dice, IoU, HD95, ASSD, contour F1: one unit per *reference lesion* of the stratum, the lesion's own metric
-    (computed by :func:`helpers.lesions.evaluate_lesions` in the lesion's region of influence).
-    ``lesion_recall``: share of the stratum's reference lesions that were detected.
+    Dice, IoU, HD95, ASSD, MASD, NSD, contour F1: one unit per *reference lesion* of the stratum and lesion set
+    (below), the lesion's own metric (computed by :func:`helpers.lesions.evaluate_lesions` in the lesion's
+    region of influence).
+    ``lesion_recall``: share of the stratum's reference lesions that were detected (all of them, in every
+    lesion set: detection is reported beside the boundary metrics, as its own metric).
     ``fp_lesions_per_case``: false-positive lesions cannot belong to a *reference* size quartile; here they are
     binned by their *own* area fraction with the same edges, one unit per case (its count of such false
     positives). The ``all_lesions`` stratum counts all of them, like ``overall``.
@@ -32,13 +37,25 @@ averages it and :func:`helpers.bootstrap.directional_robustness` resamples it by
 The primary aggregate (``value``) is the mean over units (lesions pooled across cases for lesion-level strata).
 The secondary ``value_case_mean`` averages per case first and then over the cases that have a unit (equal
 weight per case). Both report their n: ``n`` units, ``n_cases``, ``n_penalty`` (units whose value is a penalty
-for an undefined distance, e.g. a missed lesion's HD95) and ``n_nan`` (units without a value, excluded).
+for an undefined distance, e.g. a missed lesion's HD95), ``n_missed`` (units of missed lesions: Dice 0 and the
+penalty distances), ``n_excluded`` (units left out by the rule above) and ``n_nan`` (units without a value).
 
-Missed-lesion policy
---------------------
-``"penalty"`` (primary): a missed reference lesion stays in the lesion-level means with its Dice 0 and the
-penalty distances of the evaluation. ``"detected_only"`` (sensitivity analysis): missed lesions are dropped
-from the lesion-level Dice, IoU, HD95, ASSD and contour F1 (recall still counts them); n shows how many remain.
+Lesion sets (which reference lesions the lesion-level overlap and boundary metrics average)
+--------------------------------------------------------------------------------------------
+``common`` (primary)
+    The reference lesions that *every compared model* (every model of the dataset in the table) detected. All
+    models are measured on the same lesions, so a boundary difference is a contour difference, not a
+    detection difference, and ``n_penalty`` is 0 by construction. ``n`` is the size of the common set.
+``all_with_penalty`` (sensitivity view)
+    Every reference lesion; a missed one keeps Dice 0 and the penalty distance (the image diagonal), so in Q1
+    the distance means mostly count misses: a detection metric in disguise.
+``detected_by_model`` (sensitivity view)
+    Each model's own detected lesions: a different set per model (selection bias), ``n`` differs per model.
+
+Every aggregate row carries ``lesion_set``. Image-level (``overall``) rows do not depend on it and are the same
+in every set. A lesion-level overlap or boundary row whose set has fewer than ``min_lesions`` lesions
+(:data:`MIN_LESIONS`) has ``rankable = False`` and a ``note``; rankings, spreads and reversals do not rank it
+but say so.
 
 Spread among the top models
 ---------------------------
@@ -55,17 +72,24 @@ import numpy as np
 import pandas as pd
 
 from .plots import get_axes, model_color
-from .ranking import BOUNDARY_METRICS, METRIC_DIRECTIONS, compare_orders, rank_models
+from .ranking import BOUNDARY_METRICS, METRIC_DIRECTIONS, compare_orders, order_string, rank_models
 
 #: Metric columns of the study's output tables, in the paper's order (section 3.6).
-METRICS: tuple[str, ...] = ("dice", "iou", "hd95", "assd", "contour_f1", "lesion_recall", "fp_lesions_per_case")
-#: Metrics computed per lesion (and per case) by the evaluation.
-SEGMENTATION_METRICS: tuple[str, ...] = ("dice", "iou", "hd95", "assd", "contour_f1")
+METRICS: tuple[str, ...] = ("dice", "iou", "hd95", "assd", "masd", "nsd", "contour_f1", "lesion_recall",
+                             "fp_lesions_per_case")
+#: Metrics computed per lesion (and per case) by the evaluation: overlap and boundary metrics.
+SEGMENTATION_METRICS: tuple[str, ...] = ("dice", "iou", "hd95", "assd", "masd", "nsd", "contour_f1")
+#: Detection metrics, reported beside the boundary metrics of every lesion set.
+DETECTION_METRICS: tuple[str, ...] = ("lesion_recall", "fp_lesions_per_case")
 QUARTILES: tuple[str, ...] = ("Q1", "Q2", "Q3", "Q4")
 STRATA: tuple[str, ...] = ("overall", "all_lesions", *QUARTILES)
 REFERENCE = "lesion"  # the kind of reference-lesion rows (helpers.lesions.evaluate_lesions)
 FALSE_POSITIVE = "false_positive"
-POLICIES = ("penalty", "detected_only")
+#: The lesion sets of the lesion-level metrics (module docstring); the first is the primary analysis.
+LESION_SETS: tuple[str, ...] = ("common", "all_with_penalty", "detected_by_model")
+PRIMARY_LESION_SET = "common"
+#: Default minimum number of lesions behind a lesion-level mean for it to be ranked.
+MIN_LESIONS = 5
 
 #: Display names of the study's four model families and the paper's names for them.
 MODEL_LABELS = {
@@ -185,49 +209,109 @@ def _as_bool(series: pd.Series) -> pd.Series:
     return series.map(lambda v: str(v).strip().lower() in ("true", "1", "1.0")).astype(bool)
 
 
-def analysis_units(per_case: pd.DataFrame, per_lesion: pd.DataFrame, *, policy: str = "penalty") -> pd.DataFrame:
+def _reference_empty(pc: pd.DataFrame) -> pd.Series:
+    """Per per-case row: whether its case has no reference lesion (``ref_empty``, else ``n_ref_lesions == 0``)."""
+    if "ref_empty" in pc.columns:
+        return _as_bool(pc["ref_empty"])
+    if "n_ref_lesions" in pc.columns:
+        return pd.to_numeric(pc["n_ref_lesions"], errors="coerce").fillna(1).eq(0)
+    return pd.Series(False, index=pc.index)
+
+
+def common_lesions(per_lesion: pd.DataFrame, *, models: Sequence[str] | None = None) -> pd.DataFrame:
+    """The common-support set: reference lesions detected by every compared model, per dataset.
+
+    Parameters
+    ----------
+    per_lesion : pandas.DataFrame
+        ``per_lesion_metrics.csv`` (reference rows with metric ``detected``).
+    models : sequence of str, optional
+        The compared models; default every model of the dataset in ``per_lesion``. A lesion a compared model
+        has no row for is not common.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``dataset, case_id, lesion_id, quartile``, one row per common lesion.
+    """
+    _check_columns(per_lesion, _LESION_COLUMNS, "per_lesion")
+    det = per_lesion[(per_lesion["kind"] == REFERENCE) & (per_lesion["metric"] == "detected")]
+    det = det.assign(detected=_as_bool(det["detected"]), case_id=det["case_id"].astype(str))
+    keys = ["dataset", "case_id", "lesion_id"]
+    frames = []
+    for dataset, sub in det.groupby("dataset", sort=True):
+        compared = sorted(sub["model"].astype(str).unique()) if models is None else [str(m) for m in models]
+        sub = sub[sub["model"].astype(str).isin(compared)]
+        hits = sub[sub["detected"]].groupby(keys)["model"].nunique()
+        found = hits[hits == len(compared)].index
+        quartile = sub.drop_duplicates(keys).set_index(keys)["quartile"]
+        frames.append(pd.DataFrame(list(found), columns=keys).assign(
+            quartile=quartile.reindex(found).fillna("").astype(str).to_numpy()))
+    if not frames:
+        return pd.DataFrame(columns=[*keys, "quartile"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def analysis_units(per_case: pd.DataFrame, per_lesion: pd.DataFrame, *, lesion_set: str = PRIMARY_LESION_SET,
+                   models: Sequence[str] | None = None) -> pd.DataFrame:
     """The unit table behind every aggregate and bootstrap (see the module docstring for the definitions).
 
     Parameters
     ----------
     per_case : pandas.DataFrame
-        ``per_case_metrics.csv``: ``dataset, model, case_id, metric, value, penalty``; metrics include the
-        image-level ``dice, iou, hd95, assd, contour_f1`` and ``fp_lesions`` (count per case).
+        ``per_case_metrics.csv``: ``dataset, model, case_id, metric, value, penalty`` (and ``ref_empty`` or
+        ``n_ref_lesions`` for the no-reference rule); metrics include the image-level
+        :data:`SEGMENTATION_METRICS` and ``fp_lesions`` (count per case).
     per_lesion : pandas.DataFrame
-        ``per_lesion_metrics.csv``: reference-lesion rows (``kind == "lesion"``) with metrics
-        ``detected, dice, iou, hd95, assd, contour_f1`` and false-positive rows (``kind == "false_positive"``,
-        metric ``false_positive``), each with ``area_fraction`` and ``quartile``.
-    policy : {"penalty", "detected_only"}
-        Missed-lesion policy for lesion-level metrics.
+        ``per_lesion_metrics.csv``: reference-lesion rows (``kind == "lesion"``) with metrics ``detected`` and
+        :data:`SEGMENTATION_METRICS`, and false-positive rows (``kind == "false_positive"``, metric
+        ``false_positive``), each with ``area_fraction`` and ``quartile``.
+    lesion_set : {"common", "all_with_penalty", "detected_by_model"}
+        Which reference lesions the lesion-level overlap and boundary metrics average (:data:`LESION_SETS`).
+    models : sequence of str, optional
+        The compared models of the ``common`` set (default: every model of the dataset).
 
     Returns
     -------
     pandas.DataFrame
-        ``dataset, stratum, metric, model, case_id, value, penalty``, one row per unit.
+        ``dataset, lesion_set, stratum, metric, model, case_id, value, penalty, missed, excluded``, one row
+        per unit.
     """
     _check_columns(per_case, _CASE_COLUMNS, "per_case")
     _check_columns(per_lesion, _LESION_COLUMNS, "per_lesion")
-    if policy not in POLICIES:
-        raise ValueError(f"policy must be one of {POLICIES}, got {policy!r}")
+    if lesion_set not in LESION_SETS:
+        raise ValueError(f"lesion_set must be one of {LESION_SETS}, got {lesion_set!r}")
     out = []
-    pc = per_case.assign(penalty=_as_bool(per_case["penalty"]))
+    pc = per_case.assign(penalty=_as_bool(per_case["penalty"]), case_id=per_case["case_id"].astype(str),
+                         missed=False, excluded=False)
     pl = per_lesion.assign(penalty=_as_bool(per_lesion["penalty"]), detected=_as_bool(per_lesion["detected"]),
-                           quartile=per_lesion["quartile"].fillna("").astype(str))
-    cols = ["dataset", "stratum", "metric", "model", "case_id", "value", "penalty"]
+                           quartile=per_lesion["quartile"].fillna("").astype(str),
+                           case_id=per_lesion["case_id"].astype(str), excluded=False)
+    pl["missed"] = (pl["kind"] == REFERENCE) & ~pl["detected"]
+    cols = ["dataset", "stratum", "metric", "model", "case_id", "value", "penalty", "missed", "excluded"]
 
-    # overall: image-level metrics per case, FP count per case
-    seg = pc[pc["metric"].isin(SEGMENTATION_METRICS)].assign(stratum="overall")
+    # overall: image-level metrics per case (cases without reference lesion excluded, counted), FP count per case
+    seg = pc[pc["metric"].isin(SEGMENTATION_METRICS)]
+    seg = seg.assign(stratum="overall", excluded=_reference_empty(seg))
     out.append(seg[cols])
     fp = pc[pc["metric"] == "fp_lesions"].assign(stratum="overall", metric="fp_lesions_per_case")
     out.append(fp[cols])
 
     ref = pl[pl["kind"] == REFERENCE]
     detected = ref[ref["metric"] == "detected"]
-    recall = detected.assign(metric="lesion_recall", value=detected["detected"].astype(float), penalty=False)
+    recall = detected.assign(metric="lesion_recall", value=detected["detected"].astype(float), penalty=False,
+                             missed=False)
     out.append(recall.assign(stratum="overall")[cols])
     lesion_seg = ref[ref["metric"].isin(SEGMENTATION_METRICS)]
-    if policy == "detected_only":
+    if lesion_set == "detected_by_model":
         lesion_seg = lesion_seg[lesion_seg["detected"]]
+    elif lesion_set == "common":
+        keys = ["dataset", "case_id", "lesion_id"]
+        common = common_lesions(pl, models=models)[keys].assign(_common=True)
+        lesion_seg = lesion_seg.merge(common, on=keys, how="left")
+        lesion_seg = lesion_seg[lesion_seg["_common"].fillna(False).astype(bool)].drop(columns="_common")
+        if models is not None:
+            lesion_seg = lesion_seg[lesion_seg["model"].astype(str).isin([str(m) for m in models])]
 
     # every (dataset, model, case) that was evaluated, so that FP counts of zero are explicit units
     cases = pc[["dataset", "model", "case_id"]].drop_duplicates()
@@ -239,58 +323,134 @@ def analysis_units(per_case: pd.DataFrame, per_lesion: pd.DataFrame, *, policy: 
         counts = keep(fps).groupby(["dataset", "model", "case_id"]).size().rename("value").reset_index()
         fp_units = cases.merge(counts, on=["dataset", "model", "case_id"], how="left")
         fp_units["value"] = fp_units["value"].fillna(0).astype(float)
-        out.append(fp_units.assign(stratum=stratum, metric="fp_lesions_per_case", penalty=False)[cols])
+        out.append(fp_units.assign(stratum=stratum, metric="fp_lesions_per_case", penalty=False, missed=False,
+                                   excluded=False)[cols])
     units = pd.concat(out, ignore_index=True)
     units["value"] = pd.to_numeric(units["value"], errors="raise").astype(float)
-    units["penalty"] = units["penalty"].astype(bool)
+    for column in ("penalty", "missed", "excluded"):
+        units[column] = units[column].astype(bool)
+    units.insert(1, "lesion_set", lesion_set)
     return units
 
 
-def aggregate(units: pd.DataFrame) -> pd.DataFrame:
+def lesion_set_units(per_case: pd.DataFrame, per_lesion: pd.DataFrame, *,
+                     lesion_sets: Sequence[str] = LESION_SETS) -> pd.DataFrame:
+    """:func:`analysis_units` of several lesion sets, stacked (``lesion_set`` tells them apart)."""
+    return pd.concat([analysis_units(per_case, per_lesion, lesion_set=s) for s in lesion_sets], ignore_index=True)
+
+
+def aggregate(units: pd.DataFrame, *, min_lesions: int = MIN_LESIONS) -> pd.DataFrame:
     """Aggregate a unit table: mean over units (primary) and mean of case means, with their counts.
+
+    ``min_lesions``: a lesion-level overlap or boundary row (strata ``all_lesions``, Q1..Q4) with fewer units
+    gets ``rankable = False`` and a ``note`` saying so; rankings skip it.
 
     Returns
     -------
     pandas.DataFrame
-        ``dataset, stratum, model, metric, value, n, n_nan, n_penalty, n_cases, value_case_mean, sd``,
-        sorted by dataset, stratum (overall, all_lesions, Q1..Q4), metric (paper order) and model.
+        ``dataset, lesion_set, stratum, model, metric, value, n, n_nan, n_penalty, n_missed, n_excluded,
+        n_cases, value_case_mean, sd, rankable, note``, sorted by dataset, lesion set, stratum (overall,
+        all_lesions, Q1..Q4), metric (paper order) and model.
     """
     _check_columns(units, ["dataset", "stratum", "metric", "model", "case_id", "value", "penalty"], "units")
-    keys = ["dataset", "stratum", "model", "metric"]
-    u = units.assign(finite=np.isfinite(units["value"]))
+    if isinstance(min_lesions, bool) or not isinstance(min_lesions, (int, np.integer)) or min_lesions < 1:
+        raise ValueError(f"min_lesions must be an integer >= 1, got {min_lesions!r}")
+    u = units.copy()
+    if "lesion_set" not in u.columns:
+        u["lesion_set"] = PRIMARY_LESION_SET
+    for column in ("missed", "excluded"):
+        u[column] = u[column].astype(bool) if column in u.columns else False
+    keys = ["dataset", "lesion_set", "stratum", "model", "metric"]
+    u["finite"] = np.isfinite(u["value"]) & ~u["excluded"]
     good = u[u["finite"]]
     stats = good.groupby(keys).agg(value=("value", "mean"), sd=("value", "std"), n=("value", "size"),
-                                   n_penalty=("penalty", "sum"), n_cases=("case_id", "nunique"))
+                                   n_penalty=("penalty", "sum"), n_missed=("missed", "sum"),
+                                   n_cases=("case_id", "nunique"))
     case_means = good.groupby([*keys, "case_id"])["value"].mean().groupby(keys).mean().rename("value_case_mean")
-    n_nan = (~u["finite"]).groupby([u[k] for k in keys]).sum().rename("n_nan")
-    table = pd.concat([stats, case_means], axis=1).join(n_nan, how="outer").reset_index()
-    table["n"] = table["n"].fillna(0).astype(int)
-    table["n_penalty"] = table["n_penalty"].fillna(0).astype(int)
-    table["n_cases"] = table["n_cases"].fillna(0).astype(int)
-    table["n_nan"] = table["n_nan"].fillna(0).astype(int)
+    u["nan_unit"] = ~np.isfinite(u["value"]) & ~u["excluded"]
+    grouped = u.groupby(keys)
+    n_nan = grouped["nan_unit"].sum().rename("n_nan")
+    n_excluded = grouped["excluded"].sum().rename("n_excluded")
+    table = pd.concat([stats, case_means], axis=1).join(pd.concat([n_nan, n_excluded], axis=1),
+                                                        how="outer").reset_index()
+    # an empty lesion set (no lesion every model detected) is an explicit row with n = 0, never a missing row
+    lesion_strata = ["all_lesions", *QUARTILES]
+    grid = []
+    for (dataset, lset), sub in u.groupby(["dataset", "lesion_set"], sort=False):
+        seg = [m for m in SEGMENTATION_METRICS if m in set(sub["metric"])]
+        models = sorted(sub["model"].unique())
+        if seg and sub["stratum"].isin(lesion_strata).any():
+            grid.append(pd.MultiIndex.from_product([[dataset], [lset], lesion_strata, models, seg], names=keys)
+                        .to_frame(index=False))
+    if grid:
+        table = table.merge(pd.concat(grid, ignore_index=True), on=keys, how="outer")
+    for column in ("n", "n_penalty", "n_missed", "n_cases", "n_nan", "n_excluded"):
+        table[column] = table[column].fillna(0).astype(int)
+    lesion_level = table["stratum"].isin(["all_lesions", *QUARTILES]) & table["metric"].isin(SEGMENTATION_METRICS)
+    small = lesion_level & (table["n"] < min_lesions)
+    table["rankable"] = ~small
+    table["note"] = np.where(small, [f"{s} set: {n} lesion(s) < minimum {min_lesions}, not ranked"
+                                     for s, n in zip(table["lesion_set"], table["n"])], "")
     order = {s: i for i, s in enumerate(STRATA)}
     morder = {m: i for i, m in enumerate(METRICS)}
-    table = table.assign(_s=table["stratum"].map(order).fillna(99), _m=table["metric"].map(morder).fillna(99))
-    table = table.sort_values(["dataset", "_s", "_m", "model"]).drop(columns=["_s", "_m"]).reset_index(drop=True)
-    return table[["dataset", "stratum", "model", "metric", "value", "n", "n_nan", "n_penalty", "n_cases",
-                  "value_case_mean", "sd"]]
+    sorder = {s: i for i, s in enumerate(LESION_SETS)}
+    table = table.assign(_l=table["lesion_set"].map(sorder).fillna(99), _s=table["stratum"].map(order).fillna(99),
+                         _m=table["metric"].map(morder).fillna(99))
+    table = table.sort_values(["dataset", "_l", "_s", "_m", "model"]).drop(columns=["_l", "_s", "_m"])
+    return table.reset_index(drop=True)[
+        ["dataset", "lesion_set", "stratum", "model", "metric", "value", "n", "n_nan", "n_penalty", "n_missed",
+         "n_excluded", "n_cases", "value_case_mean", "sd", "rankable", "note"]]
+
+
+def select_lesion_set(aggregates: pd.DataFrame, lesion_set: str = PRIMARY_LESION_SET) -> pd.DataFrame:
+    """The rows of one lesion set; ``overall`` rows (independent of the set) are taken whatever their label
+    (once per dataset, model and metric) and relabelled, so that a table of one set is complete."""
+    _check_columns(aggregates, ["dataset", "stratum", "model", "metric", "value"], "aggregates")
+    if lesion_set not in LESION_SETS:
+        raise ValueError(f"lesion_set must be one of {LESION_SETS}, got {lesion_set!r}")
+    if "lesion_set" not in aggregates.columns:
+        return aggregates.assign(lesion_set=lesion_set)
+    overall = aggregates[aggregates["stratum"] == "overall"].drop_duplicates(["dataset", "model", "metric"])
+    rest = aggregates[(aggregates["stratum"] != "overall") & (aggregates["lesion_set"] == lesion_set)]
+    return pd.concat([overall.assign(lesion_set=lesion_set), rest], ignore_index=True)
+
+
+def _rankable_mask(aggregates: pd.DataFrame) -> pd.Series:
+    if "rankable" not in aggregates.columns:
+        return pd.Series(True, index=aggregates.index)
+    return aggregates["rankable"].map(lambda v: str(v).strip().lower() in ("true", "1", "1.0")).astype(bool)
+
+
+def _rankable(aggregates: pd.DataFrame) -> pd.DataFrame:
+    return aggregates[_rankable_mask(aggregates)]
 
 
 def spread_table(aggregates: pd.DataFrame, *, top_k: int = 3, reference: str = "dice",
-                 metrics: Sequence[str] = METRICS) -> pd.DataFrame:
+                 metrics: Sequence[str] = METRICS, lesion_set: str | None = PRIMARY_LESION_SET) -> pd.DataFrame:
     """Spread of each metric among the ``top_k`` models by ``reference`` in each dataset and stratum.
+
+    ``lesion_set``: the set whose lesion-level rows are used (:func:`select_lesion_set`); ``None`` keeps every
+    set (grouped by ``lesion_set``). Rows that are not ``rankable`` (too few lesions) are not used; a stratum
+    whose reference row is not rankable is left out here (its aggregate row says why).
 
     Returns
     -------
     pandas.DataFrame
-        ``dataset, stratum, metric, top_models, best, worst, spread, relative_spread_percent, n_models``;
-        ``best``/``worst`` by the metric's direction; ``relative_spread_percent = (max - min) / min * 100``
-        (NaN when ``min`` is 0).
+        ``dataset, lesion_set, stratum, metric, top_models, best, worst, spread, relative_spread_percent,
+        n_models, n``; ``best``/``worst`` by the metric's direction; ``relative_spread_percent = (max - min) /
+        min * 100`` (NaN when ``min`` is 0); ``n`` the smallest number of units behind the values compared.
     """
     _check_columns(aggregates, ["dataset", "stratum", "model", "metric", "value"], "aggregates")
+    agg = select_lesion_set(aggregates, lesion_set) if lesion_set is not None else aggregates
+    if "lesion_set" not in agg.columns:
+        agg = agg.assign(lesion_set=PRIMARY_LESION_SET)
+    agg = _rankable(agg)
+    if "n" not in agg.columns:
+        agg = agg.assign(n=np.nan)
     rows = []
-    for (dataset, stratum), sub in aggregates.groupby(["dataset", "stratum"], sort=False):
+    for (dataset, lset, stratum), sub in agg.groupby(["dataset", "lesion_set", "stratum"], sort=False):
         values = sub.pivot_table(index="model", columns="metric", values="value", aggfunc="first")
+        counts = sub.pivot_table(index="model", columns="metric", values="n", aggfunc="first")
         if reference not in values.columns:
             continue
         top = list(rank_models(values[reference], metric=reference).index[:top_k])
@@ -303,19 +463,78 @@ def spread_table(aggregates: pd.DataFrame, *, top_k: int = 3, reference: str = "
             ranks = rank_models(v, metric=metric)
             lo, hi = float(v.min()), float(v.max())
             rows.append({
-                "dataset": dataset, "stratum": stratum, "metric": metric, "top_models": " ".join(top),
-                "best": ranks.index[0], "worst": ranks.index[-1], "spread": hi - lo,
+                "dataset": dataset, "lesion_set": lset, "stratum": stratum, "metric": metric,
+                "top_models": " ".join(top), "best": ranks.index[0], "worst": ranks.index[-1], "spread": hi - lo,
                 "relative_spread_percent": (hi - lo) / lo * 100 if lo > 0 else np.nan, "n_models": len(v),
+                "n": float(counts.loc[v.index, metric].min()) if metric in counts.columns else np.nan,
             })
     return pd.DataFrame(rows)
 
 
 def reversal_table(aggregates: pd.DataFrame, *, metrics: Sequence[str] = BOUNDARY_METRICS,
-                   top_k: int = 3) -> pd.DataFrame:
-    """``ranking_reversals.csv``: the Dice order against each boundary metric's order per dataset and stratum
-    (:func:`helpers.ranking.compare_orders`)."""
-    return compare_orders(aggregates, reference="dice", metrics=metrics, group_by=("dataset", "stratum"),
-                          top_k=top_k)
+                   top_k: int = 3, lesion_set: str | None = PRIMARY_LESION_SET) -> pd.DataFrame:
+    """``ranking_reversals.csv``: the Dice order against each boundary metric's order per dataset, lesion set
+    and stratum (:func:`helpers.ranking.compare_orders`).
+
+    ``lesion_set`` as :func:`spread_table`. A (dataset, lesion set, stratum, metric) whose Dice or metric rows
+    are not ``rankable`` (fewer lesions than the minimum) gets a row with empty orders and its ``note``
+    instead of a ranking.
+    """
+    agg = select_lesion_set(aggregates, lesion_set) if lesion_set is not None else aggregates
+    if "lesion_set" not in agg.columns:
+        agg = agg.assign(lesion_set=PRIMARY_LESION_SET)
+    group = ["dataset", "lesion_set", "stratum"]
+    table = compare_orders(_rankable(agg), reference="dice", metrics=metrics, group_by=group, top_k=top_k)
+    if "rankable" in agg.columns:
+        skipped = agg[~_rankable_mask(agg) & agg["metric"].isin(["dice", *metrics])]
+        rows = []
+        for key, sub in skipped.groupby(group, sort=True):
+            for metric in metrics:
+                rows.append({**dict(zip(group, key)), "reference": "dice", "metric": metric,
+                             "note": sub["note"].iloc[0], "n_models": 0})
+        if rows:
+            table = pd.concat([table, pd.DataFrame(rows)], ignore_index=True)
+    if "note" not in table.columns:
+        table["note"] = ""
+    table["note"] = table["note"].fillna("")
+    return table.reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training seeds
+# ---------------------------------------------------------------------------------------------------------------
+def seed_spread(seed_aggregates: pd.DataFrame) -> pd.DataFrame:
+    """The seed spread of every aggregate: per ``dataset, lesion_set, stratum, model, metric`` the mean over
+    seeds, their min, max, range and sd (ddof 1; NaN for one seed) and ``n_seeds`` (seeds with a finite value)."""
+    _check_columns(seed_aggregates, ["dataset", "lesion_set", "stratum", "model", "metric", "value", "seed"],
+                   "seed_aggregates")
+    keys = ["dataset", "lesion_set", "stratum", "model", "metric"]
+    g = seed_aggregates.dropna(subset=["value"]).groupby(keys)["value"]
+    table = g.agg(value_mean="mean", value_min="min", value_max="max", value_sd="std", n_seeds="count")
+    table["value_range"] = table["value_max"] - table["value_min"]
+    return table.reset_index()
+
+
+def seed_rankings(seed_aggregates: pd.DataFrame, *, metrics: Sequence[str] = ("dice", *BOUNDARY_METRICS),
+                  strata: Sequence[str] = ("overall", "Q1")) -> pd.DataFrame:
+    """The model order under each metric for every seed: ``dataset, lesion_set, stratum, metric, seed, order``
+    (best first, ``=`` for ties; rows that are not ``rankable`` are left out) and ``n_orders`` (distinct orders
+    over the seeds of that dataset, set, stratum and metric: 1 means every seed ranks alike)."""
+    _check_columns(seed_aggregates, ["dataset", "lesion_set", "stratum", "model", "metric", "value", "seed"],
+                   "seed_aggregates")
+    sub = _rankable(seed_aggregates)
+    sub = sub[sub["metric"].isin(list(metrics)) & sub["stratum"].isin(list(strata))].dropna(subset=["value"])
+    rows = []
+    for (dataset, lset, stratum, metric, seed), g in sub.groupby(["dataset", "lesion_set", "stratum", "metric",
+                                                                   "seed"], sort=True):
+        order = order_string(rank_models(g.set_index("model")["value"], metric=metric))
+        rows.append({"dataset": dataset, "lesion_set": lset, "stratum": stratum, "metric": metric, "seed": seed,
+                     "order": order})
+    table = pd.DataFrame(rows, columns=["dataset", "lesion_set", "stratum", "metric", "seed", "order"])
+    if len(table):
+        table["n_orders"] = table.groupby(["dataset", "lesion_set", "stratum", "metric"])["order"].transform(
+            "nunique")
+    return table
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -361,17 +580,15 @@ def recall_at_thresholds(per_lesion: pd.DataFrame, thresholds: Sequence[int]) ->
     return pd.DataFrame(rows)
 
 
-def policy_comparison(per_case: pd.DataFrame, per_lesion: pd.DataFrame, *, stratum: str = "Q1",
-                      metrics: Sequence[str] = SEGMENTATION_METRICS) -> pd.DataFrame:
-    """The missed-lesion policies for one stratum: ``dataset, metric, model, policy, value, n, n_penalty``
-    (``policy`` "penalty" or "detected_only"; ``n_penalty`` counts the penalty values inside ``n``)."""
-    frames = []
-    for policy in POLICIES:
-        agg = aggregate(analysis_units(per_case, per_lesion, policy=policy))
-        agg = agg[(agg["stratum"] == stratum) & agg["metric"].isin(list(metrics))]
-        frames.append(agg[["dataset", "metric", "model", "value", "n", "n_penalty"]].assign(policy=policy))
-    table = pd.concat(frames, ignore_index=True)
-    return table[["dataset", "metric", "model", "policy", "value", "n", "n_penalty"]]
+def lesion_set_comparison(per_case: pd.DataFrame, per_lesion: pd.DataFrame, *, stratum: str = "Q1",
+                          metrics: Sequence[str] = SEGMENTATION_METRICS,
+                          min_lesions: int = MIN_LESIONS) -> pd.DataFrame:
+    """The three lesion sets for one stratum side by side: ``dataset, metric, model, lesion_set, value, n,
+    n_penalty, n_missed, rankable`` (``n_penalty`` counts the penalty values inside ``n``)."""
+    agg = aggregate(lesion_set_units(per_case, per_lesion), min_lesions=min_lesions)
+    agg = agg[(agg["stratum"] == stratum) & agg["metric"].isin(list(metrics))]
+    return agg[["dataset", "metric", "model", "lesion_set", "value", "n", "n_penalty", "n_missed",
+                "rankable"]].reset_index(drop=True)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -386,6 +603,11 @@ def collect(ws, datasets: Sequence[str], name: str) -> pd.DataFrame:
             raise FileNotFoundError(f"{path}: not found (run the dataset's sections first)")
         frames.append(pd.read_csv(path, dtype={"case_id": str}))
     return pd.concat(frames, ignore_index=True)
+
+
+def pooled_q1_upper_of(ws, datasets: Sequence[str]) -> float:
+    """:func:`pooled_q1_upper` over the datasets' ``per_lesion_metrics.csv``."""
+    return pooled_q1_upper(collect(ws, datasets, "per_lesion_metrics.csv"))
 
 
 def dataset_summaries(ws, datasets: Sequence[str]) -> list[dict]:
@@ -406,11 +628,22 @@ def dataset_summaries(ws, datasets: Sequence[str]) -> list[dict]:
 # ---------------------------------------------------------------------------------------------------------------
 # The paper's tables beside ours
 # ---------------------------------------------------------------------------------------------------------------
-def dataset_summary(summaries: Sequence[Mapping]) -> pd.DataFrame:
+def pooled_q1_upper(per_lesion: pd.DataFrame) -> float:
+    """The Q1 upper edge of the reference lesions of all datasets pooled (the paper's "combined test
+    distribution" bound), as a fraction; each lesion counted once whatever the number of models."""
+    _check_columns(per_lesion, _LESION_COLUMNS, "per_lesion")
+    ref = per_lesion[(per_lesion["kind"] == REFERENCE) & (per_lesion["metric"] == "detected")]
+    once = ref.drop_duplicates(["dataset", "case_id", "lesion_id"])
+    return float(quartile_edges(once["area_fraction"])[0])
+
+
+def dataset_summary(summaries: Sequence[Mapping], *, pooled_q1: float | None = None) -> pd.DataFrame:
     """Section 4.5: one row per dataset, ours beside the paper's.
 
     ``summaries``: one mapping per dataset with ``dataset``, ``source``, ``test_cases``, ``lesions`` (test
-    reference lesions) and ``q1_upper`` (Q1 upper edge as a fraction).
+    reference lesions) and ``q1_upper`` (Q1 upper edge as a fraction). ``pooled_q1``: the Q1 edge of all
+    datasets' lesions pooled (:func:`pooled_q1_upper`), shown in the total row (else the total row has NaN:
+    a mean of per-dataset edges is not the pooled bound).
     """
     rows = []
     for s in summaries:
@@ -426,15 +659,22 @@ def dataset_summary(summaries: Sequence[Mapping]) -> pd.DataFrame:
     if len(table):
         total = {"dataset": "total", "modality": "mixed", "source": "", "test_cases": table["test_cases"].sum(),
                  "paper_test_cases": 211, "lesions": table["lesions"].sum(), "paper_lesions": 5842,
-                 "q1_upper_percent": table["q1_upper_percent"].mean(), "paper_q1_upper_percent": 1.5}
+                 "q1_upper_percent": 100 * pooled_q1 if pooled_q1 is not None else np.nan,
+                 "paper_q1_upper_percent": 1.5}
         table = pd.concat([table, pd.DataFrame([total])], ignore_index=True)
     return table
 
 
-def spread_comparison(spreads: pd.DataFrame, reversals: pd.DataFrame) -> pd.DataFrame:
+def spread_comparison(spreads: pd.DataFrame, reversals: pd.DataFrame, *,
+                      lesion_set: str = PRIMARY_LESION_SET) -> pd.DataFrame:
     """Section 4.6: per dataset and setting (overall, Q4, Q1): Dice spread and HD95 relative spread among the top
-    3, and the mean Kendall tau between Dice and the boundary metrics, beside the paper's row."""
+    3, and the mean Kendall tau between Dice and the boundary metrics, beside the paper's row (one lesion
+    set)."""
     rows = []
+    if "lesion_set" in spreads.columns:
+        spreads = spreads[spreads["lesion_set"] == lesion_set]
+    if "lesion_set" in reversals.columns:
+        reversals = reversals[reversals["lesion_set"] == lesion_set]
     for (dataset, stratum), sub in spreads.groupby(["dataset", "stratum"], sort=False):
         if stratum not in PAPER_SPREADS:
             continue
@@ -442,7 +682,7 @@ def spread_comparison(spreads: pd.DataFrame, reversals: pd.DataFrame) -> pd.Data
         tau = reversals[(reversals["dataset"] == dataset) & (reversals["stratum"] == stratum)]["kendall_tau"]
         paper = PAPER_SPREADS[stratum]
         rows.append({
-            "dataset": dataset, "setting": stratum,
+            "dataset": dataset, "lesion_set": lesion_set, "setting": stratum,
             "dice_spread": s["spread"].get("dice", np.nan), "paper_dice_spread": paper["dice_spread"],
             "hd95_spread_percent": s["relative_spread_percent"].get("hd95", np.nan),
             "paper_hd95_spread_percent": paper["hd95_spread_percent"],
@@ -456,40 +696,96 @@ def spread_comparison(spreads: pd.DataFrame, reversals: pd.DataFrame) -> pd.Data
     return table.reset_index(drop=True)
 
 
-def small_lesion_comparison(aggregates: pd.DataFrame, *, stratum: str = "Q1") -> pd.DataFrame:
-    """Section 4.2: per dataset and model, Q1 Dice, HD95, ASSD and contour F1, beside the paper's values; with
-    ``n`` (lesions behind HD95) and ``n_penalty`` (of them, missed lesions scored with the penalty) when the
-    aggregates carry counts."""
+def small_lesion_comparison(aggregates: pd.DataFrame, *, stratum: str = "Q1",
+                            lesion_set: str = PRIMARY_LESION_SET) -> pd.DataFrame:
+    """Section 4.2: per dataset and model, Q1 Dice, HD95, ASSD and contour F1 of one lesion set, beside the
+    paper's values, with detection beside them (``lesion_recall`` over all the stratum's lesions,
+    ``fp_lesions_per_case``) and ``n`` (lesions behind HD95), ``n_penalty`` and ``n_missed`` (of them, penalty
+    values and missed lesions: 0 in the ``common`` set), ``rankable`` and ``note``."""
     metrics = ["dice", "hd95", "assd", "contour_f1"]
-    sub = aggregates[(aggregates["stratum"] == stratum) & aggregates["metric"].isin(metrics)]
-    table = sub.pivot_table(index=["dataset", "model"], columns="metric", values="value").reindex(columns=metrics)
-    table = table.reset_index()
-    if {"n", "n_penalty"} <= set(sub.columns):
-        # how many lesions stand behind the HD95 column, and how many of them hold the missed-lesion penalty
-        counts = sub[sub["metric"] == "hd95"].set_index(["dataset", "model"])[["n", "n_penalty"]]
-        table = table.join(counts, on=["dataset", "model"])
+    agg = select_lesion_set(aggregates, lesion_set)
+    sub = agg[(agg["stratum"] == stratum) & agg["metric"].isin(metrics + list(DETECTION_METRICS))]
+    table = sub.pivot_table(index=["dataset", "model"], columns="metric", values="value")
+    table = table.reindex(columns=metrics + list(DETECTION_METRICS)).reset_index()
+    table.insert(0, "lesion_set", lesion_set)
+    counts = [c for c in ("n", "n_penalty", "n_missed", "rankable", "note") if c in sub.columns]
+    if counts:
+        # how many lesions stand behind the HD95 column, and how many of them are misses / penalty values
+        table = table.join(sub[sub["metric"] == "hd95"].set_index(["dataset", "model"])[counts],
+                           on=["dataset", "model"])
     for m in metrics:
         table[f"paper_{m}"] = table["model"].map(lambda k, m=m: PAPER_SMALL_LESION.get(k, {}).get(m, np.nan))
     return table
 
 
-def agreement_counts(reversals: pd.DataFrame, *, stratum: str = "Q1") -> pd.DataFrame:
+def agreement_counts(reversals: pd.DataFrame, *, stratum: str = "Q1",
+                     lesion_set: str | None = PRIMARY_LESION_SET) -> pd.DataFrame:
     """Section 4.3: over datasets, the top-3 model pairs ordered alike by Dice and each boundary metric.
 
     The paper's "9 dataset-level top-model comparisons" are read as 3 datasets x 3 pairs among the top 3
-    models by Dice; a pair agrees when both metrics put the same model ahead. Also: in how many datasets the
-    Dice leader ranks third or worse under the metric.
+    models by Dice. A pair agrees when both metrics put the same model strictly ahead; a pair tied under either
+    is not comparable and counted apart (``not_comparable``); ``comparable = agree + disagree``. Datasets whose
+    stratum was not ranked (too few lesions) are counted in ``datasets_not_ranked``. Also: in how many
+    datasets the Dice leader ranks third or worse under the metric.
     """
     sub = reversals[reversals["stratum"] == stratum]
+    if lesion_set is not None and "lesion_set" in sub.columns:
+        sub = sub[sub["lesion_set"] == lesion_set]
     rows = []
     for metric, m in sub.groupby("metric", sort=False):
         paper = PAPER_AGREEMENT.get(metric, (np.nan, np.nan))
+        ranked = m[m["note"].fillna("") == ""] if "note" in m.columns else m
         rows.append({
-            "stratum": stratum, "metric": metric, "agree": int(m["top_pairs_agree"].sum()),
-            "comparisons": int(m["top_pairs"].sum()), "paper_agree": paper[0], "paper_comparisons": paper[1],
-            "order_changed_datasets": int(m["order_changed"].astype(bool).sum()), "datasets": len(m),
-            "dice_leader_third_or_worse": int((m["leader_rank_in_metric"] >= 3).sum()),
+            "lesion_set": lesion_set or "", "stratum": stratum, "metric": metric,
+            "agree": int(ranked["top_pairs_agree"].sum()),
+            "disagree": int(ranked["top_pairs_disagree"].sum()),
+            "not_comparable": int(ranked["top_pairs_not_comparable"].sum()),
+            "comparable": int(ranked["top_pairs_comparable"].sum()),
+            "comparisons": int(ranked["top_pairs"].sum()), "paper_agree": paper[0], "paper_comparisons": paper[1],
+            "order_changed_datasets": int(ranked["order_changed"].astype(bool).sum()), "datasets": len(ranked),
+            "datasets_not_ranked": len(m) - len(ranked),
+            "dice_leader_third_or_worse": int((ranked["leader_rank_in_metric"] >= 3).sum()),
         })
+    return pd.DataFrame(rows)
+
+
+def paper_full_set_dice(aggregates: pd.DataFrame) -> pd.DataFrame:
+    """Table 4.1: full-test-set Dice per model, ours per dataset and pooled over datasets (the mean of the
+    datasets' case means, each dataset weighted equally; ``n_datasets`` says over how many), beside the
+    paper's pooled value."""
+    sub = aggregates[(aggregates["stratum"] == "overall") & (aggregates["metric"] == "dice")]
+    sub = sub.drop_duplicates(["dataset", "model"])
+    table = sub.pivot_table(index="model", columns="dataset", values="value")
+    table.columns = [f"dice_{c}" for c in table.columns]
+    table["dice_pooled"] = sub.groupby("model")["value"].mean()
+    table["n_datasets"] = sub.groupby("model")["dataset"].nunique()
+    table = table.reset_index()
+    table["paper_dice_pooled"] = table["model"].map(PAPER_FULL_SET_DICE)
+    return table.sort_values("dice_pooled", ascending=False).reset_index(drop=True)
+
+
+def paper_q1_maxima(spreads: pd.DataFrame, aggregates: pd.DataFrame, *, stratum: str = "Q1") -> pd.DataFrame:
+    """Section 4.2: the largest differences among the top models in Q1 across datasets, ours per lesion set
+    beside the paper's (41.3 % HD95, 36.8 % ASD, 0.112 contour F1, 8.7 points of lesion-wise recall).
+
+    HD95 and ASSD: the largest relative spread among the top 3 by Dice (``spread_table``); contour F1: the
+    largest absolute spread; recall: the largest spread in percentage points among the same top models.
+    """
+    rows = []
+    spec = [("hd95", "relative_spread_percent", 1.0, "hd95_percent"),
+            ("assd", "relative_spread_percent", 1.0, "assd_percent"),
+            ("contour_f1", "spread", 1.0, "contour_f1_absolute"),
+            ("lesion_recall", "spread", 100.0, "lesion_recall_points")]
+    sets = spreads["lesion_set"].unique() if "lesion_set" in spreads.columns else [PRIMARY_LESION_SET]
+    for lset in sets:
+        sub = spreads[(spreads["stratum"] == stratum)
+                      & ((spreads["lesion_set"] == lset) if "lesion_set" in spreads.columns else True)]
+        for metric, column, scale, paper_key in spec:
+            v = sub.loc[sub["metric"] == metric, column].dropna() * scale
+            where = sub.loc[v.idxmax(), "dataset"] if len(v) else ""
+            rows.append({"lesion_set": lset, "stratum": stratum, "quantity": paper_key,
+                         "ours_max": float(v.max()) if len(v) else np.nan, "dataset_of_max": where,
+                         "n_datasets": int(len(v)), "paper": PAPER_Q1_MAX_DIFFERENCES[paper_key]})
     return pd.DataFrame(rows)
 
 
@@ -529,7 +825,8 @@ def select_qualitative_examples(per_lesion: pd.DataFrame, *, stratum: str = "Q1"
 # ---------------------------------------------------------------------------------------------------------------
 # Figures
 # ---------------------------------------------------------------------------------------------------------------
-_METRIC_LABELS = {"dice": "Dice", "iou": "IoU", "hd95": "HD95", "assd": "ASSD", "contour_f1": "contour F1",
+_METRIC_LABELS = {"dice": "Dice", "iou": "IoU", "hd95": "HD95", "assd": "ASSD", "masd": "MASD", "nsd": "NSD",
+                  "contour_f1": "contour F1",
                   "lesion_recall": "lesion recall", "fp_lesions_per_case": "FP lesions / case"}
 
 
@@ -585,8 +882,9 @@ def plot_quartile_disagreement(spreads: pd.DataFrame, reversals: pd.DataFrame, *
 
 
 def plot_reversal_matrix(same: pd.DataFrame, total: pd.DataFrame, *, title: str = "", colorbar: bool = True,
-                         ax=None):
-    """Heat map of metric x metric agreement: share of strata whose model orders are identical, with counts."""
+                         tied: pd.DataFrame | None = None, ax=None):
+    """Heat map of metric x metric agreement: share of comparable strata (no tie in either order) whose model
+    orders are identical, with counts ``same/comparable`` and, when ``tied`` is given, ``(+t tied)``."""
     fig, ax = get_axes(ax, figsize=(4.2, 3.6))
     share = (same / total.replace(0, np.nan)).astype(float)
     image = ax.imshow(share.to_numpy(), vmin=0, vmax=1, cmap="viridis")
@@ -596,18 +894,23 @@ def plot_reversal_matrix(same: pd.DataFrame, total: pd.DataFrame, *, title: str 
     for i in range(len(labels)):
         for j in range(len(labels)):
             s = share.iat[i, j]
-            ax.text(j, i, f"{same.iat[i, j]}/{total.iat[i, j]}", ha="center", va="center", fontsize=7,
+            label = f"{same.iat[i, j]}/{total.iat[i, j]}"
+            if tied is not None and tied.iat[i, j]:
+                label += f"\n+{tied.iat[i, j]} tied"
+            ax.text(j, i, label, ha="center", va="center", fontsize=7,
                     color="black" if np.isfinite(s) and s > 0.6 else "white")
     ax.set_title(title)
     if colorbar:
-        fig.colorbar(image, ax=ax, fraction=0.046, label="same order (share of strata)")
+        fig.colorbar(image, ax=ax, fraction=0.046, label="same order (share of comparable strata)")
     return ax
 
 
 def plot_reversal_matrices(aggregates: pd.DataFrame, *, metrics: Sequence[str] = ("dice", "hd95", "assd",
                                                                                     "contour_f1"),
-                           strata: Sequence[str] = ("overall", *QUARTILES), axes=None):
-    """One :func:`plot_reversal_matrix` panel per dataset, counted over ``strata``; returns the axes array."""
+                           strata: Sequence[str] = ("overall", *QUARTILES), lesion_set: str = PRIMARY_LESION_SET,
+                           axes=None):
+    """One :func:`plot_reversal_matrix` panel per dataset, counted over ``strata`` of one lesion set (rankable
+    rows only); returns the axes array."""
     import matplotlib.pyplot as plt
 
     from .ranking import agreement_matrix
@@ -617,11 +920,12 @@ def plot_reversal_matrices(aggregates: pd.DataFrame, *, metrics: Sequence[str] =
         _, axes = plt.subplots(1, len(datasets), figsize=(3.9 * len(datasets) + 1.0, 3.8), squeeze=False,
                                layout="constrained")
         axes = axes[0]
-    sub = aggregates[aggregates["stratum"].isin(list(strata))]
+    sub = _rankable(select_lesion_set(aggregates, lesion_set))
+    sub = sub[sub["stratum"].isin(list(strata))]
     for k, (ax, dataset) in enumerate(zip(axes, datasets)):
-        same, total = agreement_matrix(sub[sub["dataset"] == dataset], metrics=list(metrics))
-        plot_reversal_matrix(same, total, title=f"{dataset}: identical model orders", ax=ax,
-                             colorbar=k == len(datasets) - 1)
+        same, total, tied = agreement_matrix(sub[sub["dataset"] == dataset], metrics=list(metrics))
+        plot_reversal_matrix(same, total, tied=tied, title=f"{dataset}: identical model orders ({lesion_set})",
+                             ax=ax, colorbar=k == len(datasets) - 1)
     return axes
 
 
@@ -701,13 +1005,17 @@ def plot_lesion_example(crop: Mapping, *, ax=None, title_metrics: bool = True):
 
 
 __all__ = [
-    "METRICS", "SEGMENTATION_METRICS", "QUARTILES", "STRATA", "METRIC_DIRECTIONS", "MODEL_LABELS",
+    "METRICS", "SEGMENTATION_METRICS", "DETECTION_METRICS", "QUARTILES", "STRATA", "LESION_SETS",
+    "PRIMARY_LESION_SET", "MIN_LESIONS", "common_lesions", "lesion_set_units", "select_lesion_set",
+    "lesion_set_comparison", "lesion_set_aggregates", "paper_full_set_dice", "paper_q1_maxima", "pooled_q1_upper",
+    "pooled_q1_upper_of", "common_set_sizes", "findings", "seed_spread", "seed_rankings", "METRIC_DIRECTIONS",
+    "MODEL_LABELS",
     "PAPER_FULL_SET_DICE", "PAPER_SMALL_LESION", "PAPER_Q1_MAX_DIFFERENCES", "PAPER_AGREEMENT", "PAPER_DATASETS",
     "PAPER_SPREADS", "PAPER_DICE_LEADER_THIRD_HD95",
     "quartile_edges", "assign_quartiles", "with_quartile_bounds", "analysis_units", "aggregate", "spread_table",
     "reversal_table",
     "dataset_summary", "spread_comparison", "small_lesion_comparison", "agreement_counts",
-    "select_qualitative_examples", "metric_variants", "recall_at_thresholds", "policy_comparison", "collect",
+    "select_qualitative_examples", "metric_variants", "recall_at_thresholds", "collect",
     "dataset_summaries", "plot_overall_vs_small", "plot_quartile_disagreement", "plot_reversal_matrix",
     "plot_lesion_example", "plot_reversal_matrices", "plot_lesion_examples", "stack_figures",
 ]
@@ -716,34 +1024,49 @@ __all__ = [
 # ---------------------------------------------------------------------------------------------------------------
 # Findings: what the numbers say, in sentences generated from them
 # ---------------------------------------------------------------------------------------------------------------
-def policy_aggregates(ws, datasets: Sequence[str], *, policy: str) -> pd.DataFrame:
-    """Aggregates of every dataset's evaluation under a missed-lesion ``policy`` ("penalty" is the primary
-    analysis, "detected_only" drops missed lesions from the lesion-level boundary metrics; ``n`` says how many
-    lesions remain)."""
+def lesion_set_aggregates(ws, datasets: Sequence[str], *, lesion_sets: Sequence[str] = LESION_SETS,
+                          min_lesions: int = MIN_LESIONS) -> pd.DataFrame:
+    """Aggregates of every dataset's evaluation under each lesion set (``lesion_set`` column)."""
     from .evaluation import read_tables
 
     frames = []
     for dataset in datasets:
         per_case, per_lesion = read_tables(ws, dataset)
-        frames.append(aggregate(analysis_units(per_case, per_lesion, policy=policy)))
+        frames.append(aggregate(lesion_set_units(per_case, per_lesion, lesion_sets=lesion_sets),
+                                min_lesions=min_lesions))
     return pd.concat(frames, ignore_index=True)
+
+
+def common_set_sizes(aggregates: pd.DataFrame, *, stratum: str = "Q1") -> pd.DataFrame:
+    """Per dataset: the number of lesions in the ``common`` set of ``stratum`` (``n`` of its Dice rows) and the
+    number of reference lesions of the stratum (``n`` of its recall rows)."""
+    sub = aggregates[(aggregates["stratum"] == stratum) & (aggregates["lesion_set"] == "common")]
+    n = sub[sub["metric"] == "dice"].groupby("dataset")["n"].max()
+    total = sub[sub["metric"] == "lesion_recall"].groupby("dataset")["n"].max()
+    out = pd.DataFrame({"n": n, "n_reference": total}).fillna(0).astype(int).reset_index()
+    return out.rename(columns={"index": "dataset"})
 
 
 def _fmt(value, digits: int = 3) -> str:
     return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
 
 
-def findings(pattern: pd.DataFrame, agreement: pd.DataFrame, robustness: pd.DataFrame | None = None) -> list[str]:
+def findings(pattern: pd.DataFrame, agreement: pd.DataFrame, robustness: pd.DataFrame | None = None,
+             common_counts: pd.DataFrame | None = None) -> list[str]:
     """The study's claims checked against our tables, one sentence each, in the order of the paper's findings.
 
     ``pattern`` is :func:`spread_comparison`'s table, ``agreement`` :func:`agreement_counts`'s and
     ``robustness`` the bootstrap table (``stratum``, ``metric``, ``verdict``). Each sentence states the numbers
-    and whether they show the paper's pattern; nothing here is a fixed conclusion.
+    and whether they show the paper's pattern; nothing here is a fixed conclusion. ``common_counts``
+    (``dataset, n``): the size of each dataset's common Q1 set (:func:`common_set_sizes`).
     """
     out = []
     for dataset, sub in pattern.groupby("dataset", sort=False):
         s = sub.set_index("setting")
         if not {"overall", "Q1"} <= set(s.index):
+            missing = " and ".join(sorted({"overall", "Q1"} - set(s.index)))
+            out.append(f"**{dataset.upper()}**: no spread among the top models in {missing}: too few lesions in "
+                       f"the common set to rank the models there.")
             continue
         d_all, d_q1 = s.at["overall", "dice_spread"], s.at["Q1", "dice_spread"]
         h_all, h_q1 = s.at["overall", "hd95_spread_percent"], s.at["Q1", "hd95_spread_percent"]
@@ -756,16 +1079,23 @@ def findings(pattern: pd.DataFrame, agreement: pd.DataFrame, robustness: pd.Data
         )
     for row in agreement.itertuples():
         out.append(
-            f"Dice and {row.metric} order the top-model pairs alike in {row.agree} of {row.comparisons} "
-            f"comparisons in {row.stratum} (paper: {row.paper_agree} of {row.paper_comparisons}); the Dice leader "
-            f"ranks third or worse under {row.metric} in {row.dice_leader_third_or_worse} of {row.datasets} datasets"
+            f"Dice and {row.metric} order the top-model pairs alike in {row.agree} of {row.comparable} comparable "
+            f"pairs in {row.stratum} ({row.lesion_set} lesion set; {row.not_comparable} pairs tied under either "
+            f"metric, {row.datasets_not_ranked} dataset(s) with too few lesions to rank; paper: "
+            f"{row.paper_agree} of {row.paper_comparisons}); the Dice leader ranks third or worse under "
+            f"{row.metric} in {row.dice_leader_third_or_worse} of {row.datasets} datasets"
             + (" (paper: 2 of 3 for HD95)." if row.metric == "hd95" else ".")
         )
+    if common_counts is not None and len(common_counts):
+        parts = ", ".join(f"{r.dataset.upper()} {int(r.n)}" for r in common_counts.itertuples())
+        out.append(f"Q1 lesions detected by every model (the common set the boundary comparison rests on): {parts}.")
     if robustness is not None and len(robustness):
         q1 = robustness[robustness["stratum"] == "Q1"]
+        if "lesion_set" in q1.columns:
+            q1 = q1[q1["lesion_set"] == PRIMARY_LESION_SET]
         if len(q1):
             counts = q1["verdict"].value_counts()
-            parts = ", ".join(f"{int(n)} {verdict}" for verdict, n in counts.items())
-            out.append(f"Paired bootstrap over test cases, Q1, all model pairs and metrics ({len(q1)} comparisons): "
-                       f"{parts}.")
+            parts = "; ".join(f"{int(n)} \"{verdict}\"" for verdict, n in counts.items())
+            out.append(f"Paired bootstrap over test cases, Q1 common set, all model pairs and metrics ({len(q1)} "
+                       f"comparisons, Holm-adjusted within each dataset): {parts}.")
     return out

@@ -12,6 +12,10 @@ Conventions
   flagged) are those modules'. Names in our tables: ``contour_f1`` is :func:`helpers.metrics.boundary_f1`
   at ``tolerance``; ``contour_f1_tol<t>`` the same at the extra tolerances (sensitivity analysis);
   ``hd95`` is the directed-max HD95 (primary) and ``hd95_pooled`` the pooled variant (sensitivity analysis).
+- Tolerances (contour F1, NSD) are given in voxels of the dataset's grid and stated in mm: by default one
+  in-plane voxel (:func:`in_plane_voxel_mm`: the median over the evaluated cases of the larger in-plane
+  spacing), with 1, 2 and 3 voxels as the sensitivity analysis (:func:`resolve_tolerances`). A tolerance
+  below one voxel would count only exact voxel matches.
 - Lesion size quartiles: edges from the test set's reference lesions (model-independent), see
   :func:`helpers.analysis.quartile_edges`; false-positive components get a quartile by their own area fraction.
 
@@ -26,14 +30,15 @@ Tables (long format)
     ``dataset, model, case_id, lesion_id, kind, detected, n_voxels, area_fraction, overlap_voxels`` (lesion
     voxels predicted: detection at any matching threshold can be re-derived from it), ``quartile, metric,
     value, penalty`` plus the lesion's ``bbox_min_<axis>``/``bbox_max_<axis>``. ``kind == "lesion"``: a reference
-    lesion, metrics ``detected`` (1/0), ``dice, iou, hd95, hd95_pooled, assd, contour_f1``; ``kind ==
+    lesion, metrics ``detected`` (1/0), ``dice, iou, hd95, hd95_pooled, assd, masd, nsd, contour_f1``;
+    ``penalty`` is True only on the distance rows of a missed lesion (:func:`lesion_rows`); ``kind ==
     "false_positive"``: a predicted component overlapping no lesion, one row with metric ``false_positive``
     and value 1.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +53,10 @@ from .paths import Workspace
 
 #: Lesion-level metrics written to ``per_lesion_metrics.csv`` (our names -> ``evaluate_lesions`` columns).
 LESION_METRIC_COLUMNS = {"dice": "dice", "iou": "iou", "hd95": "hd95", "hd95_pooled": "hd95_pooled", "assd": "assd",
-                         "contour_f1": "boundary_f1"}
+                         "masd": "masd", "nsd": "nsd", "contour_f1": "boundary_f1"}
+#: Our names of the distance metrics: the only rows whose value can be a penalty (a stand-in for an undefined
+#: distance). A missed lesion's Dice, IoU, NSD and contour F1 are 0, a defined value, so their rows are not.
+DISTANCE_METRICS = ("hd95", "hd95_pooled", "assd", "masd", "hd")
 #: Image-level metrics written to ``per_case_metrics.csv`` (our names -> ``CaseMetrics`` fields).
 CASE_METRIC_COLUMNS = {"dice": "dice", "iou": "iou", "hd95": "hd95", "hd95_pooled": "hd95_pooled", "assd": "assd",
                        "masd": "masd", "nsd": "nsd", "contour_f1": "boundary_f1"}
@@ -59,6 +67,46 @@ EDGES_FILE = "quartile_edges.json"
 
 def _tol_name(prefix: str, tolerance: float) -> str:
     return f"{prefix}_tol{tolerance:g}"
+
+
+#: Sensitivity tolerances, in in-plane voxels of the dataset's grid.
+TOLERANCE_VOXELS = (1, 2, 3)
+
+
+def in_plane_voxel_mm(cases: Sequence) -> float:
+    """One in-plane voxel of the dataset's grid, in mm: the median over ``cases`` of the larger of the two
+    in-plane spacings (the last two axes; ``spacing`` None counts as 1).
+
+    Raises
+    ------
+    ValueError
+        If ``cases`` is empty.
+    """
+    sizes = []
+    for case in cases:
+        spacing = getattr(case, "spacing", None)
+        sizes.append(1.0 if spacing is None else float(max(spacing[-2:])))
+    if not sizes:
+        raise ValueError("cases is empty: no grid to take the in-plane voxel size from")
+    return float(np.median(sizes))
+
+
+def resolve_tolerances(cases: Sequence, tolerance: float | None, tolerances: Sequence[float] | None
+                       ) -> tuple[float, tuple[float, ...]]:
+    """The primary tolerance and the sensitivity tolerances in mm: ``None`` means one in-plane voxel
+    (:func:`in_plane_voxel_mm`) for ``tolerance`` and :data:`TOLERANCE_VOXELS` voxels for ``tolerances``;
+    numbers are taken as mm."""
+    voxel = in_plane_voxel_mm(cases) if tolerance is None or tolerances is None else None
+    primary = voxel if tolerance is None else float(tolerance)
+    extra = tuple(k * voxel for k in TOLERANCE_VOXELS) if tolerances is None else tuple(float(t) for t in tolerances)
+    return primary, extra
+
+
+def tolerance_metrics(per_case: pd.DataFrame, prefix: str = "contour_f1") -> list[str]:
+    """The ``<prefix>_tol<t>`` metrics of a per-case table, by increasing tolerance (for
+    :func:`helpers.analysis.metric_variants`)."""
+    names = [m for m in per_case["metric"].unique() if str(m).startswith(f"{prefix}_tol")]
+    return sorted(names, key=lambda m: float(str(m)[len(prefix) + 4:]))
 
 
 def evaluate_case_tables(
@@ -103,23 +151,37 @@ def evaluate_case_tables(
     return rows, table
 
 
-def _lesion_rows(table: pd.DataFrame, *, dataset: str, model: str, case_id: str) -> pd.DataFrame:
-    """Long per-lesion rows from an ``evaluate_lesions`` table."""
+def lesion_rows(table: pd.DataFrame, *, dataset: str, model: str, case_id: str,
+                metrics: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Long per-lesion rows from an :func:`helpers.lesions.evaluate_lesions` table: the one row builder of the
+    study (the failure-mode laboratory uses it too).
+
+    ``metrics`` maps our metric names to the table's columns (default :data:`LESION_METRIC_COLUMNS`). Reference
+    lesions get a ``detected`` row (1/0) and one row per metric; false positives one ``false_positive`` row
+    (value 1). ``penalty`` is True only on the distance rows (:data:`DISTANCE_METRICS`) of a missed lesion,
+    whose value is the penalty distance; every other row, the missed lesion's Dice 0 included, has ``penalty``
+    False (the ``detected`` column and the ``detected`` rows say it was missed).
+    """
+    metrics = LESION_METRIC_COLUMNS if metrics is None else dict(metrics)
     bbox = [c for c in table.columns if c.startswith("bbox_")]
-    keep = ["lesion_id", "kind", "detected", "n_voxels", "area_fraction", "overlap_voxels", "penalty", *bbox]
+    keep = [c for c in ["lesion_id", "kind", "detected", "n_voxels", "area_fraction", "overlap_voxels", *bbox]
+            if c in table.columns]
     ref = table[table["kind"] == REFERENCE]
     frames = []
     if len(ref):
         detected = ref["detected"].astype(bool)
+        missed_penalty = ref["penalty"].astype(bool).to_numpy()
         frames.append(ref[keep].assign(metric="detected", value=detected.astype(float).to_numpy(), penalty=False))
-        for name, column in LESION_METRIC_COLUMNS.items():
-            frames.append(ref[keep].assign(metric=name, value=ref[column].astype(float).to_numpy()))
+        for name, column in metrics.items():
+            frames.append(ref[keep].assign(metric=name, value=ref[column].astype(float).to_numpy(),
+                                           penalty=missed_penalty & (name in DISTANCE_METRICS)))
     fp = table[table["kind"] == FALSE_POSITIVE]
     if len(fp):
         frames.append(fp[keep].assign(metric=FALSE_POSITIVE, value=1.0, penalty=False))
     if not frames:
         return pd.DataFrame()
     out = pd.concat(frames, ignore_index=True)
+    out["penalty"] = out["penalty"].astype(bool)
     out["detected"] = out["detected"].astype(object).where(out["kind"] == REFERENCE, np.nan)
     out.insert(0, "case_id", case_id)
     out.insert(0, "model", model)
@@ -133,8 +195,8 @@ def evaluate_cases(
     *,
     dataset: str,
     models: Sequence[str] | None = None,
-    tolerance: float = _metrics.DEFAULT_TOLERANCE,
-    tolerances: Sequence[float] = (),
+    tolerance: float | None = _metrics.DEFAULT_TOLERANCE,
+    tolerances: Sequence[float] | None = (),
     min_overlap: int = 1,
     connectivity: int | None = None,
     penalty: float | None = None,
@@ -152,10 +214,11 @@ def evaluate_cases(
         Written into the ``dataset`` column.
     models : sequence of str, optional
         Model folders to evaluate; default all models found (:func:`helpers.predictions.list_models`).
-    tolerance : float
-        Contour-F1 / NSD tolerance in mm (primary).
-    tolerances : sequence of float
-        Extra contour-F1 / NSD tolerances for the sensitivity analysis (image level).
+    tolerance : float or None
+        Contour-F1 / NSD tolerance in mm (primary); None: one in-plane voxel (:func:`resolve_tolerances`).
+    tolerances : sequence of float or None
+        Extra contour-F1 / NSD tolerances in mm for the sensitivity analysis (image level); None: 1, 2 and 3
+        in-plane voxels.
     min_overlap : int
         Matching threshold: a reference lesion is detected when at least this many of its voxels are predicted.
     connectivity : int, optional
@@ -178,6 +241,7 @@ def evaluate_cases(
     cases = list(cases)
     if not cases:
         raise ValueError("cases is empty: nothing to evaluate")
+    tolerance, tolerances = resolve_tolerances(cases, tolerance, tolerances)
     found = _predictions.list_models(root)
     if models is None:
         models = found
@@ -198,7 +262,7 @@ def evaluate_cases(
                                            tolerances=tolerances, min_overlap=min_overlap, connectivity=connectivity,
                                            penalty=penalty)
         case_rows.extend(rows)
-        lesion_frames.append(_lesion_rows(table, dataset=dataset, model=model, case_id=str(case.case_id)))
+        lesion_frames.append(lesion_rows(table, dataset=dataset, model=model, case_id=str(case.case_id)))
     per_case = pd.DataFrame(case_rows)[["dataset", "model", "case_id", "metric", "value", "penalty", "n_ref_lesions",
                                         "ref_empty", "pred_empty", "reason"]]
     lesion_frames = [f for f in lesion_frames if len(f)]
@@ -255,8 +319,8 @@ def evaluate_predictions(
     models: Sequence[str] | None = None,
     split: str = "test",
     cases: Sequence | None = None,
-    tolerance: float = _metrics.DEFAULT_TOLERANCE,
-    tolerances: Sequence[float] = (),
+    tolerance: float | None = _metrics.DEFAULT_TOLERANCE,
+    tolerances: Sequence[float] | None = (),
     min_overlap: int = 1,
     connectivity: int | None = None,
     penalty: float | None = None,
@@ -267,13 +331,17 @@ def evaluate_predictions(
 
     ``predictions_root`` defaults to ``ws.predictions(dataset)``; point it at any folder in the layout of
     :mod:`helpers.predictions` to evaluate your own predictions. ``cases`` defaults to the ``split`` cases of
-    :func:`split_cases`. Other parameters as :func:`evaluate_cases`.
+    :func:`split_cases`. Other parameters as :func:`evaluate_cases` (``tolerance=None`` / ``tolerances=None``:
+    one in-plane voxel / 1, 2, 3 voxels; the JSON states them in mm and in voxels).
     """
     if not isinstance(ws, Workspace):
         raise TypeError(f"ws must be a helpers.paths.Workspace, got {type(ws).__name__}")
     root = ws.predictions(dataset) if predictions_root is None else Path(predictions_root)
     if cases is None:
         cases = split_cases(ws, dataset, split=split)
+    cases = list(cases)
+    voxel_mm = in_plane_voxel_mm(cases) if cases else float("nan")
+    tolerance, tolerances = resolve_tolerances(cases, tolerance, tolerances) if cases else (tolerance, tolerances)
     per_case, per_lesion, edges = evaluate_cases(
         cases, root, dataset=dataset, models=models, tolerance=tolerance, tolerances=tolerances,
         min_overlap=min_overlap, connectivity=connectivity, penalty=penalty, progress=progress)
@@ -287,9 +355,125 @@ def evaluate_predictions(
                               "reference lesions; upper edges inclusive",
                 "n_reference_lesions": n_ref, "n_cases": len(list(cases)), "split": split,
                 "predictions_root": str(root), "models": sorted(per_case["model"].unique()),
-                "tolerance_mm": tolerance, "tolerances_mm": list(tolerances), "min_overlap_voxels": min_overlap,
+                "tolerance_mm": tolerance, "tolerances_mm": list(tolerances), "in_plane_voxel_mm": voxel_mm,
+                "tolerance_voxels": tolerance / voxel_mm if voxel_mm else None,
+                "tolerances_voxels": [t / voxel_mm for t in tolerances] if voxel_mm else [],
+                "min_overlap_voxels": min_overlap,
                 "connectivity": connectivity}, out / EDGES_FILE)
     return per_case, per_lesion
+
+
+def cleanup_sensitivity(
+    cases: Sequence,
+    predictions_root,
+    *,
+    dataset: str,
+    thresholds: Sequence[int],
+    applied: int = 0,
+    models: Sequence[str] | None = None,
+    tolerance: float | None = None,
+    min_overlap: int = 1,
+    connectivity: int | None = None,
+    penalty: float | None = None,
+    min_lesions: int = 5,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """The predicted-component clean-up threshold as a sensitivity analysis: each prediction is cleaned again of
+    components smaller than ``k`` voxels (:func:`helpers.predictions.postprocess`, full connectivity) for each
+    ``k`` in ``thresholds`` and re-evaluated; detection and the Q1 common-set boundary metrics per ``k``.
+
+    ``applied`` is the threshold the predictions were written with (``inference.json``): a smaller ``k`` cannot
+    be undone from binary predictions, so its rows say so (``note``) instead of repeating ``applied``'s numbers.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``dataset, min_component_voxels, model, stratum, metric, value, n, n_penalty, rankable, note`` for
+        ``lesion_recall`` and ``fp_lesions_per_case`` (overall) and Q1 ``dice``, ``hd95``, ``contour_f1`` of the
+        ``common`` set.
+    """
+    from . import analysis as _analysis
+    from .progress import progress_bar
+
+    cases = list(cases)
+    root = Path(predictions_root)
+    models = _predictions.list_models(root) if models is None else [str(m) for m in models]
+    tolerance, _ = resolve_tolerances(cases, tolerance, ())
+    rows = []
+    for k in thresholds:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+            raise ValueError(f"thresholds must be non-negative integers (voxels), got {k!r}")
+        if k < applied:
+            rows.append({"dataset": dataset, "min_component_voxels": int(k), "model": "", "stratum": "",
+                         "metric": "", "value": np.nan, "n": 0, "n_penalty": 0, "rankable": False,
+                         "note": f"below the applied clean-up ({applied} voxels): needs probabilities"})
+            continue
+        case_rows, frames = [], []
+        for model, case in progress_bar([(m, c) for m in models for c in cases], progress=progress,
+                                        desc=f"clean-up {k}"):
+            pred = _predictions.read_prediction(root, model, case)
+            pred = _predictions.postprocess(pred.astype(np.float32), threshold=0.5, min_component_voxels=int(k))
+            part, table = evaluate_case_tables(case, pred, dataset=dataset, model=model, tolerance=tolerance,
+                                               min_overlap=min_overlap, connectivity=connectivity, penalty=penalty)
+            case_rows.extend(part)
+            frames.append(lesion_rows(table, dataset=dataset, model=model, case_id=str(case.case_id)))
+        per_case = pd.DataFrame(case_rows)
+        per_lesion = pd.concat([f for f in frames if len(f)], ignore_index=True)
+        ref = per_lesion[(per_lesion["kind"] == REFERENCE) & (per_lesion["metric"] == "detected")]
+        edges = quartile_edges(ref.drop_duplicates(["case_id", "lesion_id"])["area_fraction"])
+        per_lesion["quartile"] = assign_quartiles(per_lesion["area_fraction"], edges)
+        agg = _analysis.aggregate(_analysis.analysis_units(per_case, per_lesion), min_lesions=min_lesions)
+        keep = (((agg["stratum"] == "overall") & agg["metric"].isin(["lesion_recall", "fp_lesions_per_case"]))
+                | ((agg["stratum"] == "Q1") & agg["metric"].isin(["dice", "hd95", "contour_f1"])))
+        sub = agg[keep].assign(min_component_voxels=int(k))
+        rows.extend(sub[["dataset", "min_component_voxels", "model", "stratum", "metric", "value", "n",
+                         "n_penalty", "rankable", "note"]].to_dict("records"))
+    return pd.DataFrame(rows)
+
+
+SEEDS_FOLDER = "_seeds"  # extra training seeds: <predictions root>/_seeds/seed<k>/ (helpers.predictions)
+
+
+def extra_seed_roots(predictions_root) -> dict[int, Path]:
+    """The predictions roots of the extra training seeds, ``{k: <root>/_seeds/seed<k>}`` sorted by ``k``
+    (empty when only one seed was trained)."""
+    folder = Path(predictions_root) / SEEDS_FOLDER
+    if not folder.is_dir():
+        return {}
+    roots = {}
+    for path in folder.iterdir():
+        if path.is_dir() and path.name.startswith("seed") and path.name[4:].isdigit():
+            roots[int(path.name[4:])] = path
+    return dict(sorted(roots.items()))
+
+
+def seed_aggregates(ws: Workspace, dataset: str, *, main_seed: int = 0, predictions_root=None,
+                    cases: Sequence | None = None, split: str = "test", tolerance: float | None = None,
+                    min_overlap: int = 1, connectivity: int | None = None, penalty: float | None = None,
+                    min_lesions: int = 5, progress: bool = True) -> pd.DataFrame:
+    """Aggregates of every trained seed, with a ``seed`` column: the main seed's from the written tables
+    (:func:`read_tables`), the extra seeds' (:func:`extra_seed_roots`) evaluated here in the same way (every
+    lesion set, :func:`helpers.analysis.lesion_set_units`). Quartile edges are the main evaluation's (they depend
+    on the reference lesions only), so a lesion is in the same quartile for every seed."""
+    from . import analysis as _analysis
+
+    root = ws.predictions(dataset) if predictions_root is None else Path(predictions_root)
+    per_case, per_lesion = read_tables(ws, dataset)
+    frames = [_analysis.aggregate(_analysis.lesion_set_units(per_case, per_lesion), min_lesions=min_lesions)
+              .assign(seed=int(main_seed))]
+    extra = extra_seed_roots(root)
+    if extra:
+        info = read_json(ws.results(dataset) / EDGES_FILE)
+        edges = np.array([info["edges"][k] for k in ("q1_upper", "q2_upper", "q3_upper")], dtype=float)
+        cases = split_cases(ws, dataset, split=split) if cases is None else list(cases)
+        tol = info.get("tolerance_mm") if tolerance is None else tolerance
+        for k, seed_root in extra.items():
+            pc, pl, _ = evaluate_cases(cases, seed_root, dataset=dataset, tolerance=tol, min_overlap=min_overlap,
+                                       connectivity=connectivity, penalty=penalty, progress=progress)
+            pl["quartile"] = assign_quartiles(pl["area_fraction"], edges)
+            frames.append(_analysis.aggregate(_analysis.lesion_set_units(pc, pl), min_lesions=min_lesions)
+                          .assign(seed=int(k)))
+    return pd.concat(frames, ignore_index=True)
 
 
 def read_tables(ws: Workspace, dataset: str) -> tuple[pd.DataFrame, pd.DataFrame]:

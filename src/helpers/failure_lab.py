@@ -38,7 +38,7 @@ from scipy import ndimage
 from .progress import progress_bar
 
 from helpers import analysis, bootstrap, perturb
-from helpers.evaluation import evaluate_case_tables
+from helpers.evaluation import evaluate_case_tables, lesion_rows
 from helpers.metrics import _as_spacing, dice, evaluate_case
 from helpers.plots import get_axes, model_color
 
@@ -664,9 +664,10 @@ def evaluate_models(
     :func:`helpers.metrics.evaluate_case` and the lesion counts of :func:`helpers.lesions.evaluate_lesions`).
     Per lesion: from the same :func:`helpers.lesions.evaluate_lesions` table, one row per reference lesion and
     metric (``detected`` and ``dice, iou, hd95, hd95_pooled, assd, nsd, contour_f1``) and one ``false_positive``
-    row per false-positive component; size quartiles from :func:`helpers.analysis.quartile_edges` over the
-    reference lesions' area fractions (all cases), so the tables feed :func:`helpers.analysis.analysis_units`
-    unchanged.
+    row per false-positive component, built by :func:`helpers.evaluation.lesion_rows` (so ``penalty`` means
+    what it means in the study's tables: True only on a missed lesion's distance rows); size quartiles from
+    :func:`helpers.analysis.quartile_edges` over the reference lesions' area fractions (all cases), so the tables
+    feed :func:`helpers.analysis.analysis_units` unchanged.
 
     Returns
     -------
@@ -677,30 +678,16 @@ def evaluate_models(
         :data:`helpers.analysis.FALSE_POSITIVE`).
     """
     cases = _as_cases(cases)
-    case_rows, lesion_rows = [], []
+    case_rows, lesion_frames = [], []
     for model in models:
         for k, case in enumerate(cases):
             pred = model.predict(case, index=k, seed=seed)
             rows, lesions = evaluate_case_tables(case, pred, dataset=dataset, model=model.name, tolerance=tolerance)
             case_rows.extend(rows)
-            base = {"dataset": dataset, "model": model.name, "case_id": case.case_id}
-            for _, row in lesions.iterrows():
-                common = {**base, "lesion_id": int(row["lesion_id"]), "n_voxels": int(row["n_voxels"]),
-                          "area_fraction": float(row["area_fraction"])}
-                if row["kind"] == analysis.FALSE_POSITIVE:
-                    lesion_rows.append({**common, "kind": analysis.FALSE_POSITIVE, "detected": pd.NA,
-                                        "metric": analysis.FALSE_POSITIVE, "value": 1.0, "penalty": False})
-                    continue
-                # every other row is a reference lesion
-                common.update(kind=analysis.REFERENCE, detected=bool(row["detected"]))
-                lesion_rows.append({**common, "metric": "detected", "value": float(bool(row["detected"])),
-                                    "penalty": False})
-                for metric, source in _LESION_TABLE_METRICS.items():
-                    is_distance = metric in ("hd95", "hd95_pooled", "assd")
-                    lesion_rows.append({**common, "metric": metric, "value": float(row[source]),
-                                        "penalty": bool(row["penalty"]) and is_distance})
+            lesion_frames.append(lesion_rows(lesions, dataset=dataset, model=model.name, case_id=case.case_id,
+                                             metrics=_LESION_TABLE_METRICS))
     per_case = pd.DataFrame(case_rows)
-    per_lesion = pd.DataFrame(lesion_rows)
+    per_lesion = pd.concat([f for f in lesion_frames if len(f)], ignore_index=True)
     reference = per_lesion[(per_lesion["kind"] == analysis.REFERENCE) & (per_lesion["metric"] == "detected")]
     edges = analysis.quartile_edges(reference.drop_duplicates(["case_id", "lesion_id"])["area_fraction"])
     per_lesion["quartile"] = analysis.assign_quartiles(per_lesion["area_fraction"], edges)

@@ -14,11 +14,16 @@ Conventions
 - Kendall's tau is tau-b (ties in either ordering corrected for), the variant of :func:`scipy.stats.kendalltau`;
   it is computed on the ranks, best = 1 for both metrics, so tau = 1 means the same order and tau = -1 the
   reversed order, whatever the metrics' directions.
+- Ties are not agreement. A model pair tied under *either* metric is "not comparable": it is counted apart
+  (``not_comparable``) and never as agreeing or disagreeing. Every agreement count says how many pairs were
+  comparable (:class:`PairCounts`), and :func:`compare_orders` reports ``pairs_comparable`` beside tau, so that
+  equal penalty means (every model tied) cannot make two orders "agree".
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -146,19 +151,51 @@ def kendall_tau(ranks_a: pd.Series, ranks_b: pd.Series) -> float:
     return float(np.sum(da * db) / denominator)
 
 
-def pairwise_agreement(ranks_a: pd.Series, ranks_b: pd.Series, models: Sequence[str] | None = None) -> tuple[int, int]:
-    """Count the model pairs ordered the same way by two rankings: ``(agreeing, pairs)``.
+class PairCounts(NamedTuple):
+    """Model pairs compared under two rankings: ordered alike, ordered oppositely, tied under either ranking."""
 
-    A pair agrees when both rankings put the same model ahead, or both tie it. ``models`` restricts the
-    comparison (for instance to the top three under Dice); by default the models present in both.
+    agree: int
+    disagree: int
+    not_comparable: int
+
+    @property
+    def comparable(self) -> int:
+        """Pairs strictly ordered by both rankings (``agree + disagree``)."""
+        return self.agree + self.disagree
+
+    @property
+    def pairs(self) -> int:
+        """All pairs looked at."""
+        return self.agree + self.disagree + self.not_comparable
+
+
+def pairwise_agreement(ranks_a: pd.Series, ranks_b: pd.Series, models: Sequence[str] | None = None) -> PairCounts:
+    """Count the model pairs two rankings order alike, oppositely, or cannot compare (:class:`PairCounts`).
+
+    A pair agrees when both rankings put the same model strictly ahead and disagrees when they put different
+    models ahead; a pair tied under either ranking is *not comparable* (a tie is no evidence of agreement).
+    ``models`` restricts the comparison (for instance to the top three under Dice); by default the models
+    present in both.
+
+    Examples
+    --------
+    >>> a = pd.Series({"x": 1.0, "y": 2.0, "z": 3.0})
+    >>> b = pd.Series({"x": 1.5, "y": 1.5, "z": 3.0})
+    >>> tuple(pairwise_agreement(a, b))  # (x, y) tied under b; (x, z) and (y, z) agree
+    (2, 0, 1)
     """
     common = [m for m in (ranks_a.index if models is None else models) if m in ranks_a.index and m in ranks_b.index]
-    agree = pairs = 0
+    agree = disagree = tied = 0
     for k, m1 in enumerate(common):
         for m2 in common[k + 1 :]:
-            pairs += 1
-            agree += int(np.sign(ranks_a[m1] - ranks_a[m2]) == np.sign(ranks_b[m1] - ranks_b[m2]))
-    return agree, pairs
+            sa, sb = np.sign(ranks_a[m1] - ranks_a[m2]), np.sign(ranks_b[m1] - ranks_b[m2])
+            if sa == 0 or sb == 0:
+                tied += 1
+            elif sa == sb:
+                agree += 1
+            else:
+                disagree += 1
+    return PairCounts(agree, disagree, tied)
 
 
 def _validate_long(table: pd.DataFrame, columns: Iterable[str], name: str) -> None:
@@ -204,8 +241,11 @@ def compare_orders(
         ``order_changed`` (the strict orders differ), ``kendall_tau`` (tau-b), ``leader`` (the reference
         leader; several joined by ``=`` if tied), ``leader_leads_metric`` (it also has the best rank under the
         metric, ties included), ``leader_rank_in_metric`` (its rank there, average rank for ties),
-        ``top_pairs_agree`` / ``top_pairs`` (pairwise agreement among the top_k reference models),
-        ``n_models`` (models with a value under both) and ``n_missing`` (models lacking one of the two).
+        ``top_pairs_agree``, ``top_pairs_disagree``, ``top_pairs_not_comparable`` (tied under either metric),
+        ``top_pairs_comparable`` (agree + disagree) and ``top_pairs`` (all) among the top_k reference models
+        (:func:`pairwise_agreement`), ``pairs_comparable`` / ``pairs_not_comparable`` over all models (the
+        pairs behind tau), ``n_models`` (models with a value under both) and ``n_missing`` (models lacking one
+        of the two).
     """
     group_by = list(group_by)
     _validate_long(aggregates, [*group_by, "model", "metric", "value"], "aggregates")
@@ -229,7 +269,8 @@ def compare_orders(
             leaders = sorted(m for m in r_ref.index if r_ref[m] == best)
             leader_rank = float(np.mean([r_met[m] for m in leaders])) if leaders else np.nan
             top_models = list(r_ref.index[: int(top_k)])
-            agree, pairs = pairwise_agreement(r_ref, r_met, top_models)
+            top = pairwise_agreement(r_ref, r_met, top_models)
+            every = pairwise_agreement(r_ref, r_met)
             strict_same = order_string(r_ref) == order_string(r_met)
             rows.append(
                 {
@@ -243,8 +284,13 @@ def compare_orders(
                     "leader": " = ".join(leaders),
                     "leader_leads_metric": bool(leaders) and leader_rank == float(r_met.min()),
                     "leader_rank_in_metric": leader_rank,
-                    "top_pairs_agree": agree,
-                    "top_pairs": pairs,
+                    "top_pairs_agree": top.agree,
+                    "top_pairs_disagree": top.disagree,
+                    "top_pairs_not_comparable": top.not_comparable,
+                    "top_pairs_comparable": top.comparable,
+                    "top_pairs": top.pairs,
+                    "pairs_comparable": every.comparable,
+                    "pairs_not_comparable": every.not_comparable,
                     "n_models": len(both),
                     "n_missing": len(models_all) - len(both),
                 }
@@ -258,21 +304,25 @@ def agreement_matrix(
     metrics: Sequence[str],
     group_by: Sequence[str] = ("dataset", "stratum"),
     directions: Mapping[str, str] | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Metric x metric agreement of model orderings, counted over groups.
 
     Returns
     -------
     same_order : pandas.DataFrame
-        For metrics i, j: the number of groups in which the two orders (ties included) are identical.
-    n_groups : pandas.DataFrame
-        For metrics i, j: the number of groups in which both metrics have an order of at least two models.
+        For metrics i, j: the number of comparable groups in which the two strict orders are identical.
+    comparable : pandas.DataFrame
+        For metrics i, j: the number of groups in which both metrics order at least two models with no tie.
+    not_comparable : pandas.DataFrame
+        For metrics i, j: groups with at least two models under both metrics where either order has a tie (a
+        tie is not agreement; these groups are counted here and nowhere else).
     """
     group_by = list(group_by)
     _validate_long(aggregates, [*group_by, "model", "metric", "value"], "aggregates")
     metrics = list(metrics)
     same = pd.DataFrame(0, index=metrics, columns=metrics, dtype=int)
     total = pd.DataFrame(0, index=metrics, columns=metrics, dtype=int)
+    tied = pd.DataFrame(0, index=metrics, columns=metrics, dtype=int)
     groups = aggregates.groupby(group_by, sort=True, dropna=False) if group_by else [((), aggregates)]
     for _, sub in groups:
         values = sub.pivot_table(index="model", columns="metric", values="value", aggfunc="first", dropna=False)
@@ -283,9 +333,11 @@ def agreement_matrix(
                 keep = values[a].notna() & values[b].notna()
                 if keep.sum() < 2:
                     continue
+                ra = rank_models(values[a][keep], metric=a, directions=directions)
+                rb = rank_models(values[b][keep], metric=b, directions=directions)
+                if ra.duplicated().any() or rb.duplicated().any():
+                    tied.loc[a, b] += 1
+                    continue
                 total.loc[a, b] += 1
-                same_order = order_string(rank_models(values[a][keep], metric=a, directions=directions)) == (
-                    order_string(rank_models(values[b][keep], metric=b, directions=directions))
-                )
-                same.loc[a, b] += int(same_order)
-    return same, total
+                same.loc[a, b] += int(order_string(ra) == order_string(rb))
+    return same, total, tied

@@ -864,10 +864,12 @@ def summarize(ws, scores: pd.DataFrame, *, metric: str = "dice", seed: int = 0, 
         if part["model"].nunique() >= 2:
             pairs.append(stats.paired_comparisons(part, unit="image", higher_is_better=True, seed=seed,
                                                   n_resamples=n_resamples).assign(protocol=protocol))
-            f = stats.friedman_test(part, unit="image", higher_is_better=True)
+            gated = stats.friedman_then_nemenyi(part, unit="image", higher_is_better=True)
+            f = gated.friedman
             friedman.append({"protocol": protocol, "statistic": f.statistic, "p_value": f.p_value,
-                             "iman_davenport_p": f.iman_davenport_p, "n": f.n, "k": f.k})
-            nemenyi[protocol] = stats.nemenyi_test(part, unit="image", higher_is_better=True)
+                             "iman_davenport_p": f.iman_davenport_p, "n": f.n, "k": f.k,
+                             "verdict": gated.verdict, "nemenyi_run": gated.nemenyi is not None})
+            nemenyi[protocol] = gated
     folds = fold_scores(scores[scores["status"] == "ok"], metric=metric)
     ranks = (stats.ranks_by_group(folds, group=["protocol", "seed", "fold"], higher_is_better=True)
              if folds["model"].nunique() >= 2 else pd.DataFrame())
@@ -914,9 +916,10 @@ def conclusion(stats_out: dict, *, alpha: float = 0.05) -> str:
     elif leaders:
         lines.append(f"- Both protocols name the same leader (`{next(iter(leaders.values()))}`).")
     for r in stats_out["friedman"].itertuples():
-        verdict = "rejects" if r.p_value <= alpha else "does not reject"
-        lines.append(f"- Friedman ({r.protocol}, N = {r.n} images, k = {r.k} models): p = {r.p_value:.3f}, "
-                     f"{verdict} equal mean ranks at {alpha}.")
+        verdict = "rejects" if r.iman_davenport_p <= alpha else "does not reject"
+        lines.append(f"- Friedman ({r.protocol}, N = {r.n} images, k = {r.k} models): Iman-Davenport p = "
+                     f"{r.iman_davenport_p:.3f}, {verdict} equal mean ranks at {alpha}"
+                     + ("; Nemenyi post-hoc run." if r.iman_davenport_p <= alpha else "; no post-hoc test."))
     pairs = stats_out["pairs"]
     if not pairs.empty:
         n_sig = int(pairs["significant"].sum())
@@ -1099,18 +1102,18 @@ def plot_summary(stats_out: dict, *, metric: str = "macro Dice"):
 
 
 def plot_critical_differences(stats_out: dict):
-    """Critical-difference diagrams (Nemenyi over images), one panel per protocol."""
+    """Critical-difference diagrams (Nemenyi over images), one panel per protocol; greyed with "no difference
+    detected" where the Friedman (Iman-Davenport) test does not reject."""
     import matplotlib.pyplot as plt
 
-    from .stats_plots import plot_critical_difference
+    from .stats_plots import plot_friedman_nemenyi
 
     nemenyi = stats_out["nemenyi"]
     if not nemenyi:
         raise ValueError("no Nemenyi result: fewer than two models ran")
     fig, axes = plt.subplots(len(nemenyi), 1, figsize=(6, 2.2 * len(nemenyi)), squeeze=False)
     for ax, (protocol, result) in zip(axes[:, 0], nemenyi.items()):
-        plot_critical_difference(result, ax=ax, title=f"{protocol}: CD = {result.critical_difference:.2f} "
-                                                     f"(N = {result.n} images)")
+        plot_friedman_nemenyi(result, ax=ax, title=f"{protocol} (N = {result.friedman.n} images)")
     fig.tight_layout()
     return fig
 

@@ -90,6 +90,8 @@ __all__ = [
     "nemenyi_critical_difference",
     "NemenyiResult",
     "nemenyi_test",
+    "FriedmanNemenyi",
+    "friedman_then_nemenyi",
     "ranks_by_group",
     "rank_ranges",
     "rank_agreement",
@@ -327,10 +329,12 @@ def _bca_levels(x: np.ndarray, theta_hat: float, theta_b: np.ndarray, alpha: flo
     n = x.size
     if n < 2:
         return None, None, np.nan, np.nan, "fewer than 2 units"
+    # Test the range, not the sum of squares: np.mean of equal values can be one ulp off the values, which
+    # leaves a tiny nonzero sum of squares and a meaningless acceleration.
+    if float(np.ptp(x)) == 0.0:
+        return None, None, np.nan, np.nan, "zero spread, all values equal"
     centered = x - theta_hat
     ss = float(np.sum(centered**2))
-    if ss == 0.0:
-        return None, None, np.nan, np.nan, "zero spread, all values equal"
     # Mid-rank proportion, as scipy.stats.bootstrap (ties are common for small n).
     proportion = (np.count_nonzero(theta_b < theta_hat) + np.count_nonzero(theta_b <= theta_hat)) / (2 * theta_b.size)
     z0 = float(special.ndtri(proportion))
@@ -1043,6 +1047,53 @@ def nemenyi_test(
         groups=_nemenyi_groups(ordered.to_numpy(), list(ordered.index), cd),
         higher_is_better=higher_is_better,
     )
+
+
+@dataclass(frozen=True)
+class FriedmanNemenyi:
+    """Result of :func:`friedman_then_nemenyi`: the omnibus test and, only if it rejects, the post-hoc test.
+
+    Attributes
+    ----------
+    friedman : FriedmanResult
+    nemenyi : NemenyiResult or None
+        None when the Iman-Davenport test does not reject at ``alpha``: no post-hoc test is run.
+    alpha : float
+    rejects : bool
+        ``friedman.iman_davenport_p <= alpha``.
+    """
+
+    friedman: FriedmanResult
+    nemenyi: NemenyiResult | None
+    alpha: float
+    rejects: bool
+
+    @property
+    def verdict(self) -> str:
+        """``"difference detected"`` or ``"no difference detected"`` (Iman-Davenport at ``alpha``)."""
+        return "difference detected" if self.rejects else "no difference detected"
+
+
+def friedman_then_nemenyi(
+    data,
+    *,
+    higher_is_better: bool,
+    alpha: float = 0.05,
+    unit: str = "case_id",
+    model: str = "model",
+    value: str = "value",
+    nan_policy: str = "raise",
+) -> FriedmanNemenyi:
+    """Demsar's (2006) procedure: the Friedman test with the Iman-Davenport F (the less conservative statistic
+    Demsar recommends) first; the Nemenyi post-hoc test only when it rejects at ``alpha``. A NaN
+    Iman-Davenport p (every unit fully tied, or a single unit) does not reject."""
+    alpha = _check_alpha(alpha)
+    f = friedman_test(data, higher_is_better=higher_is_better, unit=unit, model=model, value=value,
+                      nan_policy=nan_policy)
+    rejects = bool(np.isfinite(f.iman_davenport_p) and f.iman_davenport_p <= alpha)
+    nemenyi = (nemenyi_test(data, higher_is_better=higher_is_better, alpha=alpha, unit=unit, model=model,
+                            value=value, nan_policy=nan_policy) if rejects else None)
+    return FriedmanNemenyi(friedman=f, nemenyi=nemenyi, alpha=alpha, rejects=rejects)
 
 
 # ----------------------------------------------------------------------------------------------------------

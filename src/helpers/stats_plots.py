@@ -12,10 +12,11 @@ import numpy as np
 import pandas as pd
 
 from helpers.plots import get_axes, model_color
-from helpers.stats import NemenyiResult, RankBootstrap
+from helpers.stats import FriedmanNemenyi, NemenyiResult, RankBootstrap
 
 __all__ = [
     "plot_critical_difference",
+    "plot_friedman_nemenyi",
     "plot_rank_blobs",
     "plot_model_intervals",
     "plot_paired_differences",
@@ -81,6 +82,38 @@ def plot_critical_difference(result: NemenyiResult, *, ax=None, title: str | Non
     direction = "higher is better" if result.higher_is_better else "lower is better"
     heading = title or f"Nemenyi critical difference, N = {result.n}, k = {k}"
     ax.set_title(f"{heading}\nmean rank, 1 = best ({direction})")
+    return ax
+
+
+def plot_friedman_nemenyi(result: FriedmanNemenyi, *, ax=None, title: str | None = None):
+    """The critical-difference diagram when the Friedman (Iman-Davenport) test rejects; otherwise the mean ranks
+    alone, greyed, with "no difference detected" and the Iman-Davenport p (no post-hoc bars are drawn)."""
+    if not isinstance(result, FriedmanNemenyi):
+        raise TypeError(f"result must be a FriedmanNemenyi, got {type(result).__name__}")
+    f = result.friedman
+    p_text = f"Iman-Davenport p = {f.iman_davenport_p:.3g}"
+    if result.nemenyi is not None:
+        heading = title or f"Nemenyi critical difference, N = {f.n}, k = {f.k}"
+        return plot_critical_difference(result.nemenyi, ax=ax, title=f"{heading}; {p_text}")
+    k = f.k
+    ranks = f.mean_ranks.sort_values(kind="stable")
+    fig, ax = get_axes(ax, figsize=(7.0, 1.4 + 0.3 * k))
+    grey = "#9a9a9a"
+    ax.plot([1, k], [0, 0], color=grey, linewidth=1.0)
+    for tick in range(1, k + 1):
+        ax.plot([tick, tick], [0, 0.08], color=grey, linewidth=1.0)
+        ax.text(tick, 0.12, str(tick), ha="center", va="bottom", color=grey)
+    for i, (name, r) in enumerate(ranks.items()):
+        y = -(i + 1) * 0.35
+        ax.plot([r, r, k + 0.4], [0, y, y], color=grey, linewidth=1.0)
+        ax.text(k + 0.45, y, f"{name} ({r:.2f})", ha="left", va="center", color=grey)
+    ax.text((1 + k) / 2, 0.45, f"no difference detected\n({p_text} > alpha = {result.alpha:g}; Nemenyi not run)",
+            ha="center", va="bottom", color="black", fontsize=9)
+    ax.set_xlim(0.5, k + 2.5)
+    ax.set_ylim(-(k + 1) * 0.35, 1.0)
+    ax.set_axis_off()
+    heading = title or f"Friedman test, N = {f.n}, k = {k}"
+    ax.set_title(f"{heading}\nmean rank, 1 = best (greyed: no post-hoc test)", color=grey)
     return ax
 
 
