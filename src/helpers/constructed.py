@@ -160,22 +160,21 @@ def predictions_source(ws: Workspace, dataset: str) -> dict | None:
 MARK = "≈"
 
 
-def mark_machine_dependent(table: pd.DataFrame, columns: Sequence[str], *, decimals: int = 3,
-                           width: int = 6) -> pd.DataFrame:
+def mark_machine_dependent(table: pd.DataFrame, columns: Sequence[str], *, decimals: int = 3) -> pd.DataFrame:
     """A copy of ``table`` with ``columns`` formatted as ``≈<value>``: numbers that depend on the processor's
     floating-point kernels (training results).
 
     The mark tells the reader that the value differs in its last digits from machine to machine; nbval's
     sanitiser (``tests/nbval_sanitize.cfg``) reduces every ``≈<number>`` to its structure, and
-    ``tests/test_training_regression.py`` checks the values at a tolerance. Integers are right-aligned to
-    ``width`` characters and floats printed with ``decimals`` decimals, so the table's layout does not depend on
-    the digits.
+    ``tests/test_training_regression.py`` checks the values at a tolerance. Floats are printed with ``decimals``
+    decimals. The sanitiser also takes the spaces before a mark, so the layout of a column does not depend on the
+    digits as long as its header is wider than its values (``best_val_dice``, ``predicted_voxels``).
     """
     out = table.copy()
     for column in columns:
         values = out[column]
         if pd.api.types.is_integer_dtype(values):
-            out[column] = values.map(lambda v: f"{MARK}{int(v):>{width}d}")
+            out[column] = values.map(lambda v: f"{MARK}{int(v)}")
         else:
             out[column] = values.map(lambda v: f"{MARK}nan" if pd.isna(v) else f"{MARK}{float(v):.{decimals}f}")
     return out

@@ -405,7 +405,8 @@ def match_predictions(cases, folder, *, mapping: dict[str, str] | None = None) -
     name being the name of one of the case's own files (image or reference, e.g. LiTS ``segmentation-3``) when no
     other case has a file of that name; nnU-Net's ``<prefix>_<NNNN>`` when ``NNNN`` equals the trailing number of
     exactly one case id (``WMH_0012`` -> ``Utrecht_12``, ``LiTS_0003`` -> ``volume-3``) and all such files share
-    one prefix. Every file is tied to at most one case; two files for one case is an error.
+    one prefix. Every file is tied to at most one case and every case to at most one file: a second candidate is
+    listed as unmatched, with the reason (the mapping naming a file twice is an error).
     """
     folder = Path(folder)
     cases = list(cases)
@@ -463,7 +464,11 @@ def match_predictions(cases, folder, *, mapping: dict[str, str] | None = None) -
     for name in by_stem.values():
         m = _NNUNET.match(_stem(name))
         owners = by_number.get(int(m["number"]), []) if m else []
-        if len(owners) > 1:
+        stem = _stem(name)
+        claimed = [c for c in ([stem] + own.get(stem, [])[:1] + owners[:1]) if c in matched]
+        if claimed:
+            reason = f"case {claimed[0]!r} has {matched[claimed[0]][0].name} already"
+        elif len(owners) > 1:
             reason = f"number {int(m['number'])} ends several case ids: {owners[:3]}"
         elif owners and owners[0] in matched:
             reason = f"case {owners[0]!r} has {matched[owners[0]][0].name} already"
