@@ -352,3 +352,53 @@ def test_quiet_filters_kernel_chatter_and_keeps_real_errors():
             "[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel.\n"
             "ValueError: planted failure\n")
     assert study.quiet(text) == "ValueError: planted failure"
+
+
+# ---- the evaluate command: predictions made elsewhere, no training -----------------------------------------------
+
+
+def test_evaluate_command_matches_reports_and_builds_the_book_on_the_smoke_data(tmp_path, capsys):
+    import pandas as pd
+
+    from helpers import constructed, data, predictions, splits, synthetic
+
+    download = tmp_path / "download"
+    synthetic.write_wmh(download / "wmh", seed=0)  # the smoke stand-in, unpacked one folder deeper than named
+    found = data.find_cases("wmh", download)
+    test_ids = splits.make_splits(found, seed=0)["test"]
+    assert len(test_ids) >= 2
+    preds = tmp_path / "preds"
+    by_id = {f.case_id: f for f in found}
+    for model in ("unet", "resunet"):
+        for case_id in test_ids:
+            if model == "resunet" and case_id == test_ids[-1]:
+                continue  # this model has no prediction for the last test case
+            case = data.read_case(by_id[case_id])
+            mask = constructed.construct(case.mask, model, spacing=case.spacing)
+            predictions.write_prediction(preds, model, case_id, mask, kind="volume", affine=case.affine)
+    (preds / "resunet" / "notes_final.nii.gz").write_bytes(b"")  # a stray file: listed, not used
+    ws = tmp_path / "results"
+    args = ["evaluate", "--dataset", "wmh", "--data-root", str(download), "--predictions", str(preds),
+            "--workspace", str(ws)]
+
+    assert study.main(args) == 1
+    captured = capsys.readouterr()
+    assert f"no prediction for test case(s) ['{test_ids[-1]}']" in captured.err and "--missing-as-empty" in captured.err
+    assert f"  NO PREDICTION  {test_ids[-1]}" in captured.out
+    assert "  unmatched file notes_final.nii.gz" in captured.out
+    assert not (ws / "results").exists()  # nothing ran
+
+    assert study.main([*args, "--missing-as-empty"]) == 0
+    out = capsys.readouterr().out
+    assert f"(one level below {download})" in out
+    assert f"predictions of model 'unet': {len(test_ids)} test cases matched, 0 test cases without a prediction" in out
+    assert "wmh · training" not in out  # nothing is trained
+    per_case = pd.read_csv(ws / "results" / "wmh" / "per_case_metrics.csv", dtype={"case_id": str})
+    assert sorted(per_case["model"].unique()) == ["resunet", "unet"]
+    assert sorted(per_case["case_id"].unique()) == sorted(test_ids)
+    empty = per_case[(per_case["model"] == "resunet") & (per_case["case_id"] == test_ids[-1])]
+    assert bool(empty["pred_empty"].iloc[0])  # scored as an empty prediction, flagged
+    html = ws / "_build" / "html" / "book" / "executed" / "wmh"
+    for chapter in ("01_data", "03_evaluation", "04_stratification", "07_qualitative"):
+        assert (html / f"{chapter}.html").is_file(), chapter
+    assert not (html / "02_training.html").exists()

@@ -971,7 +971,7 @@ def format_matching(model: str, table, test_ids: set[str]) -> str:
     return "\n".join(lines)
 
 
-def evaluate_command(args, *, out=sys.stdout) -> RunReport:
+def evaluate_command(args, *, out=None) -> RunReport:
     """``python -m helpers.study evaluate``: match the prediction files to the dataset's test cases, print the
     matching, stage the matched files under ``<workspace>/predictions/<dataset>/<model>/<case_id>.<ext>`` (links),
     then run :data:`EVALUATE_SECTIONS` and build the book."""
@@ -981,6 +981,7 @@ def evaluate_command(args, *, out=sys.stdout) -> RunReport:
     from . import predictions as _predictions
     from . import splits as _splits
 
+    out = sys.stdout if out is None else out
     dataset = args.dataset
     ws = Workspace.at(args.workspace)
     synthetic = args.data_root == "synthetic"
