@@ -32,6 +32,16 @@ def test_rules_hand_derived_on_a_square():
     assert (blob & ref).sum() == 25 and blob.sum() == 30
 
 
+def test_severities_scale_with_the_in_plane_spacing():
+    # WMH-like voxels of 3 x 2.4 x 2.4 mm: one in-plane voxel is 2.4 mm, so the 1-voxel dilation of one voxel adds
+    # its 4 in-plane face neighbours (2.4 mm away) but not its z neighbours (3 mm) nor in-plane diagonals (3.39 mm)
+    ref = np.zeros((5, 7, 7), bool)
+    ref[2, 3, 3] = True
+    grown = constructed.construct(ref, "unet", spacing=(3.0, 2.4, 2.4))
+    assert grown.sum() == 5 and grown[2].sum() == 5
+    assert constructed.RULES["hybrid_transformer"].in_mm((3.0, 2.4, 2.4)) == (2.4, {"n_blobs": 1, "gap_mm": 4.8})
+
+
 def test_construction_is_deterministic_and_seeded_per_model():
     ref = np.zeros((12, 32, 32), bool)
     ref[3:6, 4:9, 4:9] = True
@@ -60,12 +70,13 @@ def test_constructed_predictions_replace_the_trained_ones_which_are_kept_aside(t
     case = SimpleNamespace(case_id="IDRiD_01", mask=_square(), spacing=(1.0, 1.0), affine=None)
     table = constructed.write_constructed(ws, "idrid", [case], models=["unet"], seed=0)
     assert table.to_dict("records") == [{"dataset": "idrid", "model": "unet", "case_id": "IDRiD_01",
-                                         "rule": "dilation, 1 mm", "predicted_voxels": 45}]
+                                         "rule": "dilation, 1 voxel", "predicted_voxels": 45}]
     assert predictions.read_prediction(root, "unet", "IDRiD_01").sum() == 45
     assert predictions.read_prediction(root / "_trained", "unet", "IDRiD_01").sum() == 25
     assert predictions.list_models(root) == ["unet"]  # the set-aside folder is not a model
     record = constructed.predictions_source(ws, "idrid")
-    assert record["source"] == "constructed" and record["rules"]["unet"] == {"mode": "dilate", "severity_mm": 1.0,
+    assert record["source"] == "constructed" and record["rules"]["unet"] == {"mode": "dilate",
+                                                                            "severity_in_plane_voxels": 1.0,
                                                                             "options": {}}
 
 

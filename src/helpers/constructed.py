@@ -16,8 +16,8 @@ regression check of the metric definitions, tables and statistics.
 
 Conventions
 -----------
-- Masks on the case's original grid: ``(z, y, x)`` volumes, ``(y, x)`` images; severities in mm with the case's
-  own spacing (:func:`helpers.perturb.perturb_lesions`).
+- Masks on the case's original grid: ``(z, y, x)`` volumes, ``(y, x)`` images. Severities are given in in-plane
+  voxels (:class:`Rule`) and applied in mm with the case's own spacing (:func:`helpers.perturb.perturb_lesions`).
 - Model ``i`` of :data:`RULES` (in its order) draws from seed ``seed + i``; lesion ``j`` of a case from
   ``default_rng([seed + i, j])`` (perturb's own convention).
 - The record ``results/<dataset>/predictions_source.json`` says which predictions the evaluation reads; the
@@ -47,15 +47,25 @@ RECORD = "predictions_source.json"
 
 @dataclass(frozen=True)
 class Rule:
-    """How one model's prediction is constructed: a failure mode of :mod:`helpers.perturb` at one severity."""
+    """How one model's prediction is constructed: a failure mode of :mod:`helpers.perturb` at one severity.
+
+    Severities and distance options are in *in-plane voxels*: multiplied by the case's largest in-plane spacing
+    (the last two axes) to give millimetres, so that every rule changes every dataset's masks (a 1 mm dilation
+    would not change a WMH mask of 2.4 mm voxels)."""
 
     mode: str
-    severity_mm: float
-    options: tuple[tuple[str, object], ...] = ()
+    voxels: float
+    options: tuple[tuple[str, float], ...] = ()
 
     def describe(self) -> str:
         label = _perturb.FAILURE_MODES[self.mode].label
-        return f"{label}, {self.severity_mm:g} mm"
+        return f"{label}, {self.voxels:g} voxel{'s' if self.voxels != 1 else ''}"
+
+    def in_mm(self, spacing) -> tuple[float, dict]:
+        """The severity and options in mm for a case of voxel size ``spacing`` (None: 1 mm)."""
+        unit = 1.0 if spacing is None else float(max(spacing[-2:]))
+        options = {name: (value * unit if name.endswith("_mm") else value) for name, value in self.options}
+        return self.voxels * unit, options
 
 
 #: One rule per model family. The modes are those whose result does not hinge on a floating-point threshold
@@ -64,7 +74,7 @@ RULES: dict[str, Rule] = {
     "unet": Rule("dilate", 1.0),
     "resunet": Rule("erode", 1.0),
     "attention_unet": Rule("offset", 2.0),
-    "hybrid_transformer": Rule("blobs", 1.0, (("n_blobs", 1), ("gap_mm", 2.0))),
+    "hybrid_transformer": Rule("blobs", 1.0, (("n_blobs", 1), ("gap_mm", 2.0))),  # gap: 2 voxels
 }
 
 
@@ -79,9 +89,9 @@ def construct(ref: np.ndarray, model: str, *, spacing=None, seed: int = 0) -> np
     if model not in RULES:
         raise ValueError(f"model {model!r} has no construction rule; known: {sorted(RULES)}")
     index = list(RULES).index(model)
-    rule = RULES[model]
-    return _perturb.perturb_lesions(ref, rule.mode, rule.severity_mm, spacing=spacing, seed=int(seed) + index,
-                                    options=dict(rule.options))
+    severity_mm, options = RULES[model].in_mm(spacing)
+    return _perturb.perturb_lesions(ref, RULES[model].mode, severity_mm, spacing=spacing, seed=int(seed) + index,
+                                    options=options)
 
 
 def _set_aside(root, model: str) -> None:
@@ -122,7 +132,7 @@ def write_constructed(ws: Workspace, dataset: str, cases: Sequence, *, models: S
             rows.append({"dataset": dataset, "model": model, "case_id": case.case_id,
                          "rule": RULES[model].describe(), "predicted_voxels": int(mask.sum())})
     write_json({"source": "constructed", "seed": int(seed), "trained_predictions": f"{TRAINED_FOLDER}/<model>",
-                "rules": {m: {"mode": RULES[m].mode, "severity_mm": RULES[m].severity_mm,
+                "rules": {m: {"mode": RULES[m].mode, "severity_in_plane_voxels": RULES[m].voxels,
                               "options": dict(RULES[m].options)} for m in models}},
                ws.results(dataset) / RECORD)
     return pd.DataFrame(rows)
