@@ -268,6 +268,24 @@ def test_run_rerun_and_book_in_a_workspace_outside_the_clone(tmp_path, monkeypat
         assert toc["parts"][1]["chapters"][0]["file"] == "book/executed/wmh/01_data"
 
 
+def _processes_of(project) -> list[str]:
+    """Processes still running for this project (the runner's children and kernels carry its root in their
+    environment)."""
+    import time
+
+    import psutil
+
+    time.sleep(1.0)
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if proc.environ().get("HONEST_PROJECT_ROOT") == str(project) and proc.pid != __import__("os").getpid():
+                found.append(" ".join(proc.info["cmdline"] or []))
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return found
+
+
 def test_ctrl_c_stops_the_section_stamps_nothing_unfinished_and_the_next_run_resumes(project):
     import os
     import signal
@@ -302,6 +320,7 @@ def test_ctrl_c_stops_the_section_stamps_nothing_unfinished_and_the_next_run_res
     assert not list(ws.executed("wmh").glob(".*.running.ipynb"))
     assert not (ws.results("wmh") / "training.txt").exists()
     assert study.stamp_path(ws, "wmh", "data").exists()
+    assert _processes_of(project) == [], "the notebook process and its kernel must be stopped"
 
     _small_profile(project, sleep=0)
     resumed = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=300)

@@ -486,37 +486,33 @@ def _stop_requested() -> str | None:
 
 
 def _terminate(proc) -> None:
-    """Stop a notebook process and everything it started (its kernel runs in a session of its own)."""
+    """Stop a notebook process and everything it started (its kernel runs in a session of its own, so a signal to
+    the process group would miss it): SIGTERM to all, SIGKILL to whatever is left after 5 s."""
     import signal
+    import subprocess
+
+    import psutil
 
     try:
-        import psutil
-
-        family = psutil.Process(proc.pid).children(recursive=True)
-    except Exception:  # the process is gone already, or psutil is missing
+        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:  # it has ended on its own meanwhile
         family = []
-    for child in family:
+    for member in family:
         try:
-            child.send_signal(signal.SIGTERM)
-        except Exception:
+            member.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(family, timeout=5)
+    for member in alive:
+        try:
+            member.kill()
+        except psutil.NoSuchProcess:
             pass
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
         proc.wait(timeout=5)
-    except Exception:
-        os.killpg(proc.pid, signal.SIGKILL)
+    except subprocess.TimeoutExpired:
+        proc.kill()
         proc.wait()
-    for child in family:
-        try:
-            child.wait(timeout=5)
-        except Exception:
-            try:
-                child.kill()
-            except Exception:
-                pass
 
 
 def _wait(proc, what: str) -> int:
@@ -561,11 +557,24 @@ def _run_notebook(source: Path, target: Path, params: dict, log: Path) -> dict:
         result.unlink(missing_ok=True)
 
 
+def _die_with_parent() -> None:
+    """Linux: have the kernel send this process SIGTERM when the runner dies, even by SIGKILL (which the runner
+    cannot handle), so that no notebook goes on writing into a workspace whose lock is gone."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def _execute_in_child(spec_path: str) -> int:
     """The child side of :func:`_run_notebook` (``python -m helpers.study execute-notebook SPEC``)."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    _die_with_parent()
     spec = _io.read_json(spec_path)
     try:
         papermill.execute_notebook(spec["source"], spec["target"], parameters=spec["params"], cwd=str(project_root()),
