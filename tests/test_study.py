@@ -238,7 +238,8 @@ def test_run_rerun_and_book_in_a_workspace_outside_the_clone(tmp_path, monkeypat
     project = tmp_path / "clone"
     project.mkdir()
     monkeypatch.chdir(tmp_path)
-    (project / "_config.yml").write_text("title: test\nonly_build_toc_files: true\nexecute:\n  execute_notebooks: 'off'\n")
+    (project / "_config.yml").write_text(
+        "title: test\nonly_build_toc_files: true\nexecute:\n  execute_notebooks: 'off'\n")
     (project / "profiles").mkdir()
     (project / "notebooks").mkdir()
     (project / "book").mkdir()

@@ -76,7 +76,8 @@ def test_predicted_voxels_match_the_committed_run_at_a_tolerance():
     if not root.is_dir():  # a regression run that evaluates the trained predictions (predictions_from: trained)
         root = root.parent
     for model, _, _, shown in rows:
-        got = sum(int(predictions.read_prediction(root, model, case).sum()) for case in predictions.list_cases(root, model))
+        got = sum(int(predictions.read_prediction(root, model, case).sum())
+                  for case in predictions.list_cases(root, model))
         expected = _value(shown)
         assert (expected / VOXEL_FACTOR <= got <= expected * VOXEL_FACTOR) or abs(got - expected) <= VOXEL_SLACK, (
             model, got, expected)

@@ -237,8 +237,9 @@ def _find_wmh(root: Path, *, modalities=WMH_MODALITIES, ignore_other_pathology: 
         subset = parts[0] if parts[0] in ("training", "test") else None
         rest = parts[1:] if subset else parts
         if len(rest) < 2 or rest[0] not in _WMH_SITE_OF_TOP:
-            raise _nothing_found(ValueError(f"WMH subject folder {str(pre.parent)!r}: expected <site>[/<scanner>]/<id> with site in "
-                             f"{sorted(_WMH_SITE_OF_TOP)}, got {'/'.join(parts)!r}"))
+            raise _nothing_found(ValueError(
+                f"WMH subject folder {str(pre.parent)!r}: expected <site>[/<scanner>]/<id> with site in "
+                f"{sorted(_WMH_SITE_OF_TOP)}, got {'/'.join(parts)!r}"))
         site = _WMH_SITE_OF_TOP[rest[0]]
         scanner = rest[0] if rest[0] == "GE3T" else (rest[1] if rest[0] == "Amsterdam" and len(rest) > 2 else rest[0])
         subject = rest[-1]
@@ -257,8 +258,9 @@ def _find_wmh(root: Path, *, modalities=WMH_MODALITIES, ignore_other_pathology: 
                                      "layout": "2022" if subset else "2017", "modalities": list(modalities)},
                                options={"ignore_other_pathology": ignore_other_pathology}))
     if not found:
-        raise _nothing_found(ValueError(f"root {str(root)!r}: no WMH subject folders found (expected <site>/<id>/pre/FLAIR.nii.gz "
-                         "under training/ and test/ (2022) or at the top level (2017))"))
+        raise _nothing_found(ValueError(
+            f"root {str(root)!r}: no WMH subject folders found (expected <site>/<id>/pre/FLAIR.nii.gz "
+            "under training/ and test/ (2022) or at the top level (2017))"))
     return found
 
 
@@ -357,8 +359,9 @@ def _find_lits(root: Path, *, target: str = "tumour") -> list[CaseFiles]:
                                    meta={"layout": "batches", "folder": volumes[number].parent.name},
                                    options={"target": target, "liver_label": 1, "tumour_label": 2}))
     if not found:
-        raise _nothing_found(ValueError(f"root {str(root)!r}: no LiTS volumes found (expected 'Training Batch */volume-<n>.nii' "
-                         "or 'Task03_Liver/dataset.json')"))
+        raise _nothing_found(ValueError(
+            f"root {str(root)!r}: no LiTS volumes found (expected 'Training Batch */volume-<n>.nii' "
+            "or 'Task03_Liver/dataset.json')"))
     return found
 
 
@@ -420,8 +423,9 @@ def _find_idrid(root: Path, *, lesion_types=IDRID_LESION_TYPES) -> list[CaseFile
             found.append(CaseFiles("idrid", image.stem, (image,), labels, subset, meta={"layout": "idrid"},
                                    options={"lesion_types": list(lesion_types)}))
     if not found:
-        raise _nothing_found(ValueError(f"root {str(root)!r}: no IDRiD images found under '1. Original Images/a. Training Set' or "
-                         "'b. Testing Set'"))
+        raise _nothing_found(ValueError(
+            f"root {str(root)!r}: no IDRiD images found under '1. Original Images/a. Training Set' or "
+            "'b. Testing Set'"))
     return found
 
 

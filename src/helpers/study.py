@@ -101,7 +101,8 @@ class Context:
         from .constructed import predictions_source
 
         names = [name for name in self.sources if name in DATASETS]
-        constructed = [name for name in names if (predictions_source(self.ws, name) or {}).get("source") == "constructed"]
+        constructed = [name for name in names
+                       if (predictions_source(self.ws, name) or {}).get("source") == "constructed"]
         if not constructed:
             return []
         which = ", ".join(name.upper() for name in constructed)
@@ -488,7 +489,6 @@ def _stop_requested() -> str | None:
 def _terminate(proc) -> None:
     """Stop a notebook process and everything it started (its kernel runs in a session of its own, so a signal to
     the process group would miss it): SIGTERM to all, SIGKILL to whatever is left after 5 s."""
-    import signal
     import subprocess
 
     import psutil
