@@ -1,7 +1,10 @@
 """Open every page of a built book in headless Chromium and check what a reader would see.
 
 Checks: every page loads; every image has loaded with a non-zero natural size; every internal link points to an
-existing page and, where it names a fragment, to an existing anchor; no page shows a Python traceback.
+existing page and, where it names a fragment, to an existing anchor; no page shows a Python traceback; every formula
+is rendered by MathJax (and the methods page has formulas); no page requests anything from the network. Chromium
+runs with the network off (every host name but 127.0.0.1 resolves to nothing), so a page that needed a CDN (MathJax,
+fonts, scripts) fails here as it would for an offline reader.
 Usage: ``python tests/browser_check.py BUILD_HTML_DIR``. Prints one line per problem and a closing count line.
 """
 
@@ -29,6 +32,31 @@ return [imgs, links, ids, text.includes('Traceback (most recent call last)'), do
 """
 
 
+#: Runs after a page has loaded: waits (up to 15 s) for MathJax to typeset, then counts the formulas of the page
+#: (Sphinx marks them ``.math``), the rendered ones (MathJax 3 output ``mjx-container``) and MathJax errors.
+MATH_JS = """
+const done = arguments[arguments.length - 1];
+const formulas = document.querySelectorAll('.math').length;
+if (!formulas) { done([0, 0, 0]); return; }
+const count = () => [formulas, document.querySelectorAll('mjx-container').length,
+                     document.querySelectorAll('mjx-merror').length];
+const started = Date.now();
+const poll = () => {
+  const mj = window.MathJax;
+  if (mj && mj.startup && mj.startup.promise) { mj.startup.promise.then(() => done(count()), () => done(count())); }
+  else if (Date.now() - started > 15000) { done(count()); }
+  else { setTimeout(poll, 100); }
+};
+poll();
+"""
+#: Every request of the page that did not go to the local server.
+EXTERNAL_JS = """
+return performance.getEntriesByType('resource').map(e => e.name).filter(n => !n.startsWith(arguments[0]));
+"""
+#: The page whose formulas must render (a page without formulas would let a broken MathJax pass unseen).
+METHODS_PAGE = "book/methods.html"
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):  # one line per request would drown the report
         pass
@@ -46,9 +74,13 @@ def driver() -> webdriver.Chrome:
     options.binary_location = "/usr/bin/chromium"
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
                  "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 # the network off: no host name resolves except the local server's address
+                 "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1",
                  f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}"):
         options.add_argument(flag)
-    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    browser = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    browser.set_script_timeout(30)
+    return browser
 
 
 def main(argv: list[str]) -> int:
@@ -67,6 +99,8 @@ def main(argv: list[str]) -> int:
     anchors: dict[str, set[str]] = {}
     links: list[tuple[str, str]] = []
     n_images = 0
+    n_formulas = 0
+    formulas_on: dict[str, int] = {}
     browser = driver()
     try:
         for page in pages:
@@ -82,9 +116,20 @@ def main(argv: list[str]) -> int:
                 if not complete or width == 0 or height == 0:
                     problems.append(f"{page}: image {src} did not load (natural size {width}x{height})")
             links.extend((page, href) for href in hrefs)
+            formulas, rendered, errors = browser.execute_async_script(MATH_JS)
+            formulas_on[page] = rendered
+            n_formulas += rendered
+            if rendered < formulas:
+                problems.append(f"{page}: {formulas - rendered} of {formulas} formulas not rendered by MathJax")
+            if errors:
+                problems.append(f"{page}: {errors} MathJax errors")
+            for url in browser.execute_script(EXTERNAL_JS, base):
+                problems.append(f"{page}: requests {url} from the network (everything must come from the book)")
     finally:
         browser.quit()
         server.shutdown()
+    if formulas_on.get(METHODS_PAGE, 0) == 0:
+        problems.append(f"{METHODS_PAGE}: no formula rendered by MathJax (expected the metric definitions)")
     n_links = 0
     for page, href in links:
         target, fragment = urldefrag(urljoin(base + page, href))
@@ -101,7 +146,8 @@ def main(argv: list[str]) -> int:
             problems.append(f"{page}: link to {rel}#{fragment}: no such anchor")
     for line in problems:
         print(f"browser check: {line}")
-    print(f"browser check: {len(pages)} pages, {n_images} images, {n_links} internal links")
+    print(f"browser check: {len(pages)} pages, {n_images} images, {n_links} internal links, {n_formulas} formulas "
+          "rendered by MathJax, network off")
     print(f"{len(pages) - len({p.split(':')[0] for p in problems})} passed, "
           f"{len({p.split(':')[0] for p in problems})} failed")
     return 1 if problems else 0

@@ -492,3 +492,48 @@ def test_plots_return_axes(tmp_path):
     axes = data.plot_examples(ws, "idrid", summary.cases["case_id"][:2])
     assert [a.get_title() for a in axes] == list(summary.cases["case_id"][:2])
     plt.close(axes[0].figure)
+
+
+# ---- a dataset one folder deeper than given (an archive unpacked into a folder of its own name) ----------------
+
+
+def test_idrid_doubled_segmentation_folder_is_found_and_named(tmp_path):
+    # unzipping "A. Segmentation.zip" into a folder of that name: IDRiD/A. Segmentation/A. Segmentation/1. ...
+    inner = _idrid_tree(tmp_path / "tmp")
+    root = tmp_path / "IDRiD"
+    (root / "A. Segmentation").mkdir(parents=True)
+    shutil.move(str(inner / "A. Segmentation"), str(root / "A. Segmentation" / "A. Segmentation"))
+    found = find_cases("idrid", root)
+    assert [f.case_id for f in found] == [f.case_id for f in find_cases("idrid", root / "A. Segmentation")]
+    assert data.dataset_folder(found, root) == (root / "A. Segmentation").resolve()
+    assert len(load_cases("idrid", root)) == len(found)
+
+
+def test_wmh_unpacked_into_a_folder_of_its_own_name_is_found(wmh2022, tmp_path):
+    outer = tmp_path / "download"
+    outer.mkdir()
+    shutil.move(str(wmh2022), str(outer / "wmh"))
+    found = find_cases("wmh", outer)
+    assert data.dataset_folder(found, outer) == (outer / "wmh").resolve()
+    assert {f.case_id for f in found} == {f.case_id for f in find_cases("wmh", outer / "wmh")}
+
+
+def test_a_broken_dataset_one_level_down_reports_its_own_error(wmh2022, tmp_path):
+    outer = tmp_path / "download"
+    outer.mkdir()
+    shutil.move(str(wmh2022), str(outer / "wmh"))
+    (outer / "wmh" / "training" / "Utrecht" / "0" / "pre" / "T1.nii.gz").unlink()
+    with pytest.raises(FileNotFoundError, match=r"WMH image file .*Utrecht/0/pre/T1\.nii\.gz.*not found"):
+        find_cases("wmh", outer)
+
+
+def test_nothing_found_lists_the_first_levels_of_the_folder(tmp_path):
+    root = tmp_path / "mystery"
+    (root / "images" / "scans").mkdir(parents=True)
+    (root / "images" / "notes.txt").write_text("x")
+    (root / "README").write_text("x")
+    with pytest.raises(ValueError) as info:
+        find_cases("lits", root)
+    message = str(info.value)
+    assert "no LiTS volumes found" in message
+    assert f"root {str(root)!r} holds:\n  README\n  images/\n    notes.txt\n    scans/" in message

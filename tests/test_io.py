@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 
 import numpy as np
 import pandas as pd
@@ -73,3 +74,20 @@ def test_project_root_is_found_from_a_subfolder(tmp_path, monkeypatch):
     (tmp_path / "notebooks").mkdir()
     monkeypatch.chdir(tmp_path / "notebooks")
     assert paths.project_root() == tmp_path.resolve()
+
+
+@pytest.mark.parametrize("umask, expected", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_get_the_mode_of_the_umask_not_the_temporary_files(tmp_path, umask, expected):
+    # mkstemp creates 0600; a file written by plain open() under umask u has mode 0666 & ~u
+    old = os.umask(umask)
+    try:
+        assert io.current_umask() == umask
+        written = [
+            io.write_text(tmp_path / "a.txt", "x"),
+            io.write_json({"a": 1}, tmp_path / "sub" / "b.json"),
+            io.save_npz(tmp_path / "c.npz", a=np.zeros(2)),
+        ]
+    finally:
+        os.umask(old)
+    for path in written:
+        assert stat.S_IMODE(path.stat().st_mode) == expected, path.name

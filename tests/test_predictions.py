@@ -234,3 +234,95 @@ def test_read_two_files_for_one_case(tmp_path):
 def test_read_rejects_a_bad_case_argument(tmp_path):
     with pytest.raises(TypeError, match="case must be a case id or a Case"):
         P.read_prediction(tmp_path, "m", 3)
+
+
+# ---- matching prediction files to cases ----------------------------------------------------------------------
+
+
+def _cases(*ids, files=None):
+    """Case-like records: ``case_id`` plus the case's own files (images, labels) as CaseFiles carries them."""
+    files = files or {}
+    return [SimpleNamespace(case_id=c, images=tuple(files.get(c, ())), labels={}) for c in ids]
+
+
+def _touch(folder, *names):
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / name).write_bytes(b"")
+    return folder
+
+
+def test_match_by_exact_case_id(tmp_path):
+    folder = _touch(tmp_path / "m", "Utrecht_0.nii.gz", "Utrecht_2.nii.gz")
+    m = P.match_predictions(_cases("Utrecht_0", "Utrecht_2"), folder)
+    assert {c: (p.name, r) for c, (p, r) in m.matched.items()} == {
+        "Utrecht_0": ("Utrecht_0.nii.gz", "case id"), "Utrecht_2": ("Utrecht_2.nii.gz", "case id")}
+    assert m.unmatched == {} and m.missing == ()
+
+
+def test_match_by_the_reference_files_own_name(tmp_path):
+    # LiTS: case volume-3 has the files volume-3.nii and segmentation-3.nii; a tool named its output after the
+    # reference; WMH's reference file is called wmh.nii.gz in every case, so that name ties nothing
+    own = {"volume-3": ["/d/volume-3.nii", "/d/segmentation-3.nii"], "volume-4": ["/d/volume-4.nii", "/d/wmh.nii.gz"],
+           "volume-5": ["/d/volume-5.nii", "/e/wmh.nii.gz"]}
+    folder = _touch(tmp_path / "m", "segmentation-3.nii.gz", "wmh.nii.gz")
+    m = P.match_predictions(_cases("volume-3", "volume-4", "volume-5", files=own), folder)
+    assert {c: (p.name, r) for c, (p, r) in m.matched.items()} == {
+        "volume-3": ("segmentation-3.nii.gz", "reference name")}
+    assert [p.name for p in m.unmatched] == ["wmh.nii.gz"]
+    assert m.missing == ("volume-4", "volume-5")
+
+
+def test_match_by_nnunet_number(tmp_path):
+    # nnU-Net: WMH_0012.nii.gz -> the case whose id ends in 12; 7 ends two case ids (ambiguous, left unmatched)
+    folder = _touch(tmp_path / "m", "WMH_0012.nii.gz", "WMH_0000.nii.gz", "WMH_0007.nii.gz")
+    cases = _cases("Utrecht_12", "Singapore_0", "GE3T_7", "Amsterdam_GE1T5_7")
+    m = P.match_predictions(cases, folder)
+    assert {c: (p.name, r) for c, (p, r) in m.matched.items()} == {
+        "Utrecht_12": ("WMH_0012.nii.gz", "nnU-Net number"), "Singapore_0": ("WMH_0000.nii.gz", "nnU-Net number")}
+    (reason,) = [r for p, r in m.unmatched.items() if p.name == "WMH_0007.nii.gz"]
+    assert reason.startswith("number 7 ends several case ids")
+    assert m.missing == ("GE3T_7", "Amsterdam_GE1T5_7")
+
+
+def test_match_by_mapping_csv_takes_precedence(tmp_path):
+    folder = _touch(tmp_path / "m", "a.png", "IDRiD_02.png", "b.png")
+    csv = tmp_path / "map.csv"
+    csv.write_text("case_id,file\nIDRiD_01,a.png\nIDRiD_02,b.png\n")
+    m = P.match_predictions(_cases("IDRiD_01", "IDRiD_02"), folder, mapping=P.read_mapping(csv))
+    assert {c: (p.name, r) for c, (p, r) in m.matched.items()} == {
+        "IDRiD_01": ("a.png", "mapping"), "IDRiD_02": ("b.png", "mapping")}
+    # the file named after the case is left over, listed with its reason, never silently dropped
+    assert {p.name: r for p, r in m.unmatched.items()} == {"IDRiD_02.png": "case 'IDRiD_02' has b.png already"}
+    table = m.table()
+    assert table["status"].tolist() == ["matched", "matched", "unmatched file"]
+
+
+def test_mapping_errors_name_the_file_and_the_case(tmp_path):
+    folder = _touch(tmp_path / "m", "a.png")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("case,path\nx,a.png\n")
+    with pytest.raises(ValueError, match=r"bad\.csv.*expected the columns 'case_id,file'"):
+        P.read_mapping(bad)
+    with pytest.raises(ValueError, match=r"case ids not in the dataset: \['IDRiD_09'\]"):
+        P.match_predictions(_cases("IDRiD_01"), folder, mapping={"IDRiD_09": "a.png"})
+    with pytest.raises(FileNotFoundError, match=r"file 'z\.png' for case 'IDRiD_01' not found"):
+        P.match_predictions(_cases("IDRiD_01"), folder, mapping={"IDRiD_01": "z.png"})
+
+
+def test_unmatched_files_and_cases_without_prediction_are_listed(tmp_path):
+    folder = _touch(tmp_path / "m", "Utrecht_0.nii.gz", "scan_final.nii.gz", "notes.txt")
+    m = P.match_predictions(_cases("Utrecht_0", "Utrecht_1"), folder)
+    assert {p.name: r for p, r in m.unmatched.items()} == {"scan_final.nii.gz": "no case of this name or number"}
+    assert m.missing == ("Utrecht_1",)
+    rows = m.table().to_dict("records")
+    assert rows[-1] == {"status": "no prediction", "case_id": "Utrecht_1", "file": "", "rule": ""}
+
+
+def test_a_second_file_for_a_matched_case_is_listed_not_used(tmp_path):
+    folder = _touch(tmp_path / "m", "volume-3.nii.gz", "segmentation-3.nii.gz")
+    own = {"volume-3": ["/d/volume-3.nii", "/d/segmentation-3.nii"]}
+    m = P.match_predictions(_cases("volume-3", files=own), folder)
+    assert {c: (p.name, r) for c, (p, r) in m.matched.items()} == {"volume-3": ("volume-3.nii.gz", "case id")}
+    assert {p.name: r for p, r in m.unmatched.items()} == {
+        "segmentation-3.nii.gz": "case 'volume-3' has volume-3.nii.gz already"}

@@ -195,3 +195,230 @@ def test_context_repr_holds_no_absolute_path(tmp_path, monkeypatch):
     ctx = study.context(dataset="wmh", profile="smoke", workspace="build/nbval", seed=3)
     assert repr(ctx) == "Context(dataset='wmh', profile='smoke', seed=3, workspace='build/nbval')"
     assert str(tmp_path) not in repr(ctx)
+
+
+def test_banner_says_when_the_evaluated_predictions_are_constructed(tmp_path, monkeypatch):
+    monkeypatch.setenv("HONEST_PROJECT_ROOT", str(tmp_path))
+    from helpers import io
+
+    ws = Workspace.at("ws")
+    for name in ("wmh", "lits"):
+        io.write_json({"source": "synthetic"}, ws.results(name) / "data_manifest.json")
+    io.write_json({"source": "constructed"}, ws.results("wmh") / "predictions_source.json")
+    io.write_json({"source": "trained"}, ws.results("lits") / "predictions_source.json")
+    wmh = study.context(dataset="wmh", profile="smoke", workspace="ws", seed=0).banner()
+    assert "> Predictions (WMH): **constructed** from the reference masks" in wmh
+    assert "Predictions" not in study.context(dataset="lits", profile="smoke", workspace="ws", seed=0).banner()
+    across = study.context(dataset="study", profile="smoke", workspace="ws", seed=0).banner()
+    assert "Predictions (WMH): **constructed**" in across
+
+
+# ---- workspaces outside the clone, interrupts, the lock, a quiet runner ------------------------------------------
+
+BOOK_PAGES = {"intro.md": "# Intro\n", "methods.md": "# Methods\n", "reproducibility.md": "# Reproducibility\n",
+              "references.md": "# References\n"}
+
+
+def _small_profile(project, **training) -> str:
+    return write_profile(project, {"profile": "t", "seed": 0, "datasets": {"wmh": {"training": training}}})
+
+
+def _sleepy_training(project) -> None:
+    """A training notebook that marks its start, then sleeps ``sleep`` seconds before writing its result."""
+    nb = _notebook("sleep = 0\n")
+    nb.cells[2].source = (
+        "import pathlib, time\nfrom helpers.paths import Workspace\nfrom helpers import io\n"
+        "io.write_text(Workspace.at(workspace).results(dataset) / 'training.started', 'x')\n"
+        "time.sleep(sleep)\n"
+        "io.write_text(Workspace.at(workspace).results(dataset) / 'training.txt', f'{value}')\n")
+    nbformat.write(nb, project / "notebooks" / "02_training.ipynb")
+
+
+def test_run_rerun_and_book_in_a_workspace_outside_the_clone(tmp_path, monkeypatch):
+    project = tmp_path / "clone"
+    project.mkdir()
+    monkeypatch.chdir(tmp_path)
+    (project / "_config.yml").write_text(
+        "title: test\nonly_build_toc_files: true\nexecute:\n  execute_notebooks: 'off'\n")
+    (project / "profiles").mkdir()
+    (project / "notebooks").mkdir()
+    (project / "book").mkdir()
+    for page, text in BOOK_PAGES.items():
+        (project / "book" / page).write_text(text)
+    for section in study.SECTIONS:
+        nb = _notebook('datasets = ["wmh"]\n' if section.name == "cross_dataset" else "")
+        nb.cells[2].source = nb.cells[2].source.replace("{SECTION}", section.name)
+        nbformat.write(nb, project / "notebooks" / section.notebook)
+    monkeypatch.setenv("HONEST_PROJECT_ROOT", str(project))
+    monkeypatch.setattr(study, "code_hash", lambda: "code-v1")
+    name = _small_profile(project)
+    sections = ["data", "training"]
+    for workspace in ("../elsewhere", str(tmp_path / "absolute")):  # relative (to the project root) and absolute
+        ws = Workspace.at(workspace)
+        assert project not in ws.root.parents
+        first = study.run(name, workspace=workspace, sections=sections, book=False)
+        assert first.executed == ["wmh · data", "wmh · training"]
+        assert study.run(name, workspace=workspace, sections=sections, book=False).executed == []
+        assert study.main(["book", "--workspace", workspace]) == 0
+        html = ws.root / "_build" / "html"
+        for chapter in ("01_data", "02_training"):
+            assert (html / "book" / "executed" / "wmh" / f"{chapter}.html").is_file()
+        index = (html / "book" / "intro.html").read_text()
+        assert 'href="executed/wmh/01_data.html"' in index or 'href="../book/executed/wmh/01_data.html"' in index
+        toc = yaml.safe_load((ws.root / "_toc.yml").read_text())
+        assert toc["parts"][1]["chapters"][0]["file"] == "book/executed/wmh/01_data"
+
+
+def _processes_of(project) -> list[str]:
+    """Processes still running for this project (the runner's children and kernels carry its root in their
+    environment)."""
+    import time
+
+    import psutil
+
+    time.sleep(1.0)
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if proc.environ().get("HONEST_PROJECT_ROOT") == str(project) and proc.pid != __import__("os").getpid():
+                found.append(" ".join(proc.info["cmdline"] or []))
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def test_ctrl_c_stops_the_section_stamps_nothing_unfinished_and_the_next_run_resumes(project):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    _sleepy_training(project)
+    name = _small_profile(project, sleep=60)
+    cmd = [sys.executable, "-m", "helpers.study", "run", "--profile", name, "--workspace", "ws", "--no-book",
+           "--section", "data", "--section", "training"]
+    env = {**os.environ, "HONEST_PROJECT_ROOT": str(project)}
+    proc = subprocess.Popen(cmd, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    ws = Workspace.at("ws")
+    started = ws.results("wmh") / "training.started"
+    deadline = time.monotonic() + 120
+    while not started.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert started.exists(), proc.communicate()
+    time.sleep(1.0)  # well inside the cell's sleep
+    interrupted_at = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole foreground process group
+    stdout, stderr = proc.communicate(timeout=60)
+    assert time.monotonic() - interrupted_at < 15, "the run must stop promptly"
+    assert proc.returncode == 130, (stdout, stderr)
+    assert "interrupted (SIGINT) during the notebook of section wmh · training" in stderr
+    assert "Traceback" not in stderr
+    assert "[1/2] wmh · data" in stdout and "done" in stdout.splitlines()[2]
+    assert not study.stamp_path(ws, "wmh", "training").exists()
+    assert not (ws.executed("wmh") / "02_training.ipynb").exists()
+    assert not list(ws.executed("wmh").glob(".*.running.ipynb"))
+    assert not (ws.results("wmh") / "training.txt").exists()
+    assert study.stamp_path(ws, "wmh", "data").exists()
+    assert _processes_of(project) == [], "the notebook process and its kernel must be stopped"
+
+    _small_profile(project, sleep=0)
+    resumed = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "wmh · data                       up to date" in resumed.stdout
+    assert "wmh · training                   done" in resumed.stdout
+    assert (ws.results("wmh") / "training.txt").read_text() == "1"
+    # the runner prints only its own progress: no kernel start-up chatter, no caught interrupts
+    for noise in ("IPKernelApp", "without encryption", "KeyboardInterrupt", "Input Notebook", "Executing"):
+        assert noise not in resumed.stdout + resumed.stderr, noise
+        assert noise not in stdout + stderr, noise
+
+
+def test_a_second_run_on_a_locked_workspace_stops_naming_the_first(project):
+    import os
+
+    name = _small_profile(project)
+    ws = Workspace.at("ws")
+    with study.workspace_lock(ws, "helpers.study run --profile first"):
+        with pytest.raises(study.StudyError) as info:
+            study.run(name, workspace="ws", book=False)
+    message = str(info.value)
+    assert f"workspace ws is in use by another run: pid {os.getpid()} on " in message
+    assert "helpers.study run --profile first" in message
+    assert not ws.results("wmh").exists()  # nothing ran
+    # released: the next run goes ahead, and leaves the lock file empty behind it
+    assert study.run(name, workspace="ws", sections=["data"], book=False).executed == ["wmh · data"]
+    assert study.lock_path(ws).read_text() == ""
+
+
+def test_a_stale_lock_of_a_killed_run_is_taken_over(project):
+    import io as _stdio
+    import json as _json
+
+    name = _small_profile(project)
+    ws = Workspace.at("ws")
+    ws.root.mkdir(parents=True)
+    # what a killed run leaves: its details in the lock file, but no process holding the lock
+    study.lock_path(ws).write_text(_json.dumps({"pid": 4194999, "host": "h", "started": "s", "command": "c"}))
+    out = _stdio.StringIO()
+    assert study.run(name, workspace="ws", sections=["data"], book=False, out=out).executed == ["wmh · data"]
+    assert "taking over the stale lock of a run that stopped without releasing it (pid 4194999 on h" in out.getvalue()
+
+
+def test_quiet_filters_kernel_chatter_and_keeps_real_errors():
+    text = ("[IPKernelApp] WARNING | Kernel is running over TCP without encryption. This is not secure.\n"
+            "    To use secure connections, set ...\n"
+            "[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel.\n"
+            "ValueError: planted failure\n")
+    assert study.quiet(text) == "ValueError: planted failure"
+
+
+# ---- the evaluate command: predictions made elsewhere, no training -----------------------------------------------
+
+
+def test_evaluate_command_matches_reports_and_builds_the_book_on_the_smoke_data(tmp_path, capsys):
+    import pandas as pd
+
+    from helpers import constructed, data, predictions, splits, synthetic
+
+    download = tmp_path / "download"
+    synthetic.write_wmh(download / "wmh", seed=0)  # the smoke stand-in, unpacked one folder deeper than named
+    found = data.find_cases("wmh", download)
+    test_ids = splits.make_splits(found, seed=0)["test"]
+    assert len(test_ids) >= 2
+    preds = tmp_path / "preds"
+    by_id = {f.case_id: f for f in found}
+    for model in ("unet", "resunet"):
+        for case_id in test_ids:
+            if model == "resunet" and case_id == test_ids[-1]:
+                continue  # this model has no prediction for the last test case
+            case = data.read_case(by_id[case_id])
+            mask = constructed.construct(case.mask, model, spacing=case.spacing)
+            predictions.write_prediction(preds, model, case_id, mask, kind="volume", affine=case.affine)
+    (preds / "resunet" / "notes_final.nii.gz").write_bytes(b"")  # a stray file: listed, not used
+    ws = tmp_path / "results"
+    args = ["evaluate", "--dataset", "wmh", "--data-root", str(download), "--predictions", str(preds),
+            "--workspace", str(ws)]
+
+    assert study.main(args) == 1
+    captured = capsys.readouterr()
+    assert f"no prediction for test case(s) ['{test_ids[-1]}']" in captured.err and "--missing-as-empty" in captured.err
+    assert f"  NO PREDICTION  {test_ids[-1]}" in captured.out
+    assert "  unmatched file notes_final.nii.gz" in captured.out
+    assert not (ws / "results").exists()  # nothing ran
+
+    assert study.main([*args, "--missing-as-empty"]) == 0
+    out = capsys.readouterr().out
+    assert f"(one level below {download})" in out
+    assert f"predictions of model 'unet': {len(test_ids)} test cases matched, 0 test cases without a prediction" in out
+    assert "wmh · training" not in out  # nothing is trained
+    per_case = pd.read_csv(ws / "results" / "wmh" / "per_case_metrics.csv", dtype={"case_id": str})
+    assert sorted(per_case["model"].unique()) == ["resunet", "unet"]
+    assert sorted(per_case["case_id"].unique()) == sorted(test_ids)
+    empty = per_case[(per_case["model"] == "resunet") & (per_case["case_id"] == test_ids[-1])]
+    assert bool(empty["pred_empty"].iloc[0])  # scored as an empty prediction, flagged
+    html = ws / "_build" / "html" / "book" / "executed" / "wmh"
+    for chapter in ("01_data", "03_evaluation", "04_stratification", "07_qualitative"):
+        assert (html / f"{chapter}.html").is_file(), chapter
+    assert not (html / "02_training.html").exists()

@@ -237,8 +237,9 @@ def _find_wmh(root: Path, *, modalities=WMH_MODALITIES, ignore_other_pathology: 
         subset = parts[0] if parts[0] in ("training", "test") else None
         rest = parts[1:] if subset else parts
         if len(rest) < 2 or rest[0] not in _WMH_SITE_OF_TOP:
-            raise ValueError(f"WMH subject folder {str(pre.parent)!r}: expected <site>[/<scanner>]/<id> with site in "
-                             f"{sorted(_WMH_SITE_OF_TOP)}, got {'/'.join(parts)!r}")
+            raise _nothing_found(ValueError(
+                f"WMH subject folder {str(pre.parent)!r}: expected <site>[/<scanner>]/<id> with site in "
+                f"{sorted(_WMH_SITE_OF_TOP)}, got {'/'.join(parts)!r}"))
         site = _WMH_SITE_OF_TOP[rest[0]]
         scanner = rest[0] if rest[0] == "GE3T" else (rest[1] if rest[0] == "Amsterdam" and len(rest) > 2 else rest[0])
         subject = rest[-1]
@@ -257,8 +258,9 @@ def _find_wmh(root: Path, *, modalities=WMH_MODALITIES, ignore_other_pathology: 
                                      "layout": "2022" if subset else "2017", "modalities": list(modalities)},
                                options={"ignore_other_pathology": ignore_other_pathology}))
     if not found:
-        raise ValueError(f"root {str(root)!r}: no WMH subject folders found (expected <site>/<id>/pre/FLAIR.nii.gz "
-                         "under training/ and test/ (2022) or at the top level (2017))")
+        raise _nothing_found(ValueError(
+            f"root {str(root)!r}: no WMH subject folders found (expected <site>/<id>/pre/FLAIR.nii.gz "
+            "under training/ and test/ (2022) or at the top level (2017))"))
     return found
 
 
@@ -357,8 +359,9 @@ def _find_lits(root: Path, *, target: str = "tumour") -> list[CaseFiles]:
                                    meta={"layout": "batches", "folder": volumes[number].parent.name},
                                    options={"target": target, "liver_label": 1, "tumour_label": 2}))
     if not found:
-        raise ValueError(f"root {str(root)!r}: no LiTS volumes found (expected 'Training Batch */volume-<n>.nii' "
-                         "or 'Task03_Liver/dataset.json')")
+        raise _nothing_found(ValueError(
+            f"root {str(root)!r}: no LiTS volumes found (expected 'Training Batch */volume-<n>.nii' "
+            "or 'Task03_Liver/dataset.json')"))
     return found
 
 
@@ -384,7 +387,7 @@ def _idrid_base(root: Path) -> Path:
     for candidate in (root / "A. Segmentation", root):
         if (candidate / "1. Original Images").is_dir():
             return candidate
-    raise FileNotFoundError(f"root {str(root)!r}: no 'A. Segmentation/1. Original Images' folder found")
+    raise _nothing_found(FileNotFoundError(f"root {str(root)!r}: no 'A. Segmentation/1. Original Images' folder found"))
 
 
 def _find_idrid(root: Path, *, lesion_types=IDRID_LESION_TYPES) -> list[CaseFiles]:
@@ -420,8 +423,9 @@ def _find_idrid(root: Path, *, lesion_types=IDRID_LESION_TYPES) -> list[CaseFile
             found.append(CaseFiles("idrid", image.stem, (image,), labels, subset, meta={"layout": "idrid"},
                                    options={"lesion_types": list(lesion_types)}))
     if not found:
-        raise ValueError(f"root {str(root)!r}: no IDRiD images found under '1. Original Images/a. Training Set' or "
-                         "'b. Testing Set'")
+        raise _nothing_found(ValueError(
+            f"root {str(root)!r}: no IDRiD images found under '1. Original Images/a. Training Set' or "
+            "'b. Testing Set'"))
     return found
 
 
@@ -511,18 +515,89 @@ def find_cases(dataset: str, root, **options) -> list[CaseFiles]:
     """
     dataset = _check_dataset(dataset)
     root = _check_root(root)
-    try:
-        found = _FINDERS[dataset](root, **options)
-    except TypeError as err:
-        if "unexpected keyword" in str(err):
-            raise TypeError(f"unknown option for dataset {dataset!r}: {err}") from None
-        raise
+    found = _find_here_or_one_deeper(dataset, root, options)
     seen = {}
     for f in found:
         if f.case_id in seen:
             raise ValueError(f"case id {f.case_id!r} appears twice: {str(seen[f.case_id])!r} and {str(f.images[0])!r}")
         seen[f.case_id] = f.images[0]
     return found
+
+
+def _nothing_found(err: Exception) -> Exception:
+    """Mark a finder's error as "no dataset in this folder" (rather than a broken dataset), so that
+    :func:`find_cases` looks one folder deeper."""
+    err.nothing_found = True
+    return err
+
+
+def _find(dataset: str, root: Path, options: dict) -> list[CaseFiles]:
+    try:
+        found = _FINDERS[dataset](root, **options)
+    except TypeError as err:
+        if "unexpected keyword" in str(err):
+            raise TypeError(f"unknown option for dataset {dataset!r}: {err}") from None
+        raise
+    for files in found:
+        files.meta["dataset_folder"] = str(root.resolve())
+    return found
+
+
+def _find_here_or_one_deeper(dataset: str, root: Path, options: dict) -> list[CaseFiles]:
+    """The cases under ``root``, or, when none are found there, under the one sub-folder of ``root`` that holds
+    the dataset (an archive unpacked into a folder of its own name, IDRiD's doubled ``A. Segmentation``); the
+    folder used is recorded in each case's ``meta["dataset_folder"]`` (:func:`dataset_folder`). When nothing is
+    found either way, the error adds the first levels of what ``root`` holds."""
+    try:
+        return _find(dataset, root, options)
+    except (FileNotFoundError, ValueError) as err:
+        if not getattr(err, "nothing_found", False):
+            raise
+        first = err
+    hits = []
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        try:
+            hits.append(_find(dataset, sub, options))
+        except (FileNotFoundError, ValueError) as err:
+            if not getattr(err, "nothing_found", False):
+                raise  # the dataset is there, but broken: say what is wrong with it
+            continue
+    if len(hits) == 1:
+        return hits[0]
+    if len(hits) > 1:
+        folders = [h[0].meta["dataset_folder"] for h in hits]
+        raise ValueError(f"root {str(root)!r}: no {dataset} dataset at its top, but one in each of {folders}; "
+                         "point data_root at the one you mean") from None
+    raise type(first)(f"{first}\n{_listing(root)}") from None
+
+
+def _listing(root: Path, *, depth: int = 2, limit: int = 8) -> str:
+    """The first ``depth`` levels below ``root`` (at most ``limit`` entries per folder), for error messages."""
+    lines = [f"root {str(root)!r} holds:"]
+
+    def walk(folder: Path, level: int) -> None:
+        try:
+            entries = sorted(folder.iterdir(), key=lambda p: p.name)
+        except OSError:
+            return
+        for entry in entries[:limit]:
+            lines.append("  " * level + entry.name + ("/" if entry.is_dir() else ""))
+            if entry.is_dir() and level < depth:
+                walk(entry, level + 1)
+        if len(entries) > limit:
+            lines.append("  " * level + f"... ({len(entries) - limit} more)")
+
+    walk(root, 1)
+    if len(lines) == 1:
+        lines[0] += " nothing"
+    return "\n".join(lines)
+
+
+def dataset_folder(found: list[CaseFiles], root=None) -> Path:
+    """The folder the cases of :func:`find_cases` were found in (``root`` or one level below it)."""
+    if found:
+        return Path(found[0].meta["dataset_folder"])
+    return Path(root).resolve()
 
 
 def read_case(files: CaseFiles) -> Case:
@@ -745,6 +820,7 @@ def prepare_dataset(
         "options": {"loader": loader, "preprocessing": prep_options, "val_fraction": val_fraction,
                     "test_fraction": test_fraction, "connectivity": connectivity, "seed": int(seed)},
         "root": str(Path(root).resolve()),
+        "dataset_folder": str(dataset_folder(found, root)),  # root itself or the sub-folder the dataset is in
     }
     results = ws.results(dataset)
     splits_mod.save_splits(ws, dataset, splits)

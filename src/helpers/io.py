@@ -1,6 +1,8 @@
 """Atomic file output: every result is written to a temporary file in its destination folder and then
 renamed over the destination (``os.replace``), so an interrupted run never leaves a half-written file
-behind and earlier results stay intact. Parent folders are created as needed."""
+behind and earlier results stay intact. Parent folders are created as needed. A written file gets the mode that
+the process's umask gives a new file (``0o666 & ~umask``, typically 0644), as a plain ``open`` would: the
+temporary file's own mode (0600, private to its owner) is not kept."""
 
 from __future__ import annotations
 
@@ -11,6 +13,20 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+
+def current_umask() -> int:
+    """The process's umask (read from ``/proc/self/status`` where available, without changing it)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read it by setting it, then restore it at once
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, suffix: str | None = None) -> Path:
@@ -27,6 +43,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, suff
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
+        os.chmod(tmp_path, 0o666 & ~current_umask())
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)

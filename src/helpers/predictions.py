@@ -26,9 +26,12 @@ on the original grid. An empty prediction is a valid prediction and is written a
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from scipy import ndimage
 
 from .io import atomic_write
@@ -326,7 +329,163 @@ def read_probabilities(root, model: str, case_id: str) -> np.ndarray:
     return np.asarray(array, dtype=np.float32)
 
 
+# ----------------------------------------------------------------------------------------- matching files to cases
+
+#: The rules that tie a prediction file to a case, in the order they are tried.
+MATCH_RULES = ("mapping", "case id", "reference name", "nnU-Net number")
+_NNUNET = re.compile(r"^(?P<prefix>.+)_(?P<number>\d{3,5})$")
+_TRAILING_NUMBER = re.compile(r"(\d+)\D*$")
+
+
+def _stem(name: str) -> str | None:
+    for suffix in SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
+def _file_stems(files) -> list[str]:
+    """The names a case's own files go by (suffix removed), e.g. LiTS ``volume-3`` and ``segmentation-3``."""
+    out = []
+    for path in files:
+        if path is None:
+            continue
+        name = Path(path).name
+        stem = _stem(name) or name.split(".")[0]
+        out.append(stem)
+    return out
+
+
+@dataclass(frozen=True)
+class Matching:
+    """Which prediction file of a folder belongs to which case.
+
+    ``matched``: case id -> (file, rule); ``unmatched``: files tied to no case (with the reason);
+    ``missing``: case ids without a file."""
+
+    folder: Path
+    matched: dict
+    unmatched: dict
+    missing: tuple[str, ...]
+
+    def table(self) -> pd.DataFrame:
+        """One row per file or case: ``status`` (matched, unmatched file, no prediction), ``case_id``, ``file``,
+        ``rule``."""
+        rows = [{"status": "matched", "case_id": c, "file": p.name, "rule": rule}
+                for c, (p, rule) in sorted(self.matched.items())]
+        rows += [{"status": "unmatched file", "case_id": "", "file": p.name, "rule": why}
+                 for p, why in sorted(self.unmatched.items())]
+        rows += [{"status": "no prediction", "case_id": c, "file": "", "rule": ""} for c in self.missing]
+        return pd.DataFrame(rows, columns=["status", "case_id", "file", "rule"])
+
+
+def read_mapping(path) -> dict[str, str]:
+    """A mapping CSV with columns ``case_id,file`` (one row per case; ``file`` relative to the model folder)."""
+    path = Path(path)
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"mapping file {str(path)!r}: not found") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise ValueError(f"mapping file {str(path)!r}: not a CSV ({err})") from None
+    if list(table.columns[:2]) != ["case_id", "file"]:
+        raise ValueError(f"mapping file {str(path)!r}: expected the columns 'case_id,file', got {list(table.columns)}")
+    duplicated = sorted(set(table["case_id"][table["case_id"].duplicated()]))
+    if duplicated:
+        raise ValueError(f"mapping file {str(path)!r}: case ids listed twice: {duplicated[:5]}")
+    return dict(zip(table["case_id"], table["file"]))
+
+
+def match_predictions(cases, folder, *, mapping: dict[str, str] | None = None) -> Matching:
+    """Tie the prediction files of ``folder`` to ``cases``.
+
+    ``cases``: objects with ``case_id`` and, optionally, ``images`` and ``labels``
+    (:class:`helpers.data.CaseFiles`) or ``source`` (:class:`helpers.data.Case`). A file is tied to a case by,
+    in this order (:data:`MATCH_RULES`): the ``mapping`` (case id -> file name); its name being the case id; its
+    name being the name of one of the case's own files (image or reference, e.g. LiTS ``segmentation-3``) when no
+    other case has a file of that name; nnU-Net's ``<prefix>_<NNNN>`` when ``NNNN`` equals the trailing number of
+    exactly one case id (``WMH_0012`` -> ``Utrecht_12``, ``LiTS_0003`` -> ``volume-3``) and all such files share
+    one prefix. Every file is tied to at most one case and every case to at most one file: a second candidate is
+    listed as unmatched, with the reason (the mapping naming a file twice is an error).
+    """
+    folder = Path(folder)
+    cases = list(cases)
+    ids = [str(c.case_id) for c in cases]
+    files = {}
+    if folder.is_dir():
+        for path in sorted(folder.iterdir()):
+            if path.is_file() and not path.name.startswith(".") and _stem(path.name) is not None:
+                files[path.name] = path
+    matched: dict[str, tuple[Path, str]] = {}
+    taken: set[str] = set()
+
+    def tie(case_id: str, name: str, rule: str) -> None:
+        if case_id in matched:
+            raise ValueError(f"{folder}: several predictions for case {case_id!r}: {matched[case_id][0].name} "
+                             f"({matched[case_id][1]}) and {name} ({rule})")
+        matched[case_id] = (files[name], rule)
+        taken.add(name)
+
+    if mapping:
+        unknown = sorted(set(mapping) - set(ids))
+        if unknown:
+            raise ValueError(f"mapping: case ids not in the dataset: {unknown[:5]}")
+        for case_id, name in mapping.items():
+            if name not in files:
+                raise FileNotFoundError(f"mapping: file {name!r} for case {case_id!r} not found in {folder}")
+            tie(case_id, name, "mapping")
+    by_stem = {_stem(n): n for n in files if n not in taken}
+    for case_id in ids:
+        if case_id not in matched and case_id in by_stem:
+            tie(case_id, by_stem.pop(case_id), "case id")
+    own: dict[str, list[str]] = {}
+    for case in cases:
+        names = [*getattr(case, "images", ()), *(getattr(case, "labels", {}) or {}).values()]
+        if getattr(case, "source", None):
+            names.append(case.source)
+        for stem in set(_file_stems(names)):
+            own.setdefault(stem, []).append(str(case.case_id))
+    for stem, owners in own.items():
+        if len(owners) == 1 and owners[0] not in matched and stem in by_stem:
+            tie(owners[0], by_stem.pop(stem), "reference name")
+    by_number: dict[int, list[str]] = {}
+    for case_id in ids:
+        trailing = _TRAILING_NUMBER.search(case_id)
+        if trailing:
+            by_number.setdefault(int(trailing.group(1)), []).append(case_id)
+    numbered = {stem: _NNUNET.match(stem) for stem in by_stem}
+    numbered = {stem: m for stem, m in numbered.items() if m}
+    if numbered and len({m["prefix"] for m in numbered.values()}) == 1:
+        for stem, m in sorted(numbered.items()):
+            owners = by_number.get(int(m["number"]), [])
+            if len(owners) == 1 and owners[0] not in matched:
+                tie(owners[0], by_stem.pop(stem), "nnU-Net number")
+    unmatched = {}
+    for name in by_stem.values():
+        m = _NNUNET.match(_stem(name))
+        owners = by_number.get(int(m["number"]), []) if m else []
+        stem = _stem(name)
+        claimed = [c for c in ([stem] + own.get(stem, [])[:1] + owners[:1]) if c in matched]
+        if claimed:
+            reason = f"case {claimed[0]!r} has {matched[claimed[0]][0].name} already"
+        elif len(owners) > 1:
+            reason = f"number {int(m['number'])} ends several case ids: {owners[:3]}"
+        elif owners and owners[0] in matched:
+            reason = f"case {owners[0]!r} has {matched[owners[0]][0].name} already"
+        elif owners:
+            reason = "nnU-Net-style names with different prefixes in one folder: numbers not used"
+        else:
+            reason = "no case of this name or number"
+        unmatched[files[name]] = reason
+    missing = tuple(c for c in ids if c not in matched)
+    return Matching(folder, matched, unmatched, missing)
+
+
 __all__ = [
+    "Matching",
+    "MATCH_RULES",
+    "match_predictions",
+    "read_mapping",
     "postprocess",
     "prediction_path",
     "write_prediction",

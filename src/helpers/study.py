@@ -85,6 +85,7 @@ class Context:
             f"**Provenance** · dataset `{self.dataset}` · profile `{self.profile}` · seed {self.seed} · "
             f"workspace `{relative(self.ws.root)}` · commit `{provenance.git_commit()}`",
             f"Data: {data}.",
+            *self._predictions_lines(),
             f"Packages: {pkgs}.",
         ]
         if self.synthetic:
@@ -94,6 +95,20 @@ class Context:
                 "they are **not** the paper's results."
             )
         return "\n\n".join("> " + line for line in lines)
+
+    def _predictions_lines(self) -> list[str]:
+        """A line per dataset of this page whose evaluated predictions are constructed (the regression run)."""
+        from .constructed import predictions_source
+
+        names = [name for name in self.sources if name in DATASETS]
+        constructed = [name for name in names
+                       if (predictions_source(self.ws, name) or {}).get("source") == "constructed"]
+        if not constructed:
+            return []
+        which = ", ".join(name.upper() for name in constructed)
+        return [f"Predictions ({which}): **constructed** from the reference masks by seeded perturbation operators "
+                "(profile switch `predictions_from: constructed`, the portable regression run), not predicted by "
+                "the trained models. Model names label construction rules; differences between them are built in."]
 
     def _repr_markdown_(self) -> str:
         return self.banner()
@@ -114,6 +129,8 @@ def context(*, dataset: str, profile: str, workspace: str, seed: int, data_sourc
 # ----------------------------------------------------------------------------------------------------------------
 
 import argparse  # noqa: E402
+import numpy as np  # noqa: E402
+import contextlib  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
@@ -400,47 +417,211 @@ def kernel_environment() -> dict:
             "PYTHONHASHSEED": "0", "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
 
 
-def execute(task: Task, ws: Workspace) -> float:
-    """Execute one task's notebook with papermill; on success write the executed notebook and the stamp
-    atomically. On a failing cell raise :class:`StudyError` naming notebook, cell and error, and keep the failed
-    notebook beside the executed ones (``*.failed.ipynb``) without touching earlier results."""
+class Interrupted(StudyError):
+    """The user interrupted the run (Ctrl-C, SIGINT or SIGTERM); the message names what was stopped."""
+
+
+#: Lines of the notebook processes' output that are start-up chatter, not news for the user: the kernel's
+#: warning about local TCP without encryption, its report of a caught interrupt, papermill's own log lines.
+CHATTER = (
+    "Kernel is running over TCP without encryption",
+    "KeyboardInterrupt caught in kernel",
+    "[IPKernelApp]",
+    "Input Notebook:",
+    "Output Notebook:",
+    "Executing notebook with kernel",
+    "Black is not installed",
+    "To connect another client to this kernel",
+)
+
+
+def quiet(text: str) -> str:
+    """``text`` without the lines of :data:`CHATTER` (and the indented continuation lines of such a warning)."""
+    out, skipping = [], False
+    for line in text.splitlines():
+        if any(marker in line for marker in CHATTER):
+            skipping = True
+            continue
+        if skipping and (line.startswith((" ", "\t")) or not line.strip()):
+            continue
+        skipping = False
+        out.append(line)
+    return "\n".join(out)
+
+
+class _StopSignals:
+    """While active, SIGINT and SIGTERM set a flag instead of raising in the middle of the runner's bookkeeping;
+    the runner polls :attr:`received` while it waits for a notebook process and stops that process itself."""
+
+    def __init__(self):
+        self.received: str | None = None
+        self._saved: dict = {}
+
+    def _handler(self, signum, frame):
+        import signal
+
+        self.received = signal.Signals(signum).name
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._saved[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
+        return False
+
+
+_SIGNALS: _StopSignals | None = None  # the active handler of the run in progress (None: default handlers)
+
+
+def _stop_requested() -> str | None:
+    return _SIGNALS.received if _SIGNALS is not None else None
+
+
+def _terminate(proc) -> None:
+    """Stop a notebook process and everything it started (its kernel runs in a session of its own, so a signal to
+    the process group would miss it): SIGTERM to all, SIGKILL to whatever is left after 5 s."""
+    import subprocess
+
+    import psutil
+
+    try:
+        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:  # it has ended on its own meanwhile
+        family = []
+    for member in family:
+        try:
+            member.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(family, timeout=5)
+    for member in alive:
+        try:
+            member.kill()
+        except psutil.NoSuchProcess:
+            pass
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _wait(proc, what: str) -> int:
+    """Wait for a child process, stopping it promptly when the user interrupts the run."""
+    import subprocess
+
+    while True:
+        try:
+            return proc.wait(timeout=0.2)
+        except subprocess.TimeoutExpired:
+            signal_name = _stop_requested()
+            if signal_name:
+                _terminate(proc)
+                raise Interrupted(f"interrupted ({signal_name}) during {what}") from None
+
+
+def _run_notebook(source: Path, target: Path, params: dict, log: Path) -> dict:
+    """Execute ``source`` with papermill in a child process of its own session (so that a terminal's Ctrl-C
+    reaches only the runner, which then stops the child and its kernel); its output goes to ``log``.
+
+    Returns the child's result: ``{"ok": True}`` or the failure (``ename``, ``evalue``, ``exec_count``)."""
+    import subprocess
+
+    spec = target.with_name(f".{target.stem}.spec.json")
+    result = target.with_name(f".{target.stem}.result.json")
+    result.unlink(missing_ok=True)
+    _io.write_json({"source": str(source), "target": str(target), "params": params, "result": str(result)}, spec)
+    env = {**os.environ, **kernel_environment()}
+    try:
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "helpers.study", "execute-notebook", str(spec)],
+                                    cwd=project_root(), env=env, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+            rc = _wait(proc, "the notebook")
+        if result.exists():
+            return _io.read_json(result)
+        tail = quiet(log.read_text(encoding="utf-8", errors="replace")).strip().splitlines()[-20:]
+        return {"ok": False, "ename": "ProcessError", "evalue": f"the notebook process exited with code {rc}",
+                "exec_count": None, "output": "\n".join(tail)}
+    finally:
+        spec.unlink(missing_ok=True)
+        result.unlink(missing_ok=True)
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel send this process SIGTERM when the runner dies, even by SIGKILL (which the runner
+    cannot handle), so that no notebook goes on writing into a workspace whose lock is gone."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _execute_in_child(spec_path: str) -> int:
+    """The child side of :func:`_run_notebook` (``python -m helpers.study execute-notebook SPEC``)."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    _die_with_parent()
+    spec = _io.read_json(spec_path)
+    try:
+        papermill.execute_notebook(spec["source"], spec["target"], parameters=spec["params"], cwd=str(project_root()),
+                                   kernel_name="python3", progress_bar=False, log_output=False, report_mode=False)
+        outcome = {"ok": True}
+    except PapermillExecutionError as err:
+        outcome = {"ok": False, "ename": err.ename, "evalue": err.evalue, "exec_count": err.exec_count}
+    except Exception as err:
+        outcome = {"ok": False, "ename": type(err).__name__, "evalue": str(err), "exec_count": None}
+    _io.write_json(outcome, spec["result"])
+    return 0 if outcome["ok"] else 1
+
+
+def execute(task: Task, ws: Workspace) -> float:
+    """Execute one task's notebook with papermill; on success write the executed notebook and the stamp
+    atomically. On a failing cell raise :class:`StudyError` naming notebook, cell and error, and keep the failed
+    notebook beside the executed ones (``*.failed.ipynb``) without touching earlier results. On an interrupt
+    raise :class:`Interrupted`: the half-executed notebook is removed and nothing is stamped."""
     source = notebooks_dir() / task.section.notebook
     target = executed_path(ws, task)
     target.parent.mkdir(parents=True, exist_ok=True)
     failed = target.with_suffix(".failed.ipynb")
     tmp = target.with_name(f".{target.stem}.running.ipynb")
-    saved_env = {k: os.environ.get(k) for k in kernel_environment()}
-    os.environ.update(kernel_environment())
+    log = target.with_name(f".{target.stem}.log")
     start = time.perf_counter()
     try:
-        papermill.execute_notebook(
-            str(source), str(tmp), parameters=task.params, cwd=str(project_root()), kernel_name="python3",
-            progress_bar=False, log_output=False, report_mode=False,
-        )
-    except PapermillExecutionError as err:
-        os.replace(tmp, failed)
-        cell = _failing_cell(failed)
-        raise StudyError(
-            f"{relative(source)} failed for dataset {task.dataset!r} in cell {cell} "
-            f"(execution count {err.exec_count}): {err.ename}: {err.evalue}\n"
-            f"  the executed notebook with the traceback: {relative(failed)}\n"
-            f"  earlier results are intact; fix the problem and run again to resume"
-        ) from None
-    except Exception as err:
+        outcome = _run_notebook(source, tmp, task.params, log)
+    except Interrupted as err:
+        tmp.unlink(missing_ok=True)
+        raise Interrupted(f"{err} of section {task.label} ({relative(source)}); nothing of it was stamped, "
+                          "the next run resumes there") from None
+    seconds = time.perf_counter() - start
+    if not outcome.get("ok"):
         if tmp.exists():
             os.replace(tmp, failed)
-        raise StudyError(f"{relative(source)} could not be executed for dataset {task.dataset!r}: "
-                         f"{type(err).__name__}: {err}") from None
-    finally:
-        for k, v in saved_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    seconds = time.perf_counter() - start
+            cell = _failing_cell(failed)
+            where = f"  the executed notebook with the traceback: {relative(failed)}\n"
+        else:
+            cell, where = "?", f"  the notebook process's output: {relative(log)}\n"
+        extra = f"\n{outcome['output']}" if outcome.get("output") else ""
+        raise StudyError(
+            f"{relative(source)} failed for dataset {task.dataset!r} in cell {cell} "
+            f"(execution count {outcome.get('exec_count')}): {outcome.get('ename')}: {outcome.get('evalue')}\n"
+            f"{where}"
+            f"  earlier results are intact; fix the problem and run again to resume{extra}"
+        )
+    log.unlink(missing_ok=True)
     _strip_papermill_metadata(tmp, collapse_parameters=True)
     os.replace(tmp, target)
     failed.unlink(missing_ok=True)
@@ -493,19 +674,127 @@ class RunReport:
     seconds: float = 0.0
 
 
+# ---- the workspace lock ---------------------------------------------------------------------------------------
+
+LOCK_FILE = ".study.lock"
+
+
+def lock_path(ws: Workspace) -> Path:
+    return ws.root / LOCK_FILE
+
+
+@contextlib.contextmanager
+def workspace_lock(ws: Workspace, command: str, *, out=sys.stdout):
+    """Hold the workspace's lock for the duration of a run: an exclusive ``flock`` on ``<ws>/.study.lock``, whose
+    content (pid, host, start time, command) names the holder to a second run, which stops at once.
+
+    The operating system releases a ``flock`` when its process dies, so the lock of a killed run is stale by
+    construction: the next run takes it over (and says so)."""
+    import fcntl
+    import socket
+
+    path = lock_path(ws)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _lock_holder(fd)
+            raise StudyError(
+                f"workspace {relative(ws.root)} is in use by another run: {holder}. Wait for it to finish, stop it "
+                f"(Ctrl-C in its terminal), or choose another --workspace"
+            ) from None
+        previous = _lock_holder(fd, default="")
+        if previous:
+            print(f"study: taking over the stale lock of a run that stopped without releasing it ({previous})",
+                  file=out, flush=True)
+        info = {"pid": os.getpid(), "host": socket.gethostname(),
+                "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "command": command}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        try:
+            yield path
+        finally:
+            os.ftruncate(fd, 0)  # an empty lock file: released cleanly
+    finally:
+        os.close(fd)
+
+
+def _lock_holder(fd: int, *, default: str = "a run whose details are unknown") -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode() or "null")
+    except (OSError, ValueError):
+        return default
+    if not isinstance(info, dict):
+        return default
+    return (f"pid {info.get('pid')} on {info.get('host')}, started {info.get('started')}: "
+            f"{info.get('command')}")
+
+
+# ---- running the study ------------------------------------------------------------------------------------------
+
+
 def run(profile: str, *, workspace: str = ".", datasets=None, sections=None, force: bool = False,
         book: bool = True, out=sys.stdout) -> RunReport:
-    """Run the study: every out-of-date section notebook of the profile, in dependency order, then the book."""
+    """Run the study: every out-of-date section notebook of the profile, in dependency order, then the book.
+
+    The workspace is locked while the run lasts; Ctrl-C (SIGINT) or SIGTERM stops the notebook in progress and
+    raises :class:`Interrupted` naming it, with nothing stamped that did not finish."""
     prof, prof_path = load_profile(profile)
+    return run_profile(prof, prof_path, workspace=workspace, datasets=datasets, sections=sections, force=force,
+                       book=book, out=out)
+
+
+def run_profile(prof: dict, prof_path: Path, *, workspace: str = ".", datasets=None, sections=None,
+                force: bool = False, book: bool = True, out=sys.stdout) -> RunReport:
+    """:func:`run` for a profile already loaded (:func:`load_profile`) or built by a command (``evaluate``)."""
     ws = Workspace.at(workspace)
     tasks = plan(prof, prof_path, workspace, datasets=datasets, sections=sections)
+    with workspace_lock(ws, f"helpers.study run --profile {prof['profile']}", out=out), _signals():
+        return _run_locked(tasks, ws, prof, prof_path, force=force, book=book, out=out)
+
+
+def _run_locked(tasks: list[Task], ws: Workspace, prof: dict, prof_path: Path, *, force: bool, book: bool,
+                out) -> RunReport:
     assign_keys(tasks, ws, prof["datasets"])
+    report = execute_tasks(tasks, ws, prof, prof_path, force=force, out=out)
+    write_toc(prof, ws)
+    print(f"study: {len(report.executed)} executed, {len(report.skipped)} up to date, "
+          f"{report.seconds:.1f} s", file=out, flush=True)
+    if book:
+        build_book(ws, out=out)
+    return report
+
+
+@contextlib.contextmanager
+def _signals():
+    """Install the runner's SIGINT/SIGTERM handling for a block (nested blocks share the outer one)."""
+    global _SIGNALS
+    if _SIGNALS is not None:
+        yield _SIGNALS
+        return
+    with _StopSignals() as handler:
+        _SIGNALS = handler
+        try:
+            yield handler
+        finally:
+            _SIGNALS = None
+
+
+def execute_tasks(tasks: list[Task], ws: Workspace, prof: dict, prof_path: Path, *, force: bool = False,
+                  out=sys.stdout) -> RunReport:
+    """Execute the out-of-date tasks one after another, reporting progress; stop at the first failure or
+    interrupt (the tasks already done keep their stamps)."""
     report = RunReport()
     start = time.perf_counter()
     print(f"study: profile {prof['profile']} ({relative(prof_path)}), workspace {relative(ws.root)}, "
           f"{len(tasks)} section runs", file=out, flush=True)
     for i, task in enumerate(tasks, start=1):
         prefix = f"[{i}/{len(tasks)}] {task.label:<32}"
+        if _stop_requested():
+            raise Interrupted(f"interrupted ({_stop_requested()}) before section {task.label}; "
+                              "the next run resumes there")
         if not force and is_up_to_date(ws, task):
             report.skipped.append(task.label)
             print(f"{prefix} up to date", file=out, flush=True)
@@ -516,27 +805,51 @@ def run(profile: str, *, workspace: str = ".", datasets=None, sections=None, for
         print(f"{prefix} done in {seconds:6.1f} s (elapsed {time.perf_counter() - start:6.1f} s)",
               file=out, flush=True)
     report.seconds = time.perf_counter() - start
-    write_toc(prof, ws)
-    print(f"study: {len(report.executed)} executed, {len(report.skipped)} up to date, "
-          f"{report.seconds:.1f} s", file=out, flush=True)
-    if book:
-        build_book(ws, out=out)
     return report
 
 
 # ---- the book ---------------------------------------------------------------------------------------------------
 
 
+#: The hand-written files the book needs besides the executed notebooks (relative to the project root).
+BOOK_FILES = ("_config.yml", "book")
+
+
+def book_root(ws: Workspace) -> Path:
+    """The folder Jupyter Book builds from: the project root for a workspace inside the clone (the hand-written
+    pages are read where they are), else the workspace itself, which then holds a copy of them
+    (:func:`stage_book_files`): Sphinx reads only files below its source folder."""
+    root = project_root()
+    return root if ws.root == root or root in ws.root.parents else ws.root
+
+
+def stage_book_files(ws: Workspace) -> None:
+    """Copy the book's configuration and hand-written pages into a workspace outside the clone (atomically, file
+    by file; the executed notebooks under ``book/executed`` are not touched)."""
+    root = project_root()
+    if book_root(ws) == root:
+        return
+    for name in BOOK_FILES:
+        source = root / name
+        files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file())
+        for file in files:
+            rel = file.relative_to(root)
+            if rel.parts[:2] == ("book", "executed") or any(part.startswith(".") for part in rel.parts):
+                continue
+            _io.write_bytes(ws.root / rel, file.read_bytes())
+
+
 def toc_path(ws: Workspace) -> Path:
     """The book's table of contents: ``_toc.yml`` at the project root for the main workspace, else inside the
-    workspace (the book's root stays the project root, so the hand-written pages are shared)."""
+    workspace."""
     return project_root() / "_toc.yml" if ws.root == project_root() else ws.root / "_toc.yml"
 
 
 def toc(profile: dict, ws: Workspace) -> dict:
     """The table of contents for the datasets and chapters of ``profile``: one part per dataset plus the
-    cross-dataset chapters; only chapters whose executed notebook exists are listed."""
-    root = project_root()
+    cross-dataset chapters; only chapters whose executed notebook exists are listed. Paths are relative to
+    :func:`book_root`."""
+    root = book_root(ws)
 
     def entry(dataset: str, section: Section, title: str):
         path = ws.executed(dataset) / section.notebook
@@ -577,23 +890,183 @@ def build_book(ws: Workspace, *, out=sys.stdout) -> Path:
     """Build the HTML book with Jupyter Book v1 (execution off, warnings as errors); returns the HTML folder."""
     import subprocess
 
-    root = project_root()
     toc_file = toc_path(ws)
     if not toc_file.exists():
         raise StudyError(f"{relative(toc_file)} not found: run the study before building its book")
+    stage_book_files(ws)
+    root = book_root(ws)
     cli = Path(sys.executable).parent / "jupyter-book"
     cmd = [str(cli) if cli.exists() else "jupyter-book", "build", str(root), "--toc", str(toc_file),
            "--path-output", str(ws.root), "-W", "-n", "--keep-going"]
     print(f"book: building {relative(ws.root / '_build' / 'html')} …", file=out, flush=True)
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-40:])
-        raise StudyError(f"the book build failed (exit {proc.returncode}):\n{tail}")
+    log = ws.root / ".book-build.log"
+    with _signals(), open(log, "wb") as sink:
+        proc = subprocess.Popen(cmd, cwd=root, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+        returncode = _wait(proc, "the book build")
+    text = log.read_text(encoding="utf-8", errors="replace")
+    log.unlink(missing_ok=True)
+    if returncode != 0:
+        tail = "\n".join(text.strip().splitlines()[-40:])
+        raise StudyError(f"the book build failed (exit {returncode}):\n{tail}")
     html = ws.root / "_build" / "html"
     print(f"book: built in {time.perf_counter() - start:.1f} s; open {relative(html / 'index.html')}",
           file=out, flush=True)
     return html
+
+
+# ---- evaluating predictions made elsewhere ----------------------------------------------------------------------
+
+#: The sections the ``evaluate`` command runs (no training: the predictions come from elsewhere).
+EVALUATE_SECTIONS = ("data", "evaluation", "stratification", "reversals", "bootstrap", "qualitative")
+
+
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, choices=DATASETS, help="which dataset the predictions are for")
+    parser.add_argument("--data-root", required=True,
+                        help="your copy of the dataset (its published layout), or 'synthetic' for the stand-in")
+    parser.add_argument("--predictions", required=True,
+                        help="a folder of prediction files (one model, named after the folder) or of model folders")
+    parser.add_argument("--workspace", default="build/evaluate",
+                        help="where results and the book go: any folder, absolute or relative (to the project root)")
+    parser.add_argument("--mapping", help="CSV with columns case_id,file tying files to cases explicitly")
+    parser.add_argument("--missing-as-empty", action="store_true",
+                        help="score a test case without a prediction as an empty prediction (default: stop)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split and the bootstrap")
+    parser.add_argument("--no-book", action="store_true", help="do not build the book")
+
+
+def prediction_models(folder: Path) -> dict[str, Path]:
+    """The models of a predictions folder: the folder itself when it holds prediction files (the model is named
+    after it), else each sub-folder with prediction files (``_``/``.`` folders skipped)."""
+    from . import predictions as _predictions
+
+    if not folder.is_dir():
+        raise StudyError(f"--predictions {folder}: folder not found")
+    if _predictions.list_cases(folder.parent, folder.name):
+        return {folder.name: folder}
+    models = {name: folder / name for name in _predictions.list_models(folder)}
+    if not models:
+        entries = sorted(p.name for p in folder.iterdir())[:10]
+        raise StudyError(f"--predictions {folder}: no prediction files ({', '.join(_predictions_suffixes())}) in it "
+                         f"or in its sub-folders; it holds: {entries or 'nothing'}")
+    return models
+
+
+def _predictions_suffixes() -> tuple[str, ...]:
+    from .predictions import SUFFIXES
+
+    return SUFFIXES
+
+
+def format_matching(model: str, table, test_ids: set[str]) -> str:
+    """The matching of one model's files as the lines the ``evaluate`` command prints before anything runs."""
+    in_test = table["case_id"].isin(test_ids)
+    matched = table[(table["status"] == "matched") & in_test]
+    elsewhere = table[(table["status"] == "matched") & ~in_test]
+    unmatched = table[table["status"] == "unmatched file"]
+    missing = table[(table["status"] == "no prediction") & in_test]
+    lines = [f"predictions of model {model!r}: {len(matched)} test cases matched, {len(missing)} test cases without a "
+             f"prediction, {len(unmatched)} unmatched files, {len(elsewhere)} files of cases outside the test split"]
+    for _, row in matched.iterrows():
+        lines.append(f"  matched        {row['case_id']:<36} {row['file']}  ({row['rule']})")
+    for _, row in missing.iterrows():
+        lines.append(f"  NO PREDICTION  {row['case_id']}")
+    for _, row in unmatched.iterrows():
+        lines.append(f"  unmatched file {row['file']:<36} ({row['rule']})")
+    for _, row in elsewhere.iterrows():
+        lines.append(f"  not evaluated  {row['file']:<36} (case {row['case_id']} is not in the test split)")
+    return "\n".join(lines)
+
+
+def evaluate_command(args, *, out=None) -> RunReport:
+    """``python -m helpers.study evaluate``: match the prediction files to the dataset's test cases, print the
+    matching, stage the matched files under ``<workspace>/predictions/<dataset>/<model>/<case_id>.<ext>`` (links),
+    then run :data:`EVALUATE_SECTIONS` and build the book."""
+    import yaml
+
+    from . import data as _data
+    from . import predictions as _predictions
+    from . import splits as _splits
+
+    out = sys.stdout if out is None else out
+    dataset = args.dataset
+    ws = Workspace.at(args.workspace)
+    synthetic = args.data_root == "synthetic"
+    if synthetic:
+        raise StudyError("--data-root synthetic: the stand-in is written by a run (use `run --profile smoke`); "
+                         "point --data-root at a dataset folder, e.g. <workspace>/data/wmh of such a run")
+    data_root = resolve(args.data_root)
+    try:
+        found = _data.find_cases(dataset, data_root)
+    except (FileNotFoundError, ValueError) as err:
+        raise StudyError(f"--data-root: {err}") from None
+    used = _data.dataset_folder(found, data_root)
+    note = "" if used == data_root.resolve() else f" (one level below {data_root})"
+    print(f"data: {len(found)} {dataset} cases in {used}{note}", file=out, flush=True)
+    split = _splits.make_splits(found, seed=args.seed)
+    test_ids = set(split["test"])
+    print(f"split: {len(test_ids)} test cases ({split['rule']})", file=out, flush=True)
+    mapping = _predictions.read_mapping(resolve(args.mapping)) if args.mapping else None
+    models = prediction_models(resolve(args.predictions))
+    staged: dict[str, dict[str, Path | None]] = {}
+    problems = []
+    for model, folder in models.items():
+        try:
+            matching = _predictions.match_predictions(found, folder, mapping=mapping)
+        except (FileNotFoundError, ValueError) as err:
+            raise StudyError(f"--predictions {folder}: {err}") from None
+        print(format_matching(model, matching.table(), test_ids), file=out, flush=True)
+        files = {c: p for c, (p, _) in matching.matched.items() if c in test_ids}
+        missing = sorted(test_ids - set(files))
+        if missing and not args.missing_as_empty:
+            problems.append(f"model {model!r}: no prediction for test case(s) {missing[:10]}"
+                            + (f" and {len(missing) - 10} more" if len(missing) > 10 else ""))
+        staged[model] = {**files, **{c: None for c in missing}}
+    if problems:
+        raise StudyError("; ".join(problems) + ". Name the files by case id, give --mapping case_id,file, or score "
+                         "them as empty predictions with --missing-as-empty")
+    prof = {"profile": "evaluate", "description": f"evaluate predictions from {relative(resolve(args.predictions))}",
+            "seed": int(args.seed), "datasets": {dataset: {"data": {"data_root": str(used)}}}, "study": {}}
+    prof_path = ws.root / "evaluate_profile.yaml"
+    with workspace_lock(ws, f"helpers.study evaluate --dataset {dataset}", out=out), _signals():
+        _io.write_text(prof_path, "# written by `python -m helpers.study evaluate`\n"
+                       + yaml.safe_dump(prof, sort_keys=False))
+        by_id = {f.case_id: f for f in found}
+        for model, files in staged.items():
+            stage_predictions(ws.predictions(dataset), model, files, by_id)
+        tasks = plan(prof, prof_path, relative(ws.root), sections=EVALUATE_SECTIONS)
+        return _run_locked(tasks, ws, prof, prof_path, force=False, book=not args.no_book, out=out)
+
+
+def stage_predictions(root: Path, model: str, files: dict, cases: dict) -> None:
+    """Lay the matched files out as ``<root>/<model>/<case_id><suffix>`` (symbolic links, copies where links are
+    not possible); a case mapped to ``None`` gets an empty prediction on its grid."""
+    import shutil
+
+    from . import data as _data
+    from . import predictions as _predictions
+
+    folder = root / model
+    if folder.is_symlink() or folder.is_file():
+        folder.unlink()
+    elif folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    for case_id, path in files.items():
+        if path is None:
+            case = _data.read_case(cases[case_id])
+            kind = "image" if case.mask.ndim == 2 else "volume"
+            _predictions.write_prediction(root, model, case_id, np.zeros(case.mask.shape, bool), kind=kind,
+                                          affine=case.affine)
+            continue
+        suffix = next(s for s in _predictions.SUFFIXES if path.name.lower().endswith(s))
+        target = folder / f"{case_id}{suffix}"
+        try:
+            target.symlink_to(path.resolve())
+        except OSError:
+            shutil.copyfile(path, target)
 
 
 # ---- committed notebooks -------------------------------------------------------------------------------------------
@@ -602,20 +1075,23 @@ def build_book(ws: Workspace, *, out=sys.stdout) -> Path:
 def refresh_notebooks(*, profile: str = "smoke", workspace: str = "build/nbval", out=sys.stdout) -> None:
     """Re-execute the committed source notebooks in place with their default parameters (after a run of the
     ``smoke`` profile in their default workspace), so that nbval has fresh reference outputs."""
-    import papermill
-
     run(profile, workspace=workspace, book=False, out=out)
-    os.environ.update(kernel_environment())
-    for section in SECTIONS:
-        path = notebooks_dir() / section.notebook
-        if not path.exists():
-            continue
-        print(f"refresh: {relative(path)}", file=out, flush=True)
-        tmp = path.with_name(f".{path.stem}.refresh.ipynb")
-        papermill.execute_notebook(str(path), str(tmp), cwd=str(project_root()), kernel_name="python3",
-                                   progress_bar=False, log_output=False)
-        _strip_papermill_metadata(tmp)
-        os.replace(tmp, path)
+    ws = Workspace.at(workspace)
+    with workspace_lock(ws, "helpers.study refresh-notebooks", out=out), _signals():
+        for section in SECTIONS:
+            path = notebooks_dir() / section.notebook
+            if not path.exists():
+                continue
+            print(f"refresh: {relative(path)}", file=out, flush=True)
+            tmp = path.with_name(f".{path.stem}.refresh.ipynb")
+            log = path.with_name(f".{path.stem}.refresh.log")
+            outcome = _run_notebook(path, tmp, {}, log)
+            if not outcome.get("ok"):
+                raise StudyError(f"{relative(path)}: {outcome.get('ename')}: {outcome.get('evalue')} "
+                                 f"(the executed copy: {relative(tmp)})")
+            log.unlink(missing_ok=True)
+            _strip_papermill_metadata(tmp)
+            os.replace(tmp, path)
 
 
 # ---- command line --------------------------------------------------------------------------------------------------
@@ -624,27 +1100,44 @@ def refresh_notebooks(*, profile: str = "smoke", workspace: str = "build/nbval",
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.study", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    ws_help = ("where results go: any folder, absolute or relative (to the project root), inside or outside the "
+               "clone")
     p_run = sub.add_parser("run", help="run the out-of-date sections of a profile, then build the book")
     p_run.add_argument("--profile", default="default", help="profile name (profiles/<name>.yaml) or a YAML path")
-    p_run.add_argument("--workspace", default=".", help="where results go (relative to the project root)")
+    p_run.add_argument("--workspace", default=".", help=ws_help)
     p_run.add_argument("--dataset", action="append", help="only this dataset (repeatable)")
     p_run.add_argument("--section", action="append", help="only this section (repeatable)")
     p_run.add_argument("--force", action="store_true", help="re-run even up-to-date sections")
     p_run.add_argument("--no-book", action="store_true", help="do not build the book")
     p_book = sub.add_parser("book", help="build the book of a workspace")
-    p_book.add_argument("--workspace", default=".")
+    p_book.add_argument("--workspace", default=".", help=ws_help)
+    p_eval = sub.add_parser(
+        "evaluate", help="evaluate predictions made elsewhere (no training): data, evaluation, stratification, "
+                         "reversals, bootstrap and qualitative sections, then the book")
+    add_evaluate_arguments(p_eval)
     p_ref = sub.add_parser("refresh-notebooks", help="re-execute the committed notebooks (nbval references)")
     p_ref.add_argument("--profile", default="smoke")
     p_ref.add_argument("--workspace", default="build/nbval")
+    p_exec = sub.add_parser("execute-notebook", help=argparse.SUPPRESS)  # the runner's child process
+    p_exec.add_argument("spec")
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
             run(args.profile, workspace=args.workspace, datasets=args.dataset, sections=args.section,
                 force=args.force, book=not args.no_book)
         elif args.command == "book":
-            build_book(Workspace.at(args.workspace))
+            ws = Workspace.at(args.workspace)
+            with workspace_lock(ws, "helpers.study book"):
+                build_book(ws)
+        elif args.command == "evaluate":
+            evaluate_command(args)
+        elif args.command == "execute-notebook":
+            return _execute_in_child(args.spec)
         else:
             refresh_notebooks(profile=args.profile, workspace=args.workspace)
+    except Interrupted as err:
+        print(f"study: {err}", file=sys.stderr)
+        return 130
     except StudyError as err:
         print(f"study: error: {err}", file=sys.stderr)
         return 1
