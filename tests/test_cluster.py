@@ -1,0 +1,300 @@
+"""The study's grid on Dask: a real scheduler and two ``dask worker`` processes on 127.0.0.1 (started here), the
+training grid's results against the in-process run, a worker killed mid-task, resumption, and the Slurm recipe."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import cluster, predictions, training
+from helpers.paths import Workspace
+from helpers.preprocessing import PreparedCase, save_prepared
+from helpers.splits import save_splits
+
+ROOT = Path(__file__).resolve().parents[1]
+# Smaller than the smoke profile's training: two models, 3 epochs of 2 steps of 2 patches.
+TINY = training.TrainingProtocol(size="smoke", epochs=3, steps_per_epoch=2, batch_size=2, patch_size=64,
+                                 val_max_slices=2)
+MODELS = ["unet", "resunet"]
+
+
+# ---- pieces without a cluster -------------------------------------------------------------------------------------
+
+
+def test_local_layout_gives_workers_times_threads_equal_to_cores():
+    assert cluster.local_layout(cores=8) == (8, 1)
+    assert cluster.local_layout(2, cores=8) == (2, 4)
+    assert cluster.local_layout(3, cores=8) == (3, 2)  # 3 x 2 = 6 <= 8: never more threads than cores
+    assert cluster.local_layout(4, cores=2) == (4, 1)  # more workers than cores: one thread each
+    with pytest.raises(ValueError, match="workers must be a positive integer, got 0"):
+        cluster.local_layout(0, cores=2)
+
+
+def test_task_threads_reads_the_worker_environment(monkeypatch):
+    monkeypatch.setenv(cluster.THREADS_ENV, "3")
+    assert cluster.task_threads() == 3
+    monkeypatch.setenv(cluster.THREADS_ENV, "zero")
+    with pytest.raises(ValueError, match=r"\$HONEST_TORCH_THREADS must be a positive integer, got 'zero'"):
+        cluster.task_threads()
+
+
+def test_worker_environment_makes_openmp_threads_wait_passively():
+    env = cluster.worker_environment(2)
+    assert env["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert env["OMP_NUM_THREADS"] == env[cluster.THREADS_ENV] == "2"
+
+
+def _square(x):
+    return x * x
+
+
+def _fail_on_three(x):
+    if x == 3:
+        raise ValueError("three is not allowed")
+    return x
+
+
+def test_in_process_grid_keeps_order_and_names_the_failing_task():
+    tasks = [cluster.GridTask(f"item {i}", _square, (i,)) for i in range(4)]
+    assert cluster.run_grid(tasks, progress=False) == [0, 1, 4, 9]
+    tasks = [cluster.GridTask(f"item {i}", _fail_on_three, (i,)) for i in range(5)]
+    with pytest.raises(cluster.GridError, match="task item 3 failed: ValueError: three is not allowed"):
+        cluster.run_grid(tasks, progress=False)
+
+
+def test_grid_rejects_duplicate_labels_and_unknown_prerequisites():
+    with pytest.raises(ValueError, match="task labels must be unique"):
+        cluster.run_grid([cluster.GridTask("a", _square, (1,)), cluster.GridTask("a", _square, (2,))])
+    with pytest.raises(ValueError, match=r"task 'a' waits for unknown task\(s\) \['b'\]"):
+        cluster.run_grid([cluster.GridTask("a", _square, (1,), after=("b",))])
+
+
+def test_progress_printer_counts_tasks_over_grids():
+    import io
+
+    out = io.StringIO()
+    printer = cluster.ProgressPrinter(out=out)
+    printer((0.0, {"event": "grid", "name": "train wmh", "n": 2}))
+    printer((0.0, {"event": "task", "label": "wmh · unet · seed 0", "status": "done", "seconds": 1.25}))
+    printer((0.0, {"event": "grid", "name": "train lits", "n": 1}))
+    lines = out.getvalue().splitlines()
+    assert lines[0].strip() == "grid train wmh: 2 tasks"
+    assert lines[1].strip().startswith("[1/2] wmh · unet · seed 0")
+    assert "done in    1.2 s" in lines[1] or "done in    1.3 s" in lines[1]
+    assert lines[2].strip() == "grid train lits: 1 tasks"
+
+
+# ---- a real scheduler and two workers -------------------------------------------------------------------------------
+
+
+def _case(case_id, *, seed, n=3, hw=(64, 64), original=(48, 56)):
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((n, *hw), bool)
+    mask[:, 20:28, 30:40] = True
+    mask[n // 2, 50:53, 10:13] = True
+    image = (rng.normal(size=(n, 1, *hw)) + 2.0 * mask[:, None]).astype(np.float32)
+    return PreparedCase(case_id, image, mask, None, (3.0, 0.9, 0.9), (n, *original),
+                        (1.0, hw[0] / original[0], hw[1] / original[1]), np.diag([0.9, 0.9, 3.0, 1.0]), "volume")
+
+
+def _dataset(ws, dataset="wmh"):
+    ids = {"train": ["a", "b"], "val": ["c"], "test": ["d", "e"]}
+    for i, case_id in enumerate(ids["train"] + ids["val"] + ids["test"]):
+        save_prepared(ws, dataset, _case(case_id, seed=i))
+    save_splits(ws, dataset, ids)
+
+
+def _worker_env():
+    env = {**os.environ, **cluster.worker_environment(1), "HONEST_PROJECT_ROOT": str(ROOT)}
+    return env
+
+
+class _Cluster:
+    """``dask scheduler`` and ``dask worker`` processes (no nanny: a killed worker stays dead)."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.workers = folder, []
+        self.file = folder / "scheduler.json"
+        dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+        self.scheduler = subprocess.Popen(
+            [*dask, "--host", "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file", str(self.file)],
+            env=_worker_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(600):
+            if self.file.exists() and self.file.stat().st_size:
+                break
+            time.sleep(0.1)
+        self.address = json.loads(self.file.read_text())["address"]
+
+    def add_worker(self):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file", str(self.file),
+             "--nthreads", "1", "--no-nanny", "--no-dashboard", "--host", "127.0.0.1"],
+            env=_worker_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.workers.append(proc)
+        return proc
+
+    def wait_for_workers(self, n):
+        from distributed import Client
+
+        with Client(self.address, timeout="60s") as client:
+            client.wait_for_workers(n, timeout=120)
+
+    def close(self):
+        for proc in [*self.workers, self.scheduler]:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in [*self.workers, self.scheduler]:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture(scope="module")
+def dask_cluster(tmp_path_factory):
+    c = _Cluster(tmp_path_factory.mktemp("dask"))
+    try:
+        c.add_worker()
+        c.add_worker()
+        c.wait_for_workers(2)
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture(scope="module")
+def in_process(tmp_path_factory):
+    """The reference: the tiny grid in-process with one torch thread (the workers' count)."""
+    ws = Workspace.at(tmp_path_factory.mktemp("reference"))
+    _dataset(ws)
+    old = os.environ.get(cluster.THREADS_ENV)
+    os.environ[cluster.THREADS_ENV] = "1"
+    try:
+        training.train_all(ws, "wmh", TINY, models=MODELS, seed=0, seeds=2, progress=False)
+        training.predict_all(ws, "wmh", models=MODELS, seed=0, seeds=2, progress=False)
+    finally:
+        if old is None:
+            os.environ.pop(cluster.THREADS_ENV)
+        else:
+            os.environ[cluster.THREADS_ENV] = old
+    return ws
+
+
+def _predictions(ws):
+    out = {}
+    for s, index in ((0, 0), (1, 1)):
+        root = training.predictions_root(ws, "wmh", seed_index=index, seed=s)
+        for model in MODELS:
+            for case in ("d", "e"):
+                out[(s, model, case)] = predictions.read_prediction(root, model, case, shape=(3, 48, 56))
+    return out
+
+
+def _assert_same_predictions(ws, reference):
+    ours, ref = _predictions(ws), _predictions(reference)
+    assert ours.keys() == ref.keys()
+    for key in ref:
+        assert np.array_equal(ours[key], ref[key]), key
+
+
+@pytest.mark.slow
+def test_training_grid_on_two_workers_equals_the_in_process_run(tmp_path, dask_cluster, in_process):
+    ws = Workspace.at(tmp_path)
+    _dataset(ws)
+    summary = training.train_all(ws, "wmh", TINY, models=MODELS, seed=0, seeds=2, scheduler=dask_cluster.address)
+    assert list(zip(summary["model"], summary["seed"])) == [("unet", 0), ("resunet", 0), ("unet", 1), ("resunet", 1)]
+    training.predict_all(ws, "wmh", models=MODELS, seed=0, seeds=2, scheduler=dask_cluster.address)
+    _assert_same_predictions(ws, in_process)
+    for model in MODELS:  # identical best weights, not only identical thresholded masks
+        a = training.load_best_model(training.model_folder(ws, "wmh", model)).state_dict()
+        b = training.load_best_model(training.model_folder(in_process, "wmh", model)).state_dict()
+        assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+
+    # a rerun finds every task up to date: no checkpoint is rewritten
+    last = {m: training.model_folder(ws, "wmh", m) / training.CHECKPOINT_LAST for m in MODELS}
+    before = {m: p.stat().st_mtime_ns for m, p in last.items()}
+    tasks = [cluster.GridTask(f"wmh · {m} · seed 0", training.train_task, (str(ws.root), "wmh", m),
+                              {"seed": 0, "protocol": TINY}) for m in MODELS]
+    rows = cluster.run_grid(tasks, scheduler=dask_cluster.address)
+    assert [r["up_to_date"] for r in rows] == [True, True]
+    assert {m: p.stat().st_mtime_ns for m, p in last.items()} == before
+
+
+@pytest.mark.slow
+def test_an_interrupted_grid_resumes_without_redoing_finished_tasks(tmp_path, dask_cluster, in_process):
+    ws = Workspace.at(tmp_path)
+    _dataset(ws)
+    # "interrupted": only the first seed's tasks ran before the stop
+    training.train_all(ws, "wmh", TINY, models=MODELS, seed=0, seeds=1, scheduler=dask_cluster.address)
+    first = {m: (training.model_folder(ws, "wmh", m) / training.CHECKPOINT_LAST).stat().st_mtime_ns for m in MODELS}
+    tasks = [cluster.GridTask(f"wmh · {m} · seed {s}", training.train_task, (str(ws.root), "wmh", m),
+                              {"seed": s, "seed_index": s, "protocol": TINY}) for s in (0, 1) for m in MODELS]
+    rows = cluster.run_grid(tasks, scheduler=dask_cluster.address)
+    assert [r["up_to_date"] for r in rows] == [True, True, False, False]
+    assert {m: (training.model_folder(ws, "wmh", m) / training.CHECKPOINT_LAST).stat().st_mtime_ns
+            for m in MODELS} == first
+    training.predict_all(ws, "wmh", models=MODELS, seed=0, seeds=2, scheduler=dask_cluster.address)
+    _assert_same_predictions(ws, in_process)
+
+
+@pytest.mark.slow
+def test_a_failing_task_stops_the_grid_naming_it_and_keeps_earlier_results(tmp_path, dask_cluster):
+    ws = Workspace.at(tmp_path)
+    _dataset(ws)
+    tasks = [cluster.GridTask("wmh · unet · seed 0", training.train_task, (str(ws.root), "wmh", "unet"),
+                              {"seed": 0, "protocol": TINY}),
+             cluster.GridTask("wmh · broken · seed 0", training.train_task, (str(ws.root), "wmh", "broken"),
+                              {"seed": 0, "protocol": TINY}, after=("wmh · unet · seed 0",))]
+    # (the failing task runs on a worker: its function must be importable there, hence a bad model name)
+    with pytest.raises(cluster.GridError,
+                       match=r"task wmh · broken · seed 0 failed: ValueError: model name must be one of"):
+        cluster.run_grid(tasks, scheduler=dask_cluster.address)
+    assert (training.model_folder(ws, "wmh", "unet") / training.CHECKPOINT_BEST).exists()
+
+
+@pytest.mark.slow
+def test_killing_a_worker_mid_task_still_completes_with_identical_results(tmp_path, dask_cluster, in_process):
+    from distributed import Client
+
+    ws = Workspace.at(tmp_path)
+    _dataset(ws)
+    extra = dask_cluster.add_worker()  # the one to kill; the module's two workers stay for the other tests
+    dask_cluster.wait_for_workers(3)
+    killed = []  # the task keys the victim was running when it was killed
+
+    def kill_a_busy_worker():
+        with Client(dask_cluster.address, timeout="30s") as client:
+            pid_of = client.run(os.getpid)
+            for _ in range(2400):
+                busy = {w: keys for w, keys in client.processing().items() if keys and w in pid_of}
+                if busy:
+                    time.sleep(0.3)  # into the training loop (data loaded, maybe an epoch saved)
+                    busy = {w: keys for w, keys in client.processing().items() if keys and w in busy}
+                    if busy:
+                        victim = next((w for w in busy if pid_of[w] == extra.pid), next(iter(busy)))
+                        os.kill(pid_of[victim], signal.SIGKILL)
+                        killed.extend(busy[victim])
+                        return
+                time.sleep(0.05)
+
+    thread = threading.Thread(target=kill_a_busy_worker)
+    thread.start()
+    try:
+        training.train_all(ws, "wmh", TINY, models=MODELS, seed=0, seeds=2, scheduler=dask_cluster.address)
+    finally:
+        thread.join()
+    assert killed and all(str(k).startswith("train-wmh-") for k in killed)
+    training.predict_all(ws, "wmh", models=MODELS, seed=0, seeds=2, scheduler=dask_cluster.address)
+    _assert_same_predictions(ws, in_process)
+    # the fixture's workers are replaced when the killed one was one of them
+    alive = [p for p in dask_cluster.workers if p.poll() is None]
+    for _ in range(2 - len(alive)):
+        dask_cluster.add_worker()
+    dask_cluster.wait_for_workers(2)
