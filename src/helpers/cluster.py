@@ -142,8 +142,8 @@ def open_cluster(scheduler: str | None = "local", *, workers: int | None = None,
         client = Client(cluster)
     else:
         if workers is not None:
-            raise ValueError("workers sizes a local cluster only; with --scheduler ADDRESS the cluster is sized "
-                             "where it was started")
+            raise GridError("workers sizes a local cluster only; with a scheduler address the cluster is sized "
+                            "where it was started")
         try:
             client = Client(scheduler, timeout="30s")
         except OSError as err:

@@ -114,6 +114,7 @@ def context(*, dataset: str, profile: str, workspace: str, seed: int, data_sourc
 # ----------------------------------------------------------------------------------------------------------------
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
@@ -494,27 +495,31 @@ class RunReport:
 
 
 def run(profile: str, *, workspace: str = ".", datasets=None, sections=None, force: bool = False,
-        book: bool = True, out=sys.stdout) -> RunReport:
-    """Run the study: every out-of-date section notebook of the profile, in dependency order, then the book."""
+        book: bool = True, scheduler: str | None = None, workers: int | None = None,
+        out=sys.stdout) -> RunReport:
+    """Run the study: every out-of-date section notebook of the profile, independent sections concurrently
+    (one dataset's chain beside another's), then the book.
+
+    ``scheduler``: None/``"none"`` (in-process, one section and one task at a time; the command line's default
+    is ``"local"``), ``"local"`` (a Dask ``LocalCluster`` sized to this machine, ``workers`` worker processes) or
+    the address of a running Dask scheduler; the address reaches every notebook that declares a ``scheduler``
+    parameter (see ``helpers.cluster``)."""
+    from . import cluster as _cluster
+
     prof, prof_path = load_profile(profile)
     ws = Workspace.at(workspace)
     tasks = plan(prof, prof_path, workspace, datasets=datasets, sections=sections)
     assign_keys(tasks, ws, prof["datasets"])
     report = RunReport()
-    start = time.perf_counter()
     print(f"study: profile {prof['profile']} ({relative(prof_path)}), workspace {relative(ws.root)}, "
           f"{len(tasks)} section runs", file=out, flush=True)
-    for i, task in enumerate(tasks, start=1):
-        prefix = f"[{i}/{len(tasks)}] {task.label:<32}"
-        if not force and is_up_to_date(ws, task):
-            report.skipped.append(task.label)
-            print(f"{prefix} up to date", file=out, flush=True)
-            continue
-        print(f"{prefix} running …", file=out, flush=True)
-        seconds = execute(task, ws)
-        report.executed.append(task.label)
-        print(f"{prefix} done in {seconds:6.1f} s (elapsed {time.perf_counter() - start:6.1f} s)",
-              file=out, flush=True)
+    try:
+        with _environment(kernel_environment()), _cluster.open_cluster(scheduler, workers=workers, out=out) as info:
+            start = time.perf_counter()
+            pass_scheduler(tasks, info.address)
+            run_sections(tasks, ws, report, force=force, parallel=max(1, info.workers), out=out)
+    except _cluster.GridError as err:
+        raise StudyError(str(err)) from None
     report.seconds = time.perf_counter() - start
     write_toc(prof, ws)
     print(f"study: {len(report.executed)} executed, {len(report.skipped)} up to date, "
@@ -522,6 +527,119 @@ def run(profile: str, *, workspace: str = ".", datasets=None, sections=None, for
     if book:
         build_book(ws, out=out)
     return report
+
+
+#: Parameters the runner adds for the run only (where to send grid tasks); they never change results, so they
+#: are not part of a section's key (they are added after the keys).
+RUN_PARAMETERS = ("scheduler",)
+
+
+def pass_scheduler(tasks: list[Task], address: str | None) -> None:
+    """Give the Dask scheduler's address (None: in-process) to every task whose notebook declares ``scheduler``."""
+    for task in tasks:
+        if "scheduler" in notebook_parameters(notebooks_dir() / task.section.notebook):
+            task.params["scheduler"] = address
+
+
+def section_dependencies(tasks: list[Task]) -> dict[int, set[int]]:
+    """For each task (by index), the tasks of the plan it must wait for: its ``depends`` sections of the same
+    dataset, or of every dataset it reads (study sections)."""
+    index = {(t.dataset, t.section.name): i for i, t in enumerate(tasks)}
+    deps: dict[int, set[int]] = {}
+    for i, task in enumerate(tasks):
+        targets = [task.dataset] if task.section.scope == "dataset" else list(task.params.get("datasets", DATASETS))
+        deps[i] = {index[(ds, dep)] for dep in task.section.depends for ds in targets if (ds, dep) in index}
+    return deps
+
+
+def run_sections(tasks: list[Task], ws: Workspace, report: RunReport, *, force: bool = False, parallel: int = 1,
+                 out=sys.stdout) -> None:
+    """Execute the out-of-date tasks, up to ``parallel`` notebooks at a time, each as soon as the tasks it depends
+    on are done. The first failure stops new starts; the running ones finish; then its error is raised."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    deps = section_dependencies(tasks)
+    done: set[int] = set()
+    waiting = list(range(len(tasks)))
+    running: dict = {}
+    failure = None
+    start = time.perf_counter()
+
+    def prefix(i):
+        return f"[{i + 1}/{len(tasks)}] {tasks[i].label:<32}"
+
+    with ThreadPoolExecutor(max_workers=parallel) if parallel > 1 else contextlib.nullcontext() as pool:
+        while waiting or running:
+            ready = [i for i in waiting if deps[i] <= done] if failure is None else []
+            for i in ready:
+                if len(running) >= parallel:
+                    break
+                waiting.remove(i)
+                if not force and is_up_to_date(ws, tasks[i]):
+                    report.skipped.append(tasks[i].label)
+                    done.add(i)
+                    print(f"{prefix(i)} up to date", file=out, flush=True)
+                    continue
+                print(f"{prefix(i)} running …", file=out, flush=True)
+                running[pool.submit(_execute_in_thread, tasks[i], ws) if pool else _execute_now(tasks[i], ws)] = i
+            if not running:
+                if failure is not None or not waiting:
+                    break
+                continue  # skipped tasks freed others
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                i = running.pop(future)
+                try:
+                    seconds = future.result()
+                except StudyError as err:
+                    failure = failure or err
+                    continue
+                done.add(i)
+                report.executed.append(tasks[i].label)
+                print(f"{prefix(i)} done in {seconds:6.1f} s (elapsed {time.perf_counter() - start:6.1f} s)",
+                      file=out, flush=True)
+    if failure is not None:
+        raise failure
+
+
+def _execute_now(task: Task, ws: Workspace):
+    """:func:`execute` in this thread (one section at a time), its outcome as a finished future."""
+    from concurrent.futures import Future
+
+    future = Future()
+    try:
+        future.set_result(execute(task, ws))
+    except StudyError as err:
+        future.set_exception(err)
+    return future
+
+
+def _execute_in_thread(task: Task, ws: Workspace) -> float:
+    """:func:`execute` in a worker thread, with an event loop of its own for papermill, closed afterwards."""
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return execute(task, ws)
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+@contextlib.contextmanager
+def _environment(values: dict):
+    """Set environment variables for a block (the kernels of concurrently executed notebooks inherit them)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 # ---- the book ---------------------------------------------------------------------------------------------------
@@ -621,6 +739,30 @@ def refresh_notebooks(*, profile: str = "smoke", workspace: str = "build/nbval",
 # ---- command line --------------------------------------------------------------------------------------------------
 
 
+def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--scheduler`` and ``--workers``: where the grid's tasks run (see ``helpers.cluster``)."""
+    parser.add_argument(
+        "--scheduler", default="local", metavar="ADDRESS|local|none",
+        help="Dask scheduler for the grid's tasks: 'local' (default) starts a LocalCluster on this machine, 'none' "
+             "runs everything in-process one task at a time, an address (tcp://host:8786) uses a running "
+             "scheduler, e.g. one started by dask-jobqueue (examples/slurm_paper.py)")
+    parser.add_argument(
+        "--workers", type=_positive_int, default=None, metavar="N",
+        help="worker processes of the local cluster (default: one per core; torch threads per worker = "
+             "cores // N)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.study", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -631,6 +773,7 @@ def main(argv=None) -> int:
     p_run.add_argument("--section", action="append", help="only this section (repeatable)")
     p_run.add_argument("--force", action="store_true", help="re-run even up-to-date sections")
     p_run.add_argument("--no-book", action="store_true", help="do not build the book")
+    add_cluster_arguments(p_run)
     p_book = sub.add_parser("book", help="build the book of a workspace")
     p_book.add_argument("--workspace", default=".")
     p_ref = sub.add_parser("refresh-notebooks", help="re-execute the committed notebooks (nbval references)")
@@ -640,7 +783,7 @@ def main(argv=None) -> int:
     try:
         if args.command == "run":
             run(args.profile, workspace=args.workspace, datasets=args.dataset, sections=args.section,
-                force=args.force, book=not args.no_book)
+                force=args.force, book=not args.no_book, scheduler=args.scheduler, workers=args.workers)
         elif args.command == "book":
             build_book(Workspace.at(args.workspace))
         else:
