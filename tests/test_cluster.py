@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas.testing
 import pytest
 
 from helpers import cluster, predictions, training
@@ -298,3 +299,70 @@ def test_killing_a_worker_mid_task_still_completes_with_identical_results(tmp_pa
     for _ in range(2 - len(alive)):
         dask_cluster.add_worker()
     dask_cluster.wait_for_workers(2)
+
+
+# ---- HPO: one trial per task, a stored study that resumes -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vessels(tmp_path_factory):
+    from helpers import smalldata as sd
+
+    root = tmp_path_factory.mktemp("vessels")
+    sd.write_small_data(root, seed=0, n_images=6, size=48)
+    return sd.load_small_data(root)
+
+
+HPO = {"size": 32, "epochs": 2, "width": 4, "sampler": "tpe", "threads": 1}
+
+
+def _trial_table(trials):
+    return trials.drop(columns=["seconds"]).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(vessels, tmp_path_factory):
+    from helpers import smalltrain as st
+
+    storage = tmp_path_factory.mktemp("hpo") / "hpo.journal"
+    return st.optimize("unet", vessels, n_trials=4, storage=storage, **HPO)
+
+
+@pytest.mark.slow
+def test_an_hpo_search_interrupted_after_k_trials_continues_from_k(vessels, uninterrupted, tmp_path, monkeypatch):
+    from helpers import smalltrain as st
+
+    storage = tmp_path / "hpo.journal"
+    real, calls = st.train_model, []
+
+    def stop_in_third_trial(*args, **kwargs):
+        calls.append(kwargs["params"])
+        if len(calls) == 3:
+            raise KeyboardInterrupt("stopped by the user")  # an interruption in the middle of trial 2
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(st, "train_model", stop_in_third_trial)
+    with pytest.raises(KeyboardInterrupt):
+        st.optimize("unet", vessels, n_trials=4, storage=storage, **HPO)
+    monkeypatch.setattr(st, "train_model", real)
+    study_name = uninterrupted[1]["study"]
+    assert len(st._finished_trials(st._open_study(storage, study_name))) == 2  # k = 2 finished
+
+    resumed_calls = []
+    monkeypatch.setattr(st, "train_model", lambda *a, **kw: resumed_calls.append(kw["params"]) or real(*a, **kw))
+    trials, best = st.optimize("unet", vessels, n_trials=4, storage=storage, **HPO)
+    # only trials 2 and 3 were trained, trial 2 with the parameters it had proposed before the interruption
+    assert len(resumed_calls) == 2 and resumed_calls[0] == calls[2]
+    assert list(trials["trial"]) == [0, 1, 2, 3]
+    pandas.testing.assert_frame_equal(_trial_table(trials), _trial_table(uninterrupted[0]))
+    assert best == uninterrupted[1]
+
+
+@pytest.mark.slow
+def test_hpo_trials_on_the_workers_equal_the_in_process_search(vessels, uninterrupted, tmp_path, dask_cluster):
+    from helpers import smalltrain as st
+
+    trials, best = st.optimize("unet", vessels, n_trials=4, storage=tmp_path / "hpo.journal",
+                               scheduler=dask_cluster.address, **HPO)
+    pandas.testing.assert_frame_equal(_trial_table(trials), _trial_table(uninterrupted[0]))
+    assert best == uninterrupted[1]

@@ -244,7 +244,7 @@ def _run_in_process(tasks, *, name, progress, out) -> list:
     for i, task in enumerate(tasks, start=1):
         t0 = time.perf_counter()
         try:
-            result = task.function(*task.args, **task.kwargs)
+            result = _run_task(task.function, task.label, task.args, task.kwargs)
         except Exception as err:
             raise GridError(f"{name}: task {task.label} failed: {type(err).__name__}: {err}") from err
         results.append(result)
