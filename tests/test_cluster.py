@@ -366,3 +366,71 @@ def test_hpo_trials_on_the_workers_equal_the_in_process_search(vessels, uninterr
                                scheduler=dask_cluster.address, **HPO)
     pandas.testing.assert_frame_equal(_trial_table(trials), _trial_table(uninterrupted[0]))
     assert best == uninterrupted[1]
+
+
+# ---- the Slurm recipe ------------------------------------------------------------------------------------------------
+
+
+def test_slurm_recipe_renders_a_gpu_job_script_without_submitting():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("slurm_paper", ROOT / "examples" / "slurm_paper.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    slurm = recipe.make_cluster(queue="gpu", account="proj", cores=8, memory="64GB", gpus=1,
+                                python="/shared/env/bin/python", project_root="/shared/study",
+                                dashboard_address=":0")
+    try:
+        script = slurm.job_script()
+        assert slurm.workers == {}  # nothing submitted
+    finally:
+        slurm.close()
+    lines = script.splitlines()
+    for directive in ("#SBATCH -p gpu", "#SBATCH -A proj", "#SBATCH --cpus-per-task=8", "#SBATCH --gres=gpu:1",
+                      "#SBATCH -t 24:00:00"):
+        assert directive in lines, directive
+    assert "export OMP_WAIT_POLICY=PASSIVE" in lines and "export HONEST_TORCH_THREADS=8" in lines
+    assert "cd /shared/study" in lines
+    command = lines[-1]
+    assert command.startswith("/shared/env/bin/python -m distributed.cli.dask_worker tcp://")
+    assert command.count("--nthreads") == 1 and "--nthreads 1 " in command and "--resources GPU=1" in command
+
+
+# ---- the runner: concurrency plan and command line -------------------------------------------------------------------
+
+
+def test_section_dependencies_let_datasets_run_side_by_side():
+    from helpers import study
+
+    def task(name, dataset, **params):
+        section = study.SECTION_BY_NAME[name]
+        return study.Task(section, dataset if section.scope == "dataset" else section.dataset, params, "test")
+
+    tasks = [task("metric_definitions", "study"), task("data", "wmh"), task("training", "wmh"),
+             task("data", "lits"), task("training", "lits"), task("evaluation", "lits"),
+             task("cross_dataset", "study", datasets=["wmh", "lits"]), task("small_data", "study")]
+    deps = study.section_dependencies(tasks)
+    # by hand from Section.depends: training <- data; evaluation <- data, training; cross_dataset <- data and
+    # evaluation of both datasets (wmh's evaluation is not in this plan); metric definitions and small data: none
+    assert deps == {0: set(), 1: set(), 2: {1}, 3: set(), 4: {3}, 5: {3, 4}, 6: {1, 3, 5}, 7: set()}
+
+
+def test_command_line_takes_scheduler_and_workers(monkeypatch):
+    from helpers import study
+
+    seen = {}
+    monkeypatch.setattr(study, "run", lambda profile, **kw: seen.update(kw))
+    assert study.main(["run", "--profile", "smoke", "--scheduler", "none", "--workers", "3", "--no-book"]) == 0
+    assert seen["scheduler"] == "none" and seen["workers"] == 3
+    assert study.main(["run", "--profile", "smoke"]) == 0
+    assert seen["scheduler"] == "local" and seen["workers"] is None
+    with pytest.raises(SystemExit):
+        study.main(["run", "--workers", "0"])
+
+
+def test_a_scheduler_that_cannot_be_reached_is_named():
+    import io
+
+    with pytest.raises(cluster.GridError, match="cannot connect to the Dask scheduler at 'tcp://127.0.0.1:9'"):
+        with cluster.open_cluster("tcp://127.0.0.1:9", connect_timeout="1s", out=io.StringIO()):
+            pass

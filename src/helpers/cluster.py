@@ -119,7 +119,8 @@ class ClusterInfo:
 
 
 @contextlib.contextmanager
-def open_cluster(scheduler: str | None = "local", *, workers: int | None = None, out=sys.stdout):
+def open_cluster(scheduler: str | None = "local", *, workers: int | None = None, connect_timeout: str = "30s",
+                 out=sys.stdout):
     """The cluster of one run, closed on exit.
 
     ``scheduler``: ``"local"`` starts a ``distributed.LocalCluster`` sized to this machine (:func:`local_layout`);
@@ -145,7 +146,7 @@ def open_cluster(scheduler: str | None = "local", *, workers: int | None = None,
             raise GridError("workers sizes a local cluster only; with a scheduler address the cluster is sized "
                             "where it was started")
         try:
-            client = Client(scheduler, timeout="30s")
+            client = Client(scheduler, timeout=connect_timeout)
         except OSError as err:
             raise GridError(f"cannot connect to the Dask scheduler at {scheduler!r}: {err}") from None
         threads = 0
