@@ -434,3 +434,54 @@ def test_a_scheduler_that_cannot_be_reached_is_named():
     with pytest.raises(cluster.GridError, match="cannot connect to the Dask scheduler at 'tcp://127.0.0.1:9'"):
         with cluster.open_cluster("tcp://127.0.0.1:9", connect_timeout="1s", out=io.StringIO()):
             pass
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
+def test_runner_on_a_local_cluster_runs_both_datasets_and_passes_the_address(tmp_path, monkeypatch):
+    """Tiny section notebooks (as in test_study) under a two-worker LocalCluster: every section runs once, each
+    dataset's chain in order, and the training notebook receives the cluster's address."""
+    import io
+
+    import nbformat
+    import yaml
+
+    from helpers import study
+
+    (tmp_path / "_config.yml").write_text("title: test\n")
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "notebooks").mkdir()
+    for section in study.SECTIONS:
+        nb = nbformat.v4.new_notebook()
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        extra = 'datasets = ["wmh"]\n' if section.name == "cross_dataset" else ""
+        extra += "scheduler = None\n" if section.name == "training" else ""
+        params = nbformat.v4.new_code_cell(
+            f'dataset = "wmh"\nprofile = "t"\nworkspace = "ws"\nseed = 0\n{extra}')
+        params.metadata["tags"] = ["parameters"]
+        body = nbformat.v4.new_code_cell(
+            "import time\nfrom helpers import io\nfrom helpers.paths import Workspace\n"
+            f"io.write_text(Workspace.at(workspace).results(dataset) / '{section.name}.txt', "
+            "f'{time.time_ns()} {globals().get(\"scheduler\")}')\n")
+        nb.cells = [params, body]
+        nbformat.write(nb, tmp_path / "notebooks" / section.notebook)
+    (tmp_path / "profiles" / "t.yaml").write_text(yaml.safe_dump(
+        {"profile": "t", "seed": 0, "datasets": {"wmh": {}, "lits": {}}}))
+    monkeypatch.setenv("HONEST_PROJECT_ROOT", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    out = io.StringIO()
+    report = study.run("t", workspace="ws", book=False, scheduler="local", workers=2, out=out)
+    assert sorted(report.executed) == sorted(f"{d} · {s.name}" for d in ("wmh", "lits")
+                                             for s in study.DATASET_SECTIONS)
+    text = out.getvalue()
+    assert "dask: local cluster tcp://127.0.0.1:" in text and "2 workers x 1 torch threads" in text
+    assert "dashboard http" in text
+    for dataset in ("wmh", "lits"):
+        stamp = {s.name: int((tmp_path / "ws" / "results" / dataset / f"{s.name}.txt").read_text().split()[0])
+                 for s in study.DATASET_SECTIONS}
+        for section in study.DATASET_SECTIONS:  # every section after the sections it depends on
+            assert all(stamp[dep] < stamp[section.name] for dep in section.depends), section.name
+        address = (tmp_path / "ws" / "results" / dataset / "training.txt").read_text().split()[1]
+        assert address.startswith("tcp://127.0.0.1:")
+    # the address is not part of a section's key: a rerun (new cluster, new address) executes nothing
+    assert study.run("t", workspace="ws", book=False, scheduler="local", workers=2, out=io.StringIO()).executed == []
