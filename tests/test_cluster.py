@@ -368,6 +368,24 @@ def test_hpo_trials_on_the_workers_equal_the_in_process_search(vessels, uninterr
     assert best == uninterrupted[1]
 
 
+@pytest.mark.slow
+def test_cross_validation_folds_on_the_workers_equal_the_in_process_run(vessels, dask_cluster):
+    from helpers import smalldata as sd
+    from helpers import smalltrain as st
+
+    splits = sd.make_splits([c.case_id for c in vessels], protocols=["3fold"], seeds=[0])
+    kwargs = {"models": ["unet", "segformer"], "splits": splits, "cnn_size": 32, "epochs": 1, "width": 4,
+              "mc_passes": 2, "keep_models": [("3fold", 0, 0, "unet")], "progress": False}
+    here = st.cross_validate(vessels, **kwargs)
+    there = st.cross_validate(vessels, scheduler=dask_cluster.address, **kwargs)
+    pandas.testing.assert_frame_equal(there.scores, here.scores)
+    assert len(here.scores) == 6 * 2 * 4  # 6 images tested once x 2 models x (3 classes + macro)
+    assert here.predictions.keys() == there.predictions.keys()
+    assert all(np.array_equal(here.predictions[k], there.predictions[k]) for k in here.predictions)
+    assert all(np.array_equal(here.uncertainty[k], there.uncertainty[k]) for k in here.uncertainty)
+    assert list(there.models) == [("3fold", 0, 0, "unet")]
+
+
 # ---- the Slurm recipe ------------------------------------------------------------------------------------------------
 
 

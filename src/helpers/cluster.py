@@ -127,6 +127,8 @@ def open_cluster(scheduler: str | None = "local", *, workers: int | None = None,
     ``"none"``/None runs in-process; any other value is the address of a running Dask scheduler to connect to.
     Yields a :class:`ClusterInfo`; while open, the runner's client prints one line per finished grid task."""
     if scheduler in IN_PROCESS:
+        if workers is not None:
+            raise GridError("workers sizes a local cluster only; in-process runs have no workers")
         print("dask: none (in-process, one task at a time)", file=out, flush=True)
         yield ClusterInfo(address=None)
         return

@@ -616,9 +616,13 @@ def cross_validate(
     keep_models: Sequence[tuple] = (),
     threads: int | None = 1,
     device: str = "cpu",
+    scheduler: str | None = None,
     progress: bool = True,
 ) -> CVResult:
     """Train and test every model on every fold of ``splits`` (the same folds for every model).
+
+    One model on one fold is one grid task (:func:`cv_task`), run in-process or on the Dask scheduler at
+    ``scheduler``; each is deterministic from its fold's seed, so the outcome does not depend on where it ran.
 
     Parameters
     ----------
@@ -641,7 +645,7 @@ def cross_validate(
         ``(protocol, seed, fold, model)`` whose trained model is kept in ``CVResult.models`` (for saliency and
         attention views).
     """
-    from .progress import progress_bar
+    from .cluster import GridTask, run_grid
 
     params = params or {}
     checkpoints = checkpoints or {}
@@ -651,52 +655,69 @@ def cross_validate(
         if missing:
             raise ValueError(f"splits name cases not in cases: {missing}")
     keep = set(map(tuple, keep_models))
-    rows, history = [], []
-    result = CVResult(scores=pd.DataFrame())
-    jobs = [(m, s) for m in models for s in splits]
-    with torch_threads(threads):
-        for name, split in progress_bar(jobs, desc="cross-validation", progress=progress):
-            _cv_job(name, split, by_id, params, checkpoints, cnn_size, sam_size, epochs, width, mc_passes, keep,
-                    rows, history, result, batch_size, device)
-    result.scores = pd.DataFrame(rows)
+    tasks = [
+        GridTask(f"cv {split['protocol']} · seed {split['seed']} · fold {split['fold']} · {name}", cv_task,
+                 (name, split, [by_id[i] for i in split["train"] + split["test"]]),
+                 {"params": params.get(name, {}), "checkpoint": checkpoints.get(name), "cnn_size": cnn_size,
+                  "sam_size": sam_size, "epochs": epochs, "width": width, "mc_passes": mc_passes,
+                  "batch_size": batch_size, "keep": (split["protocol"], split["seed"], split["fold"], name) in keep,
+                  "threads": threads, "device": device},
+                 gpu=str(device).startswith("cuda"))
+        for name in models for split in splits
+    ]  # fmt: skip
+    outcomes = run_grid(tasks, scheduler=scheduler, name="cross-validation", progress=progress)
+    result = CVResult(scores=pd.DataFrame([row for o in outcomes for row in o["rows"]]))
+    history = [o["history"] for o in outcomes if o["history"] is not None]
     result.history = pd.concat(history, ignore_index=True) if history else pd.DataFrame()
+    for o in outcomes:
+        result.predictions.update(o["predictions"])
+        result.uncertainty.update(o["uncertainty"])
+        result.models.update(o["model"])
     return result
 
 
-def _cv_job(name, split, by_id, params, checkpoints, cnn_size, sam_size, epochs, width, mc_passes, keep, rows,
-            history, result, batch_size, device):
-    """One model on one fold: train, predict the test images, score them (rows appended in place)."""
-    status = sm.model_status(name, checkpoints.get(name))
+def cv_task(name: str, split: dict, cases: Sequence[sd.VesselCase], *, params: dict, checkpoint=None,
+            cnn_size: int = 256, sam_size: int = 1024, epochs: int = 10, width: int = 16, mc_passes: int = 0,
+            batch_size: int = 2, keep: bool = False, threads: int | None = 1, device: str = "cpu") -> dict:
+    """One unit of the cross-validation grid: one model on one fold (train, predict the test images, score
+    them). ``cases`` holds the fold's training and test cases. Returns ``rows`` (score rows), ``history``,
+    ``predictions`` and ``uncertainty`` (keyed ``(protocol, seed, model, image)``) and ``model``
+    (``{(protocol, seed, fold, model): trained model}`` when ``keep``)."""
+    by_id = {c.case_id: c for c in cases}
+    status = sm.model_status(name, checkpoint)
     base = {"protocol": split["protocol"], "seed": split["seed"], "fold": split["fold"], "model": name}
     test_cases = [by_id[i] for i in split["test"]]
+    out = {"rows": [], "history": None, "predictions": {}, "uncertainty": {}, "model": {}}
     if status != "ok":
         for case in test_cases:
             for cls in [*sd.CLASSES[1:], "macro"]:
-                rows.append({**base, "image": case.case_id, "class": cls, "dice": np.nan, "iou": np.nan,
-                             "status": status})
-        return
+                out["rows"].append({**base, "image": case.case_id, "class": cls, "dice": np.nan, "iou": np.nan,
+                                    "status": status})
+        return out
     size = sm.input_size(name, cnn_size=cnn_size, sam_size=sam_size)
-    xt, yt = stack_cases([by_id[i] for i in split["train"]], size)
-    model, hist = train_model(name, xt, yt, params=params.get(name, {}), epochs=epochs, width=width,
-                              seed=split["seed"] * 1000 + split["fold"], checkpoint=checkpoints.get(name),
-                              batch_size=batch_size, device=device)
-    history.append(hist.assign(**base))
-    xs, _ = stack_cases(test_cases, size)
-    if mc_passes:
-        mc = mc_dropout_predict(model, xs, passes=mc_passes, seed=split["seed"])
-        proba = mc["mean"]
-    else:
-        proba = predict_proba(model, xs)
+    with torch_threads(threads):
+        xt, yt = stack_cases([by_id[i] for i in split["train"]], size)
+        model, hist = train_model(name, xt, yt, params=params, epochs=epochs, width=width,
+                                  seed=split["seed"] * 1000 + split["fold"], checkpoint=checkpoint,
+                                  batch_size=batch_size, threads=threads, device=device)
+        out["history"] = hist.assign(**base)
+        xs, _ = stack_cases(test_cases, size)
+        if mc_passes:
+            mc = mc_dropout_predict(model, xs, passes=mc_passes, seed=split["seed"])
+            proba = mc["mean"]
+        else:
+            proba = predict_proba(model, xs)
     for k, case in enumerate(test_cases):
         pred = to_reference_size(proba[k], case.mask.shape).argmax(0).astype(np.uint8)
         key = (split["protocol"], split["seed"], name, case.case_id)
-        result.predictions[key] = pred
+        out["predictions"][key] = pred
         if mc_passes:
-            result.uncertainty[key] = to_reference_size(mc["entropy"][k], case.mask.shape)
+            out["uncertainty"][key] = to_reference_size(mc["entropy"][k], case.mask.shape)
         for row in _score_rows(case, pred, {**base, "image": case.case_id}):
-            rows.append({**row, "status": "ok"})
-    if (split["protocol"], split["seed"], split["fold"], name) in keep:
-        result.models[(split["protocol"], split["seed"], split["fold"], name)] = model
+            out["rows"].append({**row, "status": "ok"})
+    if keep:
+        out["model"][(split["protocol"], split["seed"], split["fold"], name)] = model.cpu()
+    return out
 
 
 def fold_scores(scores: pd.DataFrame, *, metric: str = "dice") -> pd.DataFrame:
@@ -996,7 +1017,7 @@ def run_hpo(ws, cases, *, models: Sequence[str], n_trials: int, size: int, sam_s
 def run_cv(ws, cases, *, models: Sequence[str], protocols: Sequence[str] = sd.PROTOCOLS, seeds: Sequence[int] = (0,),
            best: dict | None = None, cnn_size: int = 256, sam_size: int = 1024, epochs: int = 10, width: int = 16,
            batch_size: int = 2, checkpoints: dict | None = None, mc_passes: int = 0, device: str = "cpu",
-           progress: bool = True) -> CVResult:
+           scheduler: str | None = None, progress: bool = True) -> CVResult:
     """Cross-validate every model under every protocol and seed on the same splits.
 
     Uses the best parameters of :func:`run_hpo` (``best``); keeps the trained models of the first seed's
@@ -1012,7 +1033,7 @@ def run_cv(ws, cases, *, models: Sequence[str], protocols: Sequence[str] = sd.PR
     result = cross_validate(cases, models=models, splits=splits, params=params, cnn_size=cnn_size,
                             sam_size=sam_size, epochs=epochs, width=width, checkpoints=checkpoints,
                             mc_passes=mc_passes, batch_size=batch_size, keep_models=keep, device=device,
-                            progress=progress)
+                            scheduler=scheduler, progress=progress)
     out = ws.results(DATASET)
     write_json({"splits": splits, "rule": "loocv: one case per fold; 3fold: seeded permutation, array_split",
                 "seeds": list(seeds)}, out / "splits.json")

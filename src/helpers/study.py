@@ -529,13 +529,9 @@ def run(profile: str, *, workspace: str = ".", datasets=None, sections=None, for
     return report
 
 
-#: Parameters the runner adds for the run only (where to send grid tasks); they never change results, so they
-#: are not part of a section's key (they are added after the keys).
-RUN_PARAMETERS = ("scheduler",)
-
-
 def pass_scheduler(tasks: list[Task], address: str | None) -> None:
-    """Give the Dask scheduler's address (None: in-process) to every task whose notebook declares ``scheduler``."""
+    """Give the Dask scheduler's address (None: in-process) to every task whose notebook declares ``scheduler``.
+    Called after :func:`assign_keys`: where the tasks run never changes results, so it is not part of a key."""
     for task in tasks:
         if "scheduler" in notebook_parameters(notebooks_dir() / task.section.notebook):
             task.params["scheduler"] = address
