@@ -386,7 +386,7 @@ def _fail_interrupted_trials(study) -> None:
     from optuna.trial import TrialState
 
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
 
 
 def hpo_trial(storage, study_name: str, name: str, cases: Sequence[sd.VesselCase], *, index: int, size: int,
@@ -446,9 +446,11 @@ def hpo_trial(storage, study_name: str, name: str, cases: Sequence[sd.VesselCase
 
 def hpo_tasks(name: str, cases: Sequence[sd.VesselCase], *, n_trials: int, storage, size: int, epochs: int,
               width: int = 16, seed: int = 0, sampler: str = "tpe", space: dict | None = None, checkpoint=None,
-              batch_size: int = 2, device: str = "cpu", prune: bool = True) -> tuple[str, list]:
+              batch_size: int = 2, threads: int | None = None, device: str = "cpu",
+              prune: bool = True) -> tuple[str, list]:
     """The study name and the grid tasks of one model's search: trial k waits for trial k-1 (a sequential
-    search, resumable); the searches of different models run side by side."""
+    search, resumable); the searches of different models run side by side. ``threads`` None: the task's
+    thread count (:func:`helpers.cluster.task_threads`)."""
     from .cluster import GridTask
 
     space = dict(SEARCH_SPACE if space is None else space)
@@ -460,7 +462,7 @@ def hpo_tasks(name: str, cases: Sequence[sd.VesselCase], *, n_trials: int, stora
             f"hpo {name} · trial {k}", hpo_trial, (None if storage is None else str(storage), study_name, name,
                                                    list(cases)),
             {"index": k, "size": size, "epochs": epochs, "width": width, "seed": seed, "sampler": sampler,
-             "space": space, "checkpoint": checkpoint, "batch_size": batch_size, "threads": None,
+             "space": space, "checkpoint": checkpoint, "batch_size": batch_size, "threads": threads,
              "device": device, "prune": prune},
             gpu=str(device).startswith("cuda"), after=(f"hpo {name} · trial {k - 1}",) if k else ()))
     return study_name, tasks
@@ -544,7 +546,7 @@ def optimize(
         raise ValueError("a search on a Dask scheduler needs a storage file that the workers share")
     study_name, tasks = hpo_tasks(name, cases, n_trials=n_trials, storage=storage, size=size, epochs=epochs,
                                   width=width, seed=seed, sampler=sampler, space=space, checkpoint=checkpoint,
-                                  batch_size=batch_size, device=device, prune=prune)
+                                  batch_size=batch_size, threads=threads, device=device, prune=prune)
     if storage is None:  # one in-memory study for all trials: run them here
         import optuna
 
@@ -554,8 +556,6 @@ def optimize(
                 return optimize(name, cases, n_trials=n_trials, size=size, epochs=epochs, width=width, seed=seed,
                                 sampler=sampler, space=space, checkpoint=checkpoint, batch_size=batch_size,
                                 threads=threads, device=device, storage=path, prune=prune)
-    for task in tasks:
-        task.kwargs["threads"] = threads
     run_grid(tasks, scheduler=scheduler, name=f"hpo {name}", progress=False)
     return hpo_results(storage, study_name, name, cases, n_trials=n_trials, sampler=sampler, seed=seed, space=space)
 
