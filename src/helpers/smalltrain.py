@@ -15,7 +15,11 @@ Conventions
 - Hyper-parameter optimisation: Optuna (TPE or Gaussian-process sampler), the same number of trials and epochs for
   every model, objective = mean macro foreground Dice over the validation images of one fixed inner split.
   As in the study, that split is drawn from the same N images that the cross-validation later tests on
-  (non-nested), so the cross-validated scores are optimistic; the notebook says so.
+  (non-nested), so the cross-validated scores are optimistic; the notebook says so. Searches are stored in an
+  Optuna journal in the workspace; one trial is one grid task (``helpers.cluster``), trial k seeded with
+  ``(seed, k)`` so that a resumed search proposes what an uninterrupted one would; median pruning on the
+  validation Dice after each epoch.
+- Grid: one trial, and one model on one cross-validation fold, are tasks run in-process or on a Dask scheduler.
 - Uncertainty: Monte Carlo dropout (dropout layers active, batch norm in inference mode) with ``passes``
   stochastic forward passes; predictive entropy of the mean probabilities (natural log) and mutual information.
 - Empty-class policy of the scores: as :func:`helpers.smalldata.multiclass_scores`.

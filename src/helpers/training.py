@@ -45,6 +45,9 @@ Files per model (``<ws>/models/<dataset>/<model>/``; extra seeds under ``_seeds/
 ``checkpoint_best.pt``, ``config.json`` (everything needed to re-run: protocol, model kwargs, seeds, package
 versions, git commit, device, threads, split and a SHA-256 of the prepared training and validation arrays) and
 ``history.csv`` (one row per epoch). A finished training whose configuration is unchanged is not re-run.
+
+Grid: :func:`train_all` and :func:`predict_all` run one task per (model, seed) (:func:`train_task`,
+:func:`predict_task`), in-process or on a Dask scheduler (``helpers.cluster``).
 """
 
 from __future__ import annotations
@@ -202,11 +205,10 @@ class TrainingResult:
 
 
 def default_threads() -> int:
-    """The cores this process may use (``os.sched_getaffinity`` where available, else ``os.cpu_count()``)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
+    """The cores this process may use (:func:`helpers.cluster.available_cores`)."""
+    from .cluster import available_cores
+
+    return available_cores()
 
 
 def default_device() -> str:
