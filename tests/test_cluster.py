@@ -377,7 +377,8 @@ def test_cross_validation_folds_on_the_workers_equal_the_in_process_run(vessels,
 
     splits = sd.make_splits([c.case_id for c in vessels], protocols=["3fold"], seeds=[0])
     kwargs = {"models": ["unet", "segformer"], "splits": splits, "cnn_size": 32, "epochs": 1, "width": 4,
-              "mc_passes": 2, "keep_models": [("3fold", 0, 0, "unet")], "progress": False}
+              "mc_passes": 2, "keep_models": [("3fold", 0, 0, "unet"), ("3fold", 0, 1, "segformer")],
+              "progress": False}
     here = st.cross_validate(vessels, **kwargs)
     there = st.cross_validate(vessels, scheduler=dask_cluster.address, **kwargs)
     pandas.testing.assert_frame_equal(there.scores, here.scores)
@@ -385,7 +386,10 @@ def test_cross_validation_folds_on_the_workers_equal_the_in_process_run(vessels,
     assert here.predictions.keys() == there.predictions.keys()
     assert all(np.array_equal(here.predictions[k], there.predictions[k]) for k in here.predictions)
     assert all(np.array_equal(here.uncertainty[k], there.uncertainty[k]) for k in here.uncertainty)
-    assert list(there.models) == [("3fold", 0, 0, "unet")]
+    assert list(there.models) == [("3fold", 0, 0, "unet"), ("3fold", 0, 1, "segformer")]
+    x, _ = st.stack_cases(vessels[:2], 32)
+    for key in here.models:  # the kept models come back with their weights (a transformer included)
+        assert np.array_equal(st.predict_proba(here.models[key], x), st.predict_proba(there.models[key], x))
 
 
 # ---- the Slurm recipe ------------------------------------------------------------------------------------------------

@@ -676,7 +676,7 @@ def cross_validate(
     for o in outcomes:
         result.predictions.update(o["predictions"])
         result.uncertainty.update(o["uncertainty"])
-        result.models.update(o["model"])
+        result.models.update({key: _rebuild(*saved, device) for key, saved in o["model"].items()})
     return result
 
 
@@ -686,7 +686,7 @@ def cv_task(name: str, split: dict, cases: Sequence[sd.VesselCase], *, params: d
     """One unit of the cross-validation grid: one model on one fold (train, predict the test images, score
     them). ``cases`` holds the fold's training and test cases. Returns ``rows`` (score rows), ``history``,
     ``predictions`` and ``uncertainty`` (keyed ``(protocol, seed, model, image)``) and ``model``
-    (``{(protocol, seed, fold, model): trained model}`` when ``keep``)."""
+    (``{(protocol, seed, fold, model): (build arguments, state dict)}`` when ``keep``)."""
     by_id = {c.case_id: c for c in cases}
     status = sm.model_status(name, checkpoint)
     base = {"protocol": split["protocol"], "seed": split["seed"], "fold": split["fold"], "model": name}
@@ -719,9 +719,19 @@ def cv_task(name: str, split: dict, cases: Sequence[sd.VesselCase], *, params: d
             out["uncertainty"][key] = to_reference_size(mc["entropy"][k], case.mask.shape)
         for row in _score_rows(case, pred, {**base, "image": case.case_id}):
             out["rows"].append({**row, "status": "ok"})
-    if keep:
-        out["model"][(split["protocol"], split["seed"], split["fold"], name)] = model.cpu()
+    if keep:  # weights and how to rebuild the model (a model object may not survive serialisation)
+        build = {"name": name, "n_classes": 4 if int(yt.max()) < 4 else int(yt.max()) + 1, "width": width,
+                 "dropout": _check_params(params)["dropout"], "checkpoint": checkpoint}
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        out["model"][(split["protocol"], split["seed"], split["fold"], name)] = (build, state)
     return out
+
+
+def _rebuild(build: dict, state: dict, device) -> torch.nn.Module:
+    model = sm.build_model(build["name"], n_classes=build["n_classes"], width=build["width"],
+                           dropout=build["dropout"], checkpoint=build["checkpoint"])
+    model.load_state_dict(state)
+    return model.to(_check_device(device)).eval()
 
 
 def fold_scores(scores: pd.DataFrame, *, metric: str = "dice") -> pd.DataFrame:
