@@ -40,9 +40,11 @@ unit: install
 	$(PY) -m pytest tests
 
 # nbval re-executes the committed notebooks with their default parameters (the smoke profile, workspace
-# build/nbval); the smoke study run first provides the other datasets the cross-dataset chapter reads.
+# build/nbval); the smoke study run first provides the other datasets the cross-dataset chapter reads. It runs
+# in-process (--scheduler none), like the notebooks' defaults: torch with another thread count (a local cluster's
+# workers) trains to slightly different weights, and nbval compares numbers.
 nbval: install
-	$(PY) -m helpers.study run --profile smoke --workspace $(NBVAL_WS)
+	$(PY) -m helpers.study run --profile smoke --workspace $(NBVAL_WS) --scheduler none
 	TQDM_DISABLE=1 MPLBACKEND=Agg PYTHONHASHSEED=0 $(PY) -m pytest -p no:cacheprovider --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
 		-o testpaths= -o addopts= -W ignore::DeprecationWarning $(NOTEBOOKS)
 
