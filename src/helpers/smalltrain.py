@@ -1011,8 +1011,8 @@ def run_hpo(ws, cases, *, models: Sequence[str], n_trials: int, size: int, sam_s
         names[name], model_tasks = hpo_tasks(
             name, cases, n_trials=n_trials, storage=storage, size=sm.input_size(name, cnn_size=size, sam_size=sam_size),
             epochs=epochs, width=width, seed=seed, sampler=sampler, checkpoint=checkpoints.get(name),
-            batch_size=batch_size, device=device, prune=prune)
-        tasks.extend(model_tasks)
+            batch_size=batch_size, threads=1, device=device, prune=prune)  # one thread, as cross-validation:
+        tasks.extend(model_tasks)  # the same numbers in-process and on any cluster
     run_grid(tasks, scheduler=scheduler, name="hpo small_data", progress=progress)
     frames = []
     for name in models:
