@@ -44,8 +44,9 @@ unit: install
 # profile is the portable regression run: its evaluated predictions are constructed (predictions_from:
 # constructed, see helpers.constructed), so nbval compares exactly what every processor computes alike; training
 # numbers are marked, sanitised to their structure, and checked at a tolerance by tests/test_training_regression.py.
+# It runs in-process (--scheduler none), like the notebooks' defaults.
 nbval: install
-	$(PY) -m helpers.study run --profile smoke --workspace $(NBVAL_WS)
+	$(PY) -m helpers.study run --profile smoke --workspace $(NBVAL_WS) --scheduler none
 	HONEST_TRAINING_REGRESSION=1 $(PY) -m pytest -p no:cacheprovider -q tests/test_training_regression.py
 	TQDM_DISABLE=1 MPLBACKEND=Agg PYTHONHASHSEED=0 $(PY) -m pytest -p no:cacheprovider --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
 		-o testpaths= -o addopts= -W ignore::DeprecationWarning $(NOTEBOOKS)

@@ -15,7 +15,11 @@ Conventions
 - Hyper-parameter optimisation: Optuna (TPE or Gaussian-process sampler), the same number of trials and epochs for
   every model, objective = mean macro foreground Dice over the validation images of one fixed inner split.
   As in the study, that split is drawn from the same N images that the cross-validation later tests on
-  (non-nested), so the cross-validated scores are optimistic; the notebook says so.
+  (non-nested), so the cross-validated scores are optimistic; the notebook says so. Searches are stored in an
+  Optuna journal in the workspace; one trial is one grid task (``helpers.cluster``), trial k seeded with
+  ``(seed, k)`` so that a resumed search proposes what an uninterrupted one would; median pruning on the
+  validation Dice after each epoch.
+- Grid: one trial, and one model on one cross-validation fold, are tasks run in-process or on a Dask scheduler.
 - Uncertainty: Monte Carlo dropout (dropout layers active, batch norm in inference mode) with ``passes``
   stochastic forward passes; predictive entropy of the mean probabilities (natural log) and mutual information.
 - Empty-class policy of the scores: as :func:`helpers.smalldata.multiclass_scores`.
@@ -23,9 +27,11 @@ Conventions
 
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -129,6 +135,7 @@ def train_model(
     augment: bool = True,
     threads: int | None = 1,
     device: str = "cpu",
+    on_epoch_end=None,
 ):
     """Train one model from scratch (or from its checkpoint) on ``x, y``.
 
@@ -149,6 +156,9 @@ def train_model(
     device : str
         Torch device to train on (``"cpu"``, ``"cuda"``); the model stays there. On CUDA, dropout draws from the
         CUDA generator, which ``torch.manual_seed`` seeds but ``fork_rng`` does not restore.
+    on_epoch_end : callable, optional
+        ``on_epoch_end(epoch, model)`` after each epoch (1-based), e.g. a validation for pruning; it may put the
+        model in eval mode (training resumes in train mode) and must not draw from torch's global generator.
 
     Returns
     -------
@@ -193,6 +203,9 @@ def train_model(
                 optimizer.step()
                 losses.append(loss.detach().item())
             history.append({"epoch": epoch + 1, "loss": float(np.mean(losses))})
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, model)
+                model.train()
     model.eval()
     hist = pd.DataFrame(history)
     hist["seconds"] = time.perf_counter() - start
@@ -324,6 +337,161 @@ def _mean_macro_dice(model, x, cases) -> float:
     return float(np.nanmean(values))
 
 
+#: Finished trial states: they count towards the budget and inform the sampler.
+_FINISHED = ("COMPLETE", "PRUNED")
+
+
+def hpo_study_name(name: str, cases: Sequence[sd.VesselCase], *, size: int, epochs: int, width: int, seed: int,
+                   sampler: str, space: dict, batch_size: int, checkpoint=None, device: str = "cpu") -> str:
+    """The Optuna study of one model's search: the model name and a hash of everything that defines its trials
+    (data, split, sizes, budget per trial, sampler, space), so that a changed configuration starts a new study in
+    the same storage and an unchanged one resumes. The trial budget ``n_trials`` is not part of it: raising it
+    continues the study."""
+    import hashlib
+    import json
+
+    h = hashlib.sha256()
+    for case in cases:
+        h.update(case.case_id.encode())
+        h.update(np.ascontiguousarray(case.image).tobytes())
+        h.update(np.ascontiguousarray(case.mask).tobytes())
+    h.update(json.dumps({"size": size, "epochs": epochs, "width": width, "seed": seed, "sampler": sampler,
+                         "space": {k: list(v) for k, v in space.items()}, "batch_size": batch_size,
+                         "checkpoint": None if checkpoint is None else str(checkpoint), "device": str(device)},
+                        sort_keys=True).encode())
+    return f"{name}-{h.hexdigest()[:12]}"
+
+
+def _open_study(storage, study_name: str):
+    """Create or load a maximising study: in memory (``storage`` None) or in an Optuna journal file."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if storage is not None:
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(storage)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        storage = JournalStorage(JournalFileBackend(str(path)))
+    # median pruning: a trial stops when its validation Dice after an epoch is below the median of the earlier
+    # trials at that epoch (from the third trial on, never in the first epoch)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    return optuna.create_study(direction="maximize", storage=storage, study_name=study_name, load_if_exists=True,
+                               pruner=pruner)
+
+
+def _finished_trials(study) -> list:
+    return [t for t in study.get_trials(deepcopy=False) if t.state.name in _FINISHED]
+
+
+def _fail_interrupted_trials(study) -> None:
+    """Trials left RUNNING by an interrupted run are marked FAIL (they neither count nor inform the sampler)."""
+    from optuna.trial import TrialState
+
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+
+
+def hpo_trial(storage, study_name: str, name: str, cases: Sequence[sd.VesselCase], *, index: int, size: int,
+              epochs: int, width: int = 16, seed: int = 0, sampler: str = "tpe", space: dict | None = None,
+              checkpoint=None, batch_size: int = 2, threads: int | None = 1, device: str = "cpu",
+              prune: bool = True) -> dict:
+    """One HPO trial as a grid task: the study's ``index``-th finished trial (0-based), run unless it exists.
+
+    The sampler is seeded with ``(seed, index)``, so trial ``index`` proposes the same parameters whether the
+    search ran without a break or resumed after one; trials left running by an interruption are marked failed
+    and ignored. With ``prune``, the validation macro Dice is reported after each epoch and the median pruner
+    may stop the trial. Returns ``{"up_to_date": bool, "state": ...}``."""
+    import optuna
+
+    space = dict(SEARCH_SPACE if space is None else space)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
+        study = _open_study(storage, study_name)
+        _fail_interrupted_trials(study)
+        finished = _finished_trials(study)
+        if len(finished) > index:
+            return {"up_to_date": True, "state": finished[index].state.name}
+        if len(finished) < index:
+            raise ValueError(f"study {study_name!r} has {len(finished)} finished trials; trial {index} must wait "
+                             f"for trial {len(finished)}")
+        trial_seed = int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
+        make = optuna.samplers.GPSampler if sampler == "gp" else optuna.samplers.TPESampler
+        study.sampler = make(seed=trial_seed)
+        split = hpo_split([c.case_id for c in cases], seed=seed)
+        by_id = {c.case_id: c for c in cases}
+        train_cases, val_cases = [by_id[i] for i in split["train"]], [by_id[i] for i in split["val"]]
+        xt, yt = stack_cases(train_cases, size)
+        xv, _ = stack_cases(val_cases, size)
+
+        def objective(trial):
+            params = _suggest(trial, space)
+            scores = {}
+
+            def report(epoch, model):
+                scores[epoch] = _mean_macro_dice(model, xv, val_cases)
+                trial.report(scores[epoch], epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+
+            model, _ = train_model(name, xt, yt, params=params, epochs=epochs, width=width, seed=seed,
+                                   checkpoint=checkpoint, batch_size=batch_size, threads=threads, device=device,
+                                   on_epoch_end=report if prune else None)
+            return scores[epochs] if prune else _mean_macro_dice(model, xv, val_cases)
+
+        with torch_threads(threads):
+            study.optimize(objective, n_trials=1)
+    last = study.get_trials(deepcopy=False)[-1]
+    if last.state.name not in _FINISHED:
+        raise RuntimeError(f"HPO trial {index} of {name} ended {last.state.name}")
+    return {"up_to_date": False, "state": last.state.name}
+
+
+def hpo_tasks(name: str, cases: Sequence[sd.VesselCase], *, n_trials: int, storage, size: int, epochs: int,
+              width: int = 16, seed: int = 0, sampler: str = "tpe", space: dict | None = None, checkpoint=None,
+              batch_size: int = 2, threads: int | None = None, device: str = "cpu",
+              prune: bool = True) -> tuple[str, list]:
+    """The study name and the grid tasks of one model's search: trial k waits for trial k-1 (a sequential
+    search, resumable); the searches of different models run side by side. ``threads`` None: the task's
+    thread count (:func:`helpers.cluster.task_threads`)."""
+    from .cluster import GridTask
+
+    space = dict(SEARCH_SPACE if space is None else space)
+    study_name = hpo_study_name(name, cases, size=size, epochs=epochs, width=width, seed=seed, sampler=sampler,
+                                space=space, batch_size=batch_size, checkpoint=checkpoint, device=device)
+    tasks = []
+    for k in range(int(n_trials)):
+        tasks.append(GridTask(
+            f"hpo {name} · trial {k}", hpo_trial, (None if storage is None else str(storage), study_name, name,
+                                                   list(cases)),
+            {"index": k, "size": size, "epochs": epochs, "width": width, "seed": seed, "sampler": sampler,
+             "space": space, "checkpoint": checkpoint, "batch_size": batch_size, "threads": threads,
+             "device": device, "prune": prune},
+            gpu=str(device).startswith("cuda"), after=(f"hpo {name} · trial {k - 1}",) if k else ()))
+    return study_name, tasks
+
+
+def hpo_results(storage, study_name: str, name: str, cases: Sequence[sd.VesselCase], *, n_trials: int,
+                sampler: str, seed: int = 0, space: dict | None = None) -> tuple[pd.DataFrame, dict]:
+    """The first ``n_trials`` finished trials of a stored search and its best (completed) trial."""
+    space = dict(SEARCH_SPACE if space is None else space)
+    study = _open_study(storage, study_name)
+    finished = _finished_trials(study)[: int(n_trials)]
+    rows = [{"model": name, "trial": k, "value": t.value, "state": t.state.name.lower(),
+             "seconds": (t.datetime_complete - t.datetime_start).total_seconds(), **t.params}
+            for k, t in enumerate(finished)]
+    complete = [(k, t) for k, t in enumerate(finished) if t.state.name == "COMPLETE"]
+    if not complete:
+        raise ValueError(f"HPO of {name}: none of {len(finished)} trials completed (all pruned)")
+    k, best_trial = max(complete, key=lambda kt: (kt[1].value, -kt[0]))  # ties: the earlier trial
+    split = hpo_split([c.case_id for c in cases], seed=seed)
+    best = {"model": name, "value": float(best_trial.value), "trial": int(k), "params": dict(best_trial.params),
+            "sampler": sampler, "n_trials": int(n_trials), "val_cases": split["val"],
+            "space": {key: list(v) for key, v in space.items()}, "study": study_name}
+    return pd.DataFrame(rows), best
+
+
 def optimize(
     name: str,
     cases: Sequence[sd.VesselCase],
@@ -339,6 +507,9 @@ def optimize(
     batch_size: int = 2,
     threads: int | None = 1,
     device: str = "cpu",
+    storage=None,
+    prune: bool = True,
+    scheduler: str | None = None,
 ) -> tuple[pd.DataFrame, dict]:
     """Bayesian hyper-parameter optimisation of one model on the fixed inner split (:func:`hpo_split`).
 
@@ -347,56 +518,59 @@ def optimize(
     n_trials : int
         The budget (the same for every model).
     sampler : {"tpe", "gp"}
-        Optuna ``TPESampler`` or ``GPSampler`` (Gaussian-process surrogate, as in the study), seeded.
+        Optuna ``TPESampler`` or ``GPSampler`` (Gaussian-process surrogate, as in the study), seeded with
+        ``(seed, trial index)`` (:func:`hpo_trial`).
     space : dict
         Search space (default :data:`SEARCH_SPACE`).
     device : str
         Torch device of the trials.
+    storage : path, optional
+        Optuna journal file holding the study (None: in memory). A search stopped after k trials continues
+        from trial k with the same storage; a search with a larger ``n_trials`` extends it.
+    prune : bool
+        Report validation Dice after each epoch to Optuna's median pruner (pruned trials count in the budget).
+    scheduler : str, optional
+        Dask scheduler address for the trials (one task per trial, in sequence); None: in-process.
 
     Returns
     -------
     trials : pandas.DataFrame
-        One row per trial: ``model, trial, value`` (validation macro Dice), ``seconds`` and one column per
-        hyper-parameter.
+        One row per trial: ``model, trial, value`` (validation macro Dice), ``state`` (complete or pruned),
+        ``seconds`` and one column per hyper-parameter.
     best : dict
-        ``{"model", "value", "trial", "params", "sampler", "n_trials", "val_cases"}``.
+        ``{"model", "value", "trial", "params", "sampler", "n_trials", "val_cases", "space", "study"}``.
     """
-    import optuna
+    from .cluster import run_grid
 
     if isinstance(n_trials, bool) or not isinstance(n_trials, (int, np.integer)) or n_trials < 1:
         raise ValueError(f"n_trials must be a positive integer, got {n_trials!r}")
     if sampler not in ("tpe", "gp"):
         raise ValueError(f"sampler must be 'tpe' or 'gp', got {sampler!r}")
-    space = dict(SEARCH_SPACE if space is None else space)
-    split = hpo_split([c.case_id for c in cases], seed=seed)
-    by_id = {c.case_id: c for c in cases}
-    train_cases, val_cases = [by_id[i] for i in split["train"]], [by_id[i] for i in split["val"]]
-    xt, yt = stack_cases(train_cases, size)
-    xv, _ = stack_cases(val_cases, size)
-    rows = []
+    if storage is None and scheduler is not None:
+        raise ValueError("a search on a Dask scheduler needs a storage file that the workers share")
+    study_name, tasks = hpo_tasks(name, cases, n_trials=n_trials, storage=storage, size=size, epochs=epochs,
+                                  width=width, seed=seed, sampler=sampler, space=space, checkpoint=checkpoint,
+                                  batch_size=batch_size, threads=threads, device=device, prune=prune)
+    if storage is None:  # one in-memory study for all trials: run them here
+        import optuna
 
-    def objective(trial):
-        params = _suggest(trial, space)
-        start = time.perf_counter()
-        model, _ = train_model(name, xt, yt, params=params, epochs=epochs, width=width, seed=seed,
-                               checkpoint=checkpoint, batch_size=batch_size, device=device)
-        value = _mean_macro_dice(model, xv, val_cases)
-        rows.append({"model": name, "trial": trial.number, "value": value,
-                     "seconds": time.perf_counter() - start, **params})
-        return value
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
+            with _memory_journal() as path:
+                return optimize(name, cases, n_trials=n_trials, size=size, epochs=epochs, width=width, seed=seed,
+                                sampler=sampler, space=space, checkpoint=checkpoint, batch_size=batch_size,
+                                threads=threads, device=device, storage=path, prune=prune)
+    run_grid(tasks, scheduler=scheduler, name=f"hpo {name}", progress=False)
+    return hpo_results(storage, study_name, name, cases, n_trials=n_trials, sampler=sampler, seed=seed, space=space)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        make = optuna.samplers.GPSampler if sampler == "gp" else optuna.samplers.TPESampler
-        study = optuna.create_study(direction="maximize", sampler=make(seed=int(seed)))
-        with torch_threads(threads):
-            study.optimize(objective, n_trials=int(n_trials))
-    trials = pd.DataFrame(rows)
-    best = {"model": name, "value": float(study.best_value), "trial": int(study.best_trial.number),
-            "params": dict(study.best_params), "sampler": sampler, "n_trials": int(n_trials),
-            "val_cases": split["val"], "space": {k: list(v) for k, v in space.items()}}
-    return trials, best
+
+@contextlib.contextmanager
+def _memory_journal():
+    """A throw-away journal file (an in-memory search still runs its trials one task at a time)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        yield Path(folder) / "hpo.journal"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -446,9 +620,13 @@ def cross_validate(
     keep_models: Sequence[tuple] = (),
     threads: int | None = 1,
     device: str = "cpu",
+    scheduler: str | None = None,
     progress: bool = True,
 ) -> CVResult:
     """Train and test every model on every fold of ``splits`` (the same folds for every model).
+
+    One model on one fold is one grid task (:func:`cv_task`), run in-process or on the Dask scheduler at
+    ``scheduler``; each is deterministic from its fold's seed, so the outcome does not depend on where it ran.
 
     Parameters
     ----------
@@ -471,7 +649,7 @@ def cross_validate(
         ``(protocol, seed, fold, model)`` whose trained model is kept in ``CVResult.models`` (for saliency and
         attention views).
     """
-    from .progress import progress_bar
+    from .cluster import GridTask, run_grid
 
     params = params or {}
     checkpoints = checkpoints or {}
@@ -481,52 +659,79 @@ def cross_validate(
         if missing:
             raise ValueError(f"splits name cases not in cases: {missing}")
     keep = set(map(tuple, keep_models))
-    rows, history = [], []
-    result = CVResult(scores=pd.DataFrame())
-    jobs = [(m, s) for m in models for s in splits]
-    with torch_threads(threads):
-        for name, split in progress_bar(jobs, desc="cross-validation", progress=progress):
-            _cv_job(name, split, by_id, params, checkpoints, cnn_size, sam_size, epochs, width, mc_passes, keep,
-                    rows, history, result, batch_size, device)
-    result.scores = pd.DataFrame(rows)
+    tasks = [
+        GridTask(f"cv {split['protocol']} · seed {split['seed']} · fold {split['fold']} · {name}", cv_task,
+                 (name, split, [by_id[i] for i in split["train"] + split["test"]]),
+                 {"params": params.get(name, {}), "checkpoint": checkpoints.get(name), "cnn_size": cnn_size,
+                  "sam_size": sam_size, "epochs": epochs, "width": width, "mc_passes": mc_passes,
+                  "batch_size": batch_size, "keep": (split["protocol"], split["seed"], split["fold"], name) in keep,
+                  "threads": threads, "device": device},
+                 gpu=str(device).startswith("cuda"))
+        for name in models for split in splits
+    ]  # fmt: skip
+    outcomes = run_grid(tasks, scheduler=scheduler, name="cross-validation", progress=progress)
+    result = CVResult(scores=pd.DataFrame([row for o in outcomes for row in o["rows"]]))
+    history = [o["history"] for o in outcomes if o["history"] is not None]
     result.history = pd.concat(history, ignore_index=True) if history else pd.DataFrame()
+    for o in outcomes:
+        result.predictions.update(o["predictions"])
+        result.uncertainty.update(o["uncertainty"])
+        result.models.update({key: _rebuild(*saved, device) for key, saved in o["model"].items()})
     return result
 
 
-def _cv_job(name, split, by_id, params, checkpoints, cnn_size, sam_size, epochs, width, mc_passes, keep, rows,
-            history, result, batch_size, device):
-    """One model on one fold: train, predict the test images, score them (rows appended in place)."""
-    status = sm.model_status(name, checkpoints.get(name))
+def cv_task(name: str, split: dict, cases: Sequence[sd.VesselCase], *, params: dict, checkpoint=None,
+            cnn_size: int = 256, sam_size: int = 1024, epochs: int = 10, width: int = 16, mc_passes: int = 0,
+            batch_size: int = 2, keep: bool = False, threads: int | None = 1, device: str = "cpu") -> dict:
+    """One unit of the cross-validation grid: one model on one fold (train, predict the test images, score
+    them). ``cases`` holds the fold's training and test cases. Returns ``rows`` (score rows), ``history``,
+    ``predictions`` and ``uncertainty`` (keyed ``(protocol, seed, model, image)``) and ``model``
+    (``{(protocol, seed, fold, model): (build arguments, state dict)}`` when ``keep``)."""
+    by_id = {c.case_id: c for c in cases}
+    status = sm.model_status(name, checkpoint)
     base = {"protocol": split["protocol"], "seed": split["seed"], "fold": split["fold"], "model": name}
     test_cases = [by_id[i] for i in split["test"]]
+    out = {"rows": [], "history": None, "predictions": {}, "uncertainty": {}, "model": {}}
     if status != "ok":
         for case in test_cases:
             for cls in [*sd.CLASSES[1:], "macro"]:
-                rows.append({**base, "image": case.case_id, "class": cls, "dice": np.nan, "iou": np.nan,
-                             "status": status})
-        return
+                out["rows"].append({**base, "image": case.case_id, "class": cls, "dice": np.nan, "iou": np.nan,
+                                    "status": status})
+        return out
     size = sm.input_size(name, cnn_size=cnn_size, sam_size=sam_size)
-    xt, yt = stack_cases([by_id[i] for i in split["train"]], size)
-    model, hist = train_model(name, xt, yt, params=params.get(name, {}), epochs=epochs, width=width,
-                              seed=split["seed"] * 1000 + split["fold"], checkpoint=checkpoints.get(name),
-                              batch_size=batch_size, device=device)
-    history.append(hist.assign(**base))
-    xs, _ = stack_cases(test_cases, size)
-    if mc_passes:
-        mc = mc_dropout_predict(model, xs, passes=mc_passes, seed=split["seed"])
-        proba = mc["mean"]
-    else:
-        proba = predict_proba(model, xs)
+    with torch_threads(threads):
+        xt, yt = stack_cases([by_id[i] for i in split["train"]], size)
+        model, hist = train_model(name, xt, yt, params=params, epochs=epochs, width=width,
+                                  seed=split["seed"] * 1000 + split["fold"], checkpoint=checkpoint,
+                                  batch_size=batch_size, threads=threads, device=device)
+        out["history"] = hist.assign(**base)
+        xs, _ = stack_cases(test_cases, size)
+        if mc_passes:
+            mc = mc_dropout_predict(model, xs, passes=mc_passes, seed=split["seed"])
+            proba = mc["mean"]
+        else:
+            proba = predict_proba(model, xs)
     for k, case in enumerate(test_cases):
         pred = to_reference_size(proba[k], case.mask.shape).argmax(0).astype(np.uint8)
         key = (split["protocol"], split["seed"], name, case.case_id)
-        result.predictions[key] = pred
+        out["predictions"][key] = pred
         if mc_passes:
-            result.uncertainty[key] = to_reference_size(mc["entropy"][k], case.mask.shape)
+            out["uncertainty"][key] = to_reference_size(mc["entropy"][k], case.mask.shape)
         for row in _score_rows(case, pred, {**base, "image": case.case_id}):
-            rows.append({**row, "status": "ok"})
-    if (split["protocol"], split["seed"], split["fold"], name) in keep:
-        result.models[(split["protocol"], split["seed"], split["fold"], name)] = model
+            out["rows"].append({**row, "status": "ok"})
+    if keep:  # weights and how to rebuild the model (a model object may not survive serialisation)
+        build = {"name": name, "n_classes": 4 if int(yt.max()) < 4 else int(yt.max()) + 1, "width": width,
+                 "dropout": _check_params(params)["dropout"], "checkpoint": checkpoint}
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        out["model"][(split["protocol"], split["seed"], split["fold"], name)] = (build, state)
+    return out
+
+
+def _rebuild(build: dict, state: dict, device) -> torch.nn.Module:
+    model = sm.build_model(build["name"], n_classes=build["n_classes"], width=build["width"],
+                           dropout=build["dropout"], checkpoint=build["checkpoint"])
+    model.load_state_dict(state)
+    return model.to(_check_device(device)).eval()
 
 
 def fold_scores(scores: pd.DataFrame, *, metric: str = "dice") -> pd.DataFrame:
@@ -765,12 +970,21 @@ def attention_map(model, x: torch.Tensor) -> np.ndarray:
 DATASET = sd.DATASET
 
 
+def hpo_storage(ws) -> Path:
+    """The Optuna journal of the small-data searches: ``results/small_data/hpo.journal`` (shared by workers)."""
+    return ws.results(DATASET) / "hpo.journal"
+
+
 def run_hpo(ws, cases, *, models: Sequence[str], n_trials: int, size: int, sam_size: int = 1024, epochs: int,
             width: int = 16, batch_size: int = 2, seed: int = 0, sampler: str = "tpe",
-            checkpoints: dict | None = None, device: str = "cpu", progress: bool = True):
+            checkpoints: dict | None = None, device: str = "cpu", prune: bool = True, scheduler: str | None = None,
+            progress: bool = True):
     """Optimise every model with the same budget; models that cannot run are recorded with their reason.
 
-    Writes ``results/small_data/hpo_trials.csv`` (all trials), ``best_params.json`` (per model: best trial and
+    The searches live in one Optuna journal in the workspace (:func:`hpo_storage`): one trial is one grid task,
+    the trials of a model run in sequence and the models side by side (on the Dask scheduler at ``scheduler``, or
+    in-process), and an interrupted search continues where it stopped. Writes
+    ``results/small_data/hpo_trials.csv`` (all trials), ``best_params.json`` (per model: best trial and
     parameters, or ``status``) and ``search_space.json``.
 
     Returns
@@ -779,25 +993,37 @@ def run_hpo(ws, cases, *, models: Sequence[str], n_trials: int, size: int, sam_s
     best : dict
         ``{model: {...}}`` as :func:`optimize`'s second output, plus ``status``.
     """
+    from .cluster import run_grid
     from .io import write_csv, write_json
-    from .progress import progress_bar
 
+    if isinstance(n_trials, bool) or not isinstance(n_trials, (int, np.integer)) or n_trials < 1:
+        raise ValueError(f"n_trials must be a positive integer, got {n_trials!r}")
+    if sampler not in ("tpe", "gp"):
+        raise ValueError(f"sampler must be 'tpe' or 'gp', got {sampler!r}")
     checkpoints = checkpoints or {}
-    frames, best = [], {}
-    for name in progress_bar(list(models), desc="hpo", progress=progress):
+    storage = hpo_storage(ws)
+    names, tasks, best = {}, [], {}
+    for name in models:
         status = sm.model_status(name, checkpoints.get(name))
         if status != "ok":
             best[name] = {"model": name, "status": status}
             continue
-        trials, b = optimize(name, cases, n_trials=n_trials, epochs=epochs, width=width, seed=seed, sampler=sampler,
-                             size=sm.input_size(name, cnn_size=size, sam_size=sam_size),
-                             checkpoint=checkpoints.get(name), batch_size=batch_size, device=device)
-        frames.append(trials)
-        best[name] = {**b, "status": "ok"}
+        names[name], model_tasks = hpo_tasks(
+            name, cases, n_trials=n_trials, storage=storage, size=sm.input_size(name, cnn_size=size, sam_size=sam_size),
+            epochs=epochs, width=width, seed=seed, sampler=sampler, checkpoint=checkpoints.get(name),
+            batch_size=batch_size, threads=1, device=device, prune=prune)  # one thread, as cross-validation:
+        tasks.extend(model_tasks)  # the same numbers in-process and on any cluster
+    run_grid(tasks, scheduler=scheduler, name="hpo small_data", progress=progress)
+    frames = []
+    for name in models:
+        if name in names:
+            trials, b = hpo_results(storage, names[name], name, cases, n_trials=n_trials, sampler=sampler, seed=seed)
+            frames.append(trials)
+            best[name] = {**b, "status": "ok"}
     trials = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     out = ws.results(DATASET)
     write_csv(trials, out / "hpo_trials.csv")
-    write_json(best, out / "best_params.json")
+    write_json({name: best[name] for name in models}, out / "best_params.json")
     write_json({k: list(v) for k, v in SEARCH_SPACE.items()}, out / "search_space.json")
     return trials, best
 
@@ -805,7 +1031,7 @@ def run_hpo(ws, cases, *, models: Sequence[str], n_trials: int, size: int, sam_s
 def run_cv(ws, cases, *, models: Sequence[str], protocols: Sequence[str] = sd.PROTOCOLS, seeds: Sequence[int] = (0,),
            best: dict | None = None, cnn_size: int = 256, sam_size: int = 1024, epochs: int = 10, width: int = 16,
            batch_size: int = 2, checkpoints: dict | None = None, mc_passes: int = 0, device: str = "cpu",
-           progress: bool = True) -> CVResult:
+           scheduler: str | None = None, progress: bool = True) -> CVResult:
     """Cross-validate every model under every protocol and seed on the same splits.
 
     Uses the best parameters of :func:`run_hpo` (``best``); keeps the trained models of the first seed's
@@ -821,7 +1047,7 @@ def run_cv(ws, cases, *, models: Sequence[str], protocols: Sequence[str] = sd.PR
     result = cross_validate(cases, models=models, splits=splits, params=params, cnn_size=cnn_size,
                             sam_size=sam_size, epochs=epochs, width=width, checkpoints=checkpoints,
                             mc_passes=mc_passes, batch_size=batch_size, keep_models=keep, device=device,
-                            progress=progress)
+                            scheduler=scheduler, progress=progress)
     out = ws.results(DATASET)
     write_json({"splits": splits, "rule": "loocv: one case per fold; 3fold: seeded permutation, array_split",
                 "seeds": list(seeds)}, out / "splits.json")

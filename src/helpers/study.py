@@ -736,29 +736,38 @@ def _lock_holder(fd: int, *, default: str = "a run whose details are unknown") -
 
 
 def run(profile: str, *, workspace: str = ".", datasets=None, sections=None, force: bool = False,
-        book: bool = True, out=sys.stdout) -> RunReport:
-    """Run the study: every out-of-date section notebook of the profile, in dependency order, then the book.
+        book: bool = True, scheduler: str | None = None, workers: int | None = None,
+        out=sys.stdout) -> RunReport:
+    """Run the study: every out-of-date section notebook of the profile, independent sections concurrently
+    (one dataset's chain beside another's), then the book.
 
-    The workspace is locked while the run lasts; Ctrl-C (SIGINT) or SIGTERM stops the notebook in progress and
-    raises :class:`Interrupted` naming it, with nothing stamped that did not finish."""
+    ``scheduler``: None/``"none"`` (in-process, one section and one task at a time; the command line's default
+    is ``"local"``), ``"local"`` (a Dask ``LocalCluster`` sized to this machine, ``workers`` worker processes) or
+    the address of a running Dask scheduler; the address reaches every notebook that declares a ``scheduler``
+    parameter (see ``helpers.cluster``).
+
+    The workspace is locked while the run lasts; Ctrl-C (SIGINT) or SIGTERM stops the notebooks in progress and
+    raises :class:`Interrupted` naming them, with nothing stamped that did not finish."""
     prof, prof_path = load_profile(profile)
     return run_profile(prof, prof_path, workspace=workspace, datasets=datasets, sections=sections, force=force,
-                       book=book, out=out)
+                       book=book, scheduler=scheduler, workers=workers, out=out)
 
 
 def run_profile(prof: dict, prof_path: Path, *, workspace: str = ".", datasets=None, sections=None,
-                force: bool = False, book: bool = True, out=sys.stdout) -> RunReport:
+                force: bool = False, book: bool = True, scheduler: str | None = None, workers: int | None = None,
+                out=sys.stdout) -> RunReport:
     """:func:`run` for a profile already loaded (:func:`load_profile`) or built by a command (``evaluate``)."""
     ws = Workspace.at(workspace)
     tasks = plan(prof, prof_path, workspace, datasets=datasets, sections=sections)
     with workspace_lock(ws, f"helpers.study run --profile {prof['profile']}", out=out), _signals():
-        return _run_locked(tasks, ws, prof, prof_path, force=force, book=book, out=out)
+        return _run_locked(tasks, ws, prof, prof_path, force=force, book=book, scheduler=scheduler,
+                           workers=workers, out=out)
 
 
 def _run_locked(tasks: list[Task], ws: Workspace, prof: dict, prof_path: Path, *, force: bool, book: bool,
-                out) -> RunReport:
+                scheduler: str | None, workers: int | None, out) -> RunReport:
     assign_keys(tasks, ws, prof["datasets"])
-    report = execute_tasks(tasks, ws, prof, prof_path, force=force, out=out)
+    report = execute_tasks(tasks, ws, prof, prof_path, force=force, scheduler=scheduler, workers=workers, out=out)
     write_toc(prof, ws)
     print(f"study: {len(report.executed)} executed, {len(report.skipped)} up to date, "
           f"{report.seconds:.1f} s", file=out, flush=True)
@@ -783,29 +792,144 @@ def _signals():
 
 
 def execute_tasks(tasks: list[Task], ws: Workspace, prof: dict, prof_path: Path, *, force: bool = False,
-                  out=sys.stdout) -> RunReport:
-    """Execute the out-of-date tasks one after another, reporting progress; stop at the first failure or
-    interrupt (the tasks already done keep their stamps)."""
+                  scheduler: str | None = None, workers: int | None = None, out=sys.stdout) -> RunReport:
+    """Execute the out-of-date tasks, independent ones concurrently (:func:`run_sections`) on the run's Dask
+    cluster, reporting progress; stop at the first failure or interrupt (the tasks already done keep their
+    stamps)."""
+    from . import cluster as _cluster
+
     report = RunReport()
     start = time.perf_counter()
     print(f"study: profile {prof['profile']} ({relative(prof_path)}), workspace {relative(ws.root)}, "
           f"{len(tasks)} section runs", file=out, flush=True)
-    for i, task in enumerate(tasks, start=1):
-        prefix = f"[{i}/{len(tasks)}] {task.label:<32}"
-        if _stop_requested():
-            raise Interrupted(f"interrupted ({_stop_requested()}) before section {task.label}; "
-                              "the next run resumes there")
-        if not force and is_up_to_date(ws, task):
-            report.skipped.append(task.label)
-            print(f"{prefix} up to date", file=out, flush=True)
-            continue
-        print(f"{prefix} running …", file=out, flush=True)
-        seconds = execute(task, ws)
-        report.executed.append(task.label)
-        print(f"{prefix} done in {seconds:6.1f} s (elapsed {time.perf_counter() - start:6.1f} s)",
-              file=out, flush=True)
+    try:
+        with _environment(kernel_environment()), _cluster.open_cluster(scheduler, workers=workers, out=out) as info:
+            start = time.perf_counter()
+            pass_scheduler(tasks, info.address)
+            run_sections(tasks, ws, report, force=force, parallel=max(1, info.workers), out=out)
+    except _cluster.GridError as err:
+        raise StudyError(str(err)) from None
     report.seconds = time.perf_counter() - start
     return report
+
+
+def pass_scheduler(tasks: list[Task], address: str | None) -> None:
+    """Give the Dask scheduler's address (None: in-process) to every task whose notebook declares ``scheduler``.
+    Called after :func:`assign_keys`: where the tasks run never changes results, so it is not part of a key."""
+    for task in tasks:
+        if "scheduler" in notebook_parameters(notebooks_dir() / task.section.notebook):
+            task.params["scheduler"] = address
+
+
+def section_dependencies(tasks: list[Task]) -> dict[int, set[int]]:
+    """For each task (by index), the tasks of the plan it must wait for: its ``depends`` sections of the same
+    dataset, or of every dataset it reads (study sections)."""
+    index = {(t.dataset, t.section.name): i for i, t in enumerate(tasks)}
+    deps: dict[int, set[int]] = {}
+    for i, task in enumerate(tasks):
+        targets = [task.dataset] if task.section.scope == "dataset" else list(task.params.get("datasets", DATASETS))
+        deps[i] = {index[(ds, dep)] for dep in task.section.depends for ds in targets if (ds, dep) in index}
+    return deps
+
+
+def run_sections(tasks: list[Task], ws: Workspace, report: RunReport, *, force: bool = False, parallel: int = 1,
+                 out=sys.stdout) -> None:
+    """Execute the out-of-date tasks, up to ``parallel`` notebooks at a time, each as soon as the tasks it depends
+    on are done. The first failure stops new starts; the running ones finish; then its error is raised."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    deps = section_dependencies(tasks)
+    done: set[int] = set()
+    waiting = list(range(len(tasks)))
+    running: dict = {}
+    failure = None
+    interrupted: list[str] = []  # the messages of the sections an interrupt stopped
+    start = time.perf_counter()
+
+    def prefix(i):
+        return f"[{i + 1}/{len(tasks)}] {tasks[i].label:<32}"
+
+    with ThreadPoolExecutor(max_workers=parallel) if parallel > 1 else contextlib.nullcontext() as pool:
+        while waiting or running:
+            if failure is None and _stop_requested() and waiting:
+                failure = Interrupted(f"interrupted ({_stop_requested()}) before section "
+                                      f"{tasks[waiting[0]].label}; the next run resumes there")
+            ready = [i for i in waiting if deps[i] <= done] if failure is None else []
+            for i in ready:
+                if len(running) >= parallel:
+                    break
+                waiting.remove(i)
+                if not force and is_up_to_date(ws, tasks[i]):
+                    report.skipped.append(tasks[i].label)
+                    done.add(i)
+                    print(f"{prefix(i)} up to date", file=out, flush=True)
+                    continue
+                print(f"{prefix(i)} running …", file=out, flush=True)
+                running[pool.submit(_execute_in_thread, tasks[i], ws) if pool else _execute_now(tasks[i], ws)] = i
+            if not running:
+                if failure is not None or not waiting:
+                    break
+                continue  # skipped tasks freed others
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                i = running.pop(future)
+                try:
+                    seconds = future.result()
+                except Interrupted as err:
+                    interrupted.append(str(err))
+                    failure = failure if failure is not None and not isinstance(failure, Interrupted) else err
+                    continue
+                except StudyError as err:
+                    failure = err if failure is None or isinstance(failure, Interrupted) else failure
+                    continue
+                done.add(i)
+                report.executed.append(tasks[i].label)
+                print(f"{prefix(i)} done in {seconds:6.1f} s (elapsed {time.perf_counter() - start:6.1f} s)",
+                      file=out, flush=True)
+    if isinstance(failure, Interrupted) and len(interrupted) > 1:
+        raise Interrupted("; ".join(interrupted))
+    if failure is not None:
+        raise failure
+
+
+def _execute_now(task: Task, ws: Workspace):
+    """:func:`execute` in this thread (one section at a time), its outcome as a finished future."""
+    from concurrent.futures import Future
+
+    future = Future()
+    try:
+        future.set_result(execute(task, ws))
+    except StudyError as err:
+        future.set_exception(err)
+    return future
+
+
+def _execute_in_thread(task: Task, ws: Workspace) -> float:
+    """:func:`execute` in a worker thread, with an event loop of its own for papermill, closed afterwards."""
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        return execute(task, ws)
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+@contextlib.contextmanager
+def _environment(values: dict):
+    """Set environment variables for a block (the kernels of concurrently executed notebooks inherit them)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 # ---- the book ---------------------------------------------------------------------------------------------------
@@ -1097,6 +1221,30 @@ def refresh_notebooks(*, profile: str = "smoke", workspace: str = "build/nbval",
 # ---- command line --------------------------------------------------------------------------------------------------
 
 
+def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--scheduler`` and ``--workers``: where the grid's tasks run (see ``helpers.cluster``)."""
+    parser.add_argument(
+        "--scheduler", default="local", metavar="ADDRESS|local|none",
+        help="Dask scheduler for the grid's tasks: 'local' (default) starts a LocalCluster on this machine, 'none' "
+             "runs everything in-process one task at a time, an address (tcp://host:8786) uses a running "
+             "scheduler, e.g. one started by dask-jobqueue (examples/slurm_paper.py)")
+    parser.add_argument(
+        "--workers", type=_positive_int, default=None, metavar="N",
+        help="worker processes of the local cluster (default: one per core; torch threads per worker = "
+             "cores // N)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m helpers.study", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -1109,6 +1257,7 @@ def main(argv=None) -> int:
     p_run.add_argument("--section", action="append", help="only this section (repeatable)")
     p_run.add_argument("--force", action="store_true", help="re-run even up-to-date sections")
     p_run.add_argument("--no-book", action="store_true", help="do not build the book")
+    add_cluster_arguments(p_run)
     p_book = sub.add_parser("book", help="build the book of a workspace")
     p_book.add_argument("--workspace", default=".", help=ws_help)
     p_eval = sub.add_parser(
@@ -1124,7 +1273,7 @@ def main(argv=None) -> int:
     try:
         if args.command == "run":
             run(args.profile, workspace=args.workspace, datasets=args.dataset, sections=args.section,
-                force=args.force, book=not args.no_book)
+                force=args.force, book=not args.no_book, scheduler=args.scheduler, workers=args.workers)
         elif args.command == "book":
             ws = Workspace.at(args.workspace)
             with workspace_lock(ws, "helpers.study book"):

@@ -45,6 +45,9 @@ Files per model (``<ws>/models/<dataset>/<model>/``; extra seeds under ``_seeds/
 ``checkpoint_best.pt``, ``config.json`` (everything needed to re-run: protocol, model kwargs, seeds, package
 versions, git commit, device, threads, split and a SHA-256 of the prepared training and validation arrays) and
 ``history.csv`` (one row per epoch). A finished training whose configuration is unchanged is not re-run.
+
+Grid: :func:`train_all` and :func:`predict_all` run one task per (model, seed) (:func:`train_task`,
+:func:`predict_task`), in-process or on a Dask scheduler (``helpers.cluster``).
 """
 
 from __future__ import annotations
@@ -202,11 +205,10 @@ class TrainingResult:
 
 
 def default_threads() -> int:
-    """The cores this process may use (``os.sched_getaffinity`` where available, else ``os.cpu_count()``)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
+    """The cores this process may use (:func:`helpers.cluster.available_cores`)."""
+    from .cluster import available_cores
+
+    return available_cores()
 
 
 def default_device() -> str:
@@ -792,6 +794,48 @@ def _seeds(seed: int, seeds: int) -> list[int]:
     return [int(seed) + i for i in range(int(seeds))]
 
 
+def _wants_gpu(device: str | None) -> bool:
+    """Whether grid tasks with this ``device`` must run on a GPU worker (explicit CUDA, or None where the
+    submitting process sees a GPU)."""
+    return default_device().startswith("cuda") if device is None else str(device).startswith("cuda")
+
+
+def _load_split_cases(ws: Workspace, dataset: str, parts: Sequence[str]) -> dict[str, list]:
+    splits = _load_splits(ws, dataset)
+    for part in parts:
+        if not splits.get(part):
+            raise ValueError(f"{ws.results(dataset) / 'splits.json'}: the {part!r} split is empty")
+    return {part: [_load_prepared(ws, dataset, c) for c in splits[part]] for part in parts}
+
+
+def train_task(workspace, dataset: str, model: str, *, seed: int, seed_index: int = 0,
+               protocol: TrainingProtocol = TrainingProtocol(), num_threads: int | None = None,
+               device: str | None = None) -> dict:
+    """One unit of the training grid: train ``model`` with ``seed`` on the dataset's split (reading the prepared
+    arrays from the workspace) and return its row of ``training_summary.csv`` plus ``up_to_date`` (True when a
+    finished training with this configuration was found and nothing was trained).
+
+    ``num_threads`` None: the task's thread count (:func:`helpers.cluster.task_threads`)."""
+    from .cluster import task_threads
+
+    ws = _workspace(workspace)
+    cases = _load_split_cases(ws, dataset, ("train", "val"))
+    folder = model_folder(ws, dataset, model, seed_index=seed_index, seed=seed)
+    before = _mtime(folder / CHECKPOINT_LAST)
+    result = train_model(
+        model, cases["train"], cases["val"], folder, protocol=protocol, seed=seed,
+        num_threads=task_threads() if num_threads is None else num_threads, device=device, progress=False,
+        extra_config={"dataset": dataset},
+    )  # fmt: skip
+    row = {"dataset": dataset, **result.as_row()}
+    row["folder"] = Path(row["folder"]).relative_to(ws.root).as_posix()
+    return {**row, "up_to_date": before is not None and before == _mtime(folder / CHECKPOINT_LAST)}
+
+
+def _mtime(path: Path) -> int | None:
+    return path.stat().st_mtime_ns if path.exists() else None
+
+
 def train_all(
     ws,
     dataset: str,
@@ -802,16 +846,21 @@ def train_all(
     seeds: int = 1,
     num_threads: int | None = None,
     device: str | None = None,
+    scheduler: str | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Train every model in ``models`` (and ``seeds`` seeds each) on the dataset's train split under one protocol.
 
-    Reads the split (``results/<dataset>/splits.json``) and the prepared arrays; writes each model's folder
-    (:func:`model_folder`) and ``results/<dataset>/training_summary.csv``; returns that table (one row per model
-    and seed: ``dataset, model, seed, params, best_val_dice, best_epoch, epochs, steps, seconds,
-    images_per_second, stopped_early, device, folder``). Seeds are ``seed, seed + 1, ..., seed + seeds - 1``.
-    Finished trainings with an unchanged configuration are skipped; interrupted ones resume.
+    Each (model, seed) is one task of a grid (:func:`train_task`), run in-process one after another
+    (``scheduler`` None) or on the Dask scheduler at ``scheduler`` (see ``helpers.cluster``); CUDA tasks ask for
+    the resource ``GPU=1``. Reads the split (``results/<dataset>/splits.json``) and the prepared arrays; writes
+    each model's folder (:func:`model_folder`) and ``results/<dataset>/training_summary.csv``; returns that table
+    (one row per model and seed: ``dataset, model, seed, params, best_val_dice, best_epoch, epochs, steps,
+    seconds, images_per_second, stopped_early, device, folder``). Seeds are ``seed, seed + 1, ...,
+    seed + seeds - 1``. Finished trainings with an unchanged configuration are skipped; interrupted ones resume.
     """
+    from .cluster import GridTask, run_grid
+
     ws = _workspace(ws)
     models = _check_models(models)
     seed_list = _seeds(seed, seeds)
@@ -819,21 +868,52 @@ def train_all(
     for part in ("train", "val"):
         if not splits.get(part):
             raise ValueError(f"{ws.results(dataset) / 'splits.json'}: the {part!r} split is empty")
-    train_cases = [_load_prepared(ws, dataset, c) for c in splits["train"]]
-    val_cases = [_load_prepared(ws, dataset, c) for c in splits["val"]]
-    rows = []
-    for index, s in enumerate(seed_list):
-        for name in models:
-            result = train_model(
-                name, train_cases, val_cases, model_folder(ws, dataset, name, seed_index=index, seed=s),
-                protocol=protocol, seed=s, num_threads=num_threads, device=device, progress=progress,
-                extra_config={"dataset": dataset},
-            )  # fmt: skip
-            rows.append({"dataset": dataset, **result.as_row()})
-    summary = pd.DataFrame(rows)
-    summary["folder"] = [Path(f).relative_to(ws.root).as_posix() for f in summary["folder"]]
+    tasks = [
+        GridTask(f"{dataset} · {name} · seed {s}", train_task, (str(ws.root), dataset, name),
+                 {"seed": s, "seed_index": index, "protocol": protocol, "num_threads": num_threads,
+                  "device": device}, gpu=_wants_gpu(device))
+        for index, s in enumerate(seed_list) for name in models
+    ]  # fmt: skip
+    rows = run_grid(tasks, scheduler=scheduler, name=f"train {dataset}", progress=progress)
+    summary = pd.DataFrame([{k: v for k, v in row.items() if k != "up_to_date"} for row in rows])
     write_csv(summary, ws.results(dataset) / "training_summary.csv")
     return summary
+
+
+def predict_task(workspace, dataset: str, model: str, *, seed: int, seed_index: int = 0,
+                 min_component_voxels: int = 0, save_probabilities: bool = False, image_format: str = "png",
+                 num_threads: int | None = None, device: str | None = None) -> list[dict]:
+    """One unit of the prediction grid: predict every test case with one model and seed (see
+    :func:`predict_all`) and return one row per case."""
+    from .cluster import task_threads
+
+    ws = _workspace(workspace)
+    device = default_device() if device is None else device
+    cases = _load_split_cases(ws, dataset, ("test",))["test"]
+    root = predictions_root(ws, dataset, seed_index=seed_index, seed=seed)
+    folder = model_folder(ws, dataset, model, seed_index=seed_index, seed=seed)
+    rows = []
+    with torch_settings(num_threads=task_threads() if num_threads is None else num_threads, deterministic=True):
+        net = load_best_model(folder).to(device)
+        size = read_json(folder / CONFIG)["protocol"]["size"]
+        multiple, min_size = _models.input_multiple(model, size), _models.min_input_size(model, size)
+        for case in cases:
+            stack = predict_stack(net, case.image, multiple=multiple, min_size=min_size, device=device,
+                                  amp=device != "cpu")  # fmt: skip
+            prob = np.asarray(_restore(stack, case), dtype=np.float32)
+            kind = getattr(case, "kind", "volume")
+            if kind == "image" and prob.ndim == 3 and prob.shape[0] == 1:
+                prob = prob[0]
+            prob = np.clip(prob, 0.0, 1.0)
+            mask = _predictions.postprocess(prob, threshold=0.5, min_component_voxels=min_component_voxels)
+            path = _predictions.write_prediction(
+                root, model, case.case_id, mask, kind=kind, affine=getattr(case, "affine", None),
+                prob=prob if save_probabilities else None, image_format=image_format,
+            )  # fmt: skip
+            rows.append({"dataset": dataset, "model": model, "seed": seed, "case_id": case.case_id,
+                         "path": path.relative_to(ws.root).as_posix(),
+                         "predicted_voxels": int(mask.sum())})  # fmt: skip
+    return rows
 
 
 def predict_all(
@@ -848,6 +928,7 @@ def predict_all(
     image_format: str = "png",
     num_threads: int | None = None,
     device: str | None = None,
+    scheduler: str | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Predict every test case with each model's best checkpoint and write it in the dataset's own format.
@@ -856,44 +937,28 @@ def predict_all(
     with ``helpers.preprocessing.restore``, then :func:`helpers.predictions.postprocess` applies the shared rule
     (threshold 0.5, remove components smaller than ``min_component_voxels`` original voxels) and
     :func:`helpers.predictions.write_prediction` writes it (NIfTI with the source affine for volumes;
-    ``image_format`` for 2D images). The rule is recorded in ``results/<dataset>/inference.json``.
+    ``image_format`` for 2D images). The rule is recorded in ``results/<dataset>/inference.json``. Each (model,
+    seed) is one grid task (:func:`predict_task`), in-process or on the Dask scheduler at ``scheduler``.
 
     Returns a table with one row per model, seed and case: ``dataset, model, seed, case_id, path,
     predicted_voxels``.
     """
+    from .cluster import GridTask, run_grid
+
     ws = _workspace(ws)
     models = _check_models(models)
     seed_list = _seeds(seed, seeds)
-    splits = _load_splits(ws, dataset)
-    if not splits.get("test"):
+    if not _load_splits(ws, dataset).get("test"):
         raise ValueError(f"{ws.results(dataset) / 'splits.json'}: the 'test' split is empty")
-    device = default_device() if device is None else device
-    rows = []
-    with torch_settings(num_threads=num_threads, deterministic=True):
-        cases = [_load_prepared(ws, dataset, c) for c in splits["test"]]
-        for index, s in enumerate(seed_list):
-            root = predictions_root(ws, dataset, seed_index=index, seed=s)
-            for name in models:
-                folder = model_folder(ws, dataset, name, seed_index=index, seed=s)
-                model = load_best_model(folder).to(device)
-                size = read_json(folder / CONFIG)["protocol"]["size"]
-                multiple, min_size = _models.input_multiple(name, size), _models.min_input_size(name, size)
-                for case in _bar(progress, iterable=cases, desc=f"predict {name}", leave=False):
-                    stack = predict_stack(model, case.image, multiple=multiple, min_size=min_size, device=device,
-                                          amp=device != "cpu")  # fmt: skip
-                    prob = np.asarray(_restore(stack, case), dtype=np.float32)
-                    kind = getattr(case, "kind", "volume")
-                    if kind == "image" and prob.ndim == 3 and prob.shape[0] == 1:
-                        prob = prob[0]
-                    prob = np.clip(prob, 0.0, 1.0)
-                    mask = _predictions.postprocess(prob, threshold=0.5, min_component_voxels=min_component_voxels)
-                    path = _predictions.write_prediction(
-                        root, name, case.case_id, mask, kind=kind, affine=getattr(case, "affine", None),
-                        prob=prob if save_probabilities else None, image_format=image_format,
-                    )  # fmt: skip
-                    rows.append({"dataset": dataset, "model": name, "seed": s, "case_id": case.case_id,
-                                 "path": path.relative_to(ws.root).as_posix(),
-                                 "predicted_voxels": int(mask.sum())})  # fmt: skip
+    tasks = [
+        GridTask(f"{dataset} · predict {name} · seed {s}", predict_task, (str(ws.root), dataset, name),
+                 {"seed": s, "seed_index": index, "min_component_voxels": min_component_voxels,
+                  "save_probabilities": save_probabilities, "image_format": image_format,
+                  "num_threads": num_threads, "device": device}, gpu=_wants_gpu(device))
+        for index, s in enumerate(seed_list) for name in models
+    ]  # fmt: skip
+    rows = [row for rows in run_grid(tasks, scheduler=scheduler, name=f"predict {dataset}", progress=progress)
+            for row in rows]
     write_json(
         {"threshold": 0.5, "threshold_rule": "prob >= 0.5", "min_component_voxels": int(min_component_voxels),
          "connectivity": "full (ndim)", "grid": "original", "models": models, "seeds": seed_list,

@@ -1,0 +1,299 @@
+"""The study's grid on Dask: one cluster per run, and the grid's units (one training run, one fold, one HPO
+trial) submitted to it as tasks.
+
+Conventions
+-----------
+- Scheduler: ``None`` or ``"none"`` runs a grid in-process, one task after another (debugging, and the notebooks'
+  default when executed by hand); an address (``tcp://host:8786``) sends it to that Dask scheduler. The runner
+  (``python -m helpers.study run``) owns the cluster (:func:`open_cluster`) and passes its address to every
+  notebook that declares a ``scheduler`` parameter.
+- Threads: a local cluster has ``workers`` worker processes of one Dask thread each, and each task runs torch
+  with ``cores // workers`` threads (:func:`task_threads`), so workers x threads = cores. Worker processes get
+  ``OMP_WAIT_POLICY=PASSIVE`` and ``OMP_NUM_THREADS`` (spinning OpenMP threads made torch 10-70x slower on 2
+  shared cores); a worker started elsewhere (``dask worker``, Slurm) reads ``HONEST_TORCH_THREADS`` when set.
+- Determinism: a task depends only on its arguments (its seed among them), never on which worker runs it or
+  when; results equal the in-process run's when the torch thread count is the same.
+- Outputs: a task writes its files atomically into the shared workspace and skips work already done there, so a
+  rerun after an interruption does only what is missing. A worker lost mid-task is replaced by Dask, which
+  reruns the task elsewhere (``distributed.scheduler.allowed-failures``); an exception inside a task is not
+  retried: it stops the grid with :class:`GridError` naming the task.
+- Resources: tasks that need a GPU are submitted with ``resources={"GPU": 1}``; CPU tasks declare nothing and
+  run on any worker.
+- Progress: each finished task is logged as a Dask event on topic :data:`TOPIC`; the runner prints one line per
+  task (count, label, seconds, elapsed). In-process grids print those lines themselves when ``progress`` is on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+#: Dask event topic of finished grid tasks and started grids.
+TOPIC = "honest-grid"
+#: Environment variable a worker reads for its torch thread count.
+THREADS_ENV = "HONEST_TORCH_THREADS"
+#: ``scheduler`` values that mean "in-process, sequential".
+IN_PROCESS = (None, "none", "")
+
+
+class GridError(RuntimeError):
+    """A task of a grid failed; the message names the task and the error. Earlier tasks' outputs are intact."""
+
+
+@dataclass(frozen=True)
+class GridTask:
+    """One unit of a grid: ``function(*args, **kwargs)`` with a human label such as ``"wmh · unet · seed 0"``.
+
+    ``gpu``: submit with the resource ``GPU=1``. ``after``: labels of tasks of the same grid that must finish first
+    (e.g. HPO trial k after trial k-1 of the same model)."""
+
+    label: str
+    function: Callable
+    args: tuple = ()
+    kwargs: dict = field(default_factory=dict)
+    gpu: bool = False
+    after: tuple[str, ...] = ()
+
+
+# ---- threads ------------------------------------------------------------------------------------------------------
+
+
+def available_cores() -> int:
+    """The cores this process may use (``os.sched_getaffinity`` where available, else ``os.cpu_count()``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def local_layout(workers: int | None = None, *, cores: int | None = None) -> tuple[int, int]:
+    """``(workers, torch threads per worker)`` of a local cluster: ``workers`` (default: one per core) and
+    ``cores // workers`` threads, at least 1, so that workers x threads <= cores."""
+    cores = available_cores() if cores is None else int(cores)
+    if workers is None:
+        workers = cores
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    return workers, max(1, cores // workers)
+
+
+def task_threads() -> int:
+    """Torch threads for a task in this process: ``$HONEST_TORCH_THREADS`` when set (a cluster worker), else the
+    cores available."""
+    value = os.environ.get(THREADS_ENV)
+    if value is None:
+        return available_cores()
+    try:
+        threads = int(value)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise ValueError(f"${THREADS_ENV} must be a positive integer, got {value!r}")
+    return threads
+
+
+def worker_environment(threads: int) -> dict[str, str]:
+    """Environment of a worker process whose tasks run torch with ``threads`` threads."""
+    n = str(int(threads))
+    return {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n,
+            THREADS_ENV: n, "TQDM_DISABLE": "1", "MPLBACKEND": "Agg"}
+
+
+# ---- the cluster of a run -------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ClusterInfo:
+    """What the runner tells the user and the notebooks: the scheduler address (None: in-process), the dashboard
+    link and the number of workers."""
+
+    address: str | None
+    dashboard: str | None = None
+    workers: int = 0
+    threads_per_worker: int = 0
+
+
+@contextlib.contextmanager
+def open_cluster(scheduler: str | None = "local", *, workers: int | None = None, connect_timeout: str = "30s",
+                 out=sys.stdout):
+    """The cluster of one run, closed on exit.
+
+    ``scheduler``: ``"local"`` starts a ``distributed.LocalCluster`` sized to this machine (:func:`local_layout`);
+    ``"none"``/None runs in-process; any other value is the address of a running Dask scheduler to connect to.
+    Yields a :class:`ClusterInfo`; while open, the runner's client prints one line per finished grid task."""
+    if scheduler in IN_PROCESS:
+        if workers is not None:
+            raise GridError("workers sizes a local cluster only; in-process runs have no workers")
+        print("dask: none (in-process, one task at a time)", file=out, flush=True)
+        yield ClusterInfo(address=None)
+        return
+    from distributed import Client, LocalCluster
+
+    cluster = None
+    if scheduler == "local":
+        n, threads = local_layout(workers)
+        gpu = _cuda_available()
+        cluster = LocalCluster(
+            n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0",
+            resources={"GPU": 1} if gpu else None, env=worker_environment(threads),
+        )
+        client = Client(cluster)
+    else:
+        if workers is not None:
+            raise GridError("workers sizes a local cluster only; with a scheduler address the cluster is sized "
+                            "where it was started")
+        try:
+            client = Client(scheduler, timeout=connect_timeout)
+        except OSError as err:
+            raise GridError(f"cannot connect to the Dask scheduler at {scheduler!r}: {err}") from None
+        threads = 0
+    try:
+        info = ClusterInfo(address=client.scheduler.address, dashboard=client.dashboard_link,
+                           workers=len(client.scheduler_info(n_workers=-1)["workers"]), threads_per_worker=threads)
+        what = "local cluster" if cluster is not None else "scheduler"
+        per = f" x {threads} torch threads" if threads else ""
+        print(f"dask: {what} {info.address}, {info.workers} workers{per}; dashboard {info.dashboard}",
+              file=out, flush=True)
+        printer = ProgressPrinter(out=out)
+        client.subscribe_topic(TOPIC, printer)
+        yield info
+    finally:
+        with contextlib.suppress(Exception):
+            client.unsubscribe_topic(TOPIC)
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False
+
+
+class ProgressPrinter:
+    """Prints the grid events of :data:`TOPIC`: a line per finished task with the grid's count and the elapsed
+    time since the first grid of the run started."""
+
+    def __init__(self, *, out=sys.stdout):
+        self.out, self.start, self.total, self.done = out, None, 0, 0
+
+    def __call__(self, event) -> None:
+        _, msg = event
+        if self.start is None:
+            self.start = time.perf_counter()
+        if msg.get("event") == "grid":
+            self.total += int(msg["n"])
+            print(f"    grid {msg['name']}: {msg['n']} tasks", file=self.out, flush=True)
+        elif msg.get("event") == "task":
+            self.done += 1
+            print(f"    [{self.done}/{self.total}] {msg['label']:<40} {msg['status']} in {msg['seconds']:6.1f} s "
+                  f"(elapsed {time.perf_counter() - self.start:6.1f} s)", file=self.out, flush=True)
+
+
+# ---- running a grid -----------------------------------------------------------------------------------------------
+
+
+def _run_task(function: Callable, label: str, args: tuple, kwargs: dict, *_after) -> Any:
+    """What a worker executes: the task under the worker's torch thread count, logged as a grid event.
+    (``_after``: results of prerequisite tasks, passed only so that Dask orders them.)"""
+    import torch
+
+    start = time.perf_counter()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(task_threads())
+    try:
+        result = function(*args, **kwargs)
+    finally:
+        torch.set_num_threads(previous)
+    status = "up to date" if isinstance(result, dict) and result.get("up_to_date") else "done"
+    with contextlib.suppress(ValueError, ImportError):
+        from distributed import get_worker
+
+        get_worker().log_event(TOPIC, {"event": "task", "label": label, "status": status,
+                                       "seconds": round(time.perf_counter() - start, 2)})
+    return result
+
+
+def run_grid(tasks: Sequence[GridTask], *, scheduler: str | None = None, name: str = "grid",
+             progress: bool = True, out=sys.stdout) -> list:
+    """Run every task and return their results in the order of ``tasks``.
+
+    ``scheduler``: None/"none" in-process and sequential; else the address of a Dask scheduler. The first failing
+    task stops the grid: the others are cancelled and :class:`GridError` names the failing task and its error."""
+    tasks = list(tasks)
+    labels = [t.label for t in tasks]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"grid {name!r}: task labels must be unique, got {labels}")
+    for t in tasks:
+        unknown = set(t.after) - set(labels)
+        if unknown:
+            raise ValueError(f"grid {name!r}: task {t.label!r} waits for unknown task(s) {sorted(unknown)}")
+    if scheduler in IN_PROCESS:
+        return _run_in_process(tasks, name=name, progress=progress, out=out)
+    return _run_on_dask(tasks, scheduler, name=name)
+
+
+def _run_in_process(tasks, *, name, progress, out) -> list:
+    results, start = [], time.perf_counter()
+    for i, task in enumerate(tasks, start=1):
+        t0 = time.perf_counter()
+        try:
+            result = _run_task(task.function, task.label, task.args, task.kwargs)
+        except Exception as err:
+            raise GridError(f"{name}: task {task.label} failed: {type(err).__name__}: {err}") from err
+        results.append(result)
+        if progress and os.environ.get("TQDM_DISABLE", "0") in ("0", "", "false", "False"):
+            status = "up to date" if isinstance(result, dict) and result.get("up_to_date") else "done"
+            print(f"[{i}/{len(tasks)}] {task.label:<40} {status} in {time.perf_counter() - t0:6.1f} s "
+                  f"(elapsed {time.perf_counter() - start:6.1f} s)", file=out, flush=True)
+    return results
+
+
+def _run_on_dask(tasks, scheduler: str, *, name) -> list:
+    from distributed import Client, as_completed
+
+    with Client(scheduler, timeout="30s") as client:
+        if any(t.gpu for t in tasks):
+            _check_gpu_workers(client, name)
+        client.log_event(TOPIC, {"event": "grid", "name": name, "n": len(tasks)})
+        run_id = uuid.uuid4().hex[:8]
+        futures, by_label = [], {}
+        for t in tasks:
+            key = f"{_slug(name)}-{_slug(t.label)}-{run_id}"
+            future = client.submit(_run_task, t.function, t.label, t.args, t.kwargs,
+                                   *[by_label[a] for a in t.after], key=key, pure=False,
+                                   resources={"GPU": 1} if t.gpu else None)
+            by_label[t.label] = future
+            futures.append(future)
+        label_of = {f.key: t.label for f, t in zip(futures, tasks)}
+        for future in as_completed(futures):
+            if future.status == "error":
+                err = future.exception()
+                client.cancel(futures)
+                raise GridError(f"{name}: task {label_of[future.key]} failed: {type(err).__name__}: {err}") \
+                    from err
+            if future.status == "cancelled":
+                client.cancel(futures)
+                raise GridError(f"{name}: task {label_of[future.key]} was cancelled (the cluster went away?)")
+        return [f.result() for f in futures]
+
+
+def _check_gpu_workers(client, name: str) -> None:
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    if not any(w.get("resources", {}).get("GPU", 0) >= 1 for w in workers):
+        raise GridError(f"{name}: tasks need a GPU (device 'cuda') but no worker of the cluster declares the "
+                        f"resource GPU (start workers with --resources GPU=1, or run with device 'cpu')")
+
+
+def _slug(label: str) -> str:
+    """``"wmh · unet · seed 0"`` -> ``"wmh-unet-seed-0"`` (readable Dask keys on the dashboard)."""
+    return "-".join("".join(c if c.isalnum() else " " for c in label).split())

@@ -1,0 +1,514 @@
+"""The study's grid on Dask: a real scheduler and two ``dask worker`` processes on 127.0.0.1 (started here), the
+training grid's results against the in-process run, a worker killed mid-task, resumption, and the Slurm recipe."""
+
+import gc
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas.testing
+import pytest
+
+from helpers import cluster, predictions, training
+from helpers.paths import Workspace
+from helpers.preprocessing import PreparedCase, save_prepared
+from helpers.splits import save_splits
+
+ROOT = Path(__file__).resolve().parents[1]
+# Smaller than the smoke profile's training: two models, 3 epochs of 2 steps of 2 patches.
+TINY = training.TrainingProtocol(size="smoke", epochs=3, steps_per_epoch=2, batch_size=2, patch_size=64,
+                                 val_max_slices=2)
+MODELS = ["unet", "resunet"]
+
+
+# ---- pieces without a cluster -------------------------------------------------------------------------------------
+
+
+def test_local_layout_gives_workers_times_threads_equal_to_cores():
+    assert cluster.local_layout(cores=8) == (8, 1)
+    assert cluster.local_layout(2, cores=8) == (2, 4)
+    assert cluster.local_layout(3, cores=8) == (3, 2)  # 3 x 2 = 6 <= 8: never more threads than cores
+    assert cluster.local_layout(4, cores=2) == (4, 1)  # more workers than cores: one thread each
+    with pytest.raises(ValueError, match="workers must be a positive integer, got 0"):
+        cluster.local_layout(0, cores=2)
+
+
+def test_task_threads_reads_the_worker_environment(monkeypatch):
+    monkeypatch.setenv(cluster.THREADS_ENV, "3")
+    assert cluster.task_threads() == 3
+    monkeypatch.setenv(cluster.THREADS_ENV, "zero")
+    with pytest.raises(ValueError, match=r"\$HONEST_TORCH_THREADS must be a positive integer, got 'zero'"):
+        cluster.task_threads()
+
+
+def test_worker_environment_makes_openmp_threads_wait_passively():
+    env = cluster.worker_environment(2)
+    assert env["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert env["OMP_NUM_THREADS"] == env[cluster.THREADS_ENV] == "2"
+
+
+def _square(x):
+    return x * x
+
+
+def _fail_on_three(x):
+    if x == 3:
+        raise ValueError("three is not allowed")
+    return x
+
+
+def test_in_process_grid_keeps_order_and_names_the_failing_task():
+    tasks = [cluster.GridTask(f"item {i}", _square, (i,)) for i in range(4)]
+    assert cluster.run_grid(tasks, progress=False) == [0, 1, 4, 9]
+    tasks = [cluster.GridTask(f"item {i}", _fail_on_three, (i,)) for i in range(5)]
+    with pytest.raises(cluster.GridError, match="task item 3 failed: ValueError: three is not allowed"):
+        cluster.run_grid(tasks, progress=False)
+
+
+def test_grid_rejects_duplicate_labels_and_unknown_prerequisites():
+    with pytest.raises(ValueError, match="task labels must be unique"):
+        cluster.run_grid([cluster.GridTask("a", _square, (1,)), cluster.GridTask("a", _square, (2,))])
+    with pytest.raises(ValueError, match=r"task 'a' waits for unknown task\(s\) \['b'\]"):
+        cluster.run_grid([cluster.GridTask("a", _square, (1,), after=("b",))])
+
+
+def test_progress_printer_counts_tasks_over_grids():
+    import io
+
+    out = io.StringIO()
+    printer = cluster.ProgressPrinter(out=out)
+    printer((0.0, {"event": "grid", "name": "train wmh", "n": 2}))
+    printer((0.0, {"event": "task", "label": "wmh · unet · seed 0", "status": "done", "seconds": 1.25}))
+    printer((0.0, {"event": "grid", "name": "train lits", "n": 1}))
+    lines = out.getvalue().splitlines()
+    assert lines[0].strip() == "grid train wmh: 2 tasks"
+    assert lines[1].strip().startswith("[1/2] wmh · unet · seed 0")
+    assert "done in    1.2 s" in lines[1] or "done in    1.3 s" in lines[1]
+    assert lines[2].strip() == "grid train lits: 1 tasks"
+
+
+# ---- a real scheduler and two workers -------------------------------------------------------------------------------
+
+
+def _case(case_id, *, seed, n=3, hw=(64, 64), original=(48, 56)):
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((n, *hw), bool)
+    mask[:, 20:28, 30:40] = True
+    mask[n // 2, 50:53, 10:13] = True
+    image = (rng.normal(size=(n, 1, *hw)) + 2.0 * mask[:, None]).astype(np.float32)
+    return PreparedCase(case_id, image, mask, None, (3.0, 0.9, 0.9), (n, *original),
+                        (1.0, hw[0] / original[0], hw[1] / original[1]), np.diag([0.9, 0.9, 3.0, 1.0]), "volume")
+
+
+def _dataset(ws, dataset="wmh"):
+    ids = {"train": ["a", "b"], "val": ["c"], "test": ["d", "e"]}
+    for i, case_id in enumerate(ids["train"] + ids["val"] + ids["test"]):
+        save_prepared(ws, dataset, _case(case_id, seed=i))
+    save_splits(ws, dataset, ids)
+
+
+def _worker_env():
+    env = {**os.environ, **cluster.worker_environment(1), "HONEST_PROJECT_ROOT": str(ROOT)}
+    return env
+
+
+class _Cluster:
+    """``dask scheduler`` and ``dask worker`` processes (no nanny: a killed worker stays dead)."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.workers = folder, []
+        self.file = folder / "scheduler.json"
+        dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+        self.scheduler = subprocess.Popen(
+            [*dask, "--host", "127.0.0.1", "--port", "0", "--no-dashboard", "--scheduler-file", str(self.file)],
+            env=_worker_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(600):
+            if self.file.exists() and self.file.stat().st_size:
+                break
+            time.sleep(0.1)
+        self.address = json.loads(self.file.read_text())["address"]
+
+    def add_worker(self):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file", str(self.file),
+             "--nthreads", "1", "--no-nanny", "--no-dashboard", "--host", "127.0.0.1"],
+            env=_worker_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.workers.append(proc)
+        return proc
+
+    def wait_for_workers(self, n):
+        from distributed import Client
+
+        with Client(self.address, timeout="60s") as client:
+            client.wait_for_workers(n, timeout=120)
+
+    def close(self):
+        for proc in [*self.workers, self.scheduler]:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in [*self.workers, self.scheduler]:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture(scope="module")
+def dask_cluster(tmp_path_factory):
+    c = _Cluster(tmp_path_factory.mktemp("dask"))
+    try:
+        c.add_worker()
+        c.add_worker()
+        c.wait_for_workers(2)
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture(scope="module")
+def in_process(tmp_path_factory):
+    """The reference: the tiny grid in-process with one torch thread (the workers' count)."""
+    ws = Workspace.at(tmp_path_factory.mktemp("reference"))
+    _dataset(ws)
+    old = os.environ.get(cluster.THREADS_ENV)
+    os.environ[cluster.THREADS_ENV] = "1"
+    try:
+        training.train_all(ws, "wmh", TINY, models=MODELS, seed=0, seeds=2, progress=False)
+        training.predict_all(ws, "wmh", models=MODELS, seed=0, seeds=2, progress=False)
+    finally:
+        if old is None:
+            os.environ.pop(cluster.THREADS_ENV)
+        else:
+            os.environ[cluster.THREADS_ENV] = old
+    return ws
+
+
+def _predictions(ws):
+    out = {}
+    for s, index in ((0, 0), (1, 1)):
+        root = training.predictions_root(ws, "wmh", seed_index=index, seed=s)
+        for model in MODELS:
+            for case in ("d", "e"):
+                out[(s, model, case)] = predictions.read_prediction(root, model, case, shape=(3, 48, 56))
+    return out
+
+
+def _assert_same_predictions(ws, reference):
+    ours, ref = _predictions(ws), _predictions(reference)
+    assert ours.keys() == ref.keys()
+    for key in ref:
+        assert np.array_equal(ours[key], ref[key]), key
+
+
+@pytest.mark.slow
+def test_training_grid_on_two_workers_equals_the_in_process_run(tmp_path, dask_cluster, in_process):
+    ws = Workspace.at(tmp_path)
+    _dataset(ws)
+    summary = training.train_all(ws, "wmh", TINY, models=MODELS, seed=0, seeds=2, scheduler=dask_cluster.address)
+    assert list(zip(summary["model"], summary["seed"])) == [("unet", 0), ("resunet", 0), ("unet", 1), ("resunet", 1)]
+    training.predict_all(ws, "wmh", models=MODELS, seed=0, seeds=2, scheduler=dask_cluster.address)
+    _assert_same_predictions(ws, in_process)
+    for model in MODELS:  # identical best weights, not only identical thresholded masks
+        a = training.load_best_model(training.model_folder(ws, "wmh", model)).state_dict()
+        b = training.load_best_model(training.model_folder(in_process, "wmh", model)).state_dict()
+        assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+
+    # a rerun finds every task up to date: no checkpoint is rewritten
+    last = {m: training.model_folder(ws, "wmh", m) / training.CHECKPOINT_LAST for m in MODELS}
+    before = {m: p.stat().st_mtime_ns for m, p in last.items()}
+    tasks = [cluster.GridTask(f"wmh · {m} · seed 0", training.train_task, (str(ws.root), "wmh", m),
+                              {"seed": 0, "protocol": TINY}) for m in MODELS]
+    rows = cluster.run_grid(tasks, scheduler=dask_cluster.address)
+    assert [r["up_to_date"] for r in rows] == [True, True]
+    assert {m: p.stat().st_mtime_ns for m, p in last.items()} == before
+
+
+@pytest.mark.slow
+def test_an_interrupted_grid_resumes_without_redoing_finished_tasks(tmp_path, dask_cluster, in_process):
+    ws = Workspace.at(tmp_path)
+    _dataset(ws)
+    # "interrupted": only the first seed's tasks ran before the stop
+    training.train_all(ws, "wmh", TINY, models=MODELS, seed=0, seeds=1, scheduler=dask_cluster.address)
+    first = {m: (training.model_folder(ws, "wmh", m) / training.CHECKPOINT_LAST).stat().st_mtime_ns for m in MODELS}
+    tasks = [cluster.GridTask(f"wmh · {m} · seed {s}", training.train_task, (str(ws.root), "wmh", m),
+                              {"seed": s, "seed_index": s, "protocol": TINY}) for s in (0, 1) for m in MODELS]
+    rows = cluster.run_grid(tasks, scheduler=dask_cluster.address)
+    assert [r["up_to_date"] for r in rows] == [True, True, False, False]
+    assert {m: (training.model_folder(ws, "wmh", m) / training.CHECKPOINT_LAST).stat().st_mtime_ns
+            for m in MODELS} == first
+    training.predict_all(ws, "wmh", models=MODELS, seed=0, seeds=2, scheduler=dask_cluster.address)
+    _assert_same_predictions(ws, in_process)
+
+
+@pytest.mark.slow
+def test_a_failing_task_stops_the_grid_naming_it_and_keeps_earlier_results(tmp_path, dask_cluster):
+    ws = Workspace.at(tmp_path)
+    _dataset(ws)
+    tasks = [cluster.GridTask("wmh · unet · seed 0", training.train_task, (str(ws.root), "wmh", "unet"),
+                              {"seed": 0, "protocol": TINY}),
+             cluster.GridTask("wmh · broken · seed 0", training.train_task, (str(ws.root), "wmh", "broken"),
+                              {"seed": 0, "protocol": TINY}, after=("wmh · unet · seed 0",))]
+    # (the failing task runs on a worker: its function must be importable there, hence a bad model name)
+    with pytest.raises(cluster.GridError,
+                       match=r"task wmh · broken · seed 0 failed: ValueError: model name must be one of"):
+        cluster.run_grid(tasks, scheduler=dask_cluster.address)
+    assert (training.model_folder(ws, "wmh", "unet") / training.CHECKPOINT_BEST).exists()
+
+
+@pytest.mark.slow
+def test_killing_a_worker_mid_task_still_completes_with_identical_results(tmp_path, dask_cluster, in_process):
+    from distributed import Client
+
+    ws = Workspace.at(tmp_path)
+    _dataset(ws)
+    extra = dask_cluster.add_worker()  # the one to kill; the module's two workers stay for the other tests
+    dask_cluster.wait_for_workers(3)
+    killed = []  # the task keys the victim was running when it was killed
+
+    def kill_a_busy_worker():
+        with Client(dask_cluster.address, timeout="30s") as client:
+            pid_of = client.run(os.getpid)
+            for _ in range(2400):
+                busy = {w: keys for w, keys in client.processing().items() if keys and w in pid_of}
+                if busy:
+                    time.sleep(0.3)  # into the training loop (data loaded, maybe an epoch saved)
+                    busy = {w: keys for w, keys in client.processing().items() if keys and w in busy}
+                    if busy:
+                        victim = next((w for w in busy if pid_of[w] == extra.pid), next(iter(busy)))
+                        os.kill(pid_of[victim], signal.SIGKILL)
+                        killed.extend(busy[victim])
+                        return
+                time.sleep(0.05)
+
+    thread = threading.Thread(target=kill_a_busy_worker)
+    thread.start()
+    try:
+        training.train_all(ws, "wmh", TINY, models=MODELS, seed=0, seeds=2, scheduler=dask_cluster.address)
+    finally:
+        thread.join()
+    assert killed and all(str(k).startswith("train-wmh-") for k in killed)
+    training.predict_all(ws, "wmh", models=MODELS, seed=0, seeds=2, scheduler=dask_cluster.address)
+    _assert_same_predictions(ws, in_process)
+    # the fixture's workers are replaced when the killed one was one of them
+    alive = [p for p in dask_cluster.workers if p.poll() is None]
+    for _ in range(2 - len(alive)):
+        dask_cluster.add_worker()
+    dask_cluster.wait_for_workers(2)
+
+
+# ---- HPO: one trial per task, a stored study that resumes -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vessels(tmp_path_factory):
+    from helpers import smalldata as sd
+
+    root = tmp_path_factory.mktemp("vessels")
+    sd.write_small_data(root, seed=0, n_images=6, size=48)
+    return sd.load_small_data(root)
+
+
+HPO = {"size": 32, "epochs": 2, "width": 4, "sampler": "tpe", "threads": 1}
+
+
+def _trial_table(trials):
+    return trials.drop(columns=["seconds"]).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(vessels, tmp_path_factory):
+    from helpers import smalltrain as st
+
+    storage = tmp_path_factory.mktemp("hpo") / "hpo.journal"
+    return st.optimize("unet", vessels, n_trials=4, storage=storage, **HPO)
+
+
+@pytest.mark.slow
+def test_an_hpo_search_interrupted_after_k_trials_continues_from_k(vessels, uninterrupted, tmp_path, monkeypatch):
+    from helpers import smalltrain as st
+
+    storage = tmp_path / "hpo.journal"
+    real, calls = st.train_model, []
+
+    def stop_in_third_trial(*args, **kwargs):
+        calls.append(kwargs["params"])
+        if len(calls) == 3:
+            raise KeyboardInterrupt("stopped by the user")  # an interruption in the middle of trial 2
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(st, "train_model", stop_in_third_trial)
+    with pytest.raises(KeyboardInterrupt):
+        st.optimize("unet", vessels, n_trials=4, storage=storage, **HPO)
+    monkeypatch.setattr(st, "train_model", real)
+    study_name = uninterrupted[1]["study"]
+    assert len(st._finished_trials(st._open_study(storage, study_name))) == 2  # k = 2 finished
+    st._open_study(storage, study_name).ask()  # and a trial left RUNNING, as by a worker killed mid-trial
+
+    resumed_calls = []
+    monkeypatch.setattr(st, "train_model", lambda *a, **kw: resumed_calls.append(kw["params"]) or real(*a, **kw))
+    trials, best = st.optimize("unet", vessels, n_trials=4, storage=storage, **HPO)
+    # only trials 2 and 3 were trained, trial 2 with the parameters it had proposed before the interruption
+    assert len(resumed_calls) == 2 and resumed_calls[0] == calls[2]
+    assert list(trials["trial"]) == [0, 1, 2, 3]
+    pandas.testing.assert_frame_equal(_trial_table(trials), _trial_table(uninterrupted[0]))
+    assert best == uninterrupted[1]
+
+
+@pytest.mark.slow
+def test_hpo_trials_on_the_workers_equal_the_in_process_search(vessels, uninterrupted, tmp_path, dask_cluster):
+    from helpers import smalltrain as st
+
+    trials, best = st.optimize("unet", vessels, n_trials=4, storage=tmp_path / "hpo.journal",
+                               scheduler=dask_cluster.address, **HPO)
+    pandas.testing.assert_frame_equal(_trial_table(trials), _trial_table(uninterrupted[0]))
+    assert best == uninterrupted[1]
+
+
+@pytest.mark.slow
+def test_cross_validation_folds_on_the_workers_equal_the_in_process_run(vessels, dask_cluster):
+    from helpers import smalldata as sd
+    from helpers import smalltrain as st
+
+    splits = sd.make_splits([c.case_id for c in vessels], protocols=["3fold"], seeds=[0])
+    kwargs = {"models": ["unet", "segformer"], "splits": splits, "cnn_size": 32, "epochs": 1, "width": 4,
+              "mc_passes": 2, "keep_models": [("3fold", 0, 0, "unet"), ("3fold", 0, 1, "segformer")],
+              "progress": False}
+    here = st.cross_validate(vessels, **kwargs)
+    there = st.cross_validate(vessels, scheduler=dask_cluster.address, **kwargs)
+    pandas.testing.assert_frame_equal(there.scores, here.scores)
+    assert len(here.scores) == 6 * 2 * 4  # 6 images tested once x 2 models x (3 classes + macro)
+    assert here.predictions.keys() == there.predictions.keys()
+    assert all(np.array_equal(here.predictions[k], there.predictions[k]) for k in here.predictions)
+    assert all(np.array_equal(here.uncertainty[k], there.uncertainty[k]) for k in here.uncertainty)
+    assert list(there.models) == [("3fold", 0, 0, "unet"), ("3fold", 0, 1, "segformer")]
+    x, _ = st.stack_cases(vessels[:2], 32)
+    for key in here.models:  # the kept models come back with their weights (a transformer included)
+        assert np.array_equal(st.predict_proba(here.models[key], x), st.predict_proba(there.models[key], x))
+
+
+# ---- the Slurm recipe ------------------------------------------------------------------------------------------------
+
+
+def test_slurm_recipe_renders_a_gpu_job_script_without_submitting():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("slurm_paper", ROOT / "examples" / "slurm_paper.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    slurm = recipe.make_cluster(queue="gpu", account="proj", cores=8, memory="64GB", gpus=1,
+                                python="/shared/env/bin/python", project_root="/shared/study",
+                                dashboard_address=":0")
+    try:
+        script = slurm.job_script()
+        assert slurm.workers == {}  # nothing submitted
+    finally:
+        slurm.close()
+    lines = script.splitlines()
+    for directive in ("#SBATCH -p gpu", "#SBATCH -A proj", "#SBATCH --cpus-per-task=8", "#SBATCH --gres=gpu:1",
+                      "#SBATCH -t 24:00:00"):
+        assert directive in lines, directive
+    assert "export OMP_WAIT_POLICY=PASSIVE" in lines and "export HONEST_TORCH_THREADS=8" in lines
+    assert "cd /shared/study" in lines
+    command = lines[-1]
+    assert command.startswith("/shared/env/bin/python -m distributed.cli.dask_worker tcp://")
+    assert command.count("--nthreads") == 1 and "--nthreads 1 " in command and "--resources GPU=1" in command
+
+
+# ---- the runner: concurrency plan and command line -------------------------------------------------------------------
+
+
+def test_section_dependencies_let_datasets_run_side_by_side():
+    from helpers import study
+
+    def task(name, dataset, **params):
+        section = study.SECTION_BY_NAME[name]
+        return study.Task(section, dataset if section.scope == "dataset" else section.dataset, params, "test")
+
+    tasks = [task("metric_definitions", "study"), task("data", "wmh"), task("training", "wmh"),
+             task("data", "lits"), task("training", "lits"), task("evaluation", "lits"),
+             task("cross_dataset", "study", datasets=["wmh", "lits"]), task("small_data", "study")]
+    deps = study.section_dependencies(tasks)
+    # by hand from Section.depends: training <- data; evaluation <- data, training; cross_dataset <- data and
+    # evaluation of both datasets (wmh's evaluation is not in this plan); metric definitions and small data: none
+    assert deps == {0: set(), 1: set(), 2: {1}, 3: set(), 4: {3}, 5: {3, 4}, 6: {1, 3, 5}, 7: set()}
+
+
+def test_command_line_takes_scheduler_and_workers(monkeypatch):
+    from helpers import study
+
+    seen = {}
+    monkeypatch.setattr(study, "run", lambda profile, **kw: seen.update(kw))
+    assert study.main(["run", "--profile", "smoke", "--scheduler", "none", "--workers", "3", "--no-book"]) == 0
+    assert seen["scheduler"] == "none" and seen["workers"] == 3
+    assert study.main(["run", "--profile", "smoke"]) == 0
+    assert seen["scheduler"] == "local" and seen["workers"] is None
+    with pytest.raises(SystemExit):
+        study.main(["run", "--workers", "0"])
+
+
+def test_a_scheduler_that_cannot_be_reached_is_named():
+    import io
+
+    with pytest.raises(cluster.GridError, match="cannot connect to the Dask scheduler at 'tcp://127.0.0.1:9'"):
+        with cluster.open_cluster("tcp://127.0.0.1:9", connect_timeout="1s", out=io.StringIO()):
+            pass
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
+def test_runner_on_a_local_cluster_runs_both_datasets_and_passes_the_address(tmp_path, monkeypatch):
+    """Tiny section notebooks (as in test_study) under a two-worker LocalCluster: every section runs once, each
+    dataset's chain in order, and the training notebook receives the cluster's address."""
+    import io
+
+    import nbformat
+    import yaml
+
+    from helpers import study
+
+    (tmp_path / "_config.yml").write_text("title: test\n")
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "notebooks").mkdir()
+    for section in study.SECTIONS:
+        nb = nbformat.v4.new_notebook()
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        extra = 'datasets = ["wmh"]\n' if section.name == "cross_dataset" else ""
+        extra += "scheduler = None\n" if section.name == "training" else ""
+        params = nbformat.v4.new_code_cell(
+            f'dataset = "wmh"\nprofile = "t"\nworkspace = "ws"\nseed = 0\n{extra}')
+        params.metadata["tags"] = ["parameters"]
+        body = nbformat.v4.new_code_cell(
+            "import time\nfrom helpers import io\nfrom helpers.paths import Workspace\n"
+            f"io.write_text(Workspace.at(workspace).results(dataset) / '{section.name}.txt', "
+            "f'{time.time_ns()} {globals().get(\"scheduler\")}')\n")
+        nb.cells = [params, body]
+        nbformat.write(nb, tmp_path / "notebooks" / section.notebook)
+    (tmp_path / "profiles" / "t.yaml").write_text(yaml.safe_dump(
+        {"profile": "t", "seed": 0, "datasets": {"wmh": {}, "lits": {}}}))
+    monkeypatch.setenv("HONEST_PROJECT_ROOT", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    out = io.StringIO()
+    report = study.run("t", workspace="ws", book=False, scheduler="local", workers=2, out=out)
+    assert sorted(report.executed) == sorted(f"{d} · {s.name}" for d in ("wmh", "lits")
+                                             for s in study.DATASET_SECTIONS)
+    text = out.getvalue()
+    assert "dask: local cluster tcp://127.0.0.1:" in text and "2 workers x 1 torch threads" in text
+    assert "dashboard http" in text
+    for dataset in ("wmh", "lits"):
+        stamp = {s.name: int((tmp_path / "ws" / "results" / dataset / f"{s.name}.txt").read_text().split()[0])
+                 for s in study.DATASET_SECTIONS}
+        for section in study.DATASET_SECTIONS:  # every section after the sections it depends on
+            assert all(stamp[dep] < stamp[section.name] for dep in section.depends), section.name
+        address = (tmp_path / "ws" / "results" / dataset / "training.txt").read_text().split()[1]
+        assert address.startswith("tcp://127.0.0.1:")
+    # the address is not part of a section's key: a rerun (new cluster, new address) executes nothing
+    assert study.run("t", workspace="ws", book=False, scheduler="local", workers=2, out=io.StringIO()).executed == []
+    # papermill run in threads leaves kernel-client sockets to the garbage collector: collect them here, where
+    # their ResourceWarnings are ignored, not in a later test
+    gc.collect()
