@@ -286,6 +286,14 @@ def evaluate_cases(
     return per_case, per_lesion, edges
 
 
+def inference_record(ws, dataset: str) -> dict:
+    """What the training section recorded about the predictions it wrote (``results/<dataset>/inference.json``:
+    clean-up threshold, seeds, ...), or ``{}`` for predictions made elsewhere (the ``evaluate`` command), whose
+    clean-up is unknown and counted as none."""
+    path = ws.results(dataset) / "inference.json"
+    return read_json(path) if path.exists() else {}
+
+
 def split_cases(ws: Workspace, dataset: str, *, split: str = "test") -> list:
     """The cases of ``split`` of a dataset, read from where the data section put them.
 
