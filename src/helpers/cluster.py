@@ -119,6 +119,25 @@ class ClusterInfo:
 
 
 @contextlib.contextmanager
+def _workers_ignore_sigint():
+    """Worker processes started in this block ignore SIGINT (an ignored signal stays ignored in a spawned child):
+    a terminal's Ctrl-C reaches the whole foreground process group, local workers included, and it is the runner
+    that decides how a run stops (it stops its notebooks, then closes the cluster), not each worker with a
+    traceback of its own."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
 def open_cluster(scheduler: str | None = "local", *, workers: int | None = None, connect_timeout: str = "30s",
                  out=sys.stdout):
     """The cluster of one run, closed on exit.
@@ -138,10 +157,11 @@ def open_cluster(scheduler: str | None = "local", *, workers: int | None = None,
     if scheduler == "local":
         n, threads = local_layout(workers)
         gpu = _cuda_available()
-        cluster = LocalCluster(
-            n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0",
-            resources={"GPU": 1} if gpu else None, env=worker_environment(threads),
-        )
+        with _workers_ignore_sigint():
+            cluster = LocalCluster(
+                n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0",
+                resources={"GPU": 1} if gpu else None, env=worker_environment(threads),
+            )
         client = Client(cluster)
     else:
         if workers is not None:

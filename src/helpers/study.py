@@ -1161,7 +1161,9 @@ def evaluate_command(args, *, out=None) -> RunReport:
         for model, files in staged.items():
             stage_predictions(ws.predictions(dataset), model, files, by_id)
         tasks = plan(prof, prof_path, relative(ws.root), sections=EVALUATE_SECTIONS)
-        return _run_locked(tasks, ws, prof, prof_path, force=False, book=not args.no_book, out=out)
+        # Evaluation only: no training grid, so the sections run in-process, one after another.
+        return _run_locked(tasks, ws, prof, prof_path, force=False, book=not args.no_book, scheduler=None,
+                           workers=None, out=out)
 
 
 def stage_predictions(root: Path, model: str, files: dict, cases: dict) -> None:
