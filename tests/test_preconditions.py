@@ -145,3 +145,17 @@ def test_errors_name_the_problem(tmp_path):
         pc.model_table(per_case, per_lesion.drop(columns="quartile"))
     with pytest.raises(TypeError, match="thresholds must be a Thresholds"):
         pc.evaluate("wmh", *_tables(), thresholds={"min_dice": 0.7})
+
+
+def test_same_definitions_as_the_analysis_aggregates():
+    # overall Dice and Q1 recall are the book's own aggregates (helpers.analysis), not a second definition
+    from helpers import analysis
+
+    per_case, per_lesion = _tables()
+    per_lesion = per_lesion.assign(area_fraction=0.001, penalty=False)
+    agg = analysis.aggregate(analysis.analysis_units(per_case, per_lesion))
+    dice = agg.query("stratum == 'overall' and metric == 'dice'").set_index("model")["value"]
+    recall = agg.query("stratum == 'Q1' and metric == 'lesion_recall'").set_index("model")["value"]
+    table = pc.model_table(per_case, per_lesion).set_index("model")
+    pd.testing.assert_series_equal(table["dice"], dice.reindex(table.index), check_names=False)
+    pd.testing.assert_series_equal(table["q1_recall"], recall.reindex(table.index), check_names=False)
