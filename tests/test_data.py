@@ -494,6 +494,28 @@ def test_plots_return_axes(tmp_path):
     plt.close(axes[0].figure)
 
 
+def test_plot_small_lesions_crops_q1_lesions_at_native_pixels(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    summary = prepare_dataset(Workspace(tmp_path), "idrid", seed=0, synthetic={"n_training": 2, "n_test": 2,
+                              "shape": (170, 256)}, progress=False)
+    test = summary.lesions[summary.lesions["split"] == "test"]
+    n_q1 = int((test["area_fraction"] <= q1_upper_bound(test["area_fraction"])).sum())
+    axes = data.plot_small_lesions(summary, n=3, margin=4)
+    assert len(axes) == min(3, n_q1)
+    smallest = test.sort_values("area_fraction").iloc[0]
+    image = axes[0].get_images()[0]
+    # the first panel is the smallest lesion: its bounding box plus a 4-pixel margin (clipped at the border), drawn
+    # with nearest-neighbour pixels
+    h = min(int(smallest["bbox_max_0"]) + 4, 170) - max(int(smallest["bbox_min_0"]) - 4, 0)
+    w = min(int(smallest["bbox_max_1"]) + 4, 256) - max(int(smallest["bbox_min_1"]) - 4, 0)
+    assert image.get_array().shape == (h, w)
+    assert image.get_interpolation() == "nearest"
+    with pytest.raises(ValueError, match="n must be a positive integer"):
+        data.plot_small_lesions(summary, n=0)
+
+
 # ---- a dataset one folder deeper than given (an archive unpacked into a folder of its own name) ----------------
 
 

@@ -160,3 +160,13 @@ def test_foreground_prior_none_returns_the_bare_monai_network():
     assert isinstance(models.build_model("hybrid_transformer", in_channels=1, foreground_prior=None), SwinUNETR)
     with pytest.raises(ValueError, match=r"foreground_prior must lie in \(0, 1\)"):
         models.build_model("unet", in_channels=1, foreground_prior=1.0)
+
+
+@pytest.mark.parametrize("size", ["default", "paper"])
+def test_capacities_within_an_order_of_magnitude(size):
+    # the study's sizes compare families, not capacities: largest / smallest parameter count < 10
+    for in_channels in (1, 2, 3):
+        counts = [models.count_parameters(models.build_model(n, in_channels=in_channels, size=size))
+                  for n in models.MODEL_NAMES]
+        assert max(counts) / min(counts) < 10, (size, in_channels, counts)
+    # (the smoke size is a pipeline check: its U-Net is ~150x smaller than the smallest SwinUNETR)

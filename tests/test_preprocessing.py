@@ -195,3 +195,35 @@ def test_restore_volume_after_resize_shape_and_values():
     assert restored.shape == (3, 20, 30)
     np.testing.assert_allclose(restored[[0, 2]], 0.25, atol=1e-6)
     np.testing.assert_allclose(restored[1], 0.75, atol=1e-6)
+
+
+def test_liver_roi_zeroes_outside_the_dilated_liver(tmp_path):
+    import nibabel as nib
+
+    from helpers.data import to_nifti_array
+
+    # a 1 x 9 x 9 label: liver = the single voxel (4, 4), spacing 1 x 2 x 1 mm (y, x).
+    # A 2 mm disc reaches 1 voxel along y (2 mm) and 2 along x (1 mm each); (y, x) = (1, 1) offsets are
+    # sqrt(2^2 + 1^2) = 2.24 mm away: outside. So the ROI is the plus-shape {(4,2..6), (3,4), (5,4)}: 7 voxels.
+    label = np.zeros((1, 9, 9), dtype=np.uint8)
+    label[0, 4, 4] = 1
+    path = tmp_path / "segmentation-0.nii"
+    nib.save(nib.Nifti1Image(to_nifti_array(label), np.diag([1.0, 2.0, 1.0, 1.0])), str(path))
+    hu = np.full((1, 9, 9), 250.0, dtype=np.float32)  # normalises to 1 everywhere
+    case = Case("volume-0", hu, np.zeros((1, 9, 9), bool), None, (1.0, 2.0, 1.0), "training", "v.nii", np.eye(4),
+                {"label_file": str(path)})
+    prepared = prepare_case(case, dataset="lits", liver_roi_mm=2.0)
+    inside = prepared.image[0, 0] == 1.0
+    expected = np.zeros((9, 9), bool)
+    expected[4, 2:7] = True
+    expected[3, 4] = expected[5, 4] = True
+    np.testing.assert_array_equal(inside, expected)
+    assert not prepared.image[0, 0][~expected].any()  # outside: the window floor, 0
+    assert prepared.record["region_of_interest"]["margin_mm"] == 2.0
+    assert prepare_case(case, dataset="lits").record["region_of_interest"] is None
+    with pytest.raises(ValueError, match="liver_roi_mm applies to LiTS only"):
+        prepare_case(_volume_case(hu), dataset="wmh", liver_roi_mm=2.0)
+    with pytest.raises(ValueError, match="needs a LiTS case with meta\\['label_file'\\]"):
+        prepare_case(_volume_case(hu), dataset="lits", liver_roi_mm=2.0)
+    with pytest.raises(ValueError, match="liver_roi_mm must be a non-negative finite number"):
+        prepare_case(case, dataset="lits", liver_roi_mm=-1.0)

@@ -1,5 +1,6 @@
 """Tests of helpers.synthetic: exact real layouts, determinism, label sets, plausible contrasts, heavy-tailed
-lesion sizes, and (slow) the default-profile sizes: Q1 upper bound < 1.5 % and >= 100 test lesions."""
+lesion sizes, small lesions of a few voxels, visible LiTS tumours, and (slow) the default-profile sizes: Q1 upper
+bound < 1.5 %, >= 20 test cases and >= 50 Q1 lesions of 8-60 pixels."""
 
 import hashlib
 import json
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 import tifffile
 from scipy import ndimage
@@ -176,20 +178,61 @@ def test_bad_parameters(tmp_path, call, match):
         call(tmp_path)
 
 
-#: The sizes suggested for the `default` profile (also in the final report and the data notebook).
+#: The data settings of the `default` profile (profiles/default.yaml: synthetic_options, and test_fraction for LiTS,
+#: which has no official test subset).
 DEFAULT_PROFILE = {
-    "wmh": {"n_training": 12, "n_test": 8, "shape": (48, 128, 128)},
-    "lits": {"n_volumes": 20, "shape": (48, 128, 128)},
-    "idrid": {"n_training": 20, "n_test": 10, "shape": (340, 512)},
+    "wmh": ({"n_training": 16, "n_test": 20, "shape": (32, 128, 128)}, {}),
+    "lits": ({"n_volumes": 50, "shape": (32, 128, 128), "tumours_per_volume": (8, 15), "p_no_tumour": 0.0},
+             {"test_fraction": 0.5}),
+    "idrid": ({"n_training": 20, "n_test": 20, "shape": (340, 512)}, {}),
 }
+
+
+def _q1_cross_sections(lesions, shape_yx) -> np.ndarray:
+    """In-plane pixels of the largest cross-section of the test lesions in the smallest size quartile."""
+    test = lesions[lesions["split"] == "test"]
+    q1 = test[test["area_fraction"] <= np.quantile(test["area_fraction"], 0.25)]
+    return np.round(q1["area_fraction"].to_numpy() * shape_yx[0] * shape_yx[1])
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("dataset", ["wmh", "lits", "idrid"])
 def test_default_profile_small_quartile_and_test_lesions(tmp_path, dataset):
-    summary = prepare_dataset(Workspace(tmp_path), dataset, seed=0, synthetic=DEFAULT_PROFILE[dataset],
-                              progress=False)
+    options, split = DEFAULT_PROFILE[dataset]
+    summary = prepare_dataset(Workspace(tmp_path), dataset, seed=0, synthetic=options, progress=False, **split)
     row = summary.table().iloc[0]
     assert row["q1_upper_bound"] < 0.015
-    assert row["test_lesions"] >= 100
+    assert row["test_cases"] >= 20
+    sections = _q1_cross_sections(summary.lesions, options["shape"][-2:])
+    assert len(sections) >= 50  # enough small lesions for a Q1 recall to mean something
+    # a few voxels of radius: most Q1 lesions cover 8 to 60 pixels in-plane (a lesion cut by the volume's end or the
+    # white-matter / liver / field-of-view outline may be smaller)
+    assert np.median(sections) >= 8 and sections.max() <= 60
     assert find_cases(dataset, tmp_path / "data" / dataset)  # the real loader reads the stand-in
+
+
+def test_wmh_small_lesions_are_a_few_voxels(tmp_path):
+    # the smallest WMH radius, 4 mm, is 2.2 pixels at the default grid's 230 / 128 = 1.8 mm: a disc of ~15 px
+    synthetic.write_wmh(tmp_path, seed=0, n_training=3, n_test=0, shape=(16, 128, 128))
+    lesions = pd.concat([lesion_table(c.mask, spacing=c.spacing).assign(split="test")
+                         for c in load_cases("wmh", tmp_path)])
+    sections = _q1_cross_sections(lesions, (128, 128))
+    assert np.median(sections) >= 8 and np.quantile(sections, 0.9) <= 60
+
+
+def test_lits_tumour_count_and_visibility(tmp_path):
+    # exactly 5 placements per volume: nearby ones may merge, so 1 to 5 lesions per volume
+    synthetic.write_lits(tmp_path, seed=0, n_volumes=3, shape=(16, 96, 96), tumours_per_volume=(5, 5),
+                         p_no_tumour=0.0)
+    for case in load_cases("lits", tmp_path):
+        n = len(lesion_table(case.mask))
+        assert 1 <= n <= 5
+        seg = np.asarray(nib.load(case.meta["label_file"]).dataobj).transpose(2, 1, 0)
+        liver = ndimage.binary_erosion(seg == 1, iterations=2)
+        core = ndimage.binary_erosion(case.mask, structure=np.ones((1, 3, 3), bool))
+        # the tumour core is darker than the liver by at least 3 noise standard deviations (noise sd 10 HU, the
+        # contrast drawn in 55-85 HU and partly blurred away at the margin)
+        assert core.any()
+        assert np.mean(case.image[liver]) - np.mean(case.image[core]) > 3 * synthetic.LITS_NOISE_HU
+    with pytest.raises(ValueError, match="tumours_per_volume must be two integers"):
+        synthetic.write_lits(tmp_path / "x", seed=0, tumours_per_volume=(6, 5))

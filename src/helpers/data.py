@@ -950,3 +950,50 @@ def plot_examples(ws, dataset: str, case_ids, *, axes=None):
         ax.set_title(title)
         ax.set_axis_off()
     return axes
+
+
+def plot_small_lesions(summary: DatasetSummary, *, n: int = 8, margin: int = 6, axes=None):
+    """Q1 (smallest-quartile) test lesions at their real pixel size: each panel is a crop of the original grid
+    (first channel; for volumes the axial slice where the lesion's cross-section is largest) drawn with
+    nearest-neighbour pixels, so that one square is one voxel, the reference outline in red. Lesions are picked
+    evenly across the Q1 size range (smallest to the Q1 edge). Returns the axes."""
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+    from skimage.segmentation import find_boundaries
+
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    test = summary.lesions[summary.lesions["split"] == "test"]
+    if test.empty:
+        raise ValueError(f"{summary.dataset}: no test lesion to show")
+    q1 = test[test["area_fraction"] <= q1_upper_bound(test["area_fraction"])].sort_values(
+        ["area_fraction", "case_id", "lesion_id"], kind="mergesort")
+    picks = q1.iloc[np.unique(np.linspace(0, len(q1) - 1, min(n, len(q1))).round().astype(int))]
+    options = (summary.manifest.get("options") or {}).get("loader") or {}
+    files = {f.case_id: f for f in find_cases(summary.dataset, summary.manifest["root"], **options)}
+    if axes is None:
+        _, axes = plt.subplots(1, len(picks), figsize=(1.9 * len(picks), 2.2), squeeze=False)
+        axes = axes[0]
+    cache: dict[str, Case] = {}
+    for ax, row in zip(axes, picks.itertuples(index=False)):
+        case = cache.setdefault(row.case_id, read_case(files[row.case_id]))
+        ndim = case.mask.ndim
+        lo = [int(getattr(row, f"bbox_min_{a}")) for a in range(ndim)]
+        hi = [int(getattr(row, f"bbox_max_{a}")) for a in range(ndim)]
+        window = tuple(slice(max(a - margin, 0), b + margin) for a, b in zip(lo[-2:], hi[-2:]))
+        if ndim == 3:  # the slice of the lesion's bounding box holding the most lesion voxels
+            inside = case.mask[tuple(slice(a, b) for a, b in zip(lo, hi))]
+            k = lo[0] + int(np.argmax(inside.reshape(inside.shape[0], -1).sum(axis=1)))
+            image = case.image[k] if case.image.ndim == 3 else case.image[k, ..., 0]
+            mask = case.mask[k]
+        else:
+            image = case.image if case.image.ndim == 2 else case.image[..., 1]  # fundus: green channel
+            mask = case.mask
+        crop, crop_mask = np.asarray(image, dtype=float)[window], mask[window]
+        ax.imshow(crop, cmap="gray", interpolation="nearest")
+        edge = np.ma.masked_where(~find_boundaries(crop_mask, mode="outer"), np.ones(crop_mask.shape))
+        ax.imshow(edge, cmap=ListedColormap(["red"]), interpolation="nearest", vmin=0, vmax=1, alpha=0.5)
+        area = int(round(row.area_fraction * np.prod(case.mask.shape[-2:])))
+        ax.set_title(f"{area} px\n{crop.shape[0]}x{crop.shape[1]} crop", fontsize=8)
+        ax.set_axis_off()
+    return axes

@@ -24,6 +24,13 @@ Intensity normalisation, per modality (fixed within a dataset)
 - **Fundus (IDRiD)**: colour normalisation by a per-channel z-score within the circular field of view (pixels
   whose mean RGB exceeds 10, holes filled, largest component); pixels outside the field of view are 0.
 
+Region of interest (LiTS, optional, ``liver_roi_mm``): the normalised CT is set to 0 (the window's floor) outside the
+liver of the reference segmentation (labels > 0, read from the case's ``label_file``), dilated in-plane by
+``liver_roi_mm`` millimetres, in training, validation and test alike. It stands in for the first stage of a cascaded
+LiTS pipeline (liver, then tumours inside it): the models compare on tumour segmentation within the liver, not on
+telling tumour from bowel of the same density. The reference liver is an oracle: a real pipeline's liver stage adds
+its own errors. Masks are not changed and evaluation covers the whole volume.
+
 Empty masks pass through unchanged (an all-false stack); slices without lesions are kept, so a trainer that
 wants to oversample lesion slices does so itself.
 
@@ -66,7 +73,8 @@ class PreparedCase:
         return int(self.image.shape[0])
 
 
-def preprocessing_record(dataset: str, *, size=None, factor=None, ct_window=CT_WINDOW, z_clip=Z_CLIP) -> dict:
+def preprocessing_record(dataset: str, *, size=None, factor=None, ct_window=CT_WINDOW, z_clip=Z_CLIP,
+                         liver_roi_mm=None) -> dict:
     """The machine-readable description of the recipe (written to ``results/<dataset>/preprocessing.json``)."""
     if dataset not in _KIND:
         raise ValueError(f"dataset must be one of {sorted(_KIND)}, got {dataset!r}")
@@ -89,6 +97,9 @@ def preprocessing_record(dataset: str, *, size=None, factor=None, ct_window=CT_W
                    "slice_axis": "never resampled" if _KIND[dataset] == "volume" else None},
         "samples": "every axial slice (z) of each volume" if _KIND[dataset] == "volume" else "one image per case",
         "restore": "order-1 interpolation of the prediction stack back to the original grid; caller thresholds",
+        "region_of_interest": None if liver_roi_mm is None else {
+            "region": "reference liver (labels > 0), dilated in-plane", "margin_mm": float(liver_roi_mm),
+            "outside": 0.0, "applies_to": "train, validation and test images (an oracle first stage)"},
     }
 
 
@@ -185,8 +196,38 @@ def _resize_stack(stack: np.ndarray, hw, *, channels_last: bool) -> np.ndarray:
                   anti_aliasing_sigma=sigma, preserve_range=True).astype(np.float32)
 
 
+def liver_region(case, margin_mm: float) -> np.ndarray:
+    """The reference liver of a LiTS case (labels > 0 of its ``meta["label_file"]``), dilated in-plane by
+    ``margin_mm`` (a disc of that radius in mm, slice by slice): bool ``(z, y, x)``."""
+    from pathlib import Path
+
+    from scipy import ndimage
+
+    from .data import _read_nifti
+
+    if isinstance(margin_mm, bool) or not isinstance(margin_mm, (int, float)) or not np.isfinite(margin_mm) \
+            or margin_mm < 0:
+        raise ValueError(f"liver_roi_mm must be a non-negative finite number, got {margin_mm!r}")
+    label_file = (getattr(case, "meta", None) or {}).get("label_file")
+    if not label_file:
+        raise ValueError(f"case {case.case_id!r}: liver_roi_mm needs a LiTS case with meta['label_file'] (the "
+                         "segmentation holding the liver), read by helpers.data.load_cases('lits', ...)")
+    label, _, _ = _read_nifti(Path(label_file), what="LiTS label")
+    if label.shape != np.asarray(case.mask).shape:
+        raise ValueError(f"case {case.case_id!r}: label file {label_file!r} has shape {label.shape}, "
+                         f"the case {np.asarray(case.mask).shape}")
+    liver = label > 0
+    sy, sx = case.spacing[1], case.spacing[2]
+    ry, rx = int(np.floor(margin_mm / sy)), int(np.floor(margin_mm / sx))
+    if ry == 0 and rx == 0:
+        return liver
+    yy, xx = np.ogrid[-ry:ry + 1, -rx:rx + 1]
+    disc = ((yy * sy) ** 2 + (xx * sx) ** 2) <= margin_mm**2 + 1e-9
+    return ndimage.binary_dilation(liver, structure=disc[None])
+
+
 def prepare_case(case, *, dataset: str, size=None, factor=None, ct_window=CT_WINDOW,
-                 z_clip: float = Z_CLIP) -> PreparedCase:
+                 z_clip: float = Z_CLIP, liver_roi_mm: float | None = None) -> PreparedCase:
     """Normalise, resize and slice a case into 2D training samples.
 
     Parameters
@@ -202,6 +243,9 @@ def prepare_case(case, *, dataset: str, size=None, factor=None, ct_window=CT_WIN
         HU window for CT.
     z_clip : float
         Clip of the MRI z-scores.
+    liver_roi_mm : float, optional
+        LiTS only: set the image to 0 outside the reference liver dilated by this many mm (see the module
+        docstring); None (default) keeps the whole image.
 
     Returns
     -------
@@ -212,6 +256,10 @@ def prepare_case(case, *, dataset: str, size=None, factor=None, ct_window=CT_WIN
     if not isinstance(case, Case):
         raise TypeError(f"case must be a helpers.data.Case, got {type(case).__name__}")
     normalized = normalize(case, dataset=dataset, ct_window=ct_window, z_clip=z_clip)
+    if liver_roi_mm is not None:
+        if dataset != "lits":
+            raise ValueError(f"liver_roi_mm applies to LiTS only, got dataset {dataset!r}")
+        normalized = np.where(liver_region(case, liver_roi_mm)[..., None], normalized, 0.0).astype(np.float32)
     kind = _KIND[dataset]
     mask = np.asarray(case.mask, dtype=bool)
     ignore = None if case.ignore is None else np.asarray(case.ignore, dtype=bool)
@@ -224,7 +272,8 @@ def prepare_case(case, *, dataset: str, size=None, factor=None, ct_window=CT_WIN
     ignore_out = None if ignore is None else _resize_stack(ignore.astype(np.float32), hw, channels_last=False) >= 0.5
     in_plane = (hw[0] / mask.shape[1], hw[1] / mask.shape[2])
     scale = (1.0, *in_plane) if kind == "volume" else in_plane
-    record = preprocessing_record(dataset, size=size, factor=factor, ct_window=ct_window, z_clip=z_clip)
+    record = preprocessing_record(dataset, size=size, factor=factor, ct_window=ct_window, z_clip=z_clip,
+                                  liver_roi_mm=liver_roi_mm)
     return PreparedCase(case.case_id, np.ascontiguousarray(image, dtype=np.float32), mask_out, ignore_out,
                         tuple(float(s) for s in case.spacing), tuple(int(s) for s in case.mask.shape),
                         tuple(float(s) for s in scale), case.affine, kind, record)

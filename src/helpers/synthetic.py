@@ -15,7 +15,8 @@ What they imitate
 - **LiTS** (abdominal CT): a body with subcutaneous fat, muscle wall, viscera with bowel gas, spine, aorta,
   kidneys and a liver with vessels, in raw Hounsfield units stored as int16, with ``-2048`` outside the
   scanner's circular field of view (real LiTS volumes carry such out-of-range padding). Tumours are
-  hypodense, low-contrast, inside the liver; some volumes have none. Labels 0 background, 1 liver, 2 tumour.
+  hypodense (55-85 HU below the liver under 10 HU noise: visible, as most LiTS tumours are), 5-15 per volume
+  inside the liver; some volumes have none. Labels 0 background, 1 liver, 2 tumour.
 - **IDRiD** (fundus photographs): the background is :func:`skimage.data.retina`, a real colour fundus
   photograph (vessels, optic disc, macula) shipped with scikit-image, resized to IDRiD's 3:2 frame, randomly
   mirrored (left/right eye), rotated and re-coloured per image. Microaneurysms (tiny dark red dots),
@@ -23,7 +24,8 @@ What they imitate
   patches) are blended in with soft edges; their masks are TIFF (nonzero = lesion), a mask file is absent when
   the image has no lesion of that type, and every image has an optic-disc mask.
 
-Lesion sizes are heavy-tailed (log-normal radii: many tiny lesions, a few large ones) and shapes irregular
+Lesion sizes are heavy-tailed (log-normal radii: many small lesions, a few large ones; the smallest a few voxels of
+radius, see ``WMH_RADIUS_MM``, ``LITS_RADIUS_MM``, ``IDRID_MIN_RADIUS``), margins blurred (partial volume) and shapes irregular
 (a union of offset ellipsoids whose boundary is perturbed by smoothed noise), so that the smallest size
 quartile is genuinely small (well under 1.5 % of the image area). Everything is a deterministic function of
 ``seed`` and the size parameters: the same call writes byte-identical NIfTI/TIFF files (JPEG encoding is
@@ -49,6 +51,20 @@ WMH_SITES = ("Utrecht", "Singapore", "Amsterdam")
 _WMH_FIRST_ID = {"Utrecht": 0, "Singapore": 50, "Amsterdam": 100}
 #: Relative intensity scale and noise level per site (sites differ in scanner and protocol).
 _WMH_SITE_SCALE = {"Utrecht": (1.0, 0.025), "Singapore": (1.3, 0.035), "Amsterdam": (0.8, 0.03)}
+
+# Lesion radii (low, median, high). The smallest lesions are a few voxels of radius on the study's grids
+# (default profile: 1.8 mm WMH pixels, 3.0 mm LiTS pixels, IDRiD frames 340 px high), i.e. about 8 to 60 voxels of
+# in-plane area, so that their boundary is something a model can place; the smallest quartile still stays far below
+# 1.5 % of the image area.
+#: WMH lesion radii in mm (log-normal, sigma 0.5, clipped).
+WMH_RADIUS_MM = (4.0, 5.5, 14.0)
+#: LiTS tumour radii in mm (log-normal, sigma 0.5, clipped).
+LITS_RADIUS_MM = (6.0, 8.0, 30.0)
+#: LiTS tumour contrast (hypodense, HU drawn uniformly per volume) and the image noise (HU, sd).
+LITS_CONTRAST_HU = (55.0, 85.0)
+LITS_NOISE_HU = 10.0
+#: IDRiD: the smallest lesion radius as a share of the fundus diameter (1.6 px at 340 px high).
+IDRID_MIN_RADIUS = 0.0045
 
 # the real layout's mask folder names, shared with the loader so that writer and reader cannot drift apart
 from .data import IDRID_FOLDERS  # noqa: E402
@@ -250,10 +266,13 @@ def _wmh_subject(rng: np.random.Generator, shape, spacing, site: str, *, lesions
     dist_vent = ndimage.distance_transform_edt(~vent, sampling=spacing)
     weight = np.exp(-dist_vent / 8.0) * 3.0 + 0.3
     n = max(1, _overdispersed_count(rng, lesions_per_case * atrophy))
-    radii = _lognormal_radii(rng, n, median_mm=3.2, sigma=0.6, low_mm=2.0, high_mm=14.0)
+    radii = _lognormal_radii(rng, n, median_mm=WMH_RADIUS_MM[1], sigma=0.5, low_mm=WMH_RADIUS_MM[0],
+                             high_mm=WMH_RADIUS_MM[2])
     n_large = int(rng.integers(0, 3))
     radii = np.concatenate([radii, rng.uniform(5.0, 11.0, n_large)])
-    wmh = _place_lesions(rng, wm, radii, spacing, irregularity=0.5, weights=weight)
+    # centres at least 3 mm inside the white matter, so that a small lesion is not cut to a sliver by its edge
+    core = ndimage.binary_erosion(wm, np.ones((1, 3, 3), bool), iterations=max(1, int(round(3.0 / min(spacing[1:])))))
+    wmh = _place_lesions(rng, wm, radii, spacing, irregularity=0.5, weights=weight * core if core.any() else weight)
     other = np.zeros(shape, dtype=bool)
     if rng.random() < p_other_pathology:
         other = _place_lesions(rng, wm & ~wmh, rng.uniform(2.5, 6.0, 1), spacing, irregularity=0.3)
@@ -263,7 +282,7 @@ def _wmh_subject(rng: np.random.Generator, shape, spacing, site: str, *, lesions
                          (sulci, 0.22, 0.3), (vent, 0.18, 0.25)):
         flair[region] = f
         t1[region] = t
-    contrast = rng.uniform(0.25, 0.55)  # low contrast: lesions barely brighter than cortex
+    contrast = rng.uniform(0.35, 0.6)  # lesions brighter than cortex (1.25), yet well under 2x white matter
     lesion_blur = ndimage.gaussian_filter(wmh.astype(float), [0.4, 0.7, 0.7])
     flair += contrast * lesion_blur
     t1 -= 0.25 * lesion_blur
@@ -372,7 +391,7 @@ def write_wmh(
 
 # ----------------------------------------------------------------------------------------------- LiTS
 
-def _lits_volume(rng: np.random.Generator, shape, spacing, *, lesions_per_case: float, has_tumour: bool):
+def _lits_volume(rng: np.random.Generator, shape, spacing, *, tumours_per_volume, has_tumour: bool):
     """One synthetic abdominal CT: HU volume int16 ``(z, y, x)`` and labels uint8 (0/1/2)."""
     gz, gy, gx = _grid_mm(shape, spacing)
     smooth = [max(0.5, 15.0 / s) for s in spacing]
@@ -410,12 +429,16 @@ def _lits_volume(rng: np.random.Generator, shape, spacing, *, lesions_per_case: 
     hu[vessels] = liver_hu + 45
     tumour = np.zeros(shape, dtype=bool)
     if has_tumour:
-        n = max(1, _overdispersed_count(rng, lesions_per_case))
-        radii = _lognormal_radii(rng, n, median_mm=5.0, sigma=0.8, low_mm=3.0, high_mm=45.0)
-        tumour = _place_lesions(rng, liver, radii, spacing, irregularity=0.35)
-        lesion_blur = ndimage.gaussian_filter(tumour.astype(float), [0.4, 0.7, 0.7])
-        hu -= rng.uniform(25, 55) * lesion_blur  # hypodense, low contrast against ~15 HU noise
-    hu = ndimage.gaussian_filter(hu, [0.4, 0.6, 0.6]) + rng.normal(0, 14.0, shape)
+        n = int(rng.integers(tumours_per_volume[0], tumours_per_volume[1] + 1))
+        radii = _lognormal_radii(rng, n, median_mm=LITS_RADIUS_MM[1], sigma=0.5, low_mm=LITS_RADIUS_MM[0],
+                                 high_mm=LITS_RADIUS_MM[2])
+        # centres at least 5 mm inside the liver, so that a small tumour is not cut away by the liver outline
+        core = ndimage.binary_erosion(liver, iterations=max(1, int(round(5.0 / min(spacing[1:])))))
+        tumour = _place_lesions(rng, liver, radii, spacing, irregularity=0.35,
+                                weights=core.astype(float) if core.any() else None)
+        lesion_blur = ndimage.gaussian_filter(tumour.astype(float), [0.4, 0.7, 0.7])  # partial-volume margin
+        hu -= rng.uniform(*LITS_CONTRAST_HU) * lesion_blur  # hypodense, several times the noise
+    hu = ndimage.gaussian_filter(hu, [0.4, 0.6, 0.6]) + rng.normal(0, LITS_NOISE_HU, shape)
     fov = (gy**2 + gx**2) < (0.5 * min(shape[1] * spacing[1], shape[2] * spacing[2])) ** 2
     hu = np.where(np.broadcast_to(fov, shape), hu, -2048.0)
     label = np.zeros(shape, dtype=np.uint8)
@@ -433,7 +456,7 @@ def write_lits(
     spacing=None,
     field_of_view_mm: float = 380.0,
     layout: str = "batches",
-    lesions_per_case: float = 70.0,
+    tumours_per_volume=(5, 15),
     p_no_tumour: float = 0.15,
 ) -> dict:
     """Write a synthetic LiTS training set under ``root``.
@@ -454,8 +477,9 @@ def write_lits(
     spacing : (float, float, float), optional
         mm ``(z, y, x)``; default 2.5 mm slices and an in-plane size giving ``field_of_view_mm``.
     layout : {"batches", "msd"}
-    lesions_per_case : float
-        Mean number of tumour placements in a volume that has tumours (over-dispersed).
+    tumours_per_volume : (int, int)
+        Inclusive range of the number of tumour placements in a volume that has tumours (uniform; nearby
+        placements may merge). LiTS volumes with tumours hold a handful to a dozen or so.
     p_no_tumour : float in [0, 1)
         Share of volumes without any tumour (as some LiTS volumes): exactly ``round(p_no_tumour * n_volumes)``
         of them, chosen at random but never the first volume, so a dataset is never tumour-free.
@@ -473,6 +497,11 @@ def write_lits(
     if layout not in ("batches", "msd"):
         raise ValueError(f"layout must be 'batches' or 'msd', got {layout!r}")
     root = Path(root)
+    counts = tuple(tumours_per_volume) if isinstance(tumours_per_volume, (tuple, list)) else ()
+    if len(counts) != 2 or not all(isinstance(k, (int, np.integer)) and not isinstance(k, bool) for k in counts) \
+            or not 1 <= counts[0] <= counts[1]:
+        raise ValueError(f"tumours_per_volume must be two integers 1 <= low <= high, got {tumours_per_volume!r}")
+    counts = (int(counts[0]), int(counts[1]))
     if not (0 <= p_no_tumour < 1):
         raise ValueError(f"p_no_tumour must be in [0, 1), got {p_no_tumour!r}")
     rng = np.random.default_rng(seed)
@@ -484,7 +513,7 @@ def write_lits(
     for i in range(n_volumes):
         sub_rng = np.random.default_rng(rng.integers(2**63))
         has_tumour = i not in empty
-        hu, label = _lits_volume(sub_rng, shape, spacing, lesions_per_case=lesions_per_case, has_tumour=has_tumour)
+        hu, label = _lits_volume(sub_rng, shape, spacing, tumours_per_volume=counts, has_tumour=has_tumour)
         origin = (shape[2] * spacing[2] / 2, shape[1] * spacing[1] / 2, -shape[0] * spacing[0] * i)
         if layout == "batches":
             folder = root / ("Training Batch 1" if i < 28 else "Training Batch 2")
@@ -504,7 +533,7 @@ def write_lits(
         (root / "Task03_Liver").mkdir(parents=True, exist_ok=True)
         (root / "Task03_Liver" / "dataset.json").write_text(json.dumps(description, indent=4), encoding="utf-8")
     return {"dataset": "lits", "seed": int(seed), "n_volumes": n_volumes, "shape": list(shape),
-            "spacing": list(spacing), "layout": layout, "lesions_per_case": float(lesions_per_case),
+            "spacing": list(spacing), "layout": layout, "tumours_per_volume": list(counts),
             "p_no_tumour": float(p_no_tumour)}
 
 
@@ -597,12 +626,12 @@ def _idrid_image(rng: np.random.Generator, height: int, width: int, *, lesion_sc
     masks: dict[str, np.ndarray | None] = {}
     # microaneurysms: tiny, many, in most images
     n = _overdispersed_count(rng, 14) if rng.random() < 0.9 else 0
-    masks["MA"] = _place_lesions(rng, allowed, _lognormal_radii(rng, n, median_mm=0.0035 * d, sigma=0.35,
-                                 low_mm=0.5, high_mm=0.012 * d), spacing, irregularity=0.2, weights=near_macula + 0.3)
+    masks["MA"] = _place_lesions(rng, allowed, _lognormal_radii(rng, n, median_mm=0.0065 * d, sigma=0.3,
+                                 low_mm=IDRID_MIN_RADIUS * d, high_mm=0.012 * d), spacing, irregularity=0.2, weights=near_macula + 0.3)
     # haemorrhages: dark red blots, heavy-tailed
     n = _overdispersed_count(rng, 6) if rng.random() < 0.8 else 0
-    masks["HE"] = _place_lesions(rng, allowed, _lognormal_radii(rng, n, median_mm=0.008 * d, sigma=0.6,
-                                 low_mm=0.5, high_mm=0.05 * d), spacing, irregularity=0.5, weights=near_macula + 0.5)
+    masks["HE"] = _place_lesions(rng, allowed, _lognormal_radii(rng, n, median_mm=0.01 * d, sigma=0.6,
+                                 low_mm=IDRID_MIN_RADIUS * d, high_mm=0.05 * d), spacing, irregularity=0.5, weights=near_macula + 0.5)
     # hard exudates: clusters of small bright flecks around the macula
     ex = np.zeros((height, width), dtype=bool)
     if rng.random() < 0.7:
@@ -612,8 +641,8 @@ def _idrid_image(rng: np.random.Generator, height: int, width: int, *, lesion_sc
             cy, cx = np.unravel_index(c, allowed.shape)
             region = allowed & (((yy - cy) ** 2 + (xx - cx) ** 2) < (0.06 * diameter) ** 2)
             k = int(rng.integers(3, 12))
-            ex |= _place_lesions(rng, region, _lognormal_radii(rng, k, median_mm=0.005 * d, sigma=0.6, low_mm=0.5,
-                                 high_mm=0.03 * d), spacing, irregularity=0.5)
+            ex |= _place_lesions(rng, region, _lognormal_radii(rng, k, median_mm=0.0065 * d, sigma=0.5,
+                                 low_mm=IDRID_MIN_RADIUS * d, high_mm=0.03 * d), spacing, irregularity=0.5)
     masks["EX"] = ex
     # soft exudates: pale fluffy patches, absent in about half of the images
     n = int(rng.integers(1, 4)) if rng.random() < 0.5 else 0

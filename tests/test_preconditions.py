@@ -1,0 +1,161 @@
+"""Tests of helpers.preconditions: hand-derived verdicts on small tables, the "not met" text, the seed-spread
+tolerance, reading a workspace's CSVs and argument validation."""
+
+import math
+
+import pandas as pd
+import pytest
+
+from helpers import preconditions as pc
+from helpers.paths import Workspace
+
+# per-case Dice of three test cases (a, b, c) per model; means by hand:
+#   hybrid (0.90 + 0.80 + 0.85) / 3 = 0.85, attention (0.86 + 0.82 + 0.84) / 3 = 0.84,
+#   resunet (0.84 + 0.80 + 0.83) / 3 = 0.8233..., unet (0.70 + 0.80 + 0.75) / 3 = 0.75
+DICE = {"hybrid": (0.90, 0.80, 0.85), "attention": (0.86, 0.82, 0.84), "resunet": (0.84, 0.80, 0.83),
+        "unet": (0.70, 0.80, 0.75)}
+# detected flags of five Q1 reference lesions (and one Q2 lesion, always missed, which must not count)
+DETECTED = {"hybrid": (1, 1, 1, 1, 1), "attention": (1, 1, 1, 1, 0), "resunet": (1, 1, 1, 1, 0),
+            "unet": (1, 1, 1, 0, 0)}
+
+
+def _tables(dice=DICE, detected=DETECTED):
+    cases = ("a", "b", "c")
+    per_case = [{"dataset": "wmh", "model": m, "case_id": c, "metric": metric, "value": v if metric == "dice" else 0.5,
+                 "penalty": False} for m, vs in dice.items() for c, v in zip(cases, vs) for metric in ("dice", "hd95")]
+    per_lesion = []
+    for m, flags in detected.items():
+        for i, flag in enumerate(flags):
+            case = cases[i % 3]
+            per_lesion.append({"dataset": "wmh", "model": m, "case_id": case, "lesion_id": i + 1, "kind": "lesion",
+                               "quartile": "Q1", "metric": "detected", "value": flag, "detected": bool(flag)})
+            per_lesion.append({"dataset": "wmh", "model": m, "case_id": case, "lesion_id": i + 1, "kind": "lesion",
+                               "quartile": "Q1", "metric": "dice", "value": 0.5, "detected": bool(flag)})
+        per_lesion.append({"dataset": "wmh", "model": m, "case_id": "a", "lesion_id": 9, "kind": "lesion",
+                           "quartile": "Q2", "metric": "detected", "value": 0, "detected": False})
+        per_lesion.append({"dataset": "wmh", "model": m, "case_id": "a", "lesion_id": 99, "kind": "false_positive",
+                           "quartile": "Q1", "metric": "false_positive", "value": 1, "detected": False})
+    return pd.DataFrame(per_case), pd.DataFrame(per_lesion)
+
+
+SMALL = pc.Thresholds(min_cases=3, min_q1_lesions=5)
+
+
+def test_model_table_hand_derived():
+    table = pc.model_table(*_tables())
+    assert table["model"].tolist() == ["hybrid", "attention", "resunet", "unet"]  # best Dice first
+    assert table["dice"].tolist() == pytest.approx([0.85, 0.84, 2.47 / 3, 0.75])
+    assert table["q1_recall"].tolist() == pytest.approx([1.0, 0.8, 0.8, 0.6])
+    assert table["q1_detected"].tolist() == [5, 4, 4, 3]
+    assert table["q1_lesions"].tolist() == [5, 5, 5, 5]  # the Q2 lesion and the false positive do not count
+
+
+def test_failing_precondition_says_not_met_and_why():
+    verdict = pc.evaluate("wmh", *_tables(), thresholds=SMALL)
+    assert not verdict.met
+    # unet: Dice 0.75 is not below 0.75 (passes), Q1 recall 3/5 = 0.6 < 0.8 (fails);
+    # top 3 spread 0.85 - 0.8233 = 0.0267 > margin 0.02 (fails)
+    assert verdict.failed == ("unet: Q1 lesion recall 0.600 (3 of 5) < 0.8",
+                              "top 3 models (hybrid, attention, resunet) not near-tied: Dice spread 0.027 > "
+                              "tolerance 0.020")
+    assert verdict.top_models == ("hybrid", "attention", "resunet")
+    assert verdict.top_spread == pytest.approx(0.85 - 2.47 / 3)
+    assert verdict.models["competent"].tolist() == [True, True, True, False]
+    text = verdict.to_markdown()
+    assert text.startswith("**Precondition not met for wmh.**")
+    assert "- unet: Q1 lesion recall 0.600 (3 of 5) < 0.8" in text
+    assert "| unet | 0.750 | 0.600 | 3 / 5 | no |" in text
+
+
+def test_met_when_competent_and_tied_within_seed_spread():
+    # the seed spread of the top 3 (validation Dice ranges 0.80-0.83, 0.79-0.82 and 0.80-0.81) is 0.03 > 0.0267
+    detected = {**DETECTED, "unet": (1, 1, 1, 1, 0)}
+    per_seed = pd.DataFrame({"model": ["hybrid", "hybrid", "attention", "attention", "resunet", "resunet", "unet",
+                                       "unet"], "seed": [0, 1] * 4,
+                             "best_val_dice": [0.80, 0.83, 0.79, 0.82, 0.80, 0.81, 0.5, 0.9]})
+    verdict = pc.evaluate("wmh", *_tables(detected=detected), thresholds=SMALL, per_seed=per_seed,
+                          seed_source="validation Dice", seed_column="best_val_dice")
+    assert verdict.met and verdict.failed == ()
+    assert verdict.seed_spread == pytest.approx(0.03)  # unet's 0.4 range is not among the top 3
+    assert verdict.tie_tolerance == pytest.approx(0.03)
+    assert verdict.to_markdown().startswith("**Precondition met for wmh.**")
+    # without the seeds the same tables fail the tie only
+    alone = pc.evaluate("wmh", *_tables(detected=detected), thresholds=SMALL)
+    assert len(alone.failed) == 1 and alone.failed[0].startswith("top 3 models")
+
+
+def test_dice_threshold_counts_and_missing_q1():
+    dice = {**DICE, "unet": (0.70, 0.70, 0.70)}
+    detected = {m: () for m in DICE}  # no Q1 reference lesion at all
+    verdict = pc.evaluate("lits", *_tables(dice=dice, detected=detected))  # default thresholds: 20 cases, 50 Q1
+    assert "unet: overall Dice 0.700 < 0.75" in verdict.failed
+    assert "hybrid: no Q1 reference lesion, Q1 recall undefined" in verdict.failed
+    assert "3 test cases < 20" in verdict.failed and "0 Q1 reference lesions < 50" in verdict.failed
+    assert math.isnan(verdict.models["q1_recall"].iloc[0])
+    assert not verdict.models["competent"].any()
+
+
+def test_fewer_models_than_top_k():
+    per_case, per_lesion = _tables()
+    keep = ["hybrid", "attention"]
+    verdict = pc.evaluate("wmh", per_case[per_case.model.isin(keep)], per_lesion[per_lesion.model.isin(keep)],
+                          thresholds=SMALL)
+    assert math.isnan(verdict.top_spread)
+    assert verdict.failed == ("only 2 model(s) evaluated: no top 3 to compare",)
+
+
+def test_check_reads_workspace_and_seed_summary(tmp_path):
+    ws = Workspace.at(tmp_path)
+    results = ws.results("wmh")
+    results.mkdir(parents=True)
+    per_case, per_lesion = _tables(detected={**DETECTED, "unet": (1, 1, 1, 1, 0)})
+    per_case.to_csv(results / "per_case_metrics.csv", index=False)
+    per_lesion.to_csv(results / "per_lesion_metrics.csv", index=False)
+    verdict = pc.check(ws, "wmh", min_cases=3, min_q1_lesions=5)
+    assert verdict.failed == ("top 3 models (hybrid, attention, resunet) not near-tied: Dice spread 0.027 > "
+                              "tolerance 0.020",)
+    pd.DataFrame({"model": ["hybrid", "hybrid", "attention"], "seed": [0, 1, 0],
+                  "best_val_dice": [0.80, 0.84, 0.9]}).to_csv(results / "training_summary.csv", index=False)
+    verdict = pc.check(tmp_path, "wmh", min_cases=3, min_q1_lesions=5)  # a plain folder works too
+    assert verdict.met and verdict.seed_spread == pytest.approx(0.04)
+    assert verdict.seed_spread_source == "validation Dice"
+    both = pc.to_markdown(pc.check_all(ws, ["wmh"], min_cases=3, min_q1_lesions=5))
+    assert both.startswith("**Precondition met on every dataset (wmh).**")
+
+
+def test_cross_dataset_headline_names_failing_datasets():
+    good = pc.evaluate("wmh", *_tables(detected={**DETECTED, "unet": (1, 1, 1, 1, 0)}),
+                       thresholds=pc.Thresholds(min_cases=3, min_q1_lesions=5, tie_margin=0.03))
+    bad = pc.evaluate("idrid", *_tables(), thresholds=SMALL)
+    text = pc.to_markdown([good, bad])
+    assert text.startswith("**Precondition not met on idrid:**")
+    assert "**Precondition met for wmh.**" in text and "**Precondition not met for idrid.**" in text
+    assert bad.as_row()["min_q1_recall"] == pytest.approx(0.6)
+
+
+def test_errors_name_the_problem(tmp_path):
+    with pytest.raises(FileNotFoundError, match="per_case_metrics.csv not found: run the evaluation chapter"):
+        pc.check(tmp_path, "wmh")
+    with pytest.raises(ValueError, match="min_dice must be a number in"):
+        pc.Thresholds(min_dice=1.5)
+    with pytest.raises(ValueError, match="top_k must be an integer >= 2"):
+        pc.Thresholds(top_k=1)
+    with pytest.raises(ValueError, match=r"per_lesion lacks the columns \['quartile'\]"):
+        per_case, per_lesion = _tables()
+        pc.model_table(per_case, per_lesion.drop(columns="quartile"))
+    with pytest.raises(TypeError, match="thresholds must be a Thresholds"):
+        pc.evaluate("wmh", *_tables(), thresholds={"min_dice": 0.7})
+
+
+def test_same_definitions_as_the_analysis_aggregates():
+    # overall Dice and Q1 recall are the book's own aggregates (helpers.analysis), not a second definition
+    from helpers import analysis
+
+    per_case, per_lesion = _tables()
+    per_lesion = per_lesion.assign(area_fraction=0.001, penalty=False)
+    agg = analysis.aggregate(analysis.analysis_units(per_case, per_lesion))
+    dice = agg.query("stratum == 'overall' and metric == 'dice'").set_index("model")["value"]
+    recall = agg.query("stratum == 'Q1' and metric == 'lesion_recall'").set_index("model")["value"]
+    table = pc.model_table(per_case, per_lesion).set_index("model")
+    pd.testing.assert_series_equal(table["dice"], dice.reindex(table.index), check_names=False)
+    pd.testing.assert_series_equal(table["q1_recall"], recall.reindex(table.index), check_names=False)
