@@ -509,6 +509,6 @@ def test_runner_on_a_local_cluster_runs_both_datasets_and_passes_the_address(tmp
         assert address.startswith("tcp://127.0.0.1:")
     # the address is not part of a section's key: a rerun (new cluster, new address) executes nothing
     assert study.run("t", workspace="ws", book=False, scheduler="local", workers=2, out=io.StringIO()).executed == []
-    # papermill run in threads leaves kernel-client sockets to the garbage collector: collect them here, where
+    # clients and sockets of the concurrently executed sections go to the garbage collector: collect them here, where
     # their ResourceWarnings are ignored, not in a later test
     gc.collect()

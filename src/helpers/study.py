@@ -865,7 +865,7 @@ def run_sections(tasks: list[Task], ws: Workspace, report: RunReport, *, force: 
                     print(f"{prefix(i)} up to date", file=out, flush=True)
                     continue
                 print(f"{prefix(i)} running …", file=out, flush=True)
-                running[pool.submit(_execute_in_thread, tasks[i], ws) if pool else _execute_now(tasks[i], ws)] = i
+                running[pool.submit(execute, tasks[i], ws) if pool else _execute_now(tasks[i], ws)] = i
             if not running:
                 if failure is not None or not waiting:
                     break
@@ -902,19 +902,6 @@ def _execute_now(task: Task, ws: Workspace):
     except StudyError as err:
         future.set_exception(err)
     return future
-
-
-def _execute_in_thread(task: Task, ws: Workspace) -> float:
-    """:func:`execute` in a worker thread, with an event loop of its own for papermill, closed afterwards."""
-    import asyncio
-
-    loop = asyncio.new_event_loop()
-    asyncio.set_event_loop(loop)
-    try:
-        return execute(task, ws)
-    finally:
-        asyncio.set_event_loop(None)
-        loop.close()
 
 
 @contextlib.contextmanager
