@@ -39,14 +39,6 @@ def test_local_layout_gives_workers_times_threads_equal_to_cores():
         cluster.local_layout(0, cores=2)
 
 
-def test_task_threads_reads_the_worker_environment(monkeypatch):
-    monkeypatch.setenv(cluster.THREADS_ENV, "3")
-    assert cluster.task_threads() == 3
-    monkeypatch.setenv(cluster.THREADS_ENV, "zero")
-    with pytest.raises(ValueError, match=r"\$HONEST_TORCH_THREADS must be a positive integer, got 'zero'"):
-        cluster.task_threads()
-
-
 def test_worker_environment_makes_openmp_threads_wait_passively():
     env = cluster.worker_environment(2)
     assert env["OMP_WAIT_POLICY"] == "PASSIVE"

@@ -129,16 +129,6 @@ def test_loss_does_not_see_ignored_voxels():
     assert float(loss(logits, target, ignore)) != pytest.approx(float(loss(changed, flipped, torch.zeros_like(ignore))))
 
 
-def test_torch_settings_restore_previous_state():
-    before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
-    with training.torch_settings(num_threads=1) as threads:
-        assert threads == 1 and torch.get_num_threads() == 1 and torch.are_deterministic_algorithms_enabled()
-    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == before
-    with pytest.raises(ValueError, match="num_threads must be a positive integer"):
-        with training.torch_settings(num_threads=0):
-            pass
-
-
 def test_data_hash_changes_with_any_voxel(cases):
     train, _ = cases
     altered = PreparedCase(**{**train[1].__dict__, "mask": train[1].mask.copy()})

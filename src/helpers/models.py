@@ -39,13 +39,12 @@ family wins by capacity alone. The ``smoke`` size is a pipeline check, not a com
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see helpers.training: set before torch's first import
-import torch  # noqa: E402
+from . import runtime  # noqa: F401  (sets OMP_WAIT_POLICY before torch's first import; see helpers.runtime)
+import torch
 from monai.networks.nets import AttentionUnet, SwinUNETR, UNet
 from torch import nn
 

@@ -41,6 +41,7 @@ from torch.nn import functional as F
 
 from . import smalldata as sd
 from . import smallmodels as sm
+from .runtime import check_device, torch_settings
 
 # (optuna, transformers and MONAI import ``tqdm.auto``; its "IProgress not found" warning is filtered once, in
 # ``helpers/__init__.py``; the package's own bars use plain tqdm through ``helpers.progress``.)
@@ -152,7 +153,7 @@ def train_model(
     seed : int
         Seed of initialisation, shuffling, augmentation and dropout.
     threads : int or None
-        Torch intra-op threads while training (restored afterwards); None leaves torch's setting.
+        Torch intra-op threads while training (restored afterwards); None: :func:`helpers.runtime.task_threads`.
     device : str
         Torch device to train on (``"cpu"``, ``"cuda"``); the model stays there. On CUDA, dropout draws from the
         CUDA generator, which ``torch.manual_seed`` seeds but ``fork_rng`` does not restore.
@@ -173,7 +174,7 @@ def train_model(
     if x.ndim != 4 or y.ndim != 3 or x.shape[0] != y.shape[0] or x.shape[-2:] != y.shape[-2:]:
         raise ValueError(f"x (n, 3, s, s) and y (n, s, s) do not match: {tuple(x.shape)}, {tuple(y.shape)}")
     n_classes = 4 if int(y.max()) < 4 else int(y.max()) + 1
-    device = _check_device(device)
+    device = check_device(device)
     model = sm.build_model(name, n_classes=n_classes, width=width, dropout=params["dropout"], seed=seed,
                            checkpoint=checkpoint).to(device)
     loss_fn = focal_dice_loss(gamma=params["gamma"], lambda_dice=params["lambda_dice"])
@@ -182,7 +183,7 @@ def train_model(
     generator = torch.Generator().manual_seed(int(seed))
     history = []
     start = time.perf_counter()
-    with torch.random.fork_rng(devices=[]), torch_threads(threads):
+    with torch.random.fork_rng(devices=[]), torch_settings(num_threads=threads, deterministic=None):
         torch.manual_seed(int(seed) + 1)  # dropout masks
         model.train()
         for epoch in range(epochs):
@@ -212,13 +213,6 @@ def train_model(
     return model, hist
 
 
-def _check_device(device) -> torch.device:
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device must be a torch device name such as 'cpu' or 'cuda', got {device!r}") from None
-
-
 def _model_device(model) -> torch.device:
     first = next(model.parameters(), None)
     return first.device if first is not None else torch.device("cpu")
@@ -226,25 +220,6 @@ def _model_device(model) -> torch.device:
 
 def _has_batchnorm(model) -> bool:
     return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
-
-
-class torch_threads:
-    """Context manager: run torch with ``n`` intra-op threads, restoring the previous number afterwards.
-
-    Small models on a shared CPU train several times faster on one thread than on two contended ones."""
-
-    def __init__(self, n: int | None):
-        self.n, self.previous = n, None
-
-    def __enter__(self):
-        self.previous = torch.get_num_threads()
-        if self.n:
-            torch.set_num_threads(int(self.n))
-        return self
-
-    def __exit__(self, *exc):
-        torch.set_num_threads(self.previous)
-        return False
 
 
 @torch.no_grad()
@@ -440,7 +415,7 @@ def hpo_trial(storage, study_name: str, name: str, cases: Sequence[sd.VesselCase
                                    on_epoch_end=report if prune else None)
             return scores[epochs] if prune else _mean_macro_dice(model, xv, val_cases)
 
-        with torch_threads(threads):
+        with torch_settings(num_threads=threads, deterministic=None):
             study.optimize(objective, n_trials=1)
     last = study.get_trials(deepcopy=False)[-1]
     if last.state.name not in _FINISHED:
@@ -454,7 +429,7 @@ def hpo_tasks(name: str, cases: Sequence[sd.VesselCase], *, n_trials: int, stora
               prune: bool = True) -> tuple[str, list]:
     """The study name and the grid tasks of one model's search: trial k waits for trial k-1 (a sequential
     search, resumable); the searches of different models run side by side. ``threads`` None: the task's
-    thread count (:func:`helpers.cluster.task_threads`)."""
+    thread count (:func:`helpers.runtime.task_threads`)."""
     from .cluster import GridTask
 
     space = dict(SEARCH_SPACE if space is None else space)
@@ -699,7 +674,7 @@ def cv_task(name: str, split: dict, cases: Sequence[sd.VesselCase], *, params: d
                                     "status": status})
         return out
     size = sm.input_size(name, cnn_size=cnn_size, sam_size=sam_size)
-    with torch_threads(threads):
+    with torch_settings(num_threads=threads, deterministic=None):
         xt, yt = stack_cases([by_id[i] for i in split["train"]], size)
         model, hist = train_model(name, xt, yt, params=params, epochs=epochs, width=width,
                                   seed=split["seed"] * 1000 + split["fold"], checkpoint=checkpoint,
@@ -731,7 +706,7 @@ def _rebuild(build: dict, state: dict, device) -> torch.nn.Module:
     model = sm.build_model(build["name"], n_classes=build["n_classes"], width=build["width"],
                            dropout=build["dropout"], checkpoint=build["checkpoint"])
     model.load_state_dict(state)
-    return model.to(_check_device(device)).eval()
+    return model.to(check_device(device)).eval()
 
 
 def fold_scores(scores: pd.DataFrame, *, metric: str = "dice") -> pd.DataFrame:

@@ -56,7 +56,6 @@ import contextlib
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -65,18 +64,15 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-# OpenMP threads that spin while waiting make torch 10-70x slower when the cores are shared with other processes
-# (measured on 2 shared cores); passive waiting costs little when they are not. Only effective when set before
-# torch is first imported, and never overrides a value the user set.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-import torch  # noqa: E402
+from .runtime import default_device, torch_settings  # first: sets OMP_WAIT_POLICY before torch's first import
+import torch
 from scipy import ndimage
-from .progress import progress_bar
 
 from . import models as _models
 from . import predictions as _predictions
 from .io import atomic_write, read_json, write_csv, write_json
 from .paths import Workspace
+from .progress import progress_bar
 
 CHECKPOINT_LAST = "checkpoint_last.pt"
 CHECKPOINT_BEST = "checkpoint_best.pt"
@@ -202,39 +198,6 @@ class TrainingResult:
 
 
 # --------------------------------------------------------------------------------------------- settings
-
-
-def default_threads() -> int:
-    """The cores this process may use (:func:`helpers.cluster.available_cores`)."""
-    from .cluster import available_cores
-
-    return available_cores()
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-@contextlib.contextmanager
-def torch_settings(*, num_threads: int | None = None, deterministic: bool = True):
-    """Set torch's thread count and deterministic mode for a block, and restore the previous values after it."""
-    threads = default_threads() if num_threads is None else int(num_threads)
-    if threads < 1:
-        raise ValueError(f"num_threads must be a positive integer, got {num_threads!r}")
-    old_threads = torch.get_num_threads()
-    old_det = torch.are_deterministic_algorithms_enabled()
-    old_cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-    torch.set_num_threads(threads)
-    if torch.cuda.is_available():
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = deterministic, not deterministic
-    torch.use_deterministic_algorithms(deterministic)
-    try:
-        yield threads
-    finally:
-        torch.set_num_threads(old_threads)
-        torch.use_deterministic_algorithms(old_det)
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = old_cudnn
 
 
 def _bar(progress: bool, **kwargs):
@@ -535,7 +498,7 @@ def train_model(
     seed : int
         Seeds weight initialisation, sampling and augmentation.
     num_threads : int, optional
-        Torch CPU threads (default: the cores available).
+        Torch CPU threads (default: :func:`helpers.runtime.task_threads`).
     device : {"cpu", "cuda"}, optional
         Default: CUDA when available. On CUDA, bfloat16 autocast and ``protocol.gpu_batch_scale`` larger batches.
     resume : bool, default True
@@ -815,16 +778,14 @@ def train_task(workspace, dataset: str, model: str, *, seed: int, seed_index: in
     arrays from the workspace) and return its row of ``training_summary.csv`` plus ``up_to_date`` (True when a
     finished training with this configuration was found and nothing was trained).
 
-    ``num_threads`` None: the task's thread count (:func:`helpers.cluster.task_threads`)."""
-    from .cluster import task_threads
-
+    ``num_threads`` None: the task's thread count (:func:`helpers.runtime.task_threads`)."""
     ws = _workspace(workspace)
     cases = _load_split_cases(ws, dataset, ("train", "val"))
     folder = model_folder(ws, dataset, model, seed_index=seed_index, seed=seed)
     before = _mtime(folder / CHECKPOINT_LAST)
     result = train_model(
         model, cases["train"], cases["val"], folder, protocol=protocol, seed=seed,
-        num_threads=task_threads() if num_threads is None else num_threads, device=device, progress=False,
+        num_threads=num_threads, device=device, progress=False,
         extra_config={"dataset": dataset},
     )  # fmt: skip
     row = {"dataset": dataset, **result.as_row()}
@@ -885,15 +846,13 @@ def predict_task(workspace, dataset: str, model: str, *, seed: int, seed_index: 
                  num_threads: int | None = None, device: str | None = None) -> list[dict]:
     """One unit of the prediction grid: predict every test case with one model and seed (see
     :func:`predict_all`) and return one row per case."""
-    from .cluster import task_threads
-
     ws = _workspace(workspace)
     device = default_device() if device is None else device
     cases = _load_split_cases(ws, dataset, ("test",))["test"]
     root = predictions_root(ws, dataset, seed_index=seed_index, seed=seed)
     folder = model_folder(ws, dataset, model, seed_index=seed_index, seed=seed)
     rows = []
-    with torch_settings(num_threads=task_threads() if num_threads is None else num_threads, deterministic=True):
+    with torch_settings(num_threads=num_threads, deterministic=True):
         net = load_best_model(folder).to(device)
         size = read_json(folder / CONFIG)["protocol"]["size"]
         multiple, min_size = _models.input_multiple(model, size), _models.min_input_size(model, size)
@@ -1038,7 +997,6 @@ __all__ = [
     "predictions_root",
     "plot_training_curves",
     "plot_summary",
-    "torch_settings",
     "data_hash",
     "dataset_channels",
 ]
