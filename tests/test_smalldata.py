@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import tifffile
 
+from helpers import metrics
 from helpers import smalldata as sd
 from helpers.paths import Workspace
 
@@ -264,21 +265,37 @@ def test_multiclass_scores_hand_derived():
     macro = sd.macro_scores(sd.multiclass_scores(ref, pred))
     # Macro over foreground only: (4/7 + 2/3 + 2/3) / 3.
     assert macro["dice"] == pytest.approx((4 / 7 + 2 / 3 + 2 / 3) / 3)
-    assert macro["n_classes"] == 3 and macro["n_undefined"] == 0
+    assert macro["n_classes"] == 3 and macro["n_absent"] == 0
 
 
-def test_class_absent_from_both_is_nan_and_counted():
+def test_class_absent_from_both_scores_one_and_is_left_out_of_the_macro_mean_and_counted():
+    # neointima and media are in neither map: Dice 1 (helpers.metrics' both-empty rule), excluded and counted.
     ref = np.array([[0, 1, 1]])
-    pred = np.array([[0, 1, 1]])
-    t = sd.multiclass_scores(ref, pred)
-    assert np.isnan(t.loc[t["class"] == "media", "dice"]).all()
-    macro = sd.macro_scores(t)
-    assert macro["dice"] == 1.0 and macro["n_classes"] == 1 and macro["n_undefined"] == 2
+    pred = np.array([[0, 1, 2]])
+    t = sd.multiclass_scores(ref, pred).set_index("class")
+    assert t.loc["media", "dice"] == 1.0 and t.loc["media", "iou"] == 1.0
+    assert t.loc["neointima", "dice"] == 0.0  # predicted, not in the reference: a false detection
+    macro = sd.macro_scores(t.reset_index())
+    # lumen: |A|=2, |B|=1, |A∩B|=1 -> Dice 2/3; neointima 0; media left out.
+    assert macro["dice"] == pytest.approx((2 / 3 + 0) / 2) and macro["n_classes"] == 2 and macro["n_absent"] == 1
+    same = sd.macro_scores(sd.multiclass_scores(np.array([[0, 1, 1]]), np.array([[0, 1, 1]])))
+    assert same["dice"] == 1.0 and same["n_classes"] == 1 and same["n_absent"] == 2
 
 
 def test_both_empty_policy_value():
-    t = sd.multiclass_scores(np.zeros((2, 2), int), np.zeros((2, 2), int), both_empty=1.0)
-    assert (t["dice"] == 1.0).all()
+    t = sd.multiclass_scores(np.zeros((2, 2), int), np.zeros((2, 2), int))
+    assert (t.loc[t["foreground"], "dice"] == 1.0).all() and (t.loc[t["foreground"], "iou"] == 1.0).all()
+    macro = sd.macro_scores(t)
+    assert np.isnan(macro["dice"]) and macro["n_classes"] == 0 and macro["n_absent"] == 3
+
+
+def test_per_class_scores_are_the_metrics_module_dice_and_iou():
+    rng = np.random.default_rng(3)
+    ref, pred = rng.integers(0, 4, (9, 11)), rng.integers(0, 4, (9, 11))
+    t = sd.multiclass_scores(ref, pred)
+    for k in range(4):
+        assert t.loc[k, "dice"] == metrics.dice(ref == k, pred == k)
+        assert t.loc[k, "iou"] == metrics.iou(ref == k, pred == k)
 
 
 def test_class_missing_in_prediction_scores_zero():

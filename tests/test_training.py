@@ -102,16 +102,33 @@ def test_sampler_pads_slices_smaller_than_the_patch():
     assert masks.sum() == 2 * 4
 
 
-def test_case_dice_hand_derived_and_empty_policy():
+class _Threshold(torch.nn.Module):
+    """Predicts exactly the voxels whose first channel is 1 (logit +20, else -20)."""
+
+    def forward(self, x):
+        return torch.where(x[:, :1] > 0.5, 20.0, -20.0)
+
+
+def _validation_case(ref, pred, ignore=None):
+    return PreparedCase("v", pred[:, None].astype(np.float32), ref, ignore, (1, 1), ref.shape[1:], (1, 1), None,
+                        "image")
+
+
+def test_validation_dice_hand_derived_and_empty_policy():
     ref = np.zeros((1, 4, 4), bool)
     ref[0, 0, :4] = True  # 4 voxels
     pred = np.zeros_like(ref)
     pred[0, 0, :2] = True  # 2 of them
-    assert training._case_dice(ref, pred, None) == pytest.approx(2 * 2 / 6)
-    assert training._case_dice(np.zeros_like(ref), np.zeros_like(ref), None) == 1.0
+    net = _Threshold()
+    assert training.validation_dice(net, [_validation_case(ref, pred)], multiple=1) == pytest.approx(2 * 2 / 6)
+    empty = np.zeros_like(ref)
+    assert training.validation_dice(net, [_validation_case(empty, empty)], multiple=1) == 1.0
     ignore = np.zeros_like(ref)
     ignore[0, 0, 2:] = True  # the two missed voxels are ignored -> perfect
-    assert training._case_dice(ref, pred, ignore) == 1.0
+    assert training.validation_dice(net, [_validation_case(ref, pred, ignore)], multiple=1) == 1.0
+    # the mean over cases: (2/3 + 1) / 2
+    both = [_validation_case(ref, pred), _validation_case(empty, empty)]
+    assert training.validation_dice(net, both, multiple=1) == pytest.approx((2 / 3 + 1) / 2)
 
 
 def test_loss_does_not_see_ignored_voxels():

@@ -9,9 +9,11 @@ Conventions
   "Foreground classes" are all classes except 0.
 - Images returned by the loader are ``float32`` in ``[0, 1]``: 8-bit images are divided by 255, 16-bit by 65535;
   float files must already lie in ``[0, 1]``. Grayscale images are repeated to 3 channels.
-- Empty-class policy for Dice/IoU: a class absent from both reference and prediction has no defined overlap;
-  its score is ``both_empty`` (NaN by default, so it is left out of the macro average and counted in ``n``).
-  A class absent from the reference but present in the prediction scores 0 (a false detection), and vice versa.
+- Dice and IoU per class are :func:`helpers.metrics.dice` and :func:`helpers.metrics.iou` of the class's two
+  binary masks, with their one empty-mask policy (both empty: 1; exactly one empty: 0, a false detection or a
+  miss). The macro average over the foreground classes *excludes* a class absent from both the reference and the
+  prediction (its 1 says only that the image lacks the class, not that the model segmented it) and counts it
+  (``n_absent``, :func:`macro_scores`).
 - Randomness only through an explicit ``seed``.
 
 On-disk layout (the synthetic stand-in and the user's folder alike)::
@@ -31,6 +33,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 from scipy import ndimage
+
+from . import metrics
 
 CLASSES: tuple[str, ...] = ("background", "lumen", "neointima", "media")
 PROTOCOLS: tuple[str, ...] = ("loocv", "3fold")
@@ -409,12 +413,11 @@ def multiclass_scores(
     *,
     n_classes: int = len(CLASSES),
     class_names: Sequence[str] | None = None,
-    both_empty: float = float("nan"),
 ) -> pd.DataFrame:
     """Per-class Dice and IoU of two label maps.
 
-    For class ``c``, with ``A = (ref == c)``, ``B = (pred == c)``: ``Dice = 2|A∩B| / (|A| + |B|)``,
-    ``IoU = |A∩B| / |A∪B|``. When both are empty the score is ``both_empty`` (NaN by default, see module).
+    For class ``c``: :func:`helpers.metrics.dice` and :func:`helpers.metrics.iou` of ``ref == c`` and
+    ``pred == c`` (``2|A∩B| / (|A| + |B|)``, ``|A∩B| / |A∪B|``; both empty gives 1, see the module docstring).
 
     Returns
     -------
@@ -428,36 +431,27 @@ def multiclass_scores(
         names = [f"class_{k}" for k in range(n_classes)]
     if len(names) != n_classes:
         raise ValueError(f"class_names has {len(names)} names for n_classes={n_classes}")
-    # One confusion matrix gives every class's counts.
-    confusion = np.bincount(ref.ravel().astype(np.int64) * n_classes + pred.ravel(), minlength=n_classes**2)
-    confusion = confusion.reshape(n_classes, n_classes)
-    tp = np.diag(confusion).astype(float)
-    n_ref, n_pred = confusion.sum(1), confusion.sum(0)
     rows = []
     for k in range(n_classes):
-        denom = n_ref[k] + n_pred[k]
-        if denom == 0:
-            d = j = float(both_empty)
-        else:
-            d = 2 * tp[k] / denom
-            j = tp[k] / (denom - tp[k])
+        a, b = ref == k, pred == k
         rows.append(
-            {"class_id": k, "class": names[k], "foreground": k > 0, "dice": d, "iou": j,
-             "n_ref": int(n_ref[k]), "n_pred": int(n_pred[k])}
-        )
+            {"class_id": k, "class": names[k], "foreground": k > 0, "dice": metrics.dice(a, b),
+             "iou": metrics.iou(a, b), "n_ref": int(np.count_nonzero(a)), "n_pred": int(np.count_nonzero(b))}
+        )  # fmt: skip
     return pd.DataFrame(rows)
 
 
 def macro_scores(per_class: pd.DataFrame) -> dict:
     """Macro average over the foreground classes of a :func:`multiclass_scores` table.
 
-    NaN scores (classes absent from both) are left out and counted: returns ``dice``, ``iou`` and
-    ``n_classes`` (how many foreground classes entered the mean) and ``n_undefined``."""
+    Absent-class policy: a class absent from both reference and prediction (``n_ref == n_pred == 0``) is left out
+    of the mean and counted. Returns ``dice``, ``iou`` (NaN when every foreground class is absent), ``n_classes``
+    (how many foreground classes entered the mean) and ``n_absent``."""
     fg = per_class[per_class["foreground"]]
-    defined = fg["dice"].notna()
-    mean = lambda s: float(s.mean()) if s.notna().any() else float("nan")  # noqa: E731
-    return {"dice": mean(fg["dice"][defined]), "iou": mean(fg["iou"][defined]),
-            "n_classes": int(defined.sum()), "n_undefined": int((~defined).sum())}
+    present = (fg["n_ref"] + fg["n_pred"]) > 0
+    mean = lambda s: float(s.mean()) if len(s) else float("nan")  # noqa: E731
+    return {"dice": mean(fg["dice"][present]), "iou": mean(fg["iou"][present]),
+            "n_classes": int(present.sum()), "n_absent": int((~present).sum())}  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------------------

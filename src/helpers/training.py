@@ -28,7 +28,7 @@ Conventions
 - Validation after each epoch: the slices of every validation case (all of them, or with ``val_max_slices`` every
   slice holding lesion plus that many evenly spaced slices) are predicted whole (zero-padded to the model's
   multiple), thresholded at 0.5 without component clean-up, and Dice is computed per *case* over those slices on
-  the prepared grid, ignore voxels excluded; a case whose reference and prediction are both empty scores 1.
+  the prepared grid, ignore voxels excluded (:func:`helpers.metrics.dice`: both empty scores 1).
   Validation Dice is the mean over cases.
 - Early stopping: stop when validation Dice has not improved (strictly) for ``patience`` epochs (0: never stop
   early). ``checkpoint_best.pt`` holds the weights of the best epoch (ties keep the earlier epoch); test
@@ -68,6 +68,7 @@ from .runtime import default_device, torch_settings  # first: sets OMP_WAIT_POLI
 import torch
 from scipy import ndimage
 
+from . import metrics
 from . import models as _models
 from . import predictions as _predictions
 from .io import atomic_write, read_json, write_csv, write_json
@@ -417,15 +418,6 @@ def _autocast(device: str, amp: bool):
     return contextlib.nullcontext()
 
 
-def _case_dice(ref: np.ndarray, pred: np.ndarray, ignore: np.ndarray | None) -> float:
-    if ignore is not None:
-        ref, pred = ref & ~ignore, pred & ~ignore
-    total = int(ref.sum()) + int(pred.sum())
-    if total == 0:
-        return 1.0
-    return 2.0 * int((ref & pred).sum()) / total
-
-
 def _validation_slices(case, max_slices: int | None) -> np.ndarray:
     n = case.mask.shape[0]
     if max_slices is None or n <= max_slices:
@@ -443,8 +435,10 @@ def validation_dice(
     for case in cases:
         idx = _validation_slices(case, max_slices)
         prob = predict_stack(model, case.image[idx], multiple=multiple, min_size=min_size, device=device, amp=amp)
-        ignore = case.ignore[idx] if getattr(case, "ignore", None) is not None else None
-        scores.append(_case_dice(case.mask[idx], prob >= 0.5, ignore))
+        ref, pred = case.mask[idx], prob >= 0.5
+        if getattr(case, "ignore", None) is not None:
+            ref, pred = ref & ~case.ignore[idx], pred & ~case.ignore[idx]
+        scores.append(metrics.dice(ref, pred))
     return float(np.mean(scores))
 
 
