@@ -192,57 +192,6 @@ def test_resize_case_keeps_labels():
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Splits
-# --------------------------------------------------------------------------------------------------------------
-
-IDS = [f"v{i}" for i in range(9)]
-
-
-@pytest.mark.parametrize("protocol", ["loocv", "3fold"])
-@pytest.mark.parametrize("seed", [0, 1, 7])
-def test_every_image_tested_exactly_once_per_repetition(protocol, seed):
-    folds = sd.cv_folds(IDS, protocol=protocol, seed=seed)
-    tested = [c for f in folds for c in f["test"]]
-    assert sorted(tested) == sorted(IDS)  # each exactly once
-    for f in folds:
-        assert set(f["train"]).isdisjoint(f["test"])
-        assert sorted(f["train"] + f["test"]) == sorted(IDS)
-
-
-def test_fold_sizes():
-    assert len(sd.cv_folds(IDS, protocol="loocv")) == 9
-    assert [len(f["test"]) for f in sd.cv_folds(IDS, protocol="3fold", seed=0)] == [3, 3, 3]
-    # 10 cases in 3 folds: array_split gives 4, 3, 3.
-    assert [len(f["test"]) for f in sd.cv_folds([str(i) for i in range(10)], protocol="3fold")] == [4, 3, 3]
-
-
-def test_3fold_depends_on_seed_and_is_reproducible():
-    a = sd.cv_folds(IDS, protocol="3fold", seed=0)
-    assert a == sd.cv_folds(IDS, protocol="3fold", seed=0)
-    assert any(sd.cv_folds(IDS, protocol="3fold", seed=s) != a for s in range(1, 5))
-
-
-def test_make_splits_and_table():
-    splits = sd.make_splits(IDS, seeds=[0, 1])
-    # 2 seeds x (9 LOOCV folds + 3 folds) = 24 folds.
-    assert len(splits) == 24
-    table = sd.splits_table(splits)
-    tests = table[table["role"] == "test"].groupby(["protocol", "seed"])["case_id"].agg(lambda s: sorted(s))
-    assert all(t == sorted(IDS) for t in tests)
-
-
-def test_splits_errors():
-    with pytest.raises(ValueError, match="protocol must be one of"):
-        sd.cv_folds(IDS, protocol="5fold")
-    with pytest.raises(ValueError, match="case_ids must be unique"):
-        sd.cv_folds(["a", "a", "b"], protocol="loocv")
-    with pytest.raises(ValueError, match="3fold needs at least 3 cases"):
-        sd.cv_folds(["a", "b"], protocol="3fold")
-    with pytest.raises(ValueError, match="seeds must not be empty"):
-        sd.make_splits(IDS, seeds=[])
-
-
-# --------------------------------------------------------------------------------------------------------------
 # Scores
 # --------------------------------------------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
 """Small-data study: a synthetic stand-in for 9 vessel cross-sections, a loader for a user's own folder, the
-cross-validation splits and the multi-class overlap scores.
+multi-class overlap scores (its cross-validation folds: ``helpers.splits``).
 
 Conventions
 -----------
@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -37,7 +37,6 @@ from scipy import ndimage
 from . import metrics
 
 CLASSES: tuple[str, ...] = ("background", "lumen", "neointima", "media")
-PROTOCOLS: tuple[str, ...] = ("loocv", "3fold")
 _EXTENSIONS = (".png", ".tif", ".tiff")
 
 
@@ -318,76 +317,6 @@ def resize_case(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndar
     img = resize(image, (size, size), order=1, anti_aliasing=True, preserve_range=True).astype(np.float32)
     msk = resize(mask, (size, size), order=0, anti_aliasing=False, preserve_range=True).astype(np.uint8)
     return img, msk
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Splits
-# --------------------------------------------------------------------------------------------------------------
-
-
-def cv_folds(case_ids: Sequence[str], *, protocol: str, seed: int = 0) -> list[dict]:
-    """The folds of one repetition of a cross-validation protocol.
-
-    ``"loocv"``: one fold per case, the case as test set, in the order given (the seed does not change
-    leave-one-out; it changes only the training of each fold). ``"3fold"``: the cases shuffled with
-    ``numpy.random.default_rng(seed)`` and cut into 3 consecutive, near-equal folds (``numpy.array_split``).
-
-    Returns
-    -------
-    list of dict
-        ``{"fold": int, "train": [ids], "test": [ids]}``; every case is tested exactly once.
-    """
-    ids = list(case_ids)
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"case_ids must be unique, got {ids}")
-    if protocol == "loocv":
-        if len(ids) < 2:
-            raise ValueError(f"loocv needs at least 2 cases, got {len(ids)}")
-        groups = [[c] for c in ids]
-    elif protocol == "3fold":
-        if len(ids) < 3:
-            raise ValueError(f"3fold needs at least 3 cases, got {len(ids)}")
-        order = np.random.default_rng(seed).permutation(len(ids))
-        groups = [[ids[i] for i in part] for part in np.array_split(order, 3)]
-    else:
-        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
-    return [
-        {"fold": f, "train": [c for c in ids if c not in set(test)], "test": list(test)}
-        for f, test in enumerate(groups)
-    ]
-
-
-def make_splits(case_ids: Sequence[str], *, protocols: Iterable[str] = PROTOCOLS, seeds: Iterable[int] = (0,)):
-    """All folds of all protocols and repetitions, the same for every model.
-
-    Returns
-    -------
-    list of dict
-        ``{"protocol", "seed", "fold", "train", "test"}``.
-    """
-    seeds = [int(s) for s in seeds]
-    if not seeds:
-        raise ValueError("seeds must not be empty")
-    protocols = list(protocols)
-    if not protocols:
-        raise ValueError("protocols must not be empty")
-    return [
-        {"protocol": p, "seed": s, **fold}
-        for p in protocols
-        for s in seeds
-        for fold in cv_folds(case_ids, protocol=p, seed=s)
-    ]
-
-
-def splits_table(splits: Sequence[dict]) -> pd.DataFrame:
-    """Long table of splits: one row per ``protocol, seed, fold, case_id`` with ``role`` train/test."""
-    rows = [
-        {"protocol": s["protocol"], "seed": s["seed"], "fold": s["fold"], "case_id": c, "role": role}
-        for s in splits
-        for role in ("train", "test")
-        for c in s[role]
-    ]
-    return pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------------------------------------------
