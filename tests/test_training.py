@@ -342,3 +342,22 @@ def test_validation_slices_keep_every_lesion_slice_plus_evenly_spaced_ones():
     assert training._validation_slices(case, 3).tolist() == [0, 3, 4, 9]
     assert training._validation_slices(case, None).tolist() == list(range(10))
     assert training._validation_slices(case, 10).tolist() == list(range(10))
+
+
+def test_record_validation_keeps_the_earlier_epoch_on_ties_and_stops_after_patience():
+    # validation Dice per epoch 0.5, 0.5, 0.4 with patience 2: epoch 1 stays best (a tie is no improvement),
+    # epochs 2 and 3 are bad, so training stops early after epoch 3 of 10.
+    state = training.TrainingState()
+    improved = []
+    for dice in (0.5, 0.5, 0.4):
+        state.epoch += 1
+        improved.append(training._record_validation(state, dice, patience=2, epochs=10))
+    assert improved == [True, False, False]
+    assert (state.best_dice, state.best_epoch, state.bad_epochs) == (0.5, 1, 2)
+    assert state.stopped_early and state.finished
+    # patience 0 never stops early; the budget ends the training
+    state = training.TrainingState(epoch=2)
+    assert training._record_validation(state, 0.1, patience=0, epochs=3) and not state.finished
+    state.epoch = 3
+    assert not training._record_validation(state, 0.0, patience=0, epochs=3)
+    assert state.finished and not state.stopped_early
