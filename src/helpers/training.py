@@ -141,7 +141,7 @@ class TrainingProtocol:
     gpu_batch_scale: int = 4
 
     def __post_init__(self):
-        _models._check_size(self.size)
+        _models.check_size(self.size)
         for name in ("epochs", "batch_size", "patch_size", "gpu_batch_scale"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -509,7 +509,7 @@ def train_model(
     -------
     TrainingResult
     """
-    _models._check_name(model_name)
+    _models.check_model_name(model_name)
     if not isinstance(protocol, TrainingProtocol):
         raise TypeError(f"protocol must be a TrainingProtocol, got {type(protocol).__name__}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
@@ -601,7 +601,7 @@ def _training_config(model_name: str, train_cases, val_cases, *, protocol: Train
     steps_per_epoch = protocol.steps_per_epoch or math.ceil(n_slices / batch_size)
     config = {
         "model": model_name,
-        "family": asdict(_models.REGISTRY[model_name]),
+        "family": _models.REGISTRY[model_name].describe(),
         "seed": seed,
         "protocol": protocol.to_dict(),
         "model_kwargs": _models.model_kwargs(model_name, in_channels=in_channels, size=protocol.size),
@@ -822,7 +822,7 @@ def _check_models(models) -> list[str]:
     if not models:
         raise ValueError("models must name at least one model")
     for name in models:
-        _models._check_name(name)
+        _models.check_model_name(name)
     return models
 
 
