@@ -35,6 +35,8 @@ import pandas as pd
 from scipy import ndimage
 
 from . import metrics
+from .io import write_csv, write_json
+from .paths import resolve
 
 CLASSES: tuple[str, ...] = ("background", "lumen", "neointima", "media")
 _EXTENSIONS = (".png", ".tif", ".tiff")
@@ -402,15 +404,11 @@ def prepare_small_data(ws, *, data_root=None, seed: int = 0, n_images: int = 9, 
     cases : list of VesselCase
     summary : pandas.DataFrame
     """
-    from .io import write_csv, write_json
-
     if data_root is None or data_root == "":
         root = ws.data(DATASET)
         write_small_data(root, seed=seed, n_images=n_images, size=size)
         source = "synthetic"
     else:
-        from .paths import resolve
-
         root = resolve(data_root)
         source = str(root)
     cases = load_small_data(root)

@@ -73,7 +73,12 @@ from . import models as _models
 from . import predictions as _predictions
 from .io import atomic_write, read_json, write_csv, write_json
 from .paths import Workspace
+from .preprocessing import load_prepared, restore
 from .progress import progress_bar
+from .splits import load_splits
+
+# Two kinds of import stay inside functions: the grid (``helpers.cluster``, the runner's, above this module) and
+# the plots (``helpers.plots`` loads matplotlib, which training itself does not need).
 
 CHECKPOINT_LAST = "checkpoint_last.pt"
 CHECKPOINT_BEST = "checkpoint_best.pt"
@@ -786,31 +791,13 @@ def predictions_root(ws: Workspace, dataset: str, *, seed_index: int = 0, seed: 
     return base if seed_index == 0 else base / SEEDS_FOLDER / f"seed{seed}"
 
 
-def _load_splits(ws: Workspace, dataset: str) -> dict:
-    from .splits import load_splits
-
-    return load_splits(ws, dataset)
-
-
-def _load_prepared(ws: Workspace, dataset: str, case_id: str):
-    from .preprocessing import load_prepared
-
-    return load_prepared(ws, dataset, case_id)
-
-
-def _restore(stack: np.ndarray, prepared) -> np.ndarray:
-    from .preprocessing import restore
-
-    return restore(stack, prepared)
-
-
 def dataset_channels(ws, dataset: str) -> int:
     """Image channels of the dataset's prepared arrays (read from its first training case)."""
     ws = _workspace(ws)
-    splits = _load_splits(ws, dataset)
+    splits = load_splits(ws, dataset)
     if not splits.get("train"):
         raise ValueError(f"{ws.results(dataset) / 'splits.json'}: the 'train' split is empty")
-    return int(_load_prepared(ws, dataset, splits["train"][0]).image.shape[1])
+    return int(load_prepared(ws, dataset, splits["train"][0]).image.shape[1])
 
 
 def _workspace(ws) -> Workspace:
@@ -839,11 +826,11 @@ def _wants_gpu(device: str | None) -> bool:
 
 
 def _load_split_cases(ws: Workspace, dataset: str, parts: Sequence[str]) -> dict[str, list]:
-    splits = _load_splits(ws, dataset)
+    splits = load_splits(ws, dataset)
     for part in parts:
         if not splits.get(part):
             raise ValueError(f"{ws.results(dataset) / 'splits.json'}: the {part!r} split is empty")
-    return {part: [_load_prepared(ws, dataset, c) for c in splits[part]] for part in parts}
+    return {part: [load_prepared(ws, dataset, c) for c in splits[part]] for part in parts}
 
 
 def train_task(workspace, dataset: str, model: str, *, seed: int, seed_index: int = 0,
@@ -900,7 +887,7 @@ def train_all(
     ws = _workspace(ws)
     models = _check_models(models)
     seed_list = _seeds(seed, seeds)
-    splits = _load_splits(ws, dataset)
+    splits = load_splits(ws, dataset)
     for part in ("train", "val"):
         if not splits.get(part):
             raise ValueError(f"{ws.results(dataset) / 'splits.json'}: the {part!r} split is empty")
@@ -934,7 +921,7 @@ def predict_task(workspace, dataset: str, model: str, *, seed: int, seed_index: 
         for case in cases:
             stack = predict_stack(net, case.image, multiple=multiple, min_size=min_size, device=device,
                                   amp=device != "cpu")  # fmt: skip
-            prob = np.asarray(_restore(stack, case), dtype=np.float32)
+            prob = np.asarray(restore(stack, case), dtype=np.float32)
             kind = getattr(case, "kind", "volume")
             if kind == "image" and prob.ndim == 3 and prob.shape[0] == 1:
                 prob = prob[0]
@@ -982,7 +969,7 @@ def predict_all(
     ws = _workspace(ws)
     models = _check_models(models)
     seed_list = _seeds(seed, seeds)
-    if not _load_splits(ws, dataset).get("test"):
+    if not load_splits(ws, dataset).get("test"):
         raise ValueError(f"{ws.results(dataset) / 'splits.json'}: the 'test' split is empty")
     tasks = [
         GridTask(f"{dataset} · predict {name} · seed {s}", predict_task, (str(ws.root), dataset, name),
