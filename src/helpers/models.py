@@ -28,6 +28,10 @@ Families (MONAI 1.6 classes)
     et al. 2022). UNETR was not chosen: its plain ViT encoder needs a fixed image size and a 16-pixel patch,
     which leaves too few tokens at the study's small 2D sizes; SwinUNETR accepts any size divisible by 32.
 
+Each family is one :class:`ModelFamily` entry of :data:`REGISTRY` (label, implementing class, description,
+constructor); a new family is one entry there plus its keyword arguments in :func:`model_kwargs` and its input rule
+in :func:`input_multiple`. The small-data study's architectures use the same record (``helpers.smallmodels``).
+
 Sizes are named (``"smoke"``, ``"default"``, ``"paper"``); :data:`SIZES` lists their widths. Parameter counts
 differ between families by design: the budget that is matched is the training protocol (steps, optimiser,
 schedule, data), not the number of weights, as in the study this project reproduces. At the ``default`` and

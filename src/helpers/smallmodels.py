@@ -37,6 +37,9 @@ Architectures (the study's names, and what stands in for each here)
     encoder's neck output (1/16) is the bottleneck, and MONAI ``UnetrUpBlock`` stages upsample and fuse them with
     a full-resolution convolutional stem of the raw image (skip connections), then a 1x1 classifier.
 
+Each architecture is one :class:`helpers.models.ModelFamily` entry of :data:`REGISTRY` (the record the lesion
+study's families use too): a new one is a class here plus one entry with its constructor.
+
 The input resolution of the SAM family is fixed by the checkpoint (1024 px for SAM and MedSAM); the CNNs and
 SegFormer accept any size divisible by 8 (the study used 256 px).
 """

@@ -35,7 +35,8 @@ Conventions
   predictions use them.
 - Determinism: weights are initialised after ``torch.manual_seed(seed)``; patch sampling and augmentation at step
   ``s`` draw from generators seeded with ``(seed, s)``, so a resumed run sees exactly the batches an
-  uninterrupted run would. On CPU ``torch.use_deterministic_algorithms(True)`` and a fixed thread count; the same
+  uninterrupted run would. On CPU ``torch.use_deterministic_algorithms(True)`` and a fixed thread count
+  (``helpers.runtime.torch_settings``; default :func:`helpers.runtime.task_threads`); the same
   seed on the same machine and thread count gives identical weights and predictions.
 - GPU (when ``torch.cuda.is_available()``): mixed precision (bfloat16 autocast) and ``gpu_batch_scale`` times
   larger batches switch on by themselves; both are recorded in ``config.json``.
