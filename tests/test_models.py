@@ -3,15 +3,14 @@ import pytest
 import torch
 
 from helpers import models
+from helpers.runtime import torch_settings
 from helpers.plots import MODEL_COLORS
 
 
 @pytest.fixture(autouse=True)
 def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+    with torch_settings(num_threads=1, deterministic=None):
+        yield
 
 
 def test_registry_names_match_the_study_and_plot_colours():
