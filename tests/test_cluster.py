@@ -39,14 +39,6 @@ def test_local_layout_gives_workers_times_threads_equal_to_cores():
         cluster.local_layout(0, cores=2)
 
 
-def test_task_threads_reads_the_worker_environment(monkeypatch):
-    monkeypatch.setenv(cluster.THREADS_ENV, "3")
-    assert cluster.task_threads() == 3
-    monkeypatch.setenv(cluster.THREADS_ENV, "zero")
-    with pytest.raises(ValueError, match=r"\$HONEST_TORCH_THREADS must be a positive integer, got 'zero'"):
-        cluster.task_threads()
-
-
 def test_worker_environment_makes_openmp_threads_wait_passively():
     env = cluster.worker_environment(2)
     assert env["OMP_WAIT_POLICY"] == "PASSIVE"
@@ -323,7 +315,7 @@ def _trial_table(trials):
 
 @pytest.fixture(scope="module")
 def uninterrupted(vessels, tmp_path_factory):
-    from helpers import smalltrain as st
+    from helpers import smallhpo as st
 
     storage = tmp_path_factory.mktemp("hpo") / "hpo.journal"
     return st.optimize("unet", vessels, n_trials=4, storage=storage, **HPO)
@@ -331,7 +323,7 @@ def uninterrupted(vessels, tmp_path_factory):
 
 @pytest.mark.slow
 def test_an_hpo_search_interrupted_after_k_trials_continues_from_k(vessels, uninterrupted, tmp_path, monkeypatch):
-    from helpers import smalltrain as st
+    from helpers import smallhpo as st
 
     storage = tmp_path / "hpo.journal"
     real, calls = st.train_model, []
@@ -362,7 +354,7 @@ def test_an_hpo_search_interrupted_after_k_trials_continues_from_k(vessels, unin
 
 @pytest.mark.slow
 def test_hpo_trials_on_the_workers_equal_the_in_process_search(vessels, uninterrupted, tmp_path, dask_cluster):
-    from helpers import smalltrain as st
+    from helpers import smallhpo as st
 
     trials, best = st.optimize("unet", vessels, n_trials=4, storage=tmp_path / "hpo.journal",
                                scheduler=dask_cluster.address, **HPO)
@@ -372,10 +364,10 @@ def test_hpo_trials_on_the_workers_equal_the_in_process_search(vessels, uninterr
 
 @pytest.mark.slow
 def test_cross_validation_folds_on_the_workers_equal_the_in_process_run(vessels, dask_cluster):
-    from helpers import smalldata as sd
-    from helpers import smalltrain as st
+    from helpers import smallcv as st
+    from helpers.splits import cv_splits
 
-    splits = sd.make_splits([c.case_id for c in vessels], protocols=["3fold"], seeds=[0])
+    splits = cv_splits([c.case_id for c in vessels], protocols=["3fold"], seeds=[0])
     kwargs = {"models": ["unet", "segformer"], "splits": splits, "cnn_size": 32, "epochs": 1, "width": 4,
               "mc_passes": 2, "keep_models": [("3fold", 0, 0, "unet"), ("3fold", 0, 1, "segformer")],
               "progress": False}

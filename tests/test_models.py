@@ -3,15 +3,14 @@ import pytest
 import torch
 
 from helpers import models
+from helpers.runtime import torch_settings
 from helpers.plots import MODEL_COLORS
 
 
 @pytest.fixture(autouse=True)
 def _threads():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+    with torch_settings(num_threads=1, deterministic=None):
+        yield
 
 
 def test_registry_names_match_the_study_and_plot_colours():
@@ -170,3 +169,17 @@ def test_capacities_within_an_order_of_magnitude(size):
                   for n in models.MODEL_NAMES]
         assert max(counts) / min(counts) < 10, (size, in_channels, counts)
     # (the smoke size is a pipeline check: its U-Net is ~150x smaller than the smallest SwinUNETR)
+
+
+def test_registry_builds_each_family_with_its_class_and_describe_leaves_out_the_constructor():
+    from monai.networks.nets import AttentionUnet, SwinUNETR, UNet
+
+    expected = {"unet": UNet, "resunet": UNet, "attention_unet": AttentionUnet, "hybrid_transformer": SwinUNETR}
+    for name, family in models.REGISTRY.items():
+        net = models.build_model(name, in_channels=1, foreground_prior=None)
+        assert type(net) is expected[name] and family.monai_class.endswith(expected[name].__name__)
+        assert set(family.describe()) == {"name", "label", "monai_class", "description"}
+    with pytest.raises(ValueError, match="model name must be one of"):
+        models.check_model_name("vnet")
+    with pytest.raises(ValueError, match="size must be one of"):
+        models.check_size("huge")

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import tifffile
 
+from helpers import metrics
 from helpers import smalldata as sd
 from helpers.paths import Workspace
 
@@ -191,57 +192,6 @@ def test_resize_case_keeps_labels():
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Splits
-# --------------------------------------------------------------------------------------------------------------
-
-IDS = [f"v{i}" for i in range(9)]
-
-
-@pytest.mark.parametrize("protocol", ["loocv", "3fold"])
-@pytest.mark.parametrize("seed", [0, 1, 7])
-def test_every_image_tested_exactly_once_per_repetition(protocol, seed):
-    folds = sd.cv_folds(IDS, protocol=protocol, seed=seed)
-    tested = [c for f in folds for c in f["test"]]
-    assert sorted(tested) == sorted(IDS)  # each exactly once
-    for f in folds:
-        assert set(f["train"]).isdisjoint(f["test"])
-        assert sorted(f["train"] + f["test"]) == sorted(IDS)
-
-
-def test_fold_sizes():
-    assert len(sd.cv_folds(IDS, protocol="loocv")) == 9
-    assert [len(f["test"]) for f in sd.cv_folds(IDS, protocol="3fold", seed=0)] == [3, 3, 3]
-    # 10 cases in 3 folds: array_split gives 4, 3, 3.
-    assert [len(f["test"]) for f in sd.cv_folds([str(i) for i in range(10)], protocol="3fold")] == [4, 3, 3]
-
-
-def test_3fold_depends_on_seed_and_is_reproducible():
-    a = sd.cv_folds(IDS, protocol="3fold", seed=0)
-    assert a == sd.cv_folds(IDS, protocol="3fold", seed=0)
-    assert any(sd.cv_folds(IDS, protocol="3fold", seed=s) != a for s in range(1, 5))
-
-
-def test_make_splits_and_table():
-    splits = sd.make_splits(IDS, seeds=[0, 1])
-    # 2 seeds x (9 LOOCV folds + 3 folds) = 24 folds.
-    assert len(splits) == 24
-    table = sd.splits_table(splits)
-    tests = table[table["role"] == "test"].groupby(["protocol", "seed"])["case_id"].agg(lambda s: sorted(s))
-    assert all(t == sorted(IDS) for t in tests)
-
-
-def test_splits_errors():
-    with pytest.raises(ValueError, match="protocol must be one of"):
-        sd.cv_folds(IDS, protocol="5fold")
-    with pytest.raises(ValueError, match="case_ids must be unique"):
-        sd.cv_folds(["a", "a", "b"], protocol="loocv")
-    with pytest.raises(ValueError, match="3fold needs at least 3 cases"):
-        sd.cv_folds(["a", "b"], protocol="3fold")
-    with pytest.raises(ValueError, match="seeds must not be empty"):
-        sd.make_splits(IDS, seeds=[])
-
-
-# --------------------------------------------------------------------------------------------------------------
 # Scores
 # --------------------------------------------------------------------------------------------------------------
 
@@ -264,21 +214,37 @@ def test_multiclass_scores_hand_derived():
     macro = sd.macro_scores(sd.multiclass_scores(ref, pred))
     # Macro over foreground only: (4/7 + 2/3 + 2/3) / 3.
     assert macro["dice"] == pytest.approx((4 / 7 + 2 / 3 + 2 / 3) / 3)
-    assert macro["n_classes"] == 3 and macro["n_undefined"] == 0
+    assert macro["n_classes"] == 3 and macro["n_absent"] == 0
 
 
-def test_class_absent_from_both_is_nan_and_counted():
+def test_class_absent_from_both_scores_one_and_is_left_out_of_the_macro_mean_and_counted():
+    # neointima and media are in neither map: Dice 1 (helpers.metrics' both-empty rule), excluded and counted.
     ref = np.array([[0, 1, 1]])
-    pred = np.array([[0, 1, 1]])
-    t = sd.multiclass_scores(ref, pred)
-    assert np.isnan(t.loc[t["class"] == "media", "dice"]).all()
-    macro = sd.macro_scores(t)
-    assert macro["dice"] == 1.0 and macro["n_classes"] == 1 and macro["n_undefined"] == 2
+    pred = np.array([[0, 1, 2]])
+    t = sd.multiclass_scores(ref, pred).set_index("class")
+    assert t.loc["media", "dice"] == 1.0 and t.loc["media", "iou"] == 1.0
+    assert t.loc["neointima", "dice"] == 0.0  # predicted, not in the reference: a false detection
+    macro = sd.macro_scores(t.reset_index())
+    # lumen: |A|=2, |B|=1, |A∩B|=1 -> Dice 2/3; neointima 0; media left out.
+    assert macro["dice"] == pytest.approx((2 / 3 + 0) / 2) and macro["n_classes"] == 2 and macro["n_absent"] == 1
+    same = sd.macro_scores(sd.multiclass_scores(np.array([[0, 1, 1]]), np.array([[0, 1, 1]])))
+    assert same["dice"] == 1.0 and same["n_classes"] == 1 and same["n_absent"] == 2
 
 
 def test_both_empty_policy_value():
-    t = sd.multiclass_scores(np.zeros((2, 2), int), np.zeros((2, 2), int), both_empty=1.0)
-    assert (t["dice"] == 1.0).all()
+    t = sd.multiclass_scores(np.zeros((2, 2), int), np.zeros((2, 2), int))
+    assert (t.loc[t["foreground"], "dice"] == 1.0).all() and (t.loc[t["foreground"], "iou"] == 1.0).all()
+    macro = sd.macro_scores(t)
+    assert np.isnan(macro["dice"]) and macro["n_classes"] == 0 and macro["n_absent"] == 3
+
+
+def test_per_class_scores_are_the_metrics_module_dice_and_iou():
+    rng = np.random.default_rng(3)
+    ref, pred = rng.integers(0, 4, (9, 11)), rng.integers(0, 4, (9, 11))
+    t = sd.multiclass_scores(ref, pred)
+    for k in range(4):
+        assert t.loc[k, "dice"] == metrics.dice(ref == k, pred == k)
+        assert t.loc[k, "iou"] == metrics.iou(ref == k, pred == k)
 
 
 def test_class_missing_in_prediction_scores_zero():

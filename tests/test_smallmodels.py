@@ -256,3 +256,12 @@ def test_load_original_segment_anything_pth(tiny_checkpoint, tmp_path):
     torch.save(state, path)
     loaded = sm.load_sam_checkpoint(path, config=sm.tiny_sam_config(64))
     assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in original.state_dict().items())
+
+
+def test_registry_is_the_model_list_and_builds_each_trainable_architecture():
+    from helpers.models import ModelFamily
+
+    assert sm.MODELS == ("unet", "deeplabv3plus", "segformer", "sam", "medsam", "medsam_unet")
+    assert all(isinstance(f, ModelFamily) and f.name == n for n, f in sm.REGISTRY.items())
+    for name, cls in (("unet", sm.UNet), ("deeplabv3plus", sm.DeepLabV3Plus), ("segformer", sm.SegFormer)):
+        assert type(sm.build_model(name, width=4)) is cls

@@ -6,7 +6,16 @@ import pytest
 
 from helpers.io import write_json
 from helpers.paths import Workspace
-from helpers.splits import load_splits, make_splits, save_splits, split_of
+from helpers.splits import (
+    cv_folds,
+    cv_splits,
+    cv_splits_table,
+    inner_split,
+    load_splits,
+    make_splits,
+    save_splits,
+    split_of,
+)
 
 
 def _cases(n, *, subset=None, site=None, prefix="c"):
@@ -126,3 +135,61 @@ def test_accepts_case_objects_holding_arrays():
                   {"site": "A" if i % 2 else "B"}) for i in range(8)]
     splits = make_splits(cases, seed=0)
     assert sorted(splits["train"] + splits["val"] + splits["test"]) == sorted(c.case_id for c in cases)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Cross-validation folds (small-data study)
+# --------------------------------------------------------------------------------------------------------------
+
+IDS = [f"v{i}" for i in range(9)]
+
+
+@pytest.mark.parametrize("protocol", ["loocv", "3fold"])
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_every_image_tested_exactly_once_per_repetition(protocol, seed):
+    folds = cv_folds(IDS, protocol=protocol, seed=seed)
+    tested = [c for f in folds for c in f["test"]]
+    assert sorted(tested) == sorted(IDS)  # each exactly once
+    for f in folds:
+        assert set(f["train"]).isdisjoint(f["test"])
+        assert sorted(f["train"] + f["test"]) == sorted(IDS)
+
+
+def test_fold_sizes():
+    assert len(cv_folds(IDS, protocol="loocv")) == 9
+    assert [len(f["test"]) for f in cv_folds(IDS, protocol="3fold", seed=0)] == [3, 3, 3]
+    # 10 cases in 3 folds: array_split gives 4, 3, 3.
+    assert [len(f["test"]) for f in cv_folds([str(i) for i in range(10)], protocol="3fold")] == [4, 3, 3]
+
+
+def test_3fold_depends_on_seed_and_is_reproducible():
+    a = cv_folds(IDS, protocol="3fold", seed=0)
+    assert a == cv_folds(IDS, protocol="3fold", seed=0)
+    assert any(cv_folds(IDS, protocol="3fold", seed=s) != a for s in range(1, 5))
+
+
+def test_cv_splits_and_table():
+    splits = cv_splits(IDS, seeds=[0, 1])
+    # 2 seeds x (9 LOOCV folds + 3 folds) = 24 folds.
+    assert len(splits) == 24
+    table = cv_splits_table(splits)
+    tests = table[table["role"] == "test"].groupby(["protocol", "seed"])["case_id"].agg(lambda s: sorted(s))
+    assert all(t == sorted(IDS) for t in tests)
+
+
+def test_cv_splits_errors():
+    with pytest.raises(ValueError, match="protocol must be one of"):
+        cv_folds(IDS, protocol="5fold")
+    with pytest.raises(ValueError, match="case_ids must be unique"):
+        cv_folds(["a", "a", "b"], protocol="loocv")
+    with pytest.raises(ValueError, match="3fold needs at least 3 cases"):
+        cv_folds(["a", "b"], protocol="3fold")
+    with pytest.raises(ValueError, match="seeds must not be empty"):
+        cv_splits(IDS, seeds=[])
+
+
+def test_inner_split_is_fold_0_of_the_seeded_3fold_split():
+    fold = cv_folds(IDS, protocol="3fold", seed=4)[0]
+    split = inner_split(IDS, seed=4)
+    assert split == {"train": fold["train"], "val": fold["test"]}
+    assert len(split["val"]) == 3 and sorted(split["train"] + split["val"]) == sorted(IDS)

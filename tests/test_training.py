@@ -102,16 +102,33 @@ def test_sampler_pads_slices_smaller_than_the_patch():
     assert masks.sum() == 2 * 4
 
 
-def test_case_dice_hand_derived_and_empty_policy():
+class _Threshold(torch.nn.Module):
+    """Predicts exactly the voxels whose first channel is 1 (logit +20, else -20)."""
+
+    def forward(self, x):
+        return torch.where(x[:, :1] > 0.5, 20.0, -20.0)
+
+
+def _validation_case(ref, pred, ignore=None):
+    return PreparedCase("v", pred[:, None].astype(np.float32), ref, ignore, (1, 1), ref.shape[1:], (1, 1), None,
+                        "image")
+
+
+def test_validation_dice_hand_derived_and_empty_policy():
     ref = np.zeros((1, 4, 4), bool)
     ref[0, 0, :4] = True  # 4 voxels
     pred = np.zeros_like(ref)
     pred[0, 0, :2] = True  # 2 of them
-    assert training._case_dice(ref, pred, None) == pytest.approx(2 * 2 / 6)
-    assert training._case_dice(np.zeros_like(ref), np.zeros_like(ref), None) == 1.0
+    net = _Threshold()
+    assert training.validation_dice(net, [_validation_case(ref, pred)], multiple=1) == pytest.approx(2 * 2 / 6)
+    empty = np.zeros_like(ref)
+    assert training.validation_dice(net, [_validation_case(empty, empty)], multiple=1) == 1.0
     ignore = np.zeros_like(ref)
     ignore[0, 0, 2:] = True  # the two missed voxels are ignored -> perfect
-    assert training._case_dice(ref, pred, ignore) == 1.0
+    assert training.validation_dice(net, [_validation_case(ref, pred, ignore)], multiple=1) == 1.0
+    # the mean over cases: (2/3 + 1) / 2
+    both = [_validation_case(ref, pred), _validation_case(empty, empty)]
+    assert training.validation_dice(net, both, multiple=1) == pytest.approx((2 / 3 + 1) / 2)
 
 
 def test_loss_does_not_see_ignored_voxels():
@@ -127,16 +144,6 @@ def test_loss_does_not_see_ignored_voxels():
     flipped[ignore] = ~flipped[ignore]  # any target under the ignore mask
     assert float(loss(logits, target, ignore)) == pytest.approx(float(loss(changed, flipped, ignore)), abs=1e-7)
     assert float(loss(logits, target, ignore)) != pytest.approx(float(loss(changed, flipped, torch.zeros_like(ignore))))
-
-
-def test_torch_settings_restore_previous_state():
-    before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
-    with training.torch_settings(num_threads=1) as threads:
-        assert threads == 1 and torch.get_num_threads() == 1 and torch.are_deterministic_algorithms_enabled()
-    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == before
-    with pytest.raises(ValueError, match="num_threads must be a positive integer"):
-        with training.torch_settings(num_threads=0):
-            pass
 
 
 def test_data_hash_changes_with_any_voxel(cases):
@@ -335,3 +342,22 @@ def test_validation_slices_keep_every_lesion_slice_plus_evenly_spaced_ones():
     assert training._validation_slices(case, 3).tolist() == [0, 3, 4, 9]
     assert training._validation_slices(case, None).tolist() == list(range(10))
     assert training._validation_slices(case, 10).tolist() == list(range(10))
+
+
+def test_record_validation_keeps_the_earlier_epoch_on_ties_and_stops_after_patience():
+    # validation Dice per epoch 0.5, 0.5, 0.4 with patience 2: epoch 1 stays best (a tie is no improvement),
+    # epochs 2 and 3 are bad, so training stops early after epoch 3 of 10.
+    state = training.TrainingState()
+    improved = []
+    for dice in (0.5, 0.5, 0.4):
+        state.epoch += 1
+        improved.append(training._record_validation(state, dice, patience=2, epochs=10))
+    assert improved == [True, False, False]
+    assert (state.best_dice, state.best_epoch, state.bad_epochs) == (0.5, 1, 2)
+    assert state.stopped_early and state.finished
+    # patience 0 never stops early; the budget ends the training
+    state = training.TrainingState(epoch=2)
+    assert training._record_validation(state, 0.1, patience=0, epochs=3) and not state.finished
+    state.epoch = 3
+    assert not training._record_validation(state, 0.0, patience=0, epochs=3)
+    assert state.finished and not state.stopped_early

@@ -33,10 +33,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from .runtime import THREADS_ENV, available_cores, cuda_available, task_threads, torch_settings
+
 #: Dask event topic of finished grid tasks and started grids.
 TOPIC = "honest-grid"
-#: Environment variable a worker reads for its torch thread count.
-THREADS_ENV = "HONEST_TORCH_THREADS"
 #: ``scheduler`` values that mean "in-process, sequential".
 IN_PROCESS = (None, "none", "")
 
@@ -63,14 +63,6 @@ class GridTask:
 # ---- threads ------------------------------------------------------------------------------------------------------
 
 
-def available_cores() -> int:
-    """The cores this process may use (``os.sched_getaffinity`` where available, else ``os.cpu_count()``)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        return max(1, os.cpu_count() or 1)
-
-
 def local_layout(workers: int | None = None, *, cores: int | None = None) -> tuple[int, int]:
     """``(workers, torch threads per worker)`` of a local cluster: ``workers`` (default: one per core) and
     ``cores // workers`` threads, at least 1, so that workers x threads <= cores."""
@@ -80,21 +72,6 @@ def local_layout(workers: int | None = None, *, cores: int | None = None) -> tup
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     return workers, max(1, cores // workers)
-
-
-def task_threads() -> int:
-    """Torch threads for a task in this process: ``$HONEST_TORCH_THREADS`` when set (a cluster worker), else the
-    cores available."""
-    value = os.environ.get(THREADS_ENV)
-    if value is None:
-        return available_cores()
-    try:
-        threads = int(value)
-    except ValueError:
-        threads = 0
-    if threads < 1:
-        raise ValueError(f"${THREADS_ENV} must be a positive integer, got {value!r}")
-    return threads
 
 
 def worker_environment(threads: int) -> dict[str, str]:
@@ -156,7 +133,7 @@ def open_cluster(scheduler: str | None = "local", *, workers: int | None = None,
     cluster = None
     if scheduler == "local":
         n, threads = local_layout(workers)
-        gpu = _cuda_available()
+        gpu = cuda_available()
         with _workers_ignore_sigint():
             cluster = LocalCluster(
                 n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0",
@@ -190,15 +167,6 @@ def open_cluster(scheduler: str | None = "local", *, workers: int | None = None,
             cluster.close()
 
 
-def _cuda_available() -> bool:
-    try:
-        import torch
-
-        return bool(torch.cuda.is_available())
-    except ImportError:
-        return False
-
-
 class ProgressPrinter:
     """Prints the grid events of :data:`TOPIC`: a line per finished task with the grid's count and the elapsed
     time since the first grid of the run started."""
@@ -225,15 +193,9 @@ class ProgressPrinter:
 def _run_task(function: Callable, label: str, args: tuple, kwargs: dict, *_after) -> Any:
     """What a worker executes: the task under the worker's torch thread count, logged as a grid event.
     (``_after``: results of prerequisite tasks, passed only so that Dask orders them.)"""
-    import torch
-
     start = time.perf_counter()
-    previous = torch.get_num_threads()
-    torch.set_num_threads(task_threads())
-    try:
+    with torch_settings(num_threads=task_threads(), deterministic=None):
         result = function(*args, **kwargs)
-    finally:
-        torch.set_num_threads(previous)
     status = "up to date" if isinstance(result, dict) and result.get("up_to_date") else "done"
     with contextlib.suppress(ValueError, ImportError):
         from distributed import get_worker

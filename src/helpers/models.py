@@ -28,6 +28,10 @@ Families (MONAI 1.6 classes)
     et al. 2022). UNETR was not chosen: its plain ViT encoder needs a fixed image size and a 16-pixel patch,
     which leaves too few tokens at the study's small 2D sizes; SwinUNETR accepts any size divisible by 32.
 
+Each family is one :class:`ModelFamily` entry of :data:`REGISTRY` (label, implementing class, description,
+constructor); a new family is one entry there plus its keyword arguments in :func:`model_kwargs` and its input rule
+in :func:`input_multiple`. The small-data study's architectures use the same record (``helpers.smallmodels``).
+
 Sizes are named (``"smoke"``, ``"default"``, ``"paper"``); :data:`SIZES` lists their widths. Parameter counts
 differ between families by design: the budget that is matched is the training protocol (steps, optimiser,
 schedule, data), not the number of weights, as in the study this project reproduces. At the ``default`` and
@@ -39,13 +43,13 @@ family wins by capacity alone. The ``smoke`` size is a pipeline check, not a com
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see helpers.training: set before torch's first import
-import torch  # noqa: E402
+from . import runtime  # noqa: F401  (sets OMP_WAIT_POLICY before torch's first import; see helpers.runtime)
+import torch
 from monai.networks.nets import AttentionUnet, SwinUNETR, UNet
 from torch import nn
 
@@ -81,34 +85,48 @@ SIZES: dict[str, dict] = {
 
 @dataclass(frozen=True)
 class ModelFamily:
-    """How one family is built: its display label, the MONAI class and a one-line description."""
+    """One model family: its display label, the class that implements it, a one-line description and its
+    constructor (``build(**kwargs) -> torch.nn.Module``).
+
+    The same record describes the families of both studies: :data:`REGISTRY` here (the lesion study's binary
+    segmenters) and ``helpers.smallmodels.REGISTRY`` (the small-data study's multi-class segmenters)."""
 
     name: str
     label: str
     monai_class: str
     description: str
+    build: Callable[..., nn.Module] | None = field(default=None, repr=False, compare=False)
+
+    def describe(self) -> dict:
+        """The descriptive fields (what ``config.json`` and the model tables record), without the constructor."""
+        return {"name": self.name, "label": self.label, "monai_class": self.monai_class,
+                "description": self.description}  # fmt: skip
 
 
-#: The registry of the four families (the single place where they are described).
+#: The registry of the four families (the single place where they are described and built).
 REGISTRY: dict[str, ModelFamily] = {
-    "unet": ModelFamily("unet", "U-Net", "monai.networks.nets.UNet", "UNet, num_res_units=0"),
-    "resunet": ModelFamily("resunet", "Residual U-Net", "monai.networks.nets.UNet", "UNet, num_res_units=2"),
+    "unet": ModelFamily("unet", "U-Net", "monai.networks.nets.UNet", "UNet, num_res_units=0", UNet),
+    "resunet": ModelFamily("resunet", "Residual U-Net", "monai.networks.nets.UNet", "UNet, num_res_units=2", UNet),
     "attention_unet": ModelFamily(
-        "attention_unet", "Attention U-Net", "monai.networks.nets.AttentionUnet", "attention-gated skips"
+        "attention_unet", "Attention U-Net", "monai.networks.nets.AttentionUnet", "attention-gated skips",
+        AttentionUnet,
     ),
     "hybrid_transformer": ModelFamily(
-        "hybrid_transformer", "SwinUNETR (2D)", "monai.networks.nets.SwinUNETR", "Swin encoder, CNN decoder"
+        "hybrid_transformer", "SwinUNETR (2D)", "monai.networks.nets.SwinUNETR", "Swin encoder, CNN decoder",
+        SwinUNETR,
     ),
 }
 
 
-def _check_name(name) -> str:
+def check_model_name(name) -> str:
+    """``name`` when it names a family of :data:`REGISTRY`, else a ``ValueError`` listing them."""
     if not isinstance(name, str) or name not in REGISTRY:
         raise ValueError(f"model name must be one of {list(MODEL_NAMES)}, got {name!r}")
     return name
 
 
-def _check_size(size) -> dict:
+def check_size(size) -> dict:
+    """The widths of the named ``size`` (:data:`SIZES`), else a ``ValueError`` listing the sizes."""
     if not isinstance(size, str) or size not in SIZES:
         raise ValueError(f"size must be one of {list(SIZES)}, got {size!r}")
     return SIZES[size]
@@ -116,8 +134,8 @@ def _check_size(size) -> dict:
 
 def model_kwargs(name: str, *, in_channels: int, out_channels: int = 1, size: str = "smoke") -> dict:
     """The keyword arguments passed to the MONAI class of ``name`` at ``size`` (saved in config.json)."""
-    _check_name(name)
-    widths = _check_size(size)
+    check_model_name(name)
+    widths = check_size(size)
     for arg, value in (("in_channels", in_channels), ("out_channels", out_channels)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{arg} must be a positive integer, got {value!r}")
@@ -195,12 +213,7 @@ def build_model(
     if foreground_prior is not None and not (isinstance(foreground_prior, (int, float)) and 0 < foreground_prior < 1):
         raise ValueError(f"foreground_prior must lie in (0, 1) or be None, got {foreground_prior!r}")
     kwargs = model_kwargs(name, in_channels=in_channels, out_channels=out_channels, size=size)
-    if name in ("unet", "resunet"):
-        network = UNet(**kwargs)
-    elif name == "attention_unet":
-        network = AttentionUnet(**kwargs)
-    else:
-        network = SwinUNETR(**kwargs)
+    network = REGISTRY[name].build(**kwargs)
     return network if foreground_prior is None else WithOutputBias(network, foreground_prior)
 
 
@@ -218,8 +231,8 @@ def input_multiple(name: str, size: str = "smoke") -> int:
     exactly). SwinUNETR: 32 (patch embedding of 2, then four patch mergings of 2; its decoder needs each stage
     to halve exactly).
     """
-    _check_name(name)
-    widths = _check_size(size)
+    check_model_name(name)
+    widths = check_size(size)
     if name == "hybrid_transformer":
         return 32
     return int(np.prod(widths["strides"]))
@@ -271,7 +284,7 @@ def describe_models(*, in_channels: int, size: str = "smoke", names=MODEL_NAMES)
 
     rows = []
     for name in names:
-        family = REGISTRY[_check_name(name)]
+        family = REGISTRY[check_model_name(name)]
         rows.append(
             {
                 "model": name,

@@ -1,5 +1,5 @@
 """Small-data study: a synthetic stand-in for 9 vessel cross-sections, a loader for a user's own folder, the
-cross-validation splits and the multi-class overlap scores.
+multi-class overlap scores (its cross-validation folds: ``helpers.splits``).
 
 Conventions
 -----------
@@ -9,9 +9,11 @@ Conventions
   "Foreground classes" are all classes except 0.
 - Images returned by the loader are ``float32`` in ``[0, 1]``: 8-bit images are divided by 255, 16-bit by 65535;
   float files must already lie in ``[0, 1]``. Grayscale images are repeated to 3 channels.
-- Empty-class policy for Dice/IoU: a class absent from both reference and prediction has no defined overlap;
-  its score is ``both_empty`` (NaN by default, so it is left out of the macro average and counted in ``n``).
-  A class absent from the reference but present in the prediction scores 0 (a false detection), and vice versa.
+- Dice and IoU per class are :func:`helpers.metrics.dice` and :func:`helpers.metrics.iou` of the class's two
+  binary masks, with their one empty-mask policy (both empty: 1; exactly one empty: 0, a false detection or a
+  miss). The macro average over the foreground classes *excludes* a class absent from both the reference and the
+  prediction (its 1 says only that the image lacks the class, not that the model segmented it) and counts it
+  (``n_absent``, :func:`macro_scores`).
 - Randomness only through an explicit ``seed``.
 
 On-disk layout (the synthetic stand-in and the user's folder alike)::
@@ -26,14 +28,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from . import metrics
+from .io import write_csv, write_json
+from .paths import resolve
+
 CLASSES: tuple[str, ...] = ("background", "lumen", "neointima", "media")
-PROTOCOLS: tuple[str, ...] = ("loocv", "3fold")
 _EXTENSIONS = (".png", ".tif", ".tiff")
 
 
@@ -317,76 +322,6 @@ def resize_case(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndar
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Splits
-# --------------------------------------------------------------------------------------------------------------
-
-
-def cv_folds(case_ids: Sequence[str], *, protocol: str, seed: int = 0) -> list[dict]:
-    """The folds of one repetition of a cross-validation protocol.
-
-    ``"loocv"``: one fold per case, the case as test set, in the order given (the seed does not change
-    leave-one-out; it changes only the training of each fold). ``"3fold"``: the cases shuffled with
-    ``numpy.random.default_rng(seed)`` and cut into 3 consecutive, near-equal folds (``numpy.array_split``).
-
-    Returns
-    -------
-    list of dict
-        ``{"fold": int, "train": [ids], "test": [ids]}``; every case is tested exactly once.
-    """
-    ids = list(case_ids)
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"case_ids must be unique, got {ids}")
-    if protocol == "loocv":
-        if len(ids) < 2:
-            raise ValueError(f"loocv needs at least 2 cases, got {len(ids)}")
-        groups = [[c] for c in ids]
-    elif protocol == "3fold":
-        if len(ids) < 3:
-            raise ValueError(f"3fold needs at least 3 cases, got {len(ids)}")
-        order = np.random.default_rng(seed).permutation(len(ids))
-        groups = [[ids[i] for i in part] for part in np.array_split(order, 3)]
-    else:
-        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
-    return [
-        {"fold": f, "train": [c for c in ids if c not in set(test)], "test": list(test)}
-        for f, test in enumerate(groups)
-    ]
-
-
-def make_splits(case_ids: Sequence[str], *, protocols: Iterable[str] = PROTOCOLS, seeds: Iterable[int] = (0,)):
-    """All folds of all protocols and repetitions, the same for every model.
-
-    Returns
-    -------
-    list of dict
-        ``{"protocol", "seed", "fold", "train", "test"}``.
-    """
-    seeds = [int(s) for s in seeds]
-    if not seeds:
-        raise ValueError("seeds must not be empty")
-    protocols = list(protocols)
-    if not protocols:
-        raise ValueError("protocols must not be empty")
-    return [
-        {"protocol": p, "seed": s, **fold}
-        for p in protocols
-        for s in seeds
-        for fold in cv_folds(case_ids, protocol=p, seed=s)
-    ]
-
-
-def splits_table(splits: Sequence[dict]) -> pd.DataFrame:
-    """Long table of splits: one row per ``protocol, seed, fold, case_id`` with ``role`` train/test."""
-    rows = [
-        {"protocol": s["protocol"], "seed": s["seed"], "fold": s["fold"], "case_id": c, "role": role}
-        for s in splits
-        for role in ("train", "test")
-        for c in s[role]
-    ]
-    return pd.DataFrame(rows)
-
-
-# --------------------------------------------------------------------------------------------------------------
 # Scores
 # --------------------------------------------------------------------------------------------------------------
 
@@ -409,12 +344,11 @@ def multiclass_scores(
     *,
     n_classes: int = len(CLASSES),
     class_names: Sequence[str] | None = None,
-    both_empty: float = float("nan"),
 ) -> pd.DataFrame:
     """Per-class Dice and IoU of two label maps.
 
-    For class ``c``, with ``A = (ref == c)``, ``B = (pred == c)``: ``Dice = 2|A∩B| / (|A| + |B|)``,
-    ``IoU = |A∩B| / |A∪B|``. When both are empty the score is ``both_empty`` (NaN by default, see module).
+    For class ``c``: :func:`helpers.metrics.dice` and :func:`helpers.metrics.iou` of ``ref == c`` and
+    ``pred == c`` (``2|A∩B| / (|A| + |B|)``, ``|A∩B| / |A∪B|``; both empty gives 1, see the module docstring).
 
     Returns
     -------
@@ -428,36 +362,27 @@ def multiclass_scores(
         names = [f"class_{k}" for k in range(n_classes)]
     if len(names) != n_classes:
         raise ValueError(f"class_names has {len(names)} names for n_classes={n_classes}")
-    # One confusion matrix gives every class's counts.
-    confusion = np.bincount(ref.ravel().astype(np.int64) * n_classes + pred.ravel(), minlength=n_classes**2)
-    confusion = confusion.reshape(n_classes, n_classes)
-    tp = np.diag(confusion).astype(float)
-    n_ref, n_pred = confusion.sum(1), confusion.sum(0)
     rows = []
     for k in range(n_classes):
-        denom = n_ref[k] + n_pred[k]
-        if denom == 0:
-            d = j = float(both_empty)
-        else:
-            d = 2 * tp[k] / denom
-            j = tp[k] / (denom - tp[k])
+        a, b = ref == k, pred == k
         rows.append(
-            {"class_id": k, "class": names[k], "foreground": k > 0, "dice": d, "iou": j,
-             "n_ref": int(n_ref[k]), "n_pred": int(n_pred[k])}
-        )
+            {"class_id": k, "class": names[k], "foreground": k > 0, "dice": metrics.dice(a, b),
+             "iou": metrics.iou(a, b), "n_ref": int(np.count_nonzero(a)), "n_pred": int(np.count_nonzero(b))}
+        )  # fmt: skip
     return pd.DataFrame(rows)
 
 
 def macro_scores(per_class: pd.DataFrame) -> dict:
     """Macro average over the foreground classes of a :func:`multiclass_scores` table.
 
-    NaN scores (classes absent from both) are left out and counted: returns ``dice``, ``iou`` and
-    ``n_classes`` (how many foreground classes entered the mean) and ``n_undefined``."""
+    Absent-class policy: a class absent from both reference and prediction (``n_ref == n_pred == 0``) is left out
+    of the mean and counted. Returns ``dice``, ``iou`` (NaN when every foreground class is absent), ``n_classes``
+    (how many foreground classes entered the mean) and ``n_absent``."""
     fg = per_class[per_class["foreground"]]
-    defined = fg["dice"].notna()
-    mean = lambda s: float(s.mean()) if s.notna().any() else float("nan")  # noqa: E731
-    return {"dice": mean(fg["dice"][defined]), "iou": mean(fg["iou"][defined]),
-            "n_classes": int(defined.sum()), "n_undefined": int((~defined).sum())}
+    present = (fg["n_ref"] + fg["n_pred"]) > 0
+    mean = lambda s: float(s.mean()) if len(s) else float("nan")  # noqa: E731
+    return {"dice": mean(fg["dice"][present]), "iou": mean(fg["iou"][present]),
+            "n_classes": int(present.sum()), "n_absent": int((~present).sum())}  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -479,15 +404,11 @@ def prepare_small_data(ws, *, data_root=None, seed: int = 0, n_images: int = 9, 
     cases : list of VesselCase
     summary : pandas.DataFrame
     """
-    from .io import write_csv, write_json
-
     if data_root is None or data_root == "":
         root = ws.data(DATASET)
         write_small_data(root, seed=seed, n_images=n_images, size=size)
         source = "synthetic"
     else:
-        from .paths import resolve
-
         root = resolve(data_root)
         source = str(root)
     cases = load_small_data(root)

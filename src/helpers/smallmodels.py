@@ -37,6 +37,9 @@ Architectures (the study's names, and what stands in for each here)
     encoder's neck output (1/16) is the bottleneck, and MONAI ``UnetrUpBlock`` stages upsample and fuse them with
     a full-resolution convolutional stem of the raw image (skip connections), then a 1x1 classifier.
 
+Each architecture is one :class:`helpers.models.ModelFamily` entry of :data:`REGISTRY` (the record the lesion
+study's families use too): a new one is a class here plus one entry with its constructor.
+
 The input resolution of the SAM family is fixed by the checkpoint (1024 px for SAM and MedSAM); the CNNs and
 SegFormer accept any size divisible by 8 (the study used 256 px).
 """
@@ -51,17 +54,18 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-MODELS: tuple[str, ...] = ("unet", "deeplabv3plus", "segformer", "sam", "medsam", "medsam_unet")
-#: Models that need a checkpoint (no pretrained weights can be downloaded here).
+from .models import ModelFamily
+
+#: Models that need a checkpoint (no pretrained weights can be downloaded here); their input size is the
+#: checkpoint's (``sam_size``), the others' ``cnn_size`` (:func:`input_size`).
 NEEDS_CHECKPOINT: frozenset[str] = frozenset({"sam", "medsam", "medsam_unet"})
-TRANSFORMERS: frozenset[str] = frozenset({"segformer", "sam", "medsam", "medsam_unet"})
 NOT_RUN_NO_CHECKPOINT = "not run: no checkpoint given"
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def _check_name(name: str) -> None:
-    if name not in MODELS:
+    if name not in REGISTRY:
         raise ValueError(f"model must be one of {MODELS}, got {name!r}")
 
 
@@ -423,17 +427,52 @@ def build_model(
         raise ValueError(f"model {name!r}: {status}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        if name == "unet":
-            return UNet(n_classes=n_classes, width=width, dropout=dropout)
-        if name == "deeplabv3plus":
-            return DeepLabV3Plus(n_classes=n_classes, width=width, dropout=dropout)
-        if name == "segformer":
-            return SegFormer(n_classes=n_classes, width=width, dropout=dropout)
-        sam = load_sam_checkpoint(checkpoint)
-        if name == "medsam_unet":
-            return MedSamUNet(sam, n_classes=n_classes, width=width, dropout=dropout, freeze_encoder=freeze_encoder)
+        sam = load_sam_checkpoint(checkpoint) if name in NEEDS_CHECKPOINT else None
+        return REGISTRY[name].build(sam=sam, n_classes=n_classes, width=width, dropout=dropout,
+                                    n_prompt_tokens=n_prompt_tokens, freeze_encoder=freeze_encoder)  # fmt: skip
+
+
+# The constructors take every option of :func:`build_model` and use theirs (``sam``: the loaded checkpoint).
+def _unet(*, n_classes, width, dropout, **_):
+    return UNet(n_classes=n_classes, width=width, dropout=dropout)
+
+
+def _deeplabv3plus(*, n_classes, width, dropout, **_):
+    return DeepLabV3Plus(n_classes=n_classes, width=width, dropout=dropout)
+
+
+def _segformer(*, n_classes, width, dropout, **_):
+    return SegFormer(n_classes=n_classes, width=width, dropout=dropout)
+
+
+def _prompted_sam(normalization: str):
+    def build(*, sam, n_classes, dropout, n_prompt_tokens, freeze_encoder, **_):
         return PromptedSam(sam, n_classes=n_classes, dropout=dropout, n_prompt_tokens=n_prompt_tokens,
-                           freeze_encoder=freeze_encoder, normalization="unit" if name == "medsam" else "imagenet")
+                           freeze_encoder=freeze_encoder, normalization=normalization)  # fmt: skip
+
+    return build
+
+
+def _medsam_unet(*, sam, n_classes, width, dropout, freeze_encoder, **_):
+    return MedSamUNet(sam, n_classes=n_classes, width=width, dropout=dropout, freeze_encoder=freeze_encoder)
+
+
+#: The registry of the six architectures (the single place where they are described and built; the same record
+#: as the lesion study's ``helpers.models.REGISTRY``).
+REGISTRY: dict[str, ModelFamily] = {
+    "unet": ModelFamily("unet", "U-Net", "monai.networks.nets.UNet", "residual units, 4 levels, batch norm", _unet),
+    "deeplabv3plus": ModelFamily("deeplabv3plus", "DeepLabV3+", "MONAI blocks (ResidualUnit, SimpleASPP)",
+                                 "ResNet-style encoder, ASPP, stride-4 decoder", _deeplabv3plus),
+    "segformer": ModelFamily("segformer", "SegFormer", "transformers.SegformerForSemanticSegmentation",
+                             "scaled-down MiT encoder, all-MLP decoder", _segformer),
+    "sam": ModelFamily("sam", "SAM", "transformers.SamModel", "learnable class prompts, frozen encoder",
+                       _prompted_sam("imagenet")),
+    "medsam": ModelFamily("medsam", "MedSAM", "transformers.SamModel", "SAM ViT-B with MedSAM weights",
+                          _prompted_sam("unit")),
+    "medsam_unet": ModelFamily("medsam_unet", "MedSAM+U-Net", "transformers.SamModel + MONAI UNETR blocks",
+                               "MedSAM encoder under a UNETR-style decoder", _medsam_unet),
+}
+MODELS: tuple[str, ...] = tuple(REGISTRY)
 
 
 def input_size(name: str, *, cnn_size: int, sam_size: int) -> int:

@@ -1,4 +1,5 @@
-"""Deterministic train/validation/test splits by subject, saved once and re-used by every later section.
+"""Every split of both studies: deterministic train/validation/test splits by subject (the lesion study, saved once
+and re-used by every later section) and the cross-validation folds of the small-data study.
 
 Rules
 -----
@@ -19,13 +20,30 @@ Rules
 
 The saved file ``results/<dataset>/splits.json`` holds ``{"train": [...], "val": [...], "test": [...],
 "rule": ..., "seed": ..., "val_fraction": ..., "test_fraction": ..., "stratified_by": ...}`` with ids sorted.
+
+Cross-validation (small-data study)
+-----------------------------------
+- :func:`cv_folds`: one repetition of a protocol of :data:`CV_PROTOCOLS`: ``"loocv"`` (one fold per case) or
+  ``"3fold"`` (a seeded permutation cut into 3 near-equal folds); every case is tested exactly once.
+- :func:`cv_splits`: all folds of all protocols and repetitions (the same for every model);
+  :func:`cv_splits_table` their long table.
+- :func:`inner_split`: the fixed inner split of the hyper-parameter optimisation (fold 0 of the seeded 3-fold
+  split as validation), drawn from the same images the cross-validation later tests on (non-nested).
 """
 
 from __future__ import annotations
 
+from typing import Iterable, Sequence
+
 import numpy as np
+import pandas as pd
+
+from .io import read_json, write_json
+from .paths import Workspace
 
 SPLITS = ("train", "val", "test")
+#: Cross-validation protocols of the small-data study.
+CV_PROTOCOLS: tuple[str, ...] = ("loocv", "3fold")
 
 
 def _check_fraction(name: str, value) -> float:
@@ -128,9 +146,6 @@ def split_of(splits: dict) -> dict:
 
 def save_splits(ws, dataset: str, splits: dict):
     """Write ``results/<dataset>/splits.json`` atomically; returns the path."""
-    from .io import write_json
-    from .paths import Workspace
-
     _validate(splits, "splits")
     ws = ws if isinstance(ws, Workspace) else Workspace.at(ws)
     return write_json(splits, ws.results(dataset) / "splits.json")
@@ -151,9 +166,6 @@ def _validate(splits, where: str) -> None:
 
 def load_splits(ws, dataset: str) -> dict:
     """Read ``results/<dataset>/splits.json`` (errors name the file)."""
-    from .io import read_json
-    from .paths import Workspace
-
     ws = ws if isinstance(ws, Workspace) else Workspace.at(ws)
     path = ws.results(dataset) / "splits.json"
     if not path.is_file():
@@ -161,3 +173,79 @@ def load_splits(ws, dataset: str) -> dict:
     splits = read_json(path)
     _validate(splits, str(path))
     return splits
+
+
+# --------------------------------------------------------------------------------------------- cross-validation
+
+
+def cv_folds(case_ids: Sequence[str], *, protocol: str, seed: int = 0) -> list[dict]:
+    """The folds of one repetition of a cross-validation protocol.
+
+    ``"loocv"``: one fold per case, the case as test set, in the order given (the seed does not change
+    leave-one-out; it changes only the training of each fold). ``"3fold"``: the cases shuffled with
+    ``numpy.random.default_rng(seed)`` and cut into 3 consecutive, near-equal folds (``numpy.array_split``).
+
+    Returns
+    -------
+    list of dict
+        ``{"fold": int, "train": [ids], "test": [ids]}``; every case is tested exactly once.
+    """
+    ids = list(case_ids)
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"case_ids must be unique, got {ids}")
+    if protocol == "loocv":
+        if len(ids) < 2:
+            raise ValueError(f"loocv needs at least 2 cases, got {len(ids)}")
+        groups = [[c] for c in ids]
+    elif protocol == "3fold":
+        if len(ids) < 3:
+            raise ValueError(f"3fold needs at least 3 cases, got {len(ids)}")
+        order = np.random.default_rng(seed).permutation(len(ids))
+        groups = [[ids[i] for i in part] for part in np.array_split(order, 3)]
+    else:
+        raise ValueError(f"protocol must be one of {CV_PROTOCOLS}, got {protocol!r}")
+    return [
+        {"fold": f, "train": [c for c in ids if c not in set(test)], "test": list(test)}
+        for f, test in enumerate(groups)
+    ]
+
+
+def cv_splits(case_ids: Sequence[str], *, protocols: Iterable[str] = CV_PROTOCOLS, seeds: Iterable[int] = (0,)):
+    """All folds of all protocols and repetitions, the same for every model.
+
+    Returns
+    -------
+    list of dict
+        ``{"protocol", "seed", "fold", "train", "test"}``.
+    """
+    seeds = [int(s) for s in seeds]
+    if not seeds:
+        raise ValueError("seeds must not be empty")
+    protocols = list(protocols)
+    if not protocols:
+        raise ValueError("protocols must not be empty")
+    return [
+        {"protocol": p, "seed": s, **fold}
+        for p in protocols
+        for s in seeds
+        for fold in cv_folds(case_ids, protocol=p, seed=s)
+    ]
+
+
+def cv_splits_table(splits: Sequence[dict]) -> pd.DataFrame:
+    """Long table of cross-validation splits: one row per ``protocol, seed, fold, case_id`` with ``role``
+    train/test."""
+    rows = [
+        {"protocol": s["protocol"], "seed": s["seed"], "fold": s["fold"], "case_id": c, "role": role}
+        for s in splits
+        for role in ("train", "test")
+        for c in s[role]
+    ]
+    return pd.DataFrame(rows)
+
+
+def inner_split(case_ids: Sequence[str], *, seed: int = 0) -> dict:
+    """The fixed inner split of the hyper-parameter optimisation: fold 0 of the seeded 3-fold split is the
+    validation set (``{"train": [...], "val": [...]}``)."""
+    fold = cv_folds(case_ids, protocol="3fold", seed=seed)[0]
+    return {"train": fold["train"], "val": fold["test"]}

@@ -28,14 +28,15 @@ Conventions
 - Validation after each epoch: the slices of every validation case (all of them, or with ``val_max_slices`` every
   slice holding lesion plus that many evenly spaced slices) are predicted whole (zero-padded to the model's
   multiple), thresholded at 0.5 without component clean-up, and Dice is computed per *case* over those slices on
-  the prepared grid, ignore voxels excluded; a case whose reference and prediction are both empty scores 1.
+  the prepared grid, ignore voxels excluded (:func:`helpers.metrics.dice`: both empty scores 1).
   Validation Dice is the mean over cases.
 - Early stopping: stop when validation Dice has not improved (strictly) for ``patience`` epochs (0: never stop
   early). ``checkpoint_best.pt`` holds the weights of the best epoch (ties keep the earlier epoch); test
   predictions use them.
 - Determinism: weights are initialised after ``torch.manual_seed(seed)``; patch sampling and augmentation at step
   ``s`` draw from generators seeded with ``(seed, s)``, so a resumed run sees exactly the batches an
-  uninterrupted run would. On CPU ``torch.use_deterministic_algorithms(True)`` and a fixed thread count; the same
+  uninterrupted run would. On CPU ``torch.use_deterministic_algorithms(True)`` and a fixed thread count
+  (``helpers.runtime.torch_settings``; default :func:`helpers.runtime.task_threads`); the same
   seed on the same machine and thread count gives identical weights and predictions.
 - GPU (when ``torch.cuda.is_available()``): mixed precision (bfloat16 autocast) and ``gpu_batch_scale`` times
   larger batches switch on by themselves; both are recorded in ``config.json``.
@@ -56,7 +57,6 @@ import contextlib
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -65,18 +65,21 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-# OpenMP threads that spin while waiting make torch 10-70x slower when the cores are shared with other processes
-# (measured on 2 shared cores); passive waiting costs little when they are not. Only effective when set before
-# torch is first imported, and never overrides a value the user set.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-import torch  # noqa: E402
+from .runtime import default_device, torch_settings  # first: sets OMP_WAIT_POLICY before torch's first import
+import torch
 from scipy import ndimage
-from .progress import progress_bar
 
+from . import metrics, provenance
 from . import models as _models
 from . import predictions as _predictions
 from .io import atomic_write, read_json, write_csv, write_json
 from .paths import Workspace
+from .preprocessing import load_prepared, restore
+from .progress import progress_bar
+from .splits import load_splits
+
+# Two kinds of import stay inside functions: the grid (``helpers.cluster``, the runner's, above this module) and
+# the plots (``helpers.plots`` loads matplotlib, which training itself does not need).
 
 CHECKPOINT_LAST = "checkpoint_last.pt"
 CHECKPOINT_BEST = "checkpoint_best.pt"
@@ -144,7 +147,7 @@ class TrainingProtocol:
     gpu_batch_scale: int = 4
 
     def __post_init__(self):
-        _models._check_size(self.size)
+        _models.check_size(self.size)
         for name in ("epochs", "batch_size", "patch_size", "gpu_batch_scale"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -202,39 +205,6 @@ class TrainingResult:
 
 
 # --------------------------------------------------------------------------------------------- settings
-
-
-def default_threads() -> int:
-    """The cores this process may use (:func:`helpers.cluster.available_cores`)."""
-    from .cluster import available_cores
-
-    return available_cores()
-
-
-def default_device() -> str:
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-@contextlib.contextmanager
-def torch_settings(*, num_threads: int | None = None, deterministic: bool = True):
-    """Set torch's thread count and deterministic mode for a block, and restore the previous values after it."""
-    threads = default_threads() if num_threads is None else int(num_threads)
-    if threads < 1:
-        raise ValueError(f"num_threads must be a positive integer, got {num_threads!r}")
-    old_threads = torch.get_num_threads()
-    old_det = torch.are_deterministic_algorithms_enabled()
-    old_cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-    torch.set_num_threads(threads)
-    if torch.cuda.is_available():
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = deterministic, not deterministic
-    torch.use_deterministic_algorithms(deterministic)
-    try:
-        yield threads
-    finally:
-        torch.set_num_threads(old_threads)
-        torch.use_deterministic_algorithms(old_det)
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = old_cudnn
 
 
 def _bar(progress: bool, **kwargs):
@@ -454,15 +424,6 @@ def _autocast(device: str, amp: bool):
     return contextlib.nullcontext()
 
 
-def _case_dice(ref: np.ndarray, pred: np.ndarray, ignore: np.ndarray | None) -> float:
-    if ignore is not None:
-        ref, pred = ref & ~ignore, pred & ~ignore
-    total = int(ref.sum()) + int(pred.sum())
-    if total == 0:
-        return 1.0
-    return 2.0 * int((ref & pred).sum()) / total
-
-
 def _validation_slices(case, max_slices: int | None) -> np.ndarray:
     n = case.mask.shape[0]
     if max_slices is None or n <= max_slices:
@@ -480,8 +441,10 @@ def validation_dice(
     for case in cases:
         idx = _validation_slices(case, max_slices)
         prob = predict_stack(model, case.image[idx], multiple=multiple, min_size=min_size, device=device, amp=amp)
-        ignore = case.ignore[idx] if getattr(case, "ignore", None) is not None else None
-        scores.append(_case_dice(case.mask[idx], prob >= 0.5, ignore))
+        ref, pred = case.mask[idx], prob >= 0.5
+        if getattr(case, "ignore", None) is not None:
+            ref, pred = ref & ~case.ignore[idx], pred & ~case.ignore[idx]
+        scores.append(metrics.dice(ref, pred))
     return float(np.mean(scores))
 
 
@@ -535,7 +498,7 @@ def train_model(
     seed : int
         Seeds weight initialisation, sampling and augmentation.
     num_threads : int, optional
-        Torch CPU threads (default: the cores available).
+        Torch CPU threads (default: :func:`helpers.runtime.task_threads`).
     device : {"cpu", "cuda"}, optional
         Default: CUDA when available. On CUDA, bfloat16 autocast and ``protocol.gpu_batch_scale`` larger batches.
     resume : bool, default True
@@ -552,7 +515,7 @@ def train_model(
     -------
     TrainingResult
     """
-    _models._check_name(model_name)
+    _models.check_model_name(model_name)
     if not isinstance(protocol, TrainingProtocol):
         raise TypeError(f"protocol must be a TrainingProtocol, got {type(protocol).__name__}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
@@ -565,25 +528,91 @@ def train_model(
     device = default_device() if device is None else device
     if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
         raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
-    amp = device.startswith("cuda")
-    batch_size = protocol.batch_size * (protocol.gpu_batch_scale if amp else 1)
     folder = Path(folder)
-    multiple = _models.input_multiple(model_name, protocol.size)
-    min_size = _models.min_input_size(model_name, protocol.size)
+    config = _training_config(model_name, train_cases, val_cases, protocol=protocol, seed=int(seed),
+                              amp=device.startswith("cuda"), extra_config=extra_config)  # fmt: skip
+
+    with torch_settings(num_threads=num_threads, deterministic=True) as threads:
+        run = _init_or_resume(config, folder, device=device, resume=resume)
+        config.update(
+            {
+                "params": run.params,
+                "device": device,
+                "torch_threads": threads,
+                "package_versions": provenance.package_versions(),
+                "commit": provenance.git_commit(),
+            }
+        )
+        write_json(config, folder / CONFIG)
+        if not run.state.finished:
+            _train_epochs(run, train_cases, val_cases, config, folder, protocol=protocol, device=device,
+                          progress=progress, on_epoch_end=on_epoch_end)  # fmt: skip
+
+    state = run.state
+    return TrainingResult(
+        model=model_name,
+        seed=int(seed),
+        folder=folder,
+        params=run.params,
+        best_val_dice=float(state.best_dice),
+        best_epoch=int(state.best_epoch),
+        epochs=int(state.epoch),
+        steps=int(state.step),
+        seconds=float(state.seconds),
+        images_per_second=float(state.images_seen / state.train_seconds) if state.train_seconds else 0.0,
+        stopped_early=bool(state.stopped_early),
+        device=device,
+        history=pd.DataFrame(state.history),
+    )
+
+
+@dataclass
+class TrainingState:
+    """The progress of one training, saved in ``checkpoint_last.pt`` (as a plain dict) after every epoch.
+
+    ``best_dice`` starts at -1 so that the first validation always improves on it; ``bad_epochs`` counts the epochs
+    since the last improvement (early stopping); ``train_seconds`` and ``images_seen`` cover the optimiser steps
+    only (throughput), ``seconds`` the epochs with their validation."""
+
+    step: int = 0
+    epoch: int = 0
+    best_dice: float = -1.0
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    history: list = field(default_factory=list)
+    finished: bool = False
+    stopped_early: bool = False
+    train_seconds: float = 0.0
+    images_seen: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class _Run:
+    """What one training carries from epoch to epoch: the model, its optimiser and schedule, and its state."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    state: TrainingState
+    params: int
+
+
+def _training_config(model_name: str, train_cases, val_cases, *, protocol: TrainingProtocol, seed: int, amp: bool,
+                     extra_config: dict | None) -> dict:
+    """Everything that defines the training (its ``config_hash`` decides whether a checkpoint may be resumed)."""
+    in_channels = train_cases[0].image.shape[1]
+    batch_size = protocol.batch_size * (protocol.gpu_batch_scale if amp else 1)
     n_slices = sum(c.mask.shape[0] for c in train_cases)
     steps_per_epoch = protocol.steps_per_epoch or math.ceil(n_slices / batch_size)
-    total_steps = protocol.epochs * steps_per_epoch
-
-    from . import provenance
-
     config = {
         "model": model_name,
-        "family": asdict(_models.REGISTRY[model_name]),
-        "seed": int(seed),
+        "family": _models.REGISTRY[model_name].describe(),
+        "seed": seed,
         "protocol": protocol.to_dict(),
         "model_kwargs": _models.model_kwargs(model_name, in_channels=in_channels, size=protocol.size),
         "steps_per_epoch": steps_per_epoch,
-        "total_steps": total_steps,
+        "total_steps": protocol.epochs * steps_per_epoch,
         "effective_batch_size": batch_size,
         "amp": amp,
         "threshold": 0.5,
@@ -592,127 +621,142 @@ def train_model(
         "data_hash": data_hash([*train_cases, *val_cases]),
         **(extra_config or {}),
     }
-    config_hash = _config_hash(config)
+    config["config_hash"] = _config_hash(config)
+    return config
 
-    with torch_settings(num_threads=num_threads, deterministic=True) as threads:
-        torch.manual_seed(int(seed))
-        model = _models.build_model(
-            model_name, in_channels=in_channels, size=protocol.size, foreground_prior=protocol.foreground_prior
-        ).to(device)
-        params = _models.count_parameters(model)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=protocol.learning_rate, weight_decay=protocol.weight_decay)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
-        state = {
-            "step": 0, "epoch": 0, "best_dice": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": [],
-            "finished": False, "stopped_early": False, "train_seconds": 0.0, "images_seen": 0, "seconds": 0.0,
-        }  # fmt: skip
-        last = folder / CHECKPOINT_LAST
-        if resume and last.exists():
-            saved = _load_torch(last)
-            if saved.get("config_hash") == config_hash:
-                model.load_state_dict(saved["model"])
-                optimizer.load_state_dict(saved["optimizer"])
-                scheduler.load_state_dict(saved["scheduler"])
-                torch.set_rng_state(saved["torch_rng"])
-                state = saved["state"]
-        config.update(
-            {
-                "config_hash": config_hash,
-                "params": params,
-                "device": device,
-                "torch_threads": threads,
-                "package_versions": provenance.package_versions(),
-                "commit": provenance.git_commit(),
-            }
-        )
-        write_json(config, folder / CONFIG)
 
-        if not state["finished"]:
-            sampler = _Sampler(train_cases, protocol.patch_size, protocol.foreground_fraction)
-            transform = _augmentation(protocol) if protocol.augment else None
-            loss_fn = _loss_fn(protocol)
-            bar = _bar(progress, total=protocol.epochs, initial=state["epoch"], desc=f"{model_name} seed {seed}",
-                       leave=False)  # fmt: skip
-            model.train()
-            while state["epoch"] < protocol.epochs and not state["finished"]:
-                started, losses = time.perf_counter(), []
-                for _ in range(steps_per_epoch):
-                    step = state["step"]
-                    images, masks, ignores = sampler.draw(_rng(seed, step, 1), batch_size)
-                    if transform is not None:
-                        x, y, g = _augment(transform, seed, step, images, masks, ignores)
-                    else:
-                        x, y, g = (torch.from_numpy(images), torch.from_numpy(masks), torch.from_numpy(ignores))
-                    x, y, g = x.to(device), y.to(device), g.to(device)
-                    with _autocast(device, amp):
-                        logits = model(x)
-                    loss = loss_fn(logits.float(), y, g)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    scheduler.step()
-                    losses.append(float(loss.detach()))
-                    state["step"] = step + 1
-                    state["images_seen"] += batch_size
-                train_seconds = time.perf_counter() - started
-                dice = validation_dice(
-                    model, val_cases, multiple=multiple, min_size=min_size, max_slices=protocol.val_max_slices,
-                    device=device, amp=amp,
-                )
-                model.train()
-                state["epoch"] += 1
-                state["train_seconds"] += train_seconds
-                state["seconds"] += time.perf_counter() - started
-                if dice > state["best_dice"]:
-                    state["best_dice"], state["best_epoch"], state["bad_epochs"] = dice, state["epoch"], 0
-                    best = {"model": model.state_dict(), "epoch": state["epoch"], "val_dice": dice,
-                            "config_hash": config_hash, "model_name": model_name,
-                            "model_kwargs": config["model_kwargs"]}  # fmt: skip
-                    _save_torch(best, folder / CHECKPOINT_BEST)
-                else:
-                    state["bad_epochs"] += 1
-                row = {
-                    "epoch": state["epoch"],
-                    "step": state["step"],
-                    "train_loss": float(np.mean(losses)),
-                    "val_dice": dice,
-                    "learning_rate": float(scheduler.get_last_lr()[0]),
-                    "seconds": state["seconds"],
-                }
-                state["history"].append(row)
-                if protocol.patience and state["bad_epochs"] >= protocol.patience:
-                    state["stopped_early"] = True
-                if state["stopped_early"] or state["epoch"] >= protocol.epochs:
-                    state["finished"] = True
-                _save_torch(
-                    {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
-                     "state": state, "config_hash": config_hash},
-                    last,
-                )  # fmt: skip
-                write_csv(pd.DataFrame(state["history"]), folder / HISTORY)
-                bar.update(1)
-                bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_dice=f"{dice:.3f}")
-                if on_epoch_end is not None:
-                    on_epoch_end(dict(row))
-            bar.close()
+def _init_or_resume(config: dict, folder: Path, *, device: str, resume: bool) -> _Run:
+    """A fresh model (weights drawn after ``torch.manual_seed(seed)``), optimiser and schedule, continued from
+    ``checkpoint_last.pt`` when ``resume`` and its configuration hash matches."""
+    protocol = config["protocol"]
+    torch.manual_seed(config["seed"])
+    model = _models.build_model(
+        config["model"], in_channels=config["model_kwargs"]["in_channels"], size=protocol["size"],
+        foreground_prior=protocol["foreground_prior"],
+    ).to(device)  # fmt: skip
+    optimizer = torch.optim.AdamW(model.parameters(), lr=protocol["learning_rate"],
+                                  weight_decay=protocol["weight_decay"])  # fmt: skip
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config["total_steps"])
+    run = _Run(model, optimizer, scheduler, TrainingState(), _models.count_parameters(model))
+    last = folder / CHECKPOINT_LAST
+    if resume and last.exists():
+        saved = _load_torch(last)
+        if saved.get("config_hash") == config["config_hash"]:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            torch.set_rng_state(saved["torch_rng"])
+            run.state = TrainingState(**saved["state"])
+    return run
 
-    history = pd.DataFrame(state["history"])
-    return TrainingResult(
-        model=model_name,
-        seed=int(seed),
-        folder=folder,
-        params=params,
-        best_val_dice=float(state["best_dice"]),
-        best_epoch=int(state["best_epoch"]),
-        epochs=int(state["epoch"]),
-        steps=int(state["step"]),
-        seconds=float(state["seconds"]),
-        images_per_second=float(state["images_seen"] / state["train_seconds"]) if state["train_seconds"] else 0.0,
-        stopped_early=bool(state["stopped_early"]),
-        device=device,
-        history=history,
-    )
+
+def _train_epochs(run: _Run, train_cases, val_cases, config: dict, folder: Path, *, protocol: TrainingProtocol,
+                  device: str, progress: bool, on_epoch_end) -> None:
+    """Epochs until the budget is spent or early stopping ends the training, each followed by its validation, its
+    checkpoints and its history row."""
+    state, seed, amp = run.state, config["seed"], config["amp"]
+    model_name = config["model"]
+    multiple = _models.input_multiple(model_name, protocol.size)
+    min_size = _models.min_input_size(model_name, protocol.size)
+    sampler = _Sampler(train_cases, protocol.patch_size, protocol.foreground_fraction)
+    transform = _augmentation(protocol) if protocol.augment else None
+    loss_fn = _loss_fn(protocol)
+    bar = _bar(progress, total=protocol.epochs, initial=state.epoch, desc=f"{model_name} seed {seed}", leave=False)
+    run.model.train()
+    while state.epoch < protocol.epochs and not state.finished:
+        started = time.perf_counter()
+        losses = _train_epoch(run, sampler, transform, loss_fn, seed=seed, steps=config["steps_per_epoch"],
+                              batch_size=config["effective_batch_size"], device=device, amp=amp)  # fmt: skip
+        train_seconds = time.perf_counter() - started
+        dice = validation_dice(run.model, val_cases, multiple=multiple, min_size=min_size,
+                               max_slices=protocol.val_max_slices, device=device, amp=amp)  # fmt: skip
+        run.model.train()
+        row = _end_epoch(run, config, folder, dice=dice, losses=losses, train_seconds=train_seconds,
+                         seconds=time.perf_counter() - started, protocol=protocol)  # fmt: skip
+        bar.update(1)
+        bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_dice=f"{dice:.3f}")
+        if on_epoch_end is not None:
+            on_epoch_end(dict(row))
+    bar.close()
+
+
+def _train_epoch(run: _Run, sampler: _Sampler, transform, loss_fn, *, seed: int, steps: int, batch_size: int,
+                 device: str, amp: bool) -> list[float]:
+    """``steps`` optimiser steps; step ``s`` samples and augments from generators seeded with ``(seed, s)``.
+    Returns the training loss of each step."""
+    state, losses = run.state, []
+    for _ in range(steps):
+        step = state.step
+        images, masks, ignores = sampler.draw(_rng(seed, step, 1), batch_size)
+        if transform is not None:
+            x, y, g = _augment(transform, seed, step, images, masks, ignores)
+        else:
+            x, y, g = (torch.from_numpy(images), torch.from_numpy(masks), torch.from_numpy(ignores))
+        x, y, g = x.to(device), y.to(device), g.to(device)
+        with _autocast(device, amp):
+            logits = run.model(x)
+        loss = loss_fn(logits.float(), y, g)
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        run.scheduler.step()
+        losses.append(float(loss.detach()))
+        state.step = step + 1
+        state.images_seen += batch_size
+    return losses
+
+
+def _end_epoch(run: _Run, config: dict, folder: Path, *, dice: float, losses: list[float], train_seconds: float,
+               seconds: float, protocol: TrainingProtocol) -> dict:
+    """Book one finished epoch: its validation (best checkpoint, early stopping), its history row,
+    ``checkpoint_last.pt`` and ``history.csv``. Returns the history row."""
+    state = run.state
+    state.epoch += 1
+    state.train_seconds += train_seconds
+    state.seconds += seconds
+    if _record_validation(state, dice, patience=protocol.patience, epochs=protocol.epochs):
+        best = {"model": run.model.state_dict(), "epoch": state.epoch, "val_dice": dice,
+                "config_hash": config["config_hash"], "model_name": config["model"],
+                "model_kwargs": config["model_kwargs"]}  # fmt: skip
+        _save_torch(best, folder / CHECKPOINT_BEST)
+    row = {
+        "epoch": state.epoch,
+        "step": state.step,
+        "train_loss": float(np.mean(losses)),
+        "val_dice": dice,
+        "learning_rate": float(run.scheduler.get_last_lr()[0]),
+        "seconds": state.seconds,
+    }
+    state.history.append(row)
+    _save_last(run, config, folder)
+    write_csv(pd.DataFrame(state.history), folder / HISTORY)
+    return row
+
+
+def _record_validation(state: TrainingState, dice: float, *, patience: int, epochs: int) -> bool:
+    """Update the best epoch and early stopping after the validation of epoch ``state.epoch``; True when ``dice``
+    improved strictly on the best so far (ties keep the earlier epoch)."""
+    improved = dice > state.best_dice
+    if improved:
+        state.best_dice, state.best_epoch, state.bad_epochs = dice, state.epoch, 0
+    else:
+        state.bad_epochs += 1
+    if patience and state.bad_epochs >= patience:
+        state.stopped_early = True
+    if state.stopped_early or state.epoch >= epochs:
+        state.finished = True
+    return improved
+
+
+def _save_last(run: _Run, config: dict, folder: Path) -> None:
+    """``checkpoint_last.pt``: weights, optimiser, schedule, torch's generator and the state (a resumed run
+    continues exactly where this one stopped)."""
+    _save_torch(
+        {"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+         "scheduler": run.scheduler.state_dict(), "torch_rng": torch.get_rng_state(),
+         "state": asdict(run.state), "config_hash": config["config_hash"]},
+        folder / CHECKPOINT_LAST,
+    )  # fmt: skip
 
 
 def load_best_model(folder) -> torch.nn.Module:
@@ -748,31 +792,13 @@ def predictions_root(ws: Workspace, dataset: str, *, seed_index: int = 0, seed: 
     return base if seed_index == 0 else base / SEEDS_FOLDER / f"seed{seed}"
 
 
-def _load_splits(ws: Workspace, dataset: str) -> dict:
-    from .splits import load_splits
-
-    return load_splits(ws, dataset)
-
-
-def _load_prepared(ws: Workspace, dataset: str, case_id: str):
-    from .preprocessing import load_prepared
-
-    return load_prepared(ws, dataset, case_id)
-
-
-def _restore(stack: np.ndarray, prepared) -> np.ndarray:
-    from .preprocessing import restore
-
-    return restore(stack, prepared)
-
-
 def dataset_channels(ws, dataset: str) -> int:
     """Image channels of the dataset's prepared arrays (read from its first training case)."""
     ws = _workspace(ws)
-    splits = _load_splits(ws, dataset)
+    splits = load_splits(ws, dataset)
     if not splits.get("train"):
         raise ValueError(f"{ws.results(dataset) / 'splits.json'}: the 'train' split is empty")
-    return int(_load_prepared(ws, dataset, splits["train"][0]).image.shape[1])
+    return int(load_prepared(ws, dataset, splits["train"][0]).image.shape[1])
 
 
 def _workspace(ws) -> Workspace:
@@ -784,7 +810,7 @@ def _check_models(models) -> list[str]:
     if not models:
         raise ValueError("models must name at least one model")
     for name in models:
-        _models._check_name(name)
+        _models.check_model_name(name)
     return models
 
 
@@ -801,11 +827,11 @@ def _wants_gpu(device: str | None) -> bool:
 
 
 def _load_split_cases(ws: Workspace, dataset: str, parts: Sequence[str]) -> dict[str, list]:
-    splits = _load_splits(ws, dataset)
+    splits = load_splits(ws, dataset)
     for part in parts:
         if not splits.get(part):
             raise ValueError(f"{ws.results(dataset) / 'splits.json'}: the {part!r} split is empty")
-    return {part: [_load_prepared(ws, dataset, c) for c in splits[part]] for part in parts}
+    return {part: [load_prepared(ws, dataset, c) for c in splits[part]] for part in parts}
 
 
 def train_task(workspace, dataset: str, model: str, *, seed: int, seed_index: int = 0,
@@ -815,16 +841,14 @@ def train_task(workspace, dataset: str, model: str, *, seed: int, seed_index: in
     arrays from the workspace) and return its row of ``training_summary.csv`` plus ``up_to_date`` (True when a
     finished training with this configuration was found and nothing was trained).
 
-    ``num_threads`` None: the task's thread count (:func:`helpers.cluster.task_threads`)."""
-    from .cluster import task_threads
-
+    ``num_threads`` None: the task's thread count (:func:`helpers.runtime.task_threads`)."""
     ws = _workspace(workspace)
     cases = _load_split_cases(ws, dataset, ("train", "val"))
     folder = model_folder(ws, dataset, model, seed_index=seed_index, seed=seed)
     before = _mtime(folder / CHECKPOINT_LAST)
     result = train_model(
         model, cases["train"], cases["val"], folder, protocol=protocol, seed=seed,
-        num_threads=task_threads() if num_threads is None else num_threads, device=device, progress=False,
+        num_threads=num_threads, device=device, progress=False,
         extra_config={"dataset": dataset},
     )  # fmt: skip
     row = {"dataset": dataset, **result.as_row()}
@@ -864,7 +888,7 @@ def train_all(
     ws = _workspace(ws)
     models = _check_models(models)
     seed_list = _seeds(seed, seeds)
-    splits = _load_splits(ws, dataset)
+    splits = load_splits(ws, dataset)
     for part in ("train", "val"):
         if not splits.get(part):
             raise ValueError(f"{ws.results(dataset) / 'splits.json'}: the {part!r} split is empty")
@@ -885,22 +909,20 @@ def predict_task(workspace, dataset: str, model: str, *, seed: int, seed_index: 
                  num_threads: int | None = None, device: str | None = None) -> list[dict]:
     """One unit of the prediction grid: predict every test case with one model and seed (see
     :func:`predict_all`) and return one row per case."""
-    from .cluster import task_threads
-
     ws = _workspace(workspace)
     device = default_device() if device is None else device
     cases = _load_split_cases(ws, dataset, ("test",))["test"]
     root = predictions_root(ws, dataset, seed_index=seed_index, seed=seed)
     folder = model_folder(ws, dataset, model, seed_index=seed_index, seed=seed)
     rows = []
-    with torch_settings(num_threads=task_threads() if num_threads is None else num_threads, deterministic=True):
+    with torch_settings(num_threads=num_threads, deterministic=True):
         net = load_best_model(folder).to(device)
         size = read_json(folder / CONFIG)["protocol"]["size"]
         multiple, min_size = _models.input_multiple(model, size), _models.min_input_size(model, size)
         for case in cases:
             stack = predict_stack(net, case.image, multiple=multiple, min_size=min_size, device=device,
                                   amp=device != "cpu")  # fmt: skip
-            prob = np.asarray(_restore(stack, case), dtype=np.float32)
+            prob = np.asarray(restore(stack, case), dtype=np.float32)
             kind = getattr(case, "kind", "volume")
             if kind == "image" and prob.ndim == 3 and prob.shape[0] == 1:
                 prob = prob[0]
@@ -948,7 +970,7 @@ def predict_all(
     ws = _workspace(ws)
     models = _check_models(models)
     seed_list = _seeds(seed, seeds)
-    if not _load_splits(ws, dataset).get("test"):
+    if not load_splits(ws, dataset).get("test"):
         raise ValueError(f"{ws.results(dataset) / 'splits.json'}: the 'test' split is empty")
     tasks = [
         GridTask(f"{dataset} · predict {name} · seed {s}", predict_task, (str(ws.root), dataset, name),
@@ -1027,6 +1049,7 @@ def plot_summary(summary: pd.DataFrame, *, column: str = "best_val_dice", ax=Non
 __all__ = [
     "TrainingProtocol",
     "TrainingResult",
+    "TrainingState",
     "train_model",
     "train_all",
     "predict_all",
@@ -1038,7 +1061,6 @@ __all__ = [
     "predictions_root",
     "plot_training_curves",
     "plot_summary",
-    "torch_settings",
     "data_hash",
     "dataset_channels",
 ]
