@@ -512,3 +512,104 @@ def test_runner_on_a_local_cluster_runs_both_datasets_and_passes_the_address(tmp
     # clients and sockets of the concurrently executed sections go to the garbage collector: collect them here, where
     # their ResourceWarnings are ignored, not in a later test
     gc.collect()
+
+
+def _tiny_project(root, training_body: str, *, datasets=("wmh", "lits")):
+    """A project root whose section notebooks each write ``results/<dataset>/<section>.txt``; the training
+    notebook declares ``scheduler`` and runs ``training_body`` (which may use ``workspace``, ``dataset``,
+    ``scheduler``)."""
+    import nbformat
+    import yaml
+
+    from helpers import study
+
+    (root / "_config.yml").write_text("title: test\n")
+    (root / "profiles").mkdir()
+    (root / "notebooks").mkdir()
+    for section in study.SECTIONS:
+        nb = nbformat.v4.new_notebook()
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        extra = 'datasets = ["wmh"]\n' if section.name == "cross_dataset" else ""
+        extra += "scheduler = None\n" if section.name == "training" else ""
+        params = nbformat.v4.new_code_cell(f'dataset = "wmh"\nprofile = "t"\nworkspace = "ws"\nseed = 0\n{extra}')
+        params.metadata["tags"] = ["parameters"]
+        body = training_body if section.name == "training" else (
+            "import time\nfrom helpers import io\nfrom helpers.paths import Workspace\n"
+            f"io.write_text(Workspace.at(workspace).results(dataset) / '{section.name}.txt', f'{{time.time()}}')\n")
+        nb.cells = [params, nbformat.v4.new_code_cell(body)]
+        nbformat.write(nb, root / "notebooks" / section.notebook)
+    (root / "profiles" / "t.yaml").write_text(yaml.safe_dump(
+        {"profile": "t", "seed": 0, "datasets": {d: {} for d in datasets}}))
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_section_waiting_for_its_grid_does_not_block_a_runnable_section(tmp_path, monkeypatch):
+    """One worker, two datasets whose training sections each submit a 3 s task: both sections run at the same
+    time (a section waiting on the cluster holds no slot), while their tasks run one after the other on the one
+    worker. (Before, sections were capped at the number of workers: the second training section started only
+    after the first had finished.)"""
+    import io
+
+    from helpers import study
+
+    _tiny_project(tmp_path, (
+        "import time\nfrom helpers import cluster, io\nfrom helpers.paths import Workspace\n"
+        "start = time.time()\n"
+        "cluster.run_grid([cluster.GridTask(f'{dataset} · sleep', time.sleep, (3.0,))], scheduler=scheduler, "
+        "name=f'sleep {dataset}')\n"
+        "io.write_text(Workspace.at(workspace).results(dataset) / 'training.txt', f'{start} {time.time()}')\n"))
+    monkeypatch.setenv("HONEST_PROJECT_ROOT", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    out = io.StringIO()
+    report = study.run("t", workspace="ws", book=False, scheduler="local", workers=1, out=out)
+    assert sorted(report.executed) == sorted(f"{d} · {s.name}" for d in ("wmh", "lits")
+                                             for s in study.DATASET_SECTIONS)
+    span = {d: [float(x) for x in (tmp_path / "ws" / "results" / d / "training.txt").read_text().split()]
+            for d in ("wmh", "lits")}
+    (wmh_start, wmh_end), (lits_start, lits_end) = span["wmh"], span["lits"]
+    assert wmh_start < lits_end and lits_start < wmh_end  # the two training sections overlapped
+    # the timeline: two task lines, each with its start, end and worker; on one worker they did not overlap
+    lines = [line for line in out.getvalue().splitlines() if "· sleep" in line and " done in " in line]
+    assert len(lines) == 2
+    times = sorted((float(line.split("(")[1].split()[0]), float(line.split(" to ")[1].split()[0])) for line in lines)
+    assert times[0][1] - times[0][0] >= 3.0 and times[1][1] - times[1][0] >= 3.0
+    assert times[0][1] <= times[1][0] + 0.2
+    gc.collect()
+
+
+def _states(dask_scheduler, prefix):
+    return sorted((ts.state, ts.processing_on.name if ts.processing_on else None)
+                  for key, ts in dask_scheduler.tasks.items() if str(key).startswith(prefix))
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
+def test_grid_tasks_wait_in_the_scheduler_queue_until_a_worker_is_free():
+    """Four 4 s tasks on a local cluster of two one-thread workers: two run (one per worker), the other two wait
+    in the scheduler's queue, assigned to no worker, so whichever worker frees first takes the next (Dask's default
+    assigns all four at once, two to each worker, by guessed durations)."""
+    import io
+
+    from distributed import Client
+
+    out = io.StringIO()
+    with cluster.open_cluster("local", workers=2, out=out) as info:
+        tasks = [cluster.GridTask(f"nap {i}", time.sleep, (4.0,)) for i in range(4)]
+        result = {}
+        thread = threading.Thread(target=lambda: result.update(r=cluster.run_grid(tasks, scheduler=info.address,
+                                                                                   name="naps")))
+        thread.start()
+        with Client(info.address) as client:
+            states = []
+            for _ in range(600):  # until both workers run a task (the first start imports torch)
+                states = client.run_on_scheduler(_states, prefix="naps-")
+                if [s for s, _ in states].count("processing") == 2:
+                    break
+                time.sleep(0.1)
+        thread.join(timeout=120)
+    assert [s for s, _ in states] == ["processing", "processing", "queued", "queued"]
+    assert len({w for s, w in states if s == "processing"}) == 2  # one on each worker
+    assert result["r"] == [None] * 4
+    assert out.getvalue().count(" done in ") == 4
+    gc.collect()

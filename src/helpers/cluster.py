@@ -17,17 +17,27 @@ Conventions
   rerun after an interruption does only what is missing. A worker lost mid-task is replaced by Dask, which
   reruns the task elsewhere (``distributed.scheduler.allowed-failures``); an exception inside a task is not
   retried: it stops the grid with :class:`GridError` naming the task.
+- Placement: a task goes to a worker only when that worker has a free thread; until then it waits in the
+  scheduler's queue, from which any worker that frees up takes it. (Dask's default sends a task with no
+  dependencies at once to the least-occupied worker by its *estimated* durations, which for a task never seen before
+  is a guess of half a second: tasks then queued behind a long training run on one worker while the other idled.)
+  Grid tasks are therefore submitted as data-producing, i.e. root tasks, which the scheduler queues, and a local
+  cluster runs with ``distributed.scheduler.worker-saturation`` 1.0 (one task per thread; Dask's 1.1 would give a
+  one-thread worker a second task). A scheduler started elsewhere should set the same
+  (``DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION=1.0``); without it tasks still run, two per worker at most.
 - Resources: tasks that need a GPU are submitted with ``resources={"GPU": 1}``; CPU tasks declare nothing and
   run on any worker.
 - Progress: each finished task is logged as a Dask event on topic :data:`TOPIC`; the runner prints one line per
-  task (count, label, seconds, elapsed). In-process grids print those lines themselves when ``progress`` is on.
+  task (count, label, seconds, its start and end since the cluster opened, and the worker), the run's timeline. In-process grids print those lines themselves when ``progress`` is on.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -39,6 +49,8 @@ TOPIC = "honest-grid"
 THREADS_ENV = "HONEST_TORCH_THREADS"
 #: ``scheduler`` values that mean "in-process, sequential".
 IN_PROCESS = (None, "none", "")
+#: Dask configuration of the scheduler of a local cluster (see "Placement" above).
+SCHEDULER_CONFIG = {"distributed.scheduler.worker-saturation": 1.0}
 
 
 class GridError(RuntimeError):
@@ -124,9 +136,6 @@ def _workers_ignore_sigint():
     a terminal's Ctrl-C reaches the whole foreground process group, local workers included, and it is the runner
     that decides how a run stops (it stops its notebooks, then closes the cluster), not each worker with a
     traceback of its own."""
-    import signal
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -151,43 +160,51 @@ def open_cluster(scheduler: str | None = "local", *, workers: int | None = None,
         print("dask: none (in-process, one task at a time)", file=out, flush=True)
         yield ClusterInfo(address=None)
         return
-    from distributed import Client, LocalCluster
-
-    cluster = None
-    if scheduler == "local":
-        n, threads = local_layout(workers)
-        gpu = _cuda_available()
-        with _workers_ignore_sigint():
-            cluster = LocalCluster(
-                n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0",
-                resources={"GPU": 1} if gpu else None, env=worker_environment(threads),
-            )
-        client = Client(cluster)
-    else:
-        if workers is not None:
-            raise GridError("workers sizes a local cluster only; with a scheduler address the cluster is sized "
-                            "where it was started")
-        try:
-            client = Client(scheduler, timeout=connect_timeout)
-        except OSError as err:
-            raise GridError(f"cannot connect to the Dask scheduler at {scheduler!r}: {err}") from None
-        threads = 0
-    try:
+    if scheduler != "local" and workers is not None:
+        raise GridError("workers sizes a local cluster only; with a scheduler address the cluster is sized "
+                        "where it was started")
+    with contextlib.ExitStack() as stack:
+        client, cluster, threads = _start_client(scheduler, workers, connect_timeout, stack)
         info = ClusterInfo(address=client.scheduler.address, dashboard=client.dashboard_link,
                            workers=len(client.scheduler_info(n_workers=-1)["workers"]), threads_per_worker=threads)
         what = "local cluster" if cluster is not None else "scheduler"
         per = f" x {threads} torch threads" if threads else ""
         print(f"dask: {what} {info.address}, {info.workers} workers{per}; dashboard {info.dashboard}",
               file=out, flush=True)
-        printer = ProgressPrinter(out=out)
-        client.subscribe_topic(TOPIC, printer)
+        client.subscribe_topic(TOPIC, ProgressPrinter(out=out))
+        stack.callback(_unsubscribe, client)
         yield info
-    finally:
-        with contextlib.suppress(Exception):
-            client.unsubscribe_topic(TOPIC)
-        client.close()
-        if cluster is not None:
-            cluster.close()
+
+
+def _start_client(scheduler: str, workers: int | None, connect_timeout: str, stack: contextlib.ExitStack):
+    """``(client, local cluster or None, torch threads per worker or 0)``, each closed when ``stack`` closes."""
+    import dask  # lazy: dask and distributed load only when a run uses a cluster
+    from distributed import Client, LocalCluster
+
+    if scheduler != "local":
+        try:
+            client = Client(scheduler, timeout=connect_timeout)
+        except OSError as err:
+            raise GridError(f"cannot connect to the Dask scheduler at {scheduler!r}: {err}") from None
+        stack.callback(client.close)
+        return client, None, 0
+    n, threads = local_layout(workers)
+    gpu = _cuda_available()
+    # the scheduler of a LocalCluster runs in this process and reads its configuration when it starts
+    with _workers_ignore_sigint(), dask.config.set(SCHEDULER_CONFIG):
+        cluster = LocalCluster(
+            n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0",
+            resources={"GPU": 1} if gpu else None, env=worker_environment(threads),
+        )
+    stack.callback(cluster.close)
+    client = Client(cluster)
+    stack.callback(client.close)
+    return client, cluster, threads
+
+
+def _unsubscribe(client) -> None:
+    with contextlib.suppress(Exception):
+        client.unsubscribe_topic(TOPIC)
 
 
 def _cuda_available() -> bool:
@@ -200,23 +217,25 @@ def _cuda_available() -> bool:
 
 
 class ProgressPrinter:
-    """Prints the grid events of :data:`TOPIC`: a line per finished task with the grid's count and the elapsed
-    time since the first grid of the run started."""
+    """Prints the grid events of :data:`TOPIC`: a line per finished task with the run's count, the task's seconds,
+    its start and end (seconds since the printer was made, i.e. since the cluster opened) and its worker."""
 
     def __init__(self, *, out=sys.stdout):
-        self.out, self.start, self.total, self.done = out, None, 0, 0
+        self.out, self.start, self.total, self.done = out, time.time(), 0, 0
 
     def __call__(self, event) -> None:
         _, msg = event
-        if self.start is None:
-            self.start = time.perf_counter()
         if msg.get("event") == "grid":
             self.total += int(msg["n"])
             print(f"    grid {msg['name']}: {msg['n']} tasks", file=self.out, flush=True)
         elif msg.get("event") == "task":
             self.done += 1
-            print(f"    [{self.done}/{self.total}] {msg['label']:<40} {msg['status']} in {msg['seconds']:6.1f} s "
-                  f"(elapsed {time.perf_counter() - self.start:6.1f} s)", file=self.out, flush=True)
+            when = ""
+            if "start" in msg and "end" in msg:
+                when = (f" ({msg['start'] - self.start:7.1f} s to {msg['end'] - self.start:7.1f} s on "
+                        f"{msg.get('worker', '?')})")
+            print(f"    [{self.done}/{self.total}] {msg['label']:<40} {msg['status']} in {msg['seconds']:6.1f} s"
+                  f"{when}", file=self.out, flush=True)
 
 
 # ---- running a grid -----------------------------------------------------------------------------------------------
@@ -225,21 +244,23 @@ class ProgressPrinter:
 def _run_task(function: Callable, label: str, args: tuple, kwargs: dict, *_after) -> Any:
     """What a worker executes: the task under the worker's torch thread count, logged as a grid event.
     (``_after``: results of prerequisite tasks, passed only so that Dask orders them.)"""
-    import torch
+    import torch  # lazy: heavy, and needed only where a task runs
 
-    start = time.perf_counter()
+    start = time.time()
     previous = torch.get_num_threads()
     torch.set_num_threads(task_threads())
     try:
         result = function(*args, **kwargs)
     finally:
         torch.set_num_threads(previous)
+    end = time.time()
     status = "up to date" if isinstance(result, dict) and result.get("up_to_date") else "done"
     with contextlib.suppress(ValueError, ImportError):
-        from distributed import get_worker
+        from distributed import get_worker  # lazy: absent from in-process runs' concerns; raises outside a worker
 
-        get_worker().log_event(TOPIC, {"event": "task", "label": label, "status": status,
-                                       "seconds": round(time.perf_counter() - start, 2)})
+        worker = get_worker()
+        worker.log_event(TOPIC, {"event": "task", "label": label, "status": status, "seconds": round(end - start, 2),
+                                 "start": start, "end": end, "worker": worker.name})
     return result
 
 
@@ -279,32 +300,53 @@ def _run_in_process(tasks, *, name, progress, out) -> list:
 
 
 def _run_on_dask(tasks, scheduler: str, *, name) -> list:
-    from distributed import Client, as_completed
+    from distributed import Client  # lazy: dask loads only for grids sent to a cluster
 
     with Client(scheduler, timeout="30s") as client:
         if any(t.gpu for t in tasks):
             _check_gpu_workers(client, name)
         client.log_event(TOPIC, {"event": "grid", "name": name, "n": len(tasks)})
-        run_id = uuid.uuid4().hex[:8]
-        futures, by_label = [], {}
-        for t in tasks:
-            key = f"{_slug(name)}-{_slug(t.label)}-{run_id}"
-            future = client.submit(_run_task, t.function, t.label, t.args, t.kwargs,
-                                   *[by_label[a] for a in t.after], key=key, pure=False,
-                                   resources={"GPU": 1} if t.gpu else None)
-            by_label[t.label] = future
-            futures.append(future)
-        label_of = {f.key: t.label for f, t in zip(futures, tasks)}
-        for future in as_completed(futures):
-            if future.status == "error":
-                err = future.exception()
-                client.cancel(futures)
-                raise GridError(f"{name}: task {label_of[future.key]} failed: {type(err).__name__}: {err}") \
-                    from err
-            if future.status == "cancelled":
-                client.cancel(futures)
-                raise GridError(f"{name}: task {label_of[future.key]} was cancelled (the cluster went away?)")
+        futures = _submit(client, tasks, name)
+        _wait_for(client, futures, [t.label for t in tasks], name)
         return [f.result() for f in futures]
+
+
+def _submit(client, tasks, name: str) -> list:
+    """One future per task, in order. A CPU task is submitted as a data-producing task, which the scheduler
+    queues until a worker has a free thread (see "Placement"); a GPU task carries its resource (resource-restricted
+    tasks are placed directly: queueing does not apply to them)."""
+    from dask.task_spec import Task  # lazy, as in _run_on_dask
+
+    run_id = uuid.uuid4().hex[:8]
+    by_label: dict = {}
+    futures = []
+    for t in tasks:
+        key = f"{_slug(name)}-{_slug(t.label)}-{run_id}"
+        after = [by_label[a] for a in t.after]
+        if t.gpu:
+            future = client.submit(_run_task, t.function, t.label, t.args, t.kwargs, *after, key=key, pure=False,
+                                   resources={"GPU": 1})
+        else:
+            spec = Task(key, _run_task, t.function, t.label, t.args, t.kwargs, *after, _data_producer=True)
+            future = client.get({key: spec}, key, sync=False)
+        by_label[t.label] = future
+        futures.append(future)
+    return futures
+
+
+def _wait_for(client, futures: list, labels: list[str], name: str) -> None:
+    """Wait for every future; the first failed or cancelled one cancels the rest and raises :class:`GridError`."""
+    from distributed import as_completed  # lazy, as in _run_on_dask
+
+    label_of = {f.key: label for f, label in zip(futures, labels)}
+    for future in as_completed(futures):
+        if future.status == "error":
+            err = future.exception()
+            client.cancel(futures)
+            raise GridError(f"{name}: task {label_of[future.key]} failed: {type(err).__name__}: {err}") from err
+        if future.status == "cancelled":
+            client.cancel(futures)
+            raise GridError(f"{name}: task {label_of[future.key]} was cancelled (the cluster went away?)")
 
 
 def _check_gpu_workers(client, name: str) -> None:
