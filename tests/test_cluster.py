@@ -4,6 +4,7 @@ training grid's results against the in-process run, a worker killed mid-task, re
 import gc
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -83,14 +84,20 @@ def test_progress_printer_counts_tasks_over_grids():
 
     out = io.StringIO()
     printer = cluster.ProgressPrinter(out=out)
+    t0 = printer.start
     printer((0.0, {"event": "grid", "name": "train wmh", "n": 2}))
     printer((0.0, {"event": "task", "label": "wmh · unet · seed 0", "status": "done", "seconds": 1.25}))
     printer((0.0, {"event": "grid", "name": "train lits", "n": 1}))
+    # a worker's event carries the task's submission, start and end (wall clock) and its worker: the timeline
+    printer((0.0, {"event": "task", "label": "wmh · resunet · seed 0", "status": "done", "seconds": 2.5,
+                   "submitted": t0 + 0.5, "start": t0 + 9.25, "end": t0 + 11.75, "worker": 1}))
     lines = out.getvalue().splitlines()
     assert lines[0].strip() == "grid train wmh: 2 tasks"
     assert lines[1].strip().startswith("[1/2] wmh · unet · seed 0")
     assert "done in    1.2 s" in lines[1] or "done in    1.3 s" in lines[1]
     assert lines[2].strip() == "grid train lits: 1 tasks"
+    assert lines[3].strip().startswith("[2/3] wmh · resunet · seed 0")
+    assert lines[3].endswith("done in    2.5 s (queued from 0.5 s, ran 9.2 s to 11.8 s on worker 1)")
 
 
 # ---- a real scheduler and two workers -------------------------------------------------------------------------------
@@ -572,7 +579,8 @@ def test_a_section_waiting_for_its_grid_does_not_block_a_runnable_section(tmp_pa
     # the timeline: two task lines, each with its start, end and worker; on one worker they did not overlap
     lines = [line for line in out.getvalue().splitlines() if "· sleep" in line and " done in " in line]
     assert len(lines) == 2
-    times = sorted((float(line.split("(")[1].split()[0]), float(line.split(" to ")[1].split()[0])) for line in lines)
+    times = sorted(tuple(map(float, re.search(r"ran ([\d.]+) s to ([\d.]+) s on worker", line).groups()))
+                   for line in lines)
     assert times[0][1] - times[0][0] >= 3.0 and times[1][1] - times[1][0] >= 3.0
     assert times[0][1] <= times[1][0] + 0.2
     gc.collect()

@@ -232,8 +232,9 @@ class ProgressPrinter:
             self.done += 1
             when = ""
             if "start" in msg and "end" in msg:
-                when = (f" ({msg['start'] - self.start:7.1f} s to {msg['end'] - self.start:7.1f} s on "
-                        f"{msg.get('worker', '?')})")
+                queued = f"queued from {msg['submitted'] - self.start:.1f} s, " if "submitted" in msg else ""
+                when = (f" ({queued}ran {msg['start'] - self.start:.1f} s to {msg['end'] - self.start:.1f} s on "
+                        f"worker {msg.get('worker', '?')})")
             print(f"    [{self.done}/{self.total}] {msg['label']:<40} {msg['status']} in {msg['seconds']:6.1f} s"
                   f"{when}", file=self.out, flush=True)
 
@@ -241,8 +242,9 @@ class ProgressPrinter:
 # ---- running a grid -----------------------------------------------------------------------------------------------
 
 
-def _run_task(function: Callable, label: str, args: tuple, kwargs: dict, *_after) -> Any:
-    """What a worker executes: the task under the worker's torch thread count, logged as a grid event.
+def _run_task(function: Callable, label: str, args: tuple, kwargs: dict, submitted: float, *_after) -> Any:
+    """What a worker executes: the task under the worker's torch thread count, logged as a grid event with the
+    time it was submitted (``submitted``, wall clock), started and ended: the run's timeline.
     (``_after``: results of prerequisite tasks, passed only so that Dask orders them.)"""
     import torch  # lazy: heavy, and needed only where a task runs
 
@@ -260,7 +262,7 @@ def _run_task(function: Callable, label: str, args: tuple, kwargs: dict, *_after
 
         worker = get_worker()
         worker.log_event(TOPIC, {"event": "task", "label": label, "status": status, "seconds": round(end - start, 2),
-                                 "start": start, "end": end, "worker": worker.name})
+                                 "submitted": submitted, "start": start, "end": end, "worker": worker.name})
     return result
 
 
@@ -288,7 +290,7 @@ def _run_in_process(tasks, *, name, progress, out) -> list:
     for i, task in enumerate(tasks, start=1):
         t0 = time.perf_counter()
         try:
-            result = _run_task(task.function, task.label, task.args, task.kwargs)
+            result = _run_task(task.function, task.label, task.args, task.kwargs, time.time())
         except Exception as err:
             raise GridError(f"{name}: task {task.label} failed: {type(err).__name__}: {err}") from err
         results.append(result)
@@ -323,11 +325,12 @@ def _submit(client, tasks, name: str) -> list:
     for t in tasks:
         key = f"{_slug(name)}-{_slug(t.label)}-{run_id}"
         after = [by_label[a] for a in t.after]
+        now = time.time()
         if t.gpu:
-            future = client.submit(_run_task, t.function, t.label, t.args, t.kwargs, *after, key=key, pure=False,
-                                   resources={"GPU": 1})
+            future = client.submit(_run_task, t.function, t.label, t.args, t.kwargs, now, *after, key=key,
+                                   pure=False, resources={"GPU": 1})
         else:
-            spec = Task(key, _run_task, t.function, t.label, t.args, t.kwargs, *after, _data_producer=True)
+            spec = Task(key, _run_task, t.function, t.label, t.args, t.kwargs, now, *after, _data_producer=True)
             future = client.get({key: spec}, key, sync=False)
         by_label[t.label] = future
         futures.append(future)

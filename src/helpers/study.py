@@ -380,7 +380,6 @@ def _terminate(proc) -> None:
     """Stop a notebook process and everything it started (its kernel runs in a session of its own, so a signal to
     the process group would miss it): SIGTERM to all, SIGKILL to whatever is left after 5 s."""
 
-
     try:
         family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
     except psutil.NoSuchProcess:  # it has ended on its own meanwhile
@@ -1011,45 +1010,14 @@ def evaluate_command(args, *, out=None) -> RunReport:
     """``python -m helpers.study evaluate``: match the prediction files to the dataset's test cases, print the
     matching, stage the matched files under ``<workspace>/predictions/<dataset>/<model>/<case_id>.<ext>`` (links),
     then run :data:`EVALUATE_SECTIONS` and build the book."""
-
-
     out = sys.stdout if out is None else out
     dataset = args.dataset
     ws = Workspace.at(args.workspace)
-    synthetic = args.data_root == "synthetic"
-    if synthetic:
-        raise StudyError("--data-root synthetic: the stand-in is written by a run (use `run --profile smoke`); "
-                         "point --data-root at a dataset folder, e.g. <workspace>/data/wmh of such a run")
-    data_root = resolve(args.data_root)
-    try:
-        found = _data.find_cases(dataset, data_root)
-    except (FileNotFoundError, ValueError) as err:
-        raise StudyError(f"--data-root: {err}") from None
-    used = _data.dataset_folder(found, data_root)
-    note = "" if used == data_root.resolve() else f" (one level below {data_root})"
-    print(f"data: {len(found)} {dataset} cases in {used}{note}", file=out, flush=True)
+    found, used = _read_dataset(args, out)
     split = _splits.make_splits(found, seed=args.seed)
     test_ids = set(split["test"])
     print(f"split: {len(test_ids)} test cases ({split['rule']})", file=out, flush=True)
-    mapping = _predictions.read_mapping(resolve(args.mapping)) if args.mapping else None
-    models = prediction_models(resolve(args.predictions))
-    staged: dict[str, dict[str, Path | None]] = {}
-    problems = []
-    for model, folder in models.items():
-        try:
-            matching = _predictions.match_predictions(found, folder, mapping=mapping)
-        except (FileNotFoundError, ValueError) as err:
-            raise StudyError(f"--predictions {folder}: {err}") from None
-        print(format_matching(model, matching.table(), test_ids), file=out, flush=True)
-        files = {c: p for c, (p, _) in matching.matched.items() if c in test_ids}
-        missing = sorted(test_ids - set(files))
-        if missing and not args.missing_as_empty:
-            problems.append(f"model {model!r}: no prediction for test case(s) {missing[:10]}"
-                            + (f" and {len(missing) - 10} more" if len(missing) > 10 else ""))
-        staged[model] = {**files, **{c: None for c in missing}}
-    if problems:
-        raise StudyError("; ".join(problems) + ". Name the files by case id, give --mapping case_id,file, or score "
-                         "them as empty predictions with --missing-as-empty")
+    staged = _match_models(args, found, test_ids, out)
     prof = {"profile": "evaluate", "description": f"evaluate predictions from {relative(resolve(args.predictions))}",
             "seed": int(args.seed), "datasets": {dataset: {"data": {"data_root": str(used)}}}, "study": {}}
     prof_path = ws.root / "evaluate_profile.yaml"
@@ -1065,10 +1033,49 @@ def evaluate_command(args, *, out=None) -> RunReport:
                            workers=None, out=out)
 
 
+def _read_dataset(args, out) -> tuple[list, Path]:
+    """The cases found under ``--data-root`` and the dataset folder they were found in."""
+    if args.data_root == "synthetic":
+        raise StudyError("--data-root synthetic: the stand-in is written by a run (use `run --profile smoke`); "
+                         "point --data-root at a dataset folder, e.g. <workspace>/data/wmh of such a run")
+    data_root = resolve(args.data_root)
+    try:
+        found = _data.find_cases(args.dataset, data_root)
+    except (FileNotFoundError, ValueError) as err:
+        raise StudyError(f"--data-root: {err}") from None
+    used = _data.dataset_folder(found, data_root)
+    note = "" if used == data_root.resolve() else f" (one level below {data_root})"
+    print(f"data: {len(found)} {args.dataset} cases in {used}{note}", file=out, flush=True)
+    return found, used
+
+
+def _match_models(args, found: list, test_ids: set[str], out) -> dict[str, dict[str, Path | None]]:
+    """For each model of ``--predictions``: its file per test case (None: no prediction, scored as empty with
+    ``--missing-as-empty``); the matching is printed. Missing predictions without that flag stop the command."""
+    mapping = _predictions.read_mapping(resolve(args.mapping)) if args.mapping else None
+    staged: dict[str, dict[str, Path | None]] = {}
+    problems = []
+    for model, folder in prediction_models(resolve(args.predictions)).items():
+        try:
+            matching = _predictions.match_predictions(found, folder, mapping=mapping)
+        except (FileNotFoundError, ValueError) as err:
+            raise StudyError(f"--predictions {folder}: {err}") from None
+        print(format_matching(model, matching.table(), test_ids), file=out, flush=True)
+        files = {c: p for c, (p, _) in matching.matched.items() if c in test_ids}
+        missing = sorted(test_ids - set(files))
+        if missing and not args.missing_as_empty:
+            problems.append(f"model {model!r}: no prediction for test case(s) {missing[:10]}"
+                            + (f" and {len(missing) - 10} more" if len(missing) > 10 else ""))
+        staged[model] = {**files, **{c: None for c in missing}}
+    if problems:
+        raise StudyError("; ".join(problems) + ". Name the files by case id, give --mapping case_id,file, or score "
+                         "them as empty predictions with --missing-as-empty")
+    return staged
+
+
 def stage_predictions(root: Path, model: str, files: dict, cases: dict) -> None:
     """Lay the matched files out as ``<root>/<model>/<case_id><suffix>`` (symbolic links, copies where links are
     not possible); a case mapped to ``None`` gets an empty prediction on its grid."""
-
 
     folder = root / model
     if folder.is_symlink() or folder.is_file():
@@ -1143,7 +1150,8 @@ def _positive_int(text: str) -> int:
 
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: ``run``, ``book``, ``evaluate``, ``refresh-notebooks`` (and the runner's child command)."""
     parser = argparse.ArgumentParser(prog="python -m helpers.study", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     ws_help = ("where results go: any folder, absolute or relative (to the project root), inside or outside the "
@@ -1167,7 +1175,11 @@ def main(argv=None) -> int:
     p_ref.add_argument("--workspace", default="build/nbval")
     p_exec = sub.add_parser("execute-notebook", help=argparse.SUPPRESS)  # the runner's child process
     p_exec.add_argument("spec")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         if args.command == "run":
             run(args.profile, workspace=args.workspace, datasets=args.dataset, sections=args.section,
