@@ -446,6 +446,32 @@ def test_section_dependencies_let_datasets_run_side_by_side():
     assert deps == {0: set(), 1: set(), 2: {1}, 3: set(), 4: {3}, 5: {3, 4}, 6: {1, 3, 5}, 7: set()}
 
 
+def test_section_priorities_count_the_sections_waiting_downstream():
+    from helpers import study
+
+    def task(name, dataset, **params):
+        section = study.SECTION_BY_NAME[name]
+        return study.Task(section, dataset if section.scope == "dataset" else section.dataset, params, "test")
+
+    tasks = [task("metric_definitions", "study"), task("data", "wmh"), task("training", "wmh"),
+             task("data", "lits"), task("training", "lits"), task("evaluation", "lits"),
+             task("cross_dataset", "study", datasets=["wmh", "lits"]), task("small_data", "study")]
+    # by hand from the dependencies above: lits data <- lits training, lits evaluation, cross_dataset (3);
+    # wmh data <- wmh training, cross_dataset (2); lits training <- lits evaluation <- cross_dataset (2, 1);
+    # nothing waits for wmh training here (its evaluation is not in the plan), cross_dataset or small data
+    assert study.section_priorities(tasks) == {0: 0, 1: 2, 2: 0, 3: 3, 4: 2, 5: 1, 6: 0, 7: 0}
+
+
+def test_grid_priority_comes_from_the_environment(monkeypatch):
+    monkeypatch.delenv(cluster.PRIORITY_ENV, raising=False)
+    assert cluster.grid_priority() == 0
+    monkeypatch.setenv(cluster.PRIORITY_ENV, "6")
+    assert cluster.grid_priority() == 6
+    monkeypatch.setenv(cluster.PRIORITY_ENV, "high")
+    with pytest.raises(ValueError, match=r"\$HONEST_GRID_PRIORITY must be an integer, got 'high'"):
+        cluster.grid_priority()
+
+
 def test_command_line_takes_scheduler_and_workers(monkeypatch):
     from helpers import study
 
@@ -621,3 +647,38 @@ def test_grid_tasks_wait_in_the_scheduler_queue_until_a_worker_is_free():
     assert result["r"] == [None] * 4
     assert out.getvalue().count(" done in ") == 4
     gc.collect()
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_grid_of_higher_priority_overtakes_queued_tasks():
+    """One worker: a grid of three 2 s naps at priority 0 starts; a one-task grid at priority 5 submitted while
+    the first nap runs is the next to run, before the two queued naps."""
+    import io
+
+    out = io.StringIO()
+    with cluster.open_cluster("local", workers=1, out=out) as info:
+        low = [cluster.GridTask(f"low {i}", time.sleep, (2.0,)) for i in range(3)]
+        thread = threading.Thread(target=cluster.run_grid, args=(low,),
+                                  kwargs={"scheduler": info.address, "name": "low", "priority": 0})
+        thread.start()
+        for _ in range(600):  # until the first nap runs (its start imports torch on the worker)
+            if "low" in _running_labels(info.address):
+                break
+            time.sleep(0.1)
+        cluster.run_grid([cluster.GridTask("high", time.sleep, (0.5,))], scheduler=info.address, name="high",
+                         priority=5)
+        thread.join(timeout=60)
+    order = [re.search(r"\] (\S+ ?\d?)", line).group(1).strip() for line in out.getvalue().splitlines()
+             if " done in " in line]
+    assert order[1] == "high" and sorted(order) == ["high", "low 0", "low 1", "low 2"]
+    gc.collect()
+
+
+def _running_labels(address):
+    from distributed import Client
+
+    with Client(address) as client:
+        states = client.run_on_scheduler(lambda dask_scheduler: [str(k) for k, ts in dask_scheduler.tasks.items()
+                                                                 if ts.state == "processing"])
+    return " ".join(states)

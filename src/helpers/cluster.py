@@ -47,6 +47,9 @@ from typing import Any, Callable, Sequence
 TOPIC = "honest-grid"
 #: Environment variable a worker reads for its torch thread count.
 THREADS_ENV = "HONEST_TORCH_THREADS"
+#: Environment variable holding the default priority of the grids a process submits (the runner sets it for each
+#: section: work that later sections wait for first); higher runs first.
+PRIORITY_ENV = "HONEST_GRID_PRIORITY"
 #: ``scheduler`` values that mean "in-process, sequential".
 IN_PROCESS = (None, "none", "")
 #: Dask configuration of the scheduler of a local cluster (see "Placement" above).
@@ -267,11 +270,13 @@ def _run_task(function: Callable, label: str, args: tuple, kwargs: dict, submitt
 
 
 def run_grid(tasks: Sequence[GridTask], *, scheduler: str | None = None, name: str = "grid",
-             progress: bool = True, out=sys.stdout) -> list:
+             progress: bool = True, priority: int | None = None, out=sys.stdout) -> list:
     """Run every task and return their results in the order of ``tasks``.
 
-    ``scheduler``: None/"none" in-process and sequential; else the address of a Dask scheduler. The first failing
-    task stops the grid: the others are cancelled and :class:`GridError` names the failing task and its error."""
+    ``scheduler``: None/"none" in-process and sequential; else the address of a Dask scheduler. ``priority``: of
+    the grid's tasks among all queued on the cluster, higher first (default: ``$HONEST_GRID_PRIORITY``, else 0).
+    The first failing task stops the grid: the others are cancelled and :class:`GridError` names the failing task
+    and its error."""
     tasks = list(tasks)
     labels = [t.label for t in tasks]
     if len(set(labels)) != len(labels):
@@ -282,7 +287,7 @@ def run_grid(tasks: Sequence[GridTask], *, scheduler: str | None = None, name: s
             raise ValueError(f"grid {name!r}: task {t.label!r} waits for unknown task(s) {sorted(unknown)}")
     if scheduler in IN_PROCESS:
         return _run_in_process(tasks, name=name, progress=progress, out=out)
-    return _run_on_dask(tasks, scheduler, name=name)
+    return _run_on_dask(tasks, scheduler, name=name, priority=grid_priority() if priority is None else priority)
 
 
 def _run_in_process(tasks, *, name, progress, out) -> list:
@@ -301,19 +306,28 @@ def _run_in_process(tasks, *, name, progress, out) -> list:
     return results
 
 
-def _run_on_dask(tasks, scheduler: str, *, name) -> list:
+def grid_priority() -> int:
+    """The default priority of this process's grids: ``$HONEST_GRID_PRIORITY`` when set, else 0."""
+    value = os.environ.get(PRIORITY_ENV, "0")
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"${PRIORITY_ENV} must be an integer, got {value!r}") from None
+
+
+def _run_on_dask(tasks, scheduler: str, *, name, priority: int = 0) -> list:
     from distributed import Client  # lazy: dask loads only for grids sent to a cluster
 
     with Client(scheduler, timeout="30s") as client:
         if any(t.gpu for t in tasks):
             _check_gpu_workers(client, name)
         client.log_event(TOPIC, {"event": "grid", "name": name, "n": len(tasks)})
-        futures = _submit(client, tasks, name)
+        futures = _submit(client, tasks, name, priority)
         _wait_for(client, futures, [t.label for t in tasks], name)
         return [f.result() for f in futures]
 
 
-def _submit(client, tasks, name: str) -> list:
+def _submit(client, tasks, name: str, priority: int) -> list:
     """One future per task, in order. A CPU task is submitted as a data-producing task, which the scheduler
     queues until a worker has a free thread (see "Placement"); a GPU task carries its resource (resource-restricted
     tasks are placed directly: queueing does not apply to them)."""
@@ -328,10 +342,10 @@ def _submit(client, tasks, name: str) -> list:
         now = time.time()
         if t.gpu:
             future = client.submit(_run_task, t.function, t.label, t.args, t.kwargs, now, *after, key=key,
-                                   pure=False, resources={"GPU": 1})
+                                   pure=False, resources={"GPU": 1}, priority=priority)
         else:
             spec = Task(key, _run_task, t.function, t.label, t.args, t.kwargs, now, *after, _data_producer=True)
-            future = client.get({key: spec}, key, sync=False)
+            future = client.get({key: spec}, key, sync=False, priority=priority)
         by_label[t.label] = future
         futures.append(future)
     return futures

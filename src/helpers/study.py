@@ -415,7 +415,7 @@ def _wait(proc, what: str) -> int:
                 raise Interrupted(f"interrupted ({signal_name}) during {what}") from None
 
 
-def _run_notebook(source: Path, target: Path, params: dict, log: Path) -> dict:
+def _run_notebook(source: Path, target: Path, params: dict, log: Path, *, env: dict | None = None) -> dict:
     """Execute ``source`` with papermill in a child process of its own session (so that a terminal's Ctrl-C
     reaches only the runner, which then stops the child and its kernel); its output goes to ``log``.
 
@@ -425,7 +425,7 @@ def _run_notebook(source: Path, target: Path, params: dict, log: Path) -> dict:
     result = target.with_name(f".{target.stem}.result.json")
     result.unlink(missing_ok=True)
     _io.write_json({"source": str(source), "target": str(target), "params": params, "result": str(result)}, spec)
-    env = {**os.environ, **kernel_environment()}
+    env = {**os.environ, **kernel_environment(), **(env or {})}
     try:
         with open(log, "wb") as out:
             proc = subprocess.Popen([sys.executable, "-m", "helpers.study", "execute-notebook", str(spec)],
@@ -471,7 +471,7 @@ def _execute_in_child(spec_path: str) -> int:
     return 0 if outcome["ok"] else 1
 
 
-def execute(task: Task, ws: Workspace) -> float:
+def execute(task: Task, ws: Workspace, *, priority: int = 0) -> float:
     """Execute one task's notebook with papermill; on success write the executed notebook and the stamp
     atomically. On a failing cell raise :class:`StudyError` naming notebook, cell and error, and keep the failed
     notebook beside the executed ones (``*.failed.ipynb``) without touching earlier results. On an interrupt
@@ -484,7 +484,7 @@ def execute(task: Task, ws: Workspace) -> float:
     log = target.with_name(f".{target.stem}.log")
     start = time.perf_counter()
     try:
-        outcome = _run_notebook(source, tmp, task.params, log)
+        outcome = _run_notebook(source, tmp, task.params, log, env={cluster.PRIORITY_ENV: str(int(priority))})
     except Interrupted as err:
         tmp.unlink(missing_ok=True)
         raise Interrupted(f"{err} of section {task.label} ({relative(source)}); nothing of it was stamped, "
@@ -718,13 +718,35 @@ def submits_to_cluster(task: Task) -> bool:
     return task.params.get("scheduler") is not None
 
 
+def section_priorities(tasks: list[Task]) -> dict[int, int]:
+    """For each task (by index), how many tasks of the plan depend on it, directly or not: its grid's priority on
+    the cluster and its rank among ready sections. Work that later sections wait for (a dataset's training, before
+    its evaluation chain) goes first; work nothing waits for (the small-data study) fills the gaps."""
+    deps = section_dependencies(tasks)
+    dependents: dict[int, set[int]] = {i: set() for i in deps}
+    for i, before in deps.items():
+        for d in before:
+            dependents[d].add(i)
+
+    def downstream(i: int) -> set[int]:
+        found, stack = set(), [i]
+        while stack:
+            for j in dependents[stack.pop()] - found:
+                found.add(j)
+                stack.append(j)
+        return found
+
+    return {i: len(downstream(i)) for i in deps}
+
+
 def run_sections(tasks: list[Task], ws: Workspace, report: RunReport, *, force: bool = False, parallel: int = 1,
                  out=sys.stdout) -> None:
     """Execute the out-of-date tasks, each as soon as the tasks it depends on are done. Sections that compute in
     their own process run at most ``parallel`` at a time; sections whose grids go to the cluster
     (:func:`submits_to_cluster`) are not counted: the cluster's workers bound their work, and a section waiting for
-    its tasks must not hold a slot that a runnable section needs. The first failure stops new starts; the running
-    ones finish; then its error is raised."""
+    its tasks must not hold a slot that a runnable section needs. Ready sections start in the order of
+    :func:`section_priorities`, which is also their grids' priority on the cluster. The first failure stops new
+    starts; the running ones finish; then its error is raised."""
     SectionRun(tasks, ws, report, force=force, parallel=parallel, out=out).run()
 
 
@@ -735,6 +757,7 @@ class SectionRun:
         self.tasks, self.ws, self.report, self.force, self.out = tasks, ws, report, force, out
         self.parallel = max(1, int(parallel))
         self.deps = section_dependencies(tasks)
+        self.priority = section_priorities(tasks)
         self.done: set[int] = set()
         self.waiting = list(range(len(tasks)))
         self.running: dict = {}  # future -> task index
@@ -779,7 +802,8 @@ class SectionRun:
         skipped = True
         while skipped and self.failure is None:
             skipped = False
-            for i in [i for i in self.waiting if self.deps[i] <= self.done]:
+            ready = sorted((i for i in self.waiting if self.deps[i] <= self.done), key=lambda i: -self.priority[i])
+            for i in ready:
                 grid = submits_to_cluster(self.tasks[i]) and pool is not None
                 if not grid and self._computing() >= self.parallel:
                     continue  # a grid section further down the list may still start
@@ -791,7 +815,9 @@ class SectionRun:
                     print(f"{self._prefix(i)} up to date", file=self.out, flush=True)
                     continue
                 print(f"{self._prefix(i)} running …", file=self.out, flush=True)
-                future = pool.submit(execute, self.tasks[i], self.ws) if pool else _execute_now(self.tasks[i], self.ws)
+                priority = self.priority[i]
+                future = (pool.submit(execute, self.tasks[i], self.ws, priority=priority) if pool
+                          else _execute_now(self.tasks[i], self.ws))
                 self.running[future] = i
 
     def _collect(self, future) -> None:
