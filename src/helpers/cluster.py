@@ -27,8 +27,12 @@ Conventions
   (``DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION=1.0``); without it tasks still run, two per worker at most.
 - Resources: tasks that need a GPU are submitted with ``resources={"GPU": 1}``; CPU tasks declare nothing and
   run on any worker.
+- Priority: a grid's tasks carry a priority (higher first among queued tasks); the runner gives each section's
+  grids the number of sections waiting downstream of it (``$HONEST_GRID_PRIORITY``), so that a dataset's training
+  runs before the small-data study's folds, which nothing waits for.
 - Progress: each finished task is logged as a Dask event on topic :data:`TOPIC`; the runner prints one line per
-  task (count, label, seconds, its start and end since the cluster opened, and the worker), the run's timeline. In-process grids print those lines themselves when ``progress`` is on.
+  task (count, label, seconds; when it was submitted, started and ended, in seconds since the cluster opened, and
+  on which worker: the run's timeline). In-process grids print their lines themselves when ``progress`` is on.
 """
 
 from __future__ import annotations
