@@ -607,7 +607,7 @@ def test_a_section_waiting_for_its_grid_does_not_block_a_runnable_section(tmp_pa
     assert len(lines) == 2
     times = sorted(tuple(map(float, re.search(r"ran ([\d.]+) s to ([\d.]+) s on worker", line).groups()))
                    for line in lines)
-    assert times[0][1] - times[0][0] >= 3.0 and times[1][1] - times[1][0] >= 3.0
+    assert times[0][1] - times[0][0] >= 2.95 and times[1][1] - times[1][0] >= 2.95  # 3 s naps, printed to 0.1 s
     assert times[0][1] <= times[1][0] + 0.2
     gc.collect()
 
