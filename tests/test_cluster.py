@@ -4,6 +4,7 @@ training grid's results against the in-process run, a worker killed mid-task, re
 import gc
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -75,14 +76,20 @@ def test_progress_printer_counts_tasks_over_grids():
 
     out = io.StringIO()
     printer = cluster.ProgressPrinter(out=out)
+    t0 = printer.start
     printer((0.0, {"event": "grid", "name": "train wmh", "n": 2}))
     printer((0.0, {"event": "task", "label": "wmh · unet · seed 0", "status": "done", "seconds": 1.25}))
     printer((0.0, {"event": "grid", "name": "train lits", "n": 1}))
+    # a worker's event carries the task's submission, start and end (wall clock) and its worker: the timeline
+    printer((0.0, {"event": "task", "label": "wmh · resunet · seed 0", "status": "done", "seconds": 2.5,
+                   "submitted": t0 + 0.5, "start": t0 + 9.25, "end": t0 + 11.75, "worker": 1}))
     lines = out.getvalue().splitlines()
     assert lines[0].strip() == "grid train wmh: 2 tasks"
     assert lines[1].strip().startswith("[1/2] wmh · unet · seed 0")
     assert "done in    1.2 s" in lines[1] or "done in    1.3 s" in lines[1]
     assert lines[2].strip() == "grid train lits: 1 tasks"
+    assert lines[3].strip().startswith("[2/3] wmh · resunet · seed 0")
+    assert lines[3].endswith("done in    2.5 s (queued from 0.5 s, ran 9.2 s to 11.8 s on worker 1)")
 
 
 # ---- a real scheduler and two workers -------------------------------------------------------------------------------
@@ -431,6 +438,32 @@ def test_section_dependencies_let_datasets_run_side_by_side():
     assert deps == {0: set(), 1: set(), 2: {1}, 3: set(), 4: {3}, 5: {3, 4}, 6: {1, 3, 5}, 7: set()}
 
 
+def test_section_priorities_count_the_sections_waiting_downstream():
+    from helpers import study
+
+    def task(name, dataset, **params):
+        section = study.SECTION_BY_NAME[name]
+        return study.Task(section, dataset if section.scope == "dataset" else section.dataset, params, "test")
+
+    tasks = [task("metric_definitions", "study"), task("data", "wmh"), task("training", "wmh"),
+             task("data", "lits"), task("training", "lits"), task("evaluation", "lits"),
+             task("cross_dataset", "study", datasets=["wmh", "lits"]), task("small_data", "study")]
+    # by hand from the dependencies above: lits data <- lits training, lits evaluation, cross_dataset (3);
+    # wmh data <- wmh training, cross_dataset (2); lits training <- lits evaluation <- cross_dataset (2, 1);
+    # nothing waits for wmh training here (its evaluation is not in the plan), cross_dataset or small data
+    assert study.section_priorities(tasks) == {0: 0, 1: 2, 2: 0, 3: 3, 4: 2, 5: 1, 6: 0, 7: 0}
+
+
+def test_grid_priority_comes_from_the_environment(monkeypatch):
+    monkeypatch.delenv(cluster.PRIORITY_ENV, raising=False)
+    assert cluster.grid_priority() == 0
+    monkeypatch.setenv(cluster.PRIORITY_ENV, "6")
+    assert cluster.grid_priority() == 6
+    monkeypatch.setenv(cluster.PRIORITY_ENV, "high")
+    with pytest.raises(ValueError, match=r"\$HONEST_GRID_PRIORITY must be an integer, got 'high'"):
+        cluster.grid_priority()
+
+
 def test_command_line_takes_scheduler_and_workers(monkeypatch):
     from helpers import study
 
@@ -504,3 +537,140 @@ def test_runner_on_a_local_cluster_runs_both_datasets_and_passes_the_address(tmp
     # clients and sockets of the concurrently executed sections go to the garbage collector: collect them here, where
     # their ResourceWarnings are ignored, not in a later test
     gc.collect()
+
+
+def _tiny_project(root, training_body: str, *, datasets=("wmh", "lits")):
+    """A project root whose section notebooks each write ``results/<dataset>/<section>.txt``; the training
+    notebook declares ``scheduler`` and runs ``training_body`` (which may use ``workspace``, ``dataset``,
+    ``scheduler``)."""
+    import nbformat
+    import yaml
+
+    from helpers import study
+
+    (root / "_config.yml").write_text("title: test\n")
+    (root / "profiles").mkdir()
+    (root / "notebooks").mkdir()
+    for section in study.SECTIONS:
+        nb = nbformat.v4.new_notebook()
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        extra = 'datasets = ["wmh"]\n' if section.name == "cross_dataset" else ""
+        extra += "scheduler = None\n" if section.name == "training" else ""
+        params = nbformat.v4.new_code_cell(f'dataset = "wmh"\nprofile = "t"\nworkspace = "ws"\nseed = 0\n{extra}')
+        params.metadata["tags"] = ["parameters"]
+        body = training_body if section.name == "training" else (
+            "import time\nfrom helpers import io\nfrom helpers.paths import Workspace\n"
+            f"io.write_text(Workspace.at(workspace).results(dataset) / '{section.name}.txt', f'{{time.time()}}')\n")
+        nb.cells = [params, nbformat.v4.new_code_cell(body)]
+        nbformat.write(nb, root / "notebooks" / section.notebook)
+    (root / "profiles" / "t.yaml").write_text(yaml.safe_dump(
+        {"profile": "t", "seed": 0, "datasets": {d: {} for d in datasets}}))
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_section_waiting_for_its_grid_does_not_block_a_runnable_section(tmp_path, monkeypatch):
+    """One worker, two datasets whose training sections each submit a 3 s task: both sections run at the same
+    time (a section waiting on the cluster holds no slot), while their tasks run one after the other on the one
+    worker. (Before, sections were capped at the number of workers: the second training section started only
+    after the first had finished.)"""
+    import io
+
+    from helpers import study
+
+    _tiny_project(tmp_path, (
+        "import time\nfrom helpers import cluster, io\nfrom helpers.paths import Workspace\n"
+        "start = time.time()\n"
+        "cluster.run_grid([cluster.GridTask(f'{dataset} · sleep', time.sleep, (3.0,))], scheduler=scheduler, "
+        "name=f'sleep {dataset}')\n"
+        "io.write_text(Workspace.at(workspace).results(dataset) / 'training.txt', f'{start} {time.time()}')\n"))
+    monkeypatch.setenv("HONEST_PROJECT_ROOT", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    out = io.StringIO()
+    report = study.run("t", workspace="ws", book=False, scheduler="local", workers=1, out=out)
+    assert sorted(report.executed) == sorted(f"{d} · {s.name}" for d in ("wmh", "lits")
+                                             for s in study.DATASET_SECTIONS)
+    span = {d: [float(x) for x in (tmp_path / "ws" / "results" / d / "training.txt").read_text().split()]
+            for d in ("wmh", "lits")}
+    (wmh_start, wmh_end), (lits_start, lits_end) = span["wmh"], span["lits"]
+    assert wmh_start < lits_end and lits_start < wmh_end  # the two training sections overlapped
+    # the timeline: two task lines, each with its start, end and worker; on one worker they did not overlap
+    lines = [line for line in out.getvalue().splitlines() if "· sleep" in line and " done in " in line]
+    assert len(lines) == 2
+    times = sorted(tuple(map(float, re.search(r"ran ([\d.]+) s to ([\d.]+) s on worker", line).groups()))
+                   for line in lines)
+    assert times[0][1] - times[0][0] >= 2.95 and times[1][1] - times[1][0] >= 2.95  # 3 s naps, printed to 0.1 s
+    assert times[0][1] <= times[1][0] + 0.2
+    gc.collect()
+
+
+def _states(dask_scheduler, prefix):
+    return sorted((ts.state, ts.processing_on.name if ts.processing_on else None)
+                  for key, ts in dask_scheduler.tasks.items() if str(key).startswith(prefix))
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
+def test_grid_tasks_wait_in_the_scheduler_queue_until_a_worker_is_free():
+    """Four 4 s tasks on a local cluster of two one-thread workers: two run (one per worker), the other two wait
+    in the scheduler's queue, assigned to no worker, so whichever worker frees first takes the next (Dask's default
+    assigns all four at once, two to each worker, by guessed durations)."""
+    import io
+
+    from distributed import Client
+
+    out = io.StringIO()
+    with cluster.open_cluster("local", workers=2, out=out) as info:
+        tasks = [cluster.GridTask(f"nap {i}", time.sleep, (4.0,)) for i in range(4)]
+        result = {}
+        thread = threading.Thread(target=lambda: result.update(r=cluster.run_grid(tasks, scheduler=info.address,
+                                                                                   name="naps")))
+        thread.start()
+        with Client(info.address) as client:
+            states = []
+            for _ in range(600):  # until both workers run a task (the first start imports torch)
+                states = client.run_on_scheduler(_states, prefix="naps-")
+                if [s for s, _ in states].count("processing") == 2:
+                    break
+                time.sleep(0.1)
+        thread.join(timeout=120)
+    assert [s for s, _ in states] == ["processing", "processing", "queued", "queued"]
+    assert len({w for s, w in states if s == "processing"}) == 2  # one on each worker
+    assert result["r"] == [None] * 4
+    assert out.getvalue().count(" done in ") == 4
+    gc.collect()
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_grid_of_higher_priority_overtakes_queued_tasks():
+    """One worker: a grid of three 2 s naps at priority 0 starts; a one-task grid at priority 5 submitted while
+    the first nap runs is the next to run, before the two queued naps."""
+    import io
+
+    out = io.StringIO()
+    with cluster.open_cluster("local", workers=1, out=out) as info:
+        low = [cluster.GridTask(f"low {i}", time.sleep, (2.0,)) for i in range(3)]
+        thread = threading.Thread(target=cluster.run_grid, args=(low,),
+                                  kwargs={"scheduler": info.address, "name": "low", "priority": 0})
+        thread.start()
+        for _ in range(600):  # until the first nap runs (its start imports torch on the worker)
+            if "low" in _running_labels(info.address):
+                break
+            time.sleep(0.1)
+        cluster.run_grid([cluster.GridTask("high", time.sleep, (0.5,))], scheduler=info.address, name="high",
+                         priority=5)
+        thread.join(timeout=60)
+    order = [re.search(r"\] (\S+ ?\d?)", line).group(1).strip() for line in out.getvalue().splitlines()
+             if " done in " in line]
+    assert order[1] == "high" and sorted(order) == ["high", "low 0", "low 1", "low 2"]
+    gc.collect()
+
+
+def _running_labels(address):
+    from distributed import Client
+
+    with Client(address) as client:
+        states = client.run_on_scheduler(lambda dask_scheduler: [str(k) for k, ts in dask_scheduler.tasks.items()
+                                                                 if ts.state == "processing"])
+    return " ".join(states)

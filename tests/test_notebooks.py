@@ -43,6 +43,43 @@ def test_notebooks_stay_thin(path):
             assert not re.search(r"/(work|tmp|root|home)/", cell.source), "absolute path of a machine"
 
 
+#: How a notebook would save around the context (every file a notebook writes goes through ctx.save/ctx.show).
+DIRECT_SAVES = re.compile(r"write_csv|write_json|save_figure|savefig|to_csv|ctx\.(results|figures) /|(?<![\w.])show\(")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_save_through_the_context(path):
+    nb = nbformat.read(path, as_version=4)
+    code = [c.source for c in nb.cells if c.cell_type == "code"]
+    direct = [line for source in code for line in source.splitlines()
+              if DIRECT_SAVES.search(line) and "read_" not in line]
+    assert direct == [], f"{path.name} saves around ctx.save/ctx.show"
+    assert any("ctx.save(" in source or "ctx.show(" in source for source in code), f"{path.name} saves nothing"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_plumbing_cells_are_hidden_and_the_context_comes_first(path):
+    nb = nbformat.read(path, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", [])
+    context_cell = code[1]
+    assert "ctx = helpers.context.context(" in context_cell.source
+    assert context_cell.source.rstrip().endswith("ctx"), "the context cell shows the provenance banner"
+    assert "hide-input" in context_cell.metadata.get("tags", [])
+    for cell in code[1:]:
+        plumbing = all(line.startswith(("import ", "from ")) or not line.strip() for line in cell.source.splitlines())
+        if plumbing:
+            assert "hide-input" in cell.metadata.get("tags", []), f"{path.name}: import-only cell {cell.id} shown"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_with_a_grid_hand_the_scheduler_to_the_context(path):
+    declared = papermill.inspect_notebook(str(path))
+    nb = nbformat.read(path, as_version=4)
+    context_cell = next(c for c in nb.cells if "ctx = helpers.context.context(" in c.source)
+    assert ("scheduler=scheduler" in context_cell.source) == ("scheduler" in declared)
+
+
 @pytest.mark.parametrize("profile", ["smoke", "default", "paper"])
 def test_profiles_validate_against_the_notebooks(profile):
     prof, path = study.load_profile(profile)

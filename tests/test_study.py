@@ -170,49 +170,6 @@ def test_toc_has_one_part_per_dataset_and_only_existing_chapters(project):
     assert stamp["params"]["workspace"] == "ws" and stamp["params"]["dataset"] == "wmh"
 
 
-def test_banner_labels_synthetic_real_and_constructed_data(tmp_path, monkeypatch):
-    monkeypatch.setenv("HONEST_PROJECT_ROOT", str(tmp_path))
-    from helpers import io
-
-    ws = Workspace.at("ws")
-    io.write_json({"source": "synthetic"}, ws.results("wmh") / "data_manifest.json")
-    io.write_json({"source": "/data/LiTS"}, ws.results("lits") / "data_manifest.json")
-    wmh = study.context(dataset="wmh", profile="smoke", workspace="ws", seed=0).banner()
-    assert "**synthetic stand-in** for WMH" in wmh and "not** the paper's results" in wmh
-    lits = study.context(dataset="lits", profile="smoke", workspace="ws", seed=0).banner()
-    assert "real LITS data at `/data/LiTS`" in lits and "paper's results" not in lits
-    # a chapter across datasets names every source and warns because one of them is synthetic
-    across = study.context(dataset="study", profile="smoke", workspace="ws", seed=0).banner()
-    assert "synthetic stand-in** for WMH" in across and "real LITS data" in across and "⚠" in across
-    made = study.context(dataset="study", profile="smoke", workspace="ws", seed=0, data_source="constructed")
-    assert "constructed in this chapter" in made.banner() and "constructed examples" in made.banner()
-    unknown = study.context(dataset="idrid", profile="smoke", workspace="ws", seed=0)
-    assert unknown.synthetic is None and "has not run" in unknown.banner()
-
-
-def test_context_repr_holds_no_absolute_path(tmp_path, monkeypatch):
-    monkeypatch.setenv("HONEST_PROJECT_ROOT", str(tmp_path))
-    ctx = study.context(dataset="wmh", profile="smoke", workspace="build/nbval", seed=3)
-    assert repr(ctx) == "Context(dataset='wmh', profile='smoke', seed=3, workspace='build/nbval')"
-    assert str(tmp_path) not in repr(ctx)
-
-
-def test_banner_says_when_the_evaluated_predictions_are_constructed(tmp_path, monkeypatch):
-    monkeypatch.setenv("HONEST_PROJECT_ROOT", str(tmp_path))
-    from helpers import io
-
-    ws = Workspace.at("ws")
-    for name in ("wmh", "lits"):
-        io.write_json({"source": "synthetic"}, ws.results(name) / "data_manifest.json")
-    io.write_json({"source": "constructed"}, ws.results("wmh") / "predictions_source.json")
-    io.write_json({"source": "trained"}, ws.results("lits") / "predictions_source.json")
-    wmh = study.context(dataset="wmh", profile="smoke", workspace="ws", seed=0).banner()
-    assert "> Predictions (WMH): **constructed** from the reference masks" in wmh
-    assert "Predictions" not in study.context(dataset="lits", profile="smoke", workspace="ws", seed=0).banner()
-    across = study.context(dataset="study", profile="smoke", workspace="ws", seed=0).banner()
-    assert "Predictions (WMH): **constructed**" in across
-
-
 # ---- workspaces outside the clone, interrupts, the lock, a quiet runner ------------------------------------------
 
 BOOK_PAGES = {"intro.md": "# Intro\n", "methods.md": "# Methods\n", "reproducibility.md": "# Reproducibility\n",

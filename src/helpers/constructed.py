@@ -21,7 +21,7 @@ Conventions
 - Model ``i`` of :data:`RULES` (in its order) draws from seed ``seed + i``; lesion ``j`` of a case from
   ``default_rng([seed + i, j])`` (perturb's own convention).
 - The record ``results/<dataset>/predictions_source.json`` says which predictions the evaluation reads; the
-  provenance banner of every page of the dataset shows it (:class:`helpers.study.Context`).
+  provenance banner of every page of the dataset shows it (:class:`helpers.context.Context`).
 """
 
 from __future__ import annotations

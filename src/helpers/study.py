@@ -1,145 +1,41 @@
-"""The study: the notebook context (provenance banner, workspace folders) and the runner that executes the
-section notebooks with papermill. Run ``python -m helpers.study --help``."""
+"""The study runner: the sections of the study, profiles, up-to-date checks, running the out-of-date section
+notebooks with papermill (independent sections side by side, their grids on the run's Dask cluster), the book, and
+the command line. Run ``python -m helpers.study --help``. The notebooks' own context is :mod:`helpers.context`."""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import ctypes
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
-from . import provenance
-from .io import read_json
-from .paths import Workspace, relative
+import nbformat
+import numpy as np
+import psutil
+import yaml
 
-GLOBAL = "study"  # the pseudo-dataset of the chapters that span datasets
-DATASETS = ("wmh", "lits", "idrid")
-
-
-@dataclass(frozen=True, repr=False)
-class Context:
-    """What a section notebook needs to know about its run: the dataset, profile, seed and folders.
-
-    Its markdown representation is the provenance banner shown at the top of every page."""
-
-    dataset: str
-    profile: str
-    seed: int
-    ws: Workspace
-    data_source: str | None = None
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def results(self) -> Path:
-        return self.ws.results(None if self.dataset == GLOBAL else self.dataset)
-
-    @property
-    def figures(self) -> Path:
-        return self.ws.figures(None if self.dataset == GLOBAL else self.dataset)
-
-    @property
-    def synthetic(self) -> bool | None:
-        """True when any number on the page comes from synthetic or constructed data, False for real data only,
-        None when unknown (no data section has run yet)."""
-        sources = self.sources
-        if not sources:
-            return None
-        return any(src in ("synthetic", "constructed") for src in sources.values())
-
-    @property
-    def source(self) -> str | None:
-        """The data source of a dataset's page: "synthetic", a real dataset path, or "constructed"."""
-        if self.data_source is not None:
-            return self.data_source
-        manifest = self.ws.results(self.dataset) / "data_manifest.json"
-        if self.dataset != GLOBAL and manifest.exists():
-            return read_json(manifest).get("source")
-        return None
-
-    @property
-    def sources(self) -> dict[str, str]:
-        """Data source per dataset behind this page: the page's own for a dataset, every dataset run in this
-        workspace for the cross-dataset chapters (read from each ``data_manifest.json``)."""
-        if self.dataset != GLOBAL or self.data_source is not None:
-            return {} if self.source is None else {self.dataset: self.source}
-        out = {}
-        for manifest in sorted(self.ws.results().glob("*/data_manifest.json")):
-            source = read_json(manifest).get("source")
-            if source is not None and manifest.parent.name in DATASETS:
-                out[manifest.parent.name] = source
-        return out
-
-    def banner(self) -> str:
-        versions = provenance.package_versions()
-        pkgs = ", ".join(f"{k} {v}" for k, v in versions.items())
-        sources = self.sources
-        if self.source == "constructed":
-            data = "examples constructed in this chapter (no dataset is read)"
-        elif not sources:
-            data = "unknown (the data section has not run)"
-        else:
-            data = "; ".join(
-                f"**synthetic stand-in** for {name.upper()}, written in the real on-disk layout" if src == "synthetic"
-                else f"real {name.upper()} data at `{src}`"
-                for name, src in sources.items()
-            )
-        lines = [
-            f"**Provenance** · dataset `{self.dataset}` · profile `{self.profile}` · seed {self.seed} · "
-            f"workspace `{relative(self.ws.root)}` · commit `{provenance.git_commit()}`",
-            f"Data: {data}.",
-            *self._predictions_lines(),
-            f"Packages: {pkgs}.",
-        ]
-        if self.synthetic:
-            what = "constructed examples" if self.source == "constructed" else "synthetic stand-in data"
-            lines.append(
-                f"⚠ Numbers on this page come from {what}. They test the pipeline and illustrate the method; "
-                "they are **not** the paper's results."
-            )
-        return "\n\n".join("> " + line for line in lines)
-
-    def _predictions_lines(self) -> list[str]:
-        """A line per dataset of this page whose evaluated predictions are constructed (the regression run)."""
-        from .constructed import predictions_source
-
-        names = [name for name in self.sources if name in DATASETS]
-        constructed = [name for name in names
-                       if (predictions_source(self.ws, name) or {}).get("source") == "constructed"]
-        if not constructed:
-            return []
-        which = ", ".join(name.upper() for name in constructed)
-        return [f"Predictions ({which}): **constructed** from the reference masks by seeded perturbation operators "
-                "(profile switch `predictions_from: constructed`, the portable regression run), not predicted by "
-                "the trained models. Model names label construction rules; differences between them are built in."]
-
-    def _repr_markdown_(self) -> str:
-        return self.banner()
-
-    def __repr__(self) -> str:
-        # no absolute path: notebook outputs must be the same in every clone of the project
-        return (f"Context(dataset={self.dataset!r}, profile={self.profile!r}, seed={self.seed}, "
-                f"workspace={relative(self.ws.root)!r})")
-
-
-def context(*, dataset: str, profile: str, workspace: str, seed: int, data_source: str | None = None) -> Context:
-    """The context of a section notebook; show it (last line of a cell) to print the provenance banner."""
-    return Context(dataset=dataset, profile=profile, seed=int(seed), ws=Workspace.at(workspace), data_source=data_source)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The runner
-# ----------------------------------------------------------------------------------------------------------------
-
-import argparse  # noqa: E402
-import numpy as np  # noqa: E402
-import contextlib  # noqa: E402
-import hashlib  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from typing import Iterable  # noqa: E402
-
-from . import io as _io  # noqa: E402
-from .paths import project_root, resolve  # noqa: E402
+from . import cluster, runtime
+from . import data as _data
+from . import io as _io
+from . import predictions as _predictions
+from . import splits as _splits
+from .context import GLOBAL
+from .data import DATASETS
+from .paths import Workspace, project_root, relative, resolve
 
 DATASET_TITLES = {
     "wmh": "WMH: white matter hyperintensities (brain MRI)",
@@ -205,7 +101,6 @@ _PROFILE_KEYS = {"profile", "description", "seed", "datasets", "sections", "stud
 
 def load_profile(profile: str) -> tuple[dict, Path]:
     """Read ``profiles/<profile>.yaml`` (or a path to a YAML file) and check its structure."""
-    import yaml
 
     path = Path(profile)
     if path.suffix not in (".yaml", ".yml"):
@@ -270,7 +165,7 @@ def notebooks_dir() -> Path:
 
 def notebook_parameters(path: Path) -> dict[str, dict]:
     """The parameters a notebook declares in its cell tagged ``parameters`` (name -> default, help)."""
-    import papermill
+    import papermill  # lazy: papermill pulls in nbclient and jupyter; `--help` and the tests of the plan need neither
 
     if not path.exists():
         raise StudyError(f"notebook {relative(path)} not found (section notebooks live in notebooks/)")
@@ -351,7 +246,6 @@ def _digest(obj) -> str:
 
 def notebook_source_hash(path: Path) -> str:
     """Hash of a notebook's cell types and sources (outputs and metadata do not count)."""
-    import nbformat
 
     nb = nbformat.read(path, as_version=4)
     return _digest([(c.cell_type, c.source) for c in nb.cells])
@@ -458,13 +352,10 @@ class _StopSignals:
         self._saved: dict = {}
 
     def _handler(self, signum, frame):
-        import signal
 
         self.received = signal.Signals(signum).name
 
     def __enter__(self):
-        import signal
-        import threading
 
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -472,7 +363,6 @@ class _StopSignals:
         return self
 
     def __exit__(self, *exc):
-        import signal
 
         for sig, handler in self._saved.items():
             signal.signal(sig, handler)
@@ -489,9 +379,6 @@ def _stop_requested() -> str | None:
 def _terminate(proc) -> None:
     """Stop a notebook process and everything it started (its kernel runs in a session of its own, so a signal to
     the process group would miss it): SIGTERM to all, SIGKILL to whatever is left after 5 s."""
-    import subprocess
-
-    import psutil
 
     try:
         family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
@@ -517,7 +404,6 @@ def _terminate(proc) -> None:
 
 def _wait(proc, what: str) -> int:
     """Wait for a child process, stopping it promptly when the user interrupts the run."""
-    import subprocess
 
     while True:
         try:
@@ -529,18 +415,17 @@ def _wait(proc, what: str) -> int:
                 raise Interrupted(f"interrupted ({signal_name}) during {what}") from None
 
 
-def _run_notebook(source: Path, target: Path, params: dict, log: Path) -> dict:
+def _run_notebook(source: Path, target: Path, params: dict, log: Path, *, env: dict | None = None) -> dict:
     """Execute ``source`` with papermill in a child process of its own session (so that a terminal's Ctrl-C
     reaches only the runner, which then stops the child and its kernel); its output goes to ``log``.
 
     Returns the child's result: ``{"ok": True}`` or the failure (``ename``, ``evalue``, ``exec_count``)."""
-    import subprocess
 
     spec = target.with_name(f".{target.stem}.spec.json")
     result = target.with_name(f".{target.stem}.result.json")
     result.unlink(missing_ok=True)
     _io.write_json({"source": str(source), "target": str(target), "params": params, "result": str(result)}, spec)
-    env = {**os.environ, **kernel_environment()}
+    env = {**os.environ, **kernel_environment(), **(env or {})}
     try:
         with open(log, "wb") as out:
             proc = subprocess.Popen([sys.executable, "-m", "helpers.study", "execute-notebook", str(spec)],
@@ -560,8 +445,6 @@ def _run_notebook(source: Path, target: Path, params: dict, log: Path) -> dict:
 def _die_with_parent() -> None:
     """Linux: have the kernel send this process SIGTERM when the runner dies, even by SIGKILL (which the runner
     cannot handle), so that no notebook goes on writing into a workspace whose lock is gone."""
-    import ctypes
-    import signal
 
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
@@ -571,7 +454,7 @@ def _die_with_parent() -> None:
 
 def _execute_in_child(spec_path: str) -> int:
     """The child side of :func:`_run_notebook` (``python -m helpers.study execute-notebook SPEC``)."""
-    import papermill
+    import papermill  # lazy, as in notebook_parameters
     from papermill.exceptions import PapermillExecutionError
 
     _die_with_parent()
@@ -588,7 +471,7 @@ def _execute_in_child(spec_path: str) -> int:
     return 0 if outcome["ok"] else 1
 
 
-def execute(task: Task, ws: Workspace) -> float:
+def execute(task: Task, ws: Workspace, *, priority: int = 0) -> float:
     """Execute one task's notebook with papermill; on success write the executed notebook and the stamp
     atomically. On a failing cell raise :class:`StudyError` naming notebook, cell and error, and keep the failed
     notebook beside the executed ones (``*.failed.ipynb``) without touching earlier results. On an interrupt
@@ -601,7 +484,7 @@ def execute(task: Task, ws: Workspace) -> float:
     log = target.with_name(f".{target.stem}.log")
     start = time.perf_counter()
     try:
-        outcome = _run_notebook(source, tmp, task.params, log)
+        outcome = _run_notebook(source, tmp, task.params, log, env={cluster.PRIORITY_ENV: str(int(priority))})
     except Interrupted as err:
         tmp.unlink(missing_ok=True)
         raise Interrupted(f"{err} of section {task.label} ({relative(source)}); nothing of it was stamped, "
@@ -636,7 +519,6 @@ def execute(task: Task, ws: Workspace) -> float:
 def _failing_cell(path: Path) -> str:
     """Where an executed notebook failed: the 1-based index of the failing cell among the *source* notebook's
     cells (papermill's injected-parameters and error-banner cells not counted) and its first line."""
-    import nbformat
 
     nb = nbformat.read(path, as_version=4)
     index = 0
@@ -654,7 +536,6 @@ def _failing_cell(path: Path) -> str:
 def _strip_papermill_metadata(path: Path, *, collapse_parameters: bool = False) -> None:
     """Remove papermill's timing metadata so that executed notebooks differ only where outputs differ; with
     ``collapse_parameters`` also tag the parameters cells ``hide-input`` (the book shows them folded)."""
-    import nbformat
 
     nb = nbformat.read(path, as_version=4)
     nb.metadata.pop("papermill", None)
@@ -690,8 +571,6 @@ def workspace_lock(ws: Workspace, command: str, *, out=sys.stdout):
 
     The operating system releases a ``flock`` when its process dies, so the lock of a killed run is stale by
     construction: the next run takes it over (and says so)."""
-    import fcntl
-    import socket
 
     path = lock_path(ws)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -795,19 +674,20 @@ def execute_tasks(tasks: list[Task], ws: Workspace, prof: dict, prof_path: Path,
                   scheduler: str | None = None, workers: int | None = None, out=sys.stdout) -> RunReport:
     """Execute the out-of-date tasks, independent ones concurrently (:func:`run_sections`) on the run's Dask
     cluster, reporting progress; stop at the first failure or interrupt (the tasks already done keep their
-    stamps)."""
-    from . import cluster as _cluster
+    stamps). At most as many sections computing in their own process run at once as this machine has cores
+    (one with no cluster); the sections whose grids run on the cluster do not count (see :func:`run_sections`)."""
 
     report = RunReport()
     start = time.perf_counter()
     print(f"study: profile {prof['profile']} ({relative(prof_path)}), workspace {relative(ws.root)}, "
           f"{len(tasks)} section runs", file=out, flush=True)
     try:
-        with _environment(kernel_environment()), _cluster.open_cluster(scheduler, workers=workers, out=out) as info:
+        with _environment(kernel_environment()), cluster.open_cluster(scheduler, workers=workers, out=out) as info:
             start = time.perf_counter()
             pass_scheduler(tasks, info.address)
-            run_sections(tasks, ws, report, force=force, parallel=max(1, info.workers), out=out)
-    except _cluster.GridError as err:
+            parallel = 1 if info.address is None else runtime.available_cores()
+            run_sections(tasks, ws, report, force=force, parallel=parallel, out=out)
+    except cluster.GridError as err:
         raise StudyError(str(err)) from None
     report.seconds = time.perf_counter() - start
     return report
@@ -832,69 +712,135 @@ def section_dependencies(tasks: list[Task]) -> dict[int, set[int]]:
     return deps
 
 
+def submits_to_cluster(task: Task) -> bool:
+    """Whether a section's heavy work runs as grid tasks on the run's Dask cluster (its notebook received a
+    scheduler address): the notebook's own process then mostly waits for its tasks."""
+    return task.params.get("scheduler") is not None
+
+
+def section_priorities(tasks: list[Task]) -> dict[int, int]:
+    """For each task (by index), how many tasks of the plan depend on it, directly or not: its grid's priority on
+    the cluster and its rank among ready sections. Work that later sections wait for (a dataset's training, before
+    its evaluation chain) goes first; work nothing waits for (the small-data study) fills the gaps."""
+    deps = section_dependencies(tasks)
+    dependents: dict[int, set[int]] = {i: set() for i in deps}
+    for i, before in deps.items():
+        for d in before:
+            dependents[d].add(i)
+
+    def downstream(i: int) -> set[int]:
+        found, stack = set(), [i]
+        while stack:
+            for j in dependents[stack.pop()] - found:
+                found.add(j)
+                stack.append(j)
+        return found
+
+    return {i: len(downstream(i)) for i in deps}
+
+
 def run_sections(tasks: list[Task], ws: Workspace, report: RunReport, *, force: bool = False, parallel: int = 1,
                  out=sys.stdout) -> None:
-    """Execute the out-of-date tasks, up to ``parallel`` notebooks at a time, each as soon as the tasks it depends
-    on are done. The first failure stops new starts; the running ones finish; then its error is raised."""
-    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+    """Execute the out-of-date tasks, each as soon as the tasks it depends on are done. Sections that compute in
+    their own process run at most ``parallel`` at a time; sections whose grids go to the cluster
+    (:func:`submits_to_cluster`) are not counted: the cluster's workers bound their work, and a section waiting for
+    its tasks must not hold a slot that a runnable section needs. Ready sections start in the order of
+    :func:`section_priorities`, which is also their grids' priority on the cluster. The first failure stops new
+    starts; the running ones finish; then its error is raised."""
+    SectionRun(tasks, ws, report, force=force, parallel=parallel, out=out).run()
 
-    deps = section_dependencies(tasks)
-    done: set[int] = set()
-    waiting = list(range(len(tasks)))
-    running: dict = {}
-    failure = None
-    interrupted: list[str] = []  # the messages of the sections an interrupt stopped
-    start = time.perf_counter()
 
-    def prefix(i):
-        return f"[{i + 1}/{len(tasks)}] {tasks[i].label:<32}"
+class SectionRun:
+    """The bookkeeping of :func:`run_sections`: which sections wait, run and are done, and the first failure."""
 
-    with ThreadPoolExecutor(max_workers=parallel) if parallel > 1 else contextlib.nullcontext() as pool:
-        while waiting or running:
-            if failure is None and _stop_requested() and waiting:
-                failure = Interrupted(f"interrupted ({_stop_requested()}) before section "
-                                      f"{tasks[waiting[0]].label}; the next run resumes there")
-            ready = [i for i in waiting if deps[i] <= done] if failure is None else []
+    def __init__(self, tasks: list[Task], ws: Workspace, report: RunReport, *, force: bool, parallel: int, out):
+        self.tasks, self.ws, self.report, self.force, self.out = tasks, ws, report, force, out
+        self.parallel = max(1, int(parallel))
+        self.deps = section_dependencies(tasks)
+        self.priority = section_priorities(tasks)
+        self.done: set[int] = set()
+        self.waiting = list(range(len(tasks)))
+        self.running: dict = {}  # future -> task index
+        self.failure: StudyError | None = None
+        self.interrupted: list[str] = []  # the messages of the sections an interrupt stopped
+        self.start = time.perf_counter()
+
+    def run(self) -> None:
+        # every section may run at once (grid sections are not bounded); the executor needs a size, not a bound
+        workers = len(self.tasks) if self.parallel > 1 else 0
+        with ThreadPoolExecutor(max_workers=workers) if workers else contextlib.nullcontext() as pool:
+            while self.waiting or self.running:
+                self._check_interrupt()
+                self._start_ready(pool)
+                if not self.running:
+                    if self.failure is not None or not self.waiting:
+                        break
+                    continue  # skipped tasks freed others
+                finished, _ = wait(self.running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    self._collect(future)
+        if isinstance(self.failure, Interrupted) and len(self.interrupted) > 1:
+            raise Interrupted("; ".join(self.interrupted))
+        if self.failure is not None:
+            raise self.failure
+
+    def _prefix(self, i: int) -> str:
+        return f"[{i + 1}/{len(self.tasks)}] {self.tasks[i].label:<32}"
+
+    def _check_interrupt(self) -> None:
+        if self.failure is None and _stop_requested() and self.waiting:
+            self.failure = Interrupted(f"interrupted ({_stop_requested()}) before section "
+                                       f"{self.tasks[self.waiting[0]].label}; the next run resumes there")
+
+    def _computing(self) -> int:
+        """Running sections that compute in their own process (the ones ``parallel`` bounds)."""
+        return sum(not submits_to_cluster(self.tasks[i]) for i in self.running.values())
+
+    def _start_ready(self, pool) -> None:
+        """Start every section whose prerequisites are done and for which there is a slot; an up-to-date one is
+        skipped at once, which may make others ready in turn."""
+        skipped = True
+        while skipped and self.failure is None:
+            skipped = False
+            ready = sorted((i for i in self.waiting if self.deps[i] <= self.done), key=lambda i: -self.priority[i])
             for i in ready:
-                if len(running) >= parallel:
-                    break
-                waiting.remove(i)
-                if not force and is_up_to_date(ws, tasks[i]):
-                    report.skipped.append(tasks[i].label)
-                    done.add(i)
-                    print(f"{prefix(i)} up to date", file=out, flush=True)
+                grid = submits_to_cluster(self.tasks[i]) and pool is not None
+                if not grid and self._computing() >= self.parallel:
+                    continue  # a grid section further down the list may still start
+                self.waiting.remove(i)
+                if not self.force and is_up_to_date(self.ws, self.tasks[i]):
+                    self.report.skipped.append(self.tasks[i].label)
+                    self.done.add(i)
+                    skipped = True
+                    print(f"{self._prefix(i)} up to date", file=self.out, flush=True)
                     continue
-                print(f"{prefix(i)} running …", file=out, flush=True)
-                running[pool.submit(execute, tasks[i], ws) if pool else _execute_now(tasks[i], ws)] = i
-            if not running:
-                if failure is not None or not waiting:
-                    break
-                continue  # skipped tasks freed others
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                i = running.pop(future)
-                try:
-                    seconds = future.result()
-                except Interrupted as err:
-                    interrupted.append(str(err))
-                    failure = failure if failure is not None and not isinstance(failure, Interrupted) else err
-                    continue
-                except StudyError as err:
-                    failure = err if failure is None or isinstance(failure, Interrupted) else failure
-                    continue
-                done.add(i)
-                report.executed.append(tasks[i].label)
-                print(f"{prefix(i)} done in {seconds:6.1f} s (elapsed {time.perf_counter() - start:6.1f} s)",
-                      file=out, flush=True)
-    if isinstance(failure, Interrupted) and len(interrupted) > 1:
-        raise Interrupted("; ".join(interrupted))
-    if failure is not None:
-        raise failure
+                print(f"{self._prefix(i)} running …", file=self.out, flush=True)
+                priority = self.priority[i]
+                future = (pool.submit(execute, self.tasks[i], self.ws, priority=priority) if pool
+                          else _execute_now(self.tasks[i], self.ws))
+                self.running[future] = i
+
+    def _collect(self, future) -> None:
+        i = self.running.pop(future)
+        try:
+            seconds = future.result()
+        except Interrupted as err:
+            self.interrupted.append(str(err))
+            if self.failure is None or isinstance(self.failure, Interrupted):
+                self.failure = err
+            return
+        except StudyError as err:
+            if self.failure is None or isinstance(self.failure, Interrupted):
+                self.failure = err
+            return
+        self.done.add(i)
+        self.report.executed.append(self.tasks[i].label)
+        print(f"{self._prefix(i)} done in {seconds:6.1f} s (elapsed {time.perf_counter() - self.start:6.1f} s)",
+              file=self.out, flush=True)
 
 
 def _execute_now(task: Task, ws: Workspace):
     """:func:`execute` in this thread (one section at a time), its outcome as a finished future."""
-    from concurrent.futures import Future
 
     future = Future()
     try:
@@ -990,7 +936,6 @@ def toc(profile: dict, ws: Workspace) -> dict:
 
 
 def write_toc(profile: dict, ws: Workspace) -> Path:
-    import yaml
 
     text = ("# Generated by `python -m helpers.study run`: one part per dataset run, then the cross-dataset chapters.\n"
             + yaml.safe_dump(toc(profile, ws), sort_keys=False, allow_unicode=True))
@@ -999,7 +944,6 @@ def write_toc(profile: dict, ws: Workspace) -> Path:
 
 def build_book(ws: Workspace, *, out=sys.stdout) -> Path:
     """Build the HTML book with Jupyter Book v1 (execution off, warnings as errors); returns the HTML folder."""
-    import subprocess
 
     toc_file = toc_path(ws)
     if not toc_file.exists():
@@ -1051,7 +995,6 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 def prediction_models(folder: Path) -> dict[str, Path]:
     """The models of a predictions folder: the folder itself when it holds prediction files (the model is named
     after it), else each sub-folder with prediction files (``_``/``.`` folders skipped)."""
-    from . import predictions as _predictions
 
     if not folder.is_dir():
         raise StudyError(f"--predictions {folder}: folder not found")
@@ -1066,9 +1009,7 @@ def prediction_models(folder: Path) -> dict[str, Path]:
 
 
 def _predictions_suffixes() -> tuple[str, ...]:
-    from .predictions import SUFFIXES
-
-    return SUFFIXES
+    return _predictions.SUFFIXES
 
 
 def format_matching(model: str, table, test_ids: set[str]) -> str:
@@ -1095,49 +1036,14 @@ def evaluate_command(args, *, out=None) -> RunReport:
     """``python -m helpers.study evaluate``: match the prediction files to the dataset's test cases, print the
     matching, stage the matched files under ``<workspace>/predictions/<dataset>/<model>/<case_id>.<ext>`` (links),
     then run :data:`EVALUATE_SECTIONS` and build the book."""
-    import yaml
-
-    from . import data as _data
-    from . import predictions as _predictions
-    from . import splits as _splits
-
     out = sys.stdout if out is None else out
     dataset = args.dataset
     ws = Workspace.at(args.workspace)
-    synthetic = args.data_root == "synthetic"
-    if synthetic:
-        raise StudyError("--data-root synthetic: the stand-in is written by a run (use `run --profile smoke`); "
-                         "point --data-root at a dataset folder, e.g. <workspace>/data/wmh of such a run")
-    data_root = resolve(args.data_root)
-    try:
-        found = _data.find_cases(dataset, data_root)
-    except (FileNotFoundError, ValueError) as err:
-        raise StudyError(f"--data-root: {err}") from None
-    used = _data.dataset_folder(found, data_root)
-    note = "" if used == data_root.resolve() else f" (one level below {data_root})"
-    print(f"data: {len(found)} {dataset} cases in {used}{note}", file=out, flush=True)
+    found, used = _read_dataset(args, out)
     split = _splits.make_splits(found, seed=args.seed)
     test_ids = set(split["test"])
     print(f"split: {len(test_ids)} test cases ({split['rule']})", file=out, flush=True)
-    mapping = _predictions.read_mapping(resolve(args.mapping)) if args.mapping else None
-    models = prediction_models(resolve(args.predictions))
-    staged: dict[str, dict[str, Path | None]] = {}
-    problems = []
-    for model, folder in models.items():
-        try:
-            matching = _predictions.match_predictions(found, folder, mapping=mapping)
-        except (FileNotFoundError, ValueError) as err:
-            raise StudyError(f"--predictions {folder}: {err}") from None
-        print(format_matching(model, matching.table(), test_ids), file=out, flush=True)
-        files = {c: p for c, (p, _) in matching.matched.items() if c in test_ids}
-        missing = sorted(test_ids - set(files))
-        if missing and not args.missing_as_empty:
-            problems.append(f"model {model!r}: no prediction for test case(s) {missing[:10]}"
-                            + (f" and {len(missing) - 10} more" if len(missing) > 10 else ""))
-        staged[model] = {**files, **{c: None for c in missing}}
-    if problems:
-        raise StudyError("; ".join(problems) + ". Name the files by case id, give --mapping case_id,file, or score "
-                         "them as empty predictions with --missing-as-empty")
+    staged = _match_models(args, found, test_ids, out)
     prof = {"profile": "evaluate", "description": f"evaluate predictions from {relative(resolve(args.predictions))}",
             "seed": int(args.seed), "datasets": {dataset: {"data": {"data_root": str(used)}}}, "study": {}}
     prof_path = ws.root / "evaluate_profile.yaml"
@@ -1153,13 +1059,49 @@ def evaluate_command(args, *, out=None) -> RunReport:
                            workers=None, out=out)
 
 
+def _read_dataset(args, out) -> tuple[list, Path]:
+    """The cases found under ``--data-root`` and the dataset folder they were found in."""
+    if args.data_root == "synthetic":
+        raise StudyError("--data-root synthetic: the stand-in is written by a run (use `run --profile smoke`); "
+                         "point --data-root at a dataset folder, e.g. <workspace>/data/wmh of such a run")
+    data_root = resolve(args.data_root)
+    try:
+        found = _data.find_cases(args.dataset, data_root)
+    except (FileNotFoundError, ValueError) as err:
+        raise StudyError(f"--data-root: {err}") from None
+    used = _data.dataset_folder(found, data_root)
+    note = "" if used == data_root.resolve() else f" (one level below {data_root})"
+    print(f"data: {len(found)} {args.dataset} cases in {used}{note}", file=out, flush=True)
+    return found, used
+
+
+def _match_models(args, found: list, test_ids: set[str], out) -> dict[str, dict[str, Path | None]]:
+    """For each model of ``--predictions``: its file per test case (None: no prediction, scored as empty with
+    ``--missing-as-empty``); the matching is printed. Missing predictions without that flag stop the command."""
+    mapping = _predictions.read_mapping(resolve(args.mapping)) if args.mapping else None
+    staged: dict[str, dict[str, Path | None]] = {}
+    problems = []
+    for model, folder in prediction_models(resolve(args.predictions)).items():
+        try:
+            matching = _predictions.match_predictions(found, folder, mapping=mapping)
+        except (FileNotFoundError, ValueError) as err:
+            raise StudyError(f"--predictions {folder}: {err}") from None
+        print(format_matching(model, matching.table(), test_ids), file=out, flush=True)
+        files = {c: p for c, (p, _) in matching.matched.items() if c in test_ids}
+        missing = sorted(test_ids - set(files))
+        if missing and not args.missing_as_empty:
+            problems.append(f"model {model!r}: no prediction for test case(s) {missing[:10]}"
+                            + (f" and {len(missing) - 10} more" if len(missing) > 10 else ""))
+        staged[model] = {**files, **{c: None for c in missing}}
+    if problems:
+        raise StudyError("; ".join(problems) + ". Name the files by case id, give --mapping case_id,file, or score "
+                         "them as empty predictions with --missing-as-empty")
+    return staged
+
+
 def stage_predictions(root: Path, model: str, files: dict, cases: dict) -> None:
     """Lay the matched files out as ``<root>/<model>/<case_id><suffix>`` (symbolic links, copies where links are
     not possible); a case mapped to ``None`` gets an empty prediction on its grid."""
-    import shutil
-
-    from . import data as _data
-    from . import predictions as _predictions
 
     folder = root / model
     if folder.is_symlink() or folder.is_file():
@@ -1234,7 +1176,8 @@ def _positive_int(text: str) -> int:
 
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: ``run``, ``book``, ``evaluate``, ``refresh-notebooks`` (and the runner's child command)."""
     parser = argparse.ArgumentParser(prog="python -m helpers.study", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     ws_help = ("where results go: any folder, absolute or relative (to the project root), inside or outside the "
@@ -1258,7 +1201,11 @@ def main(argv=None) -> int:
     p_ref.add_argument("--workspace", default="build/nbval")
     p_exec = sub.add_parser("execute-notebook", help=argparse.SUPPRESS)  # the runner's child process
     p_exec.add_argument("spec")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         if args.command == "run":
             run(args.profile, workspace=args.workspace, datasets=args.dataset, sections=args.section,

@@ -1,0 +1,110 @@
+"""The notebook context: the provenance banner, its representation, and the one saving call of the notebooks."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from helpers import context  # noqa: E402
+from helpers.paths import Workspace  # noqa: E402
+
+
+def test_banner_labels_synthetic_real_and_constructed_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("HONEST_PROJECT_ROOT", str(tmp_path))
+    from helpers import io
+
+    ws = Workspace.at("ws")
+    io.write_json({"source": "synthetic"}, ws.results("wmh") / "data_manifest.json")
+    io.write_json({"source": "/data/LiTS"}, ws.results("lits") / "data_manifest.json")
+    wmh = context.context(dataset="wmh", profile="smoke", workspace="ws", seed=0).banner()
+    assert "**synthetic stand-in** for WMH" in wmh and "not** the paper's results" in wmh
+    lits = context.context(dataset="lits", profile="smoke", workspace="ws", seed=0).banner()
+    assert "real LITS data at `/data/LiTS`" in lits and "paper's results" not in lits
+    # a chapter across datasets names every source and warns because one of them is synthetic
+    across = context.context(dataset="study", profile="smoke", workspace="ws", seed=0).banner()
+    assert "synthetic stand-in** for WMH" in across and "real LITS data" in across and "⚠" in across
+    made = context.context(dataset="study", profile="smoke", workspace="ws", seed=0, data_source="constructed")
+    assert "constructed in this chapter" in made.banner() and "constructed examples" in made.banner()
+    unknown = context.context(dataset="idrid", profile="smoke", workspace="ws", seed=0)
+    assert unknown.synthetic is None and "has not run" in unknown.banner()
+
+
+def test_context_repr_holds_no_absolute_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("HONEST_PROJECT_ROOT", str(tmp_path))
+    ctx = context.context(dataset="wmh", profile="smoke", workspace="build/nbval", seed=3)
+    assert repr(ctx) == "Context(dataset='wmh', profile='smoke', seed=3, workspace='build/nbval')"
+    assert str(tmp_path) not in repr(ctx)
+
+
+def test_banner_says_when_the_evaluated_predictions_are_constructed(tmp_path, monkeypatch):
+    monkeypatch.setenv("HONEST_PROJECT_ROOT", str(tmp_path))
+    from helpers import io
+
+    ws = Workspace.at("ws")
+    for name in ("wmh", "lits"):
+        io.write_json({"source": "synthetic"}, ws.results(name) / "data_manifest.json")
+    io.write_json({"source": "constructed"}, ws.results("wmh") / "predictions_source.json")
+    io.write_json({"source": "trained"}, ws.results("lits") / "predictions_source.json")
+    wmh = context.context(dataset="wmh", profile="smoke", workspace="ws", seed=0).banner()
+    assert "> Predictions (WMH): **constructed** from the reference masks" in wmh
+    assert "Predictions" not in context.context(dataset="lits", profile="smoke", workspace="ws", seed=0).banner()
+    across = context.context(dataset="study", profile="smoke", workspace="ws", seed=0).banner()
+    assert "Predictions (WMH): **constructed**" in across
+
+
+def test_save_writes_tables_into_the_pages_results_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HONEST_PROJECT_ROOT", str(tmp_path))
+    ctx = context.context(dataset="wmh", profile="smoke", workspace="ws", seed=0)
+    table = pd.DataFrame({"model": ["unet", "resunet"], "dice": [0.5, float("nan")]})
+    path = ctx.save(table, "overall_metrics.csv")
+    assert path == tmp_path / "ws" / "results" / "wmh" / "overall_metrics.csv"
+    # no index column; NaN as the empty field (helpers.io.write_csv)
+    assert path.read_text().splitlines() == ["model,dice", "unet,0.5", "resunet,"]
+    assert ctx.save({"edges": [1, 2]}, "edges.json").read_text() == '{\n  "edges": [\n    1,\n    2\n  ]\n}\n'
+    # a chapter across datasets writes into results/ itself
+    across = context.context(dataset="study", profile="smoke", workspace="ws", seed=0)
+    assert across.save(table, "t.csv") == tmp_path / "ws" / "results" / "t.csv"
+    # no temporary file is left beside the results
+    assert sorted(p.name for p in (tmp_path / "ws" / "results" / "wmh").iterdir()) == ["edges.json",
+                                                                                       "overall_metrics.csv"]
+
+
+def test_save_rejects_paths_and_mismatched_suffixes(tmp_path, monkeypatch):
+    monkeypatch.setenv("HONEST_PROJECT_ROOT", str(tmp_path))
+    ctx = context.context(dataset="wmh", profile="smoke", workspace="ws", seed=0)
+    table = pd.DataFrame({"a": [1]})
+    with pytest.raises(ValueError, match="name must be a plain file name .* got '../x.csv'"):
+        ctx.save(table, "../x.csv")
+    with pytest.raises(ValueError, match="got 'sub/x.csv'"):
+        ctx.save(table, "sub/x.csv")
+    with pytest.raises(TypeError, match=r"cannot write a DataFrame as 'x.json'; a DataFrame goes to a .csv file"):
+        ctx.save(table, "x.json")
+    with pytest.raises(TypeError, match="cannot write a str as 'x.csv'"):
+        ctx.save("text", "x.csv")
+    assert not (tmp_path / "ws").exists()
+
+
+def test_show_saves_the_figure_closes_it_and_returns_the_saved_image(tmp_path, monkeypatch):
+    monkeypatch.setenv("HONEST_PROJECT_ROOT", str(tmp_path))
+    ctx = context.context(dataset="lits", profile="smoke", workspace="ws", seed=0)
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], [0, 1])
+    image = ctx.show(fig, "curve.png")
+    path = tmp_path / "ws" / "figures" / "lits" / "curve.png"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert image.data == path.read_bytes()  # the page shows the very file that was written
+    assert not plt.fignum_exists(fig.number)
+    with pytest.raises(ValueError, match="name must end with .png, got 'curve.jpg'"):
+        ctx.show(plt.figure(), "curve.jpg")
+    plt.close("all")
+
+
+def test_context_carries_the_scheduler_address(tmp_path, monkeypatch):
+    monkeypatch.setenv("HONEST_PROJECT_ROOT", str(tmp_path))
+    assert context.context(dataset="wmh", profile="smoke", workspace="ws", seed=0).scheduler is None
+    ctx = context.context(dataset="wmh", profile="smoke", workspace="ws", seed="2", scheduler="tcp://127.0.0.1:1")
+    assert ctx.scheduler == "tcp://127.0.0.1:1" and ctx.seed == 2
