@@ -73,7 +73,7 @@ import pandas as pd
 
 from .lesions import FALSE_POSITIVE, QUARTILES, REFERENCE, quartile_edges
 from .metrics import label, metric_names
-from .plots import get_axes, model_color
+from .plots import get_axes, model_color, pyplot
 from .ranking import compare_orders, order_string, rank_models
 
 # Metrics: the registry's (helpers.metrics.METRICS). The paper's metrics in its order (section 3.6):
@@ -795,7 +795,7 @@ def plot_quartile_disagreement(spreads: pd.DataFrame, reversals: pd.DataFrame, *
                                metrics: Sequence[str] = metric_names(primary=True, computed=True), axes=None):
     """Two panels from Q4 (largest) to Q1 (smallest): the relative spread among the top 3 per metric, and
     Kendall's tau between the Dice order and each boundary metric's order (mean over datasets)."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()  # matplotlib with the package style (helpers.plots)
 
     if axes is None:
         _, axes = plt.subplots(1, 2, figsize=(9, 3.4))
@@ -850,7 +850,7 @@ def plot_reversal_matrices(aggregates: pd.DataFrame, *, metrics: Sequence[str] =
                            axes=None):
     """One :func:`plot_reversal_matrix` panel per dataset, counted over ``strata`` of one lesion set (rankable
     rows only); returns the axes array."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()  # matplotlib with the package style (helpers.plots)
 
     from .ranking import agreement_matrix
 
@@ -870,7 +870,7 @@ def plot_reversal_matrices(aggregates: pd.DataFrame, *, metrics: Sequence[str] =
 
 def plot_lesion_examples(crops: Sequence[Mapping], *, axes=None):
     """The qualitative figure: one :func:`plot_lesion_example` panel per crop, with a legend of the models."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()  # matplotlib with the package style (helpers.plots)
     from matplotlib.lines import Line2D
 
     n = max(len(crops), 1)
@@ -897,7 +897,7 @@ def stack_figures(paths: Sequence, *, width: float = 10.0):
     """One figure showing saved PNG figures (e.g. each dataset's qualitative examples) one below the other.
 
     Missing files raise FileNotFoundError naming the file. Returns the axes array."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()  # matplotlib with the package style (helpers.plots)
     from pathlib import Path
 
     images = []

@@ -41,6 +41,7 @@ from torch.nn import functional as F
 
 from . import smalldata as sd
 from . import smallmodels as sm
+from .plots import pyplot
 
 # (optuna, transformers and MONAI import ``tqdm.auto``; its "IProgress not found" warning is filtered once, in
 # ``helpers/__init__.py``; the package's own bars use plain tqdm through ``helpers.progress``.)
@@ -1209,7 +1210,7 @@ def plot_visual_paradox(cases, result: CVResult, scores: pd.DataFrame, *, model:
     """The study's visual-paradox check: the best and the worst fold of one model side by side (image,
     reference, prediction, errors in red), with each error map's share of boundary disagreements
     (:func:`error_location`, 2 px). Returns the figure."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()  # matplotlib with the package style (helpers.plots)
 
     folds = best_worst_folds(scores, model=model, protocol=protocol, seed=seed)
     by_id = {c.case_id: c for c in cases}
@@ -1233,7 +1234,7 @@ def plot_explanations(cases, result: CVResult, *, model: str, protocol: str, see
     """The study's five views for one model and one test image: error map, uncertainty map (MC-dropout
     entropy), morphology agreement (areas and thicknesses, reference vs prediction), attention map (transformers
     only; a note otherwise) and gradient saliency for the neointima. Returns the figure."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()  # matplotlib with the package style (helpers.plots)
 
     by_id = {c.case_id: c for c in cases}
     case = by_id[image]
@@ -1312,7 +1313,7 @@ def best_table(best: dict) -> pd.DataFrame:
 
 def plot_summary(stats_out: dict, *, metric: str = "macro Dice"):
     """Each model's mean score with its BCa interval, one panel per protocol (:mod:`helpers.stats_plots`)."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()  # matplotlib with the package style (helpers.plots)
 
     from .stats_plots import plot_model_intervals
 
@@ -1330,7 +1331,7 @@ def plot_summary(stats_out: dict, *, metric: str = "macro Dice"):
 def plot_critical_differences(stats_out: dict):
     """Critical-difference diagrams (Nemenyi over images), one panel per protocol; greyed with "no difference
     detected" where the Friedman (Iman-Davenport) test does not reject."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()  # matplotlib with the package style (helpers.plots)
 
     from .stats_plots import plot_friedman_nemenyi
 
