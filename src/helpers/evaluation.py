@@ -184,6 +184,18 @@ def lesion_rows(table: pd.DataFrame, *, dataset: str, model: str, case_id: str) 
     return out
 
 
+def _checked_models(root: Path, models: Sequence[str] | None) -> list[str]:
+    """The model folders to evaluate: ``models`` (each must exist under ``root``), or every one found."""
+    found = _predictions.list_models(root)
+    models = [str(m) for m in (found if models is None else models)]
+    if not models:
+        raise ValueError(f"{root}: no model folder with predictions")
+    missing = [m for m in models if m not in found]
+    if missing:
+        raise ValueError(f"{root}: models {missing} not found (found: {found})")
+    return models
+
+
 def evaluate_cases(
     cases: Sequence,
     predictions_root,
@@ -237,15 +249,7 @@ def evaluate_cases(
     if not cases:
         raise ValueError("cases is empty: nothing to evaluate")
     tolerance, tolerances = resolve_tolerances(cases, tolerance, tolerances)
-    found = _predictions.list_models(root)
-    if models is None:
-        models = found
-    models = [str(m) for m in models]
-    if not models:
-        raise ValueError(f"{root}: no model folder with predictions")
-    missing = [m for m in models if m not in found]
-    if missing:
-        raise ValueError(f"{root}: models {missing} not found (found: {found})")
+    models = _checked_models(root, models)
     case_rows: list[dict] = []
     lesion_frames: list[pd.DataFrame] = []
     jobs = [(m, c) for m in models for c in cases]

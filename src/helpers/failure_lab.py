@@ -429,20 +429,29 @@ def make_test_set(
             centre = [(n // 2) * s for n, s in zip(local_shape, spacing_t)]
             lesion = draw_lesion(local_shape, centre, r, spacing=spacing_t, irregularity=irregularity,
                                  n_protrusions=n_protrusions, rng=rng)
-            highest = [n - ln - b for n, ln, b in zip(shape, local_shape, border)]
-            if any(h < b for h, b in zip(highest, border)):
-                continue  # does not fit the canvas with its gap to the border
-            for _attempt in range(200):
-                corner = [int(rng.integers(b, h + 1)) for b, h in zip(border, highest)]
-                box = tuple(slice(c, c + ln) for c, ln in zip(corner, local_shape))
-                if np.all(distance[box][lesion] > gap):
-                    mask[box] |= lesion
-                    distance = ndimage.distance_transform_edt(~mask, sampling=spacing_t)
-                    break
+            if _place(mask, distance, lesion, border=border, gap=gap, rng=rng):
+                distance = ndimage.distance_transform_edt(~mask, sampling=spacing_t)
         if not mask.any():
             raise ValueError(f"case {k}: no lesion fits a canvas of shape {shape}; enlarge shape or shrink radii")
         cases.append(SyntheticCase(case_id=f"synth_{k:03d}", mask=mask, spacing=spacing_t))
     return cases
+
+
+def _place(mask: np.ndarray, distance: np.ndarray, lesion: np.ndarray, *, border: list[int], gap: float,
+           rng: np.random.Generator) -> bool:
+    """Put ``lesion`` (a local box) into ``mask`` at a random corner where every lesion voxel is farther than
+    ``gap`` mm (``distance``) from the lesions placed so far and the box keeps ``border`` voxels from the image
+    border: up to 200 attempts. Returns whether it was placed (``mask`` is changed in place)."""
+    highest = [n - ln - b for n, ln, b in zip(mask.shape, lesion.shape, border)]
+    if any(h < b for h, b in zip(highest, border)):
+        return False  # does not fit the canvas with its gap to the border
+    for _attempt in range(200):
+        corner = [int(rng.integers(b, h + 1)) for b, h in zip(border, highest)]
+        box = tuple(slice(c, c + ln) for c, ln in zip(corner, lesion.shape))
+        if np.all(distance[box][lesion] > gap):
+            mask[box] |= lesion
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -693,6 +702,34 @@ DEMO_MODELS: tuple[SyntheticModel, ...] = (
 )
 
 
+def _planted_verdicts(variant: str, reversals: pd.DataFrame, boot: pd.DataFrame, names: list[str]) -> list[dict]:
+    """One verdict row per stratum (overall, Q1): the Dice and HD95 leaders, whether the order changed and the
+    bootstrap verdict of the planted pair (``names[0]`` vs ``names[1]``) under HD95."""
+    rows = []
+    planted = boot[(boot["model_a"] == names[0]) & (boot["model_b"] == names[1])]
+    for stratum in ("overall", "Q1"):
+        rev = reversals[(reversals["stratum"] == stratum) & (reversals["metric"] == "hd95")]
+        pair = planted[(planted["stratum"] == stratum) & (planted["metric"] == "hd95")]
+        pair_dice = planted[(planted["stratum"] == stratum) & (planted["metric"] == "dice")]
+        if rev.empty or pair.empty:
+            continue
+        rev, pair, pair_dice = rev.iloc[0], pair.iloc[0], pair_dice.iloc[0]
+        hd_leader = rev["order_metric"].split(" > ")[0]
+        rows.append({
+            "hd95_variant": variant, "stratum": stratum, "order_dice": rev["order_dice"],
+            "order_hd95": rev["order_metric"], "dice_leader": rev["leader"], "hd95_leader": hd_leader,
+            "order_changed": bool(rev["order_changed"]),
+            "dice_leader_rank_hd95": float(rev["leader_rank_in_metric"]),
+            "planted_pair": f"{names[0]} vs {names[1]}",
+            "dice_better": pair_dice["better"], "dice_share_same_sign": pair_dice["share_same_sign"],
+            "hd95_better": pair["better"], "hd95_difference": pair["difference"],
+            "hd95_ci_low": pair["ci_low"], "hd95_ci_high": pair["ci_high"],
+            "hd95_share_same_sign": pair["share_same_sign"], "hd95_verdict": pair["verdict"],
+            "reversal_found": bool(rev["leader"] == names[0] and pair["better"] == names[1]),
+        })
+    return rows
+
+
 def reversal_demo(
     cases: Sequence[SyntheticCase],
     *,
@@ -741,33 +778,13 @@ def reversal_demo(
         aggregates = analysis.aggregate(units)
         reversals = analysis.reversal_table(aggregates, top_k=min(3, len(names)))
         boot = bootstrap.directional_robustness(
-            units[units["metric"].isin(["dice", "hd95", "assd", "contour_f1"])], case_ids=case_ids, models=names,
+            units[units["metric"].isin(["dice", *metric_names(against_dice=True)])], case_ids=case_ids, models=names,
             n_resamples=n_resamples, seed=seed, group_by=("metric", "stratum"),
         )
         out[f"aggregates_{variant}"] = aggregates
         out[f"reversals_{variant}"] = reversals
         out[f"bootstrap_{variant}"] = boot
-        planted = boot[(boot["model_a"] == names[0]) & (boot["model_b"] == names[1])]
-        for stratum in ("overall", "Q1"):
-            rev = reversals[(reversals["stratum"] == stratum) & (reversals["metric"] == "hd95")]
-            pair = planted[(planted["stratum"] == stratum) & (planted["metric"] == "hd95")]
-            pair_dice = planted[(planted["stratum"] == stratum) & (planted["metric"] == "dice")]
-            if rev.empty or pair.empty:
-                continue
-            rev, pair, pair_dice = rev.iloc[0], pair.iloc[0], pair_dice.iloc[0]
-            hd_leader = rev["order_metric"].split(" > ")[0]
-            verdict_rows.append({
-                "hd95_variant": variant, "stratum": stratum, "order_dice": rev["order_dice"],
-                "order_hd95": rev["order_metric"], "dice_leader": rev["leader"], "hd95_leader": hd_leader,
-                "order_changed": bool(rev["order_changed"]),
-                "dice_leader_rank_hd95": float(rev["leader_rank_in_metric"]),
-                "planted_pair": f"{names[0]} vs {names[1]}",
-                "dice_better": pair_dice["better"], "dice_share_same_sign": pair_dice["share_same_sign"],
-                "hd95_better": pair["better"], "hd95_difference": pair["difference"],
-                "hd95_ci_low": pair["ci_low"], "hd95_ci_high": pair["ci_high"],
-                "hd95_share_same_sign": pair["share_same_sign"], "hd95_verdict": pair["verdict"],
-                "reversal_found": bool(rev["leader"] == names[0] and pair["better"] == names[1]),
-            })
+        verdict_rows.extend(_planted_verdicts(variant, reversals, boot, names))
     out["verdicts"] = pd.DataFrame(verdict_rows)
     return out
 

@@ -449,18 +449,14 @@ def evaluate_case_and_lesions(
     """
     ref, pred = as_mask_pair(ref, pred)
     ndim = ref.ndim
-    spacing = as_spacing(spacing, ndim)
-    connectivity = as_connectivity(connectivity, ndim)
+    spacing, connectivity = as_spacing(spacing, ndim), as_connectivity(connectivity, ndim)
     ignore = as_ignore(ignore, ref.shape)
     tolerance = as_tolerance(tolerance)
     case_tolerances = as_tolerances(tolerances)
     tolerances = as_tolerances(lesion_tolerances)
     extra = [tolerance_name(name, t) for name in _TOLERANCE_METRICS for t in tolerances]
     penalty = resolve_penalty(penalty, ref.shape, spacing)
-    if isinstance(min_overlap, bool) or not isinstance(min_overlap, (int, np.integer)):
-        raise TypeError(f"min_overlap must be an integer number of voxels >= 1, got {min_overlap!r}")
-    if min_overlap < 1:
-        raise ValueError(f"min_overlap must be >= 1 voxel, got {min_overlap!r}")
+    _check_min_overlap(min_overlap)
     if ignore is not None:
         ref, pred = ref & ~ignore, pred & ~ignore
     columns = _lesion_columns(ndim, extra)
@@ -472,8 +468,7 @@ def evaluate_case_and_lesions(
                                  tolerance=tolerance, tolerances=case_tolerances, penalty=penalty)
         return case, _lesion_frame({}, 0, columns, extra)
     crop = Crop.around(box)
-    ref_flat = crop.take(ref).ravel()
-    pred_flat = crop.take(pred).ravel()
+    ref_flat, pred_flat = crop.take(ref).ravel(), crop.take(pred).ravel()
     lesions = _components(ref_flat, crop, connectivity)
     components = _components(pred_flat, crop, connectivity)
     match = _match(lesions, components, ref_flat)
@@ -485,14 +480,13 @@ def evaluate_case_and_lesions(
     ref_side = lesions.on_boundary & detected[lesions.labels]
     pred_side = pred_on_boundary & (charge > 0) & detected[charge]
     image = _image_distances(lesions, components, crop, spacing)
-    ref_groups, ref_to_pred, pred_groups, pred_to_ref = _lesion_distances(
-        lesions, components, crop, spacing, match, charge, is_mixed, ref_side, pred_side, image)
+    distances = _lesion_distances(lesions, components, crop, spacing, match, charge, is_mixed, ref_side, pred_side,
+                                  image)
 
     ref_stats = _component_stats(lesions, crop, ref.shape, spacing)
     values = _lesion_metrics(
-        ref_groups, ref_to_pred, pred_groups, pred_to_ref, match.n_ref,
-        np.concatenate([[0], ref_stats["n_voxels"]]), np.bincount(charge, minlength=match.n_ref + 1),
-        match.overlap_voxels, (tolerance,) + tolerances,
+        *distances, match.n_ref, np.concatenate([[0], ref_stats["n_voxels"]]),
+        np.bincount(charge, minlength=match.n_ref + 1), match.overlap_voxels, (tolerance,) + tolerances,
     )
     for name in _TOLERANCE_METRICS:
         values[name] = values[(name, tolerance)]
@@ -504,6 +498,13 @@ def evaluate_case_and_lesions(
     case = case_metrics_from(image.surface_distances(match), counts, spacing=spacing, tolerance=tolerance,
                              tolerances=case_tolerances, penalty=penalty)
     return case, _lesion_frame(data, match.n_ref, columns, extra, fp)
+
+
+def _check_min_overlap(min_overlap) -> None:
+    if isinstance(min_overlap, bool) or not isinstance(min_overlap, (int, np.integer)):
+        raise TypeError(f"min_overlap must be an integer number of voxels >= 1, got {min_overlap!r}")
+    if min_overlap < 1:
+        raise ValueError(f"min_overlap must be >= 1 voxel, got {min_overlap!r}")
 
 
 @dataclass(frozen=True)
