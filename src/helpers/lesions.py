@@ -1,4 +1,4 @@
-"""Lesions: connected components, their sizes, and the lesion-wise evaluation protocol.
+"""Lesions: connected components, their sizes, the lesion-wise evaluation protocol, lesion kinds and size quartiles.
 
 Conventions
 -----------
@@ -46,6 +46,16 @@ Lesion-wise protocol (:func:`evaluate_lesions`)
   metric columns NaN, explicitly). Components that overlap a lesion are never false positives, even where
   they reach outside its region of influence.
 - ``ignore`` voxels are removed from both masks before labelling.
+
+Lesion kinds and size quartiles
+-------------------------------
+Rows of a lesion table are of kind :data:`REFERENCE` (``"lesion"``) or :data:`FALSE_POSITIVE`
+(``"false_positive"``). Size quartiles (:data:`QUARTILES`, Q1 the smallest) are cut at :func:`quartile_edges`,
+the 25th, 50th and 75th percentiles (numpy linear) of the reference lesions' area fractions, upper edges
+inclusive (:func:`assign_quartiles`); :func:`with_quartile_bounds` states each stratum's bounds.
+
+Metric columns are the registry's (:data:`helpers.metrics.METRICS`, ``per_lesion``); the surface kernels
+(crop, boundary voxels, nearest distances, grouped percentiles) are the public ones of :mod:`helpers.metrics`.
 
 Empty-mask policy
 -----------------
