@@ -166,13 +166,15 @@ def _better(name: str, good: float, bad: float) -> bool:
 
 @pytest.mark.parametrize("name", metric_names(computed=True))
 def test_image_level_direction_agrees_with_a_hand_case(name):
-    # A 6x6 square and the same square moved down by 2 rows: Dice 2*24/72 = 2/3, HD 2; at tolerance 1 the top and
-    # bottom edges (2 voxels away) miss, so NSD and contour F1 are below 1. The perfect prediction must be better.
+    # A 6x6 square (rows 5-10) and a prediction moved down by 2 rows and one row taller (rows 7-13, 42 px): overlap
+    # rows 7-10 = 24 px, Dice 2*24/(36+42) = 8/13; the top edge is 2 rows off, the bottom edge 3, so HD = 3; at
+    # tolerance 1 those edges miss, so NSD and contour F1 are below 1. The perfect prediction must be better.
     ref = np.zeros((20, 20), bool)
     ref[5:11, 5:11] = True
-    shifted = np.roll(ref, 2, axis=0)
+    shifted = np.zeros_like(ref)
+    shifted[7:14, 5:11] = True
     perfect, moved = evaluate_case(ref, ref), evaluate_case(ref, shifted)
-    assert moved.dice == pytest.approx(2 / 3) and moved.hd == pytest.approx(2.0)
+    assert moved.dice == pytest.approx(8 / 13) and moved.hd == pytest.approx(3.0)
     assert _better(name, perfect.values[name], moved.values[name])
 
 
