@@ -204,11 +204,11 @@ def analysis_units(per_case: pd.DataFrame, per_lesion: pd.DataFrame, *, lesion_s
     ----------
     per_case : pandas.DataFrame
         ``per_case_metrics.csv``: ``dataset, model, case_id, metric, value, penalty`` (and ``ref_empty`` or
-        ``n_ref_lesions`` for the no-reference rule); metrics include the image-level
-        the primary per-case metrics (``metric_names(primary=True, computed=True)``) and ``fp_lesions`` (count per case).
+        ``n_ref_lesions`` for the no-reference rule); metrics include the primary image-level metrics
+        (``helpers.metrics.metric_names(primary=True, computed=True)``) and ``fp_lesions`` (count per case).
     per_lesion : pandas.DataFrame
         ``per_lesion_metrics.csv``: reference-lesion rows (``kind == "lesion"``) with metrics ``detected`` and
-        the primary per-case metrics (``metric_names(primary=True, computed=True)``), and false-positive rows (``kind == "false_positive"``, metric
+        the same primary metrics, and false-positive rows (``kind == "false_positive"``, metric
         ``false_positive``), each with ``area_fraction`` and ``quartile``.
     lesion_set : {"common", "all_with_penalty", "detected_by_model"}
         Which reference lesions the lesion-level overlap and boundary metrics average (:data:`LESION_SETS`).
@@ -330,7 +330,8 @@ def aggregate(units: pd.DataFrame, *, min_lesions: int = MIN_LESIONS) -> pd.Data
         table = table.merge(pd.concat(grid, ignore_index=True), on=keys, how="outer")
     for column in ("n", "n_penalty", "n_missed", "n_cases", "n_nan", "n_excluded"):
         table[column] = table[column].fillna(0).astype(int)
-    lesion_level = table["stratum"].isin(["all_lesions", *QUARTILES]) & table["metric"].isin(metric_names(primary=True, computed=True))
+    lesion_level = (table["stratum"].isin(["all_lesions", *QUARTILES])
+                    & table["metric"].isin(metric_names(primary=True, computed=True)))
     small = lesion_level & (table["n"] < min_lesions)
     table["rankable"] = ~small
     table["note"] = np.where(small, [f"{s} set: {n} lesion(s) < minimum {min_lesions}, not ranked"
@@ -370,7 +371,8 @@ def _rankable(aggregates: pd.DataFrame) -> pd.DataFrame:
 
 
 def spread_table(aggregates: pd.DataFrame, *, top_k: int = 3, reference: str = "dice",
-                 metrics: Sequence[str] = metric_names(primary=True), lesion_set: str | None = PRIMARY_LESION_SET) -> pd.DataFrame:
+                 metrics: Sequence[str] = metric_names(primary=True),
+                 lesion_set: str | None = PRIMARY_LESION_SET) -> pd.DataFrame:
     """Spread of each metric among the ``top_k`` models by ``reference`` in each dataset and stratum.
 
     ``lesion_set``: the set whose lesion-level rows are used (:func:`select_lesion_set`); ``None`` keeps every
@@ -647,9 +649,10 @@ def small_lesion_comparison(aggregates: pd.DataFrame, *, stratum: str = "Q1",
     values and missed lesions: 0 in the ``common`` set), ``rankable`` and ``note``."""
     metrics = ["dice", "hd95", "assd", "contour_f1"]
     agg = select_lesion_set(aggregates, lesion_set)
-    sub = agg[(agg["stratum"] == stratum) & agg["metric"].isin(metrics + list(metric_names(primary=True, kind="detection")))]
+    detection = list(metric_names(primary=True, kind="detection"))
+    sub = agg[(agg["stratum"] == stratum) & agg["metric"].isin(metrics + detection)]
     table = sub.pivot_table(index=["dataset", "model"], columns="metric", values="value")
-    table = table.reindex(columns=metrics + list(metric_names(primary=True, kind="detection"))).reset_index()
+    table = table.reindex(columns=metrics + detection).reset_index()
     table.insert(0, "lesion_set", lesion_set)
     counts = [c for c in ("n", "n_penalty", "n_missed", "rankable", "note") if c in sub.columns]
     if counts:

@@ -138,8 +138,9 @@ def evaluate_case_tables(
     variants = sorted(n for n in metric_names(table="case", computed=True) if metric(n).per_tolerance)
     for t in tolerances:
         for name in variants:
-            rows.append({**base, "metric": tolerance_name(name, t), "value": float(result.values[tolerance_name(name, t)]),
-                         "penalty": False, "reason": ""})
+            variant = tolerance_name(name, t)
+            rows.append({**base, "metric": variant, "value": float(result.values[variant]), "penalty": False,
+                         "reason": ""})
     rows.append({**base, "metric": "fp_lesions", "value": float(summary["n_false_positive"]), "penalty": False,
                  "reason": ""})
     recall = summary["lesion_recall"]

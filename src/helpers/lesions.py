@@ -75,8 +75,8 @@ from scipy.spatial import cKDTree
 
 from .checks import as_connectivity, as_ignore, as_mask, as_mask_pair, as_spacing, as_tolerance, as_tolerances
 from .metrics import (DEFAULT_PERCENTILE, DEFAULT_TOLERANCE, TOLERANCE_SLACK, CaseMetrics, Crop, SurfaceDistances,
-                      case_metrics_from, image_diagonal, linear_percentile, mask_box, metric, metric_names, nearest_distances,
-                      on_boundary, resolve_penalty, tolerance_name, union_of_boxes)
+                      case_metrics_from, image_diagonal, linear_percentile, mask_box, metric, metric_names,
+                      nearest_distances, on_boundary, resolve_penalty, tolerance_name, union_of_boxes)
 
 # connected-components-3d names its neighbourhoods by neighbour count; scikit-image by orthogonal steps.
 # A 2D crop is labelled as one slice of a 3D volume (6 = 4-, 26 = 8-connectivity in the plane): version 4.1.1's

@@ -158,9 +158,10 @@ def _boundary(mask: np.ndarray) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------- the fast core
 # The surface kernels below are public because helpers.lesions computes its per-lesion distances with them (one
-# definition of boundary voxel, crop and nearest distance for both modules). Everything below works on the foreground voxels of a padded crop, never on the whole image: the crop is the
-# bounding box of the masks grown by one background voxel on every side (zeros outside the image, so the
-# image border is background as the module docstring says). Voxels are addressed by flat (raveled) indices
+# definition of boundary voxel, crop and nearest distance for both modules). Everything below works on the
+# foreground voxels of a padded crop, never on the whole image: the crop is the bounding box of the masks grown
+# by one background voxel on every side (zeros outside the image, so the image border is background as the
+# module docstring says). Voxels are addressed by flat (raveled) indices
 # into the crop; a face neighbour is the flat index plus or minus one axis stride, which the padding keeps
 # inside the crop.
 def mask_box(mask: np.ndarray) -> list[tuple[int, int]] | None:
@@ -621,7 +622,8 @@ METRICS: Mapping[str, Metric] = _registry(
     Metric("hd", "distance", False, "mm", "HD", frozenset({_SWEEP}),
            per_lesion=True, compute=lambda x: _hausdorff_from(x.distances, 100.0, False, x.penalty)),
     Metric("hd95", "distance", False, "mm", "HD95", frozenset({_CASE, _LESION, _SWEEP}), primary=True,
-           against_dice=True, per_lesion=True, compute=lambda x: _hausdorff_from(x.distances, DEFAULT_PERCENTILE, False, x.penalty)),
+           against_dice=True, per_lesion=True,
+           compute=lambda x: _hausdorff_from(x.distances, DEFAULT_PERCENTILE, False, x.penalty)),
     Metric("hd95_pooled", "distance", False, "mm", "HD95, pooled", frozenset({_CASE, _LESION, _SWEEP}),
            per_lesion=True, compute=lambda x: _hausdorff_from(x.distances, DEFAULT_PERCENTILE, True, x.penalty)),
     Metric("assd", "distance", False, "mm", "ASSD", frozenset({_CASE, _LESION, _SWEEP}), primary=True,
@@ -631,7 +633,8 @@ METRICS: Mapping[str, Metric] = _registry(
     Metric("nsd", "boundary", True, "", "NSD", frozenset({_CASE, _LESION, _SWEEP}), primary=True,
            per_tolerance=True, per_lesion=True, compute=lambda x: _nsd_from(x.distances, x.tolerance)),
     Metric("contour_f1", "boundary", True, "", "contour F1", frozenset({_CASE, _LESION, _SWEEP}), primary=True,
-           against_dice=True, per_tolerance=True, per_lesion=True, compute=lambda x: _contour_f1_from(x.distances, x.tolerance)),
+           against_dice=True, per_tolerance=True, per_lesion=True,
+           compute=lambda x: _contour_f1_from(x.distances, x.tolerance)),
     Metric("lesion_recall", "detection", True, "", "lesion recall", frozenset({_CASE}), primary=True),
     Metric("fp_lesions_per_case", "detection", False, "", "FP lesions / case", primary=True),
     Metric("fp_lesions", "detection", False, "", "FP lesions", frozenset({_CASE})),

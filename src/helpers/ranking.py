@@ -55,7 +55,8 @@ def rank_models(scores, *, metric: str, directions: Mapping[str, str] | None = N
     scores : pandas.Series or mapping
         Aggregate value per model (index = model name).
     metric : str
-        The metric's name, looked up in the registry (:func:`helpers.metrics.higher_is_better`; or ``directions``) for its direction.
+        The metric's name, looked up in the registry (:func:`helpers.metrics.higher_is_better`; or
+        ``directions``) for its direction.
     directions : mapping, optional
         Extra or overriding metric directions ("higher"/"lower").
 
