@@ -12,39 +12,6 @@ from helpers import analysis as an  # noqa: E402
 from helpers.ranking import agreement_matrix  # noqa: E402
 
 
-# ----------------------------------------------------------------------------------------------------- quartiles
-def test_quartile_edges_known_sizes():
-    # Sizes 1..8 (of 100): numpy linear quantiles at 25/50/75 % are 1 + 7*q -> 2.75, 4.5, 6.25.
-    np.testing.assert_allclose(an.quartile_edges(np.arange(1, 9) / 100), [0.0275, 0.045, 0.0625])
-
-
-def test_assign_quartiles_upper_edges_inclusive():
-    edges = [0.0275, 0.045, 0.0625]
-    sizes = np.arange(1, 9) / 100
-    # 0.01, 0.02 <= 0.0275 -> Q1; 0.03, 0.04 -> Q2; 0.05, 0.06 -> Q3; 0.07, 0.08 -> Q4: two per quartile
-    assert an.assign_quartiles(sizes, edges).tolist() == ["Q1", "Q1", "Q2", "Q2", "Q3", "Q3", "Q4", "Q4"]
-    # a value equal to an edge belongs to the lower quartile
-    assert an.assign_quartiles([0.045], edges).tolist() == ["Q2"]
-    assert an.assign_quartiles([np.nan], edges).tolist() == [""]
-
-
-def test_quartiles_balanced_property():
-    rng = np.random.default_rng(0)
-    sizes = rng.random(400) * 0.1
-    labels = an.assign_quartiles(sizes, an.quartile_edges(sizes))
-    counts = pd.Series(labels).value_counts()
-    assert counts.to_dict() == {"Q1": 100, "Q2": 100, "Q3": 100, "Q4": 100}
-
-
-def test_quartile_errors():
-    with pytest.raises(ValueError, match="no finite value"):
-        an.quartile_edges([np.nan])
-    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
-        an.quartile_edges([0.5, 2.0])
-    with pytest.raises(ValueError, match="edges must be 3 finite non-decreasing"):
-        an.assign_quartiles([0.1], [0.3, 0.2, 0.4])
-
-
 # ------------------------------------------------------------------------------------------- hand-built tables
 def _per_case():
     rows = []
@@ -415,14 +382,6 @@ def test_multi_panel_figures():
     axes = an.plot_lesion_examples([crop, crop])
     assert len(axes) == 2 and len(axes[0].figure.legends) == 1
     plt.close("all")
-
-
-def test_with_quartile_bounds():
-    t = an.with_quartile_bounds(pd.DataFrame({"stratum": ["Q1", "Q3", "all_lesions"]}), [0.1, 0.2, 0.3])
-    assert t["area_fraction_above"].tolist()[:2] == [0.0, 0.2] and t["area_fraction_upto"].tolist()[:2] == [0.1, 0.3]
-    assert np.isnan(t["area_fraction_upto"].iloc[2])
-    with pytest.raises(ValueError, match="edges must be 3 values"):
-        an.with_quartile_bounds(t, [0.1])
 
 
 def test_qualitative_figure_without_examples():

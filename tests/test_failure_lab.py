@@ -13,6 +13,7 @@ from scipy import ndimage
 
 from helpers import analysis
 from helpers import failure_lab as F
+from helpers.lesions import REFERENCE
 
 matplotlib.use("Agg")
 
@@ -239,7 +240,7 @@ def test_evaluate_models_tables_feed_the_study(cases):
     assert (per_case[per_case["metric"] == "hd95"]["value"] == 0.0).all()
     assert (per_case[per_case["metric"] == "fp_lesions"]["value"] == 0.0).all()
     assert (per_case[per_case["metric"] == "lesion_recall"]["value"] == 1.0).all()
-    ref = per_lesion[(per_lesion["kind"] == analysis.REFERENCE) & (per_lesion["metric"] == "detected")]
+    ref = per_lesion[(per_lesion["kind"] == REFERENCE) & (per_lesion["metric"] == "detected")]
     n_ref = sum(ndimage.label(c.mask, structure=np.ones((3, 3)))[1] for c in cases[:3])
     assert len(ref) == n_ref and (ref["value"] == 1.0).all()
     assert set(per_lesion["quartile"]) <= {"Q1", "Q2", "Q3", "Q4"}
@@ -252,7 +253,7 @@ def test_evaluate_models_penalty_flag_means_what_evaluation_means(cases):
     # helpers.evaluation's per_lesion table (both are built by helpers.evaluation.lesion_rows).
     nothing = F.SyntheticModel("nothing", "erode", 50.0)
     _, per_lesion = F.evaluate_models([nothing], cases[:2])
-    ref = per_lesion[per_lesion["kind"] == analysis.REFERENCE]
+    ref = per_lesion[per_lesion["kind"] == REFERENCE]
     assert (ref.loc[ref["metric"] == "detected", "value"] == 0.0).all()
     flagged = ref.groupby("metric")["penalty"].all()
     assert flagged[["hd95", "hd95_pooled", "assd"]].all()

@@ -12,11 +12,14 @@ from skimage import measure
 
 from helpers.lesions import (
     _region_of_influence,
+    assign_quartiles,
     evaluate_case_and_lesions,
     evaluate_lesions,
     label_lesions,
     lesion_summary,
     lesion_table,
+    quartile_edges,
+    with_quartile_bounds,
 )
 from helpers.metrics import evaluate_case, image_diagonal
 
@@ -209,7 +212,7 @@ def test_missed_lesion_gets_zero_and_the_penalty():
     table = evaluate_lesions(ref, pred)
     missed = table.iloc[1]
     assert missed["detected"] == False  # noqa: E712 (nullable boolean)
-    assert (missed["dice"], missed["iou"], missed["nsd"], missed["boundary_f1"]) == (0, 0, 0, 0)
+    assert (missed["dice"], missed["iou"], missed["nsd"], missed["contour_f1"]) == (0, 0, 0, 0)
     for name in ("hd", "hd95", "hd95_pooled", "assd", "masd"):
         assert missed[name] == pytest.approx(math.sqrt(500))
     assert missed["penalty"]
@@ -303,7 +306,7 @@ def test_border_touching_lesion_in_3d_with_spacing():
     pred[:, :, 3] = False
     row = evaluate_lesions(ref, pred, spacing=(3.0, 0.5, 0.5)).iloc[0]
     case = evaluate_case(ref, pred, spacing=(3.0, 0.5, 0.5)).as_dict()
-    for name in ("dice", "iou", "hd", "hd95", "hd95_pooled", "assd", "masd", "nsd", "boundary_f1"):
+    for name in ("dice", "iou", "hd", "hd95", "hd95_pooled", "assd", "masd", "nsd", "contour_f1"):
         assert row[name] == pytest.approx(case[name], rel=1e-12), name
     assert row["volume_mm3"] == pytest.approx(24 * 0.75)
     assert row["area_fraction"] == pytest.approx(12 / 64)
@@ -330,7 +333,7 @@ def test_per_lesion_metrics_equal_isolated_evaluation_on_separated_lesions():
         own = np.isin(pred_labels, np.unique(pred_labels[lesion & pred]))
         expected = evaluate_case(lesion, own, spacing=spacing, penalty=99.0).as_dict()
         row = table.iloc[i - 1]
-        for name in ("dice", "hd", "hd95", "hd95_pooled", "assd", "masd", "nsd", "boundary_f1"):
+        for name in ("dice", "hd", "hd95", "hd95_pooled", "assd", "masd", "nsd", "contour_f1"):
             assert row[name] == pytest.approx(expected[name], rel=1e-12), (i, name)
 
 
@@ -409,9 +412,9 @@ def test_extra_tolerance_columns():
     table = evaluate_lesions(ref, pred, tolerances=(1, 2))
     row = table.iloc[0]
     assert row["nsd_tol1"] == pytest.approx(0.625) and row["nsd"] == pytest.approx(0.625)
-    assert row["nsd_tol2"] == pytest.approx(1.0) and row["boundary_f1_tol2"] == pytest.approx(1.0)
+    assert row["nsd_tol2"] == pytest.approx(1.0) and row["contour_f1_tol2"] == pytest.approx(1.0)
     missed = evaluate_lesions(ref, np.zeros_like(ref), tolerances=(1, 2)).iloc[0]
-    assert missed["boundary_f1_tol2"] == 0.0
+    assert missed["contour_f1_tol2"] == 0.0
     fp = evaluate_lesions(np.zeros_like(ref), pred, tolerances=(1, 2)).iloc[0]
     assert np.isnan(fp["nsd_tol2"])
 
@@ -445,7 +448,7 @@ def test_per_lesion_rows_match_independently_built_lesion_masks():
             continue  # missed lesions are tested elsewhere; tie voxels may be assigned differently
         expected = evaluate_case(lesion, own, spacing=spacing, penalty=80.0).as_dict()
         row = table.iloc[i - 1]
-        for name in ("dice", "iou", "hd", "hd95", "hd95_pooled", "assd", "masd", "nsd", "boundary_f1"):
+        for name in ("dice", "iou", "hd", "hd95", "hd95_pooled", "assd", "masd", "nsd", "contour_f1"):
             assert row[name] == pytest.approx(expected[name], rel=1e-12), (i, name)
         compared += 1
     assert compared >= 5
@@ -511,3 +514,44 @@ def test_case_and_lesions_in_one_call_on_empty_masks():
     one[1, 1] = True
     case, table = evaluate_case_and_lesions(one, empty, penalty=7.0)
     assert case.hd == 7.0 and case.n_ref_boundary == 1 and table["penalty"].tolist() == [True]
+
+
+# ----------------------------------------------------------------------------------- quartiles (from test_analysis)
+def test_quartile_edges_known_sizes():
+    # Sizes 1..8 (of 100): numpy linear quantiles at 25/50/75 % are 1 + 7*q -> 2.75, 4.5, 6.25.
+    np.testing.assert_allclose(quartile_edges(np.arange(1, 9) / 100), [0.0275, 0.045, 0.0625])
+
+
+def test_assign_quartiles_upper_edges_inclusive():
+    edges = [0.0275, 0.045, 0.0625]
+    sizes = np.arange(1, 9) / 100
+    # 0.01, 0.02 <= 0.0275 -> Q1; 0.03, 0.04 -> Q2; 0.05, 0.06 -> Q3; 0.07, 0.08 -> Q4: two per quartile
+    assert assign_quartiles(sizes, edges).tolist() == ["Q1", "Q1", "Q2", "Q2", "Q3", "Q3", "Q4", "Q4"]
+    # a value equal to an edge belongs to the lower quartile
+    assert assign_quartiles([0.045], edges).tolist() == ["Q2"]
+    assert assign_quartiles([np.nan], edges).tolist() == [""]
+
+
+def test_quartiles_balanced_property():
+    rng = np.random.default_rng(0)
+    sizes = rng.random(400) * 0.1
+    labels = assign_quartiles(sizes, quartile_edges(sizes))
+    counts = pd.Series(labels).value_counts()
+    assert counts.to_dict() == {"Q1": 100, "Q2": 100, "Q3": 100, "Q4": 100}
+
+
+def test_quartile_errors():
+    with pytest.raises(ValueError, match="no finite value"):
+        quartile_edges([np.nan])
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
+        quartile_edges([0.5, 2.0])
+    with pytest.raises(ValueError, match="edges must be 3 finite non-decreasing"):
+        assign_quartiles([0.1], [0.3, 0.2, 0.4])
+
+
+def test_with_quartile_bounds():
+    t = with_quartile_bounds(pd.DataFrame({"stratum": ["Q1", "Q3", "all_lesions"]}), [0.1, 0.2, 0.3])
+    assert t["area_fraction_above"].tolist()[:2] == [0.0, 0.2] and t["area_fraction_upto"].tolist()[:2] == [0.1, 0.3]
+    assert np.isnan(t["area_fraction_upto"].iloc[2])
+    with pytest.raises(ValueError, match="edges must be 3 values"):
+        with_quartile_bounds(t, [0.1])

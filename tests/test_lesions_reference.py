@@ -17,7 +17,7 @@ from scipy import ndimage
 
 from helpers.lesions import evaluate_lesions
 
-METRICS = ("dice", "iou", "hd", "hd95", "hd95_pooled", "assd", "masd", "nsd", "boundary_f1")
+METRICS = ("dice", "iou", "hd", "hd95", "hd95_pooled", "assd", "masd", "nsd", "contour_f1")
 TOLERANCE = 1.45  # not a grid distance under the spacings below, so rounding cannot flip a count
 
 
@@ -42,7 +42,7 @@ def slow_evaluate_lesions(ref, pred, spacing, connectivity, penalty, min_overlap
         overlapping_any |= components
         overlap = int((lesion & pred).sum())
         if overlap < min_overlap:
-            rows[i] = {"detected": False, "dice": 0.0, "iou": 0.0, "nsd": 0.0, "boundary_f1": 0.0,
+            rows[i] = {"detected": False, "dice": 0.0, "iou": 0.0, "nsd": 0.0, "contour_f1": 0.0,
                        **{name: penalty for name in ("hd", "hd95", "hd95_pooled", "assd", "masd")}}
             continue
         own = np.isin(pred_labels, sorted(components)) & (owner == i)
@@ -63,7 +63,7 @@ def slow_evaluate_lesions(ref, pred, spacing, connectivity, penalty, min_overlap
             "assd": both.mean(),
             "masd": (ref_to_pred.mean() + pred_to_ref.mean()) / 2,
             "nsd": np.mean(both <= tol),
-            "boundary_f1": 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall),
+            "contour_f1": 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall),
         }
     false_positives = sorted(set(range(1, n_pred + 1)) - overlapping_any)
     return rows, false_positives

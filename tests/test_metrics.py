@@ -14,7 +14,7 @@ from helpers import metrics as m
 from helpers.metrics import (
     assd,
     boundary,
-    boundary_f1,
+    contour_f1,
     dice,
     empty_mask_table,
     evaluate_case,
@@ -68,10 +68,10 @@ def test_shifted_square_hand_values():
     assert assd(ref, pred) == pytest.approx(1.5)
     assert masd(ref, pred) == pytest.approx(1.5)
     assert nsd(ref, pred, tolerance=1.0) == pytest.approx(0.5)
-    assert boundary_f1(ref, pred, tolerance=1.0) == pytest.approx(0.5)
+    assert contour_f1(ref, pred, tolerance=1.0) == pytest.approx(0.5)
     result = evaluate_case(ref, pred, tolerances=(1, 2, 3))
-    assert result.nsd_at == pytest.approx({1.0: 0.5, 2.0: 11 / 18, 3.0: 1.0})
-    assert result.boundary_f1_at == pytest.approx({1.0: 0.5, 2.0: 11 / 18, 3.0: 1.0})
+    assert result.at_tolerances("nsd") == pytest.approx({1.0: 0.5, 2.0: 11 / 18, 3.0: 1.0})
+    assert result.at_tolerances("contour_f1") == pytest.approx({1.0: 0.5, 2.0: 11 / 18, 3.0: 1.0})
     assert result.n_ref_boundary == 36 and result.n_pred_boundary == 36
 
 
@@ -88,7 +88,7 @@ def test_directed_and_pooled_hd95_differ_on_a_nearby_false_positive():
     assert assd(ref, pred) == pytest.approx(10 / 33)
     assert masd(ref, pred) == pytest.approx(5 / 17)
     # Contour F1 at 1 px: precision 16/17, recall 1 -> 2 * (16/17) / (33/17) = 32/33. NSD: 32/33.
-    assert boundary_f1(ref, pred, tolerance=1) == pytest.approx(32 / 33)
+    assert contour_f1(ref, pred, tolerance=1) == pytest.approx(32 / 33)
     assert nsd(ref, pred, tolerance=1) == pytest.approx(32 / 33)
 
 
@@ -106,9 +106,9 @@ def test_contour_f1_differs_from_nsd_when_correct_counts_differ():
     pred[2:9, 2:7] = True
     pred[11, 11] = True
     assert nsd(ref, pred, tolerance=0) == pytest.approx(26 / 37)
-    assert boundary_f1(ref, pred, tolerance=0) == pytest.approx(26 / 37)
+    assert contour_f1(ref, pred, tolerance=0) == pytest.approx(26 / 37)
     assert nsd(ref, pred, tolerance=2) == pytest.approx(36 / 37)
-    assert boundary_f1(ref, pred, tolerance=2) == pytest.approx(40 / 41)
+    assert contour_f1(ref, pred, tolerance=2) == pytest.approx(40 / 41)
 
 
 def test_two_voxels_two_millimetres_apart():
@@ -123,7 +123,7 @@ def test_two_voxels_two_millimetres_apart():
     assert (result.dice, result.iou) == (0.0, 0.0)
     for name in ("hd", "hd95", "hd95_pooled", "assd", "masd"):
         assert getattr(result, name) == pytest.approx(2.0), name
-    assert result.nsd == 1.0 and result.boundary_f1 == 1.0
+    assert result.nsd == 1.0 and result.contour_f1 == 1.0
     assert nsd(ref, pred, spacing=spacing, tolerance=1.9) == 0.0
 
 
@@ -180,7 +180,7 @@ def test_boundary_is_the_face_connected_inner_ring():
 def test_both_empty():
     empty = np.zeros((6, 7), bool)
     result = evaluate_case(empty, empty)
-    for name in ("dice", "iou", "nsd", "boundary_f1"):
+    for name in ("dice", "iou", "nsd", "contour_f1"):
         assert getattr(result, name) == 1.0, name
     for name in ("hd", "hd95", "hd95_pooled", "assd", "masd"):
         assert getattr(result, name) == 0.0, name
@@ -188,7 +188,7 @@ def test_both_empty():
     assert (result.ref_empty, result.pred_empty) == (True, True)
     assert dice(empty, empty) == 1.0 and iou(empty, empty) == 1.0
     assert hd95(empty, empty) == 0.0 and assd(empty, empty) == 0.0 and masd(empty, empty) == 0.0
-    assert nsd(empty, empty, tolerance=1) == 1.0 and boundary_f1(empty, empty, tolerance=1) == 1.0
+    assert nsd(empty, empty, tolerance=1) == 1.0 and contour_f1(empty, empty, tolerance=1) == 1.0
 
 
 @pytest.mark.parametrize("which", ["ref", "pred"])
@@ -199,7 +199,7 @@ def test_exactly_one_empty_scores_zero_and_the_diagonal_penalty(which):
     empty = np.zeros_like(full)
     ref, pred = (empty, full) if which == "ref" else (full, empty)
     result = evaluate_case(ref, pred, spacing=(2.0, 0.5))
-    for name in ("dice", "iou", "nsd", "boundary_f1"):
+    for name in ("dice", "iou", "nsd", "contour_f1"):
         assert getattr(result, name) == 0.0, name
     for name in ("hd", "hd95", "hd95_pooled", "assd", "masd"):
         assert getattr(result, name) == pytest.approx(math.sqrt(73)), name
@@ -326,7 +326,7 @@ def test_scaling_with_spacing():
     scaled = evaluate_case(ref, pred, spacing=(7.5, 2.5, 1.25), tolerance=3.0)
     for name in ("hd", "hd95", "hd95_pooled", "assd", "masd"):
         assert getattr(scaled, name) == pytest.approx(2.5 * getattr(base, name), rel=1e-12), name
-    for name in ("dice", "iou", "nsd", "boundary_f1"):
+    for name in ("dice", "iou", "nsd", "contour_f1"):
         assert getattr(scaled, name) == pytest.approx(getattr(base, name), rel=1e-12), name
 
 
@@ -335,7 +335,7 @@ def test_ranges_and_orderings():
     for _ in range(5):
         ref, pred = random_pair(rng, (9, 14, 14), p=rng.uniform(0.02, 0.4))
         r = evaluate_case(ref, pred, spacing=(2.0, 1.0, 1.0), tolerance=1.5)
-        for name in ("dice", "iou", "nsd", "boundary_f1"):
+        for name in ("dice", "iou", "nsd", "contour_f1"):
             assert 0.0 <= getattr(r, name) <= 1.0
         assert r.iou <= r.dice
         assert r.hd95 <= r.hd and r.hd95_pooled <= r.hd
@@ -348,7 +348,7 @@ def test_identical_masks_are_perfect():
     rng = np.random.default_rng(5)
     mask = rng.random((6, 10, 10)) < 0.3
     r = evaluate_case(mask, mask, spacing=(3, 1, 1), tolerance=0)
-    assert (r.dice, r.iou, r.nsd, r.boundary_f1) == (1.0, 1.0, 1.0, 1.0)
+    assert (r.dice, r.iou, r.nsd, r.contour_f1) == (1.0, 1.0, 1.0, 1.0)
     assert (r.hd, r.hd95, r.assd, r.masd) == (0.0, 0.0, 0.0, 0.0)
 
 
@@ -380,7 +380,7 @@ def test_against_brute_force_distances(shape):
     assert r.assd == pytest.approx(np.concatenate([r2p, p2r]).mean(), rel=1e-12)
     assert r.masd == pytest.approx((r2p.mean() + p2r.mean()) / 2, rel=1e-12)
     precision, recall = (p2r <= 1.6).mean(), (r2p <= 1.6).mean()
-    assert r.boundary_f1 == pytest.approx(2 * precision * recall / (precision + recall), rel=1e-12)
+    assert r.contour_f1 == pytest.approx(2 * precision * recall / (precision + recall), rel=1e-12)
 
 
 # ---------------------------------------------------------------- cross-check against MONAI 1.6.1
@@ -470,7 +470,7 @@ def test_grouped_percentile_is_numpy_linear_exactly(percentile):
               for n in sizes]
     values = np.concatenate(groups)
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    ours = m._linear_percentile(values, starts, sizes, percentile)
+    ours = m.linear_percentile(values, starts, sizes, percentile)
     expected = np.array([np.percentile(g, percentile) for g in groups])
     np.testing.assert_array_equal(ours, expected)
 
@@ -481,10 +481,10 @@ def test_face_neighbour_boundary_equals_erosion_boundary():
     rng = np.random.default_rng(5)
     for shape in [(13, 17), (5, 9, 11)]:
         mask = rng.random(shape) < 0.5
-        crop = m._Crop.around(m._mask_box(mask))
+        crop = m.Crop.around(m.mask_box(mask))
         flat = crop.take(mask).ravel()
         foreground = np.flatnonzero(flat)
-        on_boundary = foreground[m._on_boundary(flat, foreground, crop.strides)]
+        on_boundary = foreground[m.on_boundary(flat, foreground, crop.strides)]
         expected = np.zeros(crop.shape, bool)
         expected[(slice(1, -1),) * mask.ndim] = boundary(mask)
         np.testing.assert_array_equal(on_boundary, np.flatnonzero(expected))

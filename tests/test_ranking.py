@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from helpers.metrics import higher_is_better
 from helpers.ranking import (
     agreement_matrix,
     compare_orders,
-    higher_is_better,
     kendall_tau,
     model_order,
     pairwise_agreement,

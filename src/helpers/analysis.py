@@ -71,20 +71,15 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .plots import get_axes, model_color
-from .ranking import BOUNDARY_METRICS, METRIC_DIRECTIONS, compare_orders, order_string, rank_models
+from .lesions import FALSE_POSITIVE, QUARTILES, REFERENCE, quartile_edges
+from .metrics import label, metric_names
+from .plots import get_axes, model_color, pyplot
+from .ranking import compare_orders, order_string, rank_models
 
-#: Metric columns of the study's output tables, in the paper's order (section 3.6).
-METRICS: tuple[str, ...] = ("dice", "iou", "hd95", "assd", "masd", "nsd", "contour_f1", "lesion_recall",
-                             "fp_lesions_per_case")
-#: Metrics computed per lesion (and per case) by the evaluation: overlap and boundary metrics.
-SEGMENTATION_METRICS: tuple[str, ...] = ("dice", "iou", "hd95", "assd", "masd", "nsd", "contour_f1")
-#: Detection metrics, reported beside the boundary metrics of every lesion set.
-DETECTION_METRICS: tuple[str, ...] = ("lesion_recall", "fp_lesions_per_case")
-QUARTILES: tuple[str, ...] = ("Q1", "Q2", "Q3", "Q4")
+# Metrics: the registry's (helpers.metrics.METRICS). The paper's metrics in its order (section 3.6):
+# metric_names(primary=True); those computed per case and per lesion (overlap, boundary, distance):
+# metric_names(primary=True, computed=True); detection: metric_names(primary=True, kind="detection").
 STRATA: tuple[str, ...] = ("overall", "all_lesions", *QUARTILES)
-REFERENCE = "lesion"  # the kind of reference-lesion rows (helpers.lesions.evaluate_lesions)
-FALSE_POSITIVE = "false_positive"
 #: The lesion sets of the lesion-level metrics (module docstring); the first is the primary analysis.
 LESION_SETS: tuple[str, ...] = ("common", "all_with_penalty", "detected_by_model")
 PRIMARY_LESION_SET = "common"
@@ -134,57 +129,6 @@ PAPER_SPREADS = {
     "Q1": {"dice_spread": 0.008, "hd95_spread_percent": 41.3, "ranking_stability": "Low"},
 }
 MODALITIES = {"wmh": "MRI", "lits": "CT", "idrid": "Fundus"}
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Quartiles
-# ---------------------------------------------------------------------------------------------------------------
-def quartile_edges(area_fractions) -> np.ndarray:
-    """The 25th, 50th and 75th percentiles of the reference lesions' area fractions (linear interpolation).
-
-    Raises
-    ------
-    ValueError
-        If there is no finite area fraction, or one outside [0, 1].
-    """
-    a = np.asarray(area_fractions, dtype=float).ravel()
-    a = a[np.isfinite(a)]
-    if a.size == 0:
-        raise ValueError("area_fractions holds no finite value: no reference lesion to define quartiles")
-    if a.min() < 0 or a.max() > 1:
-        raise ValueError(f"area_fractions must lie in [0, 1], got values from {a.min()} to {a.max()}")
-    return np.quantile(a, [0.25, 0.5, 0.75])
-
-
-def assign_quartiles(area_fractions, edges) -> np.ndarray:
-    """Quartile labels ``"Q1"`` ... ``"Q4"`` (upper edges inclusive); ``""`` where the area fraction is NaN.
-
-    Examples
-    --------
-    >>> assign_quartiles([0.1, 0.2, 0.25, 0.3, 0.9], [0.2, 0.3, 0.5]).tolist()
-    ['Q1', 'Q1', 'Q2', 'Q2', 'Q4']
-    """
-    edges = np.asarray(edges, dtype=float)
-    if edges.shape != (3,) or not np.all(np.isfinite(edges)) or np.any(np.diff(edges) < 0):
-        raise ValueError(f"edges must be 3 finite non-decreasing values, got {edges.tolist()}")
-    a = np.asarray(area_fractions, dtype=float).ravel()
-    index = np.searchsorted(edges, a, side="left")
-    labels = np.array(QUARTILES, dtype=object)[np.minimum(index, 3)]
-    labels[~np.isfinite(a)] = ""
-    return labels.astype(str)
-
-
-def with_quartile_bounds(table: pd.DataFrame, edges) -> pd.DataFrame:
-    """Add the area-fraction bounds of each row's stratum: ``area_fraction_above`` (exclusive lower bound) and
-    ``area_fraction_upto`` (inclusive upper bound); Q1 starts above 0, Q4 ends at 1, other strata get NaN."""
-    _check_columns(table, ["stratum"], "table")
-    e = np.asarray(edges, dtype=float)
-    if e.shape != (3,):
-        raise ValueError(f"edges must be 3 values, got {e.tolist()}")
-    bounds = {"Q1": (0.0, e[0]), "Q2": (e[0], e[1]), "Q3": (e[1], e[2]), "Q4": (e[2], 1.0)}
-    lower = table["stratum"].map(lambda s: bounds.get(s, (np.nan, np.nan))[0]).astype(float)
-    upper = table["stratum"].map(lambda s: bounds.get(s, (np.nan, np.nan))[1]).astype(float)
-    return table.assign(area_fraction_above=lower, area_fraction_upto=upper)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -260,11 +204,11 @@ def analysis_units(per_case: pd.DataFrame, per_lesion: pd.DataFrame, *, lesion_s
     ----------
     per_case : pandas.DataFrame
         ``per_case_metrics.csv``: ``dataset, model, case_id, metric, value, penalty`` (and ``ref_empty`` or
-        ``n_ref_lesions`` for the no-reference rule); metrics include the image-level
-        :data:`SEGMENTATION_METRICS` and ``fp_lesions`` (count per case).
+        ``n_ref_lesions`` for the no-reference rule); metrics include the primary image-level metrics
+        (``helpers.metrics.metric_names(primary=True, computed=True)``) and ``fp_lesions`` (count per case).
     per_lesion : pandas.DataFrame
         ``per_lesion_metrics.csv``: reference-lesion rows (``kind == "lesion"``) with metrics ``detected`` and
-        :data:`SEGMENTATION_METRICS`, and false-positive rows (``kind == "false_positive"``, metric
+        the same primary metrics, and false-positive rows (``kind == "false_positive"``, metric
         ``false_positive``), each with ``area_fraction`` and ``quartile``.
     lesion_set : {"common", "all_with_penalty", "detected_by_model"}
         Which reference lesions the lesion-level overlap and boundary metrics average (:data:`LESION_SETS`).
@@ -291,7 +235,7 @@ def analysis_units(per_case: pd.DataFrame, per_lesion: pd.DataFrame, *, lesion_s
     cols = ["dataset", "stratum", "metric", "model", "case_id", "value", "penalty", "missed", "excluded"]
 
     # overall: image-level metrics per case (cases without reference lesion excluded, counted), FP count per case
-    seg = pc[pc["metric"].isin(SEGMENTATION_METRICS)]
+    seg = pc[pc["metric"].isin(metric_names(primary=True, computed=True))]
     seg = seg.assign(stratum="overall", excluded=_reference_empty(seg))
     out.append(seg[cols])
     fp = pc[pc["metric"] == "fp_lesions"].assign(stratum="overall", metric="fp_lesions_per_case")
@@ -302,7 +246,7 @@ def analysis_units(per_case: pd.DataFrame, per_lesion: pd.DataFrame, *, lesion_s
     recall = detected.assign(metric="lesion_recall", value=detected["detected"].astype(float), penalty=False,
                              missed=False)
     out.append(recall.assign(stratum="overall")[cols])
-    lesion_seg = ref[ref["metric"].isin(SEGMENTATION_METRICS)]
+    lesion_seg = ref[ref["metric"].isin(metric_names(primary=True, computed=True))]
     if lesion_set == "detected_by_model":
         lesion_seg = lesion_seg[lesion_seg["detected"]]
     elif lesion_set == "common":
@@ -377,7 +321,7 @@ def aggregate(units: pd.DataFrame, *, min_lesions: int = MIN_LESIONS) -> pd.Data
     lesion_strata = ["all_lesions", *QUARTILES]
     grid = []
     for (dataset, lset), sub in u.groupby(["dataset", "lesion_set"], sort=False):
-        seg = [m for m in SEGMENTATION_METRICS if m in set(sub["metric"])]
+        seg = [m for m in metric_names(primary=True, computed=True) if m in set(sub["metric"])]
         models = sorted(sub["model"].unique())
         if seg and sub["stratum"].isin(lesion_strata).any():
             grid.append(pd.MultiIndex.from_product([[dataset], [lset], lesion_strata, models, seg], names=keys)
@@ -386,13 +330,14 @@ def aggregate(units: pd.DataFrame, *, min_lesions: int = MIN_LESIONS) -> pd.Data
         table = table.merge(pd.concat(grid, ignore_index=True), on=keys, how="outer")
     for column in ("n", "n_penalty", "n_missed", "n_cases", "n_nan", "n_excluded"):
         table[column] = table[column].fillna(0).astype(int)
-    lesion_level = table["stratum"].isin(["all_lesions", *QUARTILES]) & table["metric"].isin(SEGMENTATION_METRICS)
+    lesion_level = (table["stratum"].isin(["all_lesions", *QUARTILES])
+                    & table["metric"].isin(metric_names(primary=True, computed=True)))
     small = lesion_level & (table["n"] < min_lesions)
     table["rankable"] = ~small
     table["note"] = np.where(small, [f"{s} set: {n} lesion(s) < minimum {min_lesions}, not ranked"
                                      for s, n in zip(table["lesion_set"], table["n"])], "")
     order = {s: i for i, s in enumerate(STRATA)}
-    morder = {m: i for i, m in enumerate(METRICS)}
+    morder = {m: i for i, m in enumerate(metric_names(primary=True))}
     sorder = {s: i for i, s in enumerate(LESION_SETS)}
     table = table.assign(_l=table["lesion_set"].map(sorder).fillna(99), _s=table["stratum"].map(order).fillna(99),
                          _m=table["metric"].map(morder).fillna(99))
@@ -426,7 +371,8 @@ def _rankable(aggregates: pd.DataFrame) -> pd.DataFrame:
 
 
 def spread_table(aggregates: pd.DataFrame, *, top_k: int = 3, reference: str = "dice",
-                 metrics: Sequence[str] = METRICS, lesion_set: str | None = PRIMARY_LESION_SET) -> pd.DataFrame:
+                 metrics: Sequence[str] = metric_names(primary=True),
+                 lesion_set: str | None = PRIMARY_LESION_SET) -> pd.DataFrame:
     """Spread of each metric among the ``top_k`` models by ``reference`` in each dataset and stratum.
 
     ``lesion_set``: the set whose lesion-level rows are used (:func:`select_lesion_set`); ``None`` keeps every
@@ -471,7 +417,7 @@ def spread_table(aggregates: pd.DataFrame, *, top_k: int = 3, reference: str = "
     return pd.DataFrame(rows)
 
 
-def reversal_table(aggregates: pd.DataFrame, *, metrics: Sequence[str] = BOUNDARY_METRICS,
+def reversal_table(aggregates: pd.DataFrame, *, metrics: Sequence[str] = metric_names(against_dice=True),
                    top_k: int = 3, lesion_set: str | None = PRIMARY_LESION_SET) -> pd.DataFrame:
     """``ranking_reversals.csv``: the Dice order against each boundary metric's order per dataset, lesion set
     and stratum (:func:`helpers.ranking.compare_orders`).
@@ -515,7 +461,7 @@ def seed_spread(seed_aggregates: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
-def seed_rankings(seed_aggregates: pd.DataFrame, *, metrics: Sequence[str] = ("dice", *BOUNDARY_METRICS),
+def seed_rankings(seed_aggregates: pd.DataFrame, *, metrics: Sequence[str] = ("dice", *metric_names(against_dice=True)),
                   strata: Sequence[str] = ("overall", "Q1")) -> pd.DataFrame:
     """The model order under each metric for every seed: ``dataset, lesion_set, stratum, metric, seed, order``
     (best first, ``=`` for ties; rows that are not ``rankable`` are left out) and ``n_orders`` (distinct orders
@@ -543,7 +489,8 @@ def seed_rankings(seed_aggregates: pd.DataFrame, *, metrics: Sequence[str] = ("d
 def metric_variants(per_case: pd.DataFrame, metrics: Sequence[str], *, analysis: str) -> pd.DataFrame:
     """Case-level means of several variants of a metric side by side (e.g. ``hd95`` vs ``hd95_pooled``, or
     ``contour_f1_tol1`` ... ``contour_f1_tol3``): ``dataset, analysis, variant, model, value, n, n_penalty``.
-    The model order under each variant is in ``rank`` (1 = best; directions from the base metric name)."""
+    The model order under each variant is in ``rank`` (1 = best; directions from the registry, which knows every
+    variant: :func:`helpers.metrics.higher_is_better`)."""
     _check_columns(per_case, _CASE_COLUMNS, "per_case")
     sub = per_case[per_case["metric"].isin(list(metrics))].assign(penalty=lambda t: _as_bool(t["penalty"]))
     if sub.empty:
@@ -552,11 +499,9 @@ def metric_variants(per_case: pd.DataFrame, metrics: Sequence[str], *, analysis:
         value=("value", "mean"), n=("value", "count"), n_penalty=("penalty", "sum")).reset_index()
     table = table.rename(columns={"metric": "variant"})
     table.insert(1, "analysis", analysis)
-    base = {v: next((m for m in sorted(METRIC_DIRECTIONS, key=len, reverse=True) if v.startswith(m)), v)
-            for v in table["variant"].unique()}
     table["rank"] = np.nan
     for (dataset, variant), idx in table.groupby(["dataset", "variant"]).groups.items():
-        ranks = rank_models(table.loc[idx].set_index("model")["value"], metric=base[variant])
+        ranks = rank_models(table.loc[idx].set_index("model")["value"], metric=variant)
         table.loc[idx, "rank"] = table.loc[idx, "model"].map(ranks).to_numpy()
     return table
 
@@ -581,7 +526,7 @@ def recall_at_thresholds(per_lesion: pd.DataFrame, thresholds: Sequence[int]) ->
 
 
 def lesion_set_comparison(per_case: pd.DataFrame, per_lesion: pd.DataFrame, *, stratum: str = "Q1",
-                          metrics: Sequence[str] = SEGMENTATION_METRICS,
+                          metrics: Sequence[str] = metric_names(primary=True, computed=True),
                           min_lesions: int = MIN_LESIONS) -> pd.DataFrame:
     """The three lesion sets for one stratum side by side: ``dataset, metric, model, lesion_set, value, n,
     n_penalty, n_missed, rankable`` (``n_penalty`` counts the penalty values inside ``n``)."""
@@ -704,9 +649,10 @@ def small_lesion_comparison(aggregates: pd.DataFrame, *, stratum: str = "Q1",
     values and missed lesions: 0 in the ``common`` set), ``rankable`` and ``note``."""
     metrics = ["dice", "hd95", "assd", "contour_f1"]
     agg = select_lesion_set(aggregates, lesion_set)
-    sub = agg[(agg["stratum"] == stratum) & agg["metric"].isin(metrics + list(DETECTION_METRICS))]
+    detection = list(metric_names(primary=True, kind="detection"))
+    sub = agg[(agg["stratum"] == stratum) & agg["metric"].isin(metrics + detection)]
     table = sub.pivot_table(index=["dataset", "model"], columns="metric", values="value")
-    table = table.reindex(columns=metrics + list(DETECTION_METRICS)).reset_index()
+    table = table.reindex(columns=metrics + detection).reset_index()
     table.insert(0, "lesion_set", lesion_set)
     counts = [c for c in ("n", "n_penalty", "n_missed", "rankable", "note") if c in sub.columns]
     if counts:
@@ -825,26 +771,22 @@ def select_qualitative_examples(per_lesion: pd.DataFrame, *, stratum: str = "Q1"
 # ---------------------------------------------------------------------------------------------------------------
 # Figures
 # ---------------------------------------------------------------------------------------------------------------
-_METRIC_LABELS = {"dice": "Dice", "iou": "IoU", "hd95": "HD95", "assd": "ASSD", "masd": "MASD", "nsd": "NSD",
-                  "contour_f1": "contour F1",
-                  "lesion_recall": "lesion recall", "fp_lesions_per_case": "FP lesions / case"}
-
-
-def plot_overall_vs_small(spreads: pd.DataFrame, *, metrics: Sequence[str] = SEGMENTATION_METRICS, ax=None):
+def plot_overall_vs_small(spreads: pd.DataFrame, *, metrics: Sequence[str] = metric_names(primary=True, computed=True),
+                          ax=None):
     """Relative spread among the top 3 (by Dice) per metric, full test set vs Q1: bars = mean over datasets,
     dots = each dataset."""
     fig, ax = get_axes(ax, figsize=(6.5, 3.5))
     x = np.arange(len(metrics))
     width = 0.38
-    for k, (stratum, label, color) in enumerate([("overall", "full test set", "#8c8c8c"),
-                                                 ("Q1", "Q1 (small lesions)", "#c44e52")]):
+    for k, (stratum, legend, color) in enumerate([("overall", "full test set", "#8c8c8c"),
+                                                  ("Q1", "Q1 (small lesions)", "#c44e52")]):
         sub = spreads[spreads["stratum"] == stratum]
         means = [sub.loc[sub["metric"] == m, "relative_spread_percent"].mean() for m in metrics]
-        ax.bar(x + (k - 0.5) * width, means, width, color=color, alpha=0.8, label=label)
+        ax.bar(x + (k - 0.5) * width, means, width, color=color, alpha=0.8, label=legend)
         for i, m in enumerate(metrics):
             vals = sub.loc[sub["metric"] == m, "relative_spread_percent"].dropna().to_numpy()
             ax.plot(np.full(len(vals), x[i] + (k - 0.5) * width), vals, "o", ms=3, color="black")
-    ax.set_xticks(x, [_METRIC_LABELS.get(m, m) for m in metrics])
+    ax.set_xticks(x, [label(m) for m in metrics])
     # symmetric-log axis: relative spreads of distances near 0 mm reach thousands of percent
     ax.set_yscale("symlog", linthresh=10)
     ax.set_ylabel("spread among top 3 by Dice\n(max - min) / min, % (symlog)")
@@ -853,10 +795,10 @@ def plot_overall_vs_small(spreads: pd.DataFrame, *, metrics: Sequence[str] = SEG
 
 
 def plot_quartile_disagreement(spreads: pd.DataFrame, reversals: pd.DataFrame, *,
-                               metrics: Sequence[str] = SEGMENTATION_METRICS, axes=None):
+                               metrics: Sequence[str] = metric_names(primary=True, computed=True), axes=None):
     """Two panels from Q4 (largest) to Q1 (smallest): the relative spread among the top 3 per metric, and
     Kendall's tau between the Dice order and each boundary metric's order (mean over datasets)."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()  # matplotlib with the package style (helpers.plots)
 
     if axes is None:
         _, axes = plt.subplots(1, 2, figsize=(9, 3.4))
@@ -864,7 +806,7 @@ def plot_quartile_disagreement(spreads: pd.DataFrame, reversals: pd.DataFrame, *
     for m in metrics:
         sub = spreads[spreads["metric"] == m]
         y = [sub.loc[sub["stratum"] == s, "relative_spread_percent"].mean() for s in strata]
-        axes[0].plot(strata, y, "o-", label=_METRIC_LABELS.get(m, m))
+        axes[0].plot(strata, y, "o-", label=label(m))
     axes[0].set_yscale("symlog", linthresh=10)
     axes[0].set_ylabel("spread among top 3, % (symlog)")
     axes[0].set_xlabel("lesion-size quartile (large to small)")
@@ -872,7 +814,7 @@ def plot_quartile_disagreement(spreads: pd.DataFrame, reversals: pd.DataFrame, *
     for m in sorted(reversals["metric"].unique()) if len(reversals) else []:
         sub = reversals[reversals["metric"] == m]
         y = [sub.loc[sub["stratum"] == s, "kendall_tau"].mean() for s in strata]
-        axes[1].plot(strata, y, "o-", label=f"Dice vs {_METRIC_LABELS.get(m, m)}")
+        axes[1].plot(strata, y, "o-", label=f"Dice vs {label(m)}")
     axes[1].axhline(1.0, color="#8c8c8c", lw=0.8, ls=":")
     axes[1].set_ylim(-1.05, 1.05)
     axes[1].set_ylabel("Kendall's tau of model orders")
@@ -888,16 +830,16 @@ def plot_reversal_matrix(same: pd.DataFrame, total: pd.DataFrame, *, title: str 
     fig, ax = get_axes(ax, figsize=(4.2, 3.6))
     share = (same / total.replace(0, np.nan)).astype(float)
     image = ax.imshow(share.to_numpy(), vmin=0, vmax=1, cmap="viridis")
-    labels = [_METRIC_LABELS.get(m, m) for m in same.index]
+    labels = [label(m) for m in same.index]
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     ax.set_yticks(range(len(labels)), labels)
     for i in range(len(labels)):
         for j in range(len(labels)):
             s = share.iat[i, j]
-            label = f"{same.iat[i, j]}/{total.iat[i, j]}"
+            text = f"{same.iat[i, j]}/{total.iat[i, j]}"
             if tied is not None and tied.iat[i, j]:
-                label += f"\n+{tied.iat[i, j]} tied"
-            ax.text(j, i, label, ha="center", va="center", fontsize=7,
+                text += f"\n+{tied.iat[i, j]} tied"
+            ax.text(j, i, text, ha="center", va="center", fontsize=7,
                     color="black" if np.isfinite(s) and s > 0.6 else "white")
     ax.set_title(title)
     if colorbar:
@@ -911,7 +853,7 @@ def plot_reversal_matrices(aggregates: pd.DataFrame, *, metrics: Sequence[str] =
                            axes=None):
     """One :func:`plot_reversal_matrix` panel per dataset, counted over ``strata`` of one lesion set (rankable
     rows only); returns the axes array."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()  # matplotlib with the package style (helpers.plots)
 
     from .ranking import agreement_matrix
 
@@ -931,7 +873,7 @@ def plot_reversal_matrices(aggregates: pd.DataFrame, *, metrics: Sequence[str] =
 
 def plot_lesion_examples(crops: Sequence[Mapping], *, axes=None):
     """The qualitative figure: one :func:`plot_lesion_example` panel per crop, with a legend of the models."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()  # matplotlib with the package style (helpers.plots)
     from matplotlib.lines import Line2D
 
     n = max(len(crops), 1)
@@ -958,7 +900,7 @@ def stack_figures(paths: Sequence, *, width: float = 10.0):
     """One figure showing saved PNG figures (e.g. each dataset's qualitative examples) one below the other.
 
     Missing files raise FileNotFoundError naming the file. Returns the axes array."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()  # matplotlib with the package style (helpers.plots)
     from pathlib import Path
 
     images = []
@@ -1005,14 +947,14 @@ def plot_lesion_example(crop: Mapping, *, ax=None, title_metrics: bool = True):
 
 
 __all__ = [
-    "METRICS", "SEGMENTATION_METRICS", "DETECTION_METRICS", "QUARTILES", "STRATA", "LESION_SETS",
+    "STRATA", "LESION_SETS",
     "PRIMARY_LESION_SET", "MIN_LESIONS", "common_lesions", "lesion_set_units", "select_lesion_set",
     "lesion_set_comparison", "lesion_set_aggregates", "paper_full_set_dice", "paper_q1_maxima", "pooled_q1_upper",
-    "pooled_q1_upper_of", "common_set_sizes", "findings", "seed_spread", "seed_rankings", "METRIC_DIRECTIONS",
+    "pooled_q1_upper_of", "common_set_sizes", "findings", "seed_spread", "seed_rankings",
     "MODEL_LABELS",
     "PAPER_FULL_SET_DICE", "PAPER_SMALL_LESION", "PAPER_Q1_MAX_DIFFERENCES", "PAPER_AGREEMENT", "PAPER_DATASETS",
     "PAPER_SPREADS", "PAPER_DICE_LEADER_THIRD_HD95",
-    "quartile_edges", "assign_quartiles", "with_quartile_bounds", "analysis_units", "aggregate", "spread_table",
+    "analysis_units", "aggregate", "spread_table",
     "reversal_table",
     "dataset_summary", "spread_comparison", "small_lesion_comparison", "agreement_counts",
     "select_qualitative_examples", "metric_variants", "recall_at_thresholds", "collect",

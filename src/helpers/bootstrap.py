@@ -20,7 +20,7 @@ Conventions
 -----------
 - Differences are ``model_a - model_b`` in the metric's own units, for each unordered pair with ``a`` before
   ``b`` in the given model order. ``better`` names the model favoured by the observed difference, using the
-  metric's direction from :data:`helpers.ranking.METRIC_DIRECTIONS`.
+  metric's direction from the registry (:func:`helpers.metrics.higher_is_better`).
 - NaN values (a metric undefined for a unit, with no penalty) are excluded from the sums and counted in
   ``n_nan``; they are never silently dropped. A resample in which a model has no unit at all (for instance no
   Q1 lesion drawn) gives NaN for that model; shares and intervals use the finite resamples, counted in
@@ -55,7 +55,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .ranking import higher_is_better
+from .metrics import higher_is_better
 
 #: Family-wise level of the verdicts (Holm within a dataset's pairs x metrics x strata).
 ALPHA = 0.05

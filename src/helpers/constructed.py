@@ -36,6 +36,7 @@ import pandas as pd
 
 from . import perturb as _perturb
 from . import predictions as _predictions
+from .evaluation import split_cases
 from .io import read_json, write_json
 from .paths import Workspace
 
@@ -153,7 +154,6 @@ def use_predictions(ws: Workspace, dataset: str, *, source: str, trained: pd.Dat
         out = trained.loc[trained["seed"] == int(seed), ["model", "case_id", "predicted_voxels"]].copy()
         out.insert(2, "rule", "trained model")
         return out.reset_index(drop=True)
-    from .evaluation import split_cases
 
     cases = split_cases(ws, dataset, split="test")
     return write_constructed(ws, dataset, cases, models=models, seed=seed, image_format=image_format)[

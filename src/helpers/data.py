@@ -42,6 +42,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .lesions import quartile_edges as lesion_quartile_edges
+from .plots import pyplot
+
 DATASETS = ("wmh", "lits", "idrid")
 MODALITY = {"wmh": "MRI", "lits": "CT", "idrid": "Fundus"}
 TITLE = {"wmh": "WMH Challenge", "lits": "LiTS", "idrid": "IDRiD"}
@@ -707,14 +710,15 @@ def summary_table(dataset: str, cases: pd.DataFrame, lesions: pd.DataFrame) -> p
 
 
 def quartile_edges(lesions: pd.DataFrame) -> pd.DataFrame:
-    """Lesion-size quartile edges per split and over all lesions: ``split, n_lesions`` and the minimum, 25th,
-    50th, 75th percentile and maximum of the area fraction, in percent of the image (axial slice) area
-    (numpy's linear interpolation)."""
+    """Lesion-size quartile edges per split and over all lesions: ``split, n_lesions`` and the minimum, the
+    quartile edges of :func:`helpers.lesions.quartile_edges` (25th, 50th, 75th percentile) and the maximum of the
+    area fraction, in percent of the image (axial slice) area."""
     rows = []
     groups = [(name, lesions[lesions["split"] == name]) for name in ("train", "val", "test")] + [("all", lesions)]
     for name, group in groups:
-        values = 100 * np.asarray(group["area_fraction"], dtype=float)
-        edges = np.quantile(values, [0, 0.25, 0.5, 0.75, 1]) if values.size else [np.nan] * 5
+        values = np.asarray(group["area_fraction"], dtype=float)
+        edges = (100 * np.array([values.min(), *lesion_quartile_edges(values), values.max()]) if values.size
+                 else [np.nan] * 5)  # the inner edges are helpers.lesions.quartile_edges, in percent
         rows.append({"split": name, "n_lesions": int(values.size),
                      **{f"{k}_percent": float(v) for k, v in zip(("min", "q25", "q50", "q75", "max"), edges)}})
     return pd.DataFrame(rows)
@@ -925,7 +929,7 @@ def plot_lesion_sizes(lesions: pd.DataFrame, *, ax=None, split: str | None = "te
 def plot_examples(ws, dataset: str, case_ids, *, axes=None):
     """Example images (prepared, first channel) with the lesion outlines in red; for volumes the axial slice
     with the most lesion pixels. One axes per case; returns the axes."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()  # matplotlib with the package style (helpers.plots)
     from matplotlib.colors import ListedColormap
     from skimage.segmentation import find_boundaries
 
@@ -957,7 +961,7 @@ def plot_small_lesions(summary: DatasetSummary, *, n: int = 8, margin: int = 6, 
     (first channel; for volumes the axial slice where the lesion's cross-section is largest) drawn with
     nearest-neighbour pixels, so that one square is one voxel, the reference outline in red. Lesions are picked
     evenly across the Q1 size range (smallest to the Q1 edge). Returns the axes."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()  # matplotlib with the package style (helpers.plots)
     from matplotlib.colors import ListedColormap
     from skimage.segmentation import find_boundaries
 

@@ -9,15 +9,16 @@ Conventions
   label 2) is passed to every metric, which removes its voxels from both masks.
 - Image-level metrics: :func:`helpers.metrics.evaluate_case`; lesion-level:
   :func:`helpers.lesions.evaluate_lesions`. Their definitions and the empty-mask policy (no NaN: penalties,
-  flagged) are those modules'. Names in our tables: ``contour_f1`` is :func:`helpers.metrics.boundary_f1`
-  at ``tolerance``; ``contour_f1_tol<t>`` the same at the extra tolerances (sensitivity analysis);
-  ``hd95`` is the directed-max HD95 (primary) and ``hd95_pooled`` the pooled variant (sensitivity analysis).
+  flagged) are those modules'. Metric names, directions and the tables that carry each metric are the registry's
+  (:data:`helpers.metrics.METRICS`): ``contour_f1`` at ``tolerance``, ``contour_f1_tol<t>`` / ``nsd_tol<t>`` at
+  the extra tolerances (:func:`helpers.metrics.tolerance_name`); ``hd95`` is the directed-max HD95 (primary) and
+  ``hd95_pooled`` the pooled variant (sensitivity analysis).
 - Tolerances (contour F1, NSD) are given in voxels of the dataset's grid and stated in mm: by default one
   in-plane voxel (:func:`in_plane_voxel_mm`: the median over the evaluated cases of the larger in-plane
   spacing), with 1, 2 and 3 voxels as the sensitivity analysis (:func:`resolve_tolerances`). A tolerance
   below one voxel would count only exact voxel matches.
 - Lesion size quartiles: edges from the test set's reference lesions (model-independent), see
-  :func:`helpers.analysis.quartile_edges`; false-positive components get a quartile by their own area fraction.
+  :func:`helpers.lesions.quartile_edges`; false-positive components get a quartile by their own area fraction.
 
 Tables (long format)
 --------------------
@@ -38,35 +39,25 @@ Tables (long format)
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from . import data as _data
 from . import lesions as _lesions
 from . import metrics as _metrics
 from . import predictions as _predictions
-from .analysis import FALSE_POSITIVE, REFERENCE, assign_quartiles, quartile_edges
 from .io import read_json, write_csv, write_json
+from .lesions import FALSE_POSITIVE, REFERENCE, assign_quartiles, quartile_edges
+from .metrics import metric, metric_names, split_tolerance_name, tolerance_name
 from .paths import Workspace
+from .progress import progress_bar
 
-#: Lesion-level metrics written to ``per_lesion_metrics.csv`` (our names -> ``evaluate_lesions`` columns).
-LESION_METRIC_COLUMNS = {"dice": "dice", "iou": "iou", "hd95": "hd95", "hd95_pooled": "hd95_pooled", "assd": "assd",
-                         "masd": "masd", "nsd": "nsd", "contour_f1": "boundary_f1"}
-#: Our names of the distance metrics: the only rows whose value can be a penalty (a stand-in for an undefined
-#: distance). A missed lesion's Dice, IoU, NSD and contour F1 are 0, a defined value, so their rows are not.
-DISTANCE_METRICS = ("hd95", "hd95_pooled", "assd", "masd", "hd")
-#: Image-level metrics written to ``per_case_metrics.csv`` (our names -> ``CaseMetrics`` fields).
-CASE_METRIC_COLUMNS = {"dice": "dice", "iou": "iou", "hd95": "hd95", "hd95_pooled": "hd95_pooled", "assd": "assd",
-                       "masd": "masd", "nsd": "nsd", "contour_f1": "boundary_f1"}
 PER_CASE_FILE = "per_case_metrics.csv"
 PER_LESION_FILE = "per_lesion_metrics.csv"
 EDGES_FILE = "quartile_edges.json"
-
-
-def _tol_name(prefix: str, tolerance: float) -> str:
-    return f"{prefix}_tol{tolerance:g}"
 
 
 #: Sensitivity tolerances, in in-plane voxels of the dataset's grid.
@@ -103,10 +94,14 @@ def resolve_tolerances(cases: Sequence, tolerance: float | None, tolerances: Seq
 
 
 def tolerance_metrics(per_case: pd.DataFrame, prefix: str = "contour_f1") -> list[str]:
-    """The ``<prefix>_tol<t>`` metrics of a per-case table, by increasing tolerance (for
-    :func:`helpers.analysis.metric_variants`)."""
-    names = [m for m in per_case["metric"].unique() if str(m).startswith(f"{prefix}_tol")]
-    return sorted(names, key=lambda m: float(str(m)[len(prefix) + 4:]))
+    """The tolerance variants of metric ``prefix`` in a per-case table (:func:`helpers.metrics.tolerance_name`),
+    by increasing tolerance (for :func:`helpers.analysis.metric_variants`)."""
+    found = {}
+    for name in per_case["metric"].unique():
+        base, tolerance = split_tolerance_name(str(name))
+        if base == prefix and tolerance is not None:
+            found[str(name)] = tolerance
+    return sorted(found, key=found.get)
 
 
 def evaluate_case_tables(
@@ -136,14 +131,16 @@ def evaluate_case_tables(
     base = {"dataset": dataset, "model": model, "case_id": str(case.case_id), "n_ref_lesions": summary["n_ref_lesions"],
             "ref_empty": result.ref_empty, "pred_empty": result.pred_empty}
     rows = []
-    for name, field in CASE_METRIC_COLUMNS.items():
-        rows.append({**base, "metric": name, "value": float(getattr(result, field)),
-                     "penalty": field in result.penalty_used, "reason": ""})
+    for name in metric_names(table="case", computed=True):
+        rows.append({**base, "metric": name, "value": float(result.values[name]),
+                     "penalty": name in result.penalty_used, "reason": ""})
+    # tolerance variants grouped by tolerance, metrics by name within one (contour_f1_tol<t>, then nsd_tol<t>)
+    variants = sorted(n for n in metric_names(table="case", computed=True) if metric(n).per_tolerance)
     for t in tolerances:
-        rows.append({**base, "metric": _tol_name("contour_f1", t), "value": float(result.boundary_f1_at[float(t)]),
-                     "penalty": False, "reason": ""})
-        rows.append({**base, "metric": _tol_name("nsd", t), "value": float(result.nsd_at[float(t)]),
-                     "penalty": False, "reason": ""})
+        for name in variants:
+            variant = tolerance_name(name, t)
+            rows.append({**base, "metric": variant, "value": float(result.values[variant]), "penalty": False,
+                         "reason": ""})
     rows.append({**base, "metric": "fp_lesions", "value": float(summary["n_false_positive"]), "penalty": False,
                  "reason": ""})
     recall = summary["lesion_recall"]
@@ -152,18 +149,16 @@ def evaluate_case_tables(
     return rows, table
 
 
-def lesion_rows(table: pd.DataFrame, *, dataset: str, model: str, case_id: str,
-                metrics: Mapping[str, str] | None = None) -> pd.DataFrame:
+def lesion_rows(table: pd.DataFrame, *, dataset: str, model: str, case_id: str) -> pd.DataFrame:
     """Long per-lesion rows from an :func:`helpers.lesions.evaluate_lesions` table: the one row builder of the
     study (the failure-mode laboratory uses it too).
 
-    ``metrics`` maps our metric names to the table's columns (default :data:`LESION_METRIC_COLUMNS`). Reference
-    lesions get a ``detected`` row (1/0) and one row per metric; false positives one ``false_positive`` row
-    (value 1). ``penalty`` is True only on the distance rows (:data:`DISTANCE_METRICS`) of a missed lesion,
-    whose value is the penalty distance; every other row, the missed lesion's Dice 0 included, has ``penalty``
-    False (the ``detected`` column and the ``detected`` rows say it was missed).
+    Reference lesions get a ``detected`` row (1/0) and one row per metric the registry puts in the per-lesion
+    table (:func:`helpers.metrics.metric_names` ``(table="lesion", per_lesion=True)``); false positives one
+    ``false_positive`` row (value 1). ``penalty`` is True only on the distance rows (registry kind "distance")
+    of a missed lesion, whose value is the penalty distance; every other row, the missed lesion's Dice 0
+    included, has ``penalty`` False (the ``detected`` column and the ``detected`` rows say it was missed).
     """
-    metrics = LESION_METRIC_COLUMNS if metrics is None else dict(metrics)
     bbox = [c for c in table.columns if c.startswith("bbox_")]
     keep = [c for c in ["lesion_id", "kind", "detected", "n_voxels", "area_fraction", "overlap_voxels", *bbox]
             if c in table.columns]
@@ -173,9 +168,9 @@ def lesion_rows(table: pd.DataFrame, *, dataset: str, model: str, case_id: str,
         detected = ref["detected"].astype(bool)
         missed_penalty = ref["penalty"].astype(bool).to_numpy()
         frames.append(ref[keep].assign(metric="detected", value=detected.astype(float).to_numpy(), penalty=False))
-        for name, column in metrics.items():
-            frames.append(ref[keep].assign(metric=name, value=ref[column].astype(float).to_numpy(),
-                                           penalty=missed_penalty & (name in DISTANCE_METRICS)))
+        for name in metric_names(table="lesion", per_lesion=True):
+            frames.append(ref[keep].assign(metric=name, value=ref[name].astype(float).to_numpy(),
+                                           penalty=missed_penalty & metric(name).penalised))
     fp = table[table["kind"] == FALSE_POSITIVE]
     if len(fp):
         frames.append(fp[keep].assign(metric=FALSE_POSITIVE, value=1.0, penalty=False))
@@ -188,6 +183,18 @@ def lesion_rows(table: pd.DataFrame, *, dataset: str, model: str, case_id: str,
     out.insert(0, "model", model)
     out.insert(0, "dataset", dataset)
     return out
+
+
+def _checked_models(root: Path, models: Sequence[str] | None) -> list[str]:
+    """The model folders to evaluate: ``models`` (each must exist under ``root``), or every one found."""
+    found = _predictions.list_models(root)
+    models = [str(m) for m in (found if models is None else models)]
+    if not models:
+        raise ValueError(f"{root}: no model folder with predictions")
+    missing = [m for m in models if m not in found]
+    if missing:
+        raise ValueError(f"{root}: models {missing} not found (found: {found})")
+    return models
 
 
 def evaluate_cases(
@@ -243,17 +250,7 @@ def evaluate_cases(
     if not cases:
         raise ValueError("cases is empty: nothing to evaluate")
     tolerance, tolerances = resolve_tolerances(cases, tolerance, tolerances)
-    found = _predictions.list_models(root)
-    if models is None:
-        models = found
-    models = [str(m) for m in models]
-    if not models:
-        raise ValueError(f"{root}: no model folder with predictions")
-    missing = [m for m in models if m not in found]
-    if missing:
-        raise ValueError(f"{root}: models {missing} not found (found: {found})")
-    from .progress import progress_bar
-
+    models = _checked_models(root, models)
     case_rows: list[dict] = []
     lesion_frames: list[pd.DataFrame] = []
     jobs = [(m, c) for m in models for c in cases]
@@ -273,10 +270,7 @@ def evaluate_cases(
         per_lesion = pd.concat(lesion_frames, ignore_index=True)
     else:
         per_lesion = pd.DataFrame(columns=[c for c in columns if c != "quartile"])
-    # quartile edges from the reference lesions, counted once (they are the same for every model)
-    ref = per_lesion[(per_lesion["kind"] == REFERENCE) & (per_lesion["metric"] == "detected")]
-    ref_once = ref.drop_duplicates(["case_id", "lesion_id"])
-    edges = quartile_edges(ref_once["area_fraction"]) if len(ref_once) else np.full(3, np.nan)
+    edges = reference_quartile_edges(per_lesion)
     if len(per_lesion) and np.all(np.isfinite(edges)):
         per_lesion["quartile"] = assign_quartiles(per_lesion["area_fraction"], edges)
     else:
@@ -284,6 +278,17 @@ def evaluate_cases(
     bbox = sorted(c for c in per_lesion.columns if c.startswith("bbox_"))
     per_lesion = per_lesion[columns + bbox]
     return per_case, per_lesion, edges
+
+
+def reference_quartile_edges(per_lesion: pd.DataFrame) -> np.ndarray:
+    """Quartile edges (:func:`helpers.lesions.quartile_edges`) of a per-lesion table's reference lesions, each
+    counted once (the ``detected`` rows of one model: they are the same for every model); three NaN when the
+    table has no reference lesion."""
+    if not len(per_lesion):
+        return np.full(3, np.nan)
+    ref = per_lesion[(per_lesion["kind"] == REFERENCE) & (per_lesion["metric"] == "detected")]
+    ref_once = ref.drop_duplicates(["case_id", "lesion_id"])
+    return quartile_edges(ref_once["area_fraction"]) if len(ref_once) else np.full(3, np.nan)
 
 
 def inference_record(ws, dataset: str) -> dict:
@@ -300,8 +305,6 @@ def split_cases(ws: Workspace, dataset: str, *, split: str = "test") -> list:
     The data root comes from ``results/<dataset>/data_manifest.json`` (``"source"``: ``"synthetic"`` means
     ``ws.data(dataset)``, else the real data root); the case ids from ``results/<dataset>/splits.json``.
     """
-    from . import data as _data
-
     manifest_path = ws.results(dataset) / "data_manifest.json"
     manifest = read_json(manifest_path)
     source = manifest.get("source")
@@ -372,74 +375,6 @@ def evaluate_predictions(
     return per_case, per_lesion
 
 
-def cleanup_sensitivity(
-    cases: Sequence,
-    predictions_root,
-    *,
-    dataset: str,
-    thresholds: Sequence[int],
-    applied: int = 0,
-    models: Sequence[str] | None = None,
-    tolerance: float | None = None,
-    min_overlap: int = 1,
-    connectivity: int | None = None,
-    penalty: float | None = None,
-    min_lesions: int = 5,
-    progress: bool = True,
-) -> pd.DataFrame:
-    """The predicted-component clean-up threshold as a sensitivity analysis: each prediction is cleaned again of
-    components smaller than ``k`` voxels (:func:`helpers.predictions.postprocess`, full connectivity) for each
-    ``k`` in ``thresholds`` and re-evaluated; detection and the Q1 common-set boundary metrics per ``k``.
-
-    ``applied`` is the threshold the predictions were written with (``inference.json``): a smaller ``k`` cannot
-    be undone from binary predictions, so its rows say so (``note``) instead of repeating ``applied``'s numbers.
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``dataset, min_component_voxels, model, stratum, metric, value, n, n_penalty, rankable, note`` for
-        ``lesion_recall`` and ``fp_lesions_per_case`` (overall) and Q1 ``dice``, ``hd95``, ``contour_f1`` of the
-        ``common`` set.
-    """
-    from . import analysis as _analysis
-    from .progress import progress_bar
-
-    cases = list(cases)
-    root = Path(predictions_root)
-    models = _predictions.list_models(root) if models is None else [str(m) for m in models]
-    tolerance, _ = resolve_tolerances(cases, tolerance, ())
-    rows = []
-    for k in thresholds:
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
-            raise ValueError(f"thresholds must be non-negative integers (voxels), got {k!r}")
-        if k < applied:
-            rows.append({"dataset": dataset, "min_component_voxels": int(k), "model": "", "stratum": "",
-                         "metric": "", "value": np.nan, "n": 0, "n_penalty": 0, "rankable": False,
-                         "note": f"below the applied clean-up ({applied} voxels): needs probabilities"})
-            continue
-        case_rows, frames = [], []
-        for model, case in progress_bar([(m, c) for m in models for c in cases], progress=progress,
-                                        desc=f"clean-up {k}"):
-            pred = _predictions.read_prediction(root, model, case)
-            pred = _predictions.postprocess(pred.astype(np.float32), threshold=0.5, min_component_voxels=int(k))
-            part, table = evaluate_case_tables(case, pred, dataset=dataset, model=model, tolerance=tolerance,
-                                               min_overlap=min_overlap, connectivity=connectivity, penalty=penalty)
-            case_rows.extend(part)
-            frames.append(lesion_rows(table, dataset=dataset, model=model, case_id=str(case.case_id)))
-        per_case = pd.DataFrame(case_rows)
-        per_lesion = pd.concat([f for f in frames if len(f)], ignore_index=True)
-        ref = per_lesion[(per_lesion["kind"] == REFERENCE) & (per_lesion["metric"] == "detected")]
-        edges = quartile_edges(ref.drop_duplicates(["case_id", "lesion_id"])["area_fraction"])
-        per_lesion["quartile"] = assign_quartiles(per_lesion["area_fraction"], edges)
-        agg = _analysis.aggregate(_analysis.analysis_units(per_case, per_lesion), min_lesions=min_lesions)
-        keep = (((agg["stratum"] == "overall") & agg["metric"].isin(["lesion_recall", "fp_lesions_per_case"]))
-                | ((agg["stratum"] == "Q1") & agg["metric"].isin(["dice", "hd95", "contour_f1"])))
-        sub = agg[keep].assign(min_component_voxels=int(k))
-        rows.extend(sub[["dataset", "min_component_voxels", "model", "stratum", "metric", "value", "n",
-                         "n_penalty", "rankable", "note"]].to_dict("records"))
-    return pd.DataFrame(rows)
-
-
 SEEDS_FOLDER = "_seeds"  # extra training seeds: <predictions root>/_seeds/seed<k>/ (helpers.predictions)
 
 
@@ -454,35 +389,6 @@ def extra_seed_roots(predictions_root) -> dict[int, Path]:
         if path.is_dir() and path.name.startswith("seed") and path.name[4:].isdigit():
             roots[int(path.name[4:])] = path
     return dict(sorted(roots.items()))
-
-
-def seed_aggregates(ws: Workspace, dataset: str, *, main_seed: int = 0, predictions_root=None,
-                    cases: Sequence | None = None, split: str = "test", tolerance: float | None = None,
-                    min_overlap: int = 1, connectivity: int | None = None, penalty: float | None = None,
-                    min_lesions: int = 5, progress: bool = True) -> pd.DataFrame:
-    """Aggregates of every trained seed, with a ``seed`` column: the main seed's from the written tables
-    (:func:`read_tables`), the extra seeds' (:func:`extra_seed_roots`) evaluated here in the same way (every
-    lesion set, :func:`helpers.analysis.lesion_set_units`). Quartile edges are the main evaluation's (they depend
-    on the reference lesions only), so a lesion is in the same quartile for every seed."""
-    from . import analysis as _analysis
-
-    root = ws.predictions(dataset) if predictions_root is None else Path(predictions_root)
-    per_case, per_lesion = read_tables(ws, dataset)
-    frames = [_analysis.aggregate(_analysis.lesion_set_units(per_case, per_lesion), min_lesions=min_lesions)
-              .assign(seed=int(main_seed))]
-    extra = extra_seed_roots(root)
-    if extra:
-        info = read_json(ws.results(dataset) / EDGES_FILE)
-        edges = np.array([info["edges"][k] for k in ("q1_upper", "q2_upper", "q3_upper")], dtype=float)
-        cases = split_cases(ws, dataset, split=split) if cases is None else list(cases)
-        tol = info.get("tolerance_mm") if tolerance is None else tolerance
-        for k, seed_root in extra.items():
-            pc, pl, _ = evaluate_cases(cases, seed_root, dataset=dataset, tolerance=tol, min_overlap=min_overlap,
-                                       connectivity=connectivity, penalty=penalty, progress=progress)
-            pl["quartile"] = assign_quartiles(pl["area_fraction"], edges)
-            frames.append(_analysis.aggregate(_analysis.lesion_set_units(pc, pl), min_lesions=min_lesions)
-                          .assign(seed=int(k)))
-    return pd.concat(frames, ignore_index=True)
 
 
 def read_tables(ws: Workspace, dataset: str) -> tuple[pd.DataFrame, pd.DataFrame]:

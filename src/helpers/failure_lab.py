@@ -15,9 +15,10 @@ Conventions
   that a failure mode deletes gets Dice 0 and the penalty distance, which is reported in the ``penalty``
   column and never dropped. In the sweep every lesion sits on the same canvas, so the penalty (the canvas
   diagonal) is one fixed, stated number.
-- Metric names follow the study's tables: ``dice``, ``iou``, ``hd``, ``hd95`` (maximum of the two directed
-  95th percentiles), ``hd95_pooled`` (95th percentile of both directed sets pooled), ``assd``, ``nsd`` and
-  ``contour_f1`` (both at ``tolerance`` mm).
+- Metric names, directions and labels are the registry's (:data:`helpers.metrics.METRICS`); the sweep records
+  the metrics it tags ``"sweep"`` (``dice``, ``hd``, ``hd95`` (maximum of the two directed 95th percentiles),
+  ``hd95_pooled`` (95th percentile of both directed sets pooled), ``assd``, ``nsd`` and ``contour_f1``, both at
+  ``tolerance`` mm).
 - "Full-set Dice" of a model is the mean over test cases of the per-case Dice, the paper's full-test-set
   number (:func:`full_set_dice`).
 - Randomness only through explicit seeds; case ``k`` of a test set is perturbed with seed
@@ -28,55 +29,26 @@ Conventions
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 from scipy import ndimage
-from .progress import progress_bar
 
 from helpers import analysis, bootstrap, perturb
-from helpers.evaluation import evaluate_case_tables, lesion_rows
-from helpers.metrics import _as_spacing, dice, evaluate_case
-from helpers.plots import get_axes, model_color
+from helpers.checks import as_int, as_positive, as_spacing
+from helpers.evaluation import evaluate_case_tables, lesion_rows, reference_quartile_edges
+from helpers.lesions import assign_quartiles
+from helpers.metrics import METRICS, dice, evaluate_case, label, metric_names, plot_boundaries
+from helpers.plots import colormap, get_axes, model_color, subplots
+from helpers.progress import progress_bar
 
-#: Metrics recorded by the sweep, in the study's names.
-SWEEP_METRICS: tuple[str, ...] = ("dice", "hd", "hd95", "hd95_pooled", "assd", "nsd", "contour_f1")
 #: Shapes of the synthetic lesions of the sweep.
 SHAPES: tuple[str, ...] = ("disk", "irregular")
-#: Metric labels for figures.
-METRIC_LABELS = {
-    "dice": "Dice",
-    "hd": "HD (mm)",
-    "hd95": "HD95, directed max (mm)",
-    "hd95_pooled": "HD95, pooled (mm)",
-    "assd": "ASSD (mm)",
-    "nsd": "NSD",
-    "contour_f1": "contour F1",
-}
-_CASE_METRIC_NAMES = {"boundary_f1": "contour_f1"}  # CaseMetrics name -> study table name
 
 
 # ---------------------------------------------------------------------------------------------- validation
-def _as_positive(value, name: str, *, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    value = float(value)
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        raise ValueError(f"{name} must be finite and {'>= 0' if allow_zero else '> 0'}, got {value!r}")
-    return value
-
-
-def _as_int(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if int(value) < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def _as_list(values, name: str, check) -> list:
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
         raise TypeError(f"{name} must be a sequence, got {values!r}")
@@ -158,15 +130,15 @@ def draw_lesion(
         The lesion mask (clipped to the canvas).
     """
     ndim = _as_ndim(len(shape))
-    spacing = np.asarray(_as_spacing(spacing, ndim))
+    spacing = np.asarray(as_spacing(spacing, ndim))
     centre = np.asarray(centre_mm, dtype=float)
     if centre.shape != (ndim,):
         raise ValueError(f"centre_mm must have one value per axis ({ndim}), got {centre_mm!r}")
-    radius = _as_positive(radius_mm, "radius_mm")
-    irregularity = _as_positive(irregularity, "irregularity", allow_zero=True)
+    radius = as_positive(radius_mm, "radius_mm")
+    irregularity = as_positive(irregularity, "irregularity", allow_zero=True)
     if irregularity >= 1:
         raise ValueError(f"irregularity must be in [0, 1), got {irregularity!r}")
-    n_protrusions = _as_int(n_protrusions, "n_protrusions", 0)
+    n_protrusions = as_int(n_protrusions, "n_protrusions", 0)
     if (irregularity > 0 or n_protrusions > 0) and not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy.random.Generator for an irregular lesion, got {rng!r}")
     grids = np.meshgrid(*[np.arange(n) * s - c for n, s, c in zip(shape, spacing, centre)], indexing="ij")
@@ -193,8 +165,8 @@ def draw_lesion(
 def canvas_shape(max_radius_mm: float, margin_mm: float, *, ndim: int = 2, spacing=None) -> tuple[int, ...]:
     """The smallest odd canvas holding a lesion of ``max_radius_mm`` with ``margin_mm`` on every side."""
     ndim = _as_ndim(ndim)
-    spacing = _as_spacing(spacing, ndim)
-    half = _as_positive(max_radius_mm, "max_radius_mm") + _as_positive(margin_mm, "margin_mm", allow_zero=True)
+    spacing = as_spacing(spacing, ndim)
+    half = as_positive(max_radius_mm, "max_radius_mm") + as_positive(margin_mm, "margin_mm", allow_zero=True)
     return tuple(2 * int(math.ceil(half / s)) + 1 for s in spacing)
 
 
@@ -216,8 +188,8 @@ def analytic_expectation(mode: str, radius_mm: float, severity_mm: float, *, ndi
     """
     mode = _as_mode_name(mode)
     ndim = _as_ndim(ndim)
-    r = _as_positive(radius_mm, "radius_mm")
-    s = _as_positive(severity_mm, "severity_mm", allow_zero=True)
+    r = as_positive(radius_mm, "radius_mm")
+    s = as_positive(severity_mm, "severity_mm", allow_zero=True)
 
     def lens_fraction(d: float) -> float:
         if d >= 2 * r:
@@ -245,8 +217,7 @@ def analytic_expectation(mode: str, radius_mm: float, severity_mm: float, *, ndi
 # --------------------------------------------------------------------------------------------------- sweep
 def _case_metric_values(ref, pred, *, spacing, tolerance, penalty) -> tuple[dict[str, float], bool]:
     m = evaluate_case(ref, pred, spacing=spacing, tolerance=tolerance, penalty=penalty)
-    values = {_CASE_METRIC_NAMES.get(k, k): v for k, v in m.metric_values().items()}
-    return values, bool(m.penalty_used)
+    return m.metric_values(), bool(m.penalty_used)
 
 
 def sweep(
@@ -302,13 +273,13 @@ def sweep(
         lesion with severity 0 (the unperturbed reference, a check: Dice 1, distances 0).
     """
     ndim = _as_ndim(ndim)
-    spacing_t = _as_spacing(spacing, ndim)
-    radii = _as_list(radii_mm, "radii_mm", lambda v: _as_positive(v, "radii_mm"))
+    spacing_t = as_spacing(spacing, ndim)
+    radii = _as_list(radii_mm, "radii_mm", lambda v: as_positive(v, "radii_mm"))
     modes = _as_list(modes, "modes", _as_mode_name)
-    severities = _as_list(severities_mm, "severities_mm", lambda v: _as_positive(v, "severities_mm", allow_zero=True))
+    severities = _as_list(severities_mm, "severities_mm", lambda v: as_positive(v, "severities_mm", allow_zero=True))
     shapes = _as_list(shapes, "shapes", lambda v: v if v in SHAPES else _bad_shape(v))
-    n_repeats = _as_int(n_repeats, "n_repeats", 1)
-    seed = _as_int(seed, "seed", 0)
+    n_repeats = as_int(n_repeats, "n_repeats", 1)
+    seed = as_int(seed, "seed", 0)
     reach = max(perturb.FAILURE_MODES[m].reach_mm(max(severities), {}) for m in modes)
     extent = max(radii) * (1 + irregularity) * (1 + 0.8)  # lobes and protrusions of draw_lesion
     shape = canvas_shape(extent, reach + 2 * max(spacing_t) + 2.0, ndim=ndim, spacing=spacing_t)
@@ -336,10 +307,9 @@ def sweep(
             )
             values, penalised = _case_metric_values(ref, pred, spacing=spacing_t, tolerance=tolerance,
                                                     penalty=penalty)
-            for metric in SWEEP_METRICS:
-                is_distance = metric in ("hd", "hd95", "hd95_pooled", "assd")
-                rows.append({**base, "mode": mode, "severity_mm": severity, "metric": metric,
-                             "value": values[metric], "penalty": penalised and is_distance})
+            for name in metric_names(table="sweep"):
+                rows.append({**base, "mode": mode, "severity_mm": severity, "metric": name,
+                             "value": values[name], "penalty": penalised and METRICS[name].penalised})
     return pd.DataFrame(rows)
 
 
@@ -370,7 +340,7 @@ def dice_ties(
     deleted lesions and untouched ones) are listed with their ``metric`` values and the ratio worse/better
     (``inf`` when the better is 0). Sorted by ratio, largest first.
     """
-    window = _as_positive(dice_window, "dice_window", allow_zero=True)
+    window = as_positive(dice_window, "dice_window", allow_zero=True)
     low, high = (float(v) for v in dice_range)
     if not 0.0 <= low <= high <= 1.0:
         raise ValueError(f"dice_range must be (low, high) with 0 <= low <= high <= 1, got {dice_range!r}")
@@ -431,19 +401,19 @@ def make_test_set(
     attempts, then the lesion is skipped; a lesion too large for the canvas is skipped; a case without any
     lesion raises ``ValueError``).
     """
-    n_cases = _as_int(n_cases, "n_cases", 1)
+    n_cases = as_int(n_cases, "n_cases", 1)
     ndim = _as_ndim(len(shape))
-    spacing_t = _as_spacing(spacing, ndim)
+    spacing_t = as_spacing(spacing, ndim)
     low, high = (int(v) for v in lesions_per_case)
     if not 1 <= low <= high:
         raise ValueError(f"lesions_per_case must be (low, high) with 1 <= low <= high, got {lesions_per_case!r}")
-    r_min = _as_positive(min_radius_mm, "min_radius_mm")
-    r_max = _as_positive(max_radius_mm, "max_radius_mm")
+    r_min = as_positive(min_radius_mm, "min_radius_mm")
+    r_max = as_positive(max_radius_mm, "max_radius_mm")
     if r_max < r_min:
         raise ValueError(f"max_radius_mm must be >= min_radius_mm, got {r_max} < {r_min}")
-    alpha = _as_positive(tail_index, "tail_index")
-    gap = _as_positive(gap_mm, "gap_mm", allow_zero=True)
-    rng = np.random.default_rng(_as_int(seed, "seed", 0))
+    alpha = as_positive(tail_index, "tail_index")
+    gap = as_positive(gap_mm, "gap_mm", allow_zero=True)
+    rng = np.random.default_rng(as_int(seed, "seed", 0))
     border = [int(math.ceil(gap / s)) for s in spacing_t]
     cases = []
     for k in range(n_cases):
@@ -459,20 +429,29 @@ def make_test_set(
             centre = [(n // 2) * s for n, s in zip(local_shape, spacing_t)]
             lesion = draw_lesion(local_shape, centre, r, spacing=spacing_t, irregularity=irregularity,
                                  n_protrusions=n_protrusions, rng=rng)
-            highest = [n - ln - b for n, ln, b in zip(shape, local_shape, border)]
-            if any(h < b for h, b in zip(highest, border)):
-                continue  # does not fit the canvas with its gap to the border
-            for _attempt in range(200):
-                corner = [int(rng.integers(b, h + 1)) for b, h in zip(border, highest)]
-                box = tuple(slice(c, c + ln) for c, ln in zip(corner, local_shape))
-                if np.all(distance[box][lesion] > gap):
-                    mask[box] |= lesion
-                    distance = ndimage.distance_transform_edt(~mask, sampling=spacing_t)
-                    break
+            if _place(mask, distance, lesion, border=border, gap=gap, rng=rng):
+                distance = ndimage.distance_transform_edt(~mask, sampling=spacing_t)
         if not mask.any():
             raise ValueError(f"case {k}: no lesion fits a canvas of shape {shape}; enlarge shape or shrink radii")
         cases.append(SyntheticCase(case_id=f"synth_{k:03d}", mask=mask, spacing=spacing_t))
     return cases
+
+
+def _place(mask: np.ndarray, distance: np.ndarray, lesion: np.ndarray, *, border: list[int], gap: float,
+           rng: np.random.Generator) -> bool:
+    """Put ``lesion`` (a local box) into ``mask`` at a random corner where every lesion voxel is farther than
+    ``gap`` mm (``distance``) from the lesions placed so far and the box keeps ``border`` voxels from the image
+    border: up to 200 attempts. Returns whether it was placed (``mask`` is changed in place)."""
+    highest = [n - ln - b for n, ln, b in zip(mask.shape, lesion.shape, border)]
+    if any(h < b for h, b in zip(highest, border)):
+        return False  # does not fit the canvas with its gap to the border
+    for _attempt in range(200):
+        corner = [int(rng.integers(b, h + 1)) for b, h in zip(border, highest)]
+        box = tuple(slice(c, c + ln) for c, ln in zip(corner, lesion.shape))
+        if np.all(distance[box][lesion] > gap):
+            mask[box] |= lesion
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -580,12 +559,12 @@ def calibrate(
         closest Dice.
     """
     cases = _as_cases(cases)
-    target = _as_positive(target_dice, "target_dice")
+    target = as_positive(target_dice, "target_dice")
     if target > 1:
         raise ValueError(f"target_dice must be in (0, 1], got {target_dice!r}")
-    tol = _as_positive(tolerance, "tolerance")
+    tol = as_positive(tolerance, "tolerance")
     name = model.tune
-    lo, hi = 0.0, (_as_positive(max_severity_mm, "max_severity_mm") if name == "severity_mm" else 1.0)
+    lo, hi = 0.0, (as_positive(max_severity_mm, "max_severity_mm") if name == "severity_mm" else 1.0)
 
     def at(value: float) -> float:
         return full_set_dice(replace(model, **{name: value}), cases, seed=seed)
@@ -600,7 +579,7 @@ def calibrate(
             f"[{d_hi:.3f}, {d_lo:.3f}] reached for {name} {lo:g}..{hi:g}"
         )
     best = (abs(d_lo - target), lo, d_lo)
-    for _ in range(_as_int(max_iterations, "max_iterations", 1)):
+    for _ in range(as_int(max_iterations, "max_iterations", 1)):
         mid = 0.5 * (lo + hi)
         d_mid = at(mid)
         best = min(best, (abs(d_mid - target), mid, d_mid))
@@ -646,10 +625,6 @@ def calibrate_models(
 
 
 # ----------------------------------------------------------------------------------------------- evaluation
-_LESION_TABLE_METRICS = {"dice": "dice", "iou": "iou", "hd95": "hd95", "hd95_pooled": "hd95_pooled", "assd": "assd",
-                         "nsd": "nsd", "contour_f1": "boundary_f1"}  # table name -> evaluate_lesions column
-
-
 def evaluate_models(
     models: Sequence[SyntheticModel],
     cases: Sequence[SyntheticCase],
@@ -662,20 +637,19 @@ def evaluate_models(
 
     Per case: the rows of :func:`helpers.evaluation.evaluate_case_tables` (the study's own per-case evaluation:
     :func:`helpers.metrics.evaluate_case` and the lesion counts of :func:`helpers.lesions.evaluate_lesions`).
-    Per lesion: from the same :func:`helpers.lesions.evaluate_lesions` table, one row per reference lesion and
-    metric (``detected`` and ``dice, iou, hd95, hd95_pooled, assd, nsd, contour_f1``) and one ``false_positive``
-    row per false-positive component, built by :func:`helpers.evaluation.lesion_rows` (so ``penalty`` means
-    what it means in the study's tables: True only on a missed lesion's distance rows); size quartiles from
-    :func:`helpers.analysis.quartile_edges` over the reference lesions' area fractions (all cases), so the tables
-    feed :func:`helpers.analysis.analysis_units` unchanged.
+    Per lesion: from the same :func:`helpers.lesions.evaluate_lesions` table, the study's rows, built by the
+    study's one row builder :func:`helpers.evaluation.lesion_rows` (``detected``, every registered per-lesion
+    metric, one ``false_positive`` row per false-positive component; ``penalty`` True only on a missed lesion's
+    distance rows); size quartiles from :func:`helpers.evaluation.reference_quartile_edges` over the reference
+    lesions' area fractions (all cases), so the tables feed :func:`helpers.analysis.analysis_units` unchanged.
 
     Returns
     -------
     per_case, per_lesion : pandas.DataFrame
         Columns as ``per_case_metrics.csv`` (``dataset, model, case_id, metric, value, penalty, ...``) and
         ``per_lesion_metrics.csv`` (``dataset, model, case_id, lesion_id, kind, detected, n_voxels,
-        area_fraction, quartile, metric, value, penalty``; ``kind`` is :data:`helpers.analysis.REFERENCE` or
-        :data:`helpers.analysis.FALSE_POSITIVE`).
+        area_fraction, quartile, metric, value, penalty``; ``kind`` is :data:`helpers.lesions.REFERENCE` or
+        :data:`helpers.lesions.FALSE_POSITIVE`).
     """
     cases = _as_cases(cases)
     case_rows, lesion_frames = [], []
@@ -684,13 +658,10 @@ def evaluate_models(
             pred = model.predict(case, index=k, seed=seed)
             rows, lesions = evaluate_case_tables(case, pred, dataset=dataset, model=model.name, tolerance=tolerance)
             case_rows.extend(rows)
-            lesion_frames.append(lesion_rows(lesions, dataset=dataset, model=model.name, case_id=case.case_id,
-                                             metrics=_LESION_TABLE_METRICS))
+            lesion_frames.append(lesion_rows(lesions, dataset=dataset, model=model.name, case_id=case.case_id))
     per_case = pd.DataFrame(case_rows)
     per_lesion = pd.concat([f for f in lesion_frames if len(f)], ignore_index=True)
-    reference = per_lesion[(per_lesion["kind"] == analysis.REFERENCE) & (per_lesion["metric"] == "detected")]
-    edges = analysis.quartile_edges(reference.drop_duplicates(["case_id", "lesion_id"])["area_fraction"])
-    per_lesion["quartile"] = analysis.assign_quartiles(per_lesion["area_fraction"], edges)
+    per_lesion["quartile"] = assign_quartiles(per_lesion["area_fraction"], reference_quartile_edges(per_lesion))
     columns = ["dataset", "model", "case_id", "lesion_id", "kind", "detected", "n_voxels", "area_fraction",
                "quartile", "metric", "value", "penalty"]
     return per_case, per_lesion[columns]
@@ -701,7 +672,9 @@ def use_hd95_variant(table: pd.DataFrame, variant: str) -> pd.DataFrame:
 
     ``"directed"`` (the study's default: maximum of the two directed 95th percentiles) returns the table as is;
     ``"pooled"`` replaces each ``hd95`` value by the same unit's ``hd95_pooled``. Rows of ``hd95_pooled`` are
-    dropped either way, so the study's code (which knows ``hd95``) ranks the chosen variant."""
+    dropped either way, so the study's primary analysis (:func:`helpers.analysis.analysis_units` keeps the
+    primary metrics of :data:`helpers.metrics.METRICS`, of which ``hd95`` is one) ranks the chosen variant as
+    ``hd95``; both variants' directions come from the registry."""
     if variant not in ("directed", "pooled"):
         raise ValueError(f"variant must be 'directed' or 'pooled', got {variant!r}")
     if "metric" not in table.columns:
@@ -727,6 +700,34 @@ DEMO_MODELS: tuple[SyntheticModel, ...] = (
         extra=({"mode": "blobs", "severity_mm": 1.0, "fraction": 0.5, "options": {"gap_mm": 4.0}},),
     ),
 )
+
+
+def _planted_verdicts(variant: str, reversals: pd.DataFrame, boot: pd.DataFrame, names: list[str]) -> list[dict]:
+    """One verdict row per stratum (overall, Q1): the Dice and HD95 leaders, whether the order changed and the
+    bootstrap verdict of the planted pair (``names[0]`` vs ``names[1]``) under HD95."""
+    rows = []
+    planted = boot[(boot["model_a"] == names[0]) & (boot["model_b"] == names[1])]
+    for stratum in ("overall", "Q1"):
+        rev = reversals[(reversals["stratum"] == stratum) & (reversals["metric"] == "hd95")]
+        pair = planted[(planted["stratum"] == stratum) & (planted["metric"] == "hd95")]
+        pair_dice = planted[(planted["stratum"] == stratum) & (planted["metric"] == "dice")]
+        if rev.empty or pair.empty:
+            continue
+        rev, pair, pair_dice = rev.iloc[0], pair.iloc[0], pair_dice.iloc[0]
+        hd_leader = rev["order_metric"].split(" > ")[0]
+        rows.append({
+            "hd95_variant": variant, "stratum": stratum, "order_dice": rev["order_dice"],
+            "order_hd95": rev["order_metric"], "dice_leader": rev["leader"], "hd95_leader": hd_leader,
+            "order_changed": bool(rev["order_changed"]),
+            "dice_leader_rank_hd95": float(rev["leader_rank_in_metric"]),
+            "planted_pair": f"{names[0]} vs {names[1]}",
+            "dice_better": pair_dice["better"], "dice_share_same_sign": pair_dice["share_same_sign"],
+            "hd95_better": pair["better"], "hd95_difference": pair["difference"],
+            "hd95_ci_low": pair["ci_low"], "hd95_ci_high": pair["ci_high"],
+            "hd95_share_same_sign": pair["share_same_sign"], "hd95_verdict": pair["verdict"],
+            "reversal_found": bool(rev["leader"] == names[0] and pair["better"] == names[1]),
+        })
+    return rows
 
 
 def reversal_demo(
@@ -760,7 +761,7 @@ def reversal_demo(
     models = list(models)
     if len(models) < 2:
         raise ValueError(f"models must hold at least two models, got {len(models)}")
-    gap = _as_positive(dice_gap, "dice_gap", allow_zero=True)
+    gap = as_positive(dice_gap, "dice_gap", allow_zero=True)
     if gap >= 0.01:
         raise ValueError(f"dice_gap must be < 0.01 (the models must agree within 0.01 Dice), got {dice_gap!r}")
     targets = {m.name: target_dice - gap / 2 for m in models}
@@ -777,39 +778,22 @@ def reversal_demo(
         aggregates = analysis.aggregate(units)
         reversals = analysis.reversal_table(aggregates, top_k=min(3, len(names)))
         boot = bootstrap.directional_robustness(
-            units[units["metric"].isin(["dice", "hd95", "assd", "contour_f1"])], case_ids=case_ids, models=names,
+            units[units["metric"].isin(["dice", *metric_names(against_dice=True)])], case_ids=case_ids, models=names,
             n_resamples=n_resamples, seed=seed, group_by=("metric", "stratum"),
         )
         out[f"aggregates_{variant}"] = aggregates
         out[f"reversals_{variant}"] = reversals
         out[f"bootstrap_{variant}"] = boot
-        planted = boot[(boot["model_a"] == names[0]) & (boot["model_b"] == names[1])]
-        for stratum in ("overall", "Q1"):
-            rev = reversals[(reversals["stratum"] == stratum) & (reversals["metric"] == "hd95")]
-            pair = planted[(planted["stratum"] == stratum) & (planted["metric"] == "hd95")]
-            pair_dice = planted[(planted["stratum"] == stratum) & (planted["metric"] == "dice")]
-            if rev.empty or pair.empty:
-                continue
-            rev, pair, pair_dice = rev.iloc[0], pair.iloc[0], pair_dice.iloc[0]
-            hd_leader = rev["order_metric"].split(" > ")[0]
-            verdict_rows.append({
-                "hd95_variant": variant, "stratum": stratum, "order_dice": rev["order_dice"],
-                "order_hd95": rev["order_metric"], "dice_leader": rev["leader"], "hd95_leader": hd_leader,
-                "order_changed": bool(rev["order_changed"]),
-                "dice_leader_rank_hd95": float(rev["leader_rank_in_metric"]),
-                "planted_pair": f"{names[0]} vs {names[1]}",
-                "dice_better": pair_dice["better"], "dice_share_same_sign": pair_dice["share_same_sign"],
-                "hd95_better": pair["better"], "hd95_difference": pair["difference"],
-                "hd95_ci_low": pair["ci_low"], "hd95_ci_high": pair["ci_high"],
-                "hd95_share_same_sign": pair["share_same_sign"], "hd95_verdict": pair["verdict"],
-                "reversal_found": bool(rev["leader"] == names[0] and pair["better"] == names[1]),
-            })
+        verdict_rows.extend(_planted_verdicts(variant, reversals, boot, names))
     out["verdicts"] = pd.DataFrame(verdict_rows)
     return out
 
 
 # --------------------------------------------------------------------------------------------------- figures
-_MODE_COLORS = dict(zip(perturb.FAILURE_MODES, __import__("matplotlib").colormaps["tab10"].colors))
+def _mode_color(mode: str):
+    """A fixed colour per failure mode (its position in :data:`helpers.perturb.FAILURE_MODES`, ``tab10``)."""
+    return colormap("tab10").colors[list(perturb.FAILURE_MODES).index(mode)]
+
 
 
 def plot_metric_vs_size(
@@ -841,7 +825,7 @@ def plot_metric_vs_size(
         raise ValueError(f"the sweep has no rows for mode {mode!r}, metric {metric!r}, shape {shape!r}")
     fig, ax = get_axes(ax, figsize=(4.0, 3.0))
     severities = sorted(sub["severity_mm"].unique())
-    cmap = __import__("matplotlib").colormaps["viridis"]
+    cmap = colormap("viridis")
     deleted = []
     for i, severity in enumerate(severities):
         color = cmap(0.15 + 0.7 * i / max(1, len(severities) - 1))
@@ -866,7 +850,7 @@ def plot_metric_vs_size(
         top = ax.get_ylim()[1]
         ax.scatter(deleted, [top] * len(deleted), marker="x", color="black", s=18, zorder=4, clip_on=False)
     ax.set_xlabel("lesion radius (mm)")
-    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    ax.set_ylabel(label(metric, unit=True))
     ax.set_title(f"{perturb.FAILURE_MODES[mode].label}")
     return ax
 
@@ -880,10 +864,8 @@ def plot_sweep_grid(
     ndim: int = 2,
 ):
     """A grid of :func:`plot_metric_vs_size` panels: one row per mode, one column per metric. Returns the figure."""
-    import matplotlib.pyplot as plt
-
     modes, metrics = list(modes), list(metrics)
-    fig, axes = plt.subplots(len(modes), len(metrics), figsize=(2.6 * len(metrics), 2.1 * len(modes)),
+    fig, axes = subplots(len(modes), len(metrics), figsize=(2.6 * len(metrics), 2.1 * len(modes)),
                              squeeze=False, constrained_layout=True)
     for i, mode in enumerate(modes):
         for j, metric in enumerate(metrics):
@@ -891,7 +873,7 @@ def plot_sweep_grid(
             ax.set_title(perturb.FAILURE_MODES[mode].label if j == 0 else "")
             if i < len(modes) - 1:
                 ax.set_xlabel("")
-            if metric in ("dice", "nsd", "contour_f1"):
+            if METRICS[metric].kind in ("overlap", "boundary"):  # scores in [0, 1]
                 ax.set_ylim(-0.03, 1.03)
     axes[0, -1].legend(title="severity", fontsize=7, title_fontsize=7, loc="best")
     return fig
@@ -913,10 +895,10 @@ def plot_dice_vs_boundary(
     for mode, sub in wide.groupby("mode", sort=True):
         if mode == "none":
             continue
-        ax.plot(sub["dice"], sub[metric], "o-", ms=4, lw=0.8, color=_MODE_COLORS[mode],
+        ax.plot(sub["dice"], sub[metric], "o-", ms=4, lw=0.8, color=_mode_color(mode),
                 label=perturb.FAILURE_MODES[mode].label)
-    ax.set_xlabel("Dice")
-    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    ax.set_xlabel(label("dice"))
+    ax.set_ylabel(label(metric, unit=True))
     ax.set_title(f"{shape} lesions of radius {radius_mm:g} mm")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return ax
@@ -933,10 +915,6 @@ def plot_mode_gallery(
 ):
     """One irregular lesion under every failure mode (reference and prediction boundaries, as
     :func:`helpers.metrics.plot_boundaries`), titled with Dice and HD95. Returns the figure."""
-    import matplotlib.pyplot as plt
-
-    from helpers.metrics import plot_boundaries
-
     modes = list(perturb.FAILURE_MODES) if modes is None else [_as_mode_name(m) for m in modes]
     reach = max(perturb.FAILURE_MODES[m].reach_mm(severity_mm, {}) for m in modes)
     shape = canvas_shape(radius_mm * (1 + irregularity) * 1.8, reach + 2)
@@ -945,7 +923,7 @@ def plot_mode_gallery(
     ref = draw_lesion(shape, centre, radius_mm, irregularity=irregularity, n_protrusions=n_protrusions, rng=rng)
     cols = min(4, len(modes))
     rows = int(math.ceil(len(modes) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.5 * rows), squeeze=False, constrained_layout=True)
+    fig, axes = subplots(rows, cols, figsize=(2.3 * cols, 2.5 * rows), squeeze=False, constrained_layout=True)
     for ax, mode in zip(axes.flat, modes):
         pred = perturb.perturb_lesions(ref, mode, severity_mm, seed=seed)
         m = evaluate_case(ref, pred)
@@ -962,11 +940,9 @@ def plot_mode_gallery(
 def plot_demo(aggregates: pd.DataFrame, *, metrics: Sequence[str] = ("dice", "hd95", "assd", "contour_f1"),
               strata: Sequence[str] = ("overall", "Q1")):
     """Bars of each model's aggregate per metric (columns) and stratum (bar groups). Returns the figure."""
-    import matplotlib.pyplot as plt
-
     metrics, strata = list(metrics), list(strata)
     models = list(dict.fromkeys(aggregates["model"]))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(2.6 * len(metrics), 2.6), squeeze=False,
+    fig, axes = subplots(1, len(metrics), figsize=(2.6 * len(metrics), 2.6), squeeze=False,
                              constrained_layout=True)
     width = 0.8 / max(1, len(models))
     for ax, metric in zip(axes[0], metrics):
@@ -979,6 +955,6 @@ def plot_demo(aggregates: pd.DataFrame, *, metrics: Sequence[str] = ("dice", "hd
             ax.bar(np.arange(len(strata)) + (i - (len(models) - 1) / 2) * width, values, width,
                    color=model_color(model, i), label=model)
         ax.set_xticks(np.arange(len(strata)), strata)
-        ax.set_title(METRIC_LABELS.get(metric, metric))
+        ax.set_title(label(metric, unit=True))
     axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig

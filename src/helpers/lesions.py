@@ -1,4 +1,4 @@
-"""Lesions: connected components, their sizes, and the lesion-wise evaluation protocol.
+"""Lesions: connected components, their sizes, the lesion-wise evaluation protocol, lesion kinds and size quartiles.
 
 Conventions
 -----------
@@ -47,6 +47,16 @@ Lesion-wise protocol (:func:`evaluate_lesions`)
   they reach outside its region of influence.
 - ``ignore`` voxels are removed from both masks before labelling.
 
+Lesion kinds and size quartiles
+-------------------------------
+Rows of a lesion table are of kind :data:`REFERENCE` (``"lesion"``) or :data:`FALSE_POSITIVE`
+(``"false_positive"``). Size quartiles (:data:`QUARTILES`, Q1 the smallest) are cut at :func:`quartile_edges`,
+the 25th, 50th and 75th percentiles (numpy linear) of the reference lesions' area fractions, upper edges
+inclusive (:func:`assign_quartiles`); :func:`with_quartile_bounds` states each stratum's bounds.
+
+Metric columns are the registry's (:data:`helpers.metrics.METRICS`, ``per_lesion``); the surface kernels
+(crop, boundary voxels, nearest distances, grouped percentiles) are the public ones of :mod:`helpers.metrics`.
+
 Empty-mask policy
 -----------------
 An empty mask has no lesions: :func:`label_lesions` returns zero labels, :func:`lesion_table` an empty
@@ -63,8 +73,10 @@ import numpy as np
 import pandas as pd
 from scipy.spatial import cKDTree
 
-from helpers import metrics as _m
-from helpers.metrics import _as_connectivity, _as_mask, _as_spacing
+from .checks import as_connectivity, as_ignore, as_mask, as_mask_pair, as_spacing, as_tolerance, as_tolerances
+from .metrics import (DEFAULT_PERCENTILE, DEFAULT_TOLERANCE, TOLERANCE_SLACK, CaseMetrics, Crop, SurfaceDistances,
+                      case_metrics_from, image_diagonal, linear_percentile, mask_box, metric, metric_names,
+                      nearest_distances, on_boundary, resolve_penalty, tolerance_name, union_of_boxes)
 
 # connected-components-3d names its neighbourhoods by neighbour count; scikit-image by orthogonal steps.
 # A 2D crop is labelled as one slice of a 3D volume (6 = 4-, 26 = 8-connectivity in the plane): version 4.1.1's
@@ -122,10 +134,10 @@ def label_lesions(mask: np.ndarray, *, connectivity: int | None = None) -> tuple
     TypeError, ValueError
         If ``mask`` is not a 2D/3D boolean array or ``connectivity`` is not in 1..ndim.
     """
-    mask = _as_mask(mask, "mask")
-    connectivity = _as_connectivity(connectivity, mask.ndim)
+    mask = as_mask(mask, "mask")
+    connectivity = as_connectivity(connectivity, mask.ndim)
     out = np.zeros(mask.shape, dtype=np.int32)
-    box = _m._mask_box(mask)
+    box = mask_box(mask)
     if box is None:
         return out, 0
     window = tuple(slice(start, stop) for start, stop in box)
@@ -158,16 +170,16 @@ class _Components:
     on_boundary: np.ndarray
 
 
-def _components(flat_mask: np.ndarray, crop: "_m._Crop", connectivity: int) -> _Components:
+def _components(flat_mask: np.ndarray, crop: "Crop", connectivity: int) -> _Components:
     flat = np.flatnonzero(flat_mask)
     image, lookup, n = _label_crop(flat_mask.reshape(crop.shape), connectivity, flat)
     labels = lookup[image.ravel()[flat]]
     del image
-    return _Components(flat, labels, n, _m._on_boundary(flat_mask, flat, crop.strides))
+    return _Components(flat, labels, n, on_boundary(flat_mask, flat, crop.strides))
 
 
 def _component_stats(
-    components: _Components, crop: "_m._Crop", image_shape: tuple[int, ...], spacing: tuple[float, ...]
+    components: _Components, crop: "Crop", image_shape: tuple[int, ...], spacing: tuple[float, ...]
 ) -> dict[str, np.ndarray]:
     """The :func:`lesion_table` columns of every component, from one pass over its voxels."""
     ndim = len(image_shape)
@@ -238,19 +250,21 @@ def lesion_table(
         If ``mask`` is not a 2D/3D boolean array, ``spacing`` is not ndim positive numbers, or
         ``connectivity`` is not in 1..ndim.
     """
-    mask = _as_mask(mask, "mask")
-    spacing = _as_spacing(spacing, mask.ndim)
-    connectivity = _as_connectivity(connectivity, mask.ndim)
-    box = _m._mask_box(mask)
+    mask = as_mask(mask, "mask")
+    spacing = as_spacing(spacing, mask.ndim)
+    connectivity = as_connectivity(connectivity, mask.ndim)
+    box = mask_box(mask)
     if box is None:
         return _empty_table(mask.ndim)
-    crop = _m._Crop.around(box)
+    crop = Crop.around(box)
     components = _components(crop.take(mask).ravel(), crop, connectivity)
     return pd.DataFrame(_component_stats(components, crop, mask.shape, spacing), columns=_table_columns(mask.ndim))
 
 
 # ------------------------------------------------------------------------------------------- lesion-wise protocol
-LESION_METRICS = ("dice", "iou", "hd", "hd95", "hd95_pooled", "assd", "masd", "nsd", "boundary_f1")
+#: The metric columns of the lesion table: every registered metric with a per-lesion form (registry order).
+LESION_METRICS: tuple[str, ...] = metric_names(per_lesion=True)
+_TOLERANCE_METRICS: tuple[str, ...] = tuple(name for name in LESION_METRICS if metric(name).per_tolerance)
 _TIE = 1e-9
 
 
@@ -300,7 +314,7 @@ def _grouped(groups: np.ndarray, values: np.ndarray, n: int):
 
 
 def _within_counts(groups, values, tolerance, n):
-    return np.bincount(groups[values <= tolerance * (1.0 + _m._TOLERANCE_SLACK)], minlength=n + 1)
+    return np.bincount(groups[values <= tolerance * (1.0 + TOLERANCE_SLACK)], minlength=n + 1)
 
 
 def _lesion_metrics(
@@ -313,7 +327,7 @@ def _lesion_metrics(
     if ref_groups.size == 0:  # no detected lesion
         nothing = np.full(n + 1, np.nan)
         return {**{name: nothing for name in LESION_METRICS},
-                **{(prefix, t): nothing for prefix in ("nsd", "boundary_f1") for t in tolerances}}
+                **{(prefix, t): nothing for prefix in _TOLERANCE_METRICS for t in tolerances}}
     n_ref_voxels, n_pred_voxels, overlap = (np.asarray(a, dtype=np.int64) for a in (n_ref_voxels, n_pred_voxels,
                                                                                       overlap))
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -329,10 +343,10 @@ def _lesion_metrics(
                              np.nan)
         hd95 = np.full(n + 1, np.nan)
         pooled = np.full(n + 1, np.nan)
-        q = _m.DEFAULT_PERCENTILE
-        hd95[has] = np.maximum(_m._linear_percentile(r_sorted, r_start[has], r_count[has], q),
-                               _m._linear_percentile(p_sorted, p_start[has], p_count[has], q))
-        pooled[has] = _m._linear_percentile(b_sorted, b_start[has], b_count[has], q)
+        q = DEFAULT_PERCENTILE
+        hd95[has] = np.maximum(linear_percentile(r_sorted, r_start[has], r_count[has], q),
+                               linear_percentile(p_sorted, p_start[has], p_count[has], q))
+        pooled[has] = linear_percentile(b_sorted, b_start[has], b_count[has], q)
         out["hd95"], out["hd95_pooled"] = hd95, pooled
         r_sum = np.bincount(ref_groups, weights=ref_to_pred, minlength=n + 1)
         p_sum = np.bincount(pred_groups, weights=pred_to_ref, minlength=n + 1)
@@ -347,7 +361,7 @@ def _lesion_metrics(
             total = precision + recall
             f1 = np.where(total == 0.0, 0.0, 2.0 * precision * recall / np.where(total == 0.0, 1.0, total))
             out[("nsd", tolerance)] = nsd
-            out[("boundary_f1", tolerance)] = f1
+            out[("contour_f1", tolerance)] = f1
     return out
 
 
@@ -359,7 +373,7 @@ def evaluate_lesions(
     connectivity: int | None = None,
     ignore=None,
     min_overlap: int = 1,
-    tolerance: float = _m.DEFAULT_TOLERANCE,
+    tolerance: float = DEFAULT_TOLERANCE,
     tolerances=(),
     penalty=None,
 ) -> pd.DataFrame:
@@ -379,7 +393,7 @@ def evaluate_lesions(
     tolerance : float, default 1.0 mm
         Tolerance of the per-lesion NSD and contour F1.
     tolerances : sequence of float, optional
-        Extra tolerances: adds columns ``nsd_tol<t>`` and ``boundary_f1_tol<t>`` (e.g. ``(1, 2, 3)`` for the
+        Extra tolerances: adds columns ``nsd_tol<t>`` and ``contour_f1_tol<t>`` (e.g. ``(1, 2, 3)`` for the
         tolerance sensitivity analysis), from the same distances.
     penalty : float, optional
         Distances of a missed lesion; default the whole image's diagonal (:func:`helpers.metrics.image_diagonal`).
@@ -392,7 +406,7 @@ def evaluate_lesions(
         ``lesion_id, kind, detected`` (nullable boolean; missing for false positives), ``n_voxels, volume_mm3,
         area_fraction`` (of the reference lesion or the false-positive component, as :func:`lesion_table`),
         ``n_pred_components`` (predicted components overlapping the lesion), ``overlap_voxels`` (lesion voxels
-        predicted), the metrics ``dice, iou, hd, hd95, hd95_pooled, assd, masd, nsd, boundary_f1`` (and the
+        predicted), the metrics ``dice, iou, hd, hd95, hd95_pooled, assd, masd, nsd, contour_f1`` (and the
         ``tolerances`` columns; NaN for false positives), ``penalty`` (True when the distances hold the
         penalty, i.e. the lesion was missed)
         and the ``bbox_min_<axis>``/``bbox_max_<axis>`` of the lesion or component.
@@ -422,11 +436,11 @@ def evaluate_case_and_lesions(
     connectivity: int | None = None,
     ignore=None,
     min_overlap: int = 1,
-    tolerance: float = _m.DEFAULT_TOLERANCE,
+    tolerance: float = DEFAULT_TOLERANCE,
     tolerances=(),
     lesion_tolerances=(),
     penalty=None,
-) -> tuple[_m.CaseMetrics, pd.DataFrame]:
+) -> tuple[CaseMetrics, pd.DataFrame]:
     """:func:`helpers.metrics.evaluate_case` and :func:`evaluate_lesions` of one case from one computation.
 
     The same values as the two calls (``tolerances`` are the case's extra tolerances, ``lesion_tolerances``
@@ -434,59 +448,120 @@ def evaluate_case_and_lesions(
     masks are cropped, labelled and their boundaries found once, and the image-level surface distances serve
     every per-lesion distance whose nearest voxel lies on the lesion's own side.
 
+    Steps: label both masks in one padded crop (:func:`_components`), match components to lesions
+    (:func:`_match`), charge predicted voxels to lesions by region of influence (:func:`_charge`), find each
+    lesion's predicted boundary (:func:`_charged_boundary`), the image-level distances
+    (:func:`_image_distances`), the per-lesion distances (:func:`_lesion_distances`), then the reductions.
+
     Returns
     -------
     (CaseMetrics, pandas.DataFrame)
     """
-    ref, pred = _m._as_pair(ref, pred)
+    ref, pred = as_mask_pair(ref, pred)
     ndim = ref.ndim
-    spacing = _as_spacing(spacing, ndim)
-    connectivity = _as_connectivity(connectivity, ndim)
-    ignore = _m._as_ignore(ignore, ref.shape)
-    tolerance = _m._as_tolerance(tolerance)
-    case_tolerances = _m._as_tolerances(tolerances)
-    tolerances = _m._as_tolerances(lesion_tolerances)
-    extra = [_m._tolerance_key(prefix, t) for prefix in ("nsd", "boundary_f1") for t in tolerances]
-    penalty = _m._as_penalty(penalty, ref.shape, spacing)
-    if isinstance(min_overlap, bool) or not isinstance(min_overlap, (int, np.integer)):
-        raise TypeError(f"min_overlap must be an integer number of voxels >= 1, got {min_overlap!r}")
-    if min_overlap < 1:
-        raise ValueError(f"min_overlap must be >= 1 voxel, got {min_overlap!r}")
+    spacing, connectivity = as_spacing(spacing, ndim), as_connectivity(connectivity, ndim)
+    ignore = as_ignore(ignore, ref.shape)
+    tolerance = as_tolerance(tolerance)
+    case_tolerances = as_tolerances(tolerances)
+    tolerances = as_tolerances(lesion_tolerances)
+    extra = [tolerance_name(name, t) for name in _TOLERANCE_METRICS for t in tolerances]
+    penalty = resolve_penalty(penalty, ref.shape, spacing)
+    _check_min_overlap(min_overlap)
     if ignore is not None:
         ref, pred = ref & ~ignore, pred & ~ignore
     columns = _lesion_columns(ndim, extra)
 
-    box = _m._union_of_boxes(_m._mask_box(ref), _m._mask_box(pred))
+    box = union_of_boxes(mask_box(ref), mask_box(pred))
     if box is None:
         nothing = np.empty(0)
-        case = _m._metrics_from(ref, pred, _m.SurfaceDistances(nothing, nothing, True, True, 0, 0),
-                                tolerance=tolerance, tolerances=case_tolerances, penalty=penalty, counts=(0, 0, 0))
+        case = case_metrics_from(SurfaceDistances(nothing, nothing, True, True, 0, 0), (0, 0, 0), spacing=spacing,
+                                 tolerance=tolerance, tolerances=case_tolerances, penalty=penalty)
         return case, _lesion_frame({}, 0, columns, extra)
-    crop = _m._Crop.around(box)
-    ref_flat = crop.take(ref).ravel()
-    pred_flat = crop.take(pred).ravel()
+    crop = Crop.around(box)
+    ref_flat, pred_flat = crop.take(ref).ravel(), crop.take(pred).ravel()
     lesions = _components(ref_flat, crop, connectivity)
     components = _components(pred_flat, crop, connectivity)
-    n_ref, n_pred = lesions.n, components.n
+    match = _match(lesions, components, ref_flat)
+    charge = _charge(match, lesions, components, crop, spacing)
+    pred_on_boundary, is_mixed = _charged_boundary(components, pred_flat, charge, crop, match.n_pred)
 
-    # The reference label of every predicted voxel (0 outside every lesion): a lookup into the sorted
-    # reference foreground, only for predicted voxels that are reference voxels.
+    detected = match.overlap_voxels >= min_overlap
+    detected[0] = False
+    ref_side = lesions.on_boundary & detected[lesions.labels]
+    pred_side = pred_on_boundary & (charge > 0) & detected[charge]
+    image = _image_distances(lesions, components, crop, spacing)
+    distances = _lesion_distances(lesions, components, crop, spacing, match, charge, is_mixed, ref_side, pred_side,
+                                  image)
+
+    ref_stats = _component_stats(lesions, crop, ref.shape, spacing)
+    values = _lesion_metrics(
+        *distances, match.n_ref, np.concatenate([[0], ref_stats["n_voxels"]]),
+        np.bincount(charge, minlength=match.n_ref + 1), match.overlap_voxels, (tolerance,) + tolerances,
+    )
+    for name in _TOLERANCE_METRICS:
+        values[name] = values[(name, tolerance)]
+        for t in tolerances:
+            values[tolerance_name(name, t)] = values[(name, t)]
+    data = _reference_columns(ref_stats, match, detected[1:], values, extra, penalty, ndim)
+    fp = _false_positive_columns(_component_stats(components, crop, ref.shape, spacing), match, ndim)
+    counts = (int(np.count_nonzero(match.inside)), int(lesions.flat.size), int(components.flat.size))
+    case = case_metrics_from(image.surface_distances(match), counts, spacing=spacing, tolerance=tolerance,
+                             tolerances=case_tolerances, penalty=penalty)
+    return case, _lesion_frame(data, match.n_ref, columns, extra, fp)
+
+
+def _check_min_overlap(min_overlap) -> None:
+    if isinstance(min_overlap, bool) or not isinstance(min_overlap, (int, np.integer)):
+        raise TypeError(f"min_overlap must be an integer number of voxels >= 1, got {min_overlap!r}")
+    if min_overlap < 1:
+        raise ValueError(f"min_overlap must be >= 1 voxel, got {min_overlap!r}")
+
+
+@dataclass(frozen=True)
+class _Matching:
+    """The overlap of reference lesions (ids 1..n_ref) and predicted components (ids 1..n_pred).
+
+    ``inside`` says which predicted voxels (in ``components.flat`` order) are reference voxels, and
+    ``ref_label_of_pred`` their lesion (0 outside every lesion); ``pairs`` are the overlapping (lesion,
+    component) pairs coded ``lesion * (n_pred + 1) + component``, split into ``pairs_ref``/``pairs_pred``.
+    """
+
+    n_ref: int
+    n_pred: int
+    inside: np.ndarray
+    ref_label_of_pred: np.ndarray
+    overlap_voxels: np.ndarray
+    pairs: np.ndarray
+    pairs_ref: np.ndarray
+    pairs_pred: np.ndarray
+    n_pred_components: np.ndarray
+    is_matched: np.ndarray
+
+
+def _match(lesions: _Components, components: _Components, ref_flat: np.ndarray) -> _Matching:
+    """The overlap matrix as sparse pairs, from a lookup into the sorted reference foreground of the predicted
+    voxels that are reference voxels."""
+    n_ref, n_pred = lesions.n, components.n
     ref_label_of_pred = np.zeros(components.flat.size, dtype=np.int64)
     inside = ref_flat[components.flat]
     ref_label_of_pred[inside] = lesions.labels[np.searchsorted(lesions.flat, components.flat[inside])]
-
-    # Overlap matrix as sparse pairs (lesion id, component id).
     overlap_voxels = np.bincount(ref_label_of_pred[inside], minlength=n_ref + 1)
     pairs = np.unique(ref_label_of_pred[inside] * (n_pred + 1) + components.labels[inside])
     pairs_ref, pairs_pred = pairs // (n_pred + 1), pairs % (n_pred + 1)
-    n_pred_components = np.bincount(pairs_ref, minlength=n_ref + 1)
     is_matched = np.zeros(n_pred + 1, dtype=bool)
     is_matched[pairs_pred] = True
+    return _Matching(n_ref, n_pred, inside, ref_label_of_pred, overlap_voxels, pairs, pairs_ref, pairs_pred,
+                     np.bincount(pairs_ref, minlength=n_ref + 1), is_matched)
 
-    # Region of influence, only where it is needed: predicted voxels of matched components outside every lesion.
-    owner = ref_label_of_pred.copy()
-    outside = np.flatnonzero(is_matched[components.labels] & ~inside)
-    if outside.size and n_ref == 1:
+
+def _charge(match: _Matching, lesions: _Components, components: _Components, crop: Crop,
+            spacing: tuple[float, ...]) -> np.ndarray:
+    """The lesion each predicted voxel is charged to (0: none): lesion i's prediction is the voxels of the
+    components that overlap lesion i and lie in lesion i's region of influence, which is settled only for
+    predicted voxels of matched components outside every lesion."""
+    owner = match.ref_label_of_pred.copy()
+    outside = np.flatnonzero(match.is_matched[components.labels] & ~match.inside)
+    if outside.size and match.n_ref == 1:
         owner[outside] = 1
     elif outside.size:
         boundary = lesions.on_boundary
@@ -494,12 +569,17 @@ def evaluate_case_and_lesions(
             crop.points(lesions.flat[boundary], spacing), lesions.labels[boundary],
             crop.points(components.flat[outside], spacing),
         )
-    # Lesion i's prediction: the voxels of components that overlap lesion i and lie in lesion i's region.
-    charge = np.where(np.isin(owner * (n_pred + 1) + components.labels, pairs), owner, 0)
+    return np.where(np.isin(owner * (match.n_pred + 1) + components.labels, match.pairs), owner, 0)
 
-    # Boundary of each lesion's prediction: a predicted boundary voxel, or a voxel with a predicted face
-    # neighbour charged to another lesion (or to none). Only components whose voxels are not all charged to
-    # the same lesion need the neighbour lookup.
+
+def _charged_boundary(components: _Components, pred_flat: np.ndarray, charge: np.ndarray, crop: Crop,
+                      n_pred: int) -> tuple[np.ndarray, np.ndarray]:
+    """The boundary of each lesion's prediction, and which components are *mixed* (charged to several lesions,
+    or partly to none).
+
+    A voxel is on it when it is a predicted boundary voxel or has a predicted face neighbour charged to another
+    lesion (or to none); only voxels of mixed components need the neighbour lookup.
+    """
     pred_on_boundary = components.on_boundary.copy()
     low = np.full(n_pred + 1, np.iinfo(np.int64).max)
     high = np.full(n_pred + 1, -1)
@@ -515,102 +595,125 @@ def evaluate_case_and_lesions(
             differs[predicted] = charge[at] != charge[mixed[predicted]]
             differs[~predicted] = True
             pred_on_boundary[mixed[differs]] = True
+    is_mixed = np.zeros(n_pred + 1, dtype=bool)
+    is_mixed[1:] = (low != high)[1:]
+    return pred_on_boundary, is_mixed
 
-    detected = overlap_voxels >= min_overlap
-    detected[0] = False
-    ref_side = lesions.on_boundary & detected[lesions.labels]
-    pred_side = pred_on_boundary & (charge > 0) & detected[charge]
-    ref_groups, pred_groups = lesions.labels[ref_side], charge[pred_side]
-    # Image-level surface distances (every boundary voxel of either mask), with the index of each nearest voxel.
+
+@dataclass(frozen=True)
+class _ImageDistances:
+    """Image-level surface distances (every boundary voxel of either mask), with the index of each nearest voxel.
+
+    ``ref_boundary``/``pred_boundary`` index the boundary voxels into ``lesions.flat``/``components.flat``;
+    ``nearest_pred``/``nearest_ref`` index into them (None when a mask is empty).
+    """
+
+    ref_boundary: np.ndarray
+    pred_boundary: np.ndarray
+    ref_to_pred: np.ndarray
+    pred_to_ref: np.ndarray
+    nearest_pred: np.ndarray | None
+    nearest_ref: np.ndarray | None
+
+    def surface_distances(self, match: _Matching) -> SurfaceDistances:
+        return SurfaceDistances(self.ref_to_pred, self.pred_to_ref, match.n_ref == 0, match.n_pred == 0,
+                                self.ref_boundary.size, self.pred_boundary.size)
+
+
+def _image_distances(lesions: _Components, components: _Components, crop: Crop,
+                     spacing: tuple[float, ...]) -> _ImageDistances:
     ref_boundary = np.flatnonzero(lesions.on_boundary)
     pred_boundary = np.flatnonzero(components.on_boundary)
     ref_points = crop.points(lesions.flat[ref_boundary], spacing)
     pred_points = crop.points(components.flat[pred_boundary], spacing)
-    image_r2p = image_p2r = np.empty(0)
-    if ref_points.size and pred_points.size:
-        image_r2p, nearest_pred = cKDTree(pred_points).query(ref_points, k=1)
-        image_p2r, nearest_ref = cKDTree(ref_points).query(pred_points, k=1)
-    case_distances = _m.SurfaceDistances(image_r2p, image_p2r, n_ref == 0, n_pred == 0, ref_boundary.size,
-                                         pred_boundary.size)
+    if not (ref_points.size and pred_points.size):
+        return _ImageDistances(ref_boundary, pred_boundary, np.empty(0), np.empty(0), None, None)
+    image_r2p, nearest_pred = cKDTree(pred_points).query(ref_points, k=1)
+    image_p2r, nearest_ref = cKDTree(ref_points).query(pred_points, k=1)
+    return _ImageDistances(ref_boundary, pred_boundary, image_r2p, image_p2r, nearest_pred, nearest_ref)
 
-    # Per-lesion distances. Where every component of lesion i is charged to i alone, lesion i's predicted
-    # boundary is part of the predicted boundary, so a point whose image-level nearest voxel belongs to lesion
-    # i's side has the same distance per lesion: reused. The rest go to one k-d tree per direction for all
-    # lesions, whose extra coordinate (id times more than any distance in the image) keeps each lesion's points
-    # nearest to its own; it adds exactly 0 within a lesion.
-    is_mixed = np.zeros(n_pred + 1, dtype=bool)
-    is_mixed[1:] = (low != high)[1:]
-    lesion_mixed = np.zeros(n_ref + 1, dtype=bool)
-    lesion_mixed[pairs_ref[is_mixed[pairs_pred]]] = True
-    ref_side_index = np.flatnonzero(ref_side)
-    pred_side_index = np.flatnonzero(pred_side)
+
+def _lesion_distances(lesions, components, crop, spacing, match, charge, is_mixed, ref_side, pred_side, image):
+    """Per-lesion directed distances of the detected lesions' boundary voxels: ``(ref_groups, ref_to_pred,
+    pred_groups, pred_to_ref)``, the groups being lesion ids.
+
+    Where every component of lesion i is charged to i alone, lesion i's predicted boundary is part of the
+    predicted boundary, so a point whose image-level nearest voxel belongs to lesion i's side has the same
+    distance per lesion: reused. The rest go to one k-d tree per direction for all lesions, whose extra
+    coordinate (id times more than any distance in the image) keeps each lesion's points nearest to its own; it
+    adds exactly 0 within a lesion.
+    """
+    ref_groups, pred_groups = lesions.labels[ref_side], charge[pred_side]
     ref_to_pred = np.full(ref_groups.size, np.nan)
     pred_to_ref = np.full(pred_groups.size, np.nan)
-    if ref_groups.size:
-        # Positions in the image-level arrays (boundary voxels are a subset of the foreground, both ascending).
-        at_ref = np.searchsorted(ref_boundary, ref_side_index)
-        reuse = ~lesion_mixed[ref_groups] & (charge[pred_boundary[nearest_pred[at_ref]]] == ref_groups)
-        ref_to_pred[reuse] = image_r2p[at_ref[reuse]]
-        on_pred_boundary = components.on_boundary[pred_side_index]
-        at_pred = np.searchsorted(pred_boundary, pred_side_index)
-        reuse_pred = np.zeros(pred_groups.size, dtype=bool)
-        reuse_pred[on_pred_boundary] = (
-            ~lesion_mixed[pred_groups[on_pred_boundary]]
-            & (lesions.labels[ref_boundary[nearest_ref[at_pred[on_pred_boundary]]]] == pred_groups[on_pred_boundary])
-        )
-        pred_to_ref[reuse_pred] = image_p2r[at_pred[reuse_pred]]
-        separation = 2.0 * _m.image_diagonal(crop.shape, spacing) + 1.0
-        for own_side, own_groups, own_flat, other_groups, other_flat, out, done, source in (
-            (ref_side_index, ref_groups, lesions.flat, pred_groups, components.flat, ref_to_pred, reuse, "ref"),
-            (pred_side_index, pred_groups, components.flat, ref_groups, lesions.flat, pred_to_ref, reuse_pred, "pred"),
-        ):
-            todo = np.flatnonzero(~done)
-            if not todo.size:
-                continue
-            wanted = np.zeros(n_ref + 1, dtype=bool)
-            wanted[own_groups[todo]] = True
-            other_side = pred_side_index if source == "ref" else ref_side_index
-            keep = wanted[other_groups]
-            tree_points = np.column_stack([crop.points(other_flat[other_side[keep]], spacing),
-                                           other_groups[keep] * separation])
-            query_points = np.column_stack([crop.points(own_flat[own_side[todo]], spacing),
-                                            own_groups[todo] * separation])
-            out[todo] = _m._nearest(tree_points, query_points)
-    n_pred_voxels = np.bincount(charge, minlength=n_ref + 1)
-    ref_stats = _component_stats(lesions, crop, ref.shape, spacing)
-    values = _lesion_metrics(
-        ref_groups, ref_to_pred, pred_groups, pred_to_ref, n_ref,
-        np.concatenate([[0], ref_stats["n_voxels"]]), n_pred_voxels, overlap_voxels, (tolerance,) + tolerances,
-    )
-    for prefix in ("nsd", "boundary_f1"):
-        values[prefix] = values[(prefix, tolerance)]
-        for t in tolerances:
-            values[_m._tolerance_key(prefix, t)] = values[(prefix, t)]
-    hit = detected[1:]
+    if not ref_groups.size:
+        return ref_groups, ref_to_pred, pred_groups, pred_to_ref
+    lesion_mixed = np.zeros(match.n_ref + 1, dtype=bool)
+    lesion_mixed[match.pairs_ref[is_mixed[match.pairs_pred]]] = True
+    ref_side_index = np.flatnonzero(ref_side)
+    pred_side_index = np.flatnonzero(pred_side)
+    # Positions in the image-level arrays (boundary voxels are a subset of the foreground, both ascending).
+    at_ref = np.searchsorted(image.ref_boundary, ref_side_index)
+    reuse = ~lesion_mixed[ref_groups] & (charge[image.pred_boundary[image.nearest_pred[at_ref]]] == ref_groups)
+    ref_to_pred[reuse] = image.ref_to_pred[at_ref[reuse]]
+    on_pred_boundary = components.on_boundary[pred_side_index]
+    at_pred = np.searchsorted(image.pred_boundary, pred_side_index)
+    reuse_pred = np.zeros(pred_groups.size, dtype=bool)
+    nearest_lesion = lesions.labels[image.ref_boundary[image.nearest_ref[at_pred[on_pred_boundary]]]]
+    reuse_pred[on_pred_boundary] = (~lesion_mixed[pred_groups[on_pred_boundary]]
+                                    & (nearest_lesion == pred_groups[on_pred_boundary]))
+    pred_to_ref[reuse_pred] = image.pred_to_ref[at_pred[reuse_pred]]
+    separation = 2.0 * image_diagonal(crop.shape, spacing) + 1.0
+    for own_side, own_groups, own_flat, other_side, other_groups, other_flat, out, done in (
+        (ref_side_index, ref_groups, lesions.flat, pred_side_index, pred_groups, components.flat, ref_to_pred,
+         reuse),
+        (pred_side_index, pred_groups, components.flat, ref_side_index, ref_groups, lesions.flat, pred_to_ref,
+         reuse_pred),
+    ):
+        todo = np.flatnonzero(~done)
+        if not todo.size:
+            continue
+        wanted = np.zeros(match.n_ref + 1, dtype=bool)
+        wanted[own_groups[todo]] = True
+        keep = wanted[other_groups]
+        tree_points = np.column_stack([crop.points(other_flat[other_side[keep]], spacing),
+                                       other_groups[keep] * separation])
+        query_points = np.column_stack([crop.points(own_flat[own_side[todo]], spacing),
+                                        own_groups[todo] * separation])
+        out[todo] = nearest_distances(tree_points, query_points)
+    return ref_groups, ref_to_pred, pred_groups, pred_to_ref
+
+
+def _reference_columns(ref_stats: dict, match: _Matching, hit: np.ndarray, values: dict, extra: list[str],
+                       penalty: float, ndim: int) -> dict:
+    """The reference-lesion rows' columns: a missed lesion gets 0 for every score and ``penalty`` for every
+    distance (registry kind "distance"), with ``penalty`` True."""
     data = {
         "lesion_id": ref_stats["lesion_id"],
-        "kind": ["lesion"] * n_ref,
+        "kind": [REFERENCE] * match.n_ref,
         "detected": hit,
         "n_voxels": ref_stats["n_voxels"],
         "volume_mm3": ref_stats["volume_mm3"],
         "area_fraction": ref_stats["area_fraction"],
-        "n_pred_components": n_pred_components[1:],
-        "overlap_voxels": overlap_voxels[1:],
+        "n_pred_components": match.n_pred_components[1:],
+        "overlap_voxels": match.overlap_voxels[1:],
         "penalty": ~hit,
     }
-    for name in _m.OVERLAP_METRICS + tuple(extra):
-        data[name] = np.where(hit, values[name][1:], 0.0)
-    for name in _m.DISTANCE_METRICS:
-        data[name] = np.where(hit, values[name][1:], penalty)
+    for name in [*LESION_METRICS, *extra]:
+        data[name] = np.where(hit, values[name][1:], penalty if metric(name).penalised else 0.0)
     for axis in range(ndim):
         data[f"bbox_min_{axis}"] = ref_stats[f"bbox_min_{axis}"]
         data[f"bbox_max_{axis}"] = ref_stats[f"bbox_max_{axis}"]
+    return data
 
-    unmatched = np.flatnonzero(~is_matched[1:])
-    pred_stats = _component_stats(components, crop, ref.shape, spacing)
+
+def _false_positive_columns(pred_stats: dict, match: _Matching, ndim: int) -> dict:
+    """The false-positive rows' columns: predicted components overlapping no lesion (metric columns absent, so
+    NaN in :func:`_lesion_frame`)."""
+    unmatched = np.flatnonzero(~match.is_matched[1:])
     fp = {
         "lesion_id": unmatched + 1,
-        "kind": ["false_positive"] * unmatched.size,
+        "kind": [FALSE_POSITIVE] * unmatched.size,
         "n_voxels": pred_stats["n_voxels"][unmatched],
         "volume_mm3": pred_stats["volume_mm3"][unmatched],
         "area_fraction": pred_stats["area_fraction"][unmatched],
@@ -621,10 +724,7 @@ def evaluate_case_and_lesions(
     for axis in range(ndim):
         fp[f"bbox_min_{axis}"] = pred_stats[f"bbox_min_{axis}"][unmatched]
         fp[f"bbox_max_{axis}"] = pred_stats[f"bbox_max_{axis}"][unmatched]
-    counts = (int(np.count_nonzero(inside)), int(lesions.flat.size), int(components.flat.size))
-    case = _m._metrics_from(ref, pred, case_distances, tolerance=tolerance, tolerances=case_tolerances,
-                            penalty=penalty, counts=counts)
-    return case, _lesion_frame(data, n_ref, columns, extra, fp)
+    return fp
 
 
 def _lesion_frame(lesions: dict, n_ref: int, columns: list[str], extra: list[str], fp: dict | None = None):
@@ -666,13 +766,73 @@ def lesion_summary(table: pd.DataFrame) -> dict:
     """
     if not isinstance(table, pd.DataFrame) or not {"kind", "detected", "penalty"} <= set(table.columns):
         raise TypeError("table must be a DataFrame from evaluate_lesions (columns kind, detected, penalty)")
-    lesions = table[table["kind"] == "lesion"]
+    lesions = table[table["kind"] == REFERENCE]
     n_ref = int(len(lesions))
     n_detected = int(lesions["detected"].astype(bool).sum())
     return {
         "n_ref_lesions": n_ref,
         "n_detected": n_detected,
         "lesion_recall": n_detected / n_ref if n_ref else float("nan"),
-        "n_false_positive": int((table["kind"] == "false_positive").sum()),
+        "n_false_positive": int((table["kind"] == FALSE_POSITIVE).sum()),
         "n_penalty": int(lesions["penalty"].sum()),
     }
+
+
+# ------------------------------------------------------------------------------------------- lesion kinds, sizes
+REFERENCE = "lesion"
+"""``kind`` of a reference-lesion row (:func:`evaluate_lesions` and the study's per-lesion table)."""
+FALSE_POSITIVE = "false_positive"
+"""``kind`` of a false-positive component's row (and the ``metric`` of its one row in the per-lesion table)."""
+QUARTILES: tuple[str, ...] = ("Q1", "Q2", "Q3", "Q4")
+"""Lesion-size quartile labels, smallest first."""
+
+
+def quartile_edges(area_fractions) -> np.ndarray:
+    """The 25th, 50th and 75th percentiles of the reference lesions' area fractions (linear interpolation).
+
+    Raises
+    ------
+    ValueError
+        If there is no finite area fraction, or one outside [0, 1].
+    """
+    a = np.asarray(area_fractions, dtype=float).ravel()
+    a = a[np.isfinite(a)]
+    if a.size == 0:
+        raise ValueError("area_fractions holds no finite value: no reference lesion to define quartiles")
+    if a.min() < 0 or a.max() > 1:
+        raise ValueError(f"area_fractions must lie in [0, 1], got values from {a.min()} to {a.max()}")
+    return np.quantile(a, [0.25, 0.5, 0.75])
+
+
+def assign_quartiles(area_fractions, edges) -> np.ndarray:
+    """Quartile labels ``"Q1"`` ... ``"Q4"`` (upper edges inclusive); ``""`` where the area fraction is NaN.
+
+    Examples
+    --------
+    >>> assign_quartiles([0.1, 0.2, 0.25, 0.3, 0.9], [0.2, 0.3, 0.5]).tolist()
+    ['Q1', 'Q1', 'Q2', 'Q2', 'Q4']
+    """
+    edges = np.asarray(edges, dtype=float)
+    if edges.shape != (3,) or not np.all(np.isfinite(edges)) or np.any(np.diff(edges) < 0):
+        raise ValueError(f"edges must be 3 finite non-decreasing values, got {edges.tolist()}")
+    a = np.asarray(area_fractions, dtype=float).ravel()
+    index = np.searchsorted(edges, a, side="left")
+    labels = np.array(QUARTILES, dtype=object)[np.minimum(index, 3)]
+    labels[~np.isfinite(a)] = ""
+    return labels.astype(str)
+
+
+def with_quartile_bounds(table: pd.DataFrame, edges) -> pd.DataFrame:
+    """Add the area-fraction bounds of each row's stratum: ``area_fraction_above`` (exclusive lower bound) and
+    ``area_fraction_upto`` (inclusive upper bound); Q1 starts above 0, Q4 ends at 1, other strata get NaN."""
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"table must be a pandas DataFrame, got {type(table).__name__}")
+    if "stratum" not in table.columns:
+        raise ValueError(f"table lacks columns ['stratum']; has {list(table.columns)}")
+    e = np.asarray(edges, dtype=float)
+    if e.shape != (3,):
+        raise ValueError(f"edges must be 3 values, got {e.tolist()}")
+    bounds = {"Q1": (0.0, e[0]), "Q2": (e[0], e[1]), "Q3": (e[1], e[2]), "Q4": (e[2], 1.0)}
+    lower = table["stratum"].map(lambda s: bounds.get(s, (np.nan, np.nan))[0]).astype(float)
+    upper = table["stratum"].map(lambda s: bounds.get(s, (np.nan, np.nan))[1]).astype(float)
+    return table.assign(area_fraction_above=lower, area_fraction_upto=upper)

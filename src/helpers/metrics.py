@@ -47,7 +47,7 @@ NSD (:func:`nsd`, surface Dice)
     ``(#{ref_to_pred <= tolerance} + #{pred_to_ref <= tolerance}) / (n_ref + n_pred)``, counting boundary
     voxels (MONAI ``compute_surface_dice`` with ``use_subvoxels=False``; DeepMind's version weights by surfel
     area instead).
-Contour F1 (:func:`boundary_f1`)
+Contour F1 (:func:`contour_f1`)
     precision = share of predicted boundary voxels within ``tolerance`` of the reference boundary
     (``pred_to_ref <= tolerance``), recall = share of reference boundary voxels within ``tolerance`` of the
     predicted boundary; F1 = ``2 P R / (P + R)``, and 0 when ``P + R = 0``.
@@ -75,6 +75,15 @@ field-of-view diagonal, strictly larger than any distance between two voxel cent
 set with the ``penalty`` keyword. No function returns NaN or inf; :class:`CaseMetrics` records which metrics
 hold the penalty so every aggregate can count them.
 
+Registry
+--------
+:data:`METRICS` holds one :class:`Metric` per metric of the study: name (the one name in every table; contour
+F1 is ``contour_f1`` everywhere), kind (overlap / boundary / distance / detection), direction, unit, figure
+label, the tables that carry it, and its image-level reducer over :class:`CaseInputs`. Tables, rankings and
+figures ask it (:func:`metric_names`, :func:`higher_is_better`, :func:`label`, :func:`tolerance_name`) instead of
+keeping lists. A new metric is one entry there plus its reducer; a per-lesion value also needs its vectorised
+form in :func:`helpers.lesions.evaluate_case_and_lesions`.
+
 Ignore mask
 -----------
 Wherever a case is evaluated (:func:`evaluate_case`, :func:`helpers.lesions.evaluate_lesions`) an ``ignore``
@@ -85,107 +94,26 @@ metric, so they are neither foreground nor boundary.
 from __future__ import annotations
 
 import math
-import numbers
-from dataclasses import dataclass, field
-from typing import Iterable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
 
 import numpy as np
+import pandas as pd
 from scipy import ndimage
 from scipy.spatial import cKDTree
+
+from .checks import (as_ignore, as_mask, as_mask_pair, as_penalty, as_percentile, as_spacing, as_tolerance,
+                     as_tolerances)
+from .plots import get_axes
 
 
 DEFAULT_TOLERANCE = 1.0
 """Default NSD / contour-F1 tolerance in mm (voxels when ``spacing`` is None)."""
 
 DEFAULT_PERCENTILE = 95.0
-_TOLERANCE_SLACK = 1e-9
-
-OVERLAP_METRICS = ("dice", "iou", "nsd", "boundary_f1")
-DISTANCE_METRICS = ("hd", "hd95", "hd95_pooled", "assd", "masd")
-
-
-def _as_mask(mask, name: str) -> np.ndarray:
-    """Validate one mask: a 2D or 3D boolean numpy array (no silent thresholding)."""
-    if not isinstance(mask, np.ndarray):
-        raise TypeError(f"{name} must be a numpy.ndarray of dtype bool, got {type(mask).__name__}")
-    if mask.dtype != np.bool_:
-        raise TypeError(f"{name} must have dtype bool, got dtype {mask.dtype}")
-    if mask.ndim not in (2, 3):
-        raise ValueError(f"{name} must be 2D (y, x) or 3D (z, y, x), got {mask.ndim}D with shape {mask.shape}")
-    if mask.size == 0:
-        raise ValueError(f"{name} must not be empty, got shape {mask.shape}")
-    return mask
-
-
-def _as_pair(ref, pred) -> tuple[np.ndarray, np.ndarray]:
-    ref = _as_mask(ref, "ref")
-    pred = _as_mask(pred, "pred")
-    if ref.shape != pred.shape:
-        raise ValueError(f"ref and pred must have the same shape, got ref {ref.shape} and pred {pred.shape}")
-    return ref, pred
-
-
-def _as_spacing(spacing, ndim: int) -> tuple[float, ...]:
-    """Validate ``spacing``: None (1 per axis) or ``ndim`` finite positive numbers in numpy axis order."""
-    if spacing is None:
-        return (1.0,) * ndim
-    if isinstance(spacing, (str, bytes)) or not hasattr(spacing, "__len__"):
-        raise TypeError(f"spacing must be a sequence of {ndim} positive numbers or None, got {spacing!r}")
-    values = tuple(spacing)
-    if len(values) != ndim:
-        raise ValueError(f"spacing must have one value per axis ({ndim}), got {len(values)} values: {spacing!r}")
-    out = []
-    for value in values:
-        if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
-            raise TypeError(f"spacing values must be real numbers, got {value!r} in {spacing!r}")
-        value = float(value)
-        if not np.isfinite(value) or value <= 0:
-            raise ValueError(f"spacing values must be finite and > 0, got {value!r} in {spacing!r}")
-        out.append(value)
-    return tuple(out)
-
-
-def _as_connectivity(connectivity, ndim: int) -> int:
-    """Validate ``connectivity`` as scikit-image: an integer 1..ndim, None meaning ndim (full connectivity)."""
-    if connectivity is None:
-        return ndim
-    if isinstance(connectivity, bool) or not isinstance(connectivity, (numbers.Integral, np.integer)):
-        raise TypeError(f"connectivity must be an integer in 1..{ndim} or None, got {connectivity!r}")
-    if not 1 <= int(connectivity) <= ndim:
-        raise ValueError(f"connectivity must be in 1..{ndim} for a {ndim}D mask, got {connectivity!r}")
-    return int(connectivity)
-
-
-def _as_ignore(ignore, shape: tuple[int, ...]) -> np.ndarray | None:
-    if ignore is None:
-        return None
-    ignore = _as_mask(ignore, "ignore")
-    if ignore.shape != shape:
-        raise ValueError(f"ignore must have the masks' shape {shape}, got {ignore.shape}")
-    return ignore
-
-
-def _as_nonnegative(value, name: str, *, unit: str) -> float:
-    """A finite real number >= 0 (a tolerance, a distance, a severity), as float; errors name ``name`` and ``unit``."""
-    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
-        raise TypeError(f"{name} must be a real number ({unit}), got {value!r}")
-    value = float(value)
-    if not np.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be finite and >= 0, got {value!r} ({unit})")
-    return value
-
-
-def _as_tolerance(tolerance, name: str = "tolerance") -> float:
-    return _as_nonnegative(tolerance, name, unit="mm, or voxels without spacing")
-
-
-def _as_percentile(percentile) -> float:
-    if isinstance(percentile, bool) or not isinstance(percentile, (numbers.Real, np.floating, np.integer)):
-        raise TypeError(f"percentile must be a real number in [0, 100], got {percentile!r}")
-    percentile = float(percentile)
-    if not 0.0 <= percentile <= 100.0:
-        raise ValueError(f"percentile must be in [0, 100], got {percentile!r}")
-    return percentile
+TOLERANCE_SLACK = 1e-9
+"""Relative slack of the tolerance comparison ``d <= tolerance * (1 + TOLERANCE_SLACK)`` (module docstring)."""
 
 
 def image_diagonal(shape: tuple[int, ...], spacing=None) -> float:
@@ -195,19 +123,13 @@ def image_diagonal(shape: tuple[int, ...], spacing=None) -> float:
     scores worse than any real prediction.
     """
     shape = tuple(int(n) for n in shape)
-    spacing = _as_spacing(spacing, len(shape))
+    spacing = as_spacing(spacing, len(shape))
     return float(math.sqrt(sum((n * s) ** 2 for n, s in zip(shape, spacing))))
 
 
-def _as_penalty(penalty, shape: tuple[int, ...], spacing: tuple[float, ...]) -> float:
-    if penalty is None:
-        return image_diagonal(shape, spacing)
-    if isinstance(penalty, bool) or not isinstance(penalty, (numbers.Real, np.floating, np.integer)):
-        raise TypeError(f"penalty must be a real number (mm) or None, got {penalty!r}")
-    penalty = float(penalty)
-    if not np.isfinite(penalty) or penalty <= 0:
-        raise ValueError(f"penalty must be finite and > 0, got {penalty!r}")
-    return penalty
+def resolve_penalty(penalty, shape: tuple[int, ...], spacing: tuple[float, ...]) -> float:
+    """The distance penalty of a case: ``penalty`` validated (finite, > 0, mm), or the image diagonal when None."""
+    return as_penalty(penalty, default=image_diagonal(shape, spacing) if penalty is None else 0.0)
 
 
 # ------------------------------------------------------------------------------------------- boundaries
@@ -225,7 +147,7 @@ def boundary(mask: np.ndarray) -> np.ndarray:
     -------
     numpy.ndarray of bool, same shape.
     """
-    mask = _as_mask(mask, "mask")
+    mask = as_mask(mask, "mask")
     return _boundary(mask)
 
 
@@ -235,12 +157,14 @@ def _boundary(mask: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------- the fast core
-# Everything below works on the foreground voxels of a padded crop, never on the whole image: the crop is the
-# bounding box of the masks grown by one background voxel on every side (zeros outside the image, so the
-# image border is background as the module docstring says). Voxels are addressed by flat (raveled) indices
+# The surface kernels below are public because helpers.lesions computes its per-lesion distances with them (one
+# definition of boundary voxel, crop and nearest distance for both modules). Everything below works on the
+# foreground voxels of a padded crop, never on the whole image: the crop is the bounding box of the masks grown
+# by one background voxel on every side (zeros outside the image, so the image border is background as the
+# module docstring says). Voxels are addressed by flat (raveled) indices
 # into the crop; a face neighbour is the flat index plus or minus one axis stride, which the padding keeps
 # inside the crop.
-def _mask_box(mask: np.ndarray) -> list[tuple[int, int]] | None:
+def mask_box(mask: np.ndarray) -> list[tuple[int, int]] | None:
     """``[(start, stop), ...]`` per axis of the foreground's bounding box; None when ``mask`` is empty.
 
     The first axis is found from a projection of the whole mask, the others from the projection of the
@@ -253,10 +177,11 @@ def _mask_box(mask: np.ndarray) -> list[tuple[int, int]] | None:
     if index.size == 0:
         return None
     start, stop = int(index[0]), int(index[-1]) + 1
-    return [(start, stop)] + _mask_box(mask[start:stop].any(axis=0))
+    return [(start, stop)] + mask_box(mask[start:stop].any(axis=0))
 
 
-def _union_of_boxes(*boxes) -> list[tuple[int, int]] | None:
+def union_of_boxes(*boxes) -> list[tuple[int, int]] | None:
+    """The bounding box (as :func:`mask_box`) of the non-None ``boxes``; None when all are None."""
     boxes = [box for box in boxes if box is not None]
     if not boxes:
         return None
@@ -264,15 +189,20 @@ def _union_of_boxes(*boxes) -> list[tuple[int, int]] | None:
 
 
 @dataclass(frozen=True)
-class _Crop:
-    """A padded crop: ``origin`` is the image index of crop index 0 (the box start minus 1, may be -1)."""
+class Crop:
+    """A padded crop: ``origin`` is the image index of crop index 0 (the box start minus 1, may be -1).
+
+    :meth:`around` a box (:func:`mask_box`) gives the box grown by one background voxel per side; voxels are
+    then flat indices into ``shape``, and a face neighbour is a flat index plus or minus one of ``strides``.
+    """
 
     origin: tuple[int, ...]
     shape: tuple[int, ...]
     strides: tuple[int, ...]
 
     @classmethod
-    def around(cls, box: list[tuple[int, int]]) -> "_Crop":
+    def around(cls, box: list[tuple[int, int]]) -> "Crop":
+        """The padded crop of ``box`` (``[(start, stop), ...]`` per axis)."""
         shape = tuple(stop - start + 2 for start, stop in box)
         strides = tuple(int(np.prod(shape[axis + 1 :], dtype=np.int64)) for axis in range(len(shape)))
         return cls(tuple(start - 1 for start, _ in box), shape, strides)
@@ -296,8 +226,12 @@ class _Crop:
         return out
 
 
-def _on_boundary(flat_mask: np.ndarray, foreground: np.ndarray, strides: tuple[int, ...]) -> np.ndarray:
-    """For each foreground flat index, whether a face neighbour is background (``flat_mask`` is the crop)."""
+def on_boundary(flat_mask: np.ndarray, foreground: np.ndarray, strides: tuple[int, ...]) -> np.ndarray:
+    """For each foreground flat index of a padded crop, whether a face neighbour is background.
+
+    ``flat_mask`` is the raveled crop (:meth:`Crop.take`), ``foreground`` its foreground flat indices and
+    ``strides`` the crop's (:class:`Crop`); this is the boundary of the module docstring, voxel by voxel.
+    """
     inner = np.ones(foreground.size, dtype=bool)
     for stride in strides:
         inner &= flat_mask[foreground + stride]
@@ -305,12 +239,12 @@ def _on_boundary(flat_mask: np.ndarray, foreground: np.ndarray, strides: tuple[i
     return ~inner
 
 
-def _nearest(tree_points: np.ndarray, query_points: np.ndarray) -> np.ndarray:
-    """Distance from each query point to the nearest tree point (both non-empty)."""
+def nearest_distances(tree_points: np.ndarray, query_points: np.ndarray) -> np.ndarray:
+    """Euclidean distance from each query point to the nearest tree point (both ``(k, ndim)``, non-empty)."""
     return cKDTree(tree_points).query(query_points, k=1)[0].astype(np.float64)
 
 
-def _linear_percentile(sorted_values: np.ndarray, starts: np.ndarray, counts: np.ndarray, percentile: float):
+def linear_percentile(sorted_values: np.ndarray, starts: np.ndarray, counts: np.ndarray, percentile: float):
     """``numpy.percentile(group, percentile, method="linear")`` of many groups at once.
 
     ``sorted_values[starts[g] : starts[g] + counts[g]]`` is group ``g``, sorted ascending; every count is
@@ -360,12 +294,12 @@ class SurfaceDistances:
 def _surface_distances(ref: np.ndarray, pred: np.ndarray, spacing: tuple[float, ...]) -> SurfaceDistances:
     """Validated-input core of :func:`surface_distances`: boundary voxels by face-neighbour lookup in the padded
     crop of both masks, one k-d tree per direction."""
-    ref_box, pred_box = _mask_box(ref), _mask_box(pred)
+    ref_box, pred_box = mask_box(ref), mask_box(pred)
     ref_empty, pred_empty = ref_box is None, pred_box is None
     empty = np.empty(0, dtype=np.float64)
     if ref_empty and pred_empty:
         return SurfaceDistances(empty, empty, True, True, 0, 0)
-    crop = _Crop.around(_union_of_boxes(ref_box, pred_box))
+    crop = Crop.around(union_of_boxes(ref_box, pred_box))
     points = []
     for mask, is_empty in ((ref, ref_empty), (pred, pred_empty)):
         if is_empty:
@@ -373,13 +307,13 @@ def _surface_distances(ref: np.ndarray, pred: np.ndarray, spacing: tuple[float, 
             continue
         flat_mask = crop.take(mask).ravel()
         foreground = np.flatnonzero(flat_mask)
-        points.append(crop.points(foreground[_on_boundary(flat_mask, foreground, crop.strides)], spacing))
+        points.append(crop.points(foreground[on_boundary(flat_mask, foreground, crop.strides)], spacing))
     ref_points, pred_points = points
     if ref_empty or pred_empty:
         return SurfaceDistances(empty, empty, ref_empty, pred_empty, len(ref_points), len(pred_points))
     return SurfaceDistances(
-        _nearest(pred_points, ref_points),
-        _nearest(ref_points, pred_points),
+        nearest_distances(pred_points, ref_points),
+        nearest_distances(ref_points, pred_points),
         False,
         False,
         len(ref_points),
@@ -402,9 +336,9 @@ def surface_distances(ref: np.ndarray, pred: np.ndarray, *, spacing=None, ignore
     -------
     SurfaceDistances
     """
-    ref, pred = _as_pair(ref, pred)
-    spacing = _as_spacing(spacing, ref.ndim)
-    ignore = _as_ignore(ignore, ref.shape)
+    ref, pred = as_mask_pair(ref, pred)
+    spacing = as_spacing(spacing, ref.ndim)
+    ignore = as_ignore(ignore, ref.shape)
     if ignore is not None:
         ref, pred = ref & ~ignore, pred & ~ignore
     return _surface_distances(ref, pred, spacing)
@@ -412,7 +346,7 @@ def surface_distances(ref: np.ndarray, pred: np.ndarray, *, spacing=None, ignore
 
 # ------------------------------------------------------------------------------------------- reductions
 def _within(distances: np.ndarray, tolerance: float) -> int:
-    return int(np.count_nonzero(distances <= tolerance * (1.0 + _TOLERANCE_SLACK)))
+    return int(np.count_nonzero(distances <= tolerance * (1.0 + TOLERANCE_SLACK)))
 
 
 def _percentile_distance(sd: SurfaceDistances, percentile: float, pooled: bool) -> float:
@@ -456,7 +390,7 @@ def _nsd_from(sd: SurfaceDistances, tolerance: float) -> float:
     return correct / float(sd.n_ref_boundary + sd.n_pred_boundary)
 
 
-def _boundary_f1_from(sd: SurfaceDistances, tolerance: float) -> float:
+def _contour_f1_from(sd: SurfaceDistances, tolerance: float) -> float:
     if sd.ref_empty and sd.pred_empty:
         return 1.0
     if sd.ref_empty or sd.pred_empty:
@@ -466,10 +400,6 @@ def _boundary_f1_from(sd: SurfaceDistances, tolerance: float) -> float:
     if precision + recall == 0.0:
         return 0.0
     return 2.0 * precision * recall / (precision + recall)
-
-
-def _overlap_counts(ref: np.ndarray, pred: np.ndarray) -> tuple[int, int, int]:
-    return int(np.count_nonzero(ref & pred)), int(np.count_nonzero(ref)), int(np.count_nonzero(pred))
 
 
 def _dice_from(intersection: int, n_ref: int, n_pred: int) -> float:
@@ -491,14 +421,14 @@ def dice(ref: np.ndarray, pred: np.ndarray) -> float:
 
     Both masks empty gives 1; exactly one empty gives 0 (module docstring, empty-mask policy).
     """
-    ref, pred = _as_pair(ref, pred)
-    return _dice_from(*_overlap_counts(ref, pred))
+    ref, pred = as_mask_pair(ref, pred)
+    return _dice_from(*overlap_counts(ref, pred))
 
 
 def iou(ref: np.ndarray, pred: np.ndarray) -> float:
     """Intersection over union (Jaccard) ``|R∩P| / |R∪P|``; both empty gives 1, exactly one empty gives 0."""
-    ref, pred = _as_pair(ref, pred)
-    return _iou_from(*_overlap_counts(ref, pred))
+    ref, pred = as_mask_pair(ref, pred)
+    return _iou_from(*overlap_counts(ref, pred))
 
 
 def hausdorff(
@@ -526,10 +456,10 @@ def hausdorff(
     float
         0 when both masks are empty.
     """
-    ref, pred = _as_pair(ref, pred)
-    spacing = _as_spacing(spacing, ref.ndim)
-    percentile = _as_percentile(percentile)
-    penalty = _as_penalty(penalty, ref.shape, spacing)
+    ref, pred = as_mask_pair(ref, pred)
+    spacing = as_spacing(spacing, ref.ndim)
+    percentile = as_percentile(percentile)
+    penalty = resolve_penalty(penalty, ref.shape, spacing)
     return _hausdorff_from(_surface_distances(ref, pred, spacing), percentile, bool(pooled), penalty)
 
 
@@ -549,9 +479,9 @@ def assd(ref: np.ndarray, pred: np.ndarray, *, spacing=None, penalty=None) -> fl
     two directed sets). Empty masks: 0 when both are empty,
     ``penalty`` (default the image diagonal) when exactly one is.
     """
-    ref, pred = _as_pair(ref, pred)
-    spacing = _as_spacing(spacing, ref.ndim)
-    penalty = _as_penalty(penalty, ref.shape, spacing)
+    ref, pred = as_mask_pair(ref, pred)
+    spacing = as_spacing(spacing, ref.ndim)
+    penalty = resolve_penalty(penalty, ref.shape, spacing)
     return _assd_from(_surface_distances(ref, pred, spacing), penalty)
 
 
@@ -561,9 +491,9 @@ def masd(ref: np.ndarray, pred: np.ndarray, *, spacing=None, penalty=None) -> fl
     The mean of the two directed means (MetricsReloaded ``masd``; *not* MedPy's ``assd``, which pools the two
     sets as :func:`assd` does). Empty masks as :func:`assd`.
     """
-    ref, pred = _as_pair(ref, pred)
-    spacing = _as_spacing(spacing, ref.ndim)
-    penalty = _as_penalty(penalty, ref.shape, spacing)
+    ref, pred = as_mask_pair(ref, pred)
+    spacing = as_spacing(spacing, ref.ndim)
+    penalty = resolve_penalty(penalty, ref.shape, spacing)
     return _masd_from(_surface_distances(ref, pred, spacing), penalty)
 
 
@@ -573,86 +503,283 @@ def nsd(ref: np.ndarray, pred: np.ndarray, *, tolerance: float, spacing=None) ->
     ``(#{ref_to_pred <= tol} + #{pred_to_ref <= tol}) / (n_ref + n_pred)`` over boundary voxels. Both masks
     empty gives 1, exactly one empty gives 0.
     """
-    ref, pred = _as_pair(ref, pred)
-    spacing = _as_spacing(spacing, ref.ndim)
-    tolerance = _as_tolerance(tolerance)
+    ref, pred = as_mask_pair(ref, pred)
+    spacing = as_spacing(spacing, ref.ndim)
+    tolerance = as_tolerance(tolerance)
     return _nsd_from(_surface_distances(ref, pred, spacing), tolerance)
 
 
-def boundary_f1(ref: np.ndarray, pred: np.ndarray, *, tolerance: float, spacing=None) -> float:
+def contour_f1(ref: np.ndarray, pred: np.ndarray, *, tolerance: float, spacing=None) -> float:
     """Contour F1 at ``tolerance`` (mm): the harmonic mean of boundary precision and recall.
 
     precision = share of predicted boundary voxels within ``tolerance`` of the reference boundary, recall =
     share of reference boundary voxels within ``tolerance`` of the predicted boundary; 0 when both are 0.
     Both masks empty gives 1, exactly one empty gives 0.
     """
-    ref, pred = _as_pair(ref, pred)
-    spacing = _as_spacing(spacing, ref.ndim)
-    tolerance = _as_tolerance(tolerance)
-    return _boundary_f1_from(_surface_distances(ref, pred, spacing), tolerance)
+    ref, pred = as_mask_pair(ref, pred)
+    spacing = as_spacing(spacing, ref.ndim)
+    tolerance = as_tolerance(tolerance)
+    return _contour_f1_from(_surface_distances(ref, pred, spacing), tolerance)
+
+
+# ------------------------------------------------------------------------------------------- the registry
+@dataclass(frozen=True)
+class CaseInputs:
+    """What every image-level metric is reduced from: the surface distances and overlap counts of one case,
+    computed once (validated, ignore-removed masks).
+
+    ``tolerance`` is the tolerance a tolerance metric is evaluated at; ``penalty`` the distance an undefined
+    distance gets; ``spacing`` the voxel size (mm) per axis.
+    """
+
+    distances: SurfaceDistances
+    intersection: int
+    n_ref: int
+    n_pred: int
+    spacing: tuple[float, ...]
+    penalty: float
+    tolerance: float
+
+
+METRIC_KINDS: tuple[str, ...] = ("overlap", "boundary", "distance", "detection")
+TABLES: tuple[str, ...] = ("case", "lesion", "sweep")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric of the study: its definition's facts, in one place.
+
+    Attributes
+    ----------
+    name : str
+        The name in every table (``metric`` column), ranking and figure.
+    kind : {"overlap", "boundary", "distance", "detection"}
+        Overlap of voxels (Dice, IoU), agreement of boundaries at a tolerance (NSD, contour F1), a surface
+        distance in mm (HD, HD95, ASSD, MASD: the only kind that holds the distance penalty when undefined),
+        or lesion detection (counts and recall from the lesion matching).
+    higher_is_better : bool
+        The direction every ranking uses.
+    unit : str
+        ``"mm"`` for distances, ``""`` for ratios and counts.
+    label : str
+        The name shown in figures and tables of the book.
+    tables : frozenset of str
+        The study tables that carry it: ``"case"`` (``per_case_metrics.csv``), ``"lesion"``
+        (``per_lesion_metrics.csv``), ``"sweep"`` (the failure-mode sweep).
+    primary : bool
+        One of the paper's metrics (section 3.6), in its order; the others are sensitivity variants or
+        per-row detection records.
+    against_dice : bool
+        Compared against Dice in the reversal analysis (the boundary metrics of the paper's section 4.3).
+    per_lesion : bool
+        Has a vectorised per-lesion form in :func:`helpers.lesions.evaluate_case_and_lesions` (a column of its
+        lesion table).
+    per_tolerance : bool
+        Also reported at the extra tolerances of a sensitivity analysis, as :func:`tolerance_name` ``(name, t)``.
+    compute : callable, optional
+        ``compute(CaseInputs) -> float``: the image-level value (:func:`evaluate_case`); None for detection
+        metrics, which come from the lesion table (:func:`helpers.lesions.lesion_summary`).
+    """
+
+    name: str
+    kind: str
+    higher_is_better: bool
+    unit: str
+    label: str
+    tables: frozenset = frozenset()
+    primary: bool = False
+    against_dice: bool = False
+    per_lesion: bool = False
+    per_tolerance: bool = False
+    compute: Callable[[CaseInputs], float] | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if self.kind not in METRIC_KINDS:
+            raise ValueError(f"metric {self.name!r}: kind must be one of {METRIC_KINDS}, got {self.kind!r}")
+        unknown = sorted(set(self.tables) - set(TABLES))
+        if unknown:
+            raise ValueError(f"metric {self.name!r}: tables {unknown} unknown (known: {TABLES})")
+
+    @property
+    def penalised(self) -> bool:
+        """Whether the value is the distance penalty when undefined (a missed lesion, one empty mask)."""
+        return self.kind == "distance"
+
+
+def _registry(*metrics: Metric) -> Mapping[str, Metric]:
+    return MappingProxyType({m.name: m for m in metrics})
+
+
+_CASE, _LESION, _SWEEP = "case", "lesion", "sweep"
+
+#: Every metric of the study, in the paper's order (primary metrics first within each kind). Adding a metric:
+#: one entry here and its reducer (``compute``) above; tables, rankings and figures learn of it from here.
+METRICS: Mapping[str, Metric] = _registry(
+    Metric("dice", "overlap", True, "", "Dice", frozenset({_CASE, _LESION, _SWEEP}), primary=True,
+           per_lesion=True, compute=lambda x: _dice_from(x.intersection, x.n_ref, x.n_pred)),
+    Metric("iou", "overlap", True, "", "IoU", frozenset({_CASE, _LESION}), primary=True,
+           per_lesion=True, compute=lambda x: _iou_from(x.intersection, x.n_ref, x.n_pred)),
+    Metric("hd", "distance", False, "mm", "HD", frozenset({_SWEEP}),
+           per_lesion=True, compute=lambda x: _hausdorff_from(x.distances, 100.0, False, x.penalty)),
+    Metric("hd95", "distance", False, "mm", "HD95", frozenset({_CASE, _LESION, _SWEEP}), primary=True,
+           against_dice=True, per_lesion=True,
+           compute=lambda x: _hausdorff_from(x.distances, DEFAULT_PERCENTILE, False, x.penalty)),
+    Metric("hd95_pooled", "distance", False, "mm", "HD95, pooled", frozenset({_CASE, _LESION, _SWEEP}),
+           per_lesion=True, compute=lambda x: _hausdorff_from(x.distances, DEFAULT_PERCENTILE, True, x.penalty)),
+    Metric("assd", "distance", False, "mm", "ASSD", frozenset({_CASE, _LESION, _SWEEP}), primary=True,
+           against_dice=True, per_lesion=True, compute=lambda x: _assd_from(x.distances, x.penalty)),
+    Metric("masd", "distance", False, "mm", "MASD", frozenset({_CASE, _LESION}), primary=True,
+           per_lesion=True, compute=lambda x: _masd_from(x.distances, x.penalty)),
+    Metric("nsd", "boundary", True, "", "NSD", frozenset({_CASE, _LESION, _SWEEP}), primary=True,
+           per_tolerance=True, per_lesion=True, compute=lambda x: _nsd_from(x.distances, x.tolerance)),
+    Metric("contour_f1", "boundary", True, "", "contour F1", frozenset({_CASE, _LESION, _SWEEP}), primary=True,
+           against_dice=True, per_tolerance=True, per_lesion=True,
+           compute=lambda x: _contour_f1_from(x.distances, x.tolerance)),
+    Metric("lesion_recall", "detection", True, "", "lesion recall", frozenset({_CASE}), primary=True),
+    Metric("fp_lesions_per_case", "detection", False, "", "FP lesions / case", primary=True),
+    Metric("fp_lesions", "detection", False, "", "FP lesions", frozenset({_CASE})),
+    Metric("detected", "detection", True, "", "detected", frozenset({_LESION})),
+    Metric("false_positive", "detection", False, "", "false positive", frozenset({_LESION})),
+)
+
+_TOLERANCE_INFIX = "_tol"
+
+
+def tolerance_name(name: str, tolerance: float) -> str:
+    """The name of ``name`` at an extra tolerance: ``"<name>_tol<t>"`` (``t`` as ``%g``, in mm), e.g.
+    ``tolerance_name("nsd", 2.0) == "nsd_tol2"``; only for a metric with ``per_tolerance``."""
+    if not metric(name).per_tolerance:
+        raise ValueError(f"metric {name!r} has no tolerance variants (per_tolerance is False)")
+    return f"{name}{_TOLERANCE_INFIX}{float(tolerance):g}"
+
+
+def split_tolerance_name(name: str) -> tuple[str, float | None]:
+    """The inverse of :func:`tolerance_name`: ``("nsd", 2.0)`` for ``"nsd_tol2"``, ``(name, None)`` for a
+    registered name. Raises ``ValueError`` for a name that is neither."""
+    if name in METRICS:
+        return name, None
+    base, infix, tolerance = str(name).rpartition(_TOLERANCE_INFIX)
+    if infix and base in METRICS and METRICS[base].per_tolerance:
+        try:
+            return base, float(tolerance)
+        except ValueError:
+            pass
+    raise ValueError(f"unknown metric {name!r}: not in helpers.metrics.METRICS ({', '.join(METRICS)}) nor "
+                     f"'<name>{_TOLERANCE_INFIX}<mm>' of a metric with tolerance variants")
+
+
+def metric(name: str) -> Metric:
+    """The registry entry of ``name`` (a tolerance variant ``<name>_tol<t>`` resolves to its metric)."""
+    return METRICS[split_tolerance_name(name)[0]]
+
+
+def metric_names(*, kind: str | None = None, table: str | None = None, primary: bool | None = None,
+                 against_dice: bool | None = None, computed: bool | None = None,
+                 per_lesion: bool | None = None) -> tuple[str, ...]:
+    """Registered names in registry order, filtered by ``kind``, the ``table`` that carries them, ``primary``,
+    ``against_dice``, ``computed`` (has an image-level ``compute``) and ``per_lesion``; None does not filter."""
+    if kind is not None and kind not in METRIC_KINDS:
+        raise ValueError(f"kind must be one of {METRIC_KINDS}, got {kind!r}")
+    if table is not None and table not in TABLES:
+        raise ValueError(f"table must be one of {TABLES}, got {table!r}")
+    return tuple(
+        m.name for m in METRICS.values()
+        if (kind is None or m.kind == kind) and (table is None or table in m.tables)
+        and (primary is None or m.primary == primary) and (against_dice is None or m.against_dice == against_dice)
+        and (computed is None or (m.compute is not None) == computed)
+        and (per_lesion is None or m.per_lesion == per_lesion)
+    )
+
+
+def higher_is_better(name: str, directions: Mapping[str, str] | None = None) -> bool:
+    """Whether a higher value of ``name`` is better: from ``directions`` (``{name: "higher" | "lower"}``, for a
+    metric outside the registry or a deliberate override) if it names the metric, else from the registry.
+
+    Raises
+    ------
+    ValueError
+        If the metric is in neither, or a direction is not "higher"/"lower".
+    """
+    if directions is not None and name in directions:
+        direction = directions[name]
+        if direction not in ("higher", "lower"):
+            raise ValueError(f"direction of metric {name!r} must be 'higher' or 'lower', got {direction!r}")
+        return direction == "higher"
+    try:
+        return metric(name).higher_is_better
+    except ValueError:
+        raise ValueError(f"metric {name!r} has no direction: not in helpers.metrics.METRICS ({', '.join(METRICS)}) "
+                         f"nor a tolerance variant of one (pass directions=)") from None
+
+
+def label(name: str, *, unit: bool = False) -> str:
+    """The figure label of ``name`` (``"HD95"``; with ``unit=True`` ``"HD95 (mm)"``); a tolerance variant reads
+    ``"NSD at 2 mm"``."""
+    base, tolerance = split_tolerance_name(name)
+    entry = METRICS[base]
+    text = entry.label if tolerance is None else f"{entry.label} at {tolerance:g} mm"
+    return f"{text} ({entry.unit})" if unit and entry.unit else text
 
 
 # ------------------------------------------------------------------------------------------- one call per case
-def _tolerance_key(prefix: str, tolerance: float) -> str:
-    return f"{prefix}_tol{tolerance:g}"
-
-
 @dataclass(frozen=True)
 class CaseMetrics:
     """All image-level metrics of one case, from a single surface-distance computation.
 
     Attributes
     ----------
-    dice, iou, hd, hd95, hd95_pooled, assd, masd, nsd, boundary_f1 : float
-        As defined in the module docstring; ``nsd`` and ``boundary_f1`` at ``tolerance``. Never NaN or inf.
+    values : mapping of str to float
+        Every registered metric with a ``compute`` (:func:`metric_names` ``(computed=True)``), as defined in the
+        module docstring, ``nsd`` and ``contour_f1`` at ``tolerance``, then each tolerance variant at the extra
+        ``tolerances`` (:func:`tolerance_name`). Never NaN or inf. Each metric is also an attribute
+        (``result.hd95``).
     ref_empty, pred_empty : bool
         Whether the masks (after removing ``ignore``) are empty.
     penalty_used : frozenset of str
-        Names of the distance metrics that hold the penalty (all five when exactly one mask is empty).
+        Names of the distance metrics that hold the penalty (all of them when exactly one mask is empty).
     penalty : float
         The penalty value (mm) that applied.
     tolerance : float
         The NSD / contour-F1 tolerance (mm).
-    nsd_at, boundary_f1_at : dict
-        ``{tolerance: value}`` for each extra tolerance requested with ``tolerances=``.
+    tolerances : tuple of float
+        The extra tolerances (mm).
     n_ref_voxels, n_pred_voxels, n_ref_boundary, n_pred_boundary : int
         Sizes behind the values.
     """
 
-    dice: float
-    iou: float
-    hd: float
-    hd95: float
-    hd95_pooled: float
-    assd: float
-    masd: float
-    nsd: float
-    boundary_f1: float
+    values: Mapping[str, float]
     ref_empty: bool
     pred_empty: bool
     penalty_used: frozenset
     penalty: float
     tolerance: float
-    nsd_at: dict = field(default_factory=dict)
-    boundary_f1_at: dict = field(default_factory=dict)
+    tolerances: tuple = ()
     n_ref_voxels: int = 0
     n_pred_voxels: int = 0
     n_ref_boundary: int = 0
     n_pred_boundary: int = 0
 
+    def __getattr__(self, name: str):
+        # Only called when normal lookup fails: a metric's name reads its value.
+        if name.startswith("_") or name == "values":
+            raise AttributeError(name)
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(f"CaseMetrics has no metric or attribute {name!r}") from None
+
+    def at_tolerances(self, name: str) -> dict[float, float]:
+        """``{tolerance: value}`` of a tolerance metric (``"nsd"``, ``"contour_f1"``) at the extra tolerances."""
+        return {t: self.values[tolerance_name(name, t)] for t in self.tolerances}
+
     def metric_values(self) -> dict[str, float]:
-        """The metric values only (``name -> float``), extra tolerances as ``nsd_tol<t>``, ``boundary_f1_tol<t>``."""
-        out = {name: getattr(self, name) for name in ("dice", "iou") + DISTANCE_METRICS + ("nsd", "boundary_f1")}
-        for tolerance, value in self.nsd_at.items():
-            out[_tolerance_key("nsd", tolerance)] = value
-        for tolerance, value in self.boundary_f1_at.items():
-            out[_tolerance_key("boundary_f1", tolerance)] = value
-        return out
+        """The metric values only (``name -> float``), extra tolerances as ``<name>_tol<t>``."""
+        return dict(self.values)
 
     def as_dict(self) -> dict:
         """A flat dict: metric values, ``<metric>_penalty`` flags, emptiness, penalty, tolerance and sizes."""
         out = self.metric_values()
-        for name in DISTANCE_METRICS:
+        for name in metric_names(kind="distance", computed=True):
             out[f"{name}_penalty"] = name in self.penalty_used
         out.update(
             ref_empty=self.ref_empty,
@@ -667,50 +794,44 @@ class CaseMetrics:
         return out
 
 
-def _metrics_from(
-    ref: np.ndarray,
-    pred: np.ndarray,
-    sd: SurfaceDistances,
+def overlap_counts(ref: np.ndarray, pred: np.ndarray) -> tuple[int, int, int]:
+    """``(|R∩P|, |R|, |P|)`` voxel counts of two validated masks."""
+    return int(np.count_nonzero(ref & pred)), int(np.count_nonzero(ref)), int(np.count_nonzero(pred))
+
+
+def case_metrics_from(
+    distances: SurfaceDistances,
+    counts: tuple[int, int, int],
     *,
+    spacing: tuple[float, ...],
     tolerance: float,
     tolerances: tuple[float, ...],
     penalty: float,
-    counts: tuple[int, int, int] | None = None,
 ) -> CaseMetrics:
-    """All metrics of validated, ignore-removed masks and their surface distances (``counts``: the overlap
-    counts ``(|R∩P|, |R|, |P|)`` when the caller has them already)."""
-    counts = _overlap_counts(ref, pred) if counts is None else counts
-    penalised = sd.ref_empty != sd.pred_empty
+    """Every registered image-level metric from a case's surface distances and overlap counts
+    (:func:`overlap_counts`), all arguments validated: the reduction step of :func:`evaluate_case`, shared with
+    :func:`helpers.lesions.evaluate_case_and_lesions`."""
+    inputs = CaseInputs(distances, *counts, spacing=spacing, penalty=penalty, tolerance=tolerance)
+    computed = [METRICS[name] for name in metric_names(computed=True)]
+    values = {m.name: m.compute(inputs) for m in computed}
+    for m in computed:
+        if m.per_tolerance:
+            for t in tolerances:
+                values[tolerance_name(m.name, t)] = m.compute(replace(inputs, tolerance=t))
+    penalised = distances.ref_empty != distances.pred_empty
     return CaseMetrics(
-        dice=_dice_from(*counts),
-        iou=_iou_from(*counts),
-        hd=_hausdorff_from(sd, 100.0, False, penalty),
-        hd95=_hausdorff_from(sd, DEFAULT_PERCENTILE, False, penalty),
-        hd95_pooled=_hausdorff_from(sd, DEFAULT_PERCENTILE, True, penalty),
-        assd=_assd_from(sd, penalty),
-        masd=_masd_from(sd, penalty),
-        nsd=_nsd_from(sd, tolerance),
-        boundary_f1=_boundary_f1_from(sd, tolerance),
-        ref_empty=sd.ref_empty,
-        pred_empty=sd.pred_empty,
-        penalty_used=frozenset(DISTANCE_METRICS) if penalised else frozenset(),
+        values=MappingProxyType(values),
+        ref_empty=distances.ref_empty,
+        pred_empty=distances.pred_empty,
+        penalty_used=frozenset(m.name for m in computed if m.penalised) if penalised else frozenset(),
         penalty=penalty,
         tolerance=tolerance,
-        nsd_at={t: _nsd_from(sd, t) for t in tolerances},
-        boundary_f1_at={t: _boundary_f1_from(sd, t) for t in tolerances},
+        tolerances=tuple(tolerances),
         n_ref_voxels=counts[1],
         n_pred_voxels=counts[2],
-        n_ref_boundary=sd.n_ref_boundary,
-        n_pred_boundary=sd.n_pred_boundary,
+        n_ref_boundary=distances.n_ref_boundary,
+        n_pred_boundary=distances.n_pred_boundary,
     )
-
-
-def _as_tolerances(tolerances) -> tuple[float, ...]:
-    if tolerances is None:
-        return ()
-    if isinstance(tolerances, (str, bytes)) or not isinstance(tolerances, Iterable):
-        raise TypeError(f"tolerances must be a sequence of numbers, got {tolerances!r}")
-    return tuple(_as_tolerance(t, "tolerances") for t in tolerances)
 
 
 def evaluate_case(
@@ -733,9 +854,10 @@ def evaluate_case(
     ignore : numpy.ndarray of bool, optional
         Voxels removed from both masks before any metric (e.g. WMH label 2).
     tolerance : float, default ``DEFAULT_TOLERANCE`` (1.0 mm)
-        Tolerance of ``nsd`` and ``boundary_f1``.
+        Tolerance of ``nsd`` and ``contour_f1``.
     tolerances : sequence of float, optional
-        Extra tolerances for which NSD and contour F1 are also reported (``nsd_at``, ``boundary_f1_at``), e.g.
+        Extra tolerances for which NSD and contour F1 are also reported (``nsd_tol<t>``, ``contour_f1_tol<t>``;
+        :meth:`CaseMetrics.at_tolerances`), e.g.
         ``(1, 2, 3)`` for the tolerance sensitivity analysis, without recomputing distances.
     penalty : float, optional
         Distance returned when exactly one mask is empty; default the image diagonal (:func:`image_diagonal`).
@@ -744,16 +866,16 @@ def evaluate_case(
     -------
     CaseMetrics
     """
-    ref, pred = _as_pair(ref, pred)
-    spacing = _as_spacing(spacing, ref.ndim)
-    ignore = _as_ignore(ignore, ref.shape)
-    tolerance = _as_tolerance(tolerance)
-    tolerances = _as_tolerances(tolerances)
-    penalty = _as_penalty(penalty, ref.shape, spacing)
+    ref, pred = as_mask_pair(ref, pred)
+    spacing = as_spacing(spacing, ref.ndim)
+    ignore = as_ignore(ignore, ref.shape)
+    tolerance = as_tolerance(tolerance)
+    tolerances = as_tolerances(tolerances)
+    penalty = resolve_penalty(penalty, ref.shape, spacing)
     if ignore is not None:
         ref, pred = ref & ~ignore, pred & ~ignore
-    sd = _surface_distances(ref, pred, spacing)
-    return _metrics_from(ref, pred, sd, tolerance=tolerance, tolerances=tolerances, penalty=penalty)
+    return case_metrics_from(_surface_distances(ref, pred, spacing), overlap_counts(ref, pred), spacing=spacing,
+                             tolerance=tolerance, tolerances=tolerances, penalty=penalty)
 
 
 def empty_mask_table(*, shape=(8, 8), spacing=None, tolerance: float = DEFAULT_TOLERANCE):
@@ -767,8 +889,6 @@ def empty_mask_table(*, shape=(8, 8), spacing=None, tolerance: float = DEFAULT_T
     pandas.DataFrame
         Columns ``case``, the metric names and ``penalty_used``.
     """
-    import pandas as pd
-
     square = np.zeros(shape, dtype=bool)
     square[tuple(slice(1, 3) for _ in shape)] = True
     empty = np.zeros(shape, dtype=bool)
@@ -787,7 +907,7 @@ def empty_mask_table(*, shape=(8, 8), spacing=None, tolerance: float = DEFAULT_T
 
 # ------------------------------------------------------------------------------------------- pictures
 def _as_2d_pair(ref, pred) -> tuple[np.ndarray, np.ndarray]:
-    ref, pred = _as_pair(ref, pred)
+    ref, pred = as_mask_pair(ref, pred)
     if ref.ndim != 2:
         raise ValueError(f"ref and pred must be 2D to plot, got shape {ref.shape}; pass a slice")
     return ref, pred
@@ -811,8 +931,6 @@ def plot_boundaries(
     reference lesion's id (8-connected components, numbered as :func:`helpers.lesions.label_lesions`) next to
     it. Returns the axes.
     """
-    from helpers.plots import get_axes  # matplotlib only when a picture is drawn
-
     ref, pred = _as_2d_pair(ref, pred)
     fig, ax = get_axes(ax, figsize=(3.5, 3.5))
     canvas = np.ones(ref.shape + (3,))
@@ -844,10 +962,8 @@ def plot_distance_map(
     predicted boundary pixel's colour is its ``pred_to_ref`` distance); pixels beyond ``tolerance`` are
     marked with a cross. Returns the axes.
     """
-    from helpers.plots import get_axes  # matplotlib only when a picture is drawn
-
     ref, pred = _as_2d_pair(ref, pred)
-    spacing = _as_spacing(spacing, 2)
+    spacing = as_spacing(spacing, 2)
     fig, ax = get_axes(ax, figsize=(4.0, 3.5))
     ref_boundary = _boundary(ref)
     if not ref_boundary.any():
@@ -858,8 +974,8 @@ def plot_distance_map(
     py, px = np.nonzero(_boundary(pred))
     ax.scatter(px, py, marker="o", s=10, color="white", edgecolors="black", linewidths=0.4)
     if tolerance is not None:
-        tolerance = _as_tolerance(tolerance)
-        far = distance[py, px] > tolerance * (1.0 + _TOLERANCE_SLACK)
+        tolerance = as_tolerance(tolerance)
+        far = distance[py, px] > tolerance * (1.0 + TOLERANCE_SLACK)
         ax.scatter(px[far], py[far], marker="x", s=14, color="red", linewidths=0.8, label=f"> {tolerance:g} mm")
     _frame(ax)
     if title:

@@ -54,14 +54,14 @@ import numpy as np
 from scipy import ndimage
 
 from helpers.lesions import label_lesions
-from helpers.metrics import _as_mask, _as_nonnegative, _as_spacing
+from helpers.checks import as_int, as_mask, as_nonnegative, as_spacing
 
 _EPS_MM = 1e-9  # distances are compared with this slack so that radius sqrt(2) includes the diagonal neighbour
 
 
 # ----------------------------------------------------------------------------------------------- validation
 def _as_severity(value, name: str) -> float:
-    return _as_nonnegative(value, name, unit="millimetres")
+    return as_nonnegative(value, name, unit="millimetres")
 
 
 def _as_vector(vector, ndim: int, name: str) -> np.ndarray:
@@ -90,14 +90,6 @@ def _as_rng(rng) -> np.random.Generator:
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy.random.Generator (numpy.random.default_rng(seed)), got {rng!r}")
     return rng
-
-
-def _as_count(value, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
-        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if int(value) < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 # ----------------------------------------------------------------------------------------------- primitives
@@ -160,8 +152,8 @@ def translate(mask: np.ndarray, shift_mm, *, spacing=None) -> np.ndarray:
     numpy.ndarray of bool
         The moved mask; voxels moved out of the image are lost.
     """
-    mask = _as_mask(mask, "mask")
-    spacing = _as_spacing(spacing, mask.ndim)
+    mask = as_mask(mask, "mask")
+    spacing = as_spacing(spacing, mask.ndim)
     shift = _as_vector(shift_mm, mask.ndim, "shift_mm")
     voxels = tuple(int(v) for v in np.rint(shift / np.asarray(spacing)))
     return _shift_voxels(mask, voxels)
@@ -178,7 +170,7 @@ def offset(mask: np.ndarray, distance_mm: float, *, direction, spacing=None) -> 
     Hausdorff distance ``d`` and Dice ``(2/pi)(acos(u) - u sqrt(1 - u^2))`` with ``u = d/(2r)``, i.e.
     ``1 - 2d/(pi r)`` for small ``d`` (:func:`helpers.failure_lab.analytic_expectation`).
     """
-    mask = _as_mask(mask, "mask")
+    mask = as_mask(mask, "mask")
     distance = _as_severity(distance_mm, "distance_mm")
     unit = _as_direction(direction, mask.ndim)
     return translate(mask, distance * unit, spacing=spacing)
@@ -189,8 +181,8 @@ def dilate(mask: np.ndarray, radius_mm: float, *, spacing=None) -> np.ndarray:
 
     A voxel is kept when its distance (mm, between voxel centres) to the nearest mask voxel is ``<= radius_mm``.
     A disk of radius ``r`` becomes (up to digitisation) a disk of radius ``r + radius_mm``."""
-    mask = _as_mask(mask, "mask")
-    spacing = _as_spacing(spacing, mask.ndim)
+    mask = as_mask(mask, "mask")
+    spacing = as_spacing(spacing, mask.ndim)
     return _grow(mask, _as_severity(radius_mm, "radius_mm"), spacing)
 
 
@@ -199,8 +191,8 @@ def erode(mask: np.ndarray, radius_mm: float, *, spacing=None) -> np.ndarray:
 
     A voxel is kept when its nearest background voxel (outside the image counts as background) lies farther
     than ``radius_mm``. Lesions thinner than ``2 * radius_mm`` disappear."""
-    mask = _as_mask(mask, "mask")
-    spacing = _as_spacing(spacing, mask.ndim)
+    mask = as_mask(mask, "mask")
+    spacing = as_spacing(spacing, mask.ndim)
     return _shrink(mask, _as_severity(radius_mm, "radius_mm"), spacing)
 
 
@@ -213,8 +205,8 @@ def smooth(mask: np.ndarray, sigma_mm: float, *, spacing=None) -> np.ndarray:
     lesion too small for its blur vanishes: the centre of a blurred disk of radius ``r`` is
     ``1 - exp(-r^2 / (2 sigma^2))``, below 0.5 when ``r < sigma * sqrt(2 ln 2) ~= 1.18 sigma``.
     ``sigma_mm = 0`` returns a copy."""
-    mask = _as_mask(mask, "mask")
-    spacing = _as_spacing(spacing, mask.ndim)
+    mask = as_mask(mask, "mask")
+    spacing = as_spacing(spacing, mask.ndim)
     sigma = _as_severity(sigma_mm, "sigma_mm")
     if sigma == 0 or not mask.any():
         return mask.copy()
@@ -232,8 +224,8 @@ def remove_protrusions(mask: np.ndarray, width_mm: float, *, spacing=None, conne
     a lesion (connected component, ``connectivity`` as :func:`helpers.lesions.label_lesions`) that has no core
     at all (its opening is empty) is kept unchanged: it *is* a thin structure rather than a lesion with a
     protrusion, and deleting it would be a missed lesion, a different failure mode."""
-    mask = _as_mask(mask, "mask")
-    spacing = _as_spacing(spacing, mask.ndim)
+    mask = as_mask(mask, "mask")
+    spacing = as_spacing(spacing, mask.ndim)
     radius = _as_severity(width_mm, "width_mm") / 2.0
     if radius == 0 or not mask.any():
         return mask.copy()
@@ -282,10 +274,10 @@ def fragment(
     rng : numpy.random.Generator
         Source of the orientations.
     """
-    mask = _as_mask(mask, "mask")
-    spacing = _as_spacing(spacing, mask.ndim)
+    mask = as_mask(mask, "mask")
+    spacing = as_spacing(spacing, mask.ndim)
     width = _as_severity(width_mm, "width_mm")
-    n_cuts = _as_count(n_cuts, "n_cuts", 1)
+    n_cuts = as_int(n_cuts, "n_cuts", 1)
     rng = _as_rng(rng)
     normals = _cut_normals(mask.ndim, n_cuts, rng)
     if not mask.any():
@@ -312,8 +304,8 @@ def erode_one_side(mask: np.ndarray, depth_mm: float, *, direction, spacing=None
     ``+direction`` is eaten, the opposite side is untouched. On a disk of radius ``r`` the result is the
     intersection with the disk moved by ``-depth_mm * u``: a lens, ``depth_mm`` thinner at the pole
     (Hausdorff distance ``depth_mm``)."""
-    mask = _as_mask(mask, "mask")
-    spacing = _as_spacing(spacing, mask.ndim)
+    mask = as_mask(mask, "mask")
+    spacing = as_spacing(spacing, mask.ndim)
     depth = _as_severity(depth_mm, "depth_mm")
     unit = _as_direction(direction, mask.ndim)
     if depth == 0 or not mask.any():
@@ -358,11 +350,11 @@ def add_blobs(
     rng : numpy.random.Generator
         Source of the positions.
     """
-    mask = _as_mask(mask, "mask")
-    spacing = _as_spacing(spacing, mask.ndim)
+    mask = as_mask(mask, "mask")
+    spacing = as_spacing(spacing, mask.ndim)
     radius = _as_severity(radius_mm, "radius_mm")
     gap = _as_severity(gap_mm, "gap_mm")
-    n_blobs = _as_count(n_blobs, "n_blobs", 0)
+    n_blobs = as_int(n_blobs, "n_blobs", 0)
     rng = _as_rng(rng)
     out = mask.copy()
     if not mask.any() or n_blobs == 0:
@@ -512,11 +504,11 @@ def perturb_lesions(
     numpy.ndarray of bool
         The perturbed mask (the "prediction"). An empty reference gives an empty mask.
     """
-    ref = _as_mask(ref, "ref")
-    spacing = _as_spacing(spacing, ref.ndim)
+    ref = as_mask(ref, "ref")
+    spacing = as_spacing(spacing, ref.ndim)
     mode = _as_mode(mode)
     severity = _as_severity(severity, "severity")
-    seed = _as_count(seed, "seed", 0)
+    seed = as_int(seed, "seed", 0)
     if isinstance(fraction, bool) or not isinstance(fraction, (numbers.Real, np.floating, np.integer)):
         raise TypeError(f"fraction must be a number in [0, 1], got {fraction!r}")
     if not 0.0 <= float(fraction) <= 1.0:

@@ -1,12 +1,15 @@
 """One place for figure styling. Plot functions across the package take ``ax=None`` and return the axes;
-they call :func:`get_axes` so that every figure shares size, fonts and model colours."""
+they call :func:`get_axes` (one axes) or :func:`subplots` (a grid) so that every figure shares size, fonts and
+model colours.
+
+Importing this module has no side effect and does not import matplotlib: the style (:data:`RC`) is applied to
+matplotlib's settings when the first figure is made through this module (:func:`apply_style`), and the backend
+is whatever the environment chose (the runner sets ``MPLBACKEND=Agg`` for executed notebooks and workers).
+"""
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
+from .io import save_figure
 
 RC = {
     "figure.dpi": 100,
@@ -19,7 +22,6 @@ RC = {
     "legend.frameon": False,
     "image.cmap": "gray",
 }
-plt.rcParams.update(RC)
 
 #: Fixed colours per model family so a model looks the same in every figure.
 MODEL_COLORS = {
@@ -42,12 +44,46 @@ def model_color(model: str, index: int = 0) -> str:
     return MODEL_COLORS.get(model, _FALLBACK[index % len(_FALLBACK)])
 
 
+def pyplot():
+    """``matplotlib.pyplot`` with the package style applied (:func:`apply_style`).
+
+    matplotlib is imported here, on the first figure, not when a module of the package is imported: the core
+    (metrics, lesions, evaluation) never needs it.
+    """
+    import matplotlib.pyplot as plt  # heavy and only needed to draw: imported on the first figure
+
+    apply_style(plt)
+    return plt
+
+
+def apply_style(plt=None) -> None:
+    """Apply :data:`RC` to matplotlib's settings (idempotent). Every figure made through :func:`get_axes`,
+    :func:`subplots` or :func:`pyplot` gets it; text and axes created afterwards inherit it, as before."""
+    if plt is None:
+        plt = pyplot()
+        return
+    if any(plt.rcParams[key] != value for key, value in RC.items()):
+        plt.rcParams.update(RC)
+
+
 def get_axes(ax=None, *, figsize=(5.0, 3.5)):
-    """Return ``(fig, ax)``: the given axes and its figure, or a new figure with one axes."""
+    """Return ``(fig, ax)``: the given axes and its figure, or a new styled figure with one axes."""
     if ax is not None:
         return ax.figure, ax
-    fig, ax = plt.subplots(figsize=figsize)
+    fig, ax = pyplot().subplots(figsize=figsize)
     return fig, ax
+
+
+def subplots(*args, **kwargs):
+    """``matplotlib.pyplot.subplots`` with the package style applied: ``(fig, axes)``."""
+    return pyplot().subplots(*args, **kwargs)
+
+
+def colormap(name: str):
+    """The matplotlib colormap ``name`` (e.g. ``"viridis"``, ``"tab10"``)."""
+    import matplotlib  # heavy and only needed to draw: imported on the first figure
+
+    return matplotlib.colormaps[name]
 
 
 def show(fig, path, *, dpi: int = 110):
@@ -55,10 +91,8 @@ def show(fig, path, *, dpi: int = 110):
 
     Notebooks end a figure cell with ``show(fig, ctx.figures / "name.png")``: the page shows exactly the file
     that the study writes to ``figures/``, once (figures are never also rendered inline)."""
-    from IPython.display import Image
-
-    from .io import save_figure
+    from IPython.display import Image  # IPython only where a notebook displays the figure
 
     saved = save_figure(fig, path, dpi=dpi)
-    plt.close(fig)
+    pyplot().close(fig)
     return Image(filename=str(saved))

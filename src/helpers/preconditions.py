@@ -40,10 +40,11 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from .lesions import REFERENCE
+
 PER_CASE_FILE = "per_case_metrics.csv"  # the names of helpers.evaluation (not imported: keeps this module light)
 PER_LESION_FILE = "per_lesion_metrics.csv"
 TRAINING_SUMMARY_FILE = "training_summary.csv"
-REFERENCE = "lesion"  # the kind of reference-lesion rows in per_lesion_metrics.csv
 SMALL = "Q1"
 NOT_MET = "Precondition not met"
 MET = "Precondition met"

@@ -2,9 +2,9 @@
 
 Conventions
 -----------
-- One table of metric directions, :data:`METRIC_DIRECTIONS`, says for every metric of the study whether a
-  higher or a lower value is better. Every ranking in the package reads it; a metric missing from it must
-  be given a direction explicitly.
+- The metric registry (:data:`helpers.metrics.METRICS`, :func:`helpers.metrics.higher_is_better`) says for
+  every metric of the study whether a higher or a lower value is better. Every ranking in the package reads it;
+  a metric missing from it must be given a direction explicitly (``directions=``).
 - Rank 1 is the best model. Ties (exactly equal aggregate values) share the *average* of the ranks they span
   (fractional ranking, as :func:`scipy.stats.rankdata` ``method="average"``): two models tied for the lead both
   get rank 1.5. An order is written best first, ``"a > b = c > d"``, ``=`` joining tied models; tied models
@@ -28,43 +28,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-#: Direction of every metric of the study: "higher" (higher is better) or "lower" (lower is better).
-METRIC_DIRECTIONS: dict[str, str] = {
-    "dice": "higher",
-    "iou": "higher",
-    "hd95": "lower",
-    "hd95_directed": "lower",
-    "hausdorff": "lower",
-    "assd": "lower",
-    "masd": "lower",
-    "nsd": "higher",
-    "contour_f1": "higher",
-    "lesion_recall": "higher",
-    "lesion_precision": "higher",
-    "fp_lesions": "lower",
-    "fp_lesions_per_case": "lower",
-}
-
-#: The boundary-sensitive metrics compared against Dice in the study (paper section 3.6).
-BOUNDARY_METRICS: tuple[str, ...] = ("hd95", "assd", "contour_f1")
-
-
-def higher_is_better(metric: str, directions: Mapping[str, str] | None = None) -> bool:
-    """Whether a higher value of ``metric`` is better, from ``directions`` (default :data:`METRIC_DIRECTIONS`).
-
-    Raises
-    ------
-    ValueError
-        If the metric has no direction, or its direction is not "higher"/"lower".
-    """
-    table = METRIC_DIRECTIONS if directions is None else {**METRIC_DIRECTIONS, **directions}
-    if metric not in table:
-        raise ValueError(f"metric {metric!r} has no direction; known: {sorted(table)} (pass directions=)")
-    direction = table[metric]
-    if direction not in ("higher", "lower"):
-        raise ValueError(f"direction of metric {metric!r} must be 'higher' or 'lower', got {direction!r}")
-    return direction == "higher"
-
+from .metrics import higher_is_better, metric_names
 
 def _as_scores(scores, name: str = "scores") -> pd.Series:
     if isinstance(scores, pd.Series):
@@ -91,7 +55,8 @@ def rank_models(scores, *, metric: str, directions: Mapping[str, str] | None = N
     scores : pandas.Series or mapping
         Aggregate value per model (index = model name).
     metric : str
-        The metric's name, looked up in :data:`METRIC_DIRECTIONS` (or ``directions``) for its direction.
+        The metric's name, looked up in the registry (:func:`helpers.metrics.higher_is_better`; or
+        ``directions``) for its direction.
     directions : mapping, optional
         Extra or overriding metric directions ("higher"/"lower").
 
@@ -210,7 +175,7 @@ def compare_orders(
     aggregates: pd.DataFrame,
     *,
     reference: str = "dice",
-    metrics: Sequence[str] = BOUNDARY_METRICS,
+    metrics: Sequence[str] = metric_names(against_dice=True),
     group_by: Sequence[str] = ("dataset", "stratum"),
     top_k: int = 3,
     directions: Mapping[str, str] | None = None,

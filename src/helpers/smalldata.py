@@ -37,6 +37,7 @@ from scipy import ndimage
 from . import metrics
 from .io import write_csv, write_json
 from .paths import resolve
+from .plots import pyplot
 
 CLASSES: tuple[str, ...] = ("background", "lumen", "neointima", "media")
 _EXTENSIONS = (".png", ".tif", ".tiff")
@@ -426,7 +427,7 @@ _LABEL_COLORS = np.array([[1.0, 1.0, 1.0], [0.55, 0.8, 0.95], [0.95, 0.6, 0.8], 
 def plot_cases(cases: Sequence[VesselCase]):
     """The images (top row) and their label masks (bottom row: white background, blue lumen, pink neointima,
     violet media). Returns the figure."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()  # matplotlib with the package style (helpers.plots)
 
     n = len(cases)
     if n == 0:

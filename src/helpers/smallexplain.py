@@ -22,6 +22,7 @@ from . import smalldata as sd
 from . import smallmodels as sm
 from .smallcv import CVResult
 from .smalltrain import model_device, stack_cases
+from .plots import pyplot
 
 
 def error_map(ref: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -286,7 +287,7 @@ def plot_visual_paradox(cases, result: CVResult, scores: pd.DataFrame, *, model:
     """The study's visual-paradox check: the best and the worst fold of one model side by side (image,
     reference, prediction, errors in red), with each error map's share of boundary disagreements
     (:func:`error_location`, 2 px). Returns the figure."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()  # matplotlib with the package style (helpers.plots)
 
     folds = best_worst_folds(scores, model=model, protocol=protocol, seed=seed)
     by_id = {c.case_id: c for c in cases}
@@ -310,7 +311,7 @@ def plot_explanations(cases, result: CVResult, *, model: str, protocol: str, see
     """The study's five views for one model and one test image: error map, uncertainty map (MC-dropout
     entropy), morphology agreement (areas and thicknesses, reference vs prediction), attention map (transformers
     only; a note otherwise) and gradient saliency for the neointima. Returns the figure."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()  # matplotlib with the package style (helpers.plots)
 
     by_id = {c.case_id: c for c in cases}
     case = by_id[image]

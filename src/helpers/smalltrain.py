@@ -30,6 +30,7 @@ from torch.nn import functional as F
 from . import smalldata as sd
 from . import smallmodels as sm
 from .runtime import check_device, torch_settings
+from .plots import pyplot
 
 # (optuna, transformers and MONAI import ``tqdm.auto``; its "IProgress not found" warning is filtered once, in
 # ``helpers/__init__.py``; the package's own bars use plain tqdm through ``helpers.progress``.)
@@ -409,7 +410,7 @@ def best_table(best: dict) -> pd.DataFrame:
 
 def plot_summary(stats_out: dict, *, metric: str = "macro Dice"):
     """Each model's mean score with its BCa interval, one panel per protocol (:mod:`helpers.stats_plots`)."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()  # matplotlib with the package style (helpers.plots)
 
     from .stats_plots import plot_model_intervals
 
@@ -427,7 +428,7 @@ def plot_summary(stats_out: dict, *, metric: str = "macro Dice"):
 def plot_critical_differences(stats_out: dict):
     """Critical-difference diagrams (Nemenyi over images), one panel per protocol; greyed with "no difference
     detected" where the Friedman (Iman-Davenport) test does not reject."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()  # matplotlib with the package style (helpers.plots)
 
     from .stats_plots import plot_friedman_nemenyi
 

@@ -1,0 +1,102 @@
+"""Tests of helpers.checks: one validator per kind of argument, errors naming the argument and the bad value; and
+the import rules of the metric core (no private cross-module names, no matplotlib, evaluation below analysis)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import checks
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "helpers"
+
+
+def test_mask_and_pair():
+    good = np.zeros((3, 3), bool)
+    assert checks.as_mask(good) is good
+    with pytest.raises(TypeError, match="pred must have dtype bool, got dtype uint8"):
+        checks.as_mask(good.astype(np.uint8), "pred")
+    with pytest.raises(TypeError, match="mask must be a numpy.ndarray of dtype bool, got list"):
+        checks.as_mask([[True]])
+    with pytest.raises(ValueError, match=r"must be 2D \(y, x\) or 3D \(z, y, x\), got 1D"):
+        checks.as_mask(np.zeros(3, bool))
+    with pytest.raises(ValueError, match="must not be empty"):
+        checks.as_mask(np.zeros((0, 3), bool))
+    with pytest.raises(ValueError, match=r"ref and pred must have the same shape, got ref \(3, 3\) and pred \(3, 4\)"):
+        checks.as_mask_pair(good, np.zeros((3, 4), bool))
+    with pytest.raises(ValueError, match=r"ignore must have the masks' shape \(3, 3\), got \(2, 2\)"):
+        checks.as_ignore(np.zeros((2, 2), bool), (3, 3))
+    assert checks.as_ignore(None, (3, 3)) is None
+
+
+def test_spacing():
+    assert checks.as_spacing(None, 3) == (1.0, 1.0, 1.0)
+    assert checks.as_spacing((3, np.float32(0.5)), 2) == (3.0, 0.5)
+    with pytest.raises(ValueError, match=r"spacing must have one value per axis \(2\), got 3 values"):
+        checks.as_spacing((1, 1, 1), 2)
+    with pytest.raises(ValueError, match="spacing values must be finite and > 0, got 0.0"):
+        checks.as_spacing((1, 0), 2)
+    with pytest.raises(TypeError, match="voxel_mm values must be real numbers, got True"):
+        checks.as_spacing((1, True), 2, "voxel_mm")
+    with pytest.raises(TypeError, match="spacing must be a sequence"):
+        checks.as_spacing("1,1", 2)
+
+
+def test_connectivity_and_numbers():
+    assert checks.as_connectivity(None, 3) == 3 and checks.as_connectivity(np.int64(1), 2) == 1
+    with pytest.raises(ValueError, match="connectivity must be in 1..2 for a 2D mask, got 3"):
+        checks.as_connectivity(3, 2)
+    with pytest.raises(TypeError, match="connectivity must be an integer in 1..2 or None, got 1.5"):
+        checks.as_connectivity(1.5, 2)
+    assert checks.as_tolerance(0) == 0.0
+    with pytest.raises(ValueError, match=r"tolerance must be finite and >= 0, got -1.0 \(mm"):
+        checks.as_tolerance(-1)
+    assert checks.as_tolerances(None) == () and checks.as_tolerances([1, 2]) == (1.0, 2.0)
+    with pytest.raises(TypeError, match="tolerances must be a sequence of numbers"):
+        checks.as_tolerances(2.0)
+    with pytest.raises(ValueError, match="radius must be finite and > 0, got 0.0"):
+        checks.as_positive(0, "radius")
+    assert checks.as_positive(0, "gap", allow_zero=True) == 0.0
+    with pytest.raises(TypeError, match="n_cuts must be an integer >= 1, got True"):
+        checks.as_int(True, "n_cuts", 1)
+    with pytest.raises(ValueError, match="percentile must be in \\[0, 100\\], got 101.0"):
+        checks.as_percentile(101)
+    assert checks.as_penalty(None, default=5.0) == 5.0 and checks.as_penalty(2, default=5.0) == 2.0
+    with pytest.raises(ValueError, match="penalty must be finite and > 0, got 0.0"):
+        checks.as_penalty(0, default=5.0)
+
+
+# ------------------------------------------------------------------------------------------------ import rules
+_CORE = ("checks", "metrics", "lesions", "evaluation", "perturb", "failure_lab", "plots", "constructed", "sensitivity")
+
+
+def _imported_names(module: str):
+    tree = ast.parse((SRC / f"{module}.py").read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and (node.level or node.module.startswith("helpers")):
+            for alias in node.names:
+                yield node.module, alias.name
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id.startswith("_") \
+                and node.attr.startswith("_") and not node.attr.startswith("__"):
+            yield node.value.id, node.attr  # e.g. _m._mask_box: a private name through a module alias
+
+
+@pytest.mark.parametrize("module", _CORE)
+def test_no_private_names_of_other_modules(module):
+    private = [f"{source}.{name}" for source, name in _imported_names(module) if name.startswith("_")]
+    assert private == []
+
+
+@pytest.mark.parametrize("code", [
+    "import helpers.metrics, sys; assert 'matplotlib' not in sys.modules",
+    "import helpers.plots, sys; assert 'matplotlib' not in sys.modules",
+    "import helpers.evaluation, sys; assert 'helpers.analysis' not in sys.modules, 'evaluation imports analysis'",
+    "import helpers.lesions, sys; assert 'helpers.analysis' not in sys.modules",
+])
+def test_imports_have_no_side_effects_and_go_one_way(code):
+    subprocess.run([sys.executable, "-c", code], check=True)
