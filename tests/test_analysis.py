@@ -9,6 +9,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from helpers import analysis as an  # noqa: E402
+from helpers import figures  # noqa: E402
 from helpers.ranking import agreement_matrix  # noqa: E402
 
 
@@ -318,18 +319,18 @@ def test_select_qualitative_examples():
 def test_figures_draw(tmp_path):
     agg = _aggregates({s: PAPER_Q1 for s in ("overall", "Q1", "Q2", "Q3", "Q4")})
     spreads, reversals = an.spread_table(agg), an.reversal_table(agg)
-    ax = an.plot_overall_vs_small(spreads, metrics=("dice", "hd95", "assd", "contour_f1"))
+    ax = figures.plot_overall_vs_small(spreads, metrics=("dice", "hd95", "assd", "contour_f1"))
     assert len(ax.patches) == 8  # 4 metrics x 2 settings
-    axes = an.plot_quartile_disagreement(spreads, reversals, metrics=("dice", "hd95"))
+    axes = figures.plot_quartile_disagreement(spreads, reversals, metrics=("dice", "hd95"))
     assert len(axes[0].lines) == 2 and len(axes[1].lines) == 3 + 1  # 3 boundary metrics + the tau = 1 line
     same, total, _ = agreement_matrix(agg, metrics=["dice", "hd95", "contour_f1"])
-    ax = an.plot_reversal_matrix(same, total, title="d")
+    ax = figures.plot_reversal_matrix(same, total, title="d")
     assert ax.texts[1].get_text() == "0/5"  # Dice vs HD95: reversed in all five strata
     crop = {"image": np.zeros((8, 8)), "reference": np.pad(np.ones((3, 3), bool), 2)[:8, :8],
             "predictions": {"unet": np.pad(np.ones((3, 3), bool), 2)[:8, :8]}, "metrics": {"unet": {"dice": 1.0,
                                                                                                     "hd95": 0.0}},
             "title": "x"}
-    ax = an.plot_lesion_example(crop)
+    ax = figures.plot_lesion_example(crop)
     assert "Dice 1.00" in ax.get_title()
     plt.close("all")
 
@@ -405,14 +406,14 @@ def test_collect_and_dataset_summaries(tmp_path):
 
 def test_multi_panel_figures():
     agg = pd.concat([_aggregates({s: PAPER_Q1 for s in ("overall", "Q1")}).assign(dataset=d) for d in ("x", "y")])
-    axes = an.plot_reversal_matrices(agg)
+    axes = figures.plot_reversal_matrices(agg)
     assert [a.get_title() for a in axes] == ["x: identical model orders (common)",
                                              "y: identical model orders (common)"]
     crop = {"image": np.zeros((8, 8, 3), np.uint8), "reference": np.pad(np.ones((2, 2), bool), 3),
             "predictions": {"unet": np.pad(np.ones((2, 2), bool), 3), "resunet": np.pad(np.ones((3, 3), bool), 2)[:8,
                                                                                                                 :8]},
             "metrics": {}, "title": "t"}
-    axes = an.plot_lesion_examples([crop, crop])
+    axes = figures.plot_lesion_examples([crop, crop])
     assert len(axes) == 2 and len(axes[0].figure.legends) == 1
     plt.close("all")
 
@@ -426,7 +427,7 @@ def test_with_quartile_bounds():
 
 
 def test_qualitative_figure_without_examples():
-    axes = an.plot_lesion_examples([])
+    axes = figures.plot_lesion_examples([])
     assert "no small (Q1) lesion" in axes[0].texts[0].get_text()
     plt.close("all")
 
@@ -436,10 +437,10 @@ def test_stack_figures(tmp_path):
 
     fig, ax = plt.subplots(figsize=(2, 1))
     save_figure(fig, tmp_path / "a.png")
-    axes = an.stack_figures([tmp_path / "a.png", tmp_path / "a.png"])
+    axes = figures.stack_figures([tmp_path / "a.png", tmp_path / "a.png"])
     assert len(axes) == 2 and len(axes[0].images) == 1
     with pytest.raises(FileNotFoundError, match="b.png: figure not found"):
-        an.stack_figures([tmp_path / "b.png"])
+        figures.stack_figures([tmp_path / "b.png"])
     plt.close("all")
 
 
