@@ -488,3 +488,43 @@ def test_bootstrap_ranks_rank_then_aggregate_observed_equals_friedman_order():
     assert result.observed_ranks.tolist() == expected.tolist()
     with pytest.raises(ValueError, match="scheme"):
         bootstrap.bootstrap_ranks(matrix, higher_is_better=True, scheme="mean")
+
+
+def test_bca_levels_hand_derived():
+    # x = (0, 0, 3): mean 1, deviations (-1, -1, 2), sum of squares 6, sum of cubes 6, so the jackknife
+    # acceleration is a = 6 / (6 * 6^1.5) = 6^-1.5 = 0.0680. Resampled means (0, 1, 1, 2) around theta = 1:
+    # one below, three at most, mid-rank proportion (1 + 3) / 8 = 0.5, so z0 = 0. At confidence 0.9 (tail 0.05,
+    # z = -1.6449): alpha_1 = Phi(z / (1 - a z)) = Phi(-1.4793) = 0.0695, alpha_2 = Phi(1.6449 / (1 - 1.6449 a))
+    # = Phi(1.8522) = 0.9680.
+    from statistics import NormalDist
+
+    phi, z = NormalDist().cdf, NormalDist().inv_cdf(0.05)
+    a = 6.0**-1.5
+    low, high, z0, acceleration, reason = bootstrap._bca_levels(np.array([0.0, 0.0, 3.0]), 1.0,
+                                                                np.array([0.0, 1.0, 1.0, 2.0]), 0.05)
+    assert reason is None and z0 == 0.0 and acceleration == pytest.approx(a, rel=1e-12)
+    assert low == pytest.approx(phi(z / (1 - a * z)), rel=1e-9) and low == pytest.approx(0.0695, abs=1e-4)
+    assert high == pytest.approx(phi(-z / (1 + a * z)), rel=1e-9) and high == pytest.approx(0.9680, abs=1e-4)
+
+
+def test_percentile_and_bca_read_the_same_resamples():
+    # Same seed -> the same index matrix (resample_indices) -> the same bootstrap means for both methods; the
+    # two intervals are quantiles of that one distribution, at (0.025, 0.975) and at the BCa levels.
+    from statistics import NormalDist
+
+    x = np.array([0.61, 0.70, 0.72, 0.75, 0.79, 0.80, 0.84, 0.90, 0.93])
+    theta_b = x[resample_indices(x.size, 999, seed=7)].mean(axis=1)
+    percentile = bootstrap.bootstrap_mean_ci(x, n_resamples=999, method="percentile", seed=7)
+    bca = bootstrap.bootstrap_mean_ci(x, n_resamples=999, method="bca", seed=7)
+    assert (percentile.low, percentile.high) == tuple(np.quantile(theta_b, [0.025, 0.975]))
+    # BCa by hand from the same theta_b: mid-rank z0, jackknife acceleration of the mean, the two levels.
+    theta = x.mean()
+    z0 = NormalDist().inv_cdf((np.sum(theta_b < theta) + np.sum(theta_b <= theta)) / (2 * theta_b.size))
+    u = x - theta
+    a = np.sum(u**3) / (6 * np.sum(u**2) ** 1.5)
+    levels = [NormalDist().cdf(z0 + (z0 + z) / (1 - a * (z0 + z))) for z in (-1.959963984540054, 1.959963984540054)]
+    assert bca.method == "BCa" and bca.bias_correction == pytest.approx(z0, rel=1e-9)
+    assert (bca.low, bca.high) == pytest.approx(tuple(np.quantile(theta_b, levels)), rel=1e-9)
+    # A different seed draws different resamples (the equality above is not a coincidence of the data).
+    other = bootstrap.bootstrap_mean_ci(x, n_resamples=999, method="percentile", seed=8)
+    assert (other.low, other.high) != (percentile.low, percentile.high)

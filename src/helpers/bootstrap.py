@@ -582,6 +582,55 @@ def paired_differences(
     return (table, diff) if return_resamples else table
 
 
+def _paired_tables(units: pd.DataFrame, *, group_by: list, case_ids: list, models: list, weights: np.ndarray,
+                   confidence: float, directions):
+    """:func:`paired_differences` of every group of ``units`` on the same resamples (``weights``), with the unit
+    counts. Returns the tables as ``(other group key, metric, table)`` and the resampled and observed differences
+    by ``(other group key, metric)``."""
+    out, resampled = [], {}
+    others = [c for c in group_by if c != "metric"]
+    ia, ib = np.triu_indices(len(models), k=1)
+    for key, sub in units.groupby(group_by, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        group = dict(zip(group_by, key))
+        sums, counts, n_nan = sufficient_statistics(sub, case_ids=case_ids, models=models)
+        table, diff = paired_differences(sums, counts, weights, models=models, metric=group["metric"],
+                                         confidence=confidence, directions=directions, return_resamples=True)
+        table["n_units_a"] = counts.sum(axis=0)[ia].astype(int)
+        table["n_units_b"] = counts.sum(axis=0)[ib].astype(int)
+        table["n_nan_a"] = n_nan.sum(axis=0)[ia].astype(int)
+        table["n_nan_b"] = n_nan.sum(axis=0)[ib].astype(int)
+        for name, value in group.items():
+            if name != "metric":
+                table[name] = value
+        other_key = tuple(group[c] for c in others)
+        resampled[(other_key, group["metric"])] = (diff, table["difference"].to_numpy())
+        out.append((other_key, group["metric"], table))
+    return out, resampled
+
+
+def _with_joint_reversals(table: pd.DataFrame, resampled: dict, *, other_key: tuple, metric: str, reference: str,
+                          directions) -> pd.DataFrame:
+    """``table`` with ``joint_reversal_share`` and ``reversal_observed`` against the ``reference`` metric of the
+    same group (NaN and False for the reference itself, or when the group has no reference rows)."""
+    ref = resampled.get((other_key, reference))
+    joint, observed_reversal = [], []
+    for p in range(len(table)):
+        if metric == reference or ref is None:
+            joint.append(np.nan)
+            observed_reversal.append(False)
+            continue
+        ref_diff, ref_obs = ref[0][:, p], ref[1][p]
+        met_diff = resampled[(other_key, metric)][0][:, p]
+        joint.append(joint_reversal_share(ref_diff, met_diff, reference_observed=ref_obs, metric=metric,
+                                          reference=reference, directions=directions))
+        obs = table["difference"].iloc[p]
+        observed_reversal.append(bool(np.isfinite(ref_obs) and ref_obs != 0 and np.isfinite(obs) and obs != 0
+                                      and _favour(np.array([ref_obs]), higher_is_better(reference, directions))[0]
+                                      == -_favour(np.array([obs]), higher_is_better(metric, directions))[0]))
+    return table.assign(joint_reversal_share=joint, reversal_observed=observed_reversal)
+
+
 def directional_robustness(
     units: pd.DataFrame,
     *,
@@ -649,49 +698,15 @@ def directional_robustness(
     models = sorted(units["model"].astype(str).unique()) if models is None else [str(m) for m in models]
     if len(models) < 2:
         raise ValueError(f"need at least two models to compare, got {models}")
-    indices = resample_indices(len(case_ids), n_resamples, seed=seed)
-    weights = resample_weights(indices, len(case_ids))
-    out, resampled = [], {}
+    weights = resample_weights(resample_indices(len(case_ids), n_resamples, seed=seed), len(case_ids))
     others = [c for c in group_by if c != "metric"]
-    for key, sub in units.groupby(group_by, sort=True):
-        key = key if isinstance(key, tuple) else (key,)
-        group = dict(zip(group_by, key))
-        sums, counts, n_nan = sufficient_statistics(sub, case_ids=case_ids, models=models)
-        table, diff = paired_differences(sums, counts, weights, models=models, metric=group["metric"],
-                                         confidence=confidence, directions=directions, return_resamples=True)
-        ia, ib = np.triu_indices(len(models), k=1)
-        table["n_units_a"] = counts.sum(axis=0)[ia].astype(int)
-        table["n_units_b"] = counts.sum(axis=0)[ib].astype(int)
-        table["n_nan_a"] = n_nan.sum(axis=0)[ia].astype(int)
-        table["n_nan_b"] = n_nan.sum(axis=0)[ib].astype(int)
-        for name, value in group.items():
-            if name != "metric":
-                table[name] = value
-        other_key = tuple(group[c] for c in others)
-        resampled[(other_key, group["metric"])] = (diff, table["difference"].to_numpy())
-        out.append((other_key, group["metric"], table))
+    out, resampled = _paired_tables(units, group_by=group_by, case_ids=case_ids, models=models, weights=weights,
+                                    confidence=confidence, directions=directions)
     if not out:
         return pd.DataFrame()
-    tables = []
-    for other_key, metric, table in out:
-        ref = resampled.get((other_key, reference))
-        joint, observed_reversal = [], []
-        for p in range(len(table)):
-            if metric == reference or ref is None:
-                joint.append(np.nan)
-                observed_reversal.append(False)
-                continue
-            ref_diff, ref_obs = ref[0][:, p], ref[1][p]
-            met_diff = resampled[(other_key, metric)][0][:, p]
-            joint.append(joint_reversal_share(ref_diff, met_diff, reference_observed=ref_obs, metric=metric,
-                                              reference=reference, directions=directions))
-            obs = table["difference"].iloc[p]
-            observed_reversal.append(bool(np.isfinite(ref_obs) and ref_obs != 0 and np.isfinite(obs) and obs != 0
-                                          and _favour(np.array([ref_obs]), higher_is_better(reference, directions))[0]
-                                          == -_favour(np.array([obs]), higher_is_better(metric, directions))[0]))
-        tables.append(table.assign(joint_reversal_share=joint, reversal_observed=observed_reversal))
-    result = pd.concat(tables, ignore_index=True)
-    result = holm_within(result, family=[c for c in family if c in group_by])
+    tables = [_with_joint_reversals(table, resampled, other_key=other_key, metric=metric, reference=reference,
+                                    directions=directions) for other_key, metric, table in out]
+    result = holm_within(pd.concat(tables, ignore_index=True), family=[c for c in family if c in group_by])
     n_cases = len(case_ids)
     result["verdict"] = [verdict(o, s, h, n_cases=n_cases, alpha=alpha, min_cases=min_cases)
                          for o, s, h in zip(result["difference"], result["share_same_sign"], result["p_holm"])]
@@ -708,6 +723,40 @@ def directional_robustness(
 # ----------------------------------------------------------------------------------------------------------
 # Pairwise comparisons over units: interval, effect size and sign-flip test per pair
 # ----------------------------------------------------------------------------------------------------------
+
+
+def _pair_row(both: pd.DataFrame, name_a: str, name_b: str, *, rng: np.random.Generator, higher_is_better: bool,
+              confidence: float, n_resamples: int, max_exact_n: int, n_permutations: int) -> dict:
+    """One row of :func:`paired_comparisons` from the units where both models have a value; ``rng`` serves the
+    bootstrap first, then the Monte Carlo sign-flip test."""
+    a = both[name_a].to_numpy()
+    b = both[name_b].to_numpy()
+    d = a - b
+    interval = bootstrap_mean_ci(d, confidence=confidence, n_resamples=n_resamples, seed=rng)
+    test = sign_flip_test(d, max_exact_n=max_exact_n, n_permutations=n_permutations, seed=rng)
+    dz = cohens_dz(d)
+    mean_d = float(np.mean(d))
+    if mean_d == 0.0:
+        favoured = "tie"
+    else:
+        favoured = name_a if (mean_d > 0) == higher_is_better else name_b
+    return {
+        "model_a": name_a,
+        "model_b": name_b,
+        "n": d.size,
+        "mean_a": float(np.mean(a)),
+        "mean_b": float(np.mean(b)),
+        "mean_difference": mean_d,
+        "ci_low": interval.low,
+        "ci_high": interval.high,
+        "ci_method": interval.method,
+        "cohens_dz": dz,
+        "hedges_gz": dz * hedges_correction(d.size - 1),
+        "p_value": test.p_value,
+        "p_method": test.method,
+        "favoured": favoured,
+        "min_attainable_p": test.min_attainable_p,
+    }
 
 
 def paired_comparisons(
@@ -761,36 +810,9 @@ def paired_comparisons(
         both = wide[[name_a, name_b]].dropna()
         if both.shape[0] == 0:
             raise ValueError(f"models {name_a!r} and {name_b!r} share no unit with both values")
-        a = both[name_a].to_numpy()
-        b = both[name_b].to_numpy()
-        d = a - b
-        interval = bootstrap_mean_ci(d, confidence=confidence, n_resamples=n_resamples, seed=rng)
-        test = sign_flip_test(d, max_exact_n=max_exact_n, n_permutations=n_permutations, seed=rng)
-        dz = cohens_dz(d)
-        mean_d = float(np.mean(d))
-        if mean_d == 0.0:
-            favoured = "tie"
-        else:
-            favoured = name_a if (mean_d > 0) == higher_is_better else name_b
-        rows.append(
-            {
-                "model_a": name_a,
-                "model_b": name_b,
-                "n": d.size,
-                "mean_a": float(np.mean(a)),
-                "mean_b": float(np.mean(b)),
-                "mean_difference": mean_d,
-                "ci_low": interval.low,
-                "ci_high": interval.high,
-                "ci_method": interval.method,
-                "cohens_dz": dz,
-                "hedges_gz": dz * hedges_correction(d.size - 1),
-                "p_value": test.p_value,
-                "p_method": test.method,
-                "favoured": favoured,
-                "min_attainable_p": test.min_attainable_p,
-            }
-        )
+        rows.append(_pair_row(both, name_a, name_b, rng=rng, higher_is_better=higher_is_better,
+                              confidence=confidence, n_resamples=n_resamples, max_exact_n=max_exact_n,
+                              n_permutations=n_permutations))
     table = pd.DataFrame(rows)
     m = len(pairs)
     table.insert(table.columns.get_loc("p_method") + 1, "p_holm", holm_adjust(table["p_value"].to_numpy()))

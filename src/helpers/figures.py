@@ -26,7 +26,8 @@ import pandas as pd
 from matplotlib.lines import Line2D
 from skimage import measure
 
-from .analysis import MODEL_LABELS, PRIMARY_LESION_SET, QUARTILES, SEGMENTATION_METRICS, rankable_rows, select_lesion_set
+from .analysis import (MODEL_LABELS, PRIMARY_LESION_SET, QUARTILES, SEGMENTATION_METRICS, rankable_rows,
+                       select_lesion_set)
 from .bootstrap import RankBootstrap
 from .inference import FriedmanNemenyi, NemenyiResult
 from .plots import get_axes, model_color
@@ -226,6 +227,18 @@ def _colors(models) -> dict:
     return {m: model_color(str(m), i) for i, m in enumerate(models)}
 
 
+def _draw_rank_axis(ax, k: int, *, cd: float, alpha: float) -> None:
+    """The mean-rank axis 1..k of a critical-difference diagram with the CD drawn as a scale bar above it."""
+    ax.plot([1, k], [0, 0], color="black", linewidth=1.0)
+    for tick in range(1, k + 1):
+        ax.plot([tick, tick], [0, 0.08], color="black", linewidth=1.0)
+        ax.text(tick, 0.12, str(tick), ha="center", va="bottom")
+    ax.plot([1, 1 + cd], [0.55, 0.55], color="black", linewidth=1.5)
+    for end in (1, 1 + cd):
+        ax.plot([end, end], [0.5, 0.6], color="black", linewidth=1.0)
+    ax.text(1 + cd / 2, 0.63, f"CD = {cd:.2f} (alpha = {alpha:g})", ha="center", va="bottom")
+
+
 def plot_critical_difference(result: NemenyiResult, *, ax=None, title: str | None = None):
     """Critical-difference diagram (Demsar 2006, Fig. 1) of a :func:`helpers.inference.nemenyi_test` result.
 
@@ -245,16 +258,7 @@ def plot_critical_difference(result: NemenyiResult, *, ax=None, title: str | Non
     fig, ax = get_axes(ax, figsize=(7.0, 1.4 + 0.3 * k))
     colors = _colors(names)
 
-    ax.plot([1, k], [0, 0], color="black", linewidth=1.0)
-    for tick in range(1, k + 1):
-        ax.plot([tick, tick], [0, 0.08], color="black", linewidth=1.0)
-        ax.text(tick, 0.12, str(tick), ha="center", va="bottom")
-    cd = result.critical_difference
-    ax.plot([1, 1 + cd], [0.55, 0.55], color="black", linewidth=1.5)
-    for end in (1, 1 + cd):
-        ax.plot([end, end], [0.5, 0.6], color="black", linewidth=1.0)
-    ax.text(1 + cd / 2, 0.63, f"CD = {cd:.2f} (alpha = {result.alpha:g})", ha="center", va="bottom")
-
+    _draw_rank_axis(ax, k, cd=result.critical_difference, alpha=result.alpha)
     for i, name in enumerate(names):
         r = float(ranks[name])
         if i < n_left:

@@ -135,6 +135,53 @@ def as_count(value, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
+def _wide_from_long(data: pd.DataFrame, *, unit: str, model: str, value: str) -> pd.DataFrame:
+    """Units x models from a long table (one metric, no duplicate (unit, model) row), first-seen order."""
+    if "metric" in data.columns and data["metric"].nunique(dropna=False) > 1:
+        found = sorted(map(str, data["metric"].unique()))
+        raise ValueError(f"data holds several metrics {found}; select one metric before calling")
+    duplicated = data.duplicated([unit, model])
+    if duplicated.any():
+        first = data.loc[duplicated, [unit, model]].iloc[0].tolist()
+        raise ValueError(f"data has duplicate ({unit}, {model}) rows, e.g. {first}; aggregate them explicitly")
+    try:
+        values = pd.to_numeric(data[value], errors="raise")
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"column {value!r} must be numeric: {error}") from None
+    long = data.assign(**{value: values.astype(float)})
+    wide = long.pivot(index=unit, columns=model, values=value)
+    return wide.reindex(index=pd.unique(long[unit]), columns=pd.unique(long[model]))
+
+
+def _wide_from_frame(data: pd.DataFrame, *, unit: str, model: str, value: str) -> pd.DataFrame:
+    """A wide table (one numeric column per model) as floats."""
+    if isinstance(data.columns, pd.MultiIndex) or data.shape[1] == 0:
+        raise ValueError(
+            f"data must be a long table with columns ({unit!r}, {model!r}, {value!r}) or a wide table "
+            f"with one column per model; got columns {list(data.columns)}"
+        )
+    try:
+        return data.apply(pd.to_numeric, errors="raise").astype(float)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"wide data must be numeric (or pass a long table with columns {unit!r}, {model!r}, "
+            f"{value!r}): {error}"
+        ) from None
+
+
+def _wide_from_array(data, *, models) -> pd.DataFrame:
+    """A 2-D array (units x models) as a float table, columns named by ``models`` or ``model_<j>``."""
+    array = np.asarray(data)
+    if array.ndim != 2:
+        raise ValueError(f"data must be 2-D (units x models), got shape {array.shape}")
+    if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise ValueError(f"data must be numeric, got dtype {array.dtype}")
+    names = [f"model_{j}" for j in range(array.shape[1])] if models is None else [str(m) for m in models]
+    if len(names) != array.shape[1]:
+        raise ValueError(f"models has {len(names)} names but data has {array.shape[1]} columns")
+    return pd.DataFrame(array.astype(float), columns=names)
+
+
 def as_wide(
     data,
     *,
@@ -174,43 +221,11 @@ def as_wide(
     """
     check_nan_policy(nan_policy)
     if isinstance(data, pd.DataFrame) and {model, value}.issubset(data.columns) and unit in data.columns:
-        if "metric" in data.columns and data["metric"].nunique(dropna=False) > 1:
-            found = sorted(map(str, data["metric"].unique()))
-            raise ValueError(f"data holds several metrics {found}; select one metric before calling")
-        duplicated = data.duplicated([unit, model])
-        if duplicated.any():
-            first = data.loc[duplicated, [unit, model]].iloc[0].tolist()
-            raise ValueError(f"data has duplicate ({unit}, {model}) rows, e.g. {first}; aggregate them explicitly")
-        try:
-            values = pd.to_numeric(data[value], errors="raise")
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"column {value!r} must be numeric: {error}") from None
-        long = data.assign(**{value: values.astype(float)})
-        wide = long.pivot(index=unit, columns=model, values=value)
-        wide = wide.reindex(index=pd.unique(long[unit]), columns=pd.unique(long[model]))
+        wide = _wide_from_long(data, unit=unit, model=model, value=value)
     elif isinstance(data, pd.DataFrame):
-        if isinstance(data.columns, pd.MultiIndex) or data.shape[1] == 0:
-            raise ValueError(
-                f"data must be a long table with columns ({unit!r}, {model!r}, {value!r}) or a wide table "
-                f"with one column per model; got columns {list(data.columns)}"
-            )
-        try:
-            wide = data.apply(pd.to_numeric, errors="raise").astype(float)
-        except (TypeError, ValueError) as error:
-            raise ValueError(
-                f"wide data must be numeric (or pass a long table with columns {unit!r}, {model!r}, "
-                f"{value!r}): {error}"
-            ) from None
+        wide = _wide_from_frame(data, unit=unit, model=model, value=value)
     else:
-        array = np.asarray(data)
-        if array.ndim != 2:
-            raise ValueError(f"data must be 2-D (units x models), got shape {array.shape}")
-        if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
-            raise ValueError(f"data must be numeric, got dtype {array.dtype}")
-        names = [f"model_{j}" for j in range(array.shape[1])] if models is None else [str(m) for m in models]
-        if len(names) != array.shape[1]:
-            raise ValueError(f"models has {len(names)} names but data has {array.shape[1]} columns")
-        wide = pd.DataFrame(array.astype(float), columns=names)
+        wide = _wide_from_array(data, models=models)
         models = None
     if models is not None:
         models = list(models)
@@ -327,6 +342,22 @@ def _all_sign_sums(d: np.ndarray) -> np.ndarray:
     return (half_sums(d[:h])[:, None] + half_sums(d[h:])[None, :]).ravel()
 
 
+def _monte_carlo_hits(d: np.ndarray, *, n_permutations: int, rng: np.random.Generator, threshold: float) -> int:
+    """How many of ``n_permutations`` random sign vectors s reach ``|sum(s d)| >= threshold``."""
+    hits = 0
+    total_d = float(np.sum(d))
+    n = d.size
+    batch = max(1, min(n_permutations, 2**18 // n))  # ~2 MB float blocks stay in cache
+    done = 0
+    while done < n_permutations:
+        size = min(batch, n_permutations - done)
+        # A sign vector s = 2 b - 1 with b in {0, 1}^n: sum(s d) = 2 (b . d) - sum(d); float BLAS matmul.
+        bits = rng.integers(0, 2, (size, n), dtype=np.int8).astype(np.float64)
+        hits += int(np.count_nonzero(np.abs(2.0 * (bits @ d) - total_d) >= threshold))
+        done += size
+    return hits
+
+
 def sign_flip_test(
     differences,
     *,
@@ -379,17 +410,7 @@ def sign_flip_test(
             method=f"exact sign-flip (all 2^{n} = {total} sign vectors)",
             min_attainable_p=min(1.0, 2.0 / total),
         )
-    rng = as_rng(seed)
-    hits = 0
-    total_d = float(np.sum(d))
-    batch = max(1, min(n_permutations, 2**18 // n))  # ~2 MB float blocks stay in cache
-    done = 0
-    while done < n_permutations:
-        size = min(batch, n_permutations - done)
-        # A sign vector s = 2 b - 1 with b in {0, 1}^n: sum(s d) = 2 (b . d) - sum(d); float BLAS matmul.
-        bits = rng.integers(0, 2, (size, n), dtype=np.int8).astype(np.float64)
-        hits += int(np.count_nonzero(np.abs(2.0 * (bits @ d) - total_d) >= observed - tolerance))
-        done += size
+    hits = _monte_carlo_hits(d, n_permutations=n_permutations, rng=as_rng(seed), threshold=observed - tolerance)
     return SignFlipResult(
         p_value=(1 + hits) / (1 + n_permutations),
         mean_difference=float(np.mean(d)),

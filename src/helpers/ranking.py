@@ -257,6 +257,41 @@ def _validate_long(table: pd.DataFrame, columns: Iterable[str], name: str) -> No
         raise ValueError(f"{name} lacks columns {missing}; has {list(table.columns)}")
 
 
+def _compare_pair_of_metrics(values: pd.DataFrame, *, reference: str, metric: str, top_k: int,
+                             directions: Mapping[str, str] | None) -> dict:
+    """One row of :func:`compare_orders`: the orders of one group's models (``values``: model x metric) under
+    ``reference`` and ``metric``, on the models with a value under both."""
+    both = values[[reference, metric]].dropna()
+    r_ref = rank_models(both[reference], metric=reference, directions=directions)
+    r_met = rank_models(both[metric], metric=metric, directions=directions)
+    best = r_ref.min() if len(r_ref) else np.nan
+    leaders = sorted(m for m in r_ref.index if r_ref[m] == best)
+    leader_rank = float(np.mean([r_met[m] for m in leaders])) if leaders else np.nan
+    top = pairwise_agreement(r_ref, r_met, list(r_ref.index[:top_k]))
+    every = pairwise_agreement(r_ref, r_met)
+    strict_same = order_string(r_ref) == order_string(r_met)
+    return {
+        "reference": reference,
+        "metric": metric,
+        f"order_{reference}": order_string(r_ref),
+        "order_metric": order_string(r_met),
+        "order_changed": (not strict_same) if len(both) else np.nan,
+        "kendall_tau": kendall_tau(r_ref, r_met),
+        "leader": " = ".join(leaders),
+        "leader_leads_metric": bool(leaders) and leader_rank == float(r_met.min()),
+        "leader_rank_in_metric": leader_rank,
+        "top_pairs_agree": top.agree,
+        "top_pairs_disagree": top.disagree,
+        "top_pairs_not_comparable": top.not_comparable,
+        "top_pairs_comparable": top.comparable,
+        "top_pairs": top.pairs,
+        "pairs_comparable": every.comparable,
+        "pairs_not_comparable": every.not_comparable,
+        "n_models": len(both),
+        "n_missing": len(values.index) - len(both),
+    }
+
+
 def compare_orders(
     aggregates: pd.DataFrame,
     *,
@@ -312,40 +347,9 @@ def compare_orders(
         for metric in metrics:
             if metric not in values.columns:
                 continue
-            both = values[[reference, metric]].dropna()
-            models_all = set(values.index)
-            r_ref = rank_models(both[reference], metric=reference, directions=directions)
-            r_met = rank_models(both[metric], metric=metric, directions=directions)
-            best = r_ref.min() if len(r_ref) else np.nan
-            leaders = sorted(m for m in r_ref.index if r_ref[m] == best)
-            leader_rank = float(np.mean([r_met[m] for m in leaders])) if leaders else np.nan
-            top_models = list(r_ref.index[: int(top_k)])
-            top = pairwise_agreement(r_ref, r_met, top_models)
-            every = pairwise_agreement(r_ref, r_met)
-            strict_same = order_string(r_ref) == order_string(r_met)
-            rows.append(
-                {
-                    **dict(zip(group_by, key)),
-                    "reference": reference,
-                    "metric": metric,
-                    f"order_{reference}": order_string(r_ref),
-                    "order_metric": order_string(r_met),
-                    "order_changed": (not strict_same) if len(both) else np.nan,
-                    "kendall_tau": kendall_tau(r_ref, r_met),
-                    "leader": " = ".join(leaders),
-                    "leader_leads_metric": bool(leaders) and leader_rank == float(r_met.min()),
-                    "leader_rank_in_metric": leader_rank,
-                    "top_pairs_agree": top.agree,
-                    "top_pairs_disagree": top.disagree,
-                    "top_pairs_not_comparable": top.not_comparable,
-                    "top_pairs_comparable": top.comparable,
-                    "top_pairs": top.pairs,
-                    "pairs_comparable": every.comparable,
-                    "pairs_not_comparable": every.not_comparable,
-                    "n_models": len(both),
-                    "n_missing": len(models_all) - len(both),
-                }
-            )
+            rows.append({**dict(zip(group_by, key)),
+                         **_compare_pair_of_metrics(values, reference=reference, metric=metric, top_k=int(top_k),
+                                                    directions=directions)})
     return pd.DataFrame(rows)
 
 
@@ -501,6 +505,47 @@ def rank_ranges(ranks: pd.DataFrame, *, model: str = "model", rank: str = "rank"
     )
 
 
+def _protocol_means(data: pd.DataFrame, *, protocol: str, model: str, value: str) -> pd.DataFrame:
+    """Protocol x model table of mean values (NaN excluded), after validating ``data``."""
+    if not isinstance(data, pd.DataFrame):
+        raise TypeError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+    missing = [c for c in (protocol, model, value) if c not in data.columns]
+    if missing:
+        raise ValueError(f"data lacks columns {missing} (has {list(data.columns)})")
+    if "metric" in data.columns and data["metric"].nunique(dropna=False) > 1:
+        raise ValueError(f"data holds several metrics {sorted(map(str, data['metric'].unique()))}; select one")
+    means = (
+        data.assign(_v=pd.to_numeric(data[value], errors="raise").astype(float))
+        .groupby([protocol, model], sort=False)["_v"]
+        .mean()
+        .unstack(model)
+    )
+    if means.shape[0] < 2:
+        raise ValueError(f"column {protocol!r} must hold at least 2 protocols, got {list(means.index)}")
+    return means
+
+
+def _leader(means: pd.Series, *, higher_is_better: bool) -> str:
+    """The model(s) ranked 1 by their means, joined by "=" when tied ("" when no model has a mean)."""
+    means = means.dropna()
+    if means.empty:
+        return ""
+    ranks = rank_rows(means.to_numpy(), higher_is_better=higher_is_better)
+    return "=".join(map(str, means.index[ranks == ranks.min()]))
+
+
+def _tau_and_p(means_a: pd.Series, means_b: pd.Series, *, higher_is_better: bool) -> tuple[float, float]:
+    """Kendall's tau-b between two orders of the same models (:func:`kendall_tau`, the package's one tau) and
+    scipy's p-value for it (exact for small k without ties); NaN for fewer than 2 models. tau-b does not depend on
+    the direction: both orders flip together."""
+    if len(means_a) < 2:
+        return float("nan"), float("nan")
+    ranks_a, ranks_b = (pd.Series(rank_rows(m.to_numpy(), higher_is_better=higher_is_better), index=m.index)
+                        for m in (means_a, means_b))
+    p = float(_sps.kendalltau(means_a.to_numpy(), means_b.to_numpy(), variant="b").pvalue)
+    return kendall_tau(ranks_a, ranks_b), p
+
+
 def rank_agreement(
     data: pd.DataFrame,
     *,
@@ -523,40 +568,13 @@ def rank_agreement(
         ties joined with "=").
     """
     higher_is_better = as_direction(higher_is_better)
-    if not isinstance(data, pd.DataFrame):
-        raise TypeError(f"data must be a pandas DataFrame, got {type(data).__name__}")
-    missing = [c for c in (protocol, model, value) if c not in data.columns]
-    if missing:
-        raise ValueError(f"data lacks columns {missing} (has {list(data.columns)})")
-    if "metric" in data.columns and data["metric"].nunique(dropna=False) > 1:
-        raise ValueError(f"data holds several metrics {sorted(map(str, data['metric'].unique()))}; select one")
-    means = (
-        data.assign(_v=pd.to_numeric(data[value], errors="raise").astype(float))
-        .groupby([protocol, model], sort=False)["_v"]
-        .mean()
-        .unstack(model)
-    )
-    if means.shape[0] < 2:
-        raise ValueError(f"column {protocol!r} must hold at least 2 protocols, got {list(means.index)}")
-
-    def leader(row: pd.Series) -> str:
-        row = row.dropna()
-        ranks = rank_rows(row.to_numpy(), higher_is_better=higher_is_better)
-        return "=".join(map(str, row.index[ranks == ranks.min()]))
-
+    means = _protocol_means(data, protocol=protocol, model=model, value=value)
     rows = []
     for name_a, name_b in itertools.combinations(means.index, 2):
         pair = means.loc[[name_a, name_b]].T.dropna()
-        if pair.shape[0] < 2:
-            tau, p = float("nan"), float("nan")
-        else:
-            # tau-b from kendall_tau (the package's one tau); scipy only for its p-value (exact for small k
-            # without ties). tau-b does not depend on the direction: both orders flip together.
-            ranks_a, ranks_b = (pd.Series(rank_rows(pair[name].to_numpy(), higher_is_better=higher_is_better),
-                                          index=pair.index) for name in (name_a, name_b))
-            tau = kendall_tau(ranks_a, ranks_b)
-            p = float(_sps.kendalltau(pair[name_a].to_numpy(), pair[name_b].to_numpy(), variant="b").pvalue)
-        leader_a, leader_b = leader(means.loc[name_a]), leader(means.loc[name_b])
+        tau, p = _tau_and_p(pair[name_a], pair[name_b], higher_is_better=higher_is_better)
+        leader_a = _leader(means.loc[name_a], higher_is_better=higher_is_better)
+        leader_b = _leader(means.loc[name_b], higher_is_better=higher_is_better)
         rows.append(
             {
                 "protocol_a": name_a,
