@@ -260,16 +260,16 @@ def test_paper_tables_from_paper_numbers():
 
 
 def test_dataset_summary_total():
-    table = an.dataset_summary([
+    table = an.dataset_summary(pd.DataFrame([
         {"dataset": "wmh", "source": "synthetic", "test_cases": 4, "lesions": 40, "q1_upper": 0.001},
         {"dataset": "idrid", "source": "synthetic", "test_cases": 3, "lesions": 30, "q1_upper": 0.003},
-    ]).set_index("dataset")
+    ])).set_index("dataset")
     assert table.loc["total", "test_cases"] == 7 and table.loc["total", "lesions"] == 70
     assert table.loc["wmh", "q1_upper_percent"] == pytest.approx(0.1)
     assert table.loc["wmh", "paper_lesions"] == 1964 and table.loc["total", "paper_lesions"] == 5842
     assert np.isnan(table.loc["total", "q1_upper_percent"])  # no pooled bound given: not a mean of edges
-    pooled = an.dataset_summary([{"dataset": "wmh", "source": "s", "test_cases": 1, "lesions": 1, "q1_upper": 0.1}],
-                                pooled_q1=0.012).set_index("dataset")
+    pooled = an.dataset_summary(pd.DataFrame([{"dataset": "wmh", "source": "s", "test_cases": 1, "lesions": 1,
+                                               "q1_upper": 0.1}]), pooled_q1=0.012).set_index("dataset")
     assert pooled.loc["total", "q1_upper_percent"] == pytest.approx(1.2)
 
 
@@ -400,8 +400,8 @@ def test_collect_and_dataset_summaries(tmp_path):
     write_json({"edges": {"q1_upper": 0.01, "q2_upper": 0.02, "q3_upper": 0.03}, "n_cases": 5,
                 "n_reference_lesions": 50}, ws.results("wmh") / "quartile_edges.json")
     write_json({"source": "synthetic"}, ws.results("wmh") / "data_manifest.json")
-    assert an.dataset_summaries(ws, ["wmh"]) == [{"dataset": "wmh", "source": "synthetic", "test_cases": 5,
-                                                  "lesions": 50, "q1_upper": 0.01}]
+    assert an.dataset_summaries(ws, ["wmh"]).to_dict("records") == [{"dataset": "wmh", "source": "synthetic", "test_cases": 5,
+                                                                     "lesions": 50, "q1_upper": 0.01}]
 
 
 def test_multi_panel_figures():

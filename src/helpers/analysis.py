@@ -66,11 +66,12 @@ best for distances; for Dice the same formula), as the paper reports "HD95 diffe
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
+from .io import read_json
 from .ranking import BOUNDARY_METRICS, METRIC_DIRECTIONS, compare_orders, order_string, rank_models
 
 #: Metric columns of the study's output tables, in the paper's order (section 3.6).
@@ -610,11 +611,10 @@ def pooled_q1_upper_of(ws, datasets: Sequence[str]) -> float:
     return pooled_q1_upper(collect(ws, datasets, "per_lesion_metrics.csv"))
 
 
-def dataset_summaries(ws, datasets: Sequence[str]) -> list[dict]:
-    """Per dataset: source, test cases, test reference lesions and the Q1 upper edge, from
-    ``data_manifest.json`` and ``quartile_edges.json`` (inputs of :func:`dataset_summary`)."""
-    from .io import read_json
-
+def dataset_summaries(ws, datasets: Sequence[str]) -> pd.DataFrame:
+    """One row per dataset: ``dataset, source, test_cases, lesions`` (test reference lesions) and ``q1_upper`` (the
+    Q1 upper edge as a fraction), from ``data_manifest.json`` and ``quartile_edges.json`` (the input of
+    :func:`dataset_summary`)."""
     out = []
     for dataset in datasets:
         edges = read_json(ws.results(dataset) / "quartile_edges.json")
@@ -622,7 +622,7 @@ def dataset_summaries(ws, datasets: Sequence[str]) -> list[dict]:
         source = read_json(manifest_path).get("source", "") if manifest_path.is_file() else "unknown"
         out.append({"dataset": dataset, "source": source, "test_cases": edges["n_cases"],
                     "lesions": edges["n_reference_lesions"], "q1_upper": edges["edges"]["q1_upper"]})
-    return out
+    return pd.DataFrame(out, columns=["dataset", "source", "test_cases", "lesions", "q1_upper"])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -637,16 +637,17 @@ def pooled_q1_upper(per_lesion: pd.DataFrame) -> float:
     return float(quartile_edges(once["area_fraction"])[0])
 
 
-def dataset_summary(summaries: Sequence[Mapping], *, pooled_q1: float | None = None) -> pd.DataFrame:
+def dataset_summary(summaries: pd.DataFrame, *, pooled_q1: float | None = None) -> pd.DataFrame:
     """Section 4.5: one row per dataset, ours beside the paper's.
 
-    ``summaries``: one mapping per dataset with ``dataset``, ``source``, ``test_cases``, ``lesions`` (test
-    reference lesions) and ``q1_upper`` (Q1 upper edge as a fraction). ``pooled_q1``: the Q1 edge of all
+    ``summaries``: :func:`dataset_summaries`' table, one row per dataset with ``dataset``, ``source``,
+    ``test_cases``, ``lesions`` (test reference lesions) and ``q1_upper`` (Q1 upper edge as a fraction). ``pooled_q1``: the Q1 edge of all
     datasets' lesions pooled (:func:`pooled_q1_upper`), shown in the total row (else the total row has NaN:
     a mean of per-dataset edges is not the pooled bound).
     """
+    _check_columns(summaries, ["dataset", "test_cases", "lesions", "q1_upper"], "summaries")
     rows = []
-    for s in summaries:
+    for s in summaries.to_dict("records"):
         paper = PAPER_DATASETS.get(s["dataset"], {})
         rows.append({
             "dataset": s["dataset"], "modality": MODALITIES.get(s["dataset"], ""), "source": s.get("source", ""),
@@ -844,6 +845,8 @@ __all__ = [
 def lesion_set_aggregates(ws, datasets: Sequence[str], *, lesion_sets: Sequence[str] = LESION_SETS,
                           min_lesions: int = MIN_LESIONS) -> pd.DataFrame:
     """Aggregates of every dataset's evaluation under each lesion set (``lesion_set`` column)."""
+    # Lazy: helpers.evaluation imports this module on this branch (the metric registry's branch removes that
+    # import; after the merge this import belongs at the top).
     from .evaluation import read_tables
 
     frames = []

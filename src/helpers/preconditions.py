@@ -294,7 +294,7 @@ def to_markdown(verdicts) -> str:
 
 def show(where, datasets, **kwargs):
     """Check and display the verdict as markdown in a notebook (returns the verdict(s))."""
-    from IPython.display import Markdown, display
+    from IPython.display import Markdown, display  # lazy: IPython is needed only where a notebook displays
 
     if isinstance(datasets, str):
         verdict = check(where, datasets, **kwargs)
