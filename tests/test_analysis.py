@@ -400,8 +400,8 @@ def test_collect_and_dataset_summaries(tmp_path):
     write_json({"edges": {"q1_upper": 0.01, "q2_upper": 0.02, "q3_upper": 0.03}, "n_cases": 5,
                 "n_reference_lesions": 50}, ws.results("wmh") / "quartile_edges.json")
     write_json({"source": "synthetic"}, ws.results("wmh") / "data_manifest.json")
-    assert an.dataset_summaries(ws, ["wmh"]).to_dict("records") == [{"dataset": "wmh", "source": "synthetic", "test_cases": 5,
-                                                                     "lesions": 50, "q1_upper": 0.01}]
+    assert an.dataset_summaries(ws, ["wmh"]).to_dict("records") == [
+        {"dataset": "wmh", "source": "synthetic", "test_cases": 5, "lesions": 50, "q1_upper": 0.01}]
 
 
 def test_multi_panel_figures():

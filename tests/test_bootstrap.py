@@ -472,7 +472,8 @@ def test_bootstrap_ranks_matches_naive_loop():
 def test_bootstrap_ranks_dominant_model_and_distribution():
     # Model a is best in every unit: every resample ranks it first.
     matrix = np.column_stack([np.full(9, 0.9), np.linspace(0.1, 0.5, 9), np.linspace(0.5, 0.1, 9)])
-    result = bootstrap.bootstrap_ranks(_long_units(matrix, models=["a", "b", "c"]), higher_is_better=True, n_resamples=200)
+    result = bootstrap.bootstrap_ranks(_long_units(matrix, models=["a", "b", "c"]), higher_is_better=True,
+                                       n_resamples=200)
     summary = result.summary()
     assert summary.loc[0, "model"] == "a" and summary.loc[0, "p_first"] == 1.0
     distribution = result.distribution()

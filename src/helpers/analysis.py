@@ -641,8 +641,8 @@ def dataset_summary(summaries: pd.DataFrame, *, pooled_q1: float | None = None) 
     """Section 4.5: one row per dataset, ours beside the paper's.
 
     ``summaries``: :func:`dataset_summaries`' table, one row per dataset with ``dataset``, ``source``,
-    ``test_cases``, ``lesions`` (test reference lesions) and ``q1_upper`` (Q1 upper edge as a fraction). ``pooled_q1``: the Q1 edge of all
-    datasets' lesions pooled (:func:`pooled_q1_upper`), shown in the total row (else the total row has NaN:
+    ``test_cases``, ``lesions`` (test reference lesions) and ``q1_upper`` (Q1 upper edge as a fraction).
+    ``pooled_q1``: the Q1 edge of all datasets' lesions pooled (:func:`pooled_q1_upper`), shown in the total row (else the total row has NaN:
     a mean of per-dataset edges is not the pooled bound).
     """
     _check_columns(summaries, ["dataset", "test_cases", "lesions", "q1_upper"], "summaries")

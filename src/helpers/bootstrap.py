@@ -28,8 +28,8 @@ Fan type 7, ``numpy.quantile``).
 
 Efron B, Tibshirani RJ. An Introduction to the Bootstrap. Chapman & Hall, 1993.
 
-What is resampled
------------------
+Paired case bootstrap: what is resampled
+----------------------------------------
 Test *cases* are drawn with replacement (``n_cases`` draws per resample). A case brings all its units with it:
 one unit per case for image-level metrics (Dice of the case), one per reference lesion for lesion-level metrics
 (all lesions of a case stay together). Every model is evaluated on the *same* resample (paired bootstrap), and
@@ -40,7 +40,7 @@ Paired case bootstrap: how it is vectorized
 Every metric aggregate of the study is a mean over units, i.e. a ratio ``sum(values) / number of units``. For
 each case and model we precompute the sufficient statistics ``S[case, model]`` (sum of the finite values of the
 case's units) and ``N[case, model]`` (their number). A resample is a row of an index matrix
-``I`` (``n_resamples x n_cases``, drawn by ``numpy.random.default_rng(seed).integers``); it is turned into
+``I`` (``n_resamples x n_cases``, drawn by :func:`resample_indices`); it is turned into
 multiplicity weights ``W[b, case]`` (how often case appears in resample b), and all resampled means of all
 models are two matrix products: ``(W @ S) / (W @ N)``. There is no Python loop over resamples.
 
@@ -82,9 +82,8 @@ independent child generator per model or pair (``Generator.spawn``) in column or
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-
 import itertools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np

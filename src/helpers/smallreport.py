@@ -200,7 +200,8 @@ def best_table(best: dict) -> pd.DataFrame:
 
 
 def plot_summary(stats_out: SmallDataStatistics, *, metric: str = "macro Dice"):
-    """Each model's mean score with its BCa interval, one panel per protocol (:func:`helpers.figures.plot_model_intervals`)."""
+    """Each model's mean score with its BCa interval, one panel per protocol
+    (:func:`helpers.figures.plot_model_intervals`)."""
     summary = stats_out.summary
     protocols = list(pd.unique(summary["protocol"]))
     fig, axes = plt.subplots(1, len(protocols), figsize=(5.2 * len(protocols), 0.5 * summary["model"].nunique() + 1.4),
