@@ -9,6 +9,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from helpers import analysis as an  # noqa: E402
+from helpers import figures  # noqa: E402
 from helpers.ranking import agreement_matrix  # noqa: E402
 
 
@@ -226,16 +227,16 @@ def test_paper_tables_from_paper_numbers():
 
 
 def test_dataset_summary_total():
-    table = an.dataset_summary([
+    table = an.dataset_summary(pd.DataFrame([
         {"dataset": "wmh", "source": "synthetic", "test_cases": 4, "lesions": 40, "q1_upper": 0.001},
         {"dataset": "idrid", "source": "synthetic", "test_cases": 3, "lesions": 30, "q1_upper": 0.003},
-    ]).set_index("dataset")
+    ])).set_index("dataset")
     assert table.loc["total", "test_cases"] == 7 and table.loc["total", "lesions"] == 70
     assert table.loc["wmh", "q1_upper_percent"] == pytest.approx(0.1)
     assert table.loc["wmh", "paper_lesions"] == 1964 and table.loc["total", "paper_lesions"] == 5842
     assert np.isnan(table.loc["total", "q1_upper_percent"])  # no pooled bound given: not a mean of edges
-    pooled = an.dataset_summary([{"dataset": "wmh", "source": "s", "test_cases": 1, "lesions": 1, "q1_upper": 0.1}],
-                                pooled_q1=0.012).set_index("dataset")
+    pooled = an.dataset_summary(pd.DataFrame([{"dataset": "wmh", "source": "s", "test_cases": 1, "lesions": 1,
+                                               "q1_upper": 0.1}]), pooled_q1=0.012).set_index("dataset")
     assert pooled.loc["total", "q1_upper_percent"] == pytest.approx(1.2)
 
 
@@ -285,18 +286,18 @@ def test_select_qualitative_examples():
 def test_figures_draw(tmp_path):
     agg = _aggregates({s: PAPER_Q1 for s in ("overall", "Q1", "Q2", "Q3", "Q4")})
     spreads, reversals = an.spread_table(agg), an.reversal_table(agg)
-    ax = an.plot_overall_vs_small(spreads, metrics=("dice", "hd95", "assd", "contour_f1"))
+    ax = figures.plot_overall_vs_small(spreads, metrics=("dice", "hd95", "assd", "contour_f1"))
     assert len(ax.patches) == 8  # 4 metrics x 2 settings
-    axes = an.plot_quartile_disagreement(spreads, reversals, metrics=("dice", "hd95"))
+    axes = figures.plot_quartile_disagreement(spreads, reversals, metrics=("dice", "hd95"))
     assert len(axes[0].lines) == 2 and len(axes[1].lines) == 3 + 1  # 3 boundary metrics + the tau = 1 line
     same, total, _ = agreement_matrix(agg, metrics=["dice", "hd95", "contour_f1"])
-    ax = an.plot_reversal_matrix(same, total, title="d")
+    ax = figures.plot_reversal_matrix(same, total, title="d")
     assert ax.texts[1].get_text() == "0/5"  # Dice vs HD95: reversed in all five strata
     crop = {"image": np.zeros((8, 8)), "reference": np.pad(np.ones((3, 3), bool), 2)[:8, :8],
             "predictions": {"unet": np.pad(np.ones((3, 3), bool), 2)[:8, :8]}, "metrics": {"unet": {"dice": 1.0,
                                                                                                     "hd95": 0.0}},
             "title": "x"}
-    ax = an.plot_lesion_example(crop)
+    ax = figures.plot_lesion_example(crop)
     assert "Dice 1.00" in ax.get_title()
     plt.close("all")
 
@@ -366,26 +367,26 @@ def test_collect_and_dataset_summaries(tmp_path):
     write_json({"edges": {"q1_upper": 0.01, "q2_upper": 0.02, "q3_upper": 0.03}, "n_cases": 5,
                 "n_reference_lesions": 50}, ws.results("wmh") / "quartile_edges.json")
     write_json({"source": "synthetic"}, ws.results("wmh") / "data_manifest.json")
-    assert an.dataset_summaries(ws, ["wmh"]) == [{"dataset": "wmh", "source": "synthetic", "test_cases": 5,
-                                                  "lesions": 50, "q1_upper": 0.01}]
+    assert an.dataset_summaries(ws, ["wmh"]).to_dict("records") == [
+        {"dataset": "wmh", "source": "synthetic", "test_cases": 5, "lesions": 50, "q1_upper": 0.01}]
 
 
 def test_multi_panel_figures():
     agg = pd.concat([_aggregates({s: PAPER_Q1 for s in ("overall", "Q1")}).assign(dataset=d) for d in ("x", "y")])
-    axes = an.plot_reversal_matrices(agg)
+    axes = figures.plot_reversal_matrices(agg)
     assert [a.get_title() for a in axes] == ["x: identical model orders (common)",
                                              "y: identical model orders (common)"]
     crop = {"image": np.zeros((8, 8, 3), np.uint8), "reference": np.pad(np.ones((2, 2), bool), 3),
             "predictions": {"unet": np.pad(np.ones((2, 2), bool), 3), "resunet": np.pad(np.ones((3, 3), bool), 2)[:8,
                                                                                                                 :8]},
             "metrics": {}, "title": "t"}
-    axes = an.plot_lesion_examples([crop, crop])
+    axes = figures.plot_lesion_examples([crop, crop])
     assert len(axes) == 2 and len(axes[0].figure.legends) == 1
     plt.close("all")
 
 
 def test_qualitative_figure_without_examples():
-    axes = an.plot_lesion_examples([])
+    axes = figures.plot_lesion_examples([])
     assert "no small (Q1) lesion" in axes[0].texts[0].get_text()
     plt.close("all")
 
@@ -395,10 +396,10 @@ def test_stack_figures(tmp_path):
 
     fig, ax = plt.subplots(figsize=(2, 1))
     save_figure(fig, tmp_path / "a.png")
-    axes = an.stack_figures([tmp_path / "a.png", tmp_path / "a.png"])
+    axes = figures.stack_figures([tmp_path / "a.png", tmp_path / "a.png"])
     assert len(axes) == 2 and len(axes[0].images) == 1
     with pytest.raises(FileNotFoundError, match="b.png: figure not found"):
-        an.stack_figures([tmp_path / "b.png"])
+        figures.stack_figures([tmp_path / "b.png"])
     plt.close("all")
 
 

@@ -5,7 +5,9 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as sps
 
+from helpers import bootstrap, inference
 from helpers.bootstrap import (
     bootstrap_p_value,
     directional_robustness,
@@ -38,7 +40,7 @@ def test_weights_count_draws():
 
 def test_indices_reproducible_and_validated():
     assert (resample_indices(5, 10, seed=3) == resample_indices(5, 10, seed=3)).all()
-    with pytest.raises(ValueError, match="n_resamples must be a positive integer"):
+    with pytest.raises(ValueError, match="n_resamples must be >= 1"):
         resample_indices(5, 0, seed=0)
     with pytest.raises(ValueError, match=r"indices must lie in \[0, 3\)"):
         resample_weights(np.array([[0, 3]]), 3)
@@ -231,7 +233,7 @@ def test_validation_messages():
         directional_robustness(_units({"a": [1.0]}), case_ids=["c0"])
     with pytest.raises(ValueError, match="group_by must include 'metric'"):
         directional_robustness(units, case_ids=["c0"], group_by=("stratum",))
-    with pytest.raises(ValueError, match="confidence must lie in"):
+    with pytest.raises(ValueError, match="confidence must be in"):
         paired_differences(np.ones((1, 2)), np.ones((1, 2)), np.ones((3, 1)), models=["a", "b"], metric="dice",
                            confidence=1.5)
 
@@ -253,3 +255,277 @@ def test_speed_paper_scale():
     elapsed = time.perf_counter() - start
     assert len(out) == 7 * 6
     assert elapsed < 30, f"bootstrap took {elapsed:.1f} s"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Intervals, per-model summaries, pairwise comparisons and the rank bootstrap over units
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _long_units(matrix, models=None, units=None, metric=None):
+    matrix = np.asarray(matrix, dtype=float)
+    models = models or [f"m{j}" for j in range(matrix.shape[1])]
+    units = units or [f"case{i}" for i in range(matrix.shape[0])]
+    rows = [
+        {"case_id": u, "model": m, "value": matrix[i, j]}
+        for i, u in enumerate(units)
+        for j, m in enumerate(models)
+    ]
+    frame = pd.DataFrame(rows)
+    if metric is not None:
+        frame["metric"] = metric
+    return frame
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("n", [5, 9, 30])
+def test_bca_matches_scipy_with_same_generator(seed, n):
+    # Same Generator state => identical resample indices (both draw integers(0, n, (B, n))), so the BCa
+    # intervals agree to rounding.
+    x = np.random.default_rng(100 + seed).gamma(2.0, 1.0, size=n)
+    ours = bootstrap.bootstrap_mean_ci(x, n_resamples=4000, seed=np.random.default_rng(seed))
+    ref = sps.bootstrap((x,), np.mean, n_resamples=4000, method="BCa", rng=np.random.default_rng(seed))
+    assert ours.method == "BCa"
+    assert ours.low == pytest.approx(ref.confidence_interval.low, rel=1e-10)
+    assert ours.high == pytest.approx(ref.confidence_interval.high, rel=1e-10)
+
+
+def test_bca_matches_scipy_on_tied_discrete_data():
+    # Integer scores make many bootstrap means equal to the estimate: exercises the mid-rank z0.
+    x = np.array([1.0, 1.0, 2.0, 2.0, 2.0, 5.0])
+    ours = bootstrap.bootstrap_mean_ci(x, n_resamples=999, confidence=0.9, seed=np.random.default_rng(9))
+    ref = sps.bootstrap(
+        (x,), np.mean, n_resamples=999, confidence_level=0.9, method="BCa", rng=np.random.default_rng(9)
+    )
+    assert ours.method == "BCa"
+    assert (ours.low, ours.high) == pytest.approx(tuple(ref.confidence_interval), rel=1e-10)
+
+
+def test_percentile_matches_scipy():
+    x = np.random.default_rng(7).normal(size=12)
+    ours = bootstrap.bootstrap_mean_ci(x, n_resamples=3000, method="percentile", confidence=0.9, seed=5)
+    ref = sps.bootstrap(
+        (x,), np.mean, n_resamples=3000, method="percentile", confidence_level=0.9, rng=np.random.default_rng(5)
+    )
+    assert ours.method == "percentile"
+    assert (ours.low, ours.high) == pytest.approx(tuple(ref.confidence_interval), rel=1e-12)
+
+
+def test_bca_acceleration_is_jackknife_skewness():
+    # For the mean, U_i = x_i - mean: x = [0, 0, 3] gives U = [-1, -1, 2], sum U^3 = 6, sum U^2 = 6,
+    # a = 6 / (6 * 6^1.5) = 6^-1.5 = 0.0680414.
+    result = bootstrap.bootstrap_mean_ci([0.0, 0.0, 3.0], n_resamples=1000, seed=0)
+    assert result.acceleration == pytest.approx(6.0**-1.5, rel=1e-12)
+
+
+def test_constant_differences_give_zero_width_interval():
+    # Every resample of identical values has the same mean, so the interval collapses to that mean.
+    result = bootstrap.bootstrap_mean_ci([0.1] * 9, n_resamples=500, seed=0)
+    assert result.width == 0.0
+    assert result.low == result.high == pytest.approx(0.1, abs=1e-15)
+    assert result.method == "percentile (BCa undefined: zero spread, all values equal)"
+
+
+def test_bca_zero_spread_when_the_mean_is_one_ulp_off():
+    # np.mean([0.8] * 7) is 0.7999999999999999, one ulp below 0.8: a sum-of-squares test sees a tiny nonzero
+    # spread and reports "BCa" with a meaningless acceleration. The range test sees all values equal.
+    assert np.mean([0.8] * 7) != 0.8
+    result = bootstrap.bootstrap_mean_ci([0.8] * 7, n_resamples=200, seed=0)
+    assert result.method == "percentile (BCa undefined: zero spread, all values equal)"
+    assert np.isnan(result.acceleration)
+    assert result.low == pytest.approx(0.8) and result.high == pytest.approx(0.8)
+
+
+def test_single_unit_falls_back_to_percentile():
+    result = bootstrap.bootstrap_mean_ci([0.7], n_resamples=100, seed=0)
+    assert (result.low, result.high, result.n) == (0.7, 0.7, 1)
+    assert result.method == "percentile (BCa undefined: fewer than 2 units)"
+
+
+def test_one_sided_bootstrap_distribution_falls_back():
+    # x = eight zeros and one 1 (mean 1/9). With B = 2 and seed 3 neither resample draws index 8, so both
+    # bootstrap means are 0 < 1/9: z0 = Phi^-1(1) = inf and BCa is undefined; the percentile interval is [0, 0].
+    x = np.array([0.0] * 8 + [1.0])
+    index = np.random.default_rng(3).integers(0, 9, (2, 9))
+    assert not (index == 8).any()
+    result = bootstrap.bootstrap_mean_ci(x, n_resamples=2, seed=3)
+    assert result.method == "percentile (BCa undefined: bootstrap distribution entirely on one side of the estimate)"
+    assert np.isinf(result.bias_correction)
+    assert (result.low, result.high) == (0.0, 0.0)
+
+
+def test_bootstrap_interval_properties():
+    x = np.random.default_rng(3).normal(0.8, 0.1, size=15)
+    narrow = bootstrap.bootstrap_mean_ci(x, confidence=0.5, n_resamples=2000, seed=1)
+    wide = bootstrap.bootstrap_mean_ci(x, confidence=0.99, n_resamples=2000, seed=1)
+    assert wide.low <= narrow.low <= narrow.estimate <= narrow.high <= wide.high
+    shifted = bootstrap.bootstrap_mean_ci(x + 10.0, confidence=0.5, n_resamples=2000, seed=1)
+    assert shifted.low == pytest.approx(narrow.low + 10.0) and shifted.high == pytest.approx(narrow.high + 10.0)
+    again = bootstrap.bootstrap_mean_ci(x, confidence=0.5, n_resamples=2000, seed=1)
+    assert again == narrow
+
+
+def test_bootstrap_validation():
+    with pytest.raises(ValueError, match="finite"):
+        bootstrap.bootstrap_mean_ci([1.0, np.nan])
+    with pytest.raises(ValueError, match="empty"):
+        bootstrap.bootstrap_mean_ci([])
+    with pytest.raises(ValueError, match="confidence must be in"):
+        bootstrap.bootstrap_mean_ci([1.0, 2.0], confidence=1.5)
+    with pytest.raises(ValueError, match="method"):
+        bootstrap.bootstrap_mean_ci([1.0, 2.0], method="basic")
+    with pytest.raises(TypeError, match="seed"):
+        bootstrap.bootstrap_mean_ci([1.0, 2.0], seed=1.5)
+    with pytest.raises(ValueError, match="n_resamples must be >= 2"):
+        bootstrap.bootstrap_mean_ci([1.0, 2.0], n_resamples=1)
+
+
+def test_summarize_models_counts_missing_and_reports_method():
+    frame = _long_units([[0.5, 0.7], [0.6, np.nan], [0.7, 0.9]], models=["a", "b"])
+    table = bootstrap.summarize_models(frame, n_resamples=500, seed=0)
+    assert list(table["model"]) == ["a", "b"]
+    assert table["n"].tolist() == [3, 2]
+    assert table["n_missing"].tolist() == [0, 1]
+    assert table["mean"].tolist() == pytest.approx([0.6, 0.8])
+    # sd of [0.5, 0.6, 0.7] with ddof=1 is 0.1.
+    assert table.loc[0, "sd"] == pytest.approx(0.1)
+    # Both models have spread and a two-sided bootstrap distribution, so BCa is defined for both.
+    assert table["ci_method"].tolist() == ["BCa", "BCa"]
+    with pytest.raises(ValueError, match="missing values"):
+        bootstrap.summarize_models(frame, nan_policy="raise")
+
+
+def test_paired_comparisons_hand_case():
+    # Two models, 4 cases; differences a - b = [0.1, 0.2, 0.3, 0.4] (all positive): exact p = 2/16.
+    a = np.array([0.6, 0.7, 0.8, 0.9])
+    b = a - np.array([0.1, 0.2, 0.3, 0.4])
+    table = bootstrap.paired_comparisons(
+        _long_units(np.column_stack([a, b]), models=["a", "b"]), higher_is_better=True, n_resamples=500
+    )
+    row = table.iloc[0]
+    assert (row["model_a"], row["model_b"], row["n"]) == ("a", "b", 4)
+    assert row["mean_difference"] == pytest.approx(0.25)
+    assert row["p_value"] == 0.125 and row["p_holm"] == 0.125
+    # d_z = 0.25 / sd([.1,.2,.3,.4]) = 0.25 / 0.1290994 = 1.9364917; g_z = d_z * J(3).
+    assert row["cohens_dz"] == pytest.approx(0.25 / np.std([0.1, 0.2, 0.3, 0.4], ddof=1))
+    assert row["hedges_gz"] == pytest.approx(row["cohens_dz"] * inference.hedges_correction(3))
+    assert row["favoured"] == "a"
+    assert row["min_attainable_p"] == 0.125 == row["min_attainable_p_holm"]
+    assert not row["significant"]
+    lower = bootstrap.paired_comparisons(np.column_stack([a, b]), higher_is_better=False, n_resamples=500)
+    assert lower.loc[0, "favoured"] == "model_1"
+
+
+def test_paired_comparisons_six_models_n9_cannot_be_significant():
+    # Huge, consistent effects, yet with N = 9 and 15 pairs Holm's smallest p is 15/256 > 0.05.
+    rng = np.random.default_rng(0)
+    matrix = np.arange(6)[None, :] * 1.0 + rng.normal(0, 0.01, size=(9, 6))
+    table = bootstrap.paired_comparisons(matrix, higher_is_better=True, n_resamples=300)
+    assert len(table) == 15
+    assert (table["p_value"] == 2 / 512).all()
+    assert table["p_holm"].tolist() == pytest.approx([15 / 256] * 15)
+    assert not table["significant"].any()
+    assert (table["min_attainable_p_holm"] == 15 / 256).all()
+    assert table["p_holm"].tolist() == pytest.approx(inference.holm_adjust(table["p_value"]).tolist())
+
+
+def test_paired_comparisons_seed_contract():
+    # Pair j uses child j of Generator(seed).spawn(n_pairs) for its bootstrap: the CI is reproducible alone.
+    matrix = np.random.default_rng(3).normal(size=(9, 3))
+    table = bootstrap.paired_comparisons(matrix, higher_is_better=True, n_resamples=400, seed=21)
+    children = np.random.default_rng(21).spawn(3)
+    interval = bootstrap.bootstrap_mean_ci(matrix[:, 1] - matrix[:, 2], n_resamples=400, seed=children[2])
+    assert (table.loc[2, "ci_low"], table.loc[2, "ci_high"]) == (interval.low, interval.high)
+    again = bootstrap.paired_comparisons(matrix, higher_is_better=True, n_resamples=400, seed=21)
+    pd.testing.assert_frame_equal(table, again)
+
+
+def test_paired_comparisons_nan_policy_per_pair():
+    matrix = np.array([[0.5, 0.4, 0.3], [0.6, np.nan, 0.2], [0.7, 0.5, 0.1]])
+    with pytest.raises(ValueError, match="missing values"):
+        bootstrap.paired_comparisons(matrix, higher_is_better=True)
+    table = bootstrap.paired_comparisons(matrix, higher_is_better=True, nan_policy="omit", n_resamples=200)
+    assert table["n"].tolist() == [2, 3, 2]
+
+
+def test_paired_comparisons_validation():
+    with pytest.raises(ValueError, match="at least 2 models"):
+        bootstrap.paired_comparisons(np.zeros((3, 1)), higher_is_better=True)
+    with pytest.raises(TypeError, match="higher_is_better"):
+        bootstrap.paired_comparisons(np.zeros((3, 2)), higher_is_better="yes")
+    with pytest.raises(ValueError, match="alpha must be in"):
+        bootstrap.paired_comparisons(np.zeros((3, 2)), higher_is_better=True, alpha=0.0)
+
+
+def test_bootstrap_ranks_matches_naive_loop():
+    rng = np.random.default_rng(2)
+    matrix = rng.normal(size=(9, 4))
+    result = bootstrap.bootstrap_ranks(matrix, higher_is_better=True, n_resamples=300, seed=8)
+    index = np.random.default_rng(8).integers(0, 9, (300, 9))
+    for b in (0, 17, 299):
+        expected = sps.rankdata(-matrix[index[b]].mean(axis=0))
+        assert result.ranks[b].tolist() == expected.tolist()
+    assert result.ranks.sum(axis=1).tolist() == pytest.approx([10.0] * 300)  # 1 + 2 + 3 + 4 per resample
+    assert result.observed_ranks.tolist() == sps.rankdata(-matrix.mean(axis=0)).tolist()
+
+
+def test_bootstrap_ranks_dominant_model_and_distribution():
+    # Model a is best in every unit: every resample ranks it first.
+    matrix = np.column_stack([np.full(9, 0.9), np.linspace(0.1, 0.5, 9), np.linspace(0.5, 0.1, 9)])
+    result = bootstrap.bootstrap_ranks(_long_units(matrix, models=["a", "b", "c"]), higher_is_better=True,
+                                       n_resamples=200)
+    summary = result.summary()
+    assert summary.loc[0, "model"] == "a" and summary.loc[0, "p_first"] == 1.0
+    distribution = result.distribution()
+    assert distribution.groupby("model")["share"].sum().tolist() == pytest.approx([1.0, 1.0, 1.0])
+    assert distribution[distribution["model"] == "a"]["rank"].tolist() == [1.0]
+
+
+def test_bootstrap_ranks_rank_then_aggregate_observed_equals_friedman_order():
+    matrix = np.random.default_rng(4).normal(size=(9, 5))
+    result = bootstrap.bootstrap_ranks(matrix, higher_is_better=True, n_resamples=50, scheme="rank-then-aggregate")
+    friedman = inference.friedman_test(matrix, higher_is_better=True)
+    expected = sps.rankdata(friedman.mean_ranks.to_numpy())
+    assert result.observed_ranks.tolist() == expected.tolist()
+    with pytest.raises(ValueError, match="scheme"):
+        bootstrap.bootstrap_ranks(matrix, higher_is_better=True, scheme="mean")
+
+
+def test_bca_levels_hand_derived():
+    # x = (0, 0, 3): mean 1, deviations (-1, -1, 2), sum of squares 6, sum of cubes 6, so the jackknife
+    # acceleration is a = 6 / (6 * 6^1.5) = 6^-1.5 = 0.0680. Resampled means (0, 1, 1, 2) around theta = 1:
+    # one below, three at most, mid-rank proportion (1 + 3) / 8 = 0.5, so z0 = 0. At confidence 0.9 (tail 0.05,
+    # z = -1.6449): alpha_1 = Phi(z / (1 - a z)) = Phi(-1.4793) = 0.0695, alpha_2 = Phi(1.6449 / (1 - 1.6449 a))
+    # = Phi(1.8522) = 0.9680.
+    from statistics import NormalDist
+
+    phi, z = NormalDist().cdf, NormalDist().inv_cdf(0.05)
+    a = 6.0**-1.5
+    low, high, z0, acceleration, reason = bootstrap._bca_levels(np.array([0.0, 0.0, 3.0]), 1.0,
+                                                                np.array([0.0, 1.0, 1.0, 2.0]), 0.05)
+    assert reason is None and z0 == 0.0 and acceleration == pytest.approx(a, rel=1e-12)
+    assert low == pytest.approx(phi(z / (1 - a * z)), rel=1e-9) and low == pytest.approx(0.0695, abs=1e-4)
+    assert high == pytest.approx(phi(-z / (1 + a * z)), rel=1e-9) and high == pytest.approx(0.9680, abs=1e-4)
+
+
+def test_percentile_and_bca_read_the_same_resamples():
+    # Same seed -> the same index matrix (resample_indices) -> the same bootstrap means for both methods; the
+    # two intervals are quantiles of that one distribution, at (0.025, 0.975) and at the BCa levels.
+    from statistics import NormalDist
+
+    x = np.array([0.61, 0.70, 0.72, 0.75, 0.79, 0.80, 0.84, 0.90, 0.93])
+    theta_b = x[resample_indices(x.size, 999, seed=7)].mean(axis=1)
+    percentile = bootstrap.bootstrap_mean_ci(x, n_resamples=999, method="percentile", seed=7)
+    bca = bootstrap.bootstrap_mean_ci(x, n_resamples=999, method="bca", seed=7)
+    assert (percentile.low, percentile.high) == tuple(np.quantile(theta_b, [0.025, 0.975]))
+    # BCa by hand from the same theta_b: mid-rank z0, jackknife acceleration of the mean, the two levels.
+    theta = x.mean()
+    z0 = NormalDist().inv_cdf((np.sum(theta_b < theta) + np.sum(theta_b <= theta)) / (2 * theta_b.size))
+    u = x - theta
+    a = np.sum(u**3) / (6 * np.sum(u**2) ** 1.5)
+    levels = [NormalDist().cdf(z0 + (z0 + z) / (1 - a * (z0 + z))) for z in (-1.959963984540054, 1.959963984540054)]
+    assert bca.method == "BCa" and bca.bias_correction == pytest.approx(z0, rel=1e-9)
+    assert (bca.low, bca.high) == pytest.approx(tuple(np.quantile(theta_b, levels)), rel=1e-9)
+    # A different seed draws different resamples (the equality above is not a coincidence of the data).
+    other = bootstrap.bootstrap_mean_ci(x, n_resamples=999, method="percentile", seed=8)
+    assert (other.low, other.high) != (percentile.low, percentile.high)

@@ -35,7 +35,8 @@ def _tables(dice=DICE, detected=DETECTED):
                            "quartile": "Q2", "metric": "detected", "value": 0, "detected": False})
         per_lesion.append({"dataset": "wmh", "model": m, "case_id": "a", "lesion_id": 99, "kind": "false_positive",
                            "quartile": "Q1", "metric": "false_positive", "value": 1, "detected": False})
-    return pd.DataFrame(per_case), pd.DataFrame(per_lesion)
+    # the columns every evaluation table carries (area fraction, penalty flag), as helpers.analysis reads them
+    return pd.DataFrame(per_case), pd.DataFrame(per_lesion).assign(area_fraction=0.001, penalty=False)
 
 
 SMALL = pc.Thresholds(min_cases=3, min_q1_lesions=5)
@@ -159,3 +160,18 @@ def test_same_definitions_as_the_analysis_aggregates():
     table = pc.model_table(per_case, per_lesion).set_index("model")
     pd.testing.assert_series_equal(table["dice"], dice.reindex(table.index), check_names=False)
     pd.testing.assert_series_equal(table["q1_recall"], recall.reindex(table.index), check_names=False)
+
+
+def test_tumour_free_cases_stay_out_of_the_overall_dice():
+    # A fourth, tumour-free case "d" (no reference lesion; both masks empty, Dice 1 by the metrics' convention)
+    # counts as a test case but not in the overall Dice, exactly as in the analysis' overall aggregate:
+    # hybrid stays (0.90 + 0.80 + 0.85) / 3 = 0.85, not (0.90 + 0.80 + 0.85 + 1) / 4 = 0.8875.
+    per_case, per_lesion = _tables()
+    per_case = per_case.assign(ref_empty=False)
+    free = per_case[per_case["case_id"] == "a"].assign(case_id="d", value=1.0, ref_empty=True)
+    per_case = pd.concat([per_case, free], ignore_index=True)
+    table = pc.model_table(per_case, per_lesion).set_index("model")
+    assert table.loc["hybrid", "dice"] == pytest.approx(0.85)
+    assert table.loc["unet", "dice"] == pytest.approx(0.75)
+    verdict = pc.evaluate("lits", per_case, per_lesion)
+    assert verdict.n_cases == 4

@@ -6,6 +6,7 @@ import pytest
 from scipy import stats
 
 from helpers.metrics import higher_is_better
+from helpers import ranking
 from helpers.ranking import (
     agreement_matrix,
     compare_orders,
@@ -199,3 +200,79 @@ def test_agreement_matrix_counts_groups():
     assert same.loc["dice", "dice"] == 3 and tied.loc["dice", "dice"] == 0
     assert tied.loc["hd95", "hd95"] == 1  # a tie is not agreement, even of a metric with itself
     assert (same.to_numpy() == same.to_numpy().T).all()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Ranks within units and rank volatility
+# ----------------------------------------------------------------------------------------------------------
+
+
+
+
+def test_rank_rows_average_ties_and_direction():
+    assert ranking.rank_rows([0.9, 0.9, 0.5], higher_is_better=True).tolist() == [1.5, 1.5, 3.0]
+    assert ranking.rank_rows([0.9, 0.9, 0.5], higher_is_better=False).tolist() == [2.5, 2.5, 1.0]
+    with pytest.raises(ValueError, match="NaN"):
+        ranking.rank_rows([0.1, np.nan], higher_is_better=True)
+
+
+def _fold_table():
+    # Fold f1: means a = 0.8, b = 0.7 (mean of 0.6 and 0.8), c = 0.5 -> ranks 1, 2, 3.
+    # Fold f2: a = 0.6, b = 0.9, c = 0.6 -> ranks 2.5, 1, 2.5.
+    rows = [
+        ("f1", "a", 0.8), ("f1", "b", 0.6), ("f1", "b", 0.8), ("f1", "c", 0.5),
+        ("f2", "a", 0.6), ("f2", "b", 0.9), ("f2", "c", 0.6), ("f2", "c", np.nan),
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=["fold", "model", "value"])
+
+
+def test_ranks_by_group_hand_values():
+    ranks = ranking.ranks_by_group(_fold_table(), group="fold", higher_is_better=True)
+    assert ranks["rank"].tolist() == [1.0, 2.0, 3.0, 2.5, 1.0, 2.5]
+    assert ranks["n"].tolist() == [1, 2, 1, 1, 1, 1]
+    assert ranks["n_missing"].tolist() == [0, 0, 0, 0, 0, 1]
+    assert ranks["mean"].tolist() == pytest.approx([0.8, 0.7, 0.5, 0.6, 0.9, 0.6])
+
+
+def test_rank_ranges_hand_values():
+    ranks = ranking.ranks_by_group(_fold_table(), group="fold", higher_is_better=True)
+    table = ranking.rank_ranges(ranks).set_index("model")
+    # a: ranks 1, 2.5; b: 2, 1; c: 3, 2.5.
+    assert table.loc["a", "rank_range"] == 1.5 and table.loc["b", "rank_range"] == 1.0
+    assert table.loc["c", "mean_rank"] == 2.75
+    assert table["n_first"].to_dict() == {"b": 1, "a": 1, "c": 0}
+    assert list(table.index) == ["b", "a", "c"]  # mean ranks 1.5, 1.75, 2.75
+
+
+def test_ranks_by_group_rejects_missing_model():
+    frame = _fold_table()
+    frame = frame[~((frame["fold"] == "f2") & (frame["model"] == "a"))]
+    with pytest.raises(ValueError, match=r"group 'f2' has no values for models \['a'\]"):
+        ranking.ranks_by_group(frame, group="fold", higher_is_better=True)
+    with pytest.raises(ValueError, match=r"lacks columns \['seed'\]"):
+        ranking.ranks_by_group(frame, group="seed", higher_is_better=True)
+
+
+def test_rank_agreement_hand_kendall_tau():
+    # LOOCV orders m1 > m2 > m3 > m4; 3-fold orders m2 > m1 > m3 > m4: 5 concordant, 1 discordant pair of 6,
+    # tau = (5 - 1) / 6 = 2/3.
+    means = {"loocv": [0.9, 0.8, 0.7, 0.6], "3fold": [0.8, 0.9, 0.7, 0.6]}
+    rows = [(p, f"m{j + 1}", v) for p, values in means.items() for j, v in enumerate(values)]
+    table = ranking.rank_agreement(
+        pd.DataFrame(rows, columns=["protocol", "model", "value"]), protocol="protocol", higher_is_better=True
+    )
+    row = table.iloc[0]
+    assert row["kendall_tau"] == pytest.approx(2 / 3)
+    assert (row["leader_a"], row["leader_b"], row["same_leader"]) == ("m1", "m2", False)
+    assert row["n_models"] == 4
+
+
+def test_rank_agreement_direction_does_not_change_tau_but_leader():
+    rows = [("s0", "a", 1.0), ("s0", "b", 2.0), ("s1", "a", 1.5), ("s1", "b", 2.5), ("s2", "a", 3.0), ("s2", "b", 2.0)]
+    frame = pd.DataFrame(rows, columns=["seed", "model", "value"])
+    table = ranking.rank_agreement(frame, protocol="seed", higher_is_better=False)
+    assert len(table) == 3
+    assert table["kendall_tau"].tolist() == pytest.approx([1.0, -1.0, -1.0])
+    assert table["leader_a"].tolist() == ["a", "a", "a"] and table["leader_b"].tolist() == ["a", "b", "b"]
+    with pytest.raises(ValueError, match="at least 2 protocols"):
+        ranking.rank_agreement(frame[frame["seed"] == "s0"], protocol="seed", higher_is_better=True)

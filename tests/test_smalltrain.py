@@ -1,4 +1,4 @@
-"""Tests of helpers.smalltrain: loss, training, prediction and MC dropout (and the report functions of the study)."""
+"""Tests of helpers.smalltrain: loss, training, prediction and MC dropout (the report is tested in test_smallreport.py)."""
 
 from __future__ import annotations
 
@@ -6,16 +6,12 @@ import math
 import os
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
-from helpers import smallcv, smallexplain
 from helpers import smalldata as sd
 from helpers import smallmodels as sm
 from helpers import smalltrain as st
-from helpers.paths import Workspace
-from helpers.splits import cv_splits
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -142,64 +138,3 @@ def test_mc_dropout_errors():
 # --------------------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def cv(cases):
-    ids = [c.case_id for c in cases]
-    splits = cv_splits(ids, protocols=["loocv", "3fold"], seeds=[0])
-    keep = [(s["protocol"], s["seed"], s["fold"], "segformer") for s in splits if s["protocol"] == "loocv"]
-    return smallcv.cross_validate(cases, models=["segformer", "medsam"], splits=splits, cnn_size=32, epochs=1,
-                                  width=4, mc_passes=2, keep_models=keep, progress=False)
-
-
-def _table(values: dict) -> pd.DataFrame:
-    """Scores table from {(protocol, model): [per-image macro dice]}, one fold per image (LOOCV-like)."""
-    rows = []
-    for (protocol, model), vals in values.items():
-        for i, v in enumerate(vals):
-            rows.append({"protocol": protocol, "seed": 0, "fold": i, "model": model, "image": f"v{i}",
-                         "class": "macro", "dice": v, "iou": v / (2 - v), "status": "ok"})
-    return pd.DataFrame(rows)
-
-
-def test_summarize_and_conclusion_follow_the_numbers(tmp_path):
-    rng = np.random.default_rng(0)
-    base = rng.uniform(0.6, 0.8, 9)
-    # "a" beats "b" by 0.1 on every image under both protocols; "c" equals "b" minus 0.05.
-    values = {}
-    for protocol in ("loocv", "3fold"):
-        values[(protocol, "a")] = base + 0.1
-        values[(protocol, "b")] = base
-        values[(protocol, "c")] = base - 0.05
-    ws = Workspace(tmp_path)
-    out = st.summarize(ws, _table(values), n_resamples=200)
-    summary = out["summary"].set_index(["protocol", "model"])
-    assert summary.loc[("loocv", "a"), "mean"] == pytest.approx(base.mean() + 0.1)
-    assert summary.loc[("loocv", "a"), "n"] == 9
-    assert (ws.results("small_data") / "summary.csv").exists()
-    overlap = st.ci_overlap(out["summary"])
-    assert list(overlap["leader"]) == ["a", "a"] and list(overlap["runner_up"]) == ["b", "b"]
-    text = st.conclusion(out)
-    assert "Both protocols name the same leader (`a`)" in text
-    # Same order on all 9 images: Friedman chi2 = 12/(9*3*4) * 9^2 * (1 + 4 + 9) - 3*9*4 = 18, p = e^-9.
-    assert out["friedman"]["statistic"].iloc[0] == pytest.approx(18.0)
-    assert "rejects equal mean ranks" in text
-
-
-def test_conclusion_reports_a_changing_leader(tmp_path):
-    base = np.linspace(0.6, 0.8, 9)
-    values = {("loocv", "a"): base + 0.01, ("loocv", "b"): base, ("3fold", "a"): base, ("3fold", "b"): base + 0.01}
-    out = st.summarize(Workspace(tmp_path), _table(values), n_resamples=200)
-    assert "The leader **changes with the protocol** (loocv: `a`, 3fold: `b`)" in st.conclusion(out)
-
-
-def test_image_scores_drop_not_run_rows(cv):
-    per_image = st.image_scores(cv.scores)
-    assert set(per_image["model"]) == {"segformer"}
-    assert (per_image["n_seeds"] == 1).all()
-
-
-def test_figures_render(cv, cases):
-    import matplotlib.pyplot as plt
-
-    ax = st.plot_uncertainty_vs_error(smallexplain.uncertainty_table(cases, cv))
-    plt.close(ax.figure)

@@ -66,14 +66,14 @@ best for distances; for Dice the same formula), as the paper reports "HD95 diffe
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
+from .io import read_json
 from .lesions import FALSE_POSITIVE, QUARTILES, REFERENCE, quartile_edges
-from .metrics import label, metric_names
-from .plots import get_axes, model_color, pyplot
+from .metrics import metric_names
 from .ranking import compare_orders, order_string, rank_models
 
 # Metrics: the registry's (helpers.metrics.METRICS). The paper's metrics in its order (section 3.6):
@@ -366,7 +366,8 @@ def _rankable_mask(aggregates: pd.DataFrame) -> pd.Series:
     return aggregates["rankable"].map(lambda v: str(v).strip().lower() in ("true", "1", "1.0")).astype(bool)
 
 
-def _rankable(aggregates: pd.DataFrame) -> pd.DataFrame:
+def rankable_rows(aggregates: pd.DataFrame) -> pd.DataFrame:
+    """The rows of an aggregate table that may be ranked (``rankable`` True, or every row without that column)."""
     return aggregates[_rankable_mask(aggregates)]
 
 
@@ -390,7 +391,7 @@ def spread_table(aggregates: pd.DataFrame, *, top_k: int = 3, reference: str = "
     agg = select_lesion_set(aggregates, lesion_set) if lesion_set is not None else aggregates
     if "lesion_set" not in agg.columns:
         agg = agg.assign(lesion_set=PRIMARY_LESION_SET)
-    agg = _rankable(agg)
+    agg = rankable_rows(agg)
     if "n" not in agg.columns:
         agg = agg.assign(n=np.nan)
     rows = []
@@ -430,7 +431,7 @@ def reversal_table(aggregates: pd.DataFrame, *, metrics: Sequence[str] = metric_
     if "lesion_set" not in agg.columns:
         agg = agg.assign(lesion_set=PRIMARY_LESION_SET)
     group = ["dataset", "lesion_set", "stratum"]
-    table = compare_orders(_rankable(agg), reference="dice", metrics=metrics, group_by=group, top_k=top_k)
+    table = compare_orders(rankable_rows(agg), reference="dice", metrics=metrics, group_by=group, top_k=top_k)
     if "rankable" in agg.columns:
         skipped = agg[~_rankable_mask(agg) & agg["metric"].isin(["dice", *metrics])]
         rows = []
@@ -468,7 +469,7 @@ def seed_rankings(seed_aggregates: pd.DataFrame, *, metrics: Sequence[str] = ("d
     over the seeds of that dataset, set, stratum and metric: 1 means every seed ranks alike)."""
     _check_columns(seed_aggregates, ["dataset", "lesion_set", "stratum", "model", "metric", "value", "seed"],
                    "seed_aggregates")
-    sub = _rankable(seed_aggregates)
+    sub = rankable_rows(seed_aggregates)
     sub = sub[sub["metric"].isin(list(metrics)) & sub["stratum"].isin(list(strata))].dropna(subset=["value"])
     rows = []
     for (dataset, lset, stratum, metric, seed), g in sub.groupby(["dataset", "lesion_set", "stratum", "metric",
@@ -555,11 +556,10 @@ def pooled_q1_upper_of(ws, datasets: Sequence[str]) -> float:
     return pooled_q1_upper(collect(ws, datasets, "per_lesion_metrics.csv"))
 
 
-def dataset_summaries(ws, datasets: Sequence[str]) -> list[dict]:
-    """Per dataset: source, test cases, test reference lesions and the Q1 upper edge, from
-    ``data_manifest.json`` and ``quartile_edges.json`` (inputs of :func:`dataset_summary`)."""
-    from .io import read_json
-
+def dataset_summaries(ws, datasets: Sequence[str]) -> pd.DataFrame:
+    """One row per dataset: ``dataset, source, test_cases, lesions`` (test reference lesions) and ``q1_upper`` (the
+    Q1 upper edge as a fraction), from ``data_manifest.json`` and ``quartile_edges.json`` (the input of
+    :func:`dataset_summary`)."""
     out = []
     for dataset in datasets:
         edges = read_json(ws.results(dataset) / "quartile_edges.json")
@@ -567,7 +567,7 @@ def dataset_summaries(ws, datasets: Sequence[str]) -> list[dict]:
         source = read_json(manifest_path).get("source", "") if manifest_path.is_file() else "unknown"
         out.append({"dataset": dataset, "source": source, "test_cases": edges["n_cases"],
                     "lesions": edges["n_reference_lesions"], "q1_upper": edges["edges"]["q1_upper"]})
-    return out
+    return pd.DataFrame(out, columns=["dataset", "source", "test_cases", "lesions", "q1_upper"])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -582,16 +582,17 @@ def pooled_q1_upper(per_lesion: pd.DataFrame) -> float:
     return float(quartile_edges(once["area_fraction"])[0])
 
 
-def dataset_summary(summaries: Sequence[Mapping], *, pooled_q1: float | None = None) -> pd.DataFrame:
+def dataset_summary(summaries: pd.DataFrame, *, pooled_q1: float | None = None) -> pd.DataFrame:
     """Section 4.5: one row per dataset, ours beside the paper's.
 
-    ``summaries``: one mapping per dataset with ``dataset``, ``source``, ``test_cases``, ``lesions`` (test
-    reference lesions) and ``q1_upper`` (Q1 upper edge as a fraction). ``pooled_q1``: the Q1 edge of all
-    datasets' lesions pooled (:func:`pooled_q1_upper`), shown in the total row (else the total row has NaN:
+    ``summaries``: :func:`dataset_summaries`' table, one row per dataset with ``dataset``, ``source``,
+    ``test_cases``, ``lesions`` (test reference lesions) and ``q1_upper`` (Q1 upper edge as a fraction).
+    ``pooled_q1``: the Q1 edge of all datasets' lesions pooled (:func:`pooled_q1_upper`), shown in the total row (else the total row has NaN:
     a mean of per-dataset edges is not the pooled bound).
     """
+    _check_columns(summaries, ["dataset", "test_cases", "lesions", "q1_upper"], "summaries")
     rows = []
-    for s in summaries:
+    for s in summaries.to_dict("records"):
         paper = PAPER_DATASETS.get(s["dataset"], {})
         rows.append({
             "dataset": s["dataset"], "modality": MODALITIES.get(s["dataset"], ""), "source": s.get("source", ""),
@@ -768,184 +769,6 @@ def select_qualitative_examples(per_lesion: pd.DataFrame, *, stratum: str = "Q1"
     return pd.concat([close, rest]).head(n_examples).reset_index(drop=True)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Figures
-# ---------------------------------------------------------------------------------------------------------------
-def plot_overall_vs_small(spreads: pd.DataFrame, *, metrics: Sequence[str] = metric_names(primary=True, computed=True),
-                          ax=None):
-    """Relative spread among the top 3 (by Dice) per metric, full test set vs Q1: bars = mean over datasets,
-    dots = each dataset."""
-    fig, ax = get_axes(ax, figsize=(6.5, 3.5))
-    x = np.arange(len(metrics))
-    width = 0.38
-    for k, (stratum, legend, color) in enumerate([("overall", "full test set", "#8c8c8c"),
-                                                  ("Q1", "Q1 (small lesions)", "#c44e52")]):
-        sub = spreads[spreads["stratum"] == stratum]
-        means = [sub.loc[sub["metric"] == m, "relative_spread_percent"].mean() for m in metrics]
-        ax.bar(x + (k - 0.5) * width, means, width, color=color, alpha=0.8, label=legend)
-        for i, m in enumerate(metrics):
-            vals = sub.loc[sub["metric"] == m, "relative_spread_percent"].dropna().to_numpy()
-            ax.plot(np.full(len(vals), x[i] + (k - 0.5) * width), vals, "o", ms=3, color="black")
-    ax.set_xticks(x, [label(m) for m in metrics])
-    # symmetric-log axis: relative spreads of distances near 0 mm reach thousands of percent
-    ax.set_yscale("symlog", linthresh=10)
-    ax.set_ylabel("spread among top 3 by Dice\n(max - min) / min, % (symlog)")
-    ax.legend()
-    return ax
-
-
-def plot_quartile_disagreement(spreads: pd.DataFrame, reversals: pd.DataFrame, *,
-                               metrics: Sequence[str] = metric_names(primary=True, computed=True), axes=None):
-    """Two panels from Q4 (largest) to Q1 (smallest): the relative spread among the top 3 per metric, and
-    Kendall's tau between the Dice order and each boundary metric's order (mean over datasets)."""
-    plt = pyplot()  # matplotlib with the package style (helpers.plots)
-
-    if axes is None:
-        _, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    strata = ["Q4", "Q3", "Q2", "Q1"]
-    for m in metrics:
-        sub = spreads[spreads["metric"] == m]
-        y = [sub.loc[sub["stratum"] == s, "relative_spread_percent"].mean() for s in strata]
-        axes[0].plot(strata, y, "o-", label=label(m))
-    axes[0].set_yscale("symlog", linthresh=10)
-    axes[0].set_ylabel("spread among top 3, % (symlog)")
-    axes[0].set_xlabel("lesion-size quartile (large to small)")
-    axes[0].legend(fontsize=7)
-    for m in sorted(reversals["metric"].unique()) if len(reversals) else []:
-        sub = reversals[reversals["metric"] == m]
-        y = [sub.loc[sub["stratum"] == s, "kendall_tau"].mean() for s in strata]
-        axes[1].plot(strata, y, "o-", label=f"Dice vs {label(m)}")
-    axes[1].axhline(1.0, color="#8c8c8c", lw=0.8, ls=":")
-    axes[1].set_ylim(-1.05, 1.05)
-    axes[1].set_ylabel("Kendall's tau of model orders")
-    axes[1].set_xlabel("lesion-size quartile (large to small)")
-    axes[1].legend(fontsize=7)
-    return axes
-
-
-def plot_reversal_matrix(same: pd.DataFrame, total: pd.DataFrame, *, title: str = "", colorbar: bool = True,
-                         tied: pd.DataFrame | None = None, ax=None):
-    """Heat map of metric x metric agreement: share of comparable strata (no tie in either order) whose model
-    orders are identical, with counts ``same/comparable`` and, when ``tied`` is given, ``(+t tied)``."""
-    fig, ax = get_axes(ax, figsize=(4.2, 3.6))
-    share = (same / total.replace(0, np.nan)).astype(float)
-    image = ax.imshow(share.to_numpy(), vmin=0, vmax=1, cmap="viridis")
-    labels = [label(m) for m in same.index]
-    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-    ax.set_yticks(range(len(labels)), labels)
-    for i in range(len(labels)):
-        for j in range(len(labels)):
-            s = share.iat[i, j]
-            text = f"{same.iat[i, j]}/{total.iat[i, j]}"
-            if tied is not None and tied.iat[i, j]:
-                text += f"\n+{tied.iat[i, j]} tied"
-            ax.text(j, i, text, ha="center", va="center", fontsize=7,
-                    color="black" if np.isfinite(s) and s > 0.6 else "white")
-    ax.set_title(title)
-    if colorbar:
-        fig.colorbar(image, ax=ax, fraction=0.046, label="same order (share of comparable strata)")
-    return ax
-
-
-def plot_reversal_matrices(aggregates: pd.DataFrame, *, metrics: Sequence[str] = ("dice", "hd95", "assd",
-                                                                                    "contour_f1"),
-                           strata: Sequence[str] = ("overall", *QUARTILES), lesion_set: str = PRIMARY_LESION_SET,
-                           axes=None):
-    """One :func:`plot_reversal_matrix` panel per dataset, counted over ``strata`` of one lesion set (rankable
-    rows only); returns the axes array."""
-    plt = pyplot()  # matplotlib with the package style (helpers.plots)
-
-    from .ranking import agreement_matrix
-
-    datasets = sorted(aggregates["dataset"].unique())
-    if axes is None:
-        _, axes = plt.subplots(1, len(datasets), figsize=(3.9 * len(datasets) + 1.0, 3.8), squeeze=False,
-                               layout="constrained")
-        axes = axes[0]
-    sub = _rankable(select_lesion_set(aggregates, lesion_set))
-    sub = sub[sub["stratum"].isin(list(strata))]
-    for k, (ax, dataset) in enumerate(zip(axes, datasets)):
-        same, total, tied = agreement_matrix(sub[sub["dataset"] == dataset], metrics=list(metrics))
-        plot_reversal_matrix(same, total, tied=tied, title=f"{dataset}: identical model orders ({lesion_set})",
-                             ax=ax, colorbar=k == len(datasets) - 1)
-    return axes
-
-
-def plot_lesion_examples(crops: Sequence[Mapping], *, axes=None):
-    """The qualitative figure: one :func:`plot_lesion_example` panel per crop, with a legend of the models."""
-    plt = pyplot()  # matplotlib with the package style (helpers.plots)
-    from matplotlib.lines import Line2D
-
-    n = max(len(crops), 1)
-    if axes is None:
-        size = (3.2 * n, 3.9) if crops else (6.0, 0.8)
-        fig, axes = plt.subplots(1, n, figsize=size, squeeze=False)
-        axes = axes[0]
-    for ax, crop in zip(axes, crops):
-        plot_lesion_example(crop, ax=ax)
-    if not crops:
-        axes[0].text(0.5, 0.5, "no small (Q1) lesion detected by every model", ha="center", va="center",
-                     transform=axes[0].transAxes)
-        axes[0].set_axis_off()
-    if crops:
-        models = list(crops[0]["predictions"])
-        handles = [Line2D([], [], color="yellow", ls="--", label="reference")] + [
-            Line2D([], [], color=model_color(m, k), label=MODEL_LABELS.get(m, m)) for k, m in enumerate(models)]
-        axes[0].figure.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7,
-                              bbox_to_anchor=(0.5, -0.05), facecolor="#444444", labelcolor="white", frameon=True)
-    return axes
-
-
-def stack_figures(paths: Sequence, *, width: float = 10.0):
-    """One figure showing saved PNG figures (e.g. each dataset's qualitative examples) one below the other.
-
-    Missing files raise FileNotFoundError naming the file. Returns the axes array."""
-    plt = pyplot()  # matplotlib with the package style (helpers.plots)
-    from pathlib import Path
-
-    images = []
-    for path in paths:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: figure not found (run the dataset's section first)")
-        images.append(plt.imread(path))
-    heights = [width * im.shape[0] / im.shape[1] for im in images]
-    fig, axes = plt.subplots(len(images), 1, figsize=(width, sum(heights)), squeeze=False,
-                             gridspec_kw={"height_ratios": heights})
-    for ax, im in zip(axes[:, 0], images):
-        ax.imshow(im)
-        ax.set_axis_off()
-    return axes[:, 0]
-
-
-def plot_lesion_example(crop: Mapping, *, ax=None, title_metrics: bool = True):
-    """One qualitative panel: the image crop with the reference contour (yellow, dashed) and each model's contour.
-
-    ``crop`` (from :func:`helpers.evaluation.example_crops`): ``image`` 2D or RGB, ``reference`` 2D bool,
-    ``predictions`` {model: 2D bool}, ``metrics`` {model: {"dice": ..., "hd95": ...}}, ``title``.
-    """
-    from skimage import measure
-
-    fig, ax = get_axes(ax, figsize=(3, 3))
-    image = np.asarray(crop["image"])
-    ax.imshow(image, cmap=None if image.ndim == 3 else "gray", interpolation="nearest")
-    lines = []
-    for k, (model, pred) in enumerate(crop["predictions"].items()):
-        for contour in measure.find_contours(np.pad(pred, 1).astype(float), 0.5):
-            ax.plot(contour[:, 1] - 1, contour[:, 0] - 1, color=model_color(model, k), lw=1.2)
-        m = crop.get("metrics", {}).get(model, {})
-        lines.append(f"{MODEL_LABELS.get(model, model)}: Dice {m.get('dice', np.nan):.2f}, "
-                     f"HD95 {m.get('hd95', np.nan):.1f}")
-    # the reference last, dashed, so that it stays visible where a model's contour coincides with it
-    for contour in measure.find_contours(np.pad(crop["reference"], 1).astype(float), 0.5):
-        ax.plot(contour[:, 1] - 1, contour[:, 0] - 1, "--", color="yellow", lw=1.8)
-    title = crop.get("title", "")
-    ax.set_title(title + ("\n" + "\n".join(lines) if title_metrics else ""), fontsize=7)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    return ax
-
-
 __all__ = [
     "STRATA", "LESION_SETS",
     "PRIMARY_LESION_SET", "MIN_LESIONS", "common_lesions", "lesion_set_units", "select_lesion_set",
@@ -958,8 +781,7 @@ __all__ = [
     "reversal_table",
     "dataset_summary", "spread_comparison", "small_lesion_comparison", "agreement_counts",
     "select_qualitative_examples", "metric_variants", "recall_at_thresholds", "collect",
-    "dataset_summaries", "plot_overall_vs_small", "plot_quartile_disagreement", "plot_reversal_matrix",
-    "plot_lesion_example", "plot_reversal_matrices", "plot_lesion_examples", "stack_figures",
+    "dataset_summaries", "rankable_rows",
 ]
 
 
@@ -969,6 +791,8 @@ __all__ = [
 def lesion_set_aggregates(ws, datasets: Sequence[str], *, lesion_sets: Sequence[str] = LESION_SETS,
                           min_lesions: int = MIN_LESIONS) -> pd.DataFrame:
     """Aggregates of every dataset's evaluation under each lesion set (``lesion_set`` column)."""
+    # Lazy: helpers.evaluation imports this module on this branch (the metric registry's branch removes that
+    # import; after the merge this import belongs at the top).
     from .evaluation import read_tables
 
     frames = []

@@ -7,8 +7,9 @@ evidence for either claim. So, per dataset, before the reversal, bootstrap and c
 
 Conditions (each a :class:`Thresholds` field; defaults are the methods page's)
 ------------------------------------------------------------------------------
-1. **Competent**: every model's overall Dice (mean over test cases of the per-case Dice, the ``overall`` Dice of
-   :func:`helpers.analysis.aggregate`) is at least ``min_dice`` (0.75), and its Q1 lesion recall (detected / all
+1. **Competent**: every model's overall Dice (the ``overall`` Dice of :func:`helpers.analysis.aggregate`: the mean
+   per-case Dice over the test cases that have a reference lesion; tumour-free cases count as test cases below,
+   not in this mean) is at least ``min_dice`` (0.75), and its Q1 lesion recall (detected / all
    reference lesions of the smallest size quartile, pooled over test cases, as ``lesion_recall`` in stratum Q1 of
    :func:`helpers.analysis.aggregate`) is at least ``min_q1_recall`` (0.8).
 2. **Near-tied**: the Dice spread of the ``top_k`` (3) models by overall Dice (largest minus smallest) is at most
@@ -40,7 +41,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .lesions import REFERENCE
+from .analysis import aggregate, analysis_units
 
 PER_CASE_FILE = "per_case_metrics.csv"  # the names of helpers.evaluation (not imported: keeps this module light)
 PER_LESION_FILE = "per_lesion_metrics.csv"
@@ -164,15 +165,17 @@ def _require(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
 
 
 def model_table(per_case: pd.DataFrame, per_lesion: pd.DataFrame) -> pd.DataFrame:
-    """Per model: overall Dice (mean of the per-case Dice), Q1 recall (pooled over the Q1 reference lesions) and the
-    counts behind it; sorted by Dice, best first (ties by name). ``competent`` is filled in by :func:`evaluate`."""
+    """Per model: overall Dice and Q1 recall, the book's own aggregates (:func:`helpers.analysis.analysis_units`
+    and :func:`helpers.analysis.aggregate`: the overall Dice is the mean per-case Dice over the cases with a
+    reference lesion; the Q1 recall is pooled over the Q1 reference lesions) and the counts behind them; sorted by
+    Dice, best first (ties by name). ``competent`` is filled in by :func:`evaluate`."""
     _require(per_case, ["model", "case_id", "metric", "value"], "per_case")
     _require(per_lesion, ["model", "case_id", "lesion_id", "kind", "metric", "value", "quartile"], "per_lesion")
-    dice = per_case[per_case["metric"] == "dice"]
-    dice = pd.to_numeric(dice["value"], errors="raise").groupby(dice["model"]).mean().rename("dice")
-    ref = per_lesion[(per_lesion["kind"] == REFERENCE) & (per_lesion["metric"] == "detected")
-                     & (per_lesion["quartile"].fillna("").astype(str) == SMALL)]
-    detected = (pd.to_numeric(ref["value"], errors="raise") > 0).groupby(ref["model"])
+    units = analysis_units(per_case, per_lesion)
+    overall = aggregate(units).query("stratum == 'overall' and metric == 'dice'")
+    dice = overall.drop_duplicates("model").set_index("model")["value"].rename("dice")
+    q1 = units[(units["stratum"] == SMALL) & (units["metric"] == "lesion_recall")]
+    detected = q1["value"].groupby(q1["model"])
     table = pd.DataFrame({"dice": dice})
     table["q1_detected"] = detected.sum().reindex(table.index).fillna(0).astype(int)
     table["q1_lesions"] = detected.size().reindex(table.index).fillna(0).astype(int)
@@ -295,7 +298,7 @@ def to_markdown(verdicts) -> str:
 
 def show(where, datasets, **kwargs):
     """Check and display the verdict as markdown in a notebook (returns the verdict(s))."""
-    from IPython.display import Markdown, display
+    from IPython.display import Markdown, display  # lazy: IPython is needed only where a notebook displays
 
     if isinstance(datasets, str):
         verdict = check(where, datasets, **kwargs)

@@ -7,8 +7,11 @@ Conventions
   a metric missing from it must be given a direction explicitly (``directions=``).
 - Rank 1 is the best model. Ties (exactly equal aggregate values) share the *average* of the ranks they span
   (fractional ranking, as :func:`scipy.stats.rankdata` ``method="average"``): two models tied for the lead both
-  get rank 1.5. An order is written best first, ``"a > b = c > d"``, ``=`` joining tied models; tied models
-  are listed alphabetically so the string is deterministic.
+  get rank 1.5. This is the package's one tie policy: every ranking (of aggregates here, of models within a
+  unit for the Friedman and Nemenyi tests in :mod:`helpers.inference`, of resampled means in
+  :mod:`helpers.bootstrap`) goes through :func:`rank_rows`. An order is written best first,
+  ``"a > b = c > d"``, ``=`` joining tied models; tied models are listed alphabetically so the string is
+  deterministic.
 - NaN scores (a model with no value in a stratum) are not ranked: they are dropped from the order and counted
   in ``n_missing``; comparisons between two metrics use only the models that have a value under both.
 - Kendall's tau is tau-b (ties in either ordering corrected for), the variant of :func:`scipy.stats.kendalltau`;
@@ -18,15 +21,23 @@ Conventions
   (``not_comparable``) and never as agreeing or disagreeing. Every agreement count says how many pairs were
   comparable (:class:`PairCounts`), and :func:`compare_orders` reports ``pairs_comparable`` beside tau, so that
   equal penalty means (every model tied) cannot make two orders "agree".
+- Rank volatility (:func:`ranks_by_group`, :func:`rank_ranges`, :func:`rank_agreement`): the models ranked on
+  every occasion (fold, seed, protocol) by their mean value there, with the direction given as a plain
+  ``higher_is_better`` flag (validated by :func:`as_direction`).
+
+This module imports numpy, pandas and scipy only; it is the lowest of the statistics modules
+(ranking -> inference -> bootstrap).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+from scipy import stats as _sps
 
 from .metrics import higher_is_better, metric_names
 
@@ -45,6 +56,45 @@ def _as_scores(scores, name: str = "scores") -> pd.Series:
         raise TypeError(f"{name} must hold numbers, got {s.dtype}") from None
     s.index = s.index.map(str)
     return s
+
+
+def as_direction(value, name: str = "higher_is_better") -> bool:
+    """A ranking direction flag: ``True`` (higher is better, Dice) or ``False`` (lower is better, HD95).
+
+    Raises
+    ------
+    TypeError
+        If ``value`` is not a bool (``numpy.bool_`` accepted): a metric name or 0/1 is not silently read as one.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def rank_rows(matrix, *, higher_is_better: bool) -> np.ndarray:
+    """Rank the models within each row (unit); rank 1 is the best, ties get average ranks.
+
+    The one ranking step of the package (module docstring).
+
+    Parameters
+    ----------
+    matrix : array_like, shape (..., k)
+        Scores, models along the last axis. NaN is not allowed.
+    higher_is_better : bool
+        True when a larger value is better (Dice), False when smaller is better (HD95).
+
+    Returns
+    -------
+    numpy.ndarray
+        Float ranks of the same shape, each row a permutation of 1..k or its tie-averaged version.
+    """
+    higher_is_better = as_direction(higher_is_better)
+    array = np.asarray(matrix, dtype=float)
+    if array.ndim < 1 or array.shape[-1] < 1:
+        raise ValueError(f"matrix must have at least one model along its last axis, got shape {array.shape}")
+    if np.isnan(array).any():
+        raise ValueError("matrix must not contain NaN; drop incomplete units first")
+    return _sps.rankdata(-array if higher_is_better else array, method="average", axis=-1)
 
 
 def rank_models(scores, *, metric: str, directions: Mapping[str, str] | None = None) -> pd.Series:
@@ -73,8 +123,9 @@ def rank_models(scores, *, metric: str, directions: Mapping[str, str] | None = N
     {'b': 1.0, 'a': 2.0}
     """
     s = _as_scores(scores).dropna()
-    signed = s if higher_is_better(metric, directions) else -s
-    ranks = (-signed).rank(method="average")
+    if s.empty:
+        return s
+    ranks = pd.Series(rank_rows(s.to_numpy(), higher_is_better=higher_is_better(metric, directions)), index=s.index)
     order = sorted(ranks.index, key=lambda m: (ranks[m], m))
     return ranks.loc[order].astype(float)
 
@@ -171,6 +222,41 @@ def _validate_long(table: pd.DataFrame, columns: Iterable[str], name: str) -> No
         raise ValueError(f"{name} lacks columns {missing}; has {list(table.columns)}")
 
 
+def _compare_pair_of_metrics(values: pd.DataFrame, *, reference: str, metric: str, top_k: int,
+                             directions: Mapping[str, str] | None) -> dict:
+    """One row of :func:`compare_orders`: the orders of one group's models (``values``: model x metric) under
+    ``reference`` and ``metric``, on the models with a value under both."""
+    both = values[[reference, metric]].dropna()
+    r_ref = rank_models(both[reference], metric=reference, directions=directions)
+    r_met = rank_models(both[metric], metric=metric, directions=directions)
+    best = r_ref.min() if len(r_ref) else np.nan
+    leaders = sorted(m for m in r_ref.index if r_ref[m] == best)
+    leader_rank = float(np.mean([r_met[m] for m in leaders])) if leaders else np.nan
+    top = pairwise_agreement(r_ref, r_met, list(r_ref.index[:top_k]))
+    every = pairwise_agreement(r_ref, r_met)
+    strict_same = order_string(r_ref) == order_string(r_met)
+    return {
+        "reference": reference,
+        "metric": metric,
+        f"order_{reference}": order_string(r_ref),
+        "order_metric": order_string(r_met),
+        "order_changed": (not strict_same) if len(both) else np.nan,
+        "kendall_tau": kendall_tau(r_ref, r_met),
+        "leader": " = ".join(leaders),
+        "leader_leads_metric": bool(leaders) and leader_rank == float(r_met.min()),
+        "leader_rank_in_metric": leader_rank,
+        "top_pairs_agree": top.agree,
+        "top_pairs_disagree": top.disagree,
+        "top_pairs_not_comparable": top.not_comparable,
+        "top_pairs_comparable": top.comparable,
+        "top_pairs": top.pairs,
+        "pairs_comparable": every.comparable,
+        "pairs_not_comparable": every.not_comparable,
+        "n_models": len(both),
+        "n_missing": len(values.index) - len(both),
+    }
+
+
 def compare_orders(
     aggregates: pd.DataFrame,
     *,
@@ -226,40 +312,9 @@ def compare_orders(
         for metric in metrics:
             if metric not in values.columns:
                 continue
-            both = values[[reference, metric]].dropna()
-            models_all = set(values.index)
-            r_ref = rank_models(both[reference], metric=reference, directions=directions)
-            r_met = rank_models(both[metric], metric=metric, directions=directions)
-            best = r_ref.min() if len(r_ref) else np.nan
-            leaders = sorted(m for m in r_ref.index if r_ref[m] == best)
-            leader_rank = float(np.mean([r_met[m] for m in leaders])) if leaders else np.nan
-            top_models = list(r_ref.index[: int(top_k)])
-            top = pairwise_agreement(r_ref, r_met, top_models)
-            every = pairwise_agreement(r_ref, r_met)
-            strict_same = order_string(r_ref) == order_string(r_met)
-            rows.append(
-                {
-                    **dict(zip(group_by, key)),
-                    "reference": reference,
-                    "metric": metric,
-                    f"order_{reference}": order_string(r_ref),
-                    "order_metric": order_string(r_met),
-                    "order_changed": (not strict_same) if len(both) else np.nan,
-                    "kendall_tau": kendall_tau(r_ref, r_met),
-                    "leader": " = ".join(leaders),
-                    "leader_leads_metric": bool(leaders) and leader_rank == float(r_met.min()),
-                    "leader_rank_in_metric": leader_rank,
-                    "top_pairs_agree": top.agree,
-                    "top_pairs_disagree": top.disagree,
-                    "top_pairs_not_comparable": top.not_comparable,
-                    "top_pairs_comparable": top.comparable,
-                    "top_pairs": top.pairs,
-                    "pairs_comparable": every.comparable,
-                    "pairs_not_comparable": every.not_comparable,
-                    "n_models": len(both),
-                    "n_missing": len(models_all) - len(both),
-                }
-            )
+            rows.append({**dict(zip(group_by, key)),
+                         **_compare_pair_of_metrics(values, reference=reference, metric=metric, top_k=int(top_k),
+                                                    directions=directions)})
     return pd.DataFrame(rows)
 
 
@@ -306,3 +361,195 @@ def agreement_matrix(
                 total.loc[a, b] += 1
                 same.loc[a, b] += int(order_string(ra) == order_string(rb))
     return same, total, tied
+
+
+# Rank volatility: the same models ranked on several occasions (folds, seeds, protocols)
+
+
+def ranks_by_group(
+    data: pd.DataFrame,
+    *,
+    group,
+    higher_is_better: bool,
+    model: str = "model",
+    value: str = "value",
+) -> pd.DataFrame:
+    """Rank the models within each group (fold, seed, protocol, case) by their mean value in that group.
+
+    Parameters
+    ----------
+    data : pandas.DataFrame
+        Long table with columns ``model``, ``value`` and the ``group`` column(s); several rows per (group,
+        model) are averaged (e.g. the cases of one fold), NaN values excluded and counted.
+    group : str or list of str
+        Column(s) defining a ranking occasion, e.g. ``"fold"``, ``"seed"``, ``["protocol", "fold"]``.
+    higher_is_better : bool
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per group and model: group column(s), ``model, n, n_missing, mean, rank`` (1 = best, average
+        ranks for ties). A group in which some model has no value at all is rejected (its ranks would not be
+        comparable).
+    """
+    higher_is_better = as_direction(higher_is_better)
+    groups = [group] if isinstance(group, str) else list(group)
+    if not isinstance(data, pd.DataFrame):
+        raise TypeError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+    missing = [c for c in [*groups, model, value] if c not in data.columns]
+    if missing:
+        raise ValueError(f"data lacks columns {missing} (has {list(data.columns)})")
+    if "metric" in data.columns and data["metric"].nunique(dropna=False) > 1:
+        raise ValueError(f"data holds several metrics {sorted(map(str, data['metric'].unique()))}; select one")
+    values = pd.to_numeric(data[value], errors="coerce").astype(float)
+    if (values.isna() & data[value].notna()).any():
+        raise ValueError(f"column {value!r} must be numeric")
+    frame = data[[*groups, model]].assign(_v=values)
+    summary = (
+        frame.groupby([*groups, model], sort=False, dropna=False)["_v"]
+        .agg(n="count", n_missing=lambda s: int(s.isna().sum()), mean="mean")
+        .reset_index()
+    )
+    models = pd.unique(frame[model])
+    pieces = []
+    for key, block in summary.groupby(groups, sort=False, dropna=False):
+        key = key[0] if isinstance(key, tuple) and len(key) == 1 else key
+        block = block.set_index(model).reindex(models)
+        if block["mean"].isna().any():
+            absent = list(block.index[block["mean"].isna()])
+            raise ValueError(f"group {key!r} has no values for models {absent}")
+        block = block.reset_index()
+        block["rank"] = rank_rows(block["mean"].to_numpy(), higher_is_better=higher_is_better)
+        pieces.append(block)
+    result = pd.concat(pieces, ignore_index=True)
+    result["n"] = result["n"].astype(int)
+    result["n_missing"] = result["n_missing"].astype(int)
+    return result[[*groups, model, "n", "n_missing", "mean", "rank"]]
+
+
+def rank_ranges(ranks: pd.DataFrame, *, model: str = "model", rank: str = "rank") -> pd.DataFrame:
+    """Summarize how much each model's rank moves across ranking occasions.
+
+    Parameters
+    ----------
+    ranks : pandas.DataFrame
+        Output of :func:`ranks_by_group` (or any table with ``model`` and ``rank`` columns, one row per
+        occasion and model).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per model, sorted by mean rank: ``model, n_occasions, mean_rank, median_rank, min_rank,
+        max_rank, rank_range`` (max - min), ``n_first`` (occasions ranked 1, ties at 1 excluded),
+        ``share_first``.
+    """
+    if not isinstance(ranks, pd.DataFrame):
+        raise TypeError(f"ranks must be a pandas DataFrame, got {type(ranks).__name__}")
+    missing = [c for c in (model, rank) if c not in ranks.columns]
+    if missing:
+        raise ValueError(f"ranks lacks columns {missing} (has {list(ranks.columns)})")
+    if ranks.empty:
+        raise ValueError("ranks must not be empty")
+    grouped = ranks.groupby(model, sort=False)[rank]
+    table = pd.DataFrame(
+        {
+            "n_occasions": grouped.count(),
+            "mean_rank": grouped.mean(),
+            "median_rank": grouped.median(),
+            "min_rank": grouped.min(),
+            "max_rank": grouped.max(),
+            "n_first": grouped.apply(lambda r: int((r == 1.0).sum())),
+        }
+    )
+    table["rank_range"] = table["max_rank"] - table["min_rank"]
+    table["share_first"] = table["n_first"] / table["n_occasions"]
+    table = table.reset_index().rename(columns={model: "model"})
+    columns = ["model", "n_occasions", "mean_rank", "median_rank", "min_rank", "max_rank", "rank_range"]
+    return table.sort_values("mean_rank", kind="stable")[[*columns, "n_first", "share_first"]].reset_index(
+        drop=True
+    )
+
+
+def _protocol_means(data: pd.DataFrame, *, protocol: str, model: str, value: str) -> pd.DataFrame:
+    """Protocol x model table of mean values (NaN excluded), after validating ``data``."""
+    if not isinstance(data, pd.DataFrame):
+        raise TypeError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+    missing = [c for c in (protocol, model, value) if c not in data.columns]
+    if missing:
+        raise ValueError(f"data lacks columns {missing} (has {list(data.columns)})")
+    if "metric" in data.columns and data["metric"].nunique(dropna=False) > 1:
+        raise ValueError(f"data holds several metrics {sorted(map(str, data['metric'].unique()))}; select one")
+    means = (
+        data.assign(_v=pd.to_numeric(data[value], errors="raise").astype(float))
+        .groupby([protocol, model], sort=False)["_v"]
+        .mean()
+        .unstack(model)
+    )
+    if means.shape[0] < 2:
+        raise ValueError(f"column {protocol!r} must hold at least 2 protocols, got {list(means.index)}")
+    return means
+
+
+def _leader(means: pd.Series, *, higher_is_better: bool) -> str:
+    """The model(s) ranked 1 by their means, joined by "=" when tied ("" when no model has a mean)."""
+    means = means.dropna()
+    if means.empty:
+        return ""
+    ranks = rank_rows(means.to_numpy(), higher_is_better=higher_is_better)
+    return "=".join(map(str, means.index[ranks == ranks.min()]))
+
+
+def _tau_and_p(means_a: pd.Series, means_b: pd.Series, *, higher_is_better: bool) -> tuple[float, float]:
+    """Kendall's tau-b between two orders of the same models (:func:`kendall_tau`, the package's one tau) and
+    scipy's p-value for it (exact for small k without ties); NaN for fewer than 2 models. tau-b does not depend on
+    the direction: both orders flip together."""
+    if len(means_a) < 2:
+        return float("nan"), float("nan")
+    ranks_a, ranks_b = (pd.Series(rank_rows(m.to_numpy(), higher_is_better=higher_is_better), index=m.index)
+                        for m in (means_a, means_b))
+    p = float(_sps.kendalltau(means_a.to_numpy(), means_b.to_numpy(), variant="b").pvalue)
+    return kendall_tau(ranks_a, ranks_b), p
+
+
+def rank_agreement(
+    data: pd.DataFrame,
+    *,
+    protocol: str,
+    higher_is_better: bool,
+    model: str = "model",
+    value: str = "value",
+) -> pd.DataFrame:
+    """Kendall's tau-b between the model orderings of every pair of protocols (or seeds, or metrics).
+
+    Each protocol's ordering is by the model's mean ``value`` under that protocol (NaN excluded). Models
+    present under both protocols are compared.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per pair of protocol values: ``protocol_a, protocol_b, n_models, kendall_tau`` (:func:`kendall_tau`
+        of the two orders), ``p_value``
+        (scipy's exact p for small k without ties), ``leader_a, leader_b, same_leader`` (leader = best mean;
+        ties joined with "=").
+    """
+    higher_is_better = as_direction(higher_is_better)
+    means = _protocol_means(data, protocol=protocol, model=model, value=value)
+    rows = []
+    for name_a, name_b in itertools.combinations(means.index, 2):
+        pair = means.loc[[name_a, name_b]].T.dropna()
+        tau, p = _tau_and_p(pair[name_a], pair[name_b], higher_is_better=higher_is_better)
+        leader_a = _leader(means.loc[name_a], higher_is_better=higher_is_better)
+        leader_b = _leader(means.loc[name_b], higher_is_better=higher_is_better)
+        rows.append(
+            {
+                "protocol_a": name_a,
+                "protocol_b": name_b,
+                "n_models": pair.shape[0],
+                "kendall_tau": tau,
+                "p_value": p,
+                "leader_a": leader_a,
+                "leader_b": leader_b,
+                "same_leader": leader_a == leader_b,
+            }
+        )
+    return pd.DataFrame(rows)
