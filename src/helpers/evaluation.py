@@ -4,7 +4,7 @@ Conventions
 -----------
 - Arrays are ``(z, y, x)`` for volumes and ``(y, x)`` for 2D images; spacing in mm per axis (the case's own),
   so distances (HD95, ASSD) and tolerances are in mm on the *original* grid of the case.
-- Reference: ``Case.mask`` from :func:`helpers.data.load_cases`; prediction:
+- Reference: ``Case.mask`` from :func:`helpers.data.load_split_cases`; prediction:
   :func:`helpers.predictions.read_prediction` (validated against the case's shape). ``Case.ignore`` (e.g. WMH
   label 2) is passed to every metric, which removes its voxels from both masks.
 - Image-level metrics: :func:`helpers.metrics.evaluate_case`; lesion-level:
@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import data as _data
 from . import lesions as _lesions
 from . import metrics as _metrics
 from . import predictions as _predictions
@@ -123,7 +124,7 @@ def evaluate_case_tables(
 ) -> tuple[list[dict], pd.DataFrame]:
     """Per-case rows and the lesion table of one case and one model (quartiles not yet assigned).
 
-    ``case`` has ``case_id``, ``mask``, ``ignore`` and ``spacing`` (a :class:`helpers.data.Case`).
+    ``case`` has ``case_id``, ``mask``, ``ignore`` and ``spacing`` (a :class:`helpers.layouts.Case`).
     """
     spacing = tuple(float(s) for s in case.spacing) if case.spacing is not None else None
     ignore = getattr(case, "ignore", None)
@@ -294,32 +295,6 @@ def inference_record(ws, dataset: str) -> dict:
     return read_json(path) if path.exists() else {}
 
 
-def split_cases(ws: Workspace, dataset: str, *, split: str = "test") -> list:
-    """The cases of ``split`` of a dataset, read from where the data section put them.
-
-    The data root comes from ``results/<dataset>/data_manifest.json`` (``"source"``: ``"synthetic"`` means
-    ``ws.data(dataset)``, else the real data root); the case ids from ``results/<dataset>/splits.json``.
-    """
-    from . import data as _data
-
-    manifest_path = ws.results(dataset) / "data_manifest.json"
-    manifest = read_json(manifest_path)
-    source = manifest.get("source")
-    if not source:
-        raise ValueError(f"{manifest_path}: no 'source' entry")
-    root = ws.data(dataset) if source == "synthetic" else Path(manifest.get("root") or source)
-    options = (manifest.get("options") or {}).get("loader") or {}
-    splits = read_json(ws.results(dataset) / "splits.json")
-    if split not in splits:
-        raise ValueError(f"{ws.results(dataset) / 'splits.json'}: no split {split!r} (has {sorted(splits)})")
-    wanted = [str(c) for c in splits[split]]
-    by_id = {str(c.case_id): c for c in _data.load_cases(dataset, root, **options)}
-    absent = [c for c in wanted if c not in by_id]
-    if absent:
-        raise ValueError(f"{root}: cases of split {split!r} not found in the data: {absent[:5]}")
-    return [by_id[c] for c in wanted]
-
-
 def evaluate_predictions(
     ws: Workspace,
     dataset: str,
@@ -340,14 +315,14 @@ def evaluate_predictions(
 
     ``predictions_root`` defaults to ``ws.predictions(dataset)``; point it at any folder in the layout of
     :mod:`helpers.predictions` to evaluate your own predictions. ``cases`` defaults to the ``split`` cases of
-    :func:`split_cases`. Other parameters as :func:`evaluate_cases` (``tolerance=None`` / ``tolerances=None``:
+    :func:`helpers.data.load_split_cases`. Other parameters as :func:`evaluate_cases` (``tolerance=None`` / ``tolerances=None``:
     one in-plane voxel / 1, 2, 3 voxels; the JSON states them in mm and in voxels).
     """
     if not isinstance(ws, Workspace):
         raise TypeError(f"ws must be a helpers.paths.Workspace, got {type(ws).__name__}")
     root = ws.predictions(dataset) if predictions_root is None else Path(predictions_root)
     if cases is None:
-        cases = split_cases(ws, dataset, split=split)
+        cases = _data.load_split_cases(ws, dataset, split=split)
     cases = list(cases)
     voxel_mm = in_plane_voxel_mm(cases) if cases else float("nan")
     tolerance, tolerances = resolve_tolerances(cases, tolerance, tolerances) if cases else (tolerance, tolerances)
@@ -474,7 +449,7 @@ def seed_aggregates(ws: Workspace, dataset: str, *, main_seed: int = 0, predicti
     if extra:
         info = read_json(ws.results(dataset) / EDGES_FILE)
         edges = np.array([info["edges"][k] for k in ("q1_upper", "q2_upper", "q3_upper")], dtype=float)
-        cases = split_cases(ws, dataset, split=split) if cases is None else list(cases)
+        cases = _data.load_split_cases(ws, dataset, split=split) if cases is None else list(cases)
         tol = info.get("tolerance_mm") if tolerance is None else tolerance
         for k, seed_root in extra.items():
             pc, pl, _ = evaluate_cases(cases, seed_root, dataset=dataset, tolerance=tol, min_overlap=min_overlap,

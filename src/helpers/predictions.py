@@ -6,8 +6,8 @@ Layout
 ``<root>/<model>/<case_id>.nii.gz``
     Volumes: NIfTI, ``uint8`` with values 0/1, the source image's affine. NIfTI stores arrays as ``(x, y, z)``;
     this package's arrays are ``(z, y, x)`` (axial slice axis first), so writing transposes ``(z, y, x) -> (x, y,
-    z)`` and reading transposes back (``helpers.data.to_nifti_array`` / ``from_nifti_array`` when the data module
-    provides them, else ``numpy.transpose``, which is the same reversal of axes).
+    z)`` and reading transposes back (:func:`helpers.layouts.to_nifti_array` / ``from_nifti_array``, the one place
+    that convention lives).
 ``<root>/<model>/<case_id>.png`` (or ``.tif``)
     2D images (fundus): single-channel ``uint8`` with values 0/255 (0/1 is accepted on reading).
 ``<root>/<model>/probabilities/<case_id>.nii.gz`` / ``.tif``
@@ -30,11 +30,15 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import imageio.v3 as iio
+import nibabel as nib
 import numpy as np
 import pandas as pd
+import tifffile
 from scipy import ndimage
 
 from .io import atomic_write
+from .layouts import from_nifti_array, to_nifti_array
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii")
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
@@ -42,20 +46,6 @@ SUFFIXES = VOLUME_SUFFIXES + IMAGE_SUFFIXES
 PROBABILITIES = "probabilities"
 
 
-def _to_nifti(array: np.ndarray) -> np.ndarray:
-    try:
-        from .data import to_nifti_array  # the data engineer's axis convention, when it exists
-    except ImportError:
-        return np.ascontiguousarray(np.transpose(array))
-    return to_nifti_array(array)
-
-
-def _from_nifti(array: np.ndarray) -> np.ndarray:
-    try:
-        from .data import from_nifti_array
-    except ImportError:
-        return np.ascontiguousarray(np.transpose(array))
-    return from_nifti_array(array)
 
 
 def _check_name(value, what: str) -> str:
@@ -162,8 +152,6 @@ def write_prediction(
             raise ValueError("prob must lie in [0, 1]")
     path = prediction_path(root, model, case_id, kind=kind, image_format=image_format)
     if kind == "volume":
-        import nibabel as nib
-
         if affine is None:
             affine = np.eye(4)
         affine = np.asarray(affine, dtype=float)
@@ -171,7 +159,7 @@ def write_prediction(
             raise ValueError(f"affine must be a finite (4, 4) array, got shape {affine.shape}")
 
         def _save(array, dtype, dest):
-            img = nib.Nifti1Image(_to_nifti(array.astype(dtype)), affine)
+            img = nib.Nifti1Image(to_nifti_array(array.astype(dtype)), affine)
             img.header.set_data_dtype(dtype)
             atomic_write(dest, lambda p: nib.save(img, str(p)), suffix=".nii.gz")
 
@@ -180,16 +168,10 @@ def write_prediction(
             _save(prob, np.float32, path.parent / PROBABILITIES / path.name)
     else:
         if image_format == "png":
-            import imageio.v3 as iio
-
             atomic_write(path, lambda p: iio.imwrite(p, mask.astype(np.uint8) * 255, extension=".png"), suffix=".png")
         else:
-            import tifffile
-
             atomic_write(path, lambda p: tifffile.imwrite(p, mask.astype(np.uint8) * 255), suffix=".tif")
         if prob is not None:
-            import tifffile
-
             dest = path.parent / PROBABILITIES / f"{case_id}.tif"
             atomic_write(dest, lambda p: tifffile.imwrite(p, prob), suffix=".tif")
     return path
@@ -242,21 +224,15 @@ def _load(path: Path) -> np.ndarray:
     name = path.name.lower()
     try:
         if name.endswith(VOLUME_SUFFIXES):
-            import nibabel as nib
-
             array = np.asarray(nib.load(str(path)).dataobj)
             if array.ndim == 4 and array.shape[3] == 1:
                 array = array[..., 0]
             if array.ndim != 3:
                 raise ValueError(f"{path}: expected a 3D volume, got shape {array.shape}")
-            return _from_nifti(array)
+            return from_nifti_array(array)
         if name.endswith(".png"):
-            import imageio.v3 as iio
-
             array = np.asarray(iio.imread(path))
         else:
-            import tifffile
-
             array = np.asarray(tifffile.imread(path))
     except ValueError as err:
         if str(path) in str(err):
@@ -279,7 +255,7 @@ def read_prediction(root, model: str, case, *, shape: tuple[int, ...] | None = N
     model : str
         The model folder.
     case : str or Case-like
-        A case id, or an object with ``case_id`` and ``mask`` (``helpers.data.Case``); then the prediction's
+        A case id, or an object with ``case_id`` and ``mask`` (``helpers.layouts.Case``); then the prediction's
         shape is checked against ``case.mask.shape``.
     shape : tuple of int, optional
         The expected shape when ``case`` is a plain id.
@@ -400,7 +376,7 @@ def match_predictions(cases, folder, *, mapping: dict[str, str] | None = None) -
     """Tie the prediction files of ``folder`` to ``cases``.
 
     ``cases``: objects with ``case_id`` and, optionally, ``images`` and ``labels``
-    (:class:`helpers.data.CaseFiles`) or ``source`` (:class:`helpers.data.Case`). A file is tied to a case by,
+    (:class:`helpers.layouts.CaseFiles`) or ``source`` (:class:`helpers.layouts.Case`). A file is tied to a case by,
     in this order (:data:`MATCH_RULES`): the ``mapping`` (case id -> file name); its name being the case id; its
     name being the name of one of the case's own files (image or reference, e.g. LiTS ``segmentation-3``) when no
     other case has a file of that name; nnU-Net's ``<prefix>_<NNNN>`` when ``NNNN`` equals the trailing number of

@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import provenance
+from .datasets import DATASETS
+from .datasets import get as dataset_entry
 from .io import read_json
 from .paths import Workspace, relative
 
 GLOBAL = "study"  # the pseudo-dataset of the chapters that span datasets
-DATASETS = ("wmh", "lits", "idrid")
 
 
 @dataclass(frozen=True, repr=False)
@@ -141,11 +142,6 @@ from typing import Iterable  # noqa: E402
 from . import io as _io  # noqa: E402
 from .paths import project_root, resolve  # noqa: E402
 
-DATASET_TITLES = {
-    "wmh": "WMH: white matter hyperintensities (brain MRI)",
-    "lits": "LiTS: liver tumours (abdominal CT)",
-    "idrid": "IDRiD: retinal lesions (fundus photographs)",
-}
 #: Parameters the runner itself passes to every notebook; each section notebook must declare them.
 RUNNER_PARAMETERS = ("dataset", "profile", "workspace", "seed")
 
@@ -978,7 +974,7 @@ def toc(profile: dict, ws: Workspace) -> dict:
         chapters = [entry(dataset, s, f"{dataset.upper()}: {s.title.lower()}") for s in DATASET_SECTIONS]
         chapters = [c for c in chapters if c]
         if chapters:
-            parts.append({"caption": DATASET_TITLES[dataset], "chapters": chapters})
+            parts.append({"caption": dataset_entry(dataset).caption, "chapters": chapters})
     for part, caption in (("across", "Across datasets"), ("small", "The second study: tiny datasets")):
         chapters = [entry(s.dataset, s, s.title) for s in STUDY_SECTIONS if s.part == part and s.name in study]
         chapters = [c for c in chapters if c]

@@ -1,7 +1,7 @@
 """Synthetic stand-ins for the three datasets, written in exactly the real on-disk layouts.
 
 The stand-ins exist so that the whole study runs (and is tested) without the real data, and so that the real
-loaders in :mod:`helpers.data` are what reads them: every file is written at the path, with the name, format
+loaders in :mod:`helpers.layouts` are what reads them: every file is written at the path, with the name, format
 and label values of the published dataset (see ``DATASETS.md``). They are *not* the real data and nothing
 measured on them is a result of the paper.
 
@@ -32,7 +32,8 @@ quartile is genuinely small (well under 1.5 % of the image area). Everything is 
 deterministic for a given Pillow version).
 
 Conventions: arrays ``(z, y, x)``, spacing in mm per numpy axis; NIfTI files store ``(x, y, z)`` (see
-:func:`helpers.data.to_nifti_array`). Generators return a dict of their parameters (for the data manifest).
+:func:`helpers.layouts.to_nifti_array`). Generators return a dict of their parameters (for the data manifest).
+Each dataset's generator is named in its registry entry (:mod:`helpers.datasets`).
 """
 
 from __future__ import annotations
@@ -43,8 +44,16 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+import imageio.v3 as iio
+import nibabel as nib
 import numpy as np
+import tifffile
 from scipy import ndimage
+from skimage import data as skimage_data
+from skimage.transform import resize, rotate
+
+# the real layout's mask folder names, shared with the loader so that writer and reader cannot drift apart
+from .layouts import IDRID_FOLDERS
 
 WMH_SITES = ("Utrecht", "Singapore", "Amsterdam")
 #: First subject id per site in the challenge's numbering (training ids; test ids continue after them).
@@ -65,9 +74,6 @@ LITS_CONTRAST_HU = (55.0, 85.0)
 LITS_NOISE_HU = 10.0
 #: IDRiD: the smallest lesion radius as a share of the fundus diameter (1.6 px at 340 px high).
 IDRID_MIN_RADIUS = 0.0045
-
-# the real layout's mask folder names, shared with the loader so that writer and reader cannot drift apart
-from .data import IDRID_FOLDERS  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------- shared
@@ -213,8 +219,6 @@ def _overdispersed_count(rng, mean: float) -> int:
 
 def _save_nifti(path: Path, zyx: np.ndarray, spacing, *, dtype, origin_mm=(0.0, 0.0, 0.0)) -> None:
     """Write a ``(z, y, x)`` array as NIfTI (stored ``(x, y, z)``) with a diagonal affine."""
-    import nibabel as nib
-
     sz, sy, sx = spacing
     affine = np.diag([sx, sy, sz, 1.0])
     affine[:3, 3] = origin_mm
@@ -544,9 +548,7 @@ def _retina_background() -> tuple[np.ndarray, tuple[float, float], float]:
     """The scikit-image fundus photograph as float RGB in [0, 255], its optic-disc centre (row, col) and
     radius in its own pixels. The disc is located as the brightest spot after heavy smoothing; its radius
     (90 px of 1411) was measured on the photograph."""
-    from skimage import data
-
-    img = data.retina().astype(np.float32)
+    img = skimage_data.retina().astype(np.float32)
     smooth = ndimage.gaussian_filter(img.mean(axis=-1), 20)
     center = np.unravel_index(int(np.argmax(smooth)), smooth.shape)
     return img, (float(center[0]), float(center[1])), 90.0
@@ -556,8 +558,6 @@ def _retina_background() -> tuple[np.ndarray, tuple[float, float], float]:
 def _retina_for_height(height: int) -> tuple[np.ndarray, tuple[float, float], float]:
     """The fundus photograph shrunk once (anti-aliased) to about the size a frame of ``height`` needs, with its
     optic-disc centre and radius rescaled; per-image resizing then starts from this smaller copy."""
-    from skimage.transform import resize
-
     base, (od_r, od_c), od_rad = _retina_background()
     side = min(base.shape[0], int(round(1.25 * height)))
     f = side / base.shape[0]
@@ -568,8 +568,6 @@ def _retina_for_height(height: int) -> tuple[np.ndarray, tuple[float, float], fl
 def _idrid_frame(rng: np.random.Generator, height: int, width: int):
     """A randomly mirrored, rotated and re-coloured fundus in an IDRiD-like 3:2 frame: RGB float, the
     field-of-view mask and the optic-disc mask."""
-    from skimage.transform import resize, rotate
-
     base, (od_r, od_c), od_rad = _retina_for_height(height)
     diameter = int(round(height * 1.04 * rng.uniform(0.97, 1.03)))
     factor = diameter / base.shape[0]
@@ -701,9 +699,6 @@ def write_idrid(
     dict
         The generator's parameters.
     """
-    import imageio.v3 as iio
-    import tifffile
-
     n_training = _check_positive_int("n_training", n_training)
     n_test = _check_positive_int("n_test", n_test, minimum=0)
     shape = _check_shape("shape", shape, 2, 32)
@@ -731,13 +726,3 @@ def write_idrid(
     return {"dataset": "idrid", "seed": int(seed), "n_training": n_training, "n_test": n_test,
             "shape": list(shape), "lesion_scale": float(lesion_scale), "jpeg_quality": int(jpeg_quality)}
 
-
-GENERATORS = {"wmh": write_wmh, "lits": write_lits, "idrid": write_idrid}
-
-
-def write_synthetic(dataset: str, root, *, seed: int, **options) -> dict:
-    """Write the synthetic stand-in of ``dataset`` ("wmh", "lits" or "idrid") under ``root``; ``options`` are
-    the keyword arguments of :func:`write_wmh`, :func:`write_lits` or :func:`write_idrid`."""
-    if dataset not in GENERATORS:
-        raise ValueError(f"dataset must be one of {sorted(GENERATORS)}, got {dataset!r}")
-    return GENERATORS[dataset](root, seed=seed, **options)
