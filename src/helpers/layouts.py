@@ -383,64 +383,80 @@ def _msd_task(root: Path) -> Path | None:
 def find_lits(root: Path, options: LiTSOptions) -> list[CaseFiles]:
     """The volumes of a LiTS tree (``Training Batch */``, paired by id) or of its MSD copy (``Task03_Liver``)."""
     task = _msd_task(root)
-    found = []
-    if task is not None:
-        description_path = task / "dataset.json"
-        try:
-            description = json.loads(description_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"MSD file {str(description_path)!r}: unreadable ({err})") from None
-        labels = {str(v).lower(): int(k) for k, v in description.get("labels", {}).items()}
-        tumour = [labels[name] for name in _TUMOUR_NAMES if name in labels]
-        if "liver" not in labels or not tumour:
-            raise ValueError(f"MSD file {str(description_path)!r}: labels {description.get('labels')!r} do not name "
-                             "'liver' and a tumour class ('cancer')")
-        pairs = description.get("training")
-        if pairs is None:
-            pairs = [{"image": f"./imagesTr/{p.name}", "label": f"./labelsTr/{p.name}"}
-                     for p in sorted((task / "imagesTr").glob("*.nii*")) if not p.name.startswith("._")]
-        for entry in pairs:
-            image = (task / entry["image"]).resolve()
-            label = (task / entry["label"]).resolve()
-            for path, what in ((image, "image"), (label, "label")):
-                if not path.is_file():
-                    raise FileNotFoundError(f"MSD {what} file {str(path)!r} (listed in {str(description_path)!r}): "
-                                            "not found")
-            case_id = image.name.split(".nii")[0]
-            found.append(CaseFiles("lits", case_id, (image,), {"segmentation": label}, "training",
-                                   meta={"layout": "msd", "liver_label": labels["liver"], "tumour_label": tumour[0]},
-                                   options=options))
-        unlabelled = [p for p in (task / "imagesTs").glob("*.nii*") if not p.name.startswith("._")] \
-            if (task / "imagesTs").is_dir() else []
-        for f in found:
-            f.meta["unlabelled_test_images"] = len(unlabelled)
-    else:
-        volumes, segmentations = {}, {}
-        for path in sorted(root.rglob("*.nii*")):
-            for pattern, table in ((_LITS_VOLUME, volumes), (_LITS_SEGMENTATION, segmentations)):
-                match = pattern.match(path.name)
-                if match:
-                    number = int(match.group(1))
-                    if number in table:
-                        raise ValueError(f"LiTS file {str(path)!r}: id {number} also in {str(table[number])!r}")
-                    table[number] = path
-        for number in sorted(set(volumes) | set(segmentations)):
-            if number not in segmentations:
-                raise FileNotFoundError(f"LiTS volume file {str(volumes[number])!r}: no segmentation-{number}.nii "
-                                        f"found under {str(root)!r}")
-            if number not in volumes:
-                raise FileNotFoundError(f"LiTS segmentation file {str(segmentations[number])!r}: "
-                                        f"no volume-{number}.nii "
-                                        f"found under {str(root)!r}")
-            found.append(CaseFiles("lits", f"volume-{number}", (volumes[number],),
-                                   {"segmentation": segmentations[number]}, "training",
-                                   meta={"layout": "batches", "folder": volumes[number].parent.name,
-                                         "liver_label": 1, "tumour_label": 2},
-                                   options=options))
+    found = _find_msd(task, options) if task is not None else _find_lits_batches(root, options)
     if not found:
         raise nothing_found(ValueError(
             f"root {str(root)!r}: no LiTS volumes found (expected 'Training Batch */volume-<n>.nii' "
             "or 'Task03_Liver/dataset.json')"))
+    return found
+
+
+def _msd_labels(description_path: Path) -> tuple[dict, int, int]:
+    """The MSD ``dataset.json`` read and checked: (its content, liver label, tumour label)."""
+    try:
+        description = json.loads(description_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"MSD file {str(description_path)!r}: unreadable ({err})") from None
+    labels = {str(v).lower(): int(k) for k, v in description.get("labels", {}).items()}
+    tumour = [labels[name] for name in _TUMOUR_NAMES if name in labels]
+    if "liver" not in labels or not tumour:
+        raise ValueError(f"MSD file {str(description_path)!r}: labels {description.get('labels')!r} do not name "
+                         "'liver' and a tumour class ('cancer')")
+    return description, labels["liver"], tumour[0]
+
+
+def _find_msd(task: Path, options: LiTSOptions) -> list[CaseFiles]:
+    """The labelled volumes of the MSD copy, as its ``dataset.json`` lists them (else ``imagesTr``)."""
+    description_path = task / "dataset.json"
+    description, liver, tumour = _msd_labels(description_path)
+    pairs = description.get("training")
+    if pairs is None:
+        pairs = [{"image": f"./imagesTr/{p.name}", "label": f"./labelsTr/{p.name}"}
+                 for p in sorted((task / "imagesTr").glob("*.nii*")) if not p.name.startswith("._")]
+    found = []
+    for entry in pairs:
+        image = (task / entry["image"]).resolve()
+        label = (task / entry["label"]).resolve()
+        for path, what in ((image, "image"), (label, "label")):
+            if not path.is_file():
+                raise FileNotFoundError(f"MSD {what} file {str(path)!r} (listed in {str(description_path)!r}): "
+                                        "not found")
+        case_id = image.name.split(".nii")[0]
+        found.append(CaseFiles("lits", case_id, (image,), {"segmentation": label}, "training",
+                               meta={"layout": "msd", "liver_label": liver, "tumour_label": tumour},
+                               options=options))
+    unlabelled = [p for p in (task / "imagesTs").glob("*.nii*") if not p.name.startswith("._")] \
+        if (task / "imagesTs").is_dir() else []
+    for f in found:
+        f.meta["unlabelled_test_images"] = len(unlabelled)
+    return found
+
+
+def _find_lits_batches(root: Path, options: LiTSOptions) -> list[CaseFiles]:
+    """``volume-<n>.nii`` and ``segmentation-<n>.nii`` anywhere under ``root``, paired by id."""
+    volumes, segmentations = {}, {}
+    for path in sorted(root.rglob("*.nii*")):
+        for pattern, table in ((_LITS_VOLUME, volumes), (_LITS_SEGMENTATION, segmentations)):
+            match = pattern.match(path.name)
+            if match:
+                number = int(match.group(1))
+                if number in table:
+                    raise ValueError(f"LiTS file {str(path)!r}: id {number} also in {str(table[number])!r}")
+                table[number] = path
+    found = []
+    for number in sorted(set(volumes) | set(segmentations)):
+        if number not in segmentations:
+            raise FileNotFoundError(f"LiTS volume file {str(volumes[number])!r}: no segmentation-{number}.nii "
+                                    f"found under {str(root)!r}")
+        if number not in volumes:
+            raise FileNotFoundError(f"LiTS segmentation file {str(segmentations[number])!r}: "
+                                    f"no volume-{number}.nii "
+                                    f"found under {str(root)!r}")
+        found.append(CaseFiles("lits", f"volume-{number}", (volumes[number],),
+                               {"segmentation": segmentations[number]}, "training",
+                               meta={"layout": "batches", "folder": volumes[number].parent.name,
+                                     "liver_label": 1, "tumour_label": 2},
+                               options=options))
     return found
 
 
