@@ -85,7 +85,8 @@ class Dataset:
         Whether cases may carry an ignore mask (the report then lists the cases that do).
     lesion_types : bool
         Whether the reader reports lesions per lesion type (the report then sums them).
-    paper : PaperFacts
+    paper : PaperFacts or None
+        What the paper reports about it (``None``: a dataset the paper does not use).
     """
 
     name: str
@@ -98,7 +99,7 @@ class Dataset:
     read: Callable[[CaseFiles], object]
     generate: Callable[..., dict]
     recipe: Recipe
-    paper: PaperFacts
+    paper: PaperFacts | None = None
     target_notes: tuple[tuple[str, str], ...] = ()
     ignore_region: bool = False
     lesion_types: bool = False
