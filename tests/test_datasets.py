@@ -22,7 +22,7 @@ TINY = {
 def test_registry_names_and_order():
     assert datasets.DATASETS[:3] == ("wmh", "lits", "idrid")  # the paper's three, in its order
     assert all(datasets.get(name).name == name for name in datasets.DATASETS)
-    with pytest.raises(ValueError, match=r"dataset must be one of \('wmh', 'lits', 'idrid'\), got 'brats'"):
+    with pytest.raises(ValueError, match=r"dataset must be one of \('wmh', 'lits', 'idrid'.*\), got 'brats'"):
         datasets.get("brats")
 
 
@@ -67,7 +67,7 @@ def test_no_other_module_spells_out_dataset_titles_or_keeps_a_table_per_dataset(
     # a dataset in a string literal, or holds a dict keyed by the dataset names (the old MODALITY, TITLE,
     # DATASET_TITLES, PAPER_DATASETS, GENERATORS, _KIND tables)
     facts = {e.title for e in datasets.REGISTRY.values()} | {e.caption for e in datasets.REGISTRY.values()}
-    facts |= {e.paper.name for e in datasets.REGISTRY.values()}
+    facts |= {e.paper.name for e in datasets.REGISTRY.values() if e.paper is not None}
     names = set(datasets.DATASETS)
     offenders = []
     for path in sorted(SRC.glob("*.py")):
