@@ -315,8 +315,9 @@ def evaluate_predictions(
 
     ``predictions_root`` defaults to ``ws.predictions(dataset)``; point it at any folder in the layout of
     :mod:`helpers.predictions` to evaluate your own predictions. ``cases`` defaults to the ``split`` cases of
-    :func:`helpers.data.load_split_cases`. Other parameters as :func:`evaluate_cases` (``tolerance=None`` / ``tolerances=None``:
-    one in-plane voxel / 1, 2, 3 voxels; the JSON states them in mm and in voxels).
+    :func:`helpers.data.load_split_cases` (only those cases are read). Other parameters as :func:`evaluate_cases`
+    (``tolerance=None`` / ``tolerances=None``: one in-plane voxel / 1, 2, 3 voxels; the JSON states them in mm and
+    in voxels).
     """
     if not isinstance(ws, Workspace):
         raise TypeError(f"ws must be a helpers.paths.Workspace, got {type(ws).__name__}")
