@@ -12,8 +12,10 @@ import pytest
 import tifffile
 import imageio.v3 as iio
 
-from helpers import data
-from helpers.data import Case, check_dataset, find_cases, load_cases, prepare_dataset, q1_upper_bound, read_case
+from helpers import data, layouts
+from helpers.datasets import loader_options
+from helpers.layouts import Case
+from helpers.data import check_dataset, find_cases, load_cases, prepare_dataset, q1_upper_bound, read_case
 from helpers.paths import Workspace
 
 SHAPE = (4, 6, 5)  # (z, y, x)
@@ -67,14 +69,14 @@ def wmh2022(tmp_path):
 
 def test_nifti_axis_convention():
     xyz = np.arange(24).reshape(2, 3, 4)  # (x, y, z)
-    zyx = data.from_nifti_array(xyz)
+    zyx = layouts.from_nifti_array(xyz)
     assert zyx.shape == (4, 3, 2)
     assert zyx[3, 2, 1] == xyz[1, 2, 3]
-    np.testing.assert_array_equal(data.to_nifti_array(zyx), xyz)
+    np.testing.assert_array_equal(layouts.to_nifti_array(zyx), xyz)
     four = np.zeros((2, 3, 4, 5))
-    assert data.from_nifti_array(four).shape == (4, 3, 2, 5)
+    assert layouts.from_nifti_array(four).shape == (4, 3, 2, 5)
     with pytest.raises(ValueError, match="arr must be 3D"):
-        data.to_nifti_array(np.zeros((2, 2)))
+        layouts.to_nifti_array(np.zeros((2, 2)))
 
 
 def test_q1_upper_bound_hand_derived():
@@ -109,7 +111,7 @@ def test_wmh_2022_tree(wmh2022):
 
 def test_wmh_prediction_maps_back_to_source_grid(wmh2022):
     case = next(c for c in load_cases("wmh", wmh2022) if c.case_id == "Utrecht_0")
-    exported = nib.Nifti1Image(data.to_nifti_array(case.mask.astype(np.uint8)), case.affine)
+    exported = nib.Nifti1Image(layouts.to_nifti_array(case.mask.astype(np.uint8)), case.affine)
     label = np.asarray(nib.load(str(wmh2022 / "training/Utrecht/0/wmh.nii.gz")).dataobj)
     np.testing.assert_array_equal(np.asarray(exported.dataobj), (label == 1).astype(np.uint8))
 
@@ -126,13 +128,14 @@ def test_wmh_2017_tree_uncompressed(tmp_path):
 
 
 def test_wmh_options(wmh2022):
-    case = find_cases("wmh", wmh2022, modalities=("FLAIR",), ignore_other_pathology=False)[0]
+    case = find_cases("wmh", wmh2022, loader_options("wmh", {"modalities": ("FLAIR",),
+                                                             "ignore_other_pathology": False}))[0]
     loaded = read_case(case)
     assert loaded.image.shape == SHAPE and loaded.ignore is None
     with pytest.raises(ValueError, match="modalities must be a non-empty sequence"):
-        find_cases("wmh", wmh2022, modalities=("FLAIR", "DWI"))
+        loader_options("wmh", {"modalities": ("FLAIR", "DWI")})
     with pytest.raises(TypeError, match="unknown option for dataset 'wmh'"):
-        find_cases("wmh", wmh2022, lesion_types=("MA",))
+        loader_options("wmh", {"lesion_types": ("MA",)})
 
 
 def test_wmh_missing_file(wmh2022):
@@ -251,10 +254,10 @@ def test_lits_batches_paired_by_id_across_folders(tmp_path):
     assert int(cases["volume-0"].mask.sum()) == 2 and not cases["volume-10"].mask.any()
     assert cases["volume-0"].image.min() == -3024.0  # raw HU, outliers kept
     assert cases["volume-0"].ignore is None and cases["volume-0"].subset == "training"
-    liver = read_case(find_cases("lits", root, target="liver")[0])
+    liver = read_case(find_cases("lits", root, layouts.LiTSOptions(target="liver"))[0])
     assert int(liver.mask.sum()) == 48
     with pytest.raises(ValueError, match="target must be one of"):
-        find_cases("lits", root, target="kidney")
+        layouts.LiTSOptions(target="kidney")
 
 
 def test_lits_missing_segmentation(tmp_path):
@@ -296,7 +299,7 @@ def _idrid_tree(root: Path):
     base = root / "A. Segmentation"
     gt = base / "2. All Segmentation Groundtruths"
     for subset_dir in ("a. Training Set", "b. Testing Set"):
-        for folder in data.IDRID_FOLDERS.values():
+        for folder in layouts.IDRID_FOLDERS.values():
             (gt / subset_dir / folder).mkdir(parents=True, exist_ok=True)
     image = np.full((*IDRID_HW, 3), 120, dtype=np.uint8)
     for stem, subset_dir in (("IDRiD_01", "a. Training Set"), ("IDRiD_55", "b. Testing Set")):
@@ -340,10 +343,10 @@ def test_idrid_absent_masks_mean_no_lesion(tmp_path):
 
 def test_idrid_lesion_type_option(tmp_path):
     root = _idrid_tree(tmp_path / "idrid")
-    only_ex = read_case(find_cases("idrid", root, lesion_types=["EX"])[0])
+    only_ex = read_case(find_cases("idrid", root, loader_options("idrid", {"lesion_types": ["EX"]}))[0])
     assert int(only_ex.mask.sum()) == 6
     with pytest.raises(ValueError, match="never the optic disc"):
-        find_cases("idrid", root, lesion_types=["MA", "OD"])
+        loader_options("idrid", {"lesion_types": ["MA", "OD"]})
 
 
 def test_idrid_mask_shape_mismatch(tmp_path):

@@ -129,7 +129,7 @@ def test_accepts_case_objects_holding_arrays():
     # Case is a dataclass whose equality would compare arrays: the split must never compare cases
     import numpy as np
 
-    from helpers.data import Case
+    from helpers.layouts import Case
 
     cases = [Case(f"s{i}", np.zeros((2, 2)), np.zeros((2, 2), bool), None, (1.0, 1.0), "training", "x", None,
                   {"site": "A" if i % 2 else "B"}) for i in range(8)]

@@ -12,7 +12,7 @@ import nbformat
 import pytest
 import yaml
 
-from helpers import study
+from helpers import datasets, study
 from helpers.paths import Workspace
 
 pytestmark = pytest.mark.slow
@@ -163,7 +163,7 @@ def test_toc_has_one_part_per_dataset_and_only_existing_chapters(project):
     study.run(name, workspace="ws", book=False)
     toc = yaml.safe_load((project / "ws" / "_toc.yml").read_text())
     captions = [p["caption"] for p in toc["parts"]]
-    assert captions == ["The study", study.DATASET_TITLES["wmh"], "Across datasets", "Reproducibility"]
+    assert captions == ["The study", datasets.get("wmh").caption, "Across datasets", "Reproducibility"]
     wmh = toc["parts"][1]["chapters"]
     assert [c["file"] for c in wmh] == [f"ws/book/executed/wmh/{s.notebook[:-6]}" for s in study.DATASET_SECTIONS]
     stamp = json.loads((project / "ws" / "results" / ".stamps" / "wmh" / "data.json").read_text())

@@ -13,7 +13,7 @@ import pytest
 import tifffile
 from scipy import ndimage
 
-from helpers import synthetic
+from helpers import datasets, synthetic
 from helpers.data import find_cases, load_cases, prepare_dataset
 from helpers.lesions import lesion_table
 from helpers.paths import Workspace
@@ -171,7 +171,7 @@ def test_heavy_tailed_sizes(tmp_path):
     (lambda p: synthetic.write_lits(p, seed=0, layout="nnunet"), "layout must be 'batches' or 'msd'"),
     (lambda p: synthetic.write_lits(p, seed=0, p_no_tumour=1.0), r"p_no_tumour must be in \[0, 1\)"),
     (lambda p: synthetic.write_idrid(p, seed=0, lesion_scale=0), "lesion_scale must be a positive"),
-    (lambda p: synthetic.write_synthetic("brats", p, seed=0), "dataset must be one of"),
+    (lambda p: datasets.get("brats").generate(p, seed=0), "dataset must be one of"),
 ])
 def test_bad_parameters(tmp_path, call, match):
     with pytest.raises(ValueError, match=match):

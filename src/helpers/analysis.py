@@ -71,6 +71,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from .datasets import REGISTRY
 from .io import read_json
 from .lesions import FALSE_POSITIVE, QUARTILES, REFERENCE, quartile_edges
 from .metrics import metric_names
@@ -114,21 +115,12 @@ PAPER_Q1_MAX_DIFFERENCES = {"hd95_percent": 41.3, "assd_percent": 36.8, "contour
 PAPER_AGREEMENT = {"hd95": (4, 9), "assd": (5, 9), "contour_f1": (3, 9)}
 #: Section 4.3: the Dice leader ranked third under HD95 in 2 of 3 datasets (Q1).
 PAPER_DICE_LEADER_THIRD_HD95 = (2, 3)
-#: Section 4.5: dataset summary.
-PAPER_DATASETS = {
-    "wmh": {"name": "WMH Challenge", "modality": "MRI", "test_cases": 60, "lesions": 1964, "q1_upper_percent": 1.4},
-    "lits": {"name": "LiTS-derived focal lesion subset", "modality": "CT", "test_cases": 70, "lesions": 2118,
-             "q1_upper_percent": 1.6},
-    "idrid": {"name": "IDRiD lesion benchmark", "modality": "Fundus", "test_cases": 81, "lesions": 1760,
-              "q1_upper_percent": 1.5},
-}
 #: Section 4.6: overall vs small-lesion pattern (spreads among the top 3 by Dice).
 PAPER_SPREADS = {
     "overall": {"dice_spread": 0.009, "hd95_spread_percent": 14.7, "ranking_stability": "Moderate"},
     "Q4": {"dice_spread": 0.011, "hd95_spread_percent": 12.4, "ranking_stability": "Higher"},
     "Q1": {"dice_spread": 0.008, "hd95_spread_percent": 41.3, "ranking_stability": "Low"},
 }
-MODALITIES = {"wmh": "MRI", "lits": "CT", "idrid": "Fundus"}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -593,13 +585,15 @@ def dataset_summary(summaries: pd.DataFrame, *, pooled_q1: float | None = None) 
     _check_columns(summaries, ["dataset", "test_cases", "lesions", "q1_upper"], "summaries")
     rows = []
     for s in summaries.to_dict("records"):
-        paper = PAPER_DATASETS.get(s["dataset"], {})
+        entry = REGISTRY.get(s["dataset"])  # the Section 4.5 facts live in the dataset registry
+        paper = entry.paper if entry is not None else None
         rows.append({
-            "dataset": s["dataset"], "modality": MODALITIES.get(s["dataset"], ""), "source": s.get("source", ""),
-            "test_cases": int(s["test_cases"]), "paper_test_cases": paper.get("test_cases", np.nan),
-            "lesions": int(s["lesions"]), "paper_lesions": paper.get("lesions", np.nan),
-            "q1_upper_percent": 100 * float(s["q1_upper"]), "paper_q1_upper_percent": paper.get("q1_upper_percent",
-                                                                                                 np.nan),
+            "dataset": s["dataset"], "modality": entry.modality if entry is not None else "",
+            "source": s.get("source", ""),
+            "test_cases": int(s["test_cases"]), "paper_test_cases": paper.test_cases if paper else np.nan,
+            "lesions": int(s["lesions"]), "paper_lesions": paper.lesions if paper else np.nan,
+            "q1_upper_percent": 100 * float(s["q1_upper"]),
+            "paper_q1_upper_percent": paper.q1_upper_percent if paper else np.nan,
         })
     table = pd.DataFrame(rows)
     if len(table):
@@ -775,7 +769,7 @@ __all__ = [
     "lesion_set_comparison", "lesion_set_aggregates", "paper_full_set_dice", "paper_q1_maxima", "pooled_q1_upper",
     "pooled_q1_upper_of", "common_set_sizes", "findings", "seed_spread", "seed_rankings",
     "MODEL_LABELS",
-    "PAPER_FULL_SET_DICE", "PAPER_SMALL_LESION", "PAPER_Q1_MAX_DIFFERENCES", "PAPER_AGREEMENT", "PAPER_DATASETS",
+    "PAPER_FULL_SET_DICE", "PAPER_SMALL_LESION", "PAPER_Q1_MAX_DIFFERENCES", "PAPER_AGREEMENT",
     "PAPER_SPREADS", "PAPER_DICE_LEADER_THIRD_HD95",
     "analysis_units", "aggregate", "spread_table",
     "reversal_table",

@@ -36,7 +36,7 @@ import pandas as pd
 
 from . import perturb as _perturb
 from . import predictions as _predictions
-from .evaluation import split_cases
+from .data import load_split_cases
 from .io import read_json, write_json
 from .paths import Workspace
 
@@ -111,7 +111,7 @@ def write_constructed(ws: Workspace, dataset: str, cases: Sequence, *, models: S
                       image_format: str = "png") -> pd.DataFrame:
     """Set the trained predictions of ``models`` aside and write constructed ones in their place.
 
-    ``cases`` are the test cases (:func:`helpers.evaluation.split_cases`); the reference is ``Case.mask``.
+    ``cases`` are the test cases (:func:`helpers.data.load_split_cases`); the reference is ``Case.mask``.
     Returns one row per model and case: ``dataset, model, case_id, rule, predicted_voxels``; writes
     ``results/<dataset>/predictions_source.json``.
     """
@@ -154,8 +154,7 @@ def use_predictions(ws: Workspace, dataset: str, *, source: str, trained: pd.Dat
         out = trained.loc[trained["seed"] == int(seed), ["model", "case_id", "predicted_voxels"]].copy()
         out.insert(2, "rule", "trained model")
         return out.reset_index(drop=True)
-
-    cases = split_cases(ws, dataset, split="test")
+    cases = load_split_cases(ws, dataset, split="test")
     return write_constructed(ws, dataset, cases, models=models, seed=seed, image_format=image_format)[
         ["model", "case_id", "rule", "predicted_voxels"]]
 

@@ -21,7 +21,7 @@ from pathlib import Path, PurePath
 
 from . import provenance
 from .constructed import predictions_source
-from .data import DATASETS
+from .datasets import DATASETS
 from .io import read_json, write_csv, write_json
 from .paths import Workspace, relative
 from .plots import show as show_figure

@@ -1,524 +1,64 @@
-"""Loading the three datasets from their published on-disk layouts, and the data section of the study.
+"""Finding and reading the datasets through the registry, and the data section of the study.
 
-Conventions
------------
-- Axis order: volumes are ``(z, y, x)`` with ``z`` the axial (slice) axis, multi-channel volumes
-  ``(z, y, x, c)`` (channels last), fundus photographs ``(y, x, 3)`` RGB ``uint8``.
-- NIfTI files store ``(x, y, z)``: a loaded array is transposed to ``(z, y, x)`` and the NIfTI zooms
-  reversed into ``spacing``. To write an array of ours back on the source grid, transpose it back and keep
-  the source affine: ``nib.Nifti1Image(to_nifti_array(arr), case.affine)`` (:func:`to_nifti_array` /
-  :func:`from_nifti_array` are the one place this convention lives).
-- ``spacing``: mm per numpy spatial axis; fundus images have no physical calibration and use
-  ``(1.0, 1.0)`` (pixels).
-- ``mask`` is the binary lesion target (bool); ``ignore`` (bool or ``None``) marks voxels that count
-  neither as truth nor as false positives (WMH label 2, "other pathology", as in the official evaluation).
+The layouts themselves (case types, loader options, one finder and reader per dataset) are in
+:mod:`helpers.layouts`, each dataset's facts in its registry entry (:mod:`helpers.datasets`); this module is the
+generic front: :func:`find_cases` lists the files of each case (cheap, validates the tree; looks one folder deeper
+when the dataset was unpacked into a folder of its own), :func:`read_case` reads one case, :func:`load_cases`
+does both for every case and :func:`load_split_cases` for the cases of one split only, so that a large dataset is
+never held in memory at once. Loader options are a :class:`helpers.layouts.LoaderOptions` of the dataset
+(:func:`helpers.datasets.loader_options` builds one from a profile's mapping).
 
-What is the target, per dataset
--------------------------------
-- **WMH**: label 1 of ``wmh.nii[.gz]``; label 2 becomes ``ignore`` (``ignore_other_pathology=True``, the
-  default) or plain background. Image: FLAIR and T1 of ``pre/`` (both on the FLAIR grid) as channels.
-- **LiTS**: label 2 (tumour) of the segmentation; ``target="liver"`` takes labels 1 and 2 instead.
-- **IDRiD**: the union of the chosen lesion types (any of MA, HE, EX, SE; default all four). The optic disc
-  is anatomy and never part of the target. A missing mask file means the image has no lesion of that type.
-
-Empty-mask policy: a case whose target is empty is valid and kept (a LiTS volume without tumour, an IDRiD image
-without any of the chosen lesion types); it has no lesions, and :func:`describe_cases` lists it so that a user
+Empty-mask policy: a case whose target is empty is valid and kept; :func:`describe_cases` lists it so that a user
 can tell a legitimate empty case from a misread folder.
 
-Errors name the file: missing or unreadable files, image/mask shape or grid mismatch, label values outside the
-expected set, non-finite intensities or spacing. Reading is split in two steps so that a large dataset is
-never held in memory at once: :func:`find_cases` lists the files of each case (cheap, validates the tree) and
-:func:`read_case` reads one case; :func:`load_cases` does both for every case.
+The data section (:func:`prepare_dataset`) generates a stand-in (if synthetic), finds, splits, reads, enumerates
+lesions, prepares and records; :func:`check_dataset` re-derives its checkpoints from the files on disk.
 """
 
 from __future__ import annotations
 
-import json
-import re
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from skimage.segmentation import find_boundaries
 
+from . import datasets, io
+from . import preprocessing as prep
+from . import splits as splits_mod
+from .layouts import Case, CaseFiles, LoaderOptions, check_root, is_nothing_found
+from .lesions import label_lesions, lesion_table
 from .lesions import quartile_edges as lesion_quartile_edges
-from .plots import pyplot
+from .paths import Workspace, resolve
+from .plots import get_axes, pyplot
+from .progress import progress_bar
 
-DATASETS = ("wmh", "lits", "idrid")
-MODALITY = {"wmh": "MRI", "lits": "CT", "idrid": "Fundus"}
-TITLE = {"wmh": "WMH Challenge", "lits": "LiTS", "idrid": "IDRiD"}
-IDRID_LESION_TYPES = ("MA", "HE", "EX", "SE")
-IDRID_FOLDERS = {
-    "MA": "1. Microaneurysms",
-    "HE": "2. Haemorrhages",
-    "EX": "3. Hard Exudates",
-    "SE": "4. Soft Exudates",
-    "OD": "5. Optic Disc",
-}
-IDRID_SUBSETS = {"a. Training Set": "training", "b. Testing Set": "test"}
-WMH_MODALITIES = ("FLAIR", "T1")
-LITS_TARGETS = ("tumour", "liver")
-_WMH_SITE_OF_TOP = {"Utrecht": "Utrecht", "Singapore": "Singapore", "GE3T": "Amsterdam", "Amsterdam": "Amsterdam"}
-# affine entries (mm) within which two NIfTI files are taken to share a grid
-_GRID_ATOL_MM = 1e-3
+# ----------------------------------------------------------------------------------------------- finding, reading
 
 
-def _swap_first_and_third_axes(arr, axes: str) -> np.ndarray:
-    # (z, y, x[, c]) <-> (x, y, z[, c]): the permutation is its own inverse, so one function serves both ways
-    arr = np.asarray(arr)
-    if arr.ndim not in (3, 4):
-        raise ValueError(f"arr must be 3D {axes} or 4D {axes[:-1]}, c), got shape {arr.shape}")
-    return arr.transpose(2, 1, 0, *range(3, arr.ndim))
-
-
-def to_nifti_array(arr: np.ndarray) -> np.ndarray:
-    """A ``(z, y, x)`` (or ``(z, y, x, c)``) array in NIfTI's ``(x, y, z[, c])`` order (a transposed view)."""
-    return _swap_first_and_third_axes(arr, "(z, y, x)")
-
-
-def from_nifti_array(arr: np.ndarray) -> np.ndarray:
-    """NIfTI's ``(x, y, z[, c])`` data in our ``(z, y, x[, c])`` order; the inverse of :func:`to_nifti_array`."""
-    return _swap_first_and_third_axes(arr, "(x, y, z)")
-
-
-@dataclass(frozen=True)
-class Case:
-    """One case (subject, volume or photograph) as loaded from disk.
-
-    Attributes
-    ----------
-    case_id : str
-        Unique within the dataset (WMH ``"<site>_<id>"`` or ``"Amsterdam_<scanner>_<id>"``; LiTS
-        ``"volume-<n>"`` or ``"liver_<n>"``; IDRiD ``"IDRiD_<nn>"``).
-    image : numpy.ndarray
-        float32 ``(z, y, x)`` or ``(z, y, x, c)`` for volumes (raw intensities: HU for CT, scanner units for
-        MRI), uint8 ``(y, x, 3)`` for fundus photographs.
-    mask : numpy.ndarray of bool
-        The binary lesion target on the image's spatial grid.
-    ignore : numpy.ndarray of bool or None
-        Voxels excluded from evaluation (WMH label 2), or ``None``.
-    spacing : tuple of float
-        mm per spatial numpy axis (``(1.0, 1.0)`` pixels for fundus images).
-    subset : str or None
-        The official subset, ``"training"`` or ``"test"``, where the layout has one.
-    source : str
-        Path of the (first) image file.
-    affine : numpy.ndarray or None
-        The NIfTI affine of the image, for writing predictions on its grid; ``None`` for 2D images.
-    meta : dict
-        Site and scanner (WMH), layout, label files, lesion types present and absent (IDRiD), ...
-    """
-
-    case_id: str
-    image: np.ndarray
-    mask: np.ndarray
-    ignore: np.ndarray | None
-    spacing: tuple[float, ...]
-    subset: str | None
-    source: str
-    affine: np.ndarray | None = None
-    meta: dict = field(default_factory=dict)
-
-    @property
-    def spatial_shape(self) -> tuple[int, ...]:
-        return tuple(self.mask.shape)
-
-
-@dataclass(frozen=True)
-class CaseFiles:
-    """The files of one case, found by :func:`find_cases` and read by :func:`read_case`.
-
-    ``images`` lists the image files (WMH: one per modality, in channel order); ``labels`` maps a label name
-    to its file or ``None`` when absent (IDRiD lesion types); ``options`` are the loader options in force."""
-
-    dataset: str
-    case_id: str
-    images: tuple[Path, ...]
-    labels: dict
-    subset: str | None
-    meta: dict = field(default_factory=dict)
-    options: dict = field(default_factory=dict)
-
-
-# ----------------------------------------------------------------------------------------------- helpers
-
-def _check_dataset(dataset) -> str:
-    if dataset not in DATASETS:
-        raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
-    return dataset
-
-
-def _check_root(root) -> Path:
-    if not isinstance(root, (str, Path)):
-        raise TypeError(f"root must be a path, got {type(root).__name__}")
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(f"root {str(root)!r}: folder not found")
-    return root
-
-
-def _nifti(folder: Path, stem: str) -> Path | None:
-    """``folder/stem.nii.gz`` or ``folder/stem.nii`` (whichever exists, compressed first), else ``None``."""
-    for ext in (".nii.gz", ".nii"):
-        path = folder / f"{stem}{ext}"
-        if path.is_file():
-            return path
-    return None
-
-
-def _read_nifti(path: Path, *, what: str):
-    """Load a 3D NIfTI file: (data (z, y, x) float array, spacing (z, y, x), affine)."""
-    import nibabel as nib
-
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} file {str(path)!r}: not found")
-    try:
-        img = nib.load(str(path))
-        data = np.asarray(img.dataobj)
-    except Exception as err:  # nibabel raises several types for damaged files
-        raise ValueError(f"{what} file {str(path)!r}: unreadable as NIfTI ({type(err).__name__}: {err})") from None
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise ValueError(f"{what} file {str(path)!r}: expected a 3D volume, got shape {data.shape}")
-    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
-    spacing = zooms[::-1]
-    if not all(np.isfinite(s) and s > 0 for s in spacing):
-        raise ValueError(f"{what} file {str(path)!r}: spacing must be positive and finite, got {zooms} (x, y, z)")
-    affine = np.asarray(img.affine, dtype=float)
-    if not np.all(np.isfinite(affine)):
-        raise ValueError(f"{what} file {str(path)!r}: affine is not finite")
-    return from_nifti_array(data), spacing, affine
-
-
-def _check_finite(arr: np.ndarray, path: Path, what: str) -> None:
-    if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
-        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
-        raise ValueError(f"{what} file {str(path)!r}: {bad} non-finite intensities (NaN or inf)")
-
-
-def _check_labels(arr: np.ndarray, path: Path, allowed: tuple[int, ...]) -> np.ndarray:
-    """Integer label map from ``arr``; raise naming ``path`` if a value is outside ``allowed``."""
-    if np.issubdtype(arr.dtype, np.floating):
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"label file {str(path)!r}: non-finite label values")
-        rounded = np.rint(arr)
-        if not np.array_equal(rounded, arr):
-            raise ValueError(f"label file {str(path)!r}: non-integer label values (e.g. {arr[rounded != arr][0]!r})")
-        arr = rounded
-    values = np.unique(arr)
-    bad = [v for v in values.tolist() if v not in allowed]
-    if bad:
-        raise ValueError(f"label file {str(path)!r}: label values {bad} outside the expected set {list(allowed)}")
-    return arr.astype(np.uint8)
-
-
-def _check_same_grid(ref_path: Path, ref_shape, ref_affine, path: Path, shape, affine, what: str) -> None:
-    if tuple(shape) != tuple(ref_shape):
-        raise ValueError(f"{what} file {str(path)!r}: shape {tuple(shape)} (z, y, x) does not match "
-                         f"{str(ref_path)!r} {tuple(ref_shape)}")
-    if not np.allclose(affine, ref_affine, atol=_GRID_ATOL_MM, rtol=0):
-        raise ValueError(f"{what} file {str(path)!r}: grid (affine) does not match {str(ref_path)!r}; "
-                         f"max difference {np.abs(affine - ref_affine).max():.4g} mm")
-
-
-# ----------------------------------------------------------------------------------------------- WMH
-
-def _find_wmh(root: Path, *, modalities=WMH_MODALITIES, ignore_other_pathology: bool = True) -> list[CaseFiles]:
-    if isinstance(modalities, str) or not modalities or any(m not in WMH_MODALITIES for m in modalities):
-        raise ValueError(f"modalities must be a non-empty sequence of {WMH_MODALITIES}, got {modalities!r}")
-    if len(set(modalities)) != len(modalities):
-        raise ValueError(f"modalities must not repeat, got {modalities!r}")
-    if not isinstance(ignore_other_pathology, bool):
-        raise TypeError(f"ignore_other_pathology must be bool, got {ignore_other_pathology!r}")
-    found = []
-    for pre in sorted(p for p in root.rglob("pre") if p.is_dir()):
-        parts = pre.parent.relative_to(root).parts
-        if "additional_annotations" in parts or not parts:
-            continue
-        subset = parts[0] if parts[0] in ("training", "test") else None
-        rest = parts[1:] if subset else parts
-        if len(rest) < 2 or rest[0] not in _WMH_SITE_OF_TOP:
-            raise _nothing_found(ValueError(
-                f"WMH subject folder {str(pre.parent)!r}: expected <site>[/<scanner>]/<id> with site in "
-                f"{sorted(_WMH_SITE_OF_TOP)}, got {'/'.join(parts)!r}"))
-        site = _WMH_SITE_OF_TOP[rest[0]]
-        scanner = rest[0] if rest[0] == "GE3T" else (rest[1] if rest[0] == "Amsterdam" and len(rest) > 2 else rest[0])
-        subject = rest[-1]
-        case_id = f"Amsterdam_{scanner}_{subject}" if site == "Amsterdam" else f"{site}_{subject}"
-        images = []
-        for modality in modalities:
-            path = _nifti(pre, modality)
-            if path is None:
-                raise FileNotFoundError(f"WMH image file {str(pre / (modality + '.nii.gz'))!r} (or .nii): not found")
-            images.append(path)
-        label = _nifti(pre.parent, "wmh")
-        if label is None:
-            raise FileNotFoundError(f"WMH label file {str(pre.parent / 'wmh.nii.gz')!r} (or .nii): not found")
-        found.append(CaseFiles("wmh", case_id, tuple(images), {"wmh": label}, subset,
-                               meta={"site": site, "scanner": scanner, "subject": subject,
-                                     "layout": "2022" if subset else "2017", "modalities": list(modalities)},
-                               options={"ignore_other_pathology": ignore_other_pathology}))
-    if not found:
-        raise _nothing_found(ValueError(
-            f"root {str(root)!r}: no WMH subject folders found (expected <site>/<id>/pre/FLAIR.nii.gz "
-            "under training/ and test/ (2022) or at the top level (2017))"))
-    return found
-
-
-def _read_wmh(files: CaseFiles) -> Case:
-    channels, ref = [], None
-    for path in files.images:
-        data, spacing, affine = _read_nifti(path, what="WMH image")
-        data = data.astype(np.float32)
-        _check_finite(data, path, "WMH image")
-        if ref is None:
-            ref = (path, data.shape, affine, spacing)
-        else:
-            _check_same_grid(ref[0], ref[1], ref[2], path, data.shape, affine, "WMH image")
-        channels.append(data)
-    label_path = files.labels["wmh"]
-    label, _, label_affine = _read_nifti(label_path, what="WMH label")
-    _check_same_grid(ref[0], ref[1], ref[2], label_path, label.shape, label_affine, "WMH label")
-    label = _check_labels(label, label_path, (0, 1, 2))
-    image = channels[0] if len(channels) == 1 else np.stack(channels, axis=-1)
-    other = label == 2
-    ignore = other if files.options.get("ignore_other_pathology", True) else None
-    meta = dict(files.meta, label_file=str(label_path), other_pathology_voxels=int(other.sum()))
-    return Case(files.case_id, image, label == 1, ignore, ref[3], files.subset, str(files.images[0]), ref[2], meta)
-
-
-# ----------------------------------------------------------------------------------------------- LiTS
-
-_LITS_VOLUME = re.compile(r"^volume-(\d+)\.nii(\.gz)?$")
-_LITS_SEGMENTATION = re.compile(r"^segmentation-(\d+)\.nii(\.gz)?$")
-_TUMOUR_NAMES = ("cancer", "tumour", "tumor")
-
-
-def _msd_task(root: Path) -> Path | None:
-    for candidate in (root / "Task03_Liver", root):
-        if (candidate / "dataset.json").is_file():
-            return candidate
-    return None
-
-
-def _find_lits(root: Path, *, target: str = "tumour") -> list[CaseFiles]:
-    if target not in LITS_TARGETS:
-        raise ValueError(f"target must be one of {LITS_TARGETS}, got {target!r}")
-    task = _msd_task(root)
-    found = []
-    if task is not None:
-        description_path = task / "dataset.json"
-        try:
-            description = json.loads(description_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"MSD file {str(description_path)!r}: unreadable ({err})") from None
-        labels = {str(v).lower(): int(k) for k, v in description.get("labels", {}).items()}
-        tumour = [labels[name] for name in _TUMOUR_NAMES if name in labels]
-        if "liver" not in labels or not tumour:
-            raise ValueError(f"MSD file {str(description_path)!r}: labels {description.get('labels')!r} do not name "
-                             "'liver' and a tumour class ('cancer')")
-        pairs = description.get("training")
-        if pairs is None:
-            pairs = [{"image": f"./imagesTr/{p.name}", "label": f"./labelsTr/{p.name}"}
-                     for p in sorted((task / "imagesTr").glob("*.nii*")) if not p.name.startswith("._")]
-        for entry in pairs:
-            image = (task / entry["image"]).resolve()
-            label = (task / entry["label"]).resolve()
-            for path, what in ((image, "image"), (label, "label")):
-                if not path.is_file():
-                    raise FileNotFoundError(f"MSD {what} file {str(path)!r} (listed in {str(description_path)!r}): "
-                                            "not found")
-            case_id = image.name.split(".nii")[0]
-            found.append(CaseFiles("lits", case_id, (image,), {"segmentation": label}, "training",
-                                   meta={"layout": "msd"},
-                                   options={"target": target, "liver_label": labels["liver"],
-                                            "tumour_label": tumour[0]}))
-        unlabelled = [p for p in (task / "imagesTs").glob("*.nii*") if not p.name.startswith("._")] \
-            if (task / "imagesTs").is_dir() else []
-        for f in found:
-            f.meta["unlabelled_test_images"] = len(unlabelled)
-    else:
-        volumes, segmentations = {}, {}
-        for path in sorted(root.rglob("*.nii*")):
-            for pattern, table in ((_LITS_VOLUME, volumes), (_LITS_SEGMENTATION, segmentations)):
-                match = pattern.match(path.name)
-                if match:
-                    number = int(match.group(1))
-                    if number in table:
-                        raise ValueError(f"LiTS file {str(path)!r}: id {number} also in {str(table[number])!r}")
-                    table[number] = path
-        for number in sorted(set(volumes) | set(segmentations)):
-            if number not in segmentations:
-                raise FileNotFoundError(f"LiTS volume file {str(volumes[number])!r}: no segmentation-{number}.nii "
-                                        f"found under {str(root)!r}")
-            if number not in volumes:
-                raise FileNotFoundError(f"LiTS segmentation file {str(segmentations[number])!r}: "
-                                        f"no volume-{number}.nii "
-                                        f"found under {str(root)!r}")
-            found.append(CaseFiles("lits", f"volume-{number}", (volumes[number],),
-                                   {"segmentation": segmentations[number]}, "training",
-                                   meta={"layout": "batches", "folder": volumes[number].parent.name},
-                                   options={"target": target, "liver_label": 1, "tumour_label": 2}))
-    if not found:
-        raise _nothing_found(ValueError(
-            f"root {str(root)!r}: no LiTS volumes found (expected 'Training Batch */volume-<n>.nii' "
-            "or 'Task03_Liver/dataset.json')"))
-    return found
-
-
-def _read_lits(files: CaseFiles) -> Case:
-    path = files.images[0]
-    image, spacing, affine = _read_nifti(path, what="LiTS image")
-    image = image.astype(np.float32)
-    _check_finite(image, path, "LiTS image")
-    label_path = files.labels["segmentation"]
-    label, _, label_affine = _read_nifti(label_path, what="LiTS label")
-    _check_same_grid(path, image.shape, affine, label_path, label.shape, label_affine, "LiTS label")
-    liver, tumour = files.options["liver_label"], files.options["tumour_label"]
-    label = _check_labels(label, label_path, (0, liver, tumour))
-    mask = label == tumour if files.options["target"] == "tumour" else label > 0
-    meta = dict(files.meta, label_file=str(label_path), liver_voxels=int((label > 0).sum()),
-                has_tumour=bool((label == tumour).any()))
-    return Case(files.case_id, image, mask, None, spacing, files.subset, str(path), affine, meta)
-
-
-# ----------------------------------------------------------------------------------------------- IDRiD
-
-def _idrid_base(root: Path) -> Path:
-    for candidate in (root / "A. Segmentation", root):
-        if (candidate / "1. Original Images").is_dir():
-            return candidate
-    raise _nothing_found(FileNotFoundError(f"root {str(root)!r}: no 'A. Segmentation/1. Original Images' folder found"))
-
-
-def _find_idrid(root: Path, *, lesion_types=IDRID_LESION_TYPES) -> list[CaseFiles]:
-    if isinstance(lesion_types, str) or not lesion_types or any(t not in IDRID_LESION_TYPES for t in lesion_types):
-        raise ValueError(f"lesion_types must be a non-empty sequence of {IDRID_LESION_TYPES} (never the optic disc "
-                         f"'OD'), got {lesion_types!r}")
-    lesion_types = tuple(t for t in IDRID_LESION_TYPES if t in lesion_types)
-    base = _idrid_base(root)
-    found = []
-    for subset_dir, subset in IDRID_SUBSETS.items():
-        image_dir = base / "1. Original Images" / subset_dir
-        if not image_dir.is_dir():
-            continue
-        images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg")
-                        and not p.name.startswith("._"))
-        stems = {p.stem for p in images}
-        gt_dir = base / "2. All Segmentation Groundtruths" / subset_dir
-        for key in (*lesion_types, "OD"):
-            folder = gt_dir / IDRID_FOLDERS[key]
-            if not folder.is_dir():
-                raise FileNotFoundError(f"IDRiD mask folder {str(folder)!r}: not found")
-            for mask in folder.glob("*.tif"):
-                if mask.name.startswith("._"):
-                    continue
-                stem = mask.stem.rsplit("_", 1)[0]
-                if stem not in stems:
-                    raise FileNotFoundError(f"IDRiD mask file {str(mask)!r}: no image {stem}.jpg in {str(image_dir)!r}")
-        for image in images:
-            labels = {}
-            for key in (*lesion_types, "OD"):
-                path = gt_dir / IDRID_FOLDERS[key] / f"{image.stem}_{key}.tif"
-                labels[key] = path if path.is_file() else None
-            found.append(CaseFiles("idrid", image.stem, (image,), labels, subset, meta={"layout": "idrid"},
-                                   options={"lesion_types": list(lesion_types)}))
-    if not found:
-        raise _nothing_found(ValueError(
-            f"root {str(root)!r}: no IDRiD images found under '1. Original Images/a. Training Set' or "
-            "'b. Testing Set'"))
-    return found
-
-
-def _read_tiff_mask(path: Path, shape) -> np.ndarray:
-    import tifffile
-
-    try:
-        arr = np.asarray(tifffile.imread(path))
-    except Exception as err:
-        raise ValueError(f"IDRiD mask file {str(path)!r}: unreadable as TIFF ({type(err).__name__}: {err})") from None
-    if arr.ndim == 3 and arr.shape[-1] in (3, 4):
-        arr = arr[..., :3]
-    elif arr.ndim != 2:
-        raise ValueError(f"IDRiD mask file {str(path)!r}: expected a 2D or RGB mask, got shape {arr.shape}")
-    if arr.shape[:2] != tuple(shape):
-        raise ValueError(f"IDRiD mask file {str(path)!r}: shape {arr.shape[:2]} does not match the image "
-                         f"{tuple(shape)}")
-    if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
-        raise ValueError(f"IDRiD mask file {str(path)!r}: non-finite values")
-    if arr.min() < 0:
-        raise ValueError(f"IDRiD mask file {str(path)!r}: negative values (min {arr.min()!r}); "
-                         "expected 0 = background, "
-                         "nonzero = lesion")
-    return arr.any(axis=-1) if arr.ndim == 3 else arr != 0
-
-
-def _read_idrid(files: CaseFiles) -> Case:
-    import imageio.v3 as iio
-    from scipy import ndimage
-
-    path = files.images[0]
-    try:
-        # decode from bytes: a failing imageio plugin then leaves no file handle open
-        image = np.asarray(iio.imread(path.read_bytes(), extension=path.suffix.lower()))
-    except Exception as err:
-        raise ValueError(f"IDRiD image file {str(path)!r}: unreadable ({type(err).__name__}: {err})") from None
-    if image.ndim != 3 or image.shape[-1] not in (3, 4) or image.dtype != np.uint8:
-        raise ValueError(f"IDRiD image file {str(path)!r}: expected an 8-bit RGB image, "
-                         f"got {image.dtype} {image.shape}")
-    image = np.ascontiguousarray(image[..., :3])
-    shape = image.shape[:2]
-    mask = np.zeros(shape, dtype=bool)
-    present, absent, counts = [], [], {}
-    full = np.ones((3, 3), dtype=bool)
-    for key in files.options["lesion_types"]:
-        mask_path = files.labels[key]
-        if mask_path is None:
-            absent.append(key)
-            counts[key] = 0
-            continue
-        layer = _read_tiff_mask(mask_path, shape)
-        counts[key] = int(ndimage.label(layer, structure=full)[1])
-        (present if counts[key] else absent).append(key)
-        mask |= layer
-    od_path = files.labels.get("OD")
-    od = _read_tiff_mask(od_path, shape) if od_path is not None else None
-    meta = dict(files.meta, lesion_types_present=present, lesion_types_absent=absent, lesions_per_type=counts,
-                mask_files={k: (str(v) if v is not None else None) for k, v in files.labels.items()},
-                optic_disc_pixels=int(od.sum()) if od is not None else None)
-    return Case(files.case_id, image, mask, None, (1.0, 1.0), files.subset, str(path), None, meta)
-
-
-# ----------------------------------------------------------------------------------------------- public
-
-_FINDERS = {"wmh": _find_wmh, "lits": _find_lits, "idrid": _find_idrid}
-_READERS = {"wmh": _read_wmh, "lits": _read_lits, "idrid": _read_idrid}
-
-
-def find_cases(dataset: str, root, **options) -> list[CaseFiles]:
+def find_cases(dataset: str, root, options: LoaderOptions | None = None) -> list[CaseFiles]:
     """List the cases of ``dataset`` under ``root`` without reading images (validates the tree).
 
     Parameters
     ----------
     dataset : {"wmh", "lits", "idrid"}
+        A name of the registry (:data:`helpers.datasets.DATASETS`).
     root : path
         The user's copy of the dataset (its top folder, as unpacked) or a synthetic stand-in.
-    **options
-        WMH: ``modalities`` (default ``("FLAIR", "T1")``, the image channels in order),
-        ``ignore_other_pathology`` (default ``True``: label 2 becomes the ignore mask).
-        LiTS: ``target`` (``"tumour"``, default, or ``"liver"``: labels 1 and 2).
-        IDRiD: ``lesion_types`` (any of ``"MA", "HE", "EX", "SE"``; default all four).
+    options : helpers.layouts.LoaderOptions, optional
+        The dataset's loader options (:func:`helpers.datasets.loader_options`); ``None``: the defaults.
 
     Returns
     -------
     list of CaseFiles
         Sorted by subset then case id as found; case ids are unique.
     """
-    dataset = _check_dataset(dataset)
-    root = _check_root(root)
-    found = _find_here_or_one_deeper(dataset, root, options)
+    spec = datasets.get(dataset)
+    options = spec.loader_options(options)
+    root = check_root(root)
+    found = _find_here_or_one_deeper(spec, root, options)
     seen = {}
     for f in found:
         if f.case_id in seen:
@@ -527,49 +67,37 @@ def find_cases(dataset: str, root, **options) -> list[CaseFiles]:
     return found
 
 
-def _nothing_found(err: Exception) -> Exception:
-    """Mark a finder's error as "no dataset in this folder" (rather than a broken dataset), so that
-    :func:`find_cases` looks one folder deeper."""
-    err.nothing_found = True
-    return err
-
-
-def _find(dataset: str, root: Path, options: dict) -> list[CaseFiles]:
-    try:
-        found = _FINDERS[dataset](root, **options)
-    except TypeError as err:
-        if "unexpected keyword" in str(err):
-            raise TypeError(f"unknown option for dataset {dataset!r}: {err}") from None
-        raise
+def _find(spec: datasets.Dataset, root: Path, options: LoaderOptions) -> list[CaseFiles]:
+    found = spec.find(root, options)
     for files in found:
         files.meta["dataset_folder"] = str(root.resolve())
     return found
 
 
-def _find_here_or_one_deeper(dataset: str, root: Path, options: dict) -> list[CaseFiles]:
+def _find_here_or_one_deeper(spec: datasets.Dataset, root: Path, options: LoaderOptions) -> list[CaseFiles]:
     """The cases under ``root``, or, when none are found there, under the one sub-folder of ``root`` that holds
     the dataset (an archive unpacked into a folder of its own name, IDRiD's doubled ``A. Segmentation``); the
     folder used is recorded in each case's ``meta["dataset_folder"]`` (:func:`dataset_folder`). When nothing is
     found either way, the error adds the first levels of what ``root`` holds."""
     try:
-        return _find(dataset, root, options)
+        return _find(spec, root, options)
     except (FileNotFoundError, ValueError) as err:
-        if not getattr(err, "nothing_found", False):
+        if not is_nothing_found(err):
             raise
         first = err
     hits = []
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         try:
-            hits.append(_find(dataset, sub, options))
+            hits.append(_find(spec, sub, options))
         except (FileNotFoundError, ValueError) as err:
-            if not getattr(err, "nothing_found", False):
+            if not is_nothing_found(err):
                 raise  # the dataset is there, but broken: say what is wrong with it
             continue
     if len(hits) == 1:
         return hits[0]
     if len(hits) > 1:
         folders = [h[0].meta["dataset_folder"] for h in hits]
-        raise ValueError(f"root {str(root)!r}: no {dataset} dataset at its top, but one in each of {folders}; "
+        raise ValueError(f"root {str(root)!r}: no {spec.name} dataset at its top, but one in each of {folders}; "
                          "point data_root at the one you mean") from None
     raise type(first)(f"{first}\n{_listing(root)}") from None
 
@@ -607,19 +135,53 @@ def read_case(files: CaseFiles) -> Case:
     """Read and validate one case listed by :func:`find_cases`."""
     if not isinstance(files, CaseFiles):
         raise TypeError(f"files must be a CaseFiles, got {type(files).__name__}")
-    return _READERS[files.dataset](files)
+    return datasets.get(files.dataset).read(files)
 
 
-def load_cases(dataset: str, root, *, progress: bool = False, **options) -> list[Case]:
-    """Load every case of ``dataset`` under ``root`` (see :func:`find_cases` for ``options``).
+def load_cases(dataset: str, root, options: LoaderOptions | None = None, *, case_ids=None,
+               progress: bool = False) -> list[Case]:
+    """Load the cases of ``dataset`` under ``root`` (see :func:`find_cases` for ``options``): every case, or
+    only those of ``case_ids``, in that order (error naming the ids not found).
 
-    All cases are held in memory; for the full LiTS or IDRiD at native resolution prefer
+    The cases returned are held in memory; for the full LiTS or IDRiD at native resolution prefer
     :func:`find_cases` and :func:`read_case` one case at a time (as :func:`prepare_dataset` does).
     """
-    from .progress import progress_bar
-
-    found = find_cases(dataset, root, **options)
+    found = find_cases(dataset, root, options)
+    if case_ids is not None:
+        by_id = {f.case_id: f for f in found}
+        wanted = [str(c) for c in case_ids]
+        absent = [c for c in wanted if c not in by_id]
+        if absent:
+            raise ValueError(f"{root}: cases not found in the {dataset} data: {absent[:5]}")
+        found = [by_id[c] for c in wanted]
     return [read_case(f) for f in progress_bar(found, progress=progress, desc=f"load {dataset}")]
+
+
+def manifest_root(ws, dataset: str) -> tuple[Path, LoaderOptions]:
+    """Where the data section read ``dataset`` from and with which loader options, from
+    ``results/<dataset>/data_manifest.json`` (``"source"``: ``"synthetic"`` means ``ws.data(dataset)``, else the
+    real data root)."""
+    ws = ws if isinstance(ws, Workspace) else Workspace.at(ws)
+    manifest_path = ws.results(dataset) / "data_manifest.json"
+    manifest = io.read_json(manifest_path)
+    source = manifest.get("source")
+    if not source:
+        raise ValueError(f"{manifest_path}: no 'source' entry")
+    root = ws.data(dataset) if source == "synthetic" else Path(manifest.get("root") or source)
+    options = datasets.loader_options(dataset, (manifest.get("options") or {}).get("loader"))
+    return root, options
+
+
+def load_split_cases(ws, dataset: str, *, split: str = "test") -> list[Case]:
+    """The cases of one ``split`` of a dataset, read from where the data section put them (only those cases
+    are read): the data root and loader options from ``results/<dataset>/data_manifest.json``
+    (:func:`manifest_root`), the case ids from ``results/<dataset>/splits.json``, in that order."""
+    ws = ws if isinstance(ws, Workspace) else Workspace.at(ws)
+    root, options = manifest_root(ws, dataset)
+    splits = io.read_json(ws.results(dataset) / "splits.json")
+    if split not in splits:
+        raise ValueError(f"{ws.results(dataset) / 'splits.json'}: no split {split!r} (has {sorted(splits)})")
+    return load_cases(dataset, root, options, case_ids=splits[split])
 
 
 def _case_facts(case: Case, n_lesions: int) -> dict:
@@ -632,29 +194,32 @@ def _case_facts(case: Case, n_lesions: int) -> dict:
 
 
 def _report(dataset: str, facts: list[dict]) -> dict:
+    spec = datasets.get(dataset)
     subsets: dict[str, int] = {}
-    per_type: dict[str, int] = {}
-    absent: dict[str, int] = {}
     for f in facts:
         key = f["subset"] or "none"
         subsets[key] = subsets.get(key, 0) + 1
+    report: dict = {"dataset": dataset, "n_cases": len(facts), "cases_per_subset": subsets,
+                    "n_lesions": sum(f["n_lesions"] for f in facts),
+                    "cases_without_target": [f["case_id"] for f in facts if f["n_lesions"] == 0]}
+    if spec.ignore_region:
+        report["cases_with_ignore_region"] = [f["case_id"] for f in facts if f["has_ignore"]]
+    if spec.lesion_types:
+        report["lesions_per_type"], report["absent_masks_per_type"] = _per_type(facts)
+    report.update(spec.target_notes)
+    return report
+
+
+def _per_type(facts: list[dict]) -> tuple[dict, dict]:
+    """Lesions per lesion type and cases without a mask of that type, summed over ``facts``."""
+    per_type: dict[str, int] = {}
+    absent: dict[str, int] = {}
+    for f in facts:
         for t, c in f["lesions_per_type"].items():
             per_type[t] = per_type.get(t, 0) + c
         for t in f["absent"]:
             absent[t] = absent.get(t, 0) + 1
-    report: dict = {"dataset": dataset, "n_cases": len(facts), "cases_per_subset": subsets,
-                    "n_lesions": sum(f["n_lesions"] for f in facts),
-                    "cases_without_target": [f["case_id"] for f in facts if f["n_lesions"] == 0]}
-    if dataset == "wmh":
-        report["cases_with_ignore_region"] = [f["case_id"] for f in facts if f["has_ignore"]]
-        report["ignore_meaning"] = "label 2 ('other pathology'): neither truth nor false positive"
-    if dataset == "lits":
-        report["target_meaning"] = "label 2 (tumour); volumes without tumour have an empty target"
-    if dataset == "idrid":
-        report["lesions_per_type"] = per_type
-        report["absent_masks_per_type"] = absent
-        report["absent_meaning"] = "a missing mask file means no lesion of that type in the image (empty mask)"
-    return report
+    return per_type, absent
 
 
 def describe_cases(dataset: str, cases, *, connectivity: int | None = None) -> dict:
@@ -664,9 +229,7 @@ def describe_cases(dataset: str, cases, *, connectivity: int | None = None) -> d
     ignore region (WMH label 2), and for IDRiD the lesions per type (full connectivity, counted per type mask,
     so touching lesions of two types count twice here but once in the target) and the absent mask files with
     what they were taken to mean."""
-    from .lesions import label_lesions
-
-    dataset = _check_dataset(dataset)
+    datasets.get(dataset)
     return _report(dataset, [_case_facts(c, label_lesions(c.mask, connectivity=connectivity)[1]) for c in cases])
 
 
@@ -701,7 +264,7 @@ def summary_table(dataset: str, cases: pd.DataFrame, lesions: pd.DataFrame) -> p
     the test lesions, see :func:`q1_upper_bound`), plus the totals over all splits."""
     test = lesions[lesions["split"] == "test"]
     return pd.DataFrame([{
-        "dataset": TITLE[dataset], "modality": MODALITY[dataset],
+        "dataset": datasets.get(dataset).title, "modality": datasets.get(dataset).modality,
         "test_cases": int((cases["split"] == "test").sum()), "test_lesions": int(len(test)),
         "q1_upper_bound": q1_upper_bound(test["area_fraction"]),
         "q1_upper_bound_percent": 100 * q1_upper_bound(test["area_fraction"]),
@@ -731,7 +294,7 @@ def prepare_dataset(
     data_root="synthetic",
     seed: int = 0,
     synthetic: dict | None = None,
-    loader: dict | None = None,
+    loader: LoaderOptions | None = None,
     preprocessing: dict | None = None,
     val_fraction: float = 0.2,
     test_fraction: float = 0.3,
@@ -755,9 +318,9 @@ def prepare_dataset(
     seed : int
         Seeds the generator (if synthetic) and the split.
     synthetic : dict, optional
-        Keyword arguments of the generator (:mod:`helpers.synthetic`), e.g. sizes set by the profile.
-    loader : dict, optional
-        Loader options (:func:`find_cases`).
+        Keyword arguments of the dataset's generator (:mod:`helpers.synthetic`), e.g. sizes set by the profile.
+    loader : helpers.layouts.LoaderOptions, optional
+        The dataset's loader options (:func:`helpers.datasets.loader_options`); ``None``: the defaults.
     preprocessing : dict, optional
         Keyword arguments of :func:`helpers.preprocessing.prepare_case` (e.g. ``size``).
     val_fraction, test_fraction : float
@@ -767,73 +330,101 @@ def prepare_dataset(
     progress : bool
         Show a progress bar.
     """
-    from . import io, preprocessing as prep, splits as splits_mod, synthetic as synth
-    from .lesions import lesion_table
-    from .paths import Workspace, resolve
-    from .progress import progress_bar
-
-    dataset = _check_dataset(dataset)
+    spec = datasets.get(dataset)
     ws = ws if isinstance(ws, Workspace) else Workspace.at(ws)
-    loader = dict(loader or {})
+    loader = spec.loader_options(loader)
     prep_options = dict(preprocessing or {})
-    is_synthetic = isinstance(data_root, str) and data_root == "synthetic"
-    generator = None
-    if is_synthetic:
-        root = ws.data(dataset)
-        if root.exists():
-            shutil.rmtree(root)
-        generator = synth.write_synthetic(dataset, root, seed=seed, **(synthetic or {}))
-    else:
-        # a relative path is taken relative to the project root, as every path of the study
-        root = _check_root(resolve(data_root) if isinstance(data_root, (str, Path)) else data_root)
-    found = find_cases(dataset, root, **loader)
+    root, generator = _dataset_root(ws, spec, data_root, seed=seed, synthetic=synthetic)
+    found = find_cases(dataset, root, loader)
     splits = splits_mod.make_splits(found, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
-    split_of = splits_mod.split_of(splits)
-    prepared_dir = ws.prepared(dataset)
-    if prepared_dir.exists():
-        for stale in prepared_dir.glob("*.npz"):
-            stale.unlink()
-    rows, tables, facts = [], [], []
-    record = None
-    for files in progress_bar(found, progress=progress, desc=f"prepare {dataset}"):
-        case = read_case(files)
-        table = lesion_table(case.mask, spacing=case.spacing, connectivity=connectivity)
-        table.insert(0, "case_id", case.case_id)
-        table.insert(0, "split", split_of[case.case_id])
-        table.insert(0, "dataset", dataset)
-        tables.append(table)
-        prepared = prep.prepare_case(case, dataset=dataset, **prep_options)
-        prep.save_prepared(ws, dataset, prepared)
-        record = prepared.record
-        rows.append({
-            "dataset": dataset, "case_id": case.case_id, "split": split_of[case.case_id], "subset": case.subset,
-            "site": case.meta.get("site"), "source": _relative_to(case.source, root),
-            "shape": "x".join(str(s) for s in case.spatial_shape),
-            "spacing": "x".join(f"{s:.4g}" for s in case.spacing),
-            "n_lesions": int(len(table)), "target_voxels": int(case.mask.sum()),
-            "ignore_voxels": int(case.ignore.sum()) if case.ignore is not None else 0,
-            "prepared_shape": "x".join(str(s) for s in prepared.image.shape),
-        })
-        facts.append(_case_facts(case, len(table)))
-    cases_df = pd.DataFrame(rows)
-    lesions_df = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
-    report = _report(dataset, facts)
+    _clear_prepared(ws, dataset)
+    prepared = _prepare_cases(ws, spec, found, splits_mod.split_of(splits), root=root, prep_options=prep_options,
+                              connectivity=connectivity, progress=progress)
     manifest = {
-        "dataset": dataset, "source": "synthetic" if is_synthetic else str(Path(root).resolve()),
-        "synthetic": is_synthetic, "generator": generator, "n_cases": len(found),
-        "options": {"loader": loader, "preprocessing": prep_options, "val_fraction": val_fraction,
+        "dataset": dataset, "source": "synthetic" if generator is not None else str(Path(root).resolve()),
+        "synthetic": generator is not None, "generator": generator, "n_cases": len(found),
+        "options": {"loader": loader.as_dict(), "preprocessing": prep_options, "val_fraction": val_fraction,
                     "test_fraction": test_fraction, "connectivity": connectivity, "seed": int(seed)},
         "root": str(Path(root).resolve()),
         "dataset_folder": str(dataset_folder(found, root)),  # root itself or the sub-folder the dataset is in
     }
-    results = ws.results(dataset)
-    splits_mod.save_splits(ws, dataset, splits)
-    io.write_csv(cases_df, results / "cases.csv")
-    io.write_csv(lesions_df, results / "lesions.csv")
+    summary = DatasetSummary(dataset, manifest, prepared.cases, prepared.lesions, splits,
+                             _report(dataset, prepared.facts))
+    _write_section(ws, summary, prepared.record)
+    return summary
+
+
+def _dataset_root(ws: Workspace, spec: datasets.Dataset, data_root, *, seed: int, synthetic: dict | None):
+    """The folder to read and the generator's parameters: a fresh stand-in in ``ws.data(dataset)`` for
+    ``"synthetic"`` (generator parameters recorded), else the user's folder (generator ``None``)."""
+    if isinstance(data_root, str) and data_root == "synthetic":
+        root = ws.data(spec.name)
+        if root.exists():
+            shutil.rmtree(root)
+        return root, spec.generate(root, seed=seed, **(synthetic or {}))
+    # a relative path is taken relative to the project root, as every path of the study
+    return check_root(resolve(data_root) if isinstance(data_root, (str, Path)) else data_root), None
+
+
+def _clear_prepared(ws: Workspace, dataset: str) -> None:
+    prepared_dir = ws.prepared(dataset)
+    if prepared_dir.exists():
+        for stale in prepared_dir.glob("*.npz"):
+            stale.unlink()
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    cases: pd.DataFrame
+    lesions: pd.DataFrame
+    facts: list
+    record: dict | None
+
+
+def _prepare_cases(ws: Workspace, spec: datasets.Dataset, found: list[CaseFiles], split_of: dict, *, root,
+                   prep_options: dict, connectivity, progress: bool) -> _Prepared:
+    """Read, enumerate the lesions of, prepare and save every case, one at a time."""
+    rows, tables, facts = [], [], []
+    record = None
+    for files in progress_bar(found, progress=progress, desc=f"prepare {spec.name}"):
+        case = read_case(files)
+        split = split_of[case.case_id]
+        table = lesion_table(case.mask, spacing=case.spacing, connectivity=connectivity)
+        table.insert(0, "case_id", case.case_id)
+        table.insert(0, "split", split)
+        table.insert(0, "dataset", spec.name)
+        tables.append(table)
+        prepared = prep.prepare_case(case, spec.recipe, **prep_options)
+        prep.save_prepared(ws, spec.name, prepared)
+        record = prepared.record
+        rows.append(_case_row(spec.name, case, split, root=root, n_lesions=len(table),
+                              prepared_shape=prepared.image.shape))
+        facts.append(_case_facts(case, len(table)))
+    lesions = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    return _Prepared(pd.DataFrame(rows), lesions, facts, record)
+
+
+def _case_row(dataset: str, case: Case, split: str, *, root, n_lesions: int, prepared_shape) -> dict:
+    """The case's row of ``cases.csv``."""
+    return {
+        "dataset": dataset, "case_id": case.case_id, "split": split, "subset": case.subset,
+        "site": case.meta.get("site"), "source": _relative_to(case.source, root),
+        "shape": "x".join(str(s) for s in case.spatial_shape),
+        "spacing": "x".join(f"{s:.4g}" for s in case.spacing),
+        "n_lesions": int(n_lesions), "target_voxels": int(case.mask.sum()),
+        "ignore_voxels": int(case.ignore.sum()) if case.ignore is not None else 0,
+        "prepared_shape": "x".join(str(s) for s in prepared_shape),
+    }
+
+
+def _write_section(ws: Workspace, summary: DatasetSummary, record: dict | None) -> None:
+    results = ws.results(summary.dataset)
+    splits_mod.save_splits(ws, summary.dataset, summary.splits)
+    io.write_csv(summary.cases, results / "cases.csv")
+    io.write_csv(summary.lesions, results / "lesions.csv")
     io.write_json(record, results / "preprocessing.json")
-    io.write_json(report, results / "data_report.json")
-    io.write_json(manifest, results / "data_manifest.json")
-    return DatasetSummary(dataset, manifest, cases_df, lesions_df, splits, report)
+    io.write_json(summary.report, results / "data_report.json")
+    io.write_json(summary.manifest, results / "data_manifest.json")
 
 
 def _relative_to(path, root) -> str:
@@ -845,10 +436,7 @@ def _relative_to(path, root) -> str:
 
 def load_summary(ws, dataset: str) -> DatasetSummary:
     """Read back what :func:`prepare_dataset` wrote (error naming the missing file if it has not run)."""
-    from . import io, splits as splits_mod
-    from .paths import Workspace
-
-    dataset = _check_dataset(dataset)
+    datasets.get(dataset)
     ws = ws if isinstance(ws, Workspace) else Workspace.at(ws)
     results = ws.results(dataset)
     for name in ("cases.csv", "lesions.csv"):
@@ -870,12 +458,28 @@ def check_dataset(ws, dataset: str, *, connectivity: int | None = None) -> pd.Da
 
     Returns one row per check: ``check, passed, detail``.
     """
-    from .lesions import label_lesions
-
     summary = load_summary(ws, dataset)
     options = summary.manifest["options"]
-    found = {f.case_id: f for f in find_cases(dataset, summary.manifest["root"], **options["loader"])}
-    rows = []
+    if connectivity is None:
+        connectivity = options.get("connectivity")
+    loader = datasets.loader_options(dataset, options["loader"])
+    found = {f.case_id: f for f in find_cases(dataset, summary.manifest["root"], loader)}
+    missing, mismatched, checked = _recount(summary, found, connectivity)
+    test_ids = set(summary.splits["test"])
+    test_missing = sorted(test_ids & set(missing))
+    return pd.DataFrame([
+        {"check": "every test case has a valid mask", "passed": not test_missing and bool(test_ids),
+         "detail": f"{len(test_ids)} test cases re-read" if not test_missing else f"missing: {test_missing}"},
+        {"check": "lesion counts reproduce from the saved masks", "passed": not mismatched and not missing,
+         "detail": f"{checked} cases re-counted" if not mismatched else "; ".join(mismatched[:5])},
+        {"check": "summary table has case and lesion counts",
+         "passed": bool(len(summary.cases)) and "n_lesions" in summary.cases,
+         "detail": f"{len(summary.cases)} cases, {int(summary.cases['n_lesions'].sum())} lesions"},
+    ])
+
+
+def _recount(summary: DatasetSummary, found: dict, connectivity) -> tuple[list, list, int]:
+    """Re-read every case of ``cases.csv`` and re-count its lesions: (missing ids, mismatch notes, n checked)."""
     counts_per_case = summary.lesions.groupby("case_id").size() if len(summary.lesions) else pd.Series(dtype=int)
     missing, mismatched, checked = [], [], 0
     for _, row in summary.cases.iterrows():
@@ -883,24 +487,12 @@ def check_dataset(ws, dataset: str, *, connectivity: int | None = None) -> pd.Da
         if case_id not in found:
             missing.append(case_id)
             continue
-        case = read_case(found[case_id])
-        n = label_lesions(case.mask, connectivity=connectivity if connectivity is not None
-                          else options.get("connectivity"))[1]
+        n = label_lesions(read_case(found[case_id]).mask, connectivity=connectivity)[1]
         checked += 1
         if n != int(row["n_lesions"]) or n != int(counts_per_case.get(case_id, 0)):
             mismatched.append(f"{case_id}: {n} re-counted, {int(row['n_lesions'])} in cases.csv, "
                               f"{int(counts_per_case.get(case_id, 0))} in lesions.csv")
-    test_ids = set(summary.splits["test"])
-    test_missing = sorted(test_ids & set(missing))
-    rows.append({"check": "every test case has a valid mask", "passed": not test_missing and bool(test_ids),
-                 "detail": f"{len(test_ids)} test cases re-read" if not test_missing
-                 else f"missing: {test_missing}"})
-    rows.append({"check": "lesion counts reproduce from the saved masks", "passed": not mismatched and not missing,
-                 "detail": f"{checked} cases re-counted" if not mismatched else "; ".join(mismatched[:5])})
-    rows.append({"check": "summary table has case and lesion counts",
-                 "passed": bool(len(summary.cases)) and "n_lesions" in summary.cases,
-                 "detail": f"{len(summary.cases)} cases, {int(summary.cases['n_lesions'].sum())} lesions"})
-    return pd.DataFrame(rows)
+    return missing, mismatched, checked
 
 
 # ----------------------------------------------------------------------------------------------- figures
@@ -908,8 +500,6 @@ def check_dataset(ws, dataset: str, *, connectivity: int | None = None) -> pd.Da
 def plot_lesion_sizes(lesions: pd.DataFrame, *, ax=None, split: str | None = "test"):
     """Histogram of lesion area fractions on a log axis, with the quartile edges (25th, 50th, 75th
     percentiles) as vertical lines and the paper's 1.5 % reference. Returns the axes."""
-    from .plots import get_axes
-
     fig, ax = get_axes(ax, figsize=(5.5, 3.2))
     data = lesions if split is None else lesions[lesions["split"] == split]
     values = np.asarray(data["area_fraction"], dtype=float) * 100
@@ -931,16 +521,13 @@ def plot_examples(ws, dataset: str, case_ids, *, axes=None):
     with the most lesion pixels. One axes per case; returns the axes."""
     plt = pyplot()  # matplotlib with the package style (helpers.plots)
     from matplotlib.colors import ListedColormap
-    from skimage.segmentation import find_boundaries
-
-    from .preprocessing import load_prepared
 
     case_ids = list(case_ids)
     if axes is None:
         _, axes = plt.subplots(1, len(case_ids), figsize=(3.0 * len(case_ids), 3.0), squeeze=False)
         axes = axes[0]
     for ax, case_id in zip(axes, case_ids):
-        prepared = load_prepared(ws, dataset, case_id)
+        prepared = prep.load_prepared(ws, dataset, case_id)
         k = int(np.argmax(prepared.mask.reshape(len(prepared.mask), -1).sum(axis=1)))
         if prepared.kind == "image":
             img = prepared.image[k].transpose(1, 2, 0)
@@ -963,7 +550,6 @@ def plot_small_lesions(summary: DatasetSummary, *, n: int = 8, margin: int = 6, 
     evenly across the Q1 size range (smallest to the Q1 edge). Returns the axes."""
     plt = pyplot()  # matplotlib with the package style (helpers.plots)
     from matplotlib.colors import ListedColormap
-    from skimage.segmentation import find_boundaries
 
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive integer, got {n!r}")
@@ -973,8 +559,8 @@ def plot_small_lesions(summary: DatasetSummary, *, n: int = 8, margin: int = 6, 
     q1 = test[test["area_fraction"] <= q1_upper_bound(test["area_fraction"])].sort_values(
         ["area_fraction", "case_id", "lesion_id"], kind="mergesort")
     picks = q1.iloc[np.unique(np.linspace(0, len(q1) - 1, min(n, len(q1))).round().astype(int))]
-    options = (summary.manifest.get("options") or {}).get("loader") or {}
-    files = {f.case_id: f for f in find_cases(summary.dataset, summary.manifest["root"], **options)}
+    options = datasets.loader_options(summary.dataset, (summary.manifest.get("options") or {}).get("loader"))
+    files = {f.case_id: f for f in find_cases(summary.dataset, summary.manifest["root"], options)}
     if axes is None:
         _, axes = plt.subplots(1, len(picks), figsize=(1.9 * len(picks), 2.2), squeeze=False)
         axes = axes[0]

@@ -4,7 +4,7 @@ Conventions
 -----------
 - Arrays are ``(z, y, x)`` for volumes and ``(y, x)`` for 2D images; spacing in mm per axis (the case's own),
   so distances (HD95, ASSD) and tolerances are in mm on the *original* grid of the case.
-- Reference: ``Case.mask`` from :func:`helpers.data.load_cases`; prediction:
+- Reference: ``Case.mask`` from :func:`helpers.data.load_split_cases`; prediction:
   :func:`helpers.predictions.read_prediction` (validated against the case's shape). ``Case.ignore`` (e.g. WMH
   label 2) is passed to every metric, which removes its voxels from both masks.
 - Image-level metrics: :func:`helpers.metrics.evaluate_case`; lesion-level:
@@ -118,7 +118,7 @@ def evaluate_case_tables(
 ) -> tuple[list[dict], pd.DataFrame]:
     """Per-case rows and the lesion table of one case and one model (quartiles not yet assigned).
 
-    ``case`` has ``case_id``, ``mask``, ``ignore`` and ``spacing`` (a :class:`helpers.data.Case`).
+    ``case`` has ``case_id``, ``mask``, ``ignore`` and ``spacing`` (a :class:`helpers.layouts.Case`).
     """
     spacing = tuple(float(s) for s in case.spacing) if case.spacing is not None else None
     ignore = getattr(case, "ignore", None)
@@ -299,30 +299,6 @@ def inference_record(ws, dataset: str) -> dict:
     return read_json(path) if path.exists() else {}
 
 
-def split_cases(ws: Workspace, dataset: str, *, split: str = "test") -> list:
-    """The cases of ``split`` of a dataset, read from where the data section put them.
-
-    The data root comes from ``results/<dataset>/data_manifest.json`` (``"source"``: ``"synthetic"`` means
-    ``ws.data(dataset)``, else the real data root); the case ids from ``results/<dataset>/splits.json``.
-    """
-    manifest_path = ws.results(dataset) / "data_manifest.json"
-    manifest = read_json(manifest_path)
-    source = manifest.get("source")
-    if not source:
-        raise ValueError(f"{manifest_path}: no 'source' entry")
-    root = ws.data(dataset) if source == "synthetic" else Path(manifest.get("root") or source)
-    options = (manifest.get("options") or {}).get("loader") or {}
-    splits = read_json(ws.results(dataset) / "splits.json")
-    if split not in splits:
-        raise ValueError(f"{ws.results(dataset) / 'splits.json'}: no split {split!r} (has {sorted(splits)})")
-    wanted = [str(c) for c in splits[split]]
-    by_id = {str(c.case_id): c for c in _data.load_cases(dataset, root, **options)}
-    absent = [c for c in wanted if c not in by_id]
-    if absent:
-        raise ValueError(f"{root}: cases of split {split!r} not found in the data: {absent[:5]}")
-    return [by_id[c] for c in wanted]
-
-
 def evaluate_predictions(
     ws: Workspace,
     dataset: str,
@@ -343,14 +319,15 @@ def evaluate_predictions(
 
     ``predictions_root`` defaults to ``ws.predictions(dataset)``; point it at any folder in the layout of
     :mod:`helpers.predictions` to evaluate your own predictions. ``cases`` defaults to the ``split`` cases of
-    :func:`split_cases`. Other parameters as :func:`evaluate_cases` (``tolerance=None`` / ``tolerances=None``:
-    one in-plane voxel / 1, 2, 3 voxels; the JSON states them in mm and in voxels).
+    :func:`helpers.data.load_split_cases` (only those cases are read). Other parameters as :func:`evaluate_cases`
+    (``tolerance=None`` / ``tolerances=None``: one in-plane voxel / 1, 2, 3 voxels; the JSON states them in mm and
+    in voxels).
     """
     if not isinstance(ws, Workspace):
         raise TypeError(f"ws must be a helpers.paths.Workspace, got {type(ws).__name__}")
     root = ws.predictions(dataset) if predictions_root is None else Path(predictions_root)
     if cases is None:
-        cases = split_cases(ws, dataset, split=split)
+        cases = _data.load_split_cases(ws, dataset, split=split)
     cases = list(cases)
     voxel_mm = in_plane_voxel_mm(cases) if cases else float("nan")
     tolerance, tolerances = resolve_tolerances(cases, tolerance, tolerances) if cases else (tolerance, tolerances)

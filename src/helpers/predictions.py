@@ -6,8 +6,8 @@ Layout
 ``<root>/<model>/<case_id>.nii.gz``
     Volumes: NIfTI, ``uint8`` with values 0/1, the source image's affine. NIfTI stores arrays as ``(x, y, z)``;
     this package's arrays are ``(z, y, x)`` (axial slice axis first), so writing transposes ``(z, y, x) -> (x, y,
-    z)`` and reading transposes back (``helpers.data.to_nifti_array`` / ``from_nifti_array`` when the data module
-    provides them, else ``numpy.transpose``, which is the same reversal of axes).
+    z)`` and reading transposes back (:func:`helpers.layouts.to_nifti_array` / ``from_nifti_array``, the one place
+    that convention lives).
 ``<root>/<model>/<case_id>.png`` (or ``.tif``)
     2D images (fundus): single-channel ``uint8`` with values 0/255 (0/1 is accepted on reading).
 ``<root>/<model>/probabilities/<case_id>.nii.gz`` / ``.tif``
@@ -30,11 +30,15 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import imageio.v3 as iio
+import nibabel as nib
 import numpy as np
 import pandas as pd
+import tifffile
 from scipy import ndimage
 
 from .io import atomic_write
+from .layouts import from_nifti_array, to_nifti_array
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii")
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")
@@ -42,20 +46,6 @@ SUFFIXES = VOLUME_SUFFIXES + IMAGE_SUFFIXES
 PROBABILITIES = "probabilities"
 
 
-def _to_nifti(array: np.ndarray) -> np.ndarray:
-    try:
-        from .data import to_nifti_array  # the data engineer's axis convention, when it exists
-    except ImportError:
-        return np.ascontiguousarray(np.transpose(array))
-    return to_nifti_array(array)
-
-
-def _from_nifti(array: np.ndarray) -> np.ndarray:
-    try:
-        from .data import from_nifti_array
-    except ImportError:
-        return np.ascontiguousarray(np.transpose(array))
-    return from_nifti_array(array)
 
 
 def _check_name(value, what: str) -> str:
@@ -162,37 +152,37 @@ def write_prediction(
             raise ValueError("prob must lie in [0, 1]")
     path = prediction_path(root, model, case_id, kind=kind, image_format=image_format)
     if kind == "volume":
-        import nibabel as nib
-
-        if affine is None:
-            affine = np.eye(4)
-        affine = np.asarray(affine, dtype=float)
-        if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
-            raise ValueError(f"affine must be a finite (4, 4) array, got shape {affine.shape}")
-
-        def _save(array, dtype, dest):
-            img = nib.Nifti1Image(_to_nifti(array.astype(dtype)), affine)
-            img.header.set_data_dtype(dtype)
-            atomic_write(dest, lambda p: nib.save(img, str(p)), suffix=".nii.gz")
-
-        _save(mask, np.uint8, path)
-        if prob is not None:
-            _save(prob, np.float32, path.parent / PROBABILITIES / path.name)
+        _write_volume(path, mask, prob, affine)
     else:
-        if image_format == "png":
-            import imageio.v3 as iio
-
-            atomic_write(path, lambda p: iio.imwrite(p, mask.astype(np.uint8) * 255, extension=".png"), suffix=".png")
-        else:
-            import tifffile
-
-            atomic_write(path, lambda p: tifffile.imwrite(p, mask.astype(np.uint8) * 255), suffix=".tif")
-        if prob is not None:
-            import tifffile
-
-            dest = path.parent / PROBABILITIES / f"{case_id}.tif"
-            atomic_write(dest, lambda p: tifffile.imwrite(p, prob), suffix=".tif")
+        _write_image(path, mask, prob, case_id, image_format)
     return path
+
+
+def _write_volume(path: Path, mask: np.ndarray, prob: np.ndarray | None, affine) -> None:
+    """The mask (uint8) and optional probabilities (float32) as NIfTI on ``affine`` (identity if None)."""
+    affine = np.asarray(np.eye(4) if affine is None else affine, dtype=float)
+    if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
+        raise ValueError(f"affine must be a finite (4, 4) array, got shape {affine.shape}")
+
+    def _save(array, dtype, dest):
+        img = nib.Nifti1Image(to_nifti_array(array.astype(dtype)), affine)
+        img.header.set_data_dtype(dtype)
+        atomic_write(dest, lambda p: nib.save(img, str(p)), suffix=".nii.gz")
+
+    _save(mask, np.uint8, path)
+    if prob is not None:
+        _save(prob, np.float32, path.parent / PROBABILITIES / path.name)
+
+
+def _write_image(path: Path, mask: np.ndarray, prob: np.ndarray | None, case_id: str, image_format: str) -> None:
+    """The mask as 0/255 PNG or TIFF, optional probabilities as float32 TIFF."""
+    if image_format == "png":
+        atomic_write(path, lambda p: iio.imwrite(p, mask.astype(np.uint8) * 255, extension=".png"), suffix=".png")
+    else:
+        atomic_write(path, lambda p: tifffile.imwrite(p, mask.astype(np.uint8) * 255), suffix=".tif")
+    if prob is not None:
+        dest = path.parent / PROBABILITIES / f"{case_id}.tif"
+        atomic_write(dest, lambda p: tifffile.imwrite(p, prob), suffix=".tif")
 
 
 def _prediction_files(folder: Path) -> dict[str, list[Path]]:
@@ -242,21 +232,15 @@ def _load(path: Path) -> np.ndarray:
     name = path.name.lower()
     try:
         if name.endswith(VOLUME_SUFFIXES):
-            import nibabel as nib
-
             array = np.asarray(nib.load(str(path)).dataobj)
             if array.ndim == 4 and array.shape[3] == 1:
                 array = array[..., 0]
             if array.ndim != 3:
                 raise ValueError(f"{path}: expected a 3D volume, got shape {array.shape}")
-            return _from_nifti(array)
+            return from_nifti_array(array)
         if name.endswith(".png"):
-            import imageio.v3 as iio
-
             array = np.asarray(iio.imread(path))
         else:
-            import tifffile
-
             array = np.asarray(tifffile.imread(path))
     except ValueError as err:
         if str(path) in str(err):
@@ -279,7 +263,7 @@ def read_prediction(root, model: str, case, *, shape: tuple[int, ...] | None = N
     model : str
         The model folder.
     case : str or Case-like
-        A case id, or an object with ``case_id`` and ``mask`` (``helpers.data.Case``); then the prediction's
+        A case id, or an object with ``case_id`` and ``mask`` (``helpers.layouts.Case``); then the prediction's
         shape is checked against ``case.mask.shape``.
     shape : tuple of int, optional
         The expected shape when ``case`` is a plain id.
@@ -400,7 +384,7 @@ def match_predictions(cases, folder, *, mapping: dict[str, str] | None = None) -
     """Tie the prediction files of ``folder`` to ``cases``.
 
     ``cases``: objects with ``case_id`` and, optionally, ``images`` and ``labels``
-    (:class:`helpers.data.CaseFiles`) or ``source`` (:class:`helpers.data.Case`). A file is tied to a case by,
+    (:class:`helpers.layouts.CaseFiles`) or ``source`` (:class:`helpers.layouts.Case`). A file is tied to a case by,
     in this order (:data:`MATCH_RULES`): the ``mapping`` (case id -> file name); its name being the case id; its
     name being the name of one of the case's own files (image or reference, e.g. LiTS ``segmentation-3``) when no
     other case has a file of that name; nnU-Net's ``<prefix>_<NNNN>`` when ``NNNN`` equals the trailing number of
@@ -411,33 +395,62 @@ def match_predictions(cases, folder, *, mapping: dict[str, str] | None = None) -
     folder = Path(folder)
     cases = list(cases)
     ids = [str(c.case_id) for c in cases]
+    ties = _Ties(folder, _prediction_names(folder))
+    if mapping:
+        _tie_by_mapping(ties, mapping, ids)
+    by_stem = {_stem(n): n for n in ties.files if n not in ties.taken}
+    for case_id in ids:
+        if case_id not in ties.matched and case_id in by_stem:
+            ties.tie(case_id, by_stem.pop(case_id), "case id")
+    own = _own_stems(cases)
+    for stem, owners in own.items():
+        if len(owners) == 1 and owners[0] not in ties.matched and stem in by_stem:
+            ties.tie(owners[0], by_stem.pop(stem), "reference name")
+    by_number = _ids_by_trailing_number(ids)
+    _tie_by_nnunet_number(ties, by_stem, by_number)
+    unmatched = {ties.files[name]: _unmatched_reason(name, ties.matched, own, by_number) for name in by_stem.values()}
+    missing = tuple(c for c in ids if c not in ties.matched)
+    return Matching(folder, ties.matched, unmatched, missing)
+
+
+def _prediction_names(folder: Path) -> dict[str, Path]:
+    """The prediction files directly in ``folder`` by name (hidden files and unknown suffixes left out)."""
     files = {}
     if folder.is_dir():
         for path in sorted(folder.iterdir()):
             if path.is_file() and not path.name.startswith(".") and _stem(path.name) is not None:
                 files[path.name] = path
-    matched: dict[str, tuple[Path, str]] = {}
-    taken: set[str] = set()
+    return files
 
-    def tie(case_id: str, name: str, rule: str) -> None:
-        if case_id in matched:
-            raise ValueError(f"{folder}: several predictions for case {case_id!r}: {matched[case_id][0].name} "
-                             f"({matched[case_id][1]}) and {name} ({rule})")
-        matched[case_id] = (files[name], rule)
-        taken.add(name)
 
-    if mapping:
-        unknown = sorted(set(mapping) - set(ids))
-        if unknown:
-            raise ValueError(f"mapping: case ids not in the dataset: {unknown[:5]}")
-        for case_id, name in mapping.items():
-            if name not in files:
-                raise FileNotFoundError(f"mapping: file {name!r} for case {case_id!r} not found in {folder}")
-            tie(case_id, name, "mapping")
-    by_stem = {_stem(n): n for n in files if n not in taken}
-    for case_id in ids:
-        if case_id not in matched and case_id in by_stem:
-            tie(case_id, by_stem.pop(case_id), "case id")
+class _Ties:
+    """The ties made so far: case id -> (file, rule), and the file names taken."""
+
+    def __init__(self, folder: Path, files: dict[str, Path]):
+        self.folder, self.files = folder, files
+        self.matched: dict[str, tuple[Path, str]] = {}
+        self.taken: set[str] = set()
+
+    def tie(self, case_id: str, name: str, rule: str) -> None:
+        if case_id in self.matched:
+            raise ValueError(f"{self.folder}: several predictions for case {case_id!r}: "
+                             f"{self.matched[case_id][0].name} ({self.matched[case_id][1]}) and {name} ({rule})")
+        self.matched[case_id] = (self.files[name], rule)
+        self.taken.add(name)
+
+
+def _tie_by_mapping(ties: _Ties, mapping: dict[str, str], ids: list[str]) -> None:
+    unknown = sorted(set(mapping) - set(ids))
+    if unknown:
+        raise ValueError(f"mapping: case ids not in the dataset: {unknown[:5]}")
+    for case_id, name in mapping.items():
+        if name not in ties.files:
+            raise FileNotFoundError(f"mapping: file {name!r} for case {case_id!r} not found in {ties.folder}")
+        ties.tie(case_id, name, "mapping")
+
+
+def _own_stems(cases) -> dict[str, list[str]]:
+    """Stem of each of the cases' own files (images, references, source) -> the case ids having it."""
     own: dict[str, list[str]] = {}
     for case in cases:
         names = [*getattr(case, "images", ()), *(getattr(case, "labels", {}) or {}).values()]
@@ -445,41 +458,44 @@ def match_predictions(cases, folder, *, mapping: dict[str, str] | None = None) -
             names.append(case.source)
         for stem in set(_file_stems(names)):
             own.setdefault(stem, []).append(str(case.case_id))
-    for stem, owners in own.items():
-        if len(owners) == 1 and owners[0] not in matched and stem in by_stem:
-            tie(owners[0], by_stem.pop(stem), "reference name")
+    return own
+
+
+def _ids_by_trailing_number(ids: list[str]) -> dict[int, list[str]]:
     by_number: dict[int, list[str]] = {}
     for case_id in ids:
         trailing = _TRAILING_NUMBER.search(case_id)
         if trailing:
             by_number.setdefault(int(trailing.group(1)), []).append(case_id)
+    return by_number
+
+
+def _tie_by_nnunet_number(ties: _Ties, by_stem: dict[str, str], by_number: dict[int, list[str]]) -> None:
+    """nnU-Net's ``<prefix>_<NNNN>``, used only when all such files share one prefix."""
     numbered = {stem: _NNUNET.match(stem) for stem in by_stem}
     numbered = {stem: m for stem, m in numbered.items() if m}
     if numbered and len({m["prefix"] for m in numbered.values()}) == 1:
         for stem, m in sorted(numbered.items()):
             owners = by_number.get(int(m["number"]), [])
-            if len(owners) == 1 and owners[0] not in matched:
-                tie(owners[0], by_stem.pop(stem), "nnU-Net number")
-    unmatched = {}
-    for name in by_stem.values():
-        m = _NNUNET.match(_stem(name))
-        owners = by_number.get(int(m["number"]), []) if m else []
-        stem = _stem(name)
-        claimed = [c for c in ([stem] + own.get(stem, [])[:1] + owners[:1]) if c in matched]
-        if claimed:
-            reason = f"case {claimed[0]!r} has {matched[claimed[0]][0].name} already"
-        elif len(owners) > 1:
-            reason = f"number {int(m['number'])} ends several case ids: {owners[:3]}"
-        elif owners and owners[0] in matched:
-            reason = f"case {owners[0]!r} has {matched[owners[0]][0].name} already"
-        elif owners:
-            reason = "nnU-Net-style names with different prefixes in one folder: numbers not used"
-        else:
-            reason = "no case of this name or number"
-        unmatched[files[name]] = reason
-    missing = tuple(c for c in ids if c not in matched)
-    return Matching(folder, matched, unmatched, missing)
+            if len(owners) == 1 and owners[0] not in ties.matched:
+                ties.tie(owners[0], by_stem.pop(stem), "nnU-Net number")
 
+
+def _unmatched_reason(name: str, matched: dict, own: dict, by_number: dict) -> str:
+    """Why the file ``name`` is tied to no case."""
+    stem = _stem(name)
+    m = _NNUNET.match(stem)
+    owners = by_number.get(int(m["number"]), []) if m else []
+    claimed = [c for c in ([stem] + own.get(stem, [])[:1] + owners[:1]) if c in matched]
+    if claimed:
+        return f"case {claimed[0]!r} has {matched[claimed[0]][0].name} already"
+    if len(owners) > 1:
+        return f"number {int(m['number'])} ends several case ids: {owners[:3]}"
+    if owners and owners[0] in matched:
+        return f"case {owners[0]!r} has {matched[owners[0]][0].name} already"
+    if owners:
+        return "nnU-Net-style names with different prefixes in one folder: numbers not used"
+    return "no case of this name or number"
 
 __all__ = [
     "Matching",

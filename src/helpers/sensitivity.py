@@ -17,7 +17,8 @@ import pandas as pd
 from . import analysis as _analysis
 from . import predictions as _predictions
 from .evaluation import (EDGES_FILE, evaluate_case_tables, evaluate_cases, extra_seed_roots, lesion_rows,
-                         read_tables, reference_quartile_edges, resolve_tolerances, split_cases)
+                         read_tables, reference_quartile_edges, resolve_tolerances)
+from .data import load_split_cases
 from .io import read_json
 from .lesions import assign_quartiles
 from .paths import Workspace
@@ -104,7 +105,7 @@ def seed_aggregates(ws: Workspace, dataset: str, *, main_seed: int = 0, predicti
     if extra:
         info = read_json(ws.results(dataset) / EDGES_FILE)
         edges = np.array([info["edges"][k] for k in ("q1_upper", "q2_upper", "q3_upper")], dtype=float)
-        cases = split_cases(ws, dataset, split=split) if cases is None else list(cases)
+        cases = load_split_cases(ws, dataset, split=split) if cases is None else list(cases)
         tol = info.get("tolerance_mm") if tolerance is None else tolerance
         for k, seed_root in extra.items():
             pc, pl, _ = evaluate_cases(cases, seed_root, dataset=dataset, tolerance=tol, min_overlap=min_overlap,

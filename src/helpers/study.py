@@ -34,14 +34,10 @@ from . import io as _io
 from . import predictions as _predictions
 from . import splits as _splits
 from .context import GLOBAL
-from .data import DATASETS
+from .datasets import DATASETS
+from .datasets import get as dataset_entry
 from .paths import Workspace, project_root, relative, resolve
 
-DATASET_TITLES = {
-    "wmh": "WMH: white matter hyperintensities (brain MRI)",
-    "lits": "LiTS: liver tumours (abdominal CT)",
-    "idrid": "IDRiD: retinal lesions (fundus photographs)",
-}
 #: Parameters the runner itself passes to every notebook; each section notebook must declare them.
 RUNNER_PARAMETERS = ("dataset", "profile", "workspace", "seed")
 
@@ -924,7 +920,7 @@ def toc(profile: dict, ws: Workspace) -> dict:
         chapters = [entry(dataset, s, f"{dataset.upper()}: {s.title.lower()}") for s in DATASET_SECTIONS]
         chapters = [c for c in chapters if c]
         if chapters:
-            parts.append({"caption": DATASET_TITLES[dataset], "chapters": chapters})
+            parts.append({"caption": dataset_entry(dataset).caption, "chapters": chapters})
     for part, caption in (("across", "Across datasets"), ("small", "The second study: tiny datasets")):
         chapters = [entry(s.dataset, s, s.title) for s in STUDY_SECTIONS if s.part == part and s.name in study]
         chapters = [c for c in chapters if c]

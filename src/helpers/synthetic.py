@@ -1,7 +1,7 @@
 """Synthetic stand-ins for the three datasets, written in exactly the real on-disk layouts.
 
 The stand-ins exist so that the whole study runs (and is tested) without the real data, and so that the real
-loaders in :mod:`helpers.data` are what reads them: every file is written at the path, with the name, format
+loaders in :mod:`helpers.layouts` are what reads them: every file is written at the path, with the name, format
 and label values of the published dataset (see ``DATASETS.md``). They are *not* the real data and nothing
 measured on them is a result of the paper.
 
@@ -32,7 +32,8 @@ quartile is genuinely small (well under 1.5 % of the image area). Everything is 
 deterministic for a given Pillow version).
 
 Conventions: arrays ``(z, y, x)``, spacing in mm per numpy axis; NIfTI files store ``(x, y, z)`` (see
-:func:`helpers.data.to_nifti_array`). Generators return a dict of their parameters (for the data manifest).
+:func:`helpers.layouts.to_nifti_array`). Generators return a dict of their parameters (for the data manifest).
+Each dataset's generator is named in its registry entry (:mod:`helpers.datasets`).
 """
 
 from __future__ import annotations
@@ -43,8 +44,16 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
+import imageio.v3 as iio
+import nibabel as nib
 import numpy as np
+import tifffile
 from scipy import ndimage
+from skimage import data as skimage_data
+from skimage.transform import resize, rotate
+
+# the real layout's mask folder names, shared with the loader so that writer and reader cannot drift apart
+from .layouts import IDRID_FOLDERS
 
 WMH_SITES = ("Utrecht", "Singapore", "Amsterdam")
 #: First subject id per site in the challenge's numbering (training ids; test ids continue after them).
@@ -65,9 +74,6 @@ LITS_CONTRAST_HU = (55.0, 85.0)
 LITS_NOISE_HU = 10.0
 #: IDRiD: the smallest lesion radius as a share of the fundus diameter (1.6 px at 340 px high).
 IDRID_MIN_RADIUS = 0.0045
-
-# the real layout's mask folder names, shared with the loader so that writer and reader cannot drift apart
-from .data import IDRID_FOLDERS  # noqa: E402
 
 
 # ----------------------------------------------------------------------------------------------- shared
@@ -213,8 +219,6 @@ def _overdispersed_count(rng, mean: float) -> int:
 
 def _save_nifti(path: Path, zyx: np.ndarray, spacing, *, dtype, origin_mm=(0.0, 0.0, 0.0)) -> None:
     """Write a ``(z, y, x)`` array as NIfTI (stored ``(x, y, z)``) with a diagonal affine."""
-    import nibabel as nib
-
     sz, sy, sx = spacing
     affine = np.diag([sx, sy, sz, 1.0])
     affine[:3, 3] = origin_mm
@@ -236,6 +240,19 @@ def _save_nifti(path: Path, zyx: np.ndarray, spacing, *, dtype, origin_mm=(0.0, 
 def _wmh_subject(rng: np.random.Generator, shape, spacing, site: str, *, lesions_per_case: float,
                  p_other_pathology: float):
     """One synthetic WMH subject: FLAIR, T1 ``(z, y, x)`` float32 and the label map (uint8 0/1/2)."""
+    tissues, atrophy = _wmh_tissues(rng, shape, spacing)
+    wmh, other = _wmh_lesions(rng, tissues, spacing, lesions_per_case=lesions_per_case * atrophy,
+                              p_other_pathology=p_other_pathology)
+    flair, t1 = _wmh_images(rng, tissues, wmh, other, spacing, site)
+    label = np.zeros(shape, dtype=np.uint8)
+    label[wmh] = 1
+    label[other & ~wmh] = 2
+    return flair, t1, label
+
+
+def _wmh_tissues(rng: np.random.Generator, shape, spacing) -> tuple[dict, float]:
+    """The head's tissue masks (scalp, skull, grey matter, white matter, sulci, ventricles) and the atrophy
+    factor (ventricle size, which goes with lesion load)."""
     gz, gy, gx = _grid_mm(shape, spacing)
     smooth = [max(0.5, 12.0 / s) for s in spacing]  # ~12 mm correlation length
     size = rng.uniform(0.9, 1.08)
@@ -262,10 +279,16 @@ def _wmh_subject(rng: np.random.Generator, shape, spacing, site: str, *, lesions
         vent |= vq < 1
     vent &= brain
     wm = brain & ~gm & ~sulci & ~vent
-    # lesions: periventricular (weighted towards the ventricle surface) and deep white matter
+    return {"scalp": scalp, "skull": skull, "gm": gm, "wm": wm, "sulci": sulci, "vent": vent}, atrophy
+
+
+def _wmh_lesions(rng: np.random.Generator, tissues: dict, spacing, *, lesions_per_case: float,
+                 p_other_pathology: float) -> tuple[np.ndarray, np.ndarray]:
+    """WMH (periventricular, weighted towards the ventricle surface, and deep) and the "other pathology"."""
+    wm, vent = tissues["wm"], tissues["vent"]
     dist_vent = ndimage.distance_transform_edt(~vent, sampling=spacing)
     weight = np.exp(-dist_vent / 8.0) * 3.0 + 0.3
-    n = max(1, _overdispersed_count(rng, lesions_per_case * atrophy))
+    n = max(1, _overdispersed_count(rng, lesions_per_case))
     radii = _lognormal_radii(rng, n, median_mm=WMH_RADIUS_MM[1], sigma=0.5, low_mm=WMH_RADIUS_MM[0],
                              high_mm=WMH_RADIUS_MM[2])
     n_large = int(rng.integers(0, 3))
@@ -273,15 +296,21 @@ def _wmh_subject(rng: np.random.Generator, shape, spacing, site: str, *, lesions
     # centres at least 3 mm inside the white matter, so that a small lesion is not cut to a sliver by its edge
     core = ndimage.binary_erosion(wm, np.ones((1, 3, 3), bool), iterations=max(1, int(round(3.0 / min(spacing[1:])))))
     wmh = _place_lesions(rng, wm, radii, spacing, irregularity=0.5, weights=weight * core if core.any() else weight)
-    other = np.zeros(shape, dtype=bool)
+    other = np.zeros(wm.shape, dtype=bool)
     if rng.random() < p_other_pathology:
         other = _place_lesions(rng, wm & ~wmh, rng.uniform(2.5, 6.0, 1), spacing, irregularity=0.3)
+    return wmh, other
+
+
+def _wmh_images(rng: np.random.Generator, tissues: dict, wmh, other, spacing, site: str):
+    """FLAIR and T1 from the tissues and lesions, with blur, bias field, site scale and Rician noise."""
+    shape = wmh.shape
     flair = np.full(shape, 0.02)
     t1 = np.full(shape, 0.02)
-    for region, f, t in ((scalp, 0.85, 1.15), (skull, 0.08, 0.1), (gm, 1.25, 0.68), (wm, 1.0, 1.0),
-                         (sulci, 0.22, 0.3), (vent, 0.18, 0.25)):
-        flair[region] = f
-        t1[region] = t
+    for name, f, t in (("scalp", 0.85, 1.15), ("skull", 0.08, 0.1), ("gm", 1.25, 0.68), ("wm", 1.0, 1.0),
+                       ("sulci", 0.22, 0.3), ("vent", 0.18, 0.25)):
+        flair[tissues[name]] = f
+        t1[tissues[name]] = t
     contrast = rng.uniform(0.35, 0.6)  # lesions brighter than cortex (1.25), yet well under 2x white matter
     lesion_blur = ndimage.gaussian_filter(wmh.astype(float), [0.4, 0.7, 0.7])
     flair += contrast * lesion_blur
@@ -296,10 +325,7 @@ def _wmh_subject(rng: np.random.Generator, shape, spacing, site: str, *, lesions
         n1, n2 = rng.normal(0, noise, (2, *shape))
         img = np.sqrt((img + n1) ** 2 + n2**2)  # Rician magnitude noise
         images.append((img * 400.0 * scale).astype(np.float32))
-    label = np.zeros(shape, dtype=np.uint8)
-    label[wmh] = 1
-    label[other & ~wmh] = 2
-    return images[0], images[1], label
+    return images[0], images[1]
 
 
 def write_wmh(
@@ -393,7 +419,26 @@ def write_wmh(
 
 def _lits_volume(rng: np.random.Generator, shape, spacing, *, tumours_per_volume, has_tumour: bool):
     """One synthetic abdominal CT: HU volume int16 ``(z, y, x)`` and labels uint8 (0/1/2)."""
-    gz, gy, gx = _grid_mm(shape, spacing)
+    grids = _grid_mm(shape, spacing)
+    hu, inside, size = _abdomen(rng, grids, shape, spacing)
+    liver = _liver(rng, hu, grids, inside, size, spacing)
+    tumour = np.zeros(shape, dtype=bool)
+    if has_tumour:
+        tumour = _tumours(rng, hu, liver, spacing, tumours_per_volume)
+    gy, gx = grids[1], grids[2]
+    hu = ndimage.gaussian_filter(hu, [0.4, 0.6, 0.6]) + rng.normal(0, LITS_NOISE_HU, shape)
+    fov = (gy**2 + gx**2) < (0.5 * min(shape[1] * spacing[1], shape[2] * spacing[2])) ** 2
+    hu = np.where(np.broadcast_to(fov, shape), hu, -2048.0)
+    label = np.zeros(shape, dtype=np.uint8)
+    label[liver | tumour] = 1
+    label[tumour] = 2
+    return np.round(hu).astype(np.int16), label
+
+
+def _abdomen(rng: np.random.Generator, grids, shape, spacing) -> tuple[np.ndarray, np.ndarray, float]:
+    """Body with fat, muscle wall, viscera, bowel gas, spine, aorta and kidneys in HU; the body inside its fat and
+    muscle wall (where the liver may lie), and the body size factor."""
+    gz, gy, gx = grids
     smooth = [max(0.5, 15.0 / s) for s in spacing]
     wobble = _smooth_noise(rng, shape, smooth)
     size = rng.uniform(0.9, 1.1)
@@ -418,33 +463,37 @@ def _lits_volume(rng: np.random.Generator, shape, spacing, *, tumours_per_volume
     for side in (-1, 1):
         kq = _ellipsoid_q((gz, gy, gx), (rng.uniform(-20, 20), 60 * size, side * 70 * size), (45, 28, 22))
         hu[(kq < 1) & body] = 150.0
-    # liver: patient's right (image left), anterior-lateral, irregular outline, with brighter vessels
+    return hu, body & ~fat & ~muscle, size
+
+
+def _liver(rng: np.random.Generator, hu: np.ndarray, grids, inside: np.ndarray, size: float, spacing) -> np.ndarray:
+    """The liver (written into ``hu``, with brighter vessels): patient's right (image left), anterior-lateral,
+    irregular outline."""
+    gz, gy, gx = grids
+    shape = hu.shape
     lz = rng.uniform(-15, 15)
     liver_q = _ellipsoid_q((gz, gy, gx), (lz, -8 * size, -58 * size), (90, 78 * size, 66 * size))
     liver_q = liver_q * (1 + 0.12 * _smooth_noise(rng, shape, [max(0.5, 20.0 / s) for s in spacing]))
-    liver = (liver_q < 1) & body & ~fat & ~muscle
+    liver = (liver_q < 1) & inside
     liver_hu = rng.uniform(95, 115)
     hu[liver] = liver_hu
     vessels = liver & (np.abs(_smooth_noise(rng, shape, [max(0.5, 5.0 / s) for s in spacing])) < 0.06)
     hu[vessels] = liver_hu + 45
-    tumour = np.zeros(shape, dtype=bool)
-    if has_tumour:
-        n = int(rng.integers(tumours_per_volume[0], tumours_per_volume[1] + 1))
-        radii = _lognormal_radii(rng, n, median_mm=LITS_RADIUS_MM[1], sigma=0.5, low_mm=LITS_RADIUS_MM[0],
-                                 high_mm=LITS_RADIUS_MM[2])
-        # centres at least 5 mm inside the liver, so that a small tumour is not cut away by the liver outline
-        core = ndimage.binary_erosion(liver, iterations=max(1, int(round(5.0 / min(spacing[1:])))))
-        tumour = _place_lesions(rng, liver, radii, spacing, irregularity=0.35,
-                                weights=core.astype(float) if core.any() else None)
-        lesion_blur = ndimage.gaussian_filter(tumour.astype(float), [0.4, 0.7, 0.7])  # partial-volume margin
-        hu -= rng.uniform(*LITS_CONTRAST_HU) * lesion_blur  # hypodense, several times the noise
-    hu = ndimage.gaussian_filter(hu, [0.4, 0.6, 0.6]) + rng.normal(0, LITS_NOISE_HU, shape)
-    fov = (gy**2 + gx**2) < (0.5 * min(shape[1] * spacing[1], shape[2] * spacing[2])) ** 2
-    hu = np.where(np.broadcast_to(fov, shape), hu, -2048.0)
-    label = np.zeros(shape, dtype=np.uint8)
-    label[liver | tumour] = 1
-    label[tumour] = 2
-    return np.round(hu).astype(np.int16), label
+    return liver
+
+
+def _tumours(rng: np.random.Generator, hu: np.ndarray, liver: np.ndarray, spacing, tumours_per_volume) -> np.ndarray:
+    """Hypodense tumours inside the liver (subtracted from ``hu`` with a partial-volume margin)."""
+    n = int(rng.integers(tumours_per_volume[0], tumours_per_volume[1] + 1))
+    radii = _lognormal_radii(rng, n, median_mm=LITS_RADIUS_MM[1], sigma=0.5, low_mm=LITS_RADIUS_MM[0],
+                             high_mm=LITS_RADIUS_MM[2])
+    # centres at least 5 mm inside the liver, so that a small tumour is not cut away by the liver outline
+    core = ndimage.binary_erosion(liver, iterations=max(1, int(round(5.0 / min(spacing[1:])))))
+    tumour = _place_lesions(rng, liver, radii, spacing, irregularity=0.35,
+                            weights=core.astype(float) if core.any() else None)
+    lesion_blur = ndimage.gaussian_filter(tumour.astype(float), [0.4, 0.7, 0.7])  # partial-volume margin
+    hu -= rng.uniform(*LITS_CONTRAST_HU) * lesion_blur  # hypodense, several times the noise
+    return tumour
 
 
 def write_lits(
@@ -497,11 +546,7 @@ def write_lits(
     if layout not in ("batches", "msd"):
         raise ValueError(f"layout must be 'batches' or 'msd', got {layout!r}")
     root = Path(root)
-    counts = tuple(tumours_per_volume) if isinstance(tumours_per_volume, (tuple, list)) else ()
-    if len(counts) != 2 or not all(isinstance(k, (int, np.integer)) and not isinstance(k, bool) for k in counts) \
-            or not 1 <= counts[0] <= counts[1]:
-        raise ValueError(f"tumours_per_volume must be two integers 1 <= low <= high, got {tumours_per_volume!r}")
-    counts = (int(counts[0]), int(counts[1]))
+    counts = _check_tumour_counts(tumours_per_volume)
     if not (0 <= p_no_tumour < 1):
         raise ValueError(f"p_no_tumour must be in [0, 1), got {p_no_tumour!r}")
     rng = np.random.default_rng(seed)
@@ -515,26 +560,45 @@ def write_lits(
         has_tumour = i not in empty
         hu, label = _lits_volume(sub_rng, shape, spacing, tumours_per_volume=counts, has_tumour=has_tumour)
         origin = (shape[2] * spacing[2] / 2, shape[1] * spacing[1] / 2, -shape[0] * spacing[0] * i)
-        if layout == "batches":
-            folder = root / ("Training Batch 1" if i < 28 else "Training Batch 2")
-            _save_nifti(folder / f"volume-{i}.nii", hu, spacing, dtype=np.int16, origin_mm=origin)
-            _save_nifti(folder / f"segmentation-{i}.nii", label, spacing, dtype=np.uint8, origin_mm=origin)
-        else:
-            task = root / "Task03_Liver"
-            _save_nifti(task / "imagesTr" / f"liver_{i}.nii.gz", hu, spacing, dtype=np.int16, origin_mm=origin)
-            _save_nifti(task / "labelsTr" / f"liver_{i}.nii.gz", label, spacing, dtype=np.uint8, origin_mm=origin)
-            training.append({"image": f"./imagesTr/liver_{i}.nii.gz", "label": f"./labelsTr/liver_{i}.nii.gz"})
+        entry = _save_lits_volume(root, layout, i, hu, label, spacing, origin)
+        if entry is not None:
+            training.append(entry)
     if layout == "msd":
-        description = {
-            "name": "Liver", "description": "Liver and tumour segmentation (synthetic stand-in)",
-            "modality": {"0": "CT"}, "labels": {"0": "background", "1": "liver", "2": "cancer"},
-            "numTraining": n_volumes, "numTest": 0, "training": training, "test": [],
-        }
-        (root / "Task03_Liver").mkdir(parents=True, exist_ok=True)
-        (root / "Task03_Liver" / "dataset.json").write_text(json.dumps(description, indent=4), encoding="utf-8")
+        _write_msd_description(root / "Task03_Liver", training)
     return {"dataset": "lits", "seed": int(seed), "n_volumes": n_volumes, "shape": list(shape),
             "spacing": list(spacing), "layout": layout, "tumours_per_volume": list(counts),
             "p_no_tumour": float(p_no_tumour)}
+
+
+def _check_tumour_counts(tumours_per_volume) -> tuple[int, int]:
+    counts = tuple(tumours_per_volume) if isinstance(tumours_per_volume, (tuple, list)) else ()
+    if len(counts) != 2 or not all(isinstance(k, (int, np.integer)) and not isinstance(k, bool) for k in counts) \
+            or not 1 <= counts[0] <= counts[1]:
+        raise ValueError(f"tumours_per_volume must be two integers 1 <= low <= high, got {tumours_per_volume!r}")
+    return int(counts[0]), int(counts[1])
+
+
+def _save_lits_volume(root: Path, layout: str, i: int, hu, label, spacing, origin) -> dict | None:
+    """Volume ``i`` and its segmentation in the chosen layout; for MSD the ``dataset.json`` training entry."""
+    if layout == "batches":
+        folder = root / ("Training Batch 1" if i < 28 else "Training Batch 2")
+        _save_nifti(folder / f"volume-{i}.nii", hu, spacing, dtype=np.int16, origin_mm=origin)
+        _save_nifti(folder / f"segmentation-{i}.nii", label, spacing, dtype=np.uint8, origin_mm=origin)
+        return None
+    task = root / "Task03_Liver"
+    _save_nifti(task / "imagesTr" / f"liver_{i}.nii.gz", hu, spacing, dtype=np.int16, origin_mm=origin)
+    _save_nifti(task / "labelsTr" / f"liver_{i}.nii.gz", label, spacing, dtype=np.uint8, origin_mm=origin)
+    return {"image": f"./imagesTr/liver_{i}.nii.gz", "label": f"./labelsTr/liver_{i}.nii.gz"}
+
+
+def _write_msd_description(task: Path, training: list[dict]) -> None:
+    description = {
+        "name": "Liver", "description": "Liver and tumour segmentation (synthetic stand-in)",
+        "modality": {"0": "CT"}, "labels": {"0": "background", "1": "liver", "2": "cancer"},
+        "numTraining": len(training), "numTest": 0, "training": training, "test": [],
+    }
+    task.mkdir(parents=True, exist_ok=True)
+    (task / "dataset.json").write_text(json.dumps(description, indent=4), encoding="utf-8")
 
 
 # ----------------------------------------------------------------------------------------------- IDRiD
@@ -544,9 +608,7 @@ def _retina_background() -> tuple[np.ndarray, tuple[float, float], float]:
     """The scikit-image fundus photograph as float RGB in [0, 255], its optic-disc centre (row, col) and
     radius in its own pixels. The disc is located as the brightest spot after heavy smoothing; its radius
     (90 px of 1411) was measured on the photograph."""
-    from skimage import data
-
-    img = data.retina().astype(np.float32)
+    img = skimage_data.retina().astype(np.float32)
     smooth = ndimage.gaussian_filter(img.mean(axis=-1), 20)
     center = np.unravel_index(int(np.argmax(smooth)), smooth.shape)
     return img, (float(center[0]), float(center[1])), 90.0
@@ -556,8 +618,6 @@ def _retina_background() -> tuple[np.ndarray, tuple[float, float], float]:
 def _retina_for_height(height: int) -> tuple[np.ndarray, tuple[float, float], float]:
     """The fundus photograph shrunk once (anti-aliased) to about the size a frame of ``height`` needs, with its
     optic-disc centre and radius rescaled; per-image resizing then starts from this smaller copy."""
-    from skimage.transform import resize
-
     base, (od_r, od_c), od_rad = _retina_background()
     side = min(base.shape[0], int(round(1.25 * height)))
     f = side / base.shape[0]
@@ -568,8 +628,6 @@ def _retina_for_height(height: int) -> tuple[np.ndarray, tuple[float, float], fl
 def _idrid_frame(rng: np.random.Generator, height: int, width: int):
     """A randomly mirrored, rotated and re-coloured fundus in an IDRiD-like 3:2 frame: RGB float, the
     field-of-view mask and the optic-disc mask."""
-    from skimage.transform import resize, rotate
-
     base, (od_r, od_c), od_rad = _retina_for_height(height)
     diameter = int(round(height * 1.04 * rng.uniform(0.97, 1.03)))
     factor = diameter / base.shape[0]
@@ -616,12 +674,26 @@ def _idrid_image(rng: np.random.Generator, height: int, width: int, *, lesion_sc
     """One synthetic fundus: RGB uint8 and the five masks (None where the type is absent)."""
     img, fov, disc = _idrid_frame(rng, height, width)
     diameter = height * 1.04
-    spacing = (1.0, 1.0)
     allowed = ndimage.binary_erosion(fov, iterations=max(1, height // 40)) & ~ndimage.binary_dilation(
         disc, iterations=max(1, height // 60))
     yy, xx = np.mgrid[:height, :width]
     macula_c = (height / 2, width / 2)
     near_macula = np.exp(-(((yy - macula_c[0]) ** 2 + (xx - macula_c[1]) ** 2) / (0.25 * diameter) ** 2))
+    masks = _idrid_lesions(rng, allowed, near_macula, (yy, xx), diameter=diameter, lesion_scale=lesion_scale)
+    _paint_lesions(rng, img, masks, fov)
+    for key in ("MA", "HE", "EX", "SE"):
+        if not masks[key].any():
+            masks[key] = None
+    masks["OD"] = disc
+    return np.clip(np.round(img), 0, 255).astype(np.uint8), masks
+
+
+def _idrid_lesions(rng: np.random.Generator, allowed: np.ndarray, near_macula: np.ndarray, grids, *,
+                   diameter: float, lesion_scale: float) -> dict[str, np.ndarray]:
+    """The four lesion-type masks (MA, HE, EX, SE), placed within ``allowed``, weighted towards the macula."""
+    yy, xx = grids
+    height, width = allowed.shape
+    spacing = (1.0, 1.0)
     d = diameter * lesion_scale
     masks: dict[str, np.ndarray | None] = {}
     # microaneurysms: tiny, many, in most images
@@ -648,6 +720,11 @@ def _idrid_image(rng: np.random.Generator, height: int, width: int, *, lesion_sc
     n = int(rng.integers(1, 4)) if rng.random() < 0.5 else 0
     masks["SE"] = _place_lesions(rng, allowed, _lognormal_radii(rng, n, median_mm=0.018 * d, sigma=0.3,
                                  low_mm=1.0, high_mm=0.04 * d), spacing, irregularity=0.6)
+    return masks
+
+
+def _paint_lesions(rng: np.random.Generator, img: np.ndarray, masks: dict, fov: np.ndarray) -> None:
+    """Blend the lesions into ``img`` in their colours, add noise, and dark noise outside the field of view."""
     local = ndimage.gaussian_filter(img, (3, 3, 0))
     red = local * np.array([0.55, 0.3, 0.3])
     _blend(img, masks["HE"], red.mean(axis=(0, 1)) * rng.uniform(0.8, 1.0), rng.uniform(0.55, 0.75), 0.7)
@@ -656,11 +733,6 @@ def _idrid_image(rng: np.random.Generator, height: int, width: int, *, lesion_sc
     _blend(img, masks["SE"], (225, 185, 160), rng.uniform(0.3, 0.45), 1.2)
     img += rng.normal(0, 2.5, img.shape)
     img[~fov] = rng.uniform(0, 3, (int((~fov).sum()), 3))
-    for key in ("MA", "HE", "EX", "SE"):
-        if not masks[key].any():
-            masks[key] = None
-    masks["OD"] = disc
-    return np.clip(np.round(img), 0, 255).astype(np.uint8), masks
 
 
 def write_idrid(
@@ -701,9 +773,6 @@ def write_idrid(
     dict
         The generator's parameters.
     """
-    import imageio.v3 as iio
-    import tifffile
-
     n_training = _check_positive_int("n_training", n_training)
     n_test = _check_positive_int("n_test", n_test, minimum=0)
     shape = _check_shape("shape", shape, 2, 32)
@@ -731,13 +800,3 @@ def write_idrid(
     return {"dataset": "idrid", "seed": int(seed), "n_training": n_training, "n_test": n_test,
             "shape": list(shape), "lesion_scale": float(lesion_scale), "jpeg_quality": int(jpeg_quality)}
 
-
-GENERATORS = {"wmh": write_wmh, "lits": write_lits, "idrid": write_idrid}
-
-
-def write_synthetic(dataset: str, root, *, seed: int, **options) -> dict:
-    """Write the synthetic stand-in of ``dataset`` ("wmh", "lits" or "idrid") under ``root``; ``options`` are
-    the keyword arguments of :func:`write_wmh`, :func:`write_lits` or :func:`write_idrid`."""
-    if dataset not in GENERATORS:
-        raise ValueError(f"dataset must be one of {sorted(GENERATORS)}, got {dataset!r}")
-    return GENERATORS[dataset](root, seed=seed, **options)
