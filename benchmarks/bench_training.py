@@ -2,7 +2,7 @@
 
 Times one optimiser step (forward, Dice+CE loss, backward, AdamW) on a batch of random square patches, and
 inference (no gradients) on whole slices, for each family and named size, after warm-up steps. Uses the CPU
-threads available (``helpers.training.default_threads``) or ``--threads``; on a GPU (``--device cuda``) with
+threads available (``helpers.runtime.task_threads``) or ``--threads``; on a GPU (``--device cuda``) with
 bfloat16 autocast as in training. Prints a table and writes it as CSV.
 
     python benchmarks/bench_training.py --sizes smoke default --out build/bench/training_throughput.csv
@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from helpers import models, training
+from helpers import models, runtime, training
 from helpers.io import write_csv
 
 
@@ -78,12 +78,12 @@ def main(argv=None) -> pd.DataFrame:
     parser.add_argument("--channels", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--device", default=training.default_device())
+    parser.add_argument("--device", default=runtime.default_device())
     parser.add_argument("--out", default=None, help="CSV path (default: print only)")
     args = parser.parse_args(argv)
     patches = args.patch if len(args.patch) == len(args.sizes) else args.patch[:1] * len(args.sizes)
     rows = []
-    with training.torch_settings(num_threads=args.threads, deterministic=False):
+    with runtime.torch_settings(num_threads=args.threads, deterministic=False):
         for size, patch in zip(args.sizes, patches):
             for name in args.models:
                 rows.append(bench(name, size, patch=patch, batch=args.batch, channels=args.channels,

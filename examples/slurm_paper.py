@@ -24,10 +24,20 @@ def make_cluster(*, queue: str | None = None, account: str | None = None, cores:
                  project_root: str | None = None, dashboard_address: str = ":8787"):
     """A ``SLURMCluster`` whose jobs each run one Dask worker with ``cores`` CPU threads for torch and ``gpus``
     GPUs declared as the Dask resource ``GPU`` (the study's GPU tasks ask for ``GPU=1``). No job is submitted
-    until the cluster is scaled."""
+    until the cluster is scaled. Its scheduler (in this process) queues grid tasks until a worker is free, as the
+    local cluster's does (``helpers.cluster.SCHEDULER_CONFIG``)."""
+    import dask
     from dask_jobqueue import SLURMCluster
 
+    from helpers.cluster import SCHEDULER_CONFIG
+
     root = os.path.abspath(project_root or os.getcwd())
+    with dask.config.set(SCHEDULER_CONFIG):
+        return _slurm_cluster(SLURMCluster, root, queue, account, cores, memory, gpus, walltime, python,
+                              dashboard_address)
+
+
+def _slurm_cluster(SLURMCluster, root, queue, account, cores, memory, gpus, walltime, python, dashboard_address):
     return SLURMCluster(
         queue=queue,
         account=account,
@@ -43,7 +53,7 @@ def make_cluster(*, queue: str | None = None, account: str | None = None, cores:
             f"cd {root}",
             "export OMP_WAIT_POLICY=PASSIVE",  # idle OpenMP threads sleep instead of spinning
             f"export OMP_NUM_THREADS={cores}",
-            f"export HONEST_TORCH_THREADS={cores}",  # torch threads of each task (helpers.cluster.task_threads)
+            f"export HONEST_TORCH_THREADS={cores}",  # torch threads of each task (helpers.runtime.task_threads)
             f"export HONEST_PROJECT_ROOT={root}",
             "export TQDM_DISABLE=1",
         ],

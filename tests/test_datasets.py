@@ -56,7 +56,8 @@ def test_titles_and_modalities_come_from_the_registry():
     lesions = pd.DataFrame({"split": ["test"], "area_fraction": [0.01]})
     row = data.summary_table("lits", cases, lesions).iloc[0]
     assert (row["dataset"], row["modality"]) == ("LiTS", "CT")
-    table = analysis.dataset_summary([{"dataset": "idrid", "test_cases": 3, "lesions": 10, "q1_upper": 0.002}])
+    table = analysis.dataset_summary(
+        pd.DataFrame([{"dataset": "idrid", "test_cases": 3, "lesions": 10, "q1_upper": 0.002}]))
     first = table.iloc[0]
     assert first["modality"] == "Fundus" and first["paper_test_cases"] == 81 and first["paper_lesions"] == 1760
     assert first["paper_q1_upper_percent"] == 1.5

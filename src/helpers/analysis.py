@@ -76,6 +76,7 @@ from .io import read_json
 from .lesions import FALSE_POSITIVE, QUARTILES, REFERENCE, quartile_edges
 from .metrics import metric_names
 from .ranking import compare_orders, order_string, rank_models
+from .evaluation import read_tables
 
 # Metrics: the registry's (helpers.metrics.METRICS). The paper's metrics in its order (section 3.6):
 # metric_names(primary=True); those computed per case and per lesion (overlap, boundary, distance):
@@ -787,7 +788,6 @@ def lesion_set_aggregates(ws, datasets: Sequence[str], *, lesion_sets: Sequence[
     """Aggregates of every dataset's evaluation under each lesion set (``lesion_set`` column)."""
     # Lazy: helpers.evaluation imports this module on this branch (the metric registry's branch removes that
     # import; after the merge this import belongs at the top).
-    from .evaluation import read_tables
 
     frames = []
     for dataset in datasets:

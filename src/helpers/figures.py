@@ -119,10 +119,10 @@ def plot_reversal_matrix(same: pd.DataFrame, total: pd.DataFrame, *, title: str 
     for i in range(len(labels)):
         for j in range(len(labels)):
             s = share.iat[i, j]
-            label = f"{same.iat[i, j]}/{total.iat[i, j]}"
+            text = f"{same.iat[i, j]}/{total.iat[i, j]}"
             if tied is not None and tied.iat[i, j]:
-                label += f"\n+{tied.iat[i, j]} tied"
-            ax.text(j, i, label, ha="center", va="center", fontsize=7,
+                text += f"\n+{tied.iat[i, j]} tied"
+            ax.text(j, i, text, ha="center", va="center", fontsize=7,
                     color="black" if np.isfinite(s) and s > 0.6 else "white")
     ax.set_title(title)
     if colorbar:

@@ -35,6 +35,7 @@ from .smalltrain import (
     train_model,
 )
 from .splits import CV_PROTOCOLS, cv_splits
+from .cluster import GridTask, run_grid
 
 # The grid (``helpers.cluster``) is imported where it is used: it belongs to the runner, above this module.
 
@@ -109,7 +110,6 @@ def cross_validate(
         ``(protocol, seed, fold, model)`` whose trained model is kept in ``CVResult.models`` (for saliency and
         attention views).
     """
-    from .cluster import GridTask, run_grid
 
     params = params or {}
     checkpoints = checkpoints or {}

@@ -32,6 +32,7 @@ from .io import write_csv, write_json
 from .runtime import torch_settings
 from .smalltrain import DATASET, predict_proba, stack_cases, to_reference_size, train_model
 from .splits import inner_split
+from .cluster import GridTask, run_grid
 
 # optuna is imported where it is used: it is heavy (about a second, and SQLAlchemy) and only the search needs it.
 # The grid (``helpers.cluster``) is imported where it is used too: it belongs to the runner, above this module.
@@ -179,7 +180,6 @@ def hpo_tasks(name: str, cases: Sequence[sd.VesselCase], *, n_trials: int, stora
     """The study name and the grid tasks of one model's search: trial k waits for trial k-1 (a sequential
     search, resumable); the searches of different models run side by side. ``threads`` None: the task's
     thread count (:func:`helpers.runtime.task_threads`)."""
-    from .cluster import GridTask
 
     space = dict(SEARCH_SPACE if space is None else space)
     study_name = hpo_study_name(name, cases, size=size, epochs=epochs, width=width, seed=seed, sampler=sampler,
@@ -265,7 +265,6 @@ def optimize(
     best : dict
         ``{"model", "value", "trial", "params", "sampler", "n_trials", "val_cases", "space", "study"}``.
     """
-    from .cluster import run_grid
 
     if isinstance(n_trials, bool) or not isinstance(n_trials, (int, np.integer)) or n_trials < 1:
         raise ValueError(f"n_trials must be a positive integer, got {n_trials!r}")
@@ -319,7 +318,6 @@ def run_hpo(ws, cases, *, models: Sequence[str], n_trials: int, size: int, sam_s
     best : dict
         ``{model: {...}}`` as :func:`optimize`'s second output, plus ``status``.
     """
-    from .cluster import run_grid
     if isinstance(n_trials, bool) or not isinstance(n_trials, (int, np.integer)) or n_trials < 1:
         raise ValueError(f"n_trials must be a positive integer, got {n_trials!r}")
     if sampler not in ("tpe", "gp"):

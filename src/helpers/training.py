@@ -77,6 +77,8 @@ from .paths import Workspace
 from .preprocessing import load_prepared, restore
 from .progress import progress_bar
 from .splits import load_splits
+from .cluster import GridTask, run_grid
+from .plots import get_axes, model_color
 
 # Two kinds of import stay inside functions: the grid (``helpers.cluster``, the runner's, above this module) and
 # the plots (``helpers.plots`` loads matplotlib, which training itself does not need).
@@ -883,7 +885,6 @@ def train_all(
     seconds, images_per_second, stopped_early, device, folder``). Seeds are ``seed, seed + 1, ...,
     seed + seeds - 1``. Finished trainings with an unchanged configuration are skipped; interrupted ones resume.
     """
-    from .cluster import GridTask, run_grid
 
     ws = _workspace(ws)
     models = _check_models(models)
@@ -965,7 +966,6 @@ def predict_all(
     Returns a table with one row per model, seed and case: ``dataset, model, seed, case_id, path,
     predicted_voxels``.
     """
-    from .cluster import GridTask, run_grid
 
     ws = _workspace(ws)
     models = _check_models(models)
@@ -1011,7 +1011,6 @@ def load_histories(ws, dataset: str, *, models: Sequence[str] = _models.MODEL_NA
 
 def plot_training_curves(history: pd.DataFrame, *, metric: str = "train_loss", ax=None):
     """One line per model (and seed) of ``metric`` (``train_loss`` or ``val_dice``) against the optimiser step."""
-    from .plots import get_axes, model_color
 
     if metric not in ("train_loss", "val_dice", "learning_rate"):
         raise ValueError(f"metric must be 'train_loss', 'val_dice' or 'learning_rate', got {metric!r}")
@@ -1034,7 +1033,6 @@ def plot_training_curves(history: pd.DataFrame, *, metric: str = "train_loss", a
 
 def plot_summary(summary: pd.DataFrame, *, column: str = "best_val_dice", ax=None):
     """Bar chart of one summary column (e.g. ``best_val_dice``, ``images_per_second``) per model, mean over seeds."""
-    from .plots import get_axes, model_color
 
     if column not in summary.columns:
         raise ValueError(f"summary has no column {column!r}")
