@@ -15,13 +15,16 @@ Families (MONAI 1.6 classes)
 ----------------------------
 ``unet``
     :class:`monai.networks.nets.UNet` with ``num_res_units=0``: one convolution (conv, instance norm, PReLU) per
-    encoder level, strided convolutions for down-sampling, transposed convolutions for up-sampling.
+    encoder level, strided convolutions for down-sampling, transposed convolutions for up-sampling. Its first level
+    has stride 1 (:func:`unet_levels`), so that its feature maps have the attention U-Net's resolutions and
+    widths, full resolution first.
 ``resunet``
     The same :class:`~monai.networks.nets.UNet` with ``num_res_units=2``: every level is a residual unit of two
-    convolutions with an identity (or 1x1) skip path. Same channels and strides as ``unet``.
+    convolutions with an identity (or 1x1) skip path. Same levels as ``unet``.
 ``attention_unet``
-    :class:`monai.networks.nets.AttentionUnet`: a U-Net whose skip connections pass through additive attention
-    gates (Oktay et al. 2018). Same channels and strides as ``unet``.
+    :class:`monai.networks.nets.AttentionUnet`: a U-Net of two-convolution blocks whose skip connections pass
+    through additive attention gates (Oktay et al. 2018). The size's ``channels`` and ``strides`` (a stride-1 block
+    first), hence the same feature-map resolutions and widths as ``unet``.
 ``hybrid_transformer``
     :class:`monai.networks.nets.SwinUNETR` (``spatial_dims=2``): a Swin-Transformer encoder (shifted-window
     self-attention, patch size 2, four stages with patch merging) and a convolutional U-Net decoder (Hatamizadeh
@@ -36,9 +39,9 @@ Sizes are named (``"smoke"``, ``"default"``, ``"paper"``); :data:`SIZES` lists t
 differ between families by design: the budget that is matched is the training protocol (steps, optimiser,
 schedule, data), not the number of weights, as in the study this project reproduces. At the ``default`` and
 ``paper`` sizes the largest family has less than ten times the parameters of the smallest (default, 2 input
-channels: U-Net 162k, Residual U-Net 402k, Attention U-Net 494k, SwinUNETR 1.43M; paper: 2.6M to 7.9M), so no
-family wins by capacity alone. The ``smoke`` size is a pipeline check, not a comparison: its U-Net (10k) is about
-150 times smaller than the smallest SwinUNETR MONAI builds (feature size 12, depth 1: 1.43M).
+channels: U-Net 439k, Attention U-Net 494k, Residual U-Net 928k, SwinUNETR 1.43M; paper: 6.3M to 14.9M), so no
+family wins by capacity alone. The ``smoke`` size is a pipeline check, not a comparison: its U-Net (27k) is about
+50 times smaller than the smallest SwinUNETR MONAI builds (feature size 12, depth 1: 1.43M).
 """
 
 from __future__ import annotations
@@ -141,10 +144,11 @@ def model_kwargs(name: str, *, in_channels: int, out_channels: int = 1, size: st
             raise ValueError(f"{arg} must be a positive integer, got {value!r}")
     common = {"spatial_dims": 2, "in_channels": int(in_channels), "out_channels": int(out_channels)}
     if name in ("unet", "resunet"):
+        channels, strides = unet_levels(size)
         return {
             **common,
-            "channels": widths["channels"],
-            "strides": widths["strides"],
+            "channels": channels,
+            "strides": strides,
             "num_res_units": 0 if name == "unet" else 2,
             "norm": "instance",
         }
@@ -158,6 +162,22 @@ def model_kwargs(name: str, *, in_channels: int, out_channels: int = 1, size: st
         "patch_size": 2,
         "window_size": 7,
     }
+
+
+def unet_levels(size: str = "smoke") -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``channels`` and ``strides`` of MONAI's ``UNet`` for the ``unet`` and ``resunet`` families at ``size``: the
+    size's widths with a first level of stride 1 and the deepest width repeated at the bottom.
+
+    MONAI's ``UNet`` applies ``strides[i]`` in the convolution that produces ``channels[i]``, so with the size's
+    ``channels`` and ``strides`` taken as they are its first feature map would already be at half resolution and
+    no full-resolution features would reach the output; ``AttentionUnet`` instead begins with a stride-1 block.
+    With ``channels + (channels[-1],)`` and ``(1,) + strides`` the U-Nets have the attention U-Net's feature maps:
+    ``channels[k]`` at ``1 / 2**k`` of the input, full resolution first (default size: 16 at 1, 32 at 1/2, 64 at
+    1/4, 128 at 1/8). A lesion of a few voxels is then seen at its own resolution by all three convolutional
+    families."""
+    widths = check_size(size)
+    channels, strides = tuple(widths["channels"]), tuple(widths["strides"])
+    return channels + (channels[-1],), (1,) + strides
 
 
 class WithOutputBias(nn.Module):
