@@ -459,9 +459,44 @@ def test_grid_priority_comes_from_the_environment(monkeypatch):
     assert cluster.grid_priority() == 0
     monkeypatch.setenv(cluster.PRIORITY_ENV, "6")
     assert cluster.grid_priority() == 6
+    assert cluster.grid_priority(finishing=True) == 7
     monkeypatch.setenv(cluster.PRIORITY_ENV, "high")
     with pytest.raises(ValueError, match=r"\$HONEST_GRID_PRIORITY must be an integer, got 'high'"):
         cluster.grid_priority()
+
+
+def test_predictions_run_one_above_the_training_of_their_section(tmp_path, monkeypatch):
+    from helpers import training
+
+    ws = Workspace(tmp_path / "ws")
+    seen = {}
+
+    def fake_run_grid(tasks, *, scheduler=None, name="grid", progress=True, priority=None, out=None):
+        seen[name] = priority
+        return [[] for _ in tasks]
+
+    monkeypatch.setattr(training, "run_grid", fake_run_grid)
+    monkeypatch.setattr(training, "load_splits", lambda ws, dataset: {"test": ["c"]})
+    monkeypatch.setenv(cluster.PRIORITY_ENV, "6")
+    training.predict_all(ws, "wmh", models=["unet"], scheduler="tcp://nowhere:1")
+    assert seen == {"predict wmh": 7}
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
+def test_local_workers_and_later_processes_run_without_a_malloc_trim_threshold(monkeypatch):
+    """Dask's nannies would start workers with MALLOC_TRIM_THRESHOLD_=65536 and put it into this process's
+    environment too (see helpers.cluster, "Memory"): neither happens."""
+    import io
+
+    from distributed import Client
+
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    with cluster.open_cluster("local", workers=1, out=io.StringIO()) as info:
+        with Client(info.address) as client:
+            seen = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_", "unset"))
+    assert list(seen.values()) == ["unset"]
+    assert "MALLOC_TRIM_THRESHOLD_" not in os.environ
+    gc.collect()
 
 
 def test_command_line_takes_scheduler_and_workers(monkeypatch):

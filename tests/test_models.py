@@ -51,6 +51,54 @@ def test_input_multiple_is_two_to_the_number_of_strides():
     assert models.input_multiple("hybrid_transformer", "smoke") == 32
 
 
+def test_unet_levels_add_a_full_resolution_first_level():
+    # the size's widths (16, 32, 64, 128) and strides (2, 2, 2), with a stride-1 level first and the deepest width
+    # repeated at the bottom
+    assert models.unet_levels("default") == ((16, 32, 64, 128, 128), (1, 2, 2, 2))
+    assert models.unet_levels("smoke") == ((8, 16, 32, 32), (1, 2, 2))
+    assert models.input_multiple("unet", "default") == models.input_multiple("attention_unet", "default") == 8
+
+
+def _feature_maps(net, side: int) -> set[tuple[int, int]]:
+    """(channels, side of the map) of every 2D convolution's output in one forward pass."""
+    seen, hooks = set(), []
+    for module in net.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)):
+            hooks.append(module.register_forward_hook(lambda m, i, o: seen.add((o.shape[1], o.shape[-1]))))
+    with torch.no_grad():
+        net.eval()(torch.zeros(1, 1, side, side))
+    for hook in hooks:
+        hook.remove()
+    return seen
+
+
+@pytest.mark.parametrize("name", ["unet", "resunet"])
+def test_unets_have_the_attention_unets_feature_maps(name):
+    # default size on a 64 x 64 input: 16 channels at 64, 32 at 32, 64 at 16, 128 at 8 (MONAI's UNet with the
+    # size's strides as they are would have no 64 x 64 feature map at all)
+    expected = {(16, 64), (32, 32), (64, 16), (128, 8)}
+    unet = _feature_maps(models.build_model(name, in_channels=1, size="default"), 64)
+    attention = _feature_maps(models.build_model("attention_unet", in_channels=1, size="default"), 64)
+    assert expected <= unet and expected <= attention
+    assert {side for _, side in unet} == {side for _, side in attention} == {64, 32, 16, 8}
+
+
+@pytest.mark.parametrize("name", ["unet", "resunet", "attention_unet", "hybrid_transformer"])
+def test_every_family_normalises_with_batch_norm(name):
+    # MONAI's AttentionUnet hard-codes batch norm; UNet and SwinUNETR's decoder default to instance norm and are
+    # set to batch norm, so that no family normalises each patch on its own
+    # (MONAI's AttentionUnet keeps Convolution's default instance norm in the merge convolution of each decoder
+    # level, which is left as MONAI builds it)
+    net = models.build_model(name, in_channels=1, size="smoke")
+    kinds = {type(m).__name__ for m in net.modules()}
+    instance = [n for n, m in net.named_modules() if type(m).__name__.startswith("InstanceNorm")]
+    assert "BatchNorm2d" in kinds
+    if name == "attention_unet":
+        assert len(instance) == 2 and all(".merge." in n for n in instance)  # smoke size: two decoder levels
+    else:
+        assert instance == []
+
+
 def test_residual_unet_differs_from_unet_only_in_residual_units():
     plain = models.model_kwargs("unet", in_channels=1)
     residual = models.model_kwargs("resunet", in_channels=1)

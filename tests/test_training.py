@@ -333,15 +333,29 @@ def test_plots_return_axes(tmp_path, cases):
     matplotlib.pyplot.close("all")
 
 
-def test_validation_slices_keep_every_lesion_slice_plus_evenly_spaced_ones():
-    mask = np.zeros((10, 4, 4), bool)
-    mask[[3, 4], 1, 1] = True
-    case = PreparedCase("v", np.zeros((10, 1, 4, 4), np.float32), mask, None, (1, 1, 1), (10, 4, 4), (1, 1, 1),
+def test_validation_slices_take_three_quarters_from_lesion_slices_and_a_quarter_from_the_others():
+    mask = np.zeros((20, 4, 4), bool)
+    mask[2:14, 1, 1] = True  # lesion on slices 2..13 (12 slices), none on 0, 1 and 14..19 (8 slices)
+    case = PreparedCase("v", np.zeros((20, 1, 4, 4), np.float32), mask, None, (1, 1, 1), (20, 4, 4), (1, 1, 1),
                         None, "volume")
-    # linspace(0, 9, 3) = 0, 4.5, 9 -> rounded 0, 4 (half to even), 9; union with the lesion slices 3 and 4
-    assert training._validation_slices(case, 3).tolist() == [0, 3, 4, 9]
-    assert training._validation_slices(case, None).tolist() == list(range(10))
-    assert training._validation_slices(case, 10).tolist() == list(range(10))
+    # 8 slices: 8 // 4 = 2 without lesion (first and last of 0, 1, 14..19: 0 and 19) and 6 with lesion:
+    # linspace(0, 11, 6) = 0, 2.2, 4.4, 6.6, 8.8, 11 -> positions 0, 2, 4, 7, 9, 11 -> slices 2, 4, 6, 9, 11, 13
+    assert training._validation_slices(case, 8).tolist() == [0, 2, 4, 6, 9, 11, 13, 19]
+    # 3 slices: 3 // 4 = 0 without lesion; linspace(0, 11, 3) = 0, 5.5, 11 -> 0, 6 (half to even), 11
+    assert training._validation_slices(case, 3).tolist() == [2, 8, 13]
+    assert training._validation_slices(case, None).tolist() == list(range(20))
+    assert training._validation_slices(case, 20).tolist() == list(range(20))
+    # too few lesion slices: the others fill up (2 lesion slices, so 6 of the 18 others)
+    few = np.zeros((20, 4, 4), bool)
+    few[[5, 6], 1, 1] = True
+    case_few = PreparedCase("w", np.zeros((20, 1, 4, 4), np.float32), few, None, (1, 1, 1), (20, 4, 4), (1, 1, 1),
+                            None, "volume")
+    picked = training._validation_slices(case_few, 8).tolist()
+    assert len(picked) == 8 and {5, 6} <= set(picked) and picked[0] == 0 and picked[-1] == 19
+    # no lesion at all: evenly spaced over every slice
+    empty = PreparedCase("e", np.zeros((20, 1, 4, 4), np.float32), np.zeros((20, 4, 4), bool), None, (1, 1, 1),
+                         (20, 4, 4), (1, 1, 1), None, "volume")
+    assert training._validation_slices(empty, 5).tolist() == [0, 5, 10, 14, 19]
 
 
 def test_record_validation_keeps_the_earlier_epoch_on_ties_and_stops_after_patience():

@@ -25,8 +25,8 @@ Conventions
   the foreground probability ``foreground_prior`` (default 0.01; ``helpers.models.WithOutputBias``).
 - Optimiser AdamW (``learning_rate``, ``weight_decay``); learning rate cosine-annealed from ``learning_rate`` to 0
   over the full budget (step-wise).
-- Validation after each epoch: the slices of every validation case (all of them, or with ``val_max_slices`` every
-  slice holding lesion plus that many evenly spaced slices) are predicted whole (zero-padded to the model's
+- Validation after each epoch: the slices of every validation case (all of them, or with ``val_max_slices`` that
+  many: three quarters evenly spaced over the slices holding lesion, a quarter over the others) are predicted whole (zero-padded to the model's
   multiple), thresholded at 0.5 without component clean-up, and Dice is computed per *case* over those slices on
   the prepared grid, ignore voxels excluded (:func:`helpers.metrics.dice`: both empty scores 1).
   Validation Dice is the mean over cases.
@@ -77,7 +77,7 @@ from .paths import Workspace
 from .preprocessing import load_prepared, restore
 from .progress import progress_bar
 from .splits import load_splits
-from .cluster import GridTask, run_grid
+from .cluster import GridTask, grid_priority, run_grid
 from .plots import get_axes, model_color
 
 # Two kinds of import stay inside functions: the grid (``helpers.cluster``, the runner's, above this module) and
@@ -124,8 +124,9 @@ class TrainingProtocol:
     rotation_degrees : float
         Largest small-angle rotation.
     val_max_slices : int or None
-        Validate on every slice with lesion plus this many evenly spaced slices per validation case (all slices
-        when the case has no more than this many); None = all slices.
+        Validate on at most this many slices per validation case: a quarter evenly spaced over its slices without
+        lesion, the rest over its slices with lesion (all slices when the case has no more than this many);
+        None = all slices. A validation pass then costs the same for every dataset, whatever its lesion load.
     foreground_prior : float or None
         Initial foreground probability of every model (``helpers.models.WithOutputBias``); None: none.
     gpu_batch_scale : int
@@ -426,13 +427,25 @@ def _autocast(device: str, amp: bool):
     return contextlib.nullcontext()
 
 
+def _evenly(values: np.ndarray, k: int) -> np.ndarray:
+    """``k`` evenly spaced entries of ``values`` (first and last included; ``k <= len(values)``)."""
+    if k <= 0:
+        return values[:0]
+    return values[np.unique(np.linspace(0, len(values) - 1, k).round().astype(int))]
+
+
 def _validation_slices(case, max_slices: int | None) -> np.ndarray:
+    """The slices of ``case`` that validation predicts: all of them when ``max_slices`` is None or the case has no
+    more; else ``max_slices`` slices, a quarter of them (rounded down) evenly spaced over the slices without lesion
+    and the rest evenly spaced over the slices with lesion (when one kind has too few slices, the other fills up)."""
     n = case.mask.shape[0]
     if max_slices is None or n <= max_slices:
         return np.arange(n)
-    lesion = np.flatnonzero(case.mask.reshape(n, -1).any(axis=1))
-    even = np.unique(np.linspace(0, n - 1, max_slices).round().astype(int))
-    return np.union1d(lesion, even)
+    holds = case.mask.reshape(n, -1).any(axis=1)
+    lesion, other = np.flatnonzero(holds), np.flatnonzero(~holds)
+    n_lesion = min(len(lesion), max_slices - min(len(other), max_slices // 4))
+    n_other = min(len(other), max_slices - n_lesion)
+    return np.union1d(_evenly(lesion, n_lesion), _evenly(other, n_other))
 
 
 def validation_dice(
@@ -979,7 +992,9 @@ def predict_all(
                   "num_threads": num_threads, "device": device}, gpu=_wants_gpu(device))
         for index, s in enumerate(seed_list) for name in models
     ]  # fmt: skip
-    rows = [row for rows in run_grid(tasks, scheduler=scheduler, name=f"predict {dataset}", progress=progress)
+    # the predictions finish the training section: they overtake other datasets' queued training
+    rows = [row for rows in run_grid(tasks, scheduler=scheduler, name=f"predict {dataset}", progress=progress,
+                                     priority=grid_priority(finishing=True))
             for row in rows]
     write_json(
         {"threshold": 0.5, "threshold_rule": "prob >= 0.5", "min_component_voxels": int(min_component_voxels),
