@@ -28,7 +28,8 @@ Families (MONAI 1.6 classes)
 ``hybrid_transformer``
     :class:`monai.networks.nets.SwinUNETR` (``spatial_dims=2``): a Swin-Transformer encoder (shifted-window
     self-attention, patch size 2, four stages with patch merging) and a convolutional U-Net decoder (Hatamizadeh
-    et al. 2022); its convolutional blocks use batch normalisation like the other families (:data:`NORM`). UNETR was not chosen: its plain ViT encoder needs a fixed image size and a 16-pixel patch,
+    et al. 2022); its convolutional blocks use batch normalisation like the other families (:data:`NORM`). UNETR
+    was not chosen: its plain ViT encoder needs a fixed image size and a 16-pixel patch,
     which leaves too few tokens at the study's small 2D sizes; SwinUNETR accepts any size divisible by 32.
 
 Each family is one :class:`ModelFamily` entry of :data:`REGISTRY` (label, implementing class, description,
@@ -60,10 +61,10 @@ MODEL_NAMES = ("unet", "resunet", "attention_unet", "hybrid_transformer")
 
 #: The normalisation layer of every family's convolutional blocks: batch normalisation, which MONAI's
 #: ``AttentionUnet`` hard-codes in its blocks and attention gates (only the merge convolution of each of its decoder
-#: levels keeps MONAI's default instance norm; it is left as MONAI builds it); ``UNet`` and SwinUNETR's
-#: convolutional decoder (both instance by default) are set to it. Instance normalisation re-scales every patch's feature maps on their own, which on the fundus
-#: photographs removed the brightness cue of small lesions: trained alike (IDRiD stand-ins, 400 steps), the U-Net's
-#: best validation Dice was 0.837 with instance and 0.938 with batch normalisation.
+#: levels keeps MONAI's default instance norm; it is left as MONAI builds it); ``UNet`` and SwinUNETR's convolutional
+#: decoder (both instance by default) are set to it. Instance normalisation re-scales every patch's feature maps on
+#: their own; trained alike (IDRiD stand-ins, default size, 400 steps), the U-Net's best validation Dice was 0.837
+#: with instance and 0.938 with batch normalisation.
 NORM = "batch"
 
 #: Widths per named size. ``channels``/``strides`` are shared by the three convolutional families;
@@ -116,8 +117,10 @@ class ModelFamily:
 
 #: The registry of the four families (the single place where they are described and built).
 REGISTRY: dict[str, ModelFamily] = {
-    "unet": ModelFamily("unet", "U-Net", "monai.networks.nets.UNet", "UNet, num_res_units=0, first stride 1, batch norm", UNet),
-    "resunet": ModelFamily("resunet", "Residual U-Net", "monai.networks.nets.UNet", "UNet, num_res_units=2, first stride 1, batch norm", UNet),
+    "unet": ModelFamily("unet", "U-Net", "monai.networks.nets.UNet",
+                        "UNet, num_res_units=0, first stride 1, batch norm", UNet),
+    "resunet": ModelFamily("resunet", "Residual U-Net", "monai.networks.nets.UNet",
+                           "UNet, num_res_units=2, first stride 1, batch norm", UNet),
     "attention_unet": ModelFamily(
         "attention_unet", "Attention U-Net", "monai.networks.nets.AttentionUnet", "attention-gated skips",
         AttentionUnet,
@@ -270,8 +273,9 @@ def input_multiple(name: str, size: str = "smoke") -> int:
 def min_input_size(name: str, size: str = "smoke") -> int:
     """The smallest height and width ``name`` accepts in training mode: ``2 * input_multiple(name, size)``.
 
-    The deepest feature map is the input divided by :func:`input_multiple`, and instance normalisation in
-    training needs more than one element per channel, so the deepest map must be at least 2 x 2 (SwinUNETR: 64).
+    The deepest feature map is the input divided by :func:`input_multiple`, and normalisation in training
+    (instance norm, and batch norm on a batch of one) needs more than one element per channel, so the deepest map
+    must be at least 2 x 2 (SwinUNETR: 64).
     """
     return 2 * input_multiple(name, size)
 
