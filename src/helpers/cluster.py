@@ -30,7 +30,7 @@ Conventions
   inherited it. With it, glibc returns and re-requests the pages of torch's per-step buffers at every step instead
   of reusing them: measured on the 2-core machine (``wmh``, attention U-Net, 40 steps and 2 validations, one
   thread) system time 11.4 s instead of 1.5 s for the same 13.7 s of user time, and 42 s wall instead of 24 s. A
-  local cluster starts without it (:data:`SCHEDULER_CONFIG`); glibc's own adaptive thresholds apply.
+  local cluster starts without it (:data:`NANNY_CONFIG`); glibc's own adaptive thresholds apply.
 - Resources: tasks that need a GPU are submitted with ``resources={"GPU": 1}``; CPU tasks declare nothing and
   run on any worker.
 - Priority: a grid's tasks carry a priority (higher first among queued tasks); the runner gives each section's
@@ -66,10 +66,11 @@ PRIORITY_ENV = "HONEST_GRID_PRIORITY"
 FINISHING_BOOST = 1
 #: ``scheduler`` values that mean "in-process, sequential".
 IN_PROCESS = (None, "none", "")
-#: Dask configuration of a local cluster: its scheduler (see "Placement" above) and its workers' nannies (see
-#: "Memory" above: no ``MALLOC_TRIM_THRESHOLD_``; a value of None removes it from Dask's defaults).
-SCHEDULER_CONFIG = {"distributed.scheduler.worker-saturation": 1.0,
-                    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+#: Dask configuration of the scheduler of a local cluster (see "Placement" above).
+SCHEDULER_CONFIG = {"distributed.scheduler.worker-saturation": 1.0}
+#: Dask configuration of the nannies of a local cluster's workers (see "Memory" above): no
+#: ``MALLOC_TRIM_THRESHOLD_`` (a value of None removes it from Dask's defaults).
+NANNY_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
 
 
 class GridError(RuntimeError):
@@ -187,7 +188,7 @@ def _start_client(scheduler: str, workers: int | None, connect_timeout: str, sta
     n, threads = local_layout(workers)
     gpu = cuda_available()
     # the scheduler of a LocalCluster runs in this process and reads its configuration when it starts
-    with _workers_ignore_sigint(), dask.config.set(SCHEDULER_CONFIG):
+    with _workers_ignore_sigint(), dask.config.set({**SCHEDULER_CONFIG, **NANNY_CONFIG}):
         cluster = LocalCluster(
             n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0",
             resources={"GPU": 1} if gpu else None, env=worker_environment(threads),

@@ -26,9 +26,10 @@ Conventions
 - Optimiser AdamW (``learning_rate``, ``weight_decay``); learning rate cosine-annealed from ``learning_rate`` to 0
   over the full budget (step-wise).
 - Validation after each epoch: the slices of every validation case (all of them, or with ``val_max_slices`` that
-  many: three quarters evenly spaced over the slices holding lesion, a quarter over the others) are predicted whole (zero-padded to the model's
-  multiple), thresholded at 0.5 without component clean-up, and Dice is computed per *case* over those slices on
-  the prepared grid, ignore voxels excluded (:func:`helpers.metrics.dice`: both empty scores 1).
+  many: three quarters evenly spaced over the slices holding lesion, a quarter over the others) are predicted
+  whole (zero-padded to the model's multiple), thresholded at 0.5 without component clean-up, and Dice is computed
+  per *case* over those slices on the prepared grid, ignore voxels excluded (:func:`helpers.metrics.dice`: both
+  empty scores 1).
   Validation Dice is the mean over cases.
 - Early stopping: stop when validation Dice has not improved (strictly) for ``patience`` epochs (0: never stop
   early). ``checkpoint_best.pt`` holds the weights of the best epoch (ties keep the earlier epoch); test
@@ -80,9 +81,6 @@ from .splits import load_splits
 from .cluster import GridTask, grid_priority, run_grid
 from .plots import get_axes, model_color
 
-# Two kinds of import stay inside functions: the grid (``helpers.cluster``, the runner's, above this module) and
-# the plots (``helpers.plots`` loads matplotlib, which training itself does not need).
-
 CHECKPOINT_LAST = "checkpoint_last.pt"
 CHECKPOINT_BEST = "checkpoint_best.pt"
 CONFIG = "config.json"
@@ -126,7 +124,8 @@ class TrainingProtocol:
     val_max_slices : int or None
         Validate on at most this many slices per validation case: a quarter evenly spaced over its slices without
         lesion, the rest over its slices with lesion (all slices when the case has no more than this many);
-        None = all slices. A validation pass then costs the same for every dataset, whatever its lesion load.
+        None = all slices. A validation pass then predicts the same number of slices per case, whatever the
+        case's lesion load.
     foreground_prior : float or None
         Initial foreground probability of every model (``helpers.models.WithOutputBias``); None: none.
     gpu_batch_scale : int
