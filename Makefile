@@ -42,7 +42,7 @@ unit: install
 # nbval re-executes the committed notebooks with their default parameters (the smoke profile, workspace
 # build/nbval); the smoke study run first provides the other datasets the cross-dataset chapter reads. The smoke
 # profile is the portable regression run: its evaluated predictions are constructed (predictions_from:
-# constructed, see helpers.constructed), so nbval compares exactly what every processor computes alike; training
+# constructed, see helpers.evaluation.constructed), so nbval compares exactly what every processor computes alike; training
 # numbers are marked, sanitised to their structure, and checked at a tolerance by tests/test_training_regression.py.
 # It runs in-process (--scheduler none), like the notebooks' defaults.
 nbval: install

@@ -47,7 +47,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from helpers.lesions import evaluate_case_and_lesions, evaluate_lesions, label_lesions
+from helpers.metrics.lesions import evaluate_case_and_lesions, evaluate_lesions, label_lesions
 from helpers.metrics import evaluate_case
 
 TOLERANCE = 1.45  # mm (pixels for IDRiD); not a grid distance, so float32 rounding cannot flip a count

@@ -2,7 +2,7 @@
 
 Times one optimiser step (forward, Dice+CE loss, backward, AdamW) on a batch of random square patches, and
 inference (no gradients) on whole slices, for each family and named size, after warm-up steps. Uses the CPU
-threads available (``helpers.runtime.task_threads``) or ``--threads``; on a GPU (``--device cuda``) with
+threads available (``helpers.compute.runtime.task_threads``) or ``--threads``; on a GPU (``--device cuda``) with
 bfloat16 autocast as in training. Prints a table and writes it as CSV.
 
     python benchmarks/bench_training.py --sizes smoke default --out build/bench/training_throughput.csv
@@ -20,8 +20,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from helpers import models, runtime, training
-from helpers.io import write_csv
+from helpers.learning import models, training
+from helpers.compute import runtime
+from helpers.base.io import write_csv
 
 
 def _time(fn, repeats: int) -> float:

@@ -27,10 +27,10 @@ import pandas as pd
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from helpers import models
-from helpers.io import write_csv
+from helpers.learning import models
+from helpers.base.io import write_csv
 
-#: The paper profile's data (profiles/paper.yaml) and the split rule of helpers.splits (validation: round(0.2 *
+#: The paper profile's data (profiles/paper.yaml) and the split rule of helpers.data.splits (validation: round(0.2 *
 #: non-test cases)): training and validation slices, the validation slice size (prepared grid, in-plane), channels.
 DATASETS = {
     # 40 training subjects (20 test): 8 validation, 32 training, 48 slices each, 256 x 256

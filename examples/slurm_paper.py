@@ -25,11 +25,11 @@ def make_cluster(*, queue: str | None = None, account: str | None = None, cores:
     """A ``SLURMCluster`` whose jobs each run one Dask worker with ``cores`` CPU threads for torch and ``gpus``
     GPUs declared as the Dask resource ``GPU`` (the study's GPU tasks ask for ``GPU=1``). No job is submitted
     until the cluster is scaled. Its scheduler (in this process) queues grid tasks until a worker is free, as the
-    local cluster's does (``helpers.cluster.SCHEDULER_CONFIG``)."""
+    local cluster's does (``helpers.compute.cluster.SCHEDULER_CONFIG``)."""
     import dask
     from dask_jobqueue import SLURMCluster
 
-    from helpers.cluster import SCHEDULER_CONFIG
+    from helpers.compute.cluster import SCHEDULER_CONFIG
 
     root = os.path.abspath(project_root or os.getcwd())
     with dask.config.set(SCHEDULER_CONFIG):
@@ -53,7 +53,7 @@ def _slurm_cluster(SLURMCluster, root, queue, account, cores, memory, gpus, wall
             f"cd {root}",
             "export OMP_WAIT_POLICY=PASSIVE",  # idle OpenMP threads sleep instead of spinning
             f"export OMP_NUM_THREADS={cores}",
-            f"export HONEST_TORCH_THREADS={cores}",  # torch threads of each task (helpers.runtime.task_threads)
+            f"export HONEST_TORCH_THREADS={cores}",  # torch threads of each task (helpers.compute.runtime.task_threads)
             f"export HONEST_PROJECT_ROOT={root}",
             "export TQDM_DISABLE=1",
         ],
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the job script and submit nothing")
     args = parser.parse_args(argv)
 
-    from helpers import study
+    from helpers.runner import cli as study
 
     cluster = make_cluster(queue=args.queue, account=args.account, cores=args.cores, memory=args.memory,
                            walltime=args.walltime, python=args.python)

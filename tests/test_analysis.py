@@ -9,8 +9,8 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from helpers import analysis as an  # noqa: E402
-from helpers import figures  # noqa: E402
-from helpers.ranking import agreement_matrix  # noqa: E402
+from helpers.report import figures  # noqa: E402
+from helpers.stats.ranking import agreement_matrix  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------- hand-built tables
@@ -355,8 +355,8 @@ def test_lesion_set_comparison_side_by_side():
 
 
 def test_collect_and_dataset_summaries(tmp_path):
-    from helpers.io import write_csv, write_json
-    from helpers.paths import Workspace
+    from helpers.base.io import write_csv, write_json
+    from helpers.base.paths import Workspace
 
     ws = Workspace.at(tmp_path)
     write_csv(pd.DataFrame({"dataset": ["wmh"], "value": [1.0]}), ws.results("wmh") / "x.csv")
@@ -392,7 +392,7 @@ def test_qualitative_figure_without_examples():
 
 
 def test_stack_figures(tmp_path):
-    from helpers.io import save_figure
+    from helpers.base.io import save_figure
 
     fig, ax = plt.subplots(figsize=(2, 1))
     save_figure(fig, tmp_path / "a.png")

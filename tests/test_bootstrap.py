@@ -1,4 +1,4 @@
-"""Tests of helpers.bootstrap on constructed data with known answers."""
+"""Tests of helpers.stats.bootstrap on constructed data with known answers."""
 
 import time
 
@@ -7,19 +7,9 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from helpers import bootstrap, inference
-from helpers.bootstrap import (
-    bootstrap_p_value,
-    directional_robustness,
-    holm_within,
-    joint_reversal_share,
-    paired_differences,
-    resample_indices,
-    resample_weights,
-    resampled_means,
-    sufficient_statistics,
-    verdict,
-)
+from helpers.stats import inference
+from helpers.stats.bootstrap import resampling as bootstrap
+from helpers.stats.bootstrap import bootstrap_p_value, directional_robustness, holm_within, joint_reversal_share, paired_differences, resample_indices, resample_weights, resampled_means, sufficient_statistics, verdict
 
 
 def _units(values_by_model, metric="dice"):

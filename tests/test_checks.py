@@ -1,19 +1,14 @@
-"""Tests of helpers.checks: one validator per kind of argument, errors naming the argument and the bad value; and
-the import rules of the metric core (no private cross-module names, no matplotlib, evaluation below analysis)."""
+"""Tests of helpers.base.checks: one validator per kind of argument, errors naming the argument and the bad value.
+(The import rules of the package are tests/test_architecture.py's.)"""
 
 from __future__ import annotations
 
-import ast
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from helpers import checks
+from helpers.base import checks
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "helpers"
 
 
 def test_mask_and_pair():
@@ -69,34 +64,3 @@ def test_connectivity_and_numbers():
     assert checks.as_penalty(None, default=5.0) == 5.0 and checks.as_penalty(2, default=5.0) == 2.0
     with pytest.raises(ValueError, match="penalty must be finite and > 0, got 0.0"):
         checks.as_penalty(0, default=5.0)
-
-
-# ------------------------------------------------------------------------------------------------ import rules
-_CORE = ("checks", "metrics", "lesions", "evaluation", "perturb", "failure_lab", "plots", "constructed", "sensitivity")
-
-
-def _imported_names(module: str):
-    tree = ast.parse((SRC / f"{module}.py").read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and (node.level or node.module.startswith("helpers")):
-            for alias in node.names:
-                yield node.module, alias.name
-        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id.startswith("_") \
-                and node.attr.startswith("_") and not node.attr.startswith("__"):
-            yield node.value.id, node.attr  # e.g. _m._mask_box: a private name through a module alias
-
-
-@pytest.mark.parametrize("module", _CORE)
-def test_no_private_names_of_other_modules(module):
-    private = [f"{source}.{name}" for source, name in _imported_names(module) if name.startswith("_")]
-    assert private == []
-
-
-@pytest.mark.parametrize("code", [
-    "import helpers.metrics, sys; assert 'matplotlib' not in sys.modules",
-    "import helpers.plots, sys; assert 'matplotlib' not in sys.modules",
-    "import helpers.evaluation, sys; assert 'helpers.analysis' not in sys.modules, 'evaluation imports analysis'",
-    "import helpers.lesions, sys; assert 'helpers.analysis' not in sys.modules",
-])
-def test_imports_have_no_side_effects_and_go_one_way(code):
-    subprocess.run([sys.executable, "-c", code], check=True)

@@ -16,10 +16,12 @@ import numpy as np
 import pandas.testing
 import pytest
 
-from helpers import cluster, predictions, training
-from helpers.paths import Workspace
-from helpers.preprocessing import PreparedCase, save_prepared
-from helpers.splits import save_splits
+from helpers.compute import cluster
+from helpers.data import predictions
+from helpers.learning import training
+from helpers.base.paths import Workspace
+from helpers.data.preprocessing import PreparedCase, save_prepared
+from helpers.data.splits import save_splits
 
 ROOT = Path(__file__).resolve().parents[1]
 # Smaller than the smoke profile's training: two models, 3 epochs of 2 steps of 2 patches.
@@ -306,7 +308,7 @@ def test_killing_a_worker_mid_task_still_completes_with_identical_results(tmp_pa
 
 @pytest.fixture(scope="module")
 def vessels(tmp_path_factory):
-    from helpers import smalldata as sd
+    from helpers.studies.small_data import data as sd
 
     root = tmp_path_factory.mktemp("vessels")
     sd.write_small_data(root, seed=0, n_images=6, size=48)
@@ -322,7 +324,7 @@ def _trial_table(trials):
 
 @pytest.fixture(scope="module")
 def uninterrupted(vessels, tmp_path_factory):
-    from helpers import smallhpo as st
+    from helpers.studies.small_data import hpo as st
 
     storage = tmp_path_factory.mktemp("hpo") / "hpo.journal"
     return st.optimize("unet", vessels, n_trials=4, storage=storage, **HPO)
@@ -330,7 +332,7 @@ def uninterrupted(vessels, tmp_path_factory):
 
 @pytest.mark.slow
 def test_an_hpo_search_interrupted_after_k_trials_continues_from_k(vessels, uninterrupted, tmp_path, monkeypatch):
-    from helpers import smallhpo as st
+    from helpers.studies.small_data import hpo as st
 
     storage = tmp_path / "hpo.journal"
     real, calls = st.train_model, []
@@ -361,7 +363,7 @@ def test_an_hpo_search_interrupted_after_k_trials_continues_from_k(vessels, unin
 
 @pytest.mark.slow
 def test_hpo_trials_on_the_workers_equal_the_in_process_search(vessels, uninterrupted, tmp_path, dask_cluster):
-    from helpers import smallhpo as st
+    from helpers.studies.small_data import hpo as st
 
     trials, best = st.optimize("unet", vessels, n_trials=4, storage=tmp_path / "hpo.journal",
                                scheduler=dask_cluster.address, **HPO)
@@ -371,8 +373,8 @@ def test_hpo_trials_on_the_workers_equal_the_in_process_search(vessels, uninterr
 
 @pytest.mark.slow
 def test_cross_validation_folds_on_the_workers_equal_the_in_process_run(vessels, dask_cluster):
-    from helpers import smallcv as st
-    from helpers.splits import cv_splits
+    from helpers.studies.small_data import cv as st
+    from helpers.data.splits import cv_splits
 
     splits = cv_splits([c.case_id for c in vessels], protocols=["3fold"], seeds=[0])
     kwargs = {"models": ["unet", "segformer"], "splits": splits, "cnn_size": 32, "epochs": 1, "width": 4,
@@ -423,7 +425,7 @@ def test_slurm_recipe_renders_a_gpu_job_script_without_submitting():
 
 
 def test_section_dependencies_let_datasets_run_side_by_side():
-    from helpers import study
+    from helpers.runner import cli as study
 
     def task(name, dataset, **params):
         section = study.SECTION_BY_NAME[name]
@@ -439,7 +441,7 @@ def test_section_dependencies_let_datasets_run_side_by_side():
 
 
 def test_section_priorities_count_the_sections_waiting_downstream():
-    from helpers import study
+    from helpers.runner import cli as study
 
     def task(name, dataset, **params):
         section = study.SECTION_BY_NAME[name]
@@ -466,7 +468,7 @@ def test_grid_priority_comes_from_the_environment(monkeypatch):
 
 
 def test_predictions_run_one_above_the_training_of_their_section(tmp_path, monkeypatch):
-    from helpers import training
+    from helpers.learning import training
 
     ws = Workspace(tmp_path / "ws")
     seen = {}
@@ -485,7 +487,7 @@ def test_predictions_run_one_above_the_training_of_their_section(tmp_path, monke
 @pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
 def test_local_workers_and_later_processes_run_without_a_malloc_trim_threshold(monkeypatch):
     """Dask's nannies would start workers with MALLOC_TRIM_THRESHOLD_=65536 and put it into this process's
-    environment too (see helpers.cluster, "Memory"): neither happens."""
+    environment too (see helpers.compute.cluster, "Memory"): neither happens."""
     import io
 
     from distributed import Client
@@ -500,7 +502,7 @@ def test_local_workers_and_later_processes_run_without_a_malloc_trim_threshold(m
 
 
 def test_command_line_takes_scheduler_and_workers(monkeypatch):
-    from helpers import study
+    from helpers.runner import cli as study
 
     seen = {}
     monkeypatch.setattr(study, "run", lambda profile, **kw: seen.update(kw))
@@ -530,7 +532,7 @@ def test_runner_on_a_local_cluster_runs_both_datasets_and_passes_the_address(tmp
     import nbformat
     import yaml
 
-    from helpers import study
+    from helpers.runner import cli as study
 
     (tmp_path / "_config.yml").write_text("title: test\n")
     (tmp_path / "profiles").mkdir()
@@ -544,7 +546,7 @@ def test_runner_on_a_local_cluster_runs_both_datasets_and_passes_the_address(tmp
             f'dataset = "wmh"\nprofile = "t"\nworkspace = "ws"\nseed = 0\n{extra}')
         params.metadata["tags"] = ["parameters"]
         body = nbformat.v4.new_code_cell(
-            "import time\nfrom helpers import io\nfrom helpers.paths import Workspace\n"
+            "import time\nfrom helpers import io\nfrom helpers.base.paths import Workspace\n"
             f"io.write_text(Workspace.at(workspace).results(dataset) / '{section.name}.txt', "
             "f'{time.time_ns()} {globals().get(\"scheduler\")}')\n")
         nb.cells = [params, body]
@@ -581,7 +583,7 @@ def _tiny_project(root, training_body: str, *, datasets=("wmh", "lits")):
     import nbformat
     import yaml
 
-    from helpers import study
+    from helpers.runner import cli as study
 
     (root / "_config.yml").write_text("title: test\n")
     (root / "profiles").mkdir()
@@ -594,7 +596,7 @@ def _tiny_project(root, training_body: str, *, datasets=("wmh", "lits")):
         params = nbformat.v4.new_code_cell(f'dataset = "wmh"\nprofile = "t"\nworkspace = "ws"\nseed = 0\n{extra}')
         params.metadata["tags"] = ["parameters"]
         body = training_body if section.name == "training" else (
-            "import time\nfrom helpers import io\nfrom helpers.paths import Workspace\n"
+            "import time\nfrom helpers import io\nfrom helpers.base.paths import Workspace\n"
             f"io.write_text(Workspace.at(workspace).results(dataset) / '{section.name}.txt', f'{{time.time()}}')\n")
         nb.cells = [params, nbformat.v4.new_code_cell(body)]
         nbformat.write(nb, root / "notebooks" / section.notebook)
@@ -611,10 +613,10 @@ def test_a_section_waiting_for_its_grid_does_not_block_a_runnable_section(tmp_pa
     after the first had finished.)"""
     import io
 
-    from helpers import study
+    from helpers.runner import cli as study
 
     _tiny_project(tmp_path, (
-        "import time\nfrom helpers import cluster, io\nfrom helpers.paths import Workspace\n"
+        "import time\nfrom helpers import cluster, io\nfrom helpers.base.paths import Workspace\n"
         "start = time.time()\n"
         "cluster.run_grid([cluster.GridTask(f'{dataset} · sleep', time.sleep, (3.0,))], scheduler=scheduler, "
         "name=f'sleep {dataset}')\n"

@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import constructed, predictions
-from helpers.paths import Workspace
+from helpers.evaluation import constructed
+from helpers.data import predictions
+from helpers.base.paths import Workspace
 
 
 def _square(shape=(20, 20), lo=5, hi=10):

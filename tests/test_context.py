@@ -9,13 +9,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from helpers import context  # noqa: E402
-from helpers.paths import Workspace  # noqa: E402
+from helpers.runner import context  # noqa: E402
+from helpers.base.paths import Workspace  # noqa: E402
 
 
 def test_banner_labels_synthetic_real_and_constructed_data(tmp_path, monkeypatch):
     monkeypatch.setenv("HONEST_PROJECT_ROOT", str(tmp_path))
-    from helpers import io
+    from helpers.base import io
 
     ws = Workspace.at("ws")
     io.write_json({"source": "synthetic"}, ws.results("wmh") / "data_manifest.json")
@@ -42,7 +42,7 @@ def test_context_repr_holds_no_absolute_path(tmp_path, monkeypatch):
 
 def test_banner_says_when_the_evaluated_predictions_are_constructed(tmp_path, monkeypatch):
     monkeypatch.setenv("HONEST_PROJECT_ROOT", str(tmp_path))
-    from helpers import io
+    from helpers.base import io
 
     ws = Workspace.at("ws")
     for name in ("wmh", "lits"):
@@ -62,7 +62,7 @@ def test_save_writes_tables_into_the_pages_results_folder(tmp_path, monkeypatch)
     table = pd.DataFrame({"model": ["unet", "resunet"], "dice": [0.5, float("nan")]})
     path = ctx.save(table, "overall_metrics.csv")
     assert path == tmp_path / "ws" / "results" / "wmh" / "overall_metrics.csv"
-    # no index column; NaN as the empty field (helpers.io.write_csv)
+    # no index column; NaN as the empty field (helpers.base.io.write_csv)
     assert path.read_text().splitlines() == ["model,dice", "unet,0.5", "resunet,"]
     assert ctx.save({"edges": [1, 2]}, "edges.json").read_text() == '{\n  "edges": [\n    1,\n    2\n  ]\n}\n'
     # a chapter across datasets writes into results/ itself

@@ -12,11 +12,12 @@ import pytest
 import tifffile
 import imageio.v3 as iio
 
-from helpers import data, layouts
-from helpers.datasets import loader_options
-from helpers.layouts import Case
+from helpers import data
+from helpers.data import layouts
+from helpers.data.datasets import loader_options
+from helpers.data.layouts import Case
 from helpers.data import check_dataset, find_cases, load_cases, prepare_dataset, q1_upper_bound, read_case
-from helpers.paths import Workspace
+from helpers.base.paths import Workspace
 
 SHAPE = (4, 6, 5)  # (z, y, x)
 ZOOMS = (0.9, 0.8, 3.0)  # NIfTI (x, y, z) -> spacing (3.0, 0.8, 0.9)

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from helpers.evaluation import evaluate_cases, evaluate_predictions, read_tables
-from helpers.paths import Workspace
-from helpers.predictions import write_prediction
+from helpers.base.paths import Workspace
+from helpers.data.predictions import write_prediction
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,9 @@ def test_example_crops(folder):
 def test_end_to_end_from_synthetic_data_folder(tmp_path):
     # The workspace route: synthetic IDRiD stand-in, splits.json and data_manifest.json as the data section
     # writes them, predictions = the reference itself for one model and an empty mask for another.
-    from helpers import data, io, synthetic
+    from helpers import data
+    from helpers.base import io
+    from helpers.data import synthetic
 
     ws = Workspace.at(tmp_path)
     synthetic.write_idrid(ws.data("idrid"), seed=0, n_training=1, n_test=2, shape=(64, 96))

@@ -1,4 +1,4 @@
-"""Tests of helpers.failure_lab: analytic expectations, synthetic lesions, the sweep against closed forms,
+"""Tests of helpers.studies.failure_lab: analytic expectations, synthetic lesions, the sweep against closed forms,
 calibration to a common Dice, evaluation into the study's tables, and the planted ranking reversal."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
-from helpers import analysis
-from helpers import failure_lab as F
-from helpers.lesions import REFERENCE
+from helpers.analysis import units as analysis
+from helpers.studies import failure_lab as F
+from helpers.metrics.lesions import REFERENCE
 
 matplotlib.use("Agg")
 

@@ -1,4 +1,4 @@
-"""Tests of helpers.figures for the statistics figures (the analysis figures are drawn in tests/test_analysis.py,
+"""Tests of helpers.report.figures for the statistics figures (the analysis figures are drawn in tests/test_analysis.py,
 beside the aggregate tables they draw)."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import bootstrap, figures, inference, ranking
+from helpers.stats import bootstrap, inference, ranking
+from helpers.report import figures
 
 
 def _long(matrix, models=None, units=None, metric=None):

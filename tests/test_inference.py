@@ -1,4 +1,4 @@
-"""Tests of helpers.inference: hand-derived values first, then edge cases, properties and cross-checks against
+"""Tests of helpers.stats.inference: hand-derived values first, then edge cases, properties and cross-checks against
 scipy."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from helpers import figures, inference
+from helpers.report import figures
+from helpers.stats import inference
 
 
 FRIEDMAN_TABLE = np.array(

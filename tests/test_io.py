@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import io, paths
+from helpers.base import io, paths
 
 
 def test_write_csv_and_json_roundtrip_and_leave_no_temporary_files(tmp_path):

@@ -1,4 +1,4 @@
-"""Tests of helpers.lesions: labelling, the lesion table and the lesion-wise protocol."""
+"""Tests of helpers.metrics.lesions: labelling, the lesion table and the lesion-wise protocol."""
 
 from __future__ import annotations
 
@@ -10,17 +10,8 @@ import pytest
 from scipy import ndimage
 from skimage import measure
 
-from helpers.lesions import (
-    _region_of_influence,
-    assign_quartiles,
-    evaluate_case_and_lesions,
-    evaluate_lesions,
-    label_lesions,
-    lesion_summary,
-    lesion_table,
-    quartile_edges,
-    with_quartile_bounds,
-)
+from helpers.metrics.lesions import assign_quartiles, evaluate_case_and_lesions, evaluate_lesions, label_lesions, lesion_summary, lesion_table, quartile_edges, with_quartile_bounds
+from helpers.metrics.lesions.labels import _region_of_influence
 from helpers.metrics import evaluate_case, image_diagonal
 
 

@@ -1,6 +1,6 @@
 """The fast lesion-wise engine against a slow reference written plainly from the protocol's words.
 
-The reference (``slow_evaluate_lesions``) shares no code with :mod:`helpers.lesions` or :mod:`helpers.metrics`:
+The reference (``slow_evaluate_lesions``) shares no code with :mod:`helpers.metrics.lesions` or :mod:`helpers.metrics`:
 it labels with ``scipy.ndimage.label``, builds one full-image mask per lesion, settles the region of influence
 from one ``scipy.ndimage.distance_transform_edt`` per lesion (lowest id among the lesions within a relative
 1e-9 of the nearest), takes boundaries as ``mask & ~binary_erosion(mask)`` (face-connected, outside is
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from helpers.lesions import evaluate_lesions
+from helpers.metrics.lesions import evaluate_lesions
 
 METRICS = ("dice", "iou", "hd", "hd95", "hd95_pooled", "assd", "masd", "nsd", "contour_f1")
 TOLERANCE = 1.45  # not a grid distance under the spacings below, so rounding cannot flip a count

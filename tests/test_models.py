@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import models
-from helpers.runtime import torch_settings
-from helpers.plots import MODEL_COLORS
+from helpers.learning import models
+from helpers.compute.runtime import torch_settings
+from helpers.base.plots import MODEL_COLORS
 
 
 @pytest.fixture(autouse=True)

@@ -18,7 +18,7 @@ import sys
 import nbformat
 import pytest
 
-from helpers.paths import project_root
+from helpers.base.paths import project_root
 
 pytestmark = pytest.mark.slow
 

@@ -9,8 +9,8 @@ import nbformat
 import papermill
 import pytest
 
-from helpers import study
-from helpers.paths import project_root
+from helpers.runner import cli as study
+from helpers.base.paths import project_root
 
 NOTEBOOKS = sorted((project_root() / "notebooks").glob("*.ipynb"))
 
@@ -63,7 +63,7 @@ def test_plumbing_cells_are_hidden_and_the_context_comes_first(path):
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert "parameters" in code[0].metadata.get("tags", [])
     context_cell = code[1]
-    assert "ctx = helpers.context.context(" in context_cell.source
+    assert "ctx = context(" in context_cell.source
     assert context_cell.source.rstrip().endswith("ctx"), "the context cell shows the provenance banner"
     assert "hide-input" in context_cell.metadata.get("tags", [])
     for cell in code[1:]:
@@ -76,7 +76,7 @@ def test_plumbing_cells_are_hidden_and_the_context_comes_first(path):
 def test_notebooks_with_a_grid_hand_the_scheduler_to_the_context(path):
     declared = papermill.inspect_notebook(str(path))
     nb = nbformat.read(path, as_version=4)
-    context_cell = next(c for c in nb.cells if "ctx = helpers.context.context(" in c.source)
+    context_cell = next(c for c in nb.cells if "ctx = context(" in c.source)
     assert ("scheduler=scheduler" in context_cell.source) == ("scheduler" in declared)
 
 

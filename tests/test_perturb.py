@@ -1,4 +1,4 @@
-"""Tests of helpers.perturb: each operator on a disk or sphere with its hand-derived effect, cross-checks of the
+"""Tests of helpers.evaluation.perturb: each operator on a disk or sphere with its hand-derived effect, cross-checks of the
 morphology against scipy.ndimage, per-lesion application, edge cases and input validation."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from helpers import perturb as P
+from helpers.evaluation import perturb as P
 
 
 def disk(radius, size=61, centre=None):

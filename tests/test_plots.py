@@ -2,7 +2,7 @@
 
 import matplotlib.pyplot as plt
 
-from helpers import plots
+from helpers.base import plots
 
 
 def test_model_colours_are_fixed_per_family_and_distinct():

@@ -1,4 +1,4 @@
-"""Tests of helpers.preconditions: hand-derived verdicts on small tables, the "not met" text, the seed-spread
+"""Tests of helpers.analysis.preconditions: hand-derived verdicts on small tables, the "not met" text, the seed-spread
 tolerance, reading a workspace's CSVs and argument validation."""
 
 import math
@@ -6,8 +6,8 @@ import math
 import pandas as pd
 import pytest
 
-from helpers import preconditions as pc
-from helpers.paths import Workspace
+from helpers.analysis import preconditions as pc
+from helpers.base.paths import Workspace
 
 # per-case Dice of three test cases (a, b, c) per model; means by hand:
 #   hybrid (0.90 + 0.80 + 0.85) / 3 = 0.85, attention (0.86 + 0.82 + 0.84) / 3 = 0.84,

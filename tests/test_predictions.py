@@ -7,7 +7,7 @@ import tifffile
 from imageio import v3 as iio
 from skimage import measure
 
-from helpers import predictions as P
+from helpers.data import predictions as P
 
 
 def _volume_mask():

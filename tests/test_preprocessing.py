@@ -1,4 +1,4 @@
-"""Tests of helpers.preprocessing: normalisation per modality (hand values and MONAI cross-checks), resizing
+"""Tests of helpers.data.preprocessing: normalisation per modality (hand values and MONAI cross-checks), resizing
 with the recorded scale, restoring predictions to the original grid, persistence."""
 
 import numpy as np
@@ -6,20 +6,10 @@ import pytest
 import torch
 from monai.transforms import NormalizeIntensity, ScaleIntensityRange
 
-from helpers import datasets
-from helpers.layouts import Case
-from helpers.paths import Workspace
-from helpers.preprocessing import (
-    PreparedCase,
-    load_prepared,
-    normalize_ct,
-    normalize_fundus,
-    normalize_mri,
-    prepare_case,
-    preprocessing_record,
-    restore,
-    save_prepared,
-)
+from helpers.data import datasets
+from helpers.data.layouts import Case
+from helpers.base.paths import Workspace
+from helpers.data.preprocessing import PreparedCase, load_prepared, normalize_ct, normalize_fundus, normalize_mri, prepare_case, preprocessing_record, restore, save_prepared
 
 
 def _recipe(dataset):
@@ -159,11 +149,11 @@ def test_restore_rejects_wrong_shape():
 
 
 def test_prepare_rejects_non_case_and_bad_dataset():
-    with pytest.raises(TypeError, match="case must be a helpers.layouts.Case"):
+    with pytest.raises(TypeError, match="case must be a helpers.data.layouts.Case"):
         prepare_case(np.zeros((2, 2)), _recipe("wmh"))
     with pytest.raises(ValueError, match="dataset must be one of"):
         _recipe("brats")
-    with pytest.raises(TypeError, match="recipe must be a helpers.preprocessing.Recipe"):
+    with pytest.raises(TypeError, match="recipe must be a helpers.data.preprocessing.Recipe"):
         preprocessing_record("lits")
 
 
@@ -209,7 +199,7 @@ def test_restore_volume_after_resize_shape_and_values():
 def test_liver_roi_zeroes_outside_the_dilated_liver(tmp_path):
     import nibabel as nib
 
-    from helpers.layouts import to_nifti_array
+    from helpers.data.layouts import to_nifti_array
 
     # a 1 x 9 x 9 label: liver = the single voxel (4, 4), spacing 1 x 2 x 1 mm (y, x).
     # A 2 mm disc reaches 1 voxel along y (2 mm) and 2 along x (1 mm each); (y, x) = (1, 1) offsets are

@@ -1,6 +1,6 @@
 """The progress-bar policy: shown by default, hidden by progress=False or $TQDM_DISABLE."""
 
-from helpers.progress import enabled, progress_bar
+from helpers.base.progress import enabled, progress_bar
 
 
 def test_bar_is_disabled_by_argument_or_environment(monkeypatch, capsys):

@@ -1,4 +1,4 @@
-"""Tests of helpers.ranking on hand-built tables."""
+"""Tests of helpers.stats.ranking on hand-built tables."""
 
 import numpy as np
 import pandas as pd
@@ -6,15 +6,8 @@ import pytest
 from scipy import stats
 
 from helpers.metrics import higher_is_better
-from helpers import ranking
-from helpers.ranking import (
-    agreement_matrix,
-    compare_orders,
-    kendall_tau,
-    model_order,
-    pairwise_agreement,
-    rank_models,
-)
+from helpers.stats import ranking
+from helpers.stats.ranking import agreement_matrix, compare_orders, kendall_tau, model_order, pairwise_agreement, rank_models
 
 
 def _long(dataset, stratum, values):

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from helpers import runtime
+from helpers.compute import runtime
 
 
 def test_torch_settings_restore_previous_state():

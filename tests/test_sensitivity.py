@@ -1,13 +1,13 @@
-"""Tests of helpers.sensitivity: the clean-up threshold and extra-seed analyses (moved from test_evaluation with
+"""Tests of helpers.analysis.sensitivity: the clean-up threshold and extra-seed analyses (moved from test_evaluation with
 their code), on the bring-your-own folder of tests/test_evaluation.py."""
 
 import numpy as np
 import pytest
 
 from helpers.evaluation import evaluate_predictions, extra_seed_roots
-from helpers.paths import Workspace
-from helpers.predictions import write_prediction
-from helpers.sensitivity import cleanup_sensitivity, seed_aggregates
+from helpers.base.paths import Workspace
+from helpers.data.predictions import write_prediction
+from helpers.analysis.sensitivity import cleanup_sensitivity, seed_aggregates
 from test_evaluation import folder  # noqa: F401  (the fixture)
 
 

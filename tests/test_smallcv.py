@@ -1,4 +1,4 @@
-"""Tests of helpers.smallcv: cross-validation of the small-data study."""
+"""Tests of helpers.studies.small_data.cv: cross-validation of the small-data study."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import os
 import numpy as np
 import pytest
 
-from helpers import smallcv
-from helpers import smalldata as sd
-from helpers.splits import cv_splits
+from helpers.studies.small_data import cv as smallcv
+from helpers.studies.small_data import data as sd
+from helpers.data.splits import cv_splits
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -1,4 +1,4 @@
-"""Tests of helpers.smalldata: synthetic vessels, the folder loader, the CV splits and multi-class scores."""
+"""Tests of helpers.studies.small_data.data: synthetic vessels, the folder loader, the CV splits and multi-class scores."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import tifffile
 
 from helpers import metrics
-from helpers import smalldata as sd
-from helpers.paths import Workspace
+from helpers.studies.small_data import data as sd
+from helpers.base.paths import Workspace
 
 # --------------------------------------------------------------------------------------------------------------
 # Synthetic data
@@ -171,7 +171,7 @@ def test_load_duplicate_stem(folder):
 def test_prepare_small_data_writes_manifest(tmp_path):
     ws = Workspace(tmp_path)
     cases, summary = sd.prepare_small_data(ws, seed=1, n_images=2, size=40)
-    from helpers.io import read_json
+    from helpers.base.io import read_json
 
     manifest = read_json(ws.results("small_data") / "data_manifest.json")
     assert manifest["source"] == "synthetic" and manifest["n_cases"] == 2

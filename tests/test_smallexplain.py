@@ -1,4 +1,4 @@
-"""Tests of helpers.smallexplain: error maps, uncertainty, morphology, saliency, attention and their figures."""
+"""Tests of helpers.studies.small_data.explain: error maps, uncertainty, morphology, saliency, attention and their figures."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import smallcv, smallexplain
-from helpers import smalldata as sd
-from helpers import smallmodels as sm
-from helpers.splits import cv_splits
+from helpers.studies.small_data import cv as smallcv, explain as smallexplain
+from helpers.studies.small_data import data as sd
+from helpers.studies.small_data import models as sm
+from helpers.data.splits import cv_splits
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -1,4 +1,4 @@
-"""Tests of helpers.smallhpo: the Optuna search of the small-data study."""
+"""Tests of helpers.studies.small_data.hpo: the Optuna search of the small-data study."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from helpers import smalldata as sd
-from helpers import smallhpo
-from helpers.splits import cv_folds
+from helpers.studies.small_data import data as sd
+from helpers.studies.small_data import hpo as smallhpo
+from helpers.data.splits import cv_folds
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -1,4 +1,4 @@
-"""Tests of helpers.smallmodels: the six architectures, checkpoint loading and learnable prompting."""
+"""Tests of helpers.studies.small_data.models: the six architectures, checkpoint loading and learnable prompting."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from helpers import smallmodels as sm
+from helpers.studies.small_data import models as sm
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -259,7 +259,7 @@ def test_load_original_segment_anything_pth(tiny_checkpoint, tmp_path):
 
 
 def test_registry_is_the_model_list_and_builds_each_trainable_architecture():
-    from helpers.models import ModelFamily
+    from helpers.learning.models import ModelFamily
 
     assert sm.MODELS == ("unet", "deeplabv3plus", "segformer", "sam", "medsam", "medsam_unet")
     assert all(isinstance(f, ModelFamily) and f.name == n for n, f in sm.REGISTRY.items())

@@ -1,4 +1,4 @@
-"""Tests of helpers.smallreport: the small-data study's statistics, tables, figures and conclusion."""
+"""Tests of helpers.studies.small_data.report: the small-data study's statistics, tables, figures and conclusion."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import smallreport as sr
-from helpers.paths import Workspace
+from helpers.studies.small_data import report as sr
+from helpers.base.paths import Workspace
 
 
 def _table(values: dict) -> pd.DataFrame:

@@ -1,4 +1,4 @@
-"""Tests of helpers.smalltrain: loss, training, prediction and MC dropout (the report is tested in test_smallreport.py)."""
+"""Tests of helpers.studies.small_data.train: loss, training, prediction and MC dropout (the report is tested in test_smallreport.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import smalldata as sd
-from helpers import smallmodels as sm
-from helpers import smalltrain as st
+from helpers.studies.small_data import data as sd
+from helpers.studies.small_data import models as sm
+from helpers.studies.small_data import train as st
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -1,21 +1,12 @@
-"""Tests of helpers.splits: by-subject splits, official subsets, site stratification, errors, persistence."""
+"""Tests of helpers.data.splits: by-subject splits, official subsets, site stratification, errors, persistence."""
 
 from types import SimpleNamespace
 
 import pytest
 
-from helpers.io import write_json
-from helpers.paths import Workspace
-from helpers.splits import (
-    cv_folds,
-    cv_splits,
-    cv_splits_table,
-    inner_split,
-    load_splits,
-    make_splits,
-    save_splits,
-    split_of,
-)
+from helpers.base.io import write_json
+from helpers.base.paths import Workspace
+from helpers.data.splits import cv_folds, cv_splits, cv_splits_table, inner_split, load_splits, make_splits, save_splits, split_of
 
 
 def _cases(n, *, subset=None, site=None, prefix="c"):
@@ -129,7 +120,7 @@ def test_accepts_case_objects_holding_arrays():
     # Case is a dataclass whose equality would compare arrays: the split must never compare cases
     import numpy as np
 
-    from helpers.layouts import Case
+    from helpers.data.layouts import Case
 
     cases = [Case(f"s{i}", np.zeros((2, 2)), np.zeros((2, 2), bool), None, (1.0, 1.0), "training", "x", None,
                   {"site": "A" if i % 2 else "B"}) for i in range(8)]

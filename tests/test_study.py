@@ -12,8 +12,9 @@ import nbformat
 import pytest
 import yaml
 
-from helpers import datasets, study
-from helpers.paths import Workspace
+from helpers.data import datasets
+from helpers.runner import cli as study
+from helpers.base.paths import Workspace
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +28,7 @@ def _notebook(extra_params: str = "") -> nbformat.NotebookNode:
     params.metadata["tags"] = ["parameters"]
     body = nbformat.v4.new_code_cell(
         "import pathlib, time\n"
-        "from helpers.paths import Workspace\n"
+        "from helpers.base.paths import Workspace\n"
         "from helpers import io\n"
         "if fail:\n"
         "    raise ValueError('planted failure')\n"
@@ -184,7 +185,7 @@ def _sleepy_training(project) -> None:
     """A training notebook that marks its start, then sleeps ``sleep`` seconds before writing its result."""
     nb = _notebook("sleep = 0\n")
     nb.cells[2].source = (
-        "import pathlib, time\nfrom helpers.paths import Workspace\nfrom helpers import io\n"
+        "import pathlib, time\nfrom helpers.base.paths import Workspace\nfrom helpers import io\n"
         "io.write_text(Workspace.at(workspace).results(dataset) / 'training.started', 'x')\n"
         "time.sleep(sleep)\n"
         "io.write_text(Workspace.at(workspace).results(dataset) / 'training.txt', f'{value}')\n")
@@ -337,7 +338,9 @@ def test_quiet_filters_kernel_chatter_and_keeps_real_errors():
 def test_evaluate_command_matches_reports_and_builds_the_book_on_the_smoke_data(tmp_path, capsys):
     import pandas as pd
 
-    from helpers import constructed, data, predictions, splits, synthetic
+    from helpers.evaluation import constructed
+    from helpers import data
+    from helpers.data import predictions, splits, synthetic
 
     download = tmp_path / "download"
     synthetic.write_wmh(download / "wmh", seed=0)  # the smoke stand-in, unpacked one folder deeper than named

@@ -1,4 +1,4 @@
-"""Tests of helpers.synthetic: exact real layouts, determinism, label sets, plausible contrasts, heavy-tailed
+"""Tests of helpers.data.synthetic: exact real layouts, determinism, label sets, plausible contrasts, heavy-tailed
 lesion sizes, small lesions of a few voxels, visible LiTS tumours, and (slow) the default-profile sizes: Q1 upper
 bound < 1.5 %, >= 20 test cases and >= 50 Q1 lesions of 8-60 pixels."""
 
@@ -13,10 +13,11 @@ import pytest
 import tifffile
 from scipy import ndimage
 
-from helpers import datasets, synthetic
+from helpers.data import datasets
+from helpers.data.synthetic import common as synthetic
 from helpers.data import find_cases, load_cases, prepare_dataset
-from helpers.lesions import lesion_table
-from helpers.paths import Workspace
+from helpers.metrics.lesions import lesion_table
+from helpers.base.paths import Workspace
 
 
 def _digest(root: Path) -> dict:

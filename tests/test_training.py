@@ -6,10 +6,12 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import metrics, predictions, training
-from helpers.paths import Workspace
-from helpers.preprocessing import PreparedCase, save_prepared
-from helpers.splits import save_splits
+from helpers import metrics
+from helpers.data import predictions
+from helpers.learning import training
+from helpers.base.paths import Workspace
+from helpers.data.preprocessing import PreparedCase, save_prepared
+from helpers.data.splits import save_splits
 
 TINY = training.TrainingProtocol(size="smoke", epochs=2, steps_per_epoch=1, batch_size=2, patch_size=64)
 

@@ -27,8 +27,8 @@ import nbformat
 import pandas as pd
 import pytest
 
-from helpers import predictions
-from helpers.paths import Workspace, project_root
+from helpers.data import predictions
+from helpers.base.paths import Workspace, project_root
 
 pytestmark = pytest.mark.skipif(os.environ.get("HONEST_TRAINING_REGRESSION") != "1",
                                 reason="needs the smoke run in build/nbval: run by `make nbval`")

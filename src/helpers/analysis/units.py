@@ -1,0 +1,861 @@
+"""The study's analysis: size quartiles, aggregation per stratum, spreads, the paper's tables and the figures.
+
+Inputs are the tidy tables written by :mod:`helpers.evaluation` (``per_case_metrics.csv`` and
+``per_lesion_metrics.csv``); everything here is a pure function of those tables.
+
+Lesion size and quartiles
+-------------------------
+A lesion's size is its ``area_fraction`` (see :mod:`helpers.metrics.lesions`: 2D lesion pixels / image pixels; 3D the
+largest axial cross-section / axial slice area). Quartile edges are the 25th, 50th and 75th percentiles
+(:func:`numpy.quantile`, linear interpolation) of the area fractions of the *test set's reference lesions*,
+per dataset. A lesion of area fraction ``a`` falls in Q1 if ``a <= e25``, Q2 if ``e25 < a <= e50``, Q3 if
+``e50 < a <= e75`` and Q4 if ``a > e75`` (upper edges inclusive). Q1 is the small-lesion regime; its upper
+edge ``e25`` is the "small-lesion upper bound" of the paper's section 4.5.
+
+Strata and units (one definition shared by aggregates and bootstrap)
+--------------------------------------------------------------------
+Every aggregate is a mean over *units*; :func:`analysis_units` builds the unit table, :func:`aggregate`
+averages it and :func:`helpers.stats.bootstrap.directional_robustness` resamples it by case.
+
+``overall`` (the full test set, the paper's "full-test-set" reporting)
+    Dice, IoU, HD95, ASSD, MASD, NSD, contour F1: one unit per case, the image-level metric of the case.
+    ``lesion_recall``: one unit per reference lesion, 1 if detected else 0 (pooled recall).
+    ``fp_lesions_per_case``: one unit per case, its number of false-positive predicted lesions.
+    *Cases without a reference lesion* (tumour-free LiTS volumes) stay in ``fp_lesions_per_case`` but not in
+    the image-level overlap and boundary means, where they could only contribute a convention (Dice 1 or 0)
+    or the distance penalty; their units are kept with ``excluded = True`` and counted in ``n_excluded``.
+``all_lesions``, ``Q1`` ... ``Q4`` (lesion level)
+    Dice, IoU, HD95, ASSD, MASD, NSD, contour F1: one unit per *reference lesion* of the stratum and lesion set
+    (below), the lesion's own metric (computed by :func:`helpers.metrics.lesions.evaluate_lesions` in the lesion's
+    region of influence).
+    ``lesion_recall``: share of the stratum's reference lesions that were detected (all of them, in every
+    lesion set: detection is reported beside the boundary metrics, as its own metric).
+    ``fp_lesions_per_case``: false-positive lesions cannot belong to a *reference* size quartile; here they are
+    binned by their *own* area fraction with the same edges, one unit per case (its count of such false
+    positives). The ``all_lesions`` stratum counts all of them, like ``overall``.
+
+The primary aggregate (``value``) is the mean over units (lesions pooled across cases for lesion-level strata).
+The secondary ``value_case_mean`` averages per case first and then over the cases that have a unit (equal
+weight per case). Both report their n: ``n`` units, ``n_cases``, ``n_penalty`` (units whose value is a penalty
+for an undefined distance, e.g. a missed lesion's HD95), ``n_missed`` (units of missed lesions: Dice 0 and the
+penalty distances), ``n_excluded`` (units left out by the rule above) and ``n_nan`` (units without a value).
+
+Lesion sets (which reference lesions the lesion-level overlap and boundary metrics average)
+--------------------------------------------------------------------------------------------
+``common`` (primary)
+    The reference lesions that *every compared model* (every model of the dataset in the table) detected. All
+    models are measured on the same lesions, so a boundary difference is a contour difference, not a
+    detection difference, and ``n_penalty`` is 0 by construction. ``n`` is the size of the common set.
+``all_with_penalty`` (sensitivity view)
+    Every reference lesion; a missed one keeps Dice 0 and the penalty distance (the image diagonal), so in Q1
+    the distance means mostly count misses: a detection metric in disguise.
+``detected_by_model`` (sensitivity view)
+    Each model's own detected lesions: a different set per model (selection bias), ``n`` differs per model.
+
+Every aggregate row carries ``lesion_set``. Image-level (``overall``) rows do not depend on it and are the same
+in every set. A lesion-level overlap or boundary row whose set has fewer than ``min_lesions`` lesions
+(:data:`MIN_LESIONS`) has ``rankable = False`` and a ``note``; rankings, spreads and reversals do not rank it
+but say so.
+
+Spread among the top models
+---------------------------
+Per dataset and stratum, the ``top_k`` (3) models by Dice in that stratum; for each metric the absolute spread
+``max - min`` over them and the relative spread ``(max - min) / min * 100`` (% by which the worst exceeds the
+best for distances; for Dice the same formula), as the paper reports "HD95 differs by up to 41.3%".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from helpers.data.datasets import REGISTRY
+from helpers.base.io import read_json
+from helpers.metrics.lesions import FALSE_POSITIVE, QUARTILES, REFERENCE, quartile_edges
+from helpers.metrics import metric_names
+from helpers.stats.ranking import compare_orders, order_string, rank_models
+from helpers.evaluation import read_tables
+
+# Metrics: the registry's (helpers.metrics.METRICS). The paper's metrics in its order (section 3.6):
+# metric_names(primary=True); those computed per case and per lesion (overlap, boundary, distance):
+# metric_names(primary=True, computed=True); detection: metric_names(primary=True, kind="detection").
+STRATA: tuple[str, ...] = ("overall", "all_lesions", *QUARTILES)
+#: The lesion sets of the lesion-level metrics (module docstring); the first is the primary analysis.
+LESION_SETS: tuple[str, ...] = ("common", "all_with_penalty", "detected_by_model")
+PRIMARY_LESION_SET = "common"
+#: Default minimum number of lesions behind a lesion-level mean for it to be ranked.
+MIN_LESIONS = 5
+
+#: Display names of the study's four model families and the paper's names for them.
+MODEL_LABELS = {
+    "unet": "U-Net",
+    "resunet": "Residual U-Net",
+    "attention_unet": "Attention U-Net",
+    "hybrid_transformer": "Hybrid CNN-Transformer",
+}
+
+# ---------------------------------------------------------------------------------------------------------------
+# The paper's numbers (shared/papers/small-lesion-boundary-study.md in the steering repository), by section. Set beside ours, never used
+# in a computation.
+# ---------------------------------------------------------------------------------------------------------------
+#: Section 4.1: full-test-set Dice (pooled over datasets).
+PAPER_FULL_SET_DICE = {"hybrid_transformer": 0.851, "attention_unet": 0.848, "resunet": 0.845, "unet": 0.836}
+#: Section 4.2: representative small-lesion (Q1) comparison; HD95 and ASD in the paper's (unstated) units.
+PAPER_SMALL_LESION = {
+    "hybrid_transformer": {"dice": 0.742, "hd95": 8.6, "assd": 1.94, "contour_f1": 0.681},
+    "attention_unet": {"dice": 0.739, "hd95": 7.1, "assd": 1.53, "contour_f1": 0.742},
+    "resunet": {"dice": 0.734, "hd95": 6.8, "assd": 1.48, "contour_f1": 0.753},
+    "unet": {"dice": 0.721, "hd95": 9.5, "assd": 2.11, "contour_f1": 0.648},
+}
+#: Section 4.2: largest pairwise differences among top models in Q1 across datasets.
+PAPER_Q1_MAX_DIFFERENCES = {"hd95_percent": 41.3, "assd_percent": 36.8, "contour_f1_absolute": 0.112,
+                            "lesion_recall_points": 8.7}
+#: Section 4.3: Dice vs boundary-metric agreement over 9 dataset-level top-model comparisons.
+PAPER_AGREEMENT = {"hd95": (4, 9), "assd": (5, 9), "contour_f1": (3, 9)}
+#: Section 4.3: the Dice leader ranked third under HD95 in 2 of 3 datasets (Q1).
+PAPER_DICE_LEADER_THIRD_HD95 = (2, 3)
+#: Section 4.6: overall vs small-lesion pattern (spreads among the top 3 by Dice).
+PAPER_SPREADS = {
+    "overall": {"dice_spread": 0.009, "hd95_spread_percent": 14.7, "ranking_stability": "Moderate"},
+    "Q4": {"dice_spread": 0.011, "hd95_spread_percent": 12.4, "ranking_stability": "Higher"},
+    "Q1": {"dice_spread": 0.008, "hd95_spread_percent": 41.3, "ranking_stability": "Low"},
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Units and aggregates
+# ---------------------------------------------------------------------------------------------------------------
+_CASE_COLUMNS = ("dataset", "model", "case_id", "metric", "value", "penalty")
+_LESION_COLUMNS = ("dataset", "model", "case_id", "lesion_id", "kind", "detected", "area_fraction", "quartile",
+                   "metric", "value", "penalty")
+
+
+def _check_columns(df: pd.DataFrame, columns, name: str) -> None:
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"{name} must be a pandas DataFrame, got {type(df).__name__}")
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{name} lacks columns {missing}; has {list(df.columns)}")
+
+
+def _as_bool(series: pd.Series) -> pd.Series:
+    if series.dtype == bool:
+        return series
+    return series.map(lambda v: str(v).strip().lower() in ("true", "1", "1.0")).astype(bool)
+
+
+def _reference_empty(pc: pd.DataFrame) -> pd.Series:
+    """Per per-case row: whether its case has no reference lesion (``ref_empty``, else ``n_ref_lesions == 0``)."""
+    if "ref_empty" in pc.columns:
+        return _as_bool(pc["ref_empty"])
+    if "n_ref_lesions" in pc.columns:
+        return pd.to_numeric(pc["n_ref_lesions"], errors="coerce").fillna(1).eq(0)
+    return pd.Series(False, index=pc.index)
+
+
+def common_lesions(per_lesion: pd.DataFrame, *, models: Sequence[str] | None = None) -> pd.DataFrame:
+    """The common-support set: reference lesions detected by every compared model, per dataset.
+
+    Parameters
+    ----------
+    per_lesion : pandas.DataFrame
+        ``per_lesion_metrics.csv`` (reference rows with metric ``detected``).
+    models : sequence of str, optional
+        The compared models; default every model of the dataset in ``per_lesion``. A lesion a compared model
+        has no row for is not common.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``dataset, case_id, lesion_id, quartile``, one row per common lesion.
+    """
+    _check_columns(per_lesion, _LESION_COLUMNS, "per_lesion")
+    det = per_lesion[(per_lesion["kind"] == REFERENCE) & (per_lesion["metric"] == "detected")]
+    det = det.assign(detected=_as_bool(det["detected"]), case_id=det["case_id"].astype(str))
+    keys = ["dataset", "case_id", "lesion_id"]
+    frames = []
+    for dataset, sub in det.groupby("dataset", sort=True):
+        compared = sorted(sub["model"].astype(str).unique()) if models is None else [str(m) for m in models]
+        sub = sub[sub["model"].astype(str).isin(compared)]
+        hits = sub[sub["detected"]].groupby(keys)["model"].nunique()
+        found = hits[hits == len(compared)].index
+        quartile = sub.drop_duplicates(keys).set_index(keys)["quartile"]
+        frames.append(pd.DataFrame(list(found), columns=keys).assign(
+            quartile=quartile.reindex(found).fillna("").astype(str).to_numpy()))
+    if not frames:
+        return pd.DataFrame(columns=[*keys, "quartile"])
+    return pd.concat(frames, ignore_index=True)
+
+
+def analysis_units(per_case: pd.DataFrame, per_lesion: pd.DataFrame, *, lesion_set: str = PRIMARY_LESION_SET,
+                   models: Sequence[str] | None = None) -> pd.DataFrame:
+    """The unit table behind every aggregate and bootstrap (see the module docstring for the definitions).
+
+    Parameters
+    ----------
+    per_case : pandas.DataFrame
+        ``per_case_metrics.csv``: ``dataset, model, case_id, metric, value, penalty`` (and ``ref_empty`` or
+        ``n_ref_lesions`` for the no-reference rule); metrics include the primary image-level metrics
+        (``helpers.metrics.metric_names(primary=True, computed=True)``) and ``fp_lesions`` (count per case).
+    per_lesion : pandas.DataFrame
+        ``per_lesion_metrics.csv``: reference-lesion rows (``kind == "lesion"``) with metrics ``detected`` and
+        the same primary metrics, and false-positive rows (``kind == "false_positive"``, metric
+        ``false_positive``), each with ``area_fraction`` and ``quartile``.
+    lesion_set : {"common", "all_with_penalty", "detected_by_model"}
+        Which reference lesions the lesion-level overlap and boundary metrics average (:data:`LESION_SETS`).
+    models : sequence of str, optional
+        The compared models of the ``common`` set (default: every model of the dataset).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``dataset, lesion_set, stratum, metric, model, case_id, value, penalty, missed, excluded``, one row
+        per unit.
+    """
+    _check_columns(per_case, _CASE_COLUMNS, "per_case")
+    _check_columns(per_lesion, _LESION_COLUMNS, "per_lesion")
+    if lesion_set not in LESION_SETS:
+        raise ValueError(f"lesion_set must be one of {LESION_SETS}, got {lesion_set!r}")
+    out = []
+    pc = per_case.assign(penalty=_as_bool(per_case["penalty"]), case_id=per_case["case_id"].astype(str),
+                         missed=False, excluded=False)
+    pl = per_lesion.assign(penalty=_as_bool(per_lesion["penalty"]), detected=_as_bool(per_lesion["detected"]),
+                           quartile=per_lesion["quartile"].fillna("").astype(str),
+                           case_id=per_lesion["case_id"].astype(str), excluded=False)
+    pl["missed"] = (pl["kind"] == REFERENCE) & ~pl["detected"]
+    cols = ["dataset", "stratum", "metric", "model", "case_id", "value", "penalty", "missed", "excluded"]
+
+    # overall: image-level metrics per case (cases without reference lesion excluded, counted), FP count per case
+    seg = pc[pc["metric"].isin(metric_names(primary=True, computed=True))]
+    seg = seg.assign(stratum="overall", excluded=_reference_empty(seg))
+    out.append(seg[cols])
+    fp = pc[pc["metric"] == "fp_lesions"].assign(stratum="overall", metric="fp_lesions_per_case")
+    out.append(fp[cols])
+
+    ref = pl[pl["kind"] == REFERENCE]
+    detected = ref[ref["metric"] == "detected"]
+    recall = detected.assign(metric="lesion_recall", value=detected["detected"].astype(float), penalty=False,
+                             missed=False)
+    out.append(recall.assign(stratum="overall")[cols])
+    lesion_seg = ref[ref["metric"].isin(metric_names(primary=True, computed=True))]
+    if lesion_set == "detected_by_model":
+        lesion_seg = lesion_seg[lesion_seg["detected"]]
+    elif lesion_set == "common":
+        keys = ["dataset", "case_id", "lesion_id"]
+        common = common_lesions(pl, models=models)[keys].assign(_common=True)
+        lesion_seg = lesion_seg.merge(common, on=keys, how="left")
+        lesion_seg = lesion_seg[lesion_seg["_common"].fillna(False).astype(bool)].drop(columns="_common")
+        if models is not None:
+            lesion_seg = lesion_seg[lesion_seg["model"].astype(str).isin([str(m) for m in models])]
+
+    # every (dataset, model, case) that was evaluated, so that FP counts of zero are explicit units
+    cases = pc[["dataset", "model", "case_id"]].drop_duplicates()
+    fps = pl[(pl["kind"] == FALSE_POSITIVE) & (pl["metric"] == FALSE_POSITIVE)]
+    for stratum in ("all_lesions", *QUARTILES):
+        keep = (lambda t: t) if stratum == "all_lesions" else (lambda t, s=stratum: t[t["quartile"] == s])
+        out.append(keep(lesion_seg).assign(stratum=stratum)[cols])
+        out.append(keep(recall).assign(stratum=stratum)[cols])
+        counts = keep(fps).groupby(["dataset", "model", "case_id"]).size().rename("value").reset_index()
+        fp_units = cases.merge(counts, on=["dataset", "model", "case_id"], how="left")
+        fp_units["value"] = fp_units["value"].fillna(0).astype(float)
+        out.append(fp_units.assign(stratum=stratum, metric="fp_lesions_per_case", penalty=False, missed=False,
+                                   excluded=False)[cols])
+    units = pd.concat(out, ignore_index=True)
+    units["value"] = pd.to_numeric(units["value"], errors="raise").astype(float)
+    for column in ("penalty", "missed", "excluded"):
+        units[column] = units[column].astype(bool)
+    units.insert(1, "lesion_set", lesion_set)
+    return units
+
+
+def lesion_set_units(per_case: pd.DataFrame, per_lesion: pd.DataFrame, *,
+                     lesion_sets: Sequence[str] = LESION_SETS) -> pd.DataFrame:
+    """:func:`analysis_units` of several lesion sets, stacked (``lesion_set`` tells them apart)."""
+    return pd.concat([analysis_units(per_case, per_lesion, lesion_set=s) for s in lesion_sets], ignore_index=True)
+
+
+def aggregate(units: pd.DataFrame, *, min_lesions: int = MIN_LESIONS) -> pd.DataFrame:
+    """Aggregate a unit table: mean over units (primary) and mean of case means, with their counts.
+
+    ``min_lesions``: a lesion-level overlap or boundary row (strata ``all_lesions``, Q1..Q4) with fewer units
+    gets ``rankable = False`` and a ``note`` saying so; rankings skip it.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``dataset, lesion_set, stratum, model, metric, value, n, n_nan, n_penalty, n_missed, n_excluded,
+        n_cases, value_case_mean, sd, rankable, note``, sorted by dataset, lesion set, stratum (overall,
+        all_lesions, Q1..Q4), metric (paper order) and model.
+    """
+    _check_columns(units, ["dataset", "stratum", "metric", "model", "case_id", "value", "penalty"], "units")
+    if isinstance(min_lesions, bool) or not isinstance(min_lesions, (int, np.integer)) or min_lesions < 1:
+        raise ValueError(f"min_lesions must be an integer >= 1, got {min_lesions!r}")
+    u = units.copy()
+    if "lesion_set" not in u.columns:
+        u["lesion_set"] = PRIMARY_LESION_SET
+    for column in ("missed", "excluded"):
+        u[column] = u[column].astype(bool) if column in u.columns else False
+    keys = ["dataset", "lesion_set", "stratum", "model", "metric"]
+    u["finite"] = np.isfinite(u["value"]) & ~u["excluded"]
+    good = u[u["finite"]]
+    stats = good.groupby(keys).agg(value=("value", "mean"), sd=("value", "std"), n=("value", "size"),
+                                   n_penalty=("penalty", "sum"), n_missed=("missed", "sum"),
+                                   n_cases=("case_id", "nunique"))
+    case_means = good.groupby([*keys, "case_id"])["value"].mean().groupby(keys).mean().rename("value_case_mean")
+    u["nan_unit"] = ~np.isfinite(u["value"]) & ~u["excluded"]
+    grouped = u.groupby(keys)
+    n_nan = grouped["nan_unit"].sum().rename("n_nan")
+    n_excluded = grouped["excluded"].sum().rename("n_excluded")
+    table = pd.concat([stats, case_means], axis=1).join(pd.concat([n_nan, n_excluded], axis=1),
+                                                        how="outer").reset_index()
+    # an empty lesion set (no lesion every model detected) is an explicit row with n = 0, never a missing row
+    lesion_strata = ["all_lesions", *QUARTILES]
+    grid = []
+    for (dataset, lset), sub in u.groupby(["dataset", "lesion_set"], sort=False):
+        seg = [m for m in metric_names(primary=True, computed=True) if m in set(sub["metric"])]
+        models = sorted(sub["model"].unique())
+        if seg and sub["stratum"].isin(lesion_strata).any():
+            grid.append(pd.MultiIndex.from_product([[dataset], [lset], lesion_strata, models, seg], names=keys)
+                        .to_frame(index=False))
+    if grid:
+        table = table.merge(pd.concat(grid, ignore_index=True), on=keys, how="outer")
+    for column in ("n", "n_penalty", "n_missed", "n_cases", "n_nan", "n_excluded"):
+        table[column] = table[column].fillna(0).astype(int)
+    lesion_level = (table["stratum"].isin(["all_lesions", *QUARTILES])
+                    & table["metric"].isin(metric_names(primary=True, computed=True)))
+    small = lesion_level & (table["n"] < min_lesions)
+    table["rankable"] = ~small
+    table["note"] = np.where(small, [f"{s} set: {n} lesion(s) < minimum {min_lesions}, not ranked"
+                                     for s, n in zip(table["lesion_set"], table["n"])], "")
+    order = {s: i for i, s in enumerate(STRATA)}
+    morder = {m: i for i, m in enumerate(metric_names(primary=True))}
+    sorder = {s: i for i, s in enumerate(LESION_SETS)}
+    table = table.assign(_l=table["lesion_set"].map(sorder).fillna(99), _s=table["stratum"].map(order).fillna(99),
+                         _m=table["metric"].map(morder).fillna(99))
+    table = table.sort_values(["dataset", "_l", "_s", "_m", "model"]).drop(columns=["_l", "_s", "_m"])
+    return table.reset_index(drop=True)[
+        ["dataset", "lesion_set", "stratum", "model", "metric", "value", "n", "n_nan", "n_penalty", "n_missed",
+         "n_excluded", "n_cases", "value_case_mean", "sd", "rankable", "note"]]
+
+
+def select_lesion_set(aggregates: pd.DataFrame, lesion_set: str = PRIMARY_LESION_SET) -> pd.DataFrame:
+    """The rows of one lesion set; ``overall`` rows (independent of the set) are taken whatever their label
+    (once per dataset, model and metric) and relabelled, so that a table of one set is complete."""
+    _check_columns(aggregates, ["dataset", "stratum", "model", "metric", "value"], "aggregates")
+    if lesion_set not in LESION_SETS:
+        raise ValueError(f"lesion_set must be one of {LESION_SETS}, got {lesion_set!r}")
+    if "lesion_set" not in aggregates.columns:
+        return aggregates.assign(lesion_set=lesion_set)
+    overall = aggregates[aggregates["stratum"] == "overall"].drop_duplicates(["dataset", "model", "metric"])
+    rest = aggregates[(aggregates["stratum"] != "overall") & (aggregates["lesion_set"] == lesion_set)]
+    return pd.concat([overall.assign(lesion_set=lesion_set), rest], ignore_index=True)
+
+
+def _rankable_mask(aggregates: pd.DataFrame) -> pd.Series:
+    if "rankable" not in aggregates.columns:
+        return pd.Series(True, index=aggregates.index)
+    return aggregates["rankable"].map(lambda v: str(v).strip().lower() in ("true", "1", "1.0")).astype(bool)
+
+
+def rankable_rows(aggregates: pd.DataFrame) -> pd.DataFrame:
+    """The rows of an aggregate table that may be ranked (``rankable`` True, or every row without that column)."""
+    return aggregates[_rankable_mask(aggregates)]
+
+
+def spread_table(aggregates: pd.DataFrame, *, top_k: int = 3, reference: str = "dice",
+                 metrics: Sequence[str] = metric_names(primary=True),
+                 lesion_set: str | None = PRIMARY_LESION_SET) -> pd.DataFrame:
+    """Spread of each metric among the ``top_k`` models by ``reference`` in each dataset and stratum.
+
+    ``lesion_set``: the set whose lesion-level rows are used (:func:`select_lesion_set`); ``None`` keeps every
+    set (grouped by ``lesion_set``). Rows that are not ``rankable`` (too few lesions) are not used; a stratum
+    whose reference row is not rankable is left out here (its aggregate row says why).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``dataset, lesion_set, stratum, metric, top_models, best, worst, spread, relative_spread_percent,
+        n_models, n``; ``best``/``worst`` by the metric's direction; ``relative_spread_percent = (max - min) /
+        min * 100`` (NaN when ``min`` is 0); ``n`` the smallest number of units behind the values compared.
+    """
+    _check_columns(aggregates, ["dataset", "stratum", "model", "metric", "value"], "aggregates")
+    agg = select_lesion_set(aggregates, lesion_set) if lesion_set is not None else aggregates
+    if "lesion_set" not in agg.columns:
+        agg = agg.assign(lesion_set=PRIMARY_LESION_SET)
+    agg = rankable_rows(agg)
+    if "n" not in agg.columns:
+        agg = agg.assign(n=np.nan)
+    rows = []
+    for (dataset, lset, stratum), sub in agg.groupby(["dataset", "lesion_set", "stratum"], sort=False):
+        values = sub.pivot_table(index="model", columns="metric", values="value", aggfunc="first")
+        counts = sub.pivot_table(index="model", columns="metric", values="n", aggfunc="first")
+        if reference not in values.columns:
+            continue
+        top = list(rank_models(values[reference], metric=reference).index[:top_k])
+        for metric in metrics:
+            if metric not in values.columns:
+                continue
+            v = values.loc[top, metric].dropna()
+            if v.empty:
+                continue
+            ranks = rank_models(v, metric=metric)
+            lo, hi = float(v.min()), float(v.max())
+            rows.append({
+                "dataset": dataset, "lesion_set": lset, "stratum": stratum, "metric": metric,
+                "top_models": " ".join(top), "best": ranks.index[0], "worst": ranks.index[-1], "spread": hi - lo,
+                "relative_spread_percent": (hi - lo) / lo * 100 if lo > 0 else np.nan, "n_models": len(v),
+                "n": float(counts.loc[v.index, metric].min()) if metric in counts.columns else np.nan,
+            })
+    return pd.DataFrame(rows)
+
+
+def reversal_table(aggregates: pd.DataFrame, *, metrics: Sequence[str] = metric_names(against_dice=True),
+                   top_k: int = 3, lesion_set: str | None = PRIMARY_LESION_SET) -> pd.DataFrame:
+    """``ranking_reversals.csv``: the Dice order against each boundary metric's order per dataset, lesion set
+    and stratum (:func:`helpers.stats.ranking.compare_orders`).
+
+    ``lesion_set`` as :func:`spread_table`. A (dataset, lesion set, stratum, metric) whose Dice or metric rows
+    are not ``rankable`` (fewer lesions than the minimum) gets a row with empty orders and its ``note``
+    instead of a ranking.
+    """
+    agg = select_lesion_set(aggregates, lesion_set) if lesion_set is not None else aggregates
+    if "lesion_set" not in agg.columns:
+        agg = agg.assign(lesion_set=PRIMARY_LESION_SET)
+    group = ["dataset", "lesion_set", "stratum"]
+    table = compare_orders(rankable_rows(agg), reference="dice", metrics=metrics, group_by=group, top_k=top_k)
+    if "rankable" in agg.columns:
+        skipped = agg[~_rankable_mask(agg) & agg["metric"].isin(["dice", *metrics])]
+        rows = []
+        for key, sub in skipped.groupby(group, sort=True):
+            for metric in metrics:
+                rows.append({**dict(zip(group, key)), "reference": "dice", "metric": metric,
+                             "note": sub["note"].iloc[0], "n_models": 0})
+        if rows:
+            table = pd.concat([table, pd.DataFrame(rows)], ignore_index=True)
+    if "note" not in table.columns:
+        table["note"] = ""
+    table["note"] = table["note"].fillna("")
+    return table.reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training seeds
+# ---------------------------------------------------------------------------------------------------------------
+def seed_spread(seed_aggregates: pd.DataFrame) -> pd.DataFrame:
+    """The seed spread of every aggregate: per ``dataset, lesion_set, stratum, model, metric`` the mean over
+    seeds, their min, max, range and sd (ddof 1; NaN for one seed) and ``n_seeds`` (seeds with a finite value)."""
+    _check_columns(seed_aggregates, ["dataset", "lesion_set", "stratum", "model", "metric", "value", "seed"],
+                   "seed_aggregates")
+    keys = ["dataset", "lesion_set", "stratum", "model", "metric"]
+    g = seed_aggregates.dropna(subset=["value"]).groupby(keys)["value"]
+    table = g.agg(value_mean="mean", value_min="min", value_max="max", value_sd="std", n_seeds="count")
+    table["value_range"] = table["value_max"] - table["value_min"]
+    return table.reset_index()
+
+
+def seed_rankings(seed_aggregates: pd.DataFrame, *, metrics: Sequence[str] = ("dice", *metric_names(against_dice=True)),
+                  strata: Sequence[str] = ("overall", "Q1")) -> pd.DataFrame:
+    """The model order under each metric for every seed: ``dataset, lesion_set, stratum, metric, seed, order``
+    (best first, ``=`` for ties; rows that are not ``rankable`` are left out) and ``n_orders`` (distinct orders
+    over the seeds of that dataset, set, stratum and metric: 1 means every seed ranks alike)."""
+    _check_columns(seed_aggregates, ["dataset", "lesion_set", "stratum", "model", "metric", "value", "seed"],
+                   "seed_aggregates")
+    sub = rankable_rows(seed_aggregates)
+    sub = sub[sub["metric"].isin(list(metrics)) & sub["stratum"].isin(list(strata))].dropna(subset=["value"])
+    rows = []
+    for (dataset, lset, stratum, metric, seed), g in sub.groupby(["dataset", "lesion_set", "stratum", "metric",
+                                                                   "seed"], sort=True):
+        order = order_string(rank_models(g.set_index("model")["value"], metric=metric))
+        rows.append({"dataset": dataset, "lesion_set": lset, "stratum": stratum, "metric": metric, "seed": seed,
+                     "order": order})
+    table = pd.DataFrame(rows, columns=["dataset", "lesion_set", "stratum", "metric", "seed", "order"])
+    if len(table):
+        table["n_orders"] = table.groupby(["dataset", "lesion_set", "stratum", "metric"])["order"].transform(
+            "nunique")
+    return table
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Sensitivity analyses
+# ---------------------------------------------------------------------------------------------------------------
+def metric_variants(per_case: pd.DataFrame, metrics: Sequence[str], *, analysis: str) -> pd.DataFrame:
+    """Case-level means of several variants of a metric side by side (e.g. ``hd95`` vs ``hd95_pooled``, or
+    ``contour_f1_tol1`` ... ``contour_f1_tol3``): ``dataset, analysis, variant, model, value, n, n_penalty``.
+    The model order under each variant is in ``rank`` (1 = best; directions from the registry, which knows every
+    variant: :func:`helpers.metrics.higher_is_better`)."""
+    _check_columns(per_case, _CASE_COLUMNS, "per_case")
+    sub = per_case[per_case["metric"].isin(list(metrics))].assign(penalty=lambda t: _as_bool(t["penalty"]))
+    if sub.empty:
+        raise ValueError(f"per_case has none of the metrics {list(metrics)}")
+    table = sub.groupby(["dataset", "metric", "model"]).agg(
+        value=("value", "mean"), n=("value", "count"), n_penalty=("penalty", "sum")).reset_index()
+    table = table.rename(columns={"metric": "variant"})
+    table.insert(1, "analysis", analysis)
+    table["rank"] = np.nan
+    for (dataset, variant), idx in table.groupby(["dataset", "variant"]).groups.items():
+        ranks = rank_models(table.loc[idx].set_index("model")["value"], metric=variant)
+        table.loc[idx, "rank"] = table.loc[idx, "model"].map(ranks).to_numpy()
+    return table
+
+
+def recall_at_thresholds(per_lesion: pd.DataFrame, thresholds: Sequence[int]) -> pd.DataFrame:
+    """Lesion-wise recall per quartile when a lesion counts as detected from ``t`` predicted voxels on, for each
+    matching threshold ``t`` (re-derived from ``overlap_voxels``; the lesion metrics themselves are those of the
+    evaluation's own threshold). Returns ``dataset, stratum, model, min_overlap, recall, n``."""
+    _check_columns(per_lesion, [*_LESION_COLUMNS, "overlap_voxels"], "per_lesion")
+    ref = per_lesion[(per_lesion["kind"] == REFERENCE) & (per_lesion["metric"] == "detected")]
+    rows = []
+    for t in thresholds:
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or t < 1:
+            raise ValueError(f"thresholds must be integers >= 1 voxel, got {t!r}")
+        hit = ref.assign(hit=(ref["overlap_voxels"] >= t).astype(float))
+        for stratum in ("all_lesions", *QUARTILES):
+            sub = hit if stratum == "all_lesions" else hit[hit["quartile"] == stratum]
+            for (dataset, model), g in sub.groupby(["dataset", "model"]):
+                rows.append({"dataset": dataset, "stratum": stratum, "model": model, "min_overlap": int(t),
+                             "recall": g["hit"].mean(), "n": len(g)})
+    return pd.DataFrame(rows)
+
+
+def lesion_set_comparison(per_case: pd.DataFrame, per_lesion: pd.DataFrame, *, stratum: str = "Q1",
+                          metrics: Sequence[str] = metric_names(primary=True, computed=True),
+                          min_lesions: int = MIN_LESIONS) -> pd.DataFrame:
+    """The three lesion sets for one stratum side by side: ``dataset, metric, model, lesion_set, value, n,
+    n_penalty, n_missed, rankable`` (``n_penalty`` counts the penalty values inside ``n``)."""
+    agg = aggregate(lesion_set_units(per_case, per_lesion), min_lesions=min_lesions)
+    agg = agg[(agg["stratum"] == stratum) & agg["metric"].isin(list(metrics))]
+    return agg[["dataset", "metric", "model", "lesion_set", "value", "n", "n_penalty", "n_missed",
+                "rankable"]].reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading the sections' files
+# ---------------------------------------------------------------------------------------------------------------
+def collect(ws, datasets: Sequence[str], name: str) -> pd.DataFrame:
+    """Concatenate ``results/<dataset>/<name>`` over datasets (error naming the missing file)."""
+    frames = []
+    for dataset in datasets:
+        path = ws.results(dataset) / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: not found (run the dataset's sections first)")
+        frames.append(pd.read_csv(path, dtype={"case_id": str}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def pooled_q1_upper_of(ws, datasets: Sequence[str]) -> float:
+    """:func:`pooled_q1_upper` over the datasets' ``per_lesion_metrics.csv``."""
+    return pooled_q1_upper(collect(ws, datasets, "per_lesion_metrics.csv"))
+
+
+def dataset_summaries(ws, datasets: Sequence[str]) -> pd.DataFrame:
+    """One row per dataset: ``dataset, source, test_cases, lesions`` (test reference lesions) and ``q1_upper`` (the
+    Q1 upper edge as a fraction), from ``data_manifest.json`` and ``quartile_edges.json`` (the input of
+    :func:`dataset_summary`)."""
+    out = []
+    for dataset in datasets:
+        edges = read_json(ws.results(dataset) / "quartile_edges.json")
+        manifest_path = ws.results(dataset) / "data_manifest.json"
+        source = read_json(manifest_path).get("source", "") if manifest_path.is_file() else "unknown"
+        out.append({"dataset": dataset, "source": source, "test_cases": edges["n_cases"],
+                    "lesions": edges["n_reference_lesions"], "q1_upper": edges["edges"]["q1_upper"]})
+    return pd.DataFrame(out, columns=["dataset", "source", "test_cases", "lesions", "q1_upper"])
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The paper's tables beside ours
+# ---------------------------------------------------------------------------------------------------------------
+def pooled_q1_upper(per_lesion: pd.DataFrame) -> float:
+    """The Q1 upper edge of the reference lesions of all datasets pooled (the paper's "combined test
+    distribution" bound), as a fraction; each lesion counted once whatever the number of models."""
+    _check_columns(per_lesion, _LESION_COLUMNS, "per_lesion")
+    ref = per_lesion[(per_lesion["kind"] == REFERENCE) & (per_lesion["metric"] == "detected")]
+    once = ref.drop_duplicates(["dataset", "case_id", "lesion_id"])
+    return float(quartile_edges(once["area_fraction"])[0])
+
+
+def dataset_summary(summaries: pd.DataFrame, *, pooled_q1: float | None = None) -> pd.DataFrame:
+    """Section 4.5: one row per dataset, ours beside the paper's.
+
+    ``summaries``: :func:`dataset_summaries`' table, one row per dataset with ``dataset``, ``source``,
+    ``test_cases``, ``lesions`` (test reference lesions) and ``q1_upper`` (Q1 upper edge as a fraction).
+    ``pooled_q1``: the Q1 edge of all datasets' lesions pooled (:func:`pooled_q1_upper`), shown in the total row (else the total row has NaN:
+    a mean of per-dataset edges is not the pooled bound).
+    """
+    _check_columns(summaries, ["dataset", "test_cases", "lesions", "q1_upper"], "summaries")
+    rows = []
+    for s in summaries.to_dict("records"):
+        entry = REGISTRY.get(s["dataset"])  # the Section 4.5 facts live in the dataset registry
+        paper = entry.paper if entry is not None else None
+        rows.append({
+            "dataset": s["dataset"], "modality": entry.modality if entry is not None else "",
+            "source": s.get("source", ""),
+            "test_cases": int(s["test_cases"]), "paper_test_cases": paper.test_cases if paper else np.nan,
+            "lesions": int(s["lesions"]), "paper_lesions": paper.lesions if paper else np.nan,
+            "q1_upper_percent": 100 * float(s["q1_upper"]),
+            "paper_q1_upper_percent": paper.q1_upper_percent if paper else np.nan,
+        })
+    table = pd.DataFrame(rows)
+    if len(table):
+        total = {"dataset": "total", "modality": "mixed", "source": "", "test_cases": table["test_cases"].sum(),
+                 "paper_test_cases": 211, "lesions": table["lesions"].sum(), "paper_lesions": 5842,
+                 "q1_upper_percent": 100 * pooled_q1 if pooled_q1 is not None else np.nan,
+                 "paper_q1_upper_percent": 1.5}
+        table = pd.concat([table, pd.DataFrame([total])], ignore_index=True)
+    return table
+
+
+def spread_comparison(spreads: pd.DataFrame, reversals: pd.DataFrame, *,
+                      lesion_set: str = PRIMARY_LESION_SET) -> pd.DataFrame:
+    """Section 4.6: per dataset and setting (overall, Q4, Q1): Dice spread and HD95 relative spread among the top
+    3, and the mean Kendall tau between Dice and the boundary metrics, beside the paper's row (one lesion
+    set)."""
+    rows = []
+    if "lesion_set" in spreads.columns:
+        spreads = spreads[spreads["lesion_set"] == lesion_set]
+    if "lesion_set" in reversals.columns:
+        reversals = reversals[reversals["lesion_set"] == lesion_set]
+    for (dataset, stratum), sub in spreads.groupby(["dataset", "stratum"], sort=False):
+        if stratum not in PAPER_SPREADS:
+            continue
+        s = sub.set_index("metric")
+        tau = reversals[(reversals["dataset"] == dataset) & (reversals["stratum"] == stratum)]["kendall_tau"]
+        paper = PAPER_SPREADS[stratum]
+        rows.append({
+            "dataset": dataset, "lesion_set": lesion_set, "setting": stratum,
+            "dice_spread": s["spread"].get("dice", np.nan), "paper_dice_spread": paper["dice_spread"],
+            "hd95_spread_percent": s["relative_spread_percent"].get("hd95", np.nan),
+            "paper_hd95_spread_percent": paper["hd95_spread_percent"],
+            "mean_kendall_tau": tau.mean() if len(tau) else np.nan,
+            "paper_ranking_stability": paper["ranking_stability"],
+        })
+    order = {"overall": 0, "Q4": 1, "Q1": 2}
+    table = pd.DataFrame(rows)
+    if len(table):
+        table = table.assign(_o=table["setting"].map(order)).sort_values(["dataset", "_o"]).drop(columns="_o")
+    return table.reset_index(drop=True)
+
+
+def small_lesion_comparison(aggregates: pd.DataFrame, *, stratum: str = "Q1",
+                            lesion_set: str = PRIMARY_LESION_SET) -> pd.DataFrame:
+    """Section 4.2: per dataset and model, Q1 Dice, HD95, ASSD and contour F1 of one lesion set, beside the
+    paper's values, with detection beside them (``lesion_recall`` over all the stratum's lesions,
+    ``fp_lesions_per_case``) and ``n`` (lesions behind HD95), ``n_penalty`` and ``n_missed`` (of them, penalty
+    values and missed lesions: 0 in the ``common`` set), ``rankable`` and ``note``."""
+    metrics = ["dice", "hd95", "assd", "contour_f1"]
+    agg = select_lesion_set(aggregates, lesion_set)
+    detection = list(metric_names(primary=True, kind="detection"))
+    sub = agg[(agg["stratum"] == stratum) & agg["metric"].isin(metrics + detection)]
+    table = sub.pivot_table(index=["dataset", "model"], columns="metric", values="value")
+    table = table.reindex(columns=metrics + detection).reset_index()
+    table.insert(0, "lesion_set", lesion_set)
+    counts = [c for c in ("n", "n_penalty", "n_missed", "rankable", "note") if c in sub.columns]
+    if counts:
+        # how many lesions stand behind the HD95 column, and how many of them are misses / penalty values
+        table = table.join(sub[sub["metric"] == "hd95"].set_index(["dataset", "model"])[counts],
+                           on=["dataset", "model"])
+    for m in metrics:
+        table[f"paper_{m}"] = table["model"].map(lambda k, m=m: PAPER_SMALL_LESION.get(k, {}).get(m, np.nan))
+    return table
+
+
+def agreement_counts(reversals: pd.DataFrame, *, stratum: str = "Q1",
+                     lesion_set: str | None = PRIMARY_LESION_SET) -> pd.DataFrame:
+    """Section 4.3: over datasets, the top-3 model pairs ordered alike by Dice and each boundary metric.
+
+    The paper's "9 dataset-level top-model comparisons" are read as 3 datasets x 3 pairs among the top 3
+    models by Dice. A pair agrees when both metrics put the same model strictly ahead; a pair tied under either
+    is not comparable and counted apart (``not_comparable``); ``comparable = agree + disagree``. Datasets whose
+    stratum was not ranked (too few lesions) are counted in ``datasets_not_ranked``. Also: in how many
+    datasets the Dice leader ranks third or worse under the metric.
+    """
+    sub = reversals[reversals["stratum"] == stratum]
+    if lesion_set is not None and "lesion_set" in sub.columns:
+        sub = sub[sub["lesion_set"] == lesion_set]
+    rows = []
+    for metric, m in sub.groupby("metric", sort=False):
+        paper = PAPER_AGREEMENT.get(metric, (np.nan, np.nan))
+        ranked = m[m["note"].fillna("") == ""] if "note" in m.columns else m
+        rows.append({
+            "lesion_set": lesion_set or "", "stratum": stratum, "metric": metric,
+            "agree": int(ranked["top_pairs_agree"].sum()),
+            "disagree": int(ranked["top_pairs_disagree"].sum()),
+            "not_comparable": int(ranked["top_pairs_not_comparable"].sum()),
+            "comparable": int(ranked["top_pairs_comparable"].sum()),
+            "comparisons": int(ranked["top_pairs"].sum()), "paper_agree": paper[0], "paper_comparisons": paper[1],
+            "order_changed_datasets": int(ranked["order_changed"].astype(bool).sum()), "datasets": len(ranked),
+            "datasets_not_ranked": len(m) - len(ranked),
+            "dice_leader_third_or_worse": int((ranked["leader_rank_in_metric"] >= 3).sum()),
+        })
+    return pd.DataFrame(rows)
+
+
+def paper_full_set_dice(aggregates: pd.DataFrame) -> pd.DataFrame:
+    """Table 4.1: full-test-set Dice per model, ours per dataset and pooled over datasets (the mean of the
+    datasets' case means, each dataset weighted equally; ``n_datasets`` says over how many), beside the
+    paper's pooled value."""
+    sub = aggregates[(aggregates["stratum"] == "overall") & (aggregates["metric"] == "dice")]
+    sub = sub.drop_duplicates(["dataset", "model"])
+    table = sub.pivot_table(index="model", columns="dataset", values="value")
+    table.columns = [f"dice_{c}" for c in table.columns]
+    table["dice_pooled"] = sub.groupby("model")["value"].mean()
+    table["n_datasets"] = sub.groupby("model")["dataset"].nunique()
+    table = table.reset_index()
+    table["paper_dice_pooled"] = table["model"].map(PAPER_FULL_SET_DICE)
+    return table.sort_values("dice_pooled", ascending=False).reset_index(drop=True)
+
+
+def paper_q1_maxima(spreads: pd.DataFrame, aggregates: pd.DataFrame, *, stratum: str = "Q1") -> pd.DataFrame:
+    """Section 4.2: the largest differences among the top models in Q1 across datasets, ours per lesion set
+    beside the paper's (41.3 % HD95, 36.8 % ASD, 0.112 contour F1, 8.7 points of lesion-wise recall).
+
+    HD95 and ASSD: the largest relative spread among the top 3 by Dice (``spread_table``); contour F1: the
+    largest absolute spread; recall: the largest spread in percentage points among the same top models.
+    """
+    rows = []
+    spec = [("hd95", "relative_spread_percent", 1.0, "hd95_percent"),
+            ("assd", "relative_spread_percent", 1.0, "assd_percent"),
+            ("contour_f1", "spread", 1.0, "contour_f1_absolute"),
+            ("lesion_recall", "spread", 100.0, "lesion_recall_points")]
+    sets = spreads["lesion_set"].unique() if "lesion_set" in spreads.columns else [PRIMARY_LESION_SET]
+    for lset in sets:
+        sub = spreads[(spreads["stratum"] == stratum)
+                      & ((spreads["lesion_set"] == lset) if "lesion_set" in spreads.columns else True)]
+        for metric, column, scale, paper_key in spec:
+            v = sub.loc[sub["metric"] == metric, column].dropna() * scale
+            where = sub.loc[v.idxmax(), "dataset"] if len(v) else ""
+            rows.append({"lesion_set": lset, "stratum": stratum, "quantity": paper_key,
+                         "ours_max": float(v.max()) if len(v) else np.nan, "dataset_of_max": where,
+                         "n_datasets": int(len(v)), "paper": PAPER_Q1_MAX_DIFFERENCES[paper_key]})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Qualitative examples
+# ---------------------------------------------------------------------------------------------------------------
+def select_qualitative_examples(per_lesion: pd.DataFrame, *, stratum: str = "Q1", max_dice_range: float = 0.05,
+                                n_examples: int = 3, boundary_metric: str = "hd95") -> pd.DataFrame:
+    """Small reference lesions detected by every model, whose per-lesion Dice lie within ``max_dice_range`` of
+    each other, sorted by the largest spread of ``boundary_metric`` (ties: dataset, case, lesion).
+
+    When fewer than ``n_examples`` lesions meet the Dice condition, the closest-Dice lesions fill the rest
+    (their ``dice_range`` shows it). Returns ``dataset, case_id, lesion_id, dice_range, <metric>_range``.
+    """
+    _check_columns(per_lesion, _LESION_COLUMNS, "per_lesion")
+    pl = per_lesion[(per_lesion["kind"] == REFERENCE) & (per_lesion["quartile"].astype(str) == stratum)]
+    keys = ["dataset", "case_id", "lesion_id"]
+    wide = pl[pl["metric"].isin(["detected", "dice", boundary_metric])].pivot_table(
+        index=keys, columns=["metric", "model"], values="value", aggfunc="first")
+    if wide.empty or "dice" not in wide.columns.get_level_values(0):
+        return pd.DataFrame(columns=[*keys, "dice_range", f"{boundary_metric}_range"])
+    detected_all = pl[pl["metric"] == "dice"].assign(d=_as_bool(pl.loc[pl["metric"] == "dice", "detected"]))
+    all_found = detected_all.groupby(keys)["d"].all()
+    dice = wide["dice"]
+    boundary = wide[boundary_metric] if boundary_metric in wide.columns.get_level_values(0) else dice * np.nan
+    table = pd.DataFrame({"dice_range": dice.max(axis=1) - dice.min(axis=1),
+                          f"{boundary_metric}_range": boundary.max(axis=1) - boundary.min(axis=1)})
+    table = table[all_found.reindex(table.index).fillna(False).astype(bool)].dropna().reset_index()
+    if table.empty:
+        return table
+    close = table[table["dice_range"] <= max_dice_range].sort_values(
+        [f"{boundary_metric}_range", *keys], ascending=[False, True, True, True])
+    rest = table[table["dice_range"] > max_dice_range].sort_values(["dice_range", *keys])
+    return pd.concat([close, rest]).head(n_examples).reset_index(drop=True)
+
+
+__all__ = [
+    "STRATA", "LESION_SETS",
+    "PRIMARY_LESION_SET", "MIN_LESIONS", "common_lesions", "lesion_set_units", "select_lesion_set",
+    "lesion_set_comparison", "lesion_set_aggregates", "paper_full_set_dice", "paper_q1_maxima", "pooled_q1_upper",
+    "pooled_q1_upper_of", "common_set_sizes", "findings", "seed_spread", "seed_rankings",
+    "MODEL_LABELS",
+    "PAPER_FULL_SET_DICE", "PAPER_SMALL_LESION", "PAPER_Q1_MAX_DIFFERENCES", "PAPER_AGREEMENT",
+    "PAPER_SPREADS", "PAPER_DICE_LEADER_THIRD_HD95",
+    "analysis_units", "aggregate", "spread_table",
+    "reversal_table",
+    "dataset_summary", "spread_comparison", "small_lesion_comparison", "agreement_counts",
+    "select_qualitative_examples", "metric_variants", "recall_at_thresholds", "collect",
+    "dataset_summaries", "rankable_rows",
+]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Findings: what the numbers say, in sentences generated from them
+# ---------------------------------------------------------------------------------------------------------------
+def lesion_set_aggregates(ws, datasets: Sequence[str], *, lesion_sets: Sequence[str] = LESION_SETS,
+                          min_lesions: int = MIN_LESIONS) -> pd.DataFrame:
+    """Aggregates of every dataset's evaluation under each lesion set (``lesion_set`` column)."""
+    # Lazy: helpers.evaluation imports this module on this branch (the metric registry's branch removes that
+    # import; after the merge this import belongs at the top).
+
+    frames = []
+    for dataset in datasets:
+        per_case, per_lesion = read_tables(ws, dataset)
+        frames.append(aggregate(lesion_set_units(per_case, per_lesion, lesion_sets=lesion_sets),
+                                min_lesions=min_lesions))
+    return pd.concat(frames, ignore_index=True)
+
+
+def common_set_sizes(aggregates: pd.DataFrame, *, stratum: str = "Q1") -> pd.DataFrame:
+    """Per dataset: the number of lesions in the ``common`` set of ``stratum`` (``n`` of its Dice rows) and the
+    number of reference lesions of the stratum (``n`` of its recall rows)."""
+    sub = aggregates[(aggregates["stratum"] == stratum) & (aggregates["lesion_set"] == "common")]
+    n = sub[sub["metric"] == "dice"].groupby("dataset")["n"].max()
+    total = sub[sub["metric"] == "lesion_recall"].groupby("dataset")["n"].max()
+    out = pd.DataFrame({"n": n, "n_reference": total}).fillna(0).astype(int).reset_index()
+    return out.rename(columns={"index": "dataset"})
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+
+
+def findings(pattern: pd.DataFrame, agreement: pd.DataFrame, robustness: pd.DataFrame | None = None,
+             common_counts: pd.DataFrame | None = None) -> list[str]:
+    """The study's claims checked against our tables, one sentence each, in the order of the paper's findings.
+
+    ``pattern`` is :func:`spread_comparison`'s table, ``agreement`` :func:`agreement_counts`'s and
+    ``robustness`` the bootstrap table (``stratum``, ``metric``, ``verdict``). Each sentence states the numbers
+    and whether they show the paper's pattern; nothing here is a fixed conclusion. ``common_counts``
+    (``dataset, n``): the size of each dataset's common Q1 set (:func:`common_set_sizes`).
+    """
+    out = []
+    for dataset, sub in pattern.groupby("dataset", sort=False):
+        s = sub.set_index("setting")
+        if not {"overall", "Q1"} <= set(s.index):
+            missing = " and ".join(sorted({"overall", "Q1"} - set(s.index)))
+            out.append(f"**{dataset.upper()}**: no spread among the top models in {missing}: too few lesions in "
+                       f"the common set to rank the models there.")
+            continue
+        d_all, d_q1 = s.at["overall", "dice_spread"], s.at["Q1", "dice_spread"]
+        h_all, h_q1 = s.at["overall", "hd95_spread_percent"], s.at["Q1", "hd95_spread_percent"]
+        widened = np.isfinite(h_all) and np.isfinite(h_q1) and h_q1 > h_all
+        out.append(
+            f"**{dataset.upper()}**: among the top models by Dice, the Dice spread is {_fmt(d_all)} on the full test "
+            f"set and {_fmt(d_q1)} in Q1; the HD95 relative spread is {_fmt(h_all, 1)} % overall and "
+            f"{_fmt(h_q1, 1)} % in Q1 — the boundary spread {'widens' if widened else 'does not widen'} on the "
+            f"smallest lesions (paper: 14.7 % → 41.3 %)."
+        )
+    for row in agreement.itertuples():
+        out.append(
+            f"Dice and {row.metric} order the top-model pairs alike in {row.agree} of {row.comparable} comparable "
+            f"pairs in {row.stratum} ({row.lesion_set} lesion set; {row.not_comparable} pairs tied under either "
+            f"metric, {row.datasets_not_ranked} dataset(s) with too few lesions to rank; paper: "
+            f"{row.paper_agree} of {row.paper_comparisons}); the Dice leader ranks third or worse under "
+            f"{row.metric} in {row.dice_leader_third_or_worse} of {row.datasets} datasets"
+            + (" (paper: 2 of 3 for HD95)." if row.metric == "hd95" else ".")
+        )
+    if common_counts is not None and len(common_counts):
+        parts = ", ".join(f"{r.dataset.upper()} {int(r.n)}" for r in common_counts.itertuples())
+        out.append(f"Q1 lesions detected by every model (the common set the boundary comparison rests on): {parts}.")
+    if robustness is not None and len(robustness):
+        q1 = robustness[robustness["stratum"] == "Q1"]
+        if "lesion_set" in q1.columns:
+            q1 = q1[q1["lesion_set"] == PRIMARY_LESION_SET]
+        if len(q1):
+            counts = q1["verdict"].value_counts()
+            parts = "; ".join(f"{int(n)} \"{verdict}\"" for verdict, n in counts.items())
+            out.append(f"Paired bootstrap over test cases, Q1 common set, all model pairs and metrics ({len(q1)} "
+                       f"comparisons, Holm-adjusted within each dataset): {parts}.")
+    return out

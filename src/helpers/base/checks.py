@@ -1,0 +1,158 @@
+"""Input validators shared by every module: one check per kind of argument, one wording of its error.
+
+Each function validates one argument at a public entry point and returns it in canonical form (a tuple of
+floats, an int, a float). It raises ``TypeError`` for a value of the wrong type and ``ValueError`` for a value of
+the right type but out of range; the message names the argument (``name``) and the bad value. Nothing is
+repaired silently: a mask is never thresholded, a spacing never padded.
+
+Conventions as in :mod:`helpers.metrics`: masks are 2D ``(y, x)`` or 3D ``(z, y, x)`` boolean arrays, spacing
+one positive float per numpy axis in millimetres (``None`` = 1 per axis), connectivity as scikit-image (an
+integer 1..ndim, ``None`` = ndim). This module imports numpy only.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterable
+
+import numpy as np
+
+__all__ = [
+    "as_mask", "as_mask_pair", "as_ignore", "as_spacing", "as_connectivity", "as_nonnegative", "as_positive",
+    "as_int", "as_tolerance", "as_tolerances", "as_percentile", "as_penalty",
+]
+
+_REAL = (numbers.Real, np.floating, np.integer)
+
+
+def _is_real(value) -> bool:
+    return not isinstance(value, bool) and isinstance(value, _REAL)
+
+
+def as_mask(mask, name: str = "mask") -> np.ndarray:
+    """A 2D or 3D non-empty boolean numpy array (no silent thresholding), returned unchanged."""
+    if not isinstance(mask, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray of dtype bool, got {type(mask).__name__}")
+    if mask.dtype != np.bool_:
+        raise TypeError(f"{name} must have dtype bool, got dtype {mask.dtype}")
+    if mask.ndim not in (2, 3):
+        raise ValueError(f"{name} must be 2D (y, x) or 3D (z, y, x), got {mask.ndim}D with shape {mask.shape}")
+    if mask.size == 0:
+        raise ValueError(f"{name} must not be empty, got shape {mask.shape}")
+    return mask
+
+
+def as_mask_pair(ref, pred, names: tuple[str, str] = ("ref", "pred")) -> tuple[np.ndarray, np.ndarray]:
+    """Two masks (:func:`as_mask`) of the same shape: reference, then prediction."""
+    ref = as_mask(ref, names[0])
+    pred = as_mask(pred, names[1])
+    if ref.shape != pred.shape:
+        raise ValueError(f"{names[0]} and {names[1]} must have the same shape, got {names[0]} {ref.shape} and "
+                         f"{names[1]} {pred.shape}")
+    return ref, pred
+
+
+def as_ignore(ignore, shape: tuple[int, ...], name: str = "ignore") -> np.ndarray | None:
+    """None, or a mask (:func:`as_mask`) of the masks' ``shape``."""
+    if ignore is None:
+        return None
+    ignore = as_mask(ignore, name)
+    if ignore.shape != tuple(shape):
+        raise ValueError(f"{name} must have the masks' shape {tuple(shape)}, got {ignore.shape}")
+    return ignore
+
+
+def as_spacing(spacing, ndim: int, name: str = "spacing") -> tuple[float, ...]:
+    """None (1 per axis) or ``ndim`` finite positive numbers in numpy axis order, as a tuple of floats (mm)."""
+    if spacing is None:
+        return (1.0,) * ndim
+    if isinstance(spacing, (str, bytes)) or not hasattr(spacing, "__len__"):
+        raise TypeError(f"{name} must be a sequence of {ndim} positive numbers or None, got {spacing!r}")
+    values = tuple(spacing)
+    if len(values) != ndim:
+        raise ValueError(f"{name} must have one value per axis ({ndim}), got {len(values)} values: {spacing!r}")
+    out = []
+    for value in values:
+        if not _is_real(value):
+            raise TypeError(f"{name} values must be real numbers, got {value!r} in {spacing!r}")
+        value = float(value)
+        if not np.isfinite(value) or value <= 0:
+            raise ValueError(f"{name} values must be finite and > 0, got {value!r} in {spacing!r}")
+        out.append(value)
+    return tuple(out)
+
+
+def as_connectivity(connectivity, ndim: int, name: str = "connectivity") -> int:
+    """An integer 1..ndim (scikit-image's orthogonal steps), ``None`` meaning ndim (full connectivity)."""
+    if connectivity is None:
+        return ndim
+    if isinstance(connectivity, bool) or not isinstance(connectivity, (numbers.Integral, np.integer)):
+        raise TypeError(f"{name} must be an integer in 1..{ndim} or None, got {connectivity!r}")
+    if not 1 <= int(connectivity) <= ndim:
+        raise ValueError(f"{name} must be in 1..{ndim} for a {ndim}D mask, got {connectivity!r}")
+    return int(connectivity)
+
+
+def as_nonnegative(value, name: str, *, unit: str) -> float:
+    """A finite real number >= 0 (a tolerance, a distance, a severity) as float; errors name ``name`` and ``unit``."""
+    if not _is_real(value):
+        raise TypeError(f"{name} must be a real number ({unit}), got {value!r}")
+    value = float(value)
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be finite and >= 0, got {value!r} ({unit})")
+    return value
+
+
+def as_positive(value, name: str, *, allow_zero: bool = False) -> float:
+    """A finite real number > 0 (>= 0 with ``allow_zero``) as float."""
+    if not _is_real(value):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be finite and {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    return value
+
+
+def as_int(value, name: str, minimum: int) -> int:
+    """An integer (not a bool) >= ``minimum``, as int."""
+    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise TypeError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if int(value) < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def as_tolerance(tolerance, name: str = "tolerance") -> float:
+    """A boundary tolerance: :func:`as_nonnegative` in mm (voxels without spacing)."""
+    return as_nonnegative(tolerance, name, unit="mm, or voxels without spacing")
+
+
+def as_tolerances(tolerances, name: str = "tolerances") -> tuple[float, ...]:
+    """None (no extra tolerance) or a sequence of tolerances (:func:`as_tolerance`), as a tuple of floats."""
+    if tolerances is None:
+        return ()
+    if isinstance(tolerances, (str, bytes)) or not isinstance(tolerances, Iterable):
+        raise TypeError(f"{name} must be a sequence of numbers, got {tolerances!r}")
+    return tuple(as_tolerance(t, name) for t in tolerances)
+
+
+def as_percentile(percentile, name: str = "percentile") -> float:
+    """A real number in [0, 100], as float."""
+    if not _is_real(percentile):
+        raise TypeError(f"{name} must be a real number in [0, 100], got {percentile!r}")
+    percentile = float(percentile)
+    if not 0.0 <= percentile <= 100.0:
+        raise ValueError(f"{name} must be in [0, 100], got {percentile!r}")
+    return percentile
+
+
+def as_penalty(penalty, *, default: float, name: str = "penalty") -> float:
+    """The distance given to an undefined distance: ``default`` when None, else a finite number > 0 (mm)."""
+    if penalty is None:
+        return float(default)
+    if not _is_real(penalty):
+        raise TypeError(f"{name} must be a real number (mm) or None, got {penalty!r}")
+    penalty = float(penalty)
+    if not np.isfinite(penalty) or penalty <= 0:
+        raise ValueError(f"{name} must be finite and > 0, got {penalty!r}")
+    return penalty

@@ -1,0 +1,181 @@
+"""The context of a section notebook: which dataset, profile, seed, workspace and Dask scheduler it runs under,
+the provenance banner shown at the top of its page, and the one way a notebook saves what it shows.
+
+Conventions
+-----------
+- Saving: a notebook saves a table with ``ctx.save(table, "name.csv")`` (into ``results/<dataset>/``) and a figure
+  with ``ctx.show(fig, "name.png")`` (into ``figures/<dataset>/``, then displayed); the chapters spanning datasets
+  (dataset ``"study"``) write into ``results/`` and ``figures/`` themselves. Every write is atomic
+  (:mod:`helpers.base.io`), so an interrupted notebook never leaves half a file behind. Names are plain file names, never
+  paths: where a file goes is the context's business, not the cell's.
+- Scheduler: the address of the run's Dask scheduler, or None (in-process), as the runner passed it
+  (:mod:`helpers.compute.cluster`); notebooks hand it to the grids they start.
+- Representation: showing the context (last line of a cell) prints the provenance banner; its ``repr`` holds no
+  absolute path, so committed notebook outputs are the same in every clone.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+
+from helpers.base import provenance
+from helpers.evaluation.constructed import predictions_source
+from helpers.data.datasets import DATASETS
+from helpers.base.io import read_json, write_csv, write_json
+from helpers.base.paths import Workspace, relative
+from helpers.base.plots import show as show_figure
+
+__all__ = ["GLOBAL", "Context", "context"]
+
+GLOBAL = "study"  # the pseudo-dataset of the chapters that span datasets
+
+
+@dataclass(frozen=True, repr=False)
+class Context:
+    """What a section notebook needs to know about its run: the dataset, profile, seed, folders and scheduler.
+
+    Its markdown representation is the provenance banner shown at the top of every page."""
+
+    dataset: str
+    profile: str
+    seed: int
+    ws: Workspace
+    data_source: str | None = None
+    scheduler: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def results(self) -> Path:
+        return self.ws.results(None if self.dataset == GLOBAL else self.dataset)
+
+    @property
+    def figures(self) -> Path:
+        return self.ws.figures(None if self.dataset == GLOBAL else self.dataset)
+
+    # ---- saving ------------------------------------------------------------------------------------------------
+
+    def save(self, table, name: str) -> Path:
+        """Write ``table`` into this page's results folder as ``name`` (atomically) and return the file.
+
+        A DataFrame is written as CSV (``name`` ending ``.csv``, no index); a dict or list as JSON (``.json``)."""
+        path = self.results / _file_name(name, "name")
+        suffix = path.suffix.lower()
+        if hasattr(table, "to_csv") and suffix == ".csv":
+            return write_csv(table, path)
+        if isinstance(table, (dict, list)) and suffix == ".json":
+            return write_json(table, path)
+        raise TypeError(f"ctx.save: cannot write a {type(table).__name__} as {name!r}; a DataFrame goes to a .csv "
+                        f"file, a dict or list to a .json file")
+
+    def show(self, fig, name: str):
+        """Save ``fig`` as PNG into this page's figures folder as ``name`` (atomically), close it, and return the
+        saved image for display: the page shows exactly the file the study writes, once."""
+        if PurePath(_file_name(name, "name")).suffix.lower() != ".png":
+            raise ValueError(f"ctx.show: name must end with .png, got {name!r}")
+        return show_figure(fig, self.figures / name)
+
+    # ---- provenance ----------------------------------------------------------------------------------------------
+
+    @property
+    def synthetic(self) -> bool | None:
+        """True when any number on the page comes from synthetic or constructed data, False for real data only,
+        None when unknown (no data section has run yet)."""
+        sources = self.sources
+        if not sources:
+            return None
+        return any(src in ("synthetic", "constructed") for src in sources.values())
+
+    @property
+    def source(self) -> str | None:
+        """The data source of a dataset's page: "synthetic", a real dataset path, or "constructed"."""
+        if self.data_source is not None:
+            return self.data_source
+        manifest = self.ws.results(self.dataset) / "data_manifest.json"
+        if self.dataset != GLOBAL and manifest.exists():
+            return read_json(manifest).get("source")
+        return None
+
+    @property
+    def sources(self) -> dict[str, str]:
+        """Data source per dataset behind this page: the page's own for a dataset, every dataset run in this
+        workspace for the cross-dataset chapters (read from each ``data_manifest.json``)."""
+        if self.dataset != GLOBAL or self.data_source is not None:
+            return {} if self.source is None else {self.dataset: self.source}
+        out = {}
+        for manifest in sorted(self.ws.results().glob("*/data_manifest.json")):
+            source = read_json(manifest).get("source")
+            if source is not None and manifest.parent.name in DATASETS:
+                out[manifest.parent.name] = source
+        return out
+
+    def banner(self) -> str:
+        lines = [
+            f"**Provenance** · dataset `{self.dataset}` · profile `{self.profile}` · seed {self.seed} · "
+            f"workspace `{relative(self.ws.root)}` · commit `{provenance.git_commit()}`",
+            f"Data: {self._data_line()}.",
+            *self._predictions_lines(),
+            "Packages: " + ", ".join(f"{k} {v}" for k, v in provenance.package_versions().items()) + ".",
+        ]
+        if self.synthetic:
+            what = "constructed examples" if self.source == "constructed" else "synthetic stand-in data"
+            lines.append(
+                f"⚠ Numbers on this page come from {what}. They test the pipeline and illustrate the method; "
+                "they are **not** the paper's results."
+            )
+        return "\n\n".join("> " + line for line in lines)
+
+    def _data_line(self) -> str:
+        sources = self.sources
+        if self.source == "constructed":
+            return "examples constructed in this chapter (no dataset is read)"
+        if not sources:
+            return "unknown (the data section has not run)"
+        return "; ".join(
+            f"**synthetic stand-in** for {name.upper()}, written in the real on-disk layout" if src == "synthetic"
+            else f"real {name.upper()} data at `{src}`"
+            for name, src in sources.items()
+        )
+
+    def _predictions_lines(self) -> list[str]:
+        """A line per dataset of this page whose evaluated predictions are constructed (the regression run)."""
+        names = [name for name in self.sources if name in DATASETS]
+        constructed = [name for name in names
+                       if (predictions_source(self.ws, name) or {}).get("source") == "constructed"]
+        if not constructed:
+            return []
+        which = ", ".join(name.upper() for name in constructed)
+        return [f"Predictions ({which}): **constructed** from the reference masks by seeded perturbation operators "
+                "(profile switch `predictions_from: constructed`, the portable regression run), not predicted by "
+                "the trained models. Model names label construction rules; differences between them are built in."]
+
+    def _repr_markdown_(self) -> str:
+        return self.banner()
+
+    def __repr__(self) -> str:
+        # no absolute path: notebook outputs must be the same in every clone of the project
+        return (f"Context(dataset={self.dataset!r}, profile={self.profile!r}, seed={self.seed}, "
+                f"workspace={relative(self.ws.root)!r})")
+
+
+def _file_name(name: str, argument: str) -> str:
+    """``name`` when it is a plain file name (no folder, not empty), else a ValueError naming ``argument``."""
+    if not isinstance(name, str) or not name or PurePath(name).name != name or name in (".", ".."):
+        raise ValueError(f"{argument} must be a plain file name such as 'table.csv' (the context chooses the "
+                         f"folder), got {name!r}")
+    return name
+
+
+def context(*, dataset: str, profile: str, workspace: str, seed: int, data_source: str | None = None,
+            scheduler: str | None = None) -> Context:
+    """The context of a section notebook; show it (last line of a cell) to print the provenance banner.
+
+    It also quiets one warning in the notebook's kernel: MONAI, transformers and optuna import ``tqdm.auto``,
+    which warns "IProgress not found" in a kernel without ipywidgets; the runner disables progress bars in
+    executed notebooks anyway, so the warning says nothing. Importing a module of the package sets no such state;
+    the notebook's first call does.
+    """
+    warnings.filterwarnings("ignore", message="IProgress not found")
+    return Context(dataset=dataset, profile=profile, seed=int(seed), ws=Workspace.at(workspace),
+                   data_source=data_source, scheduler=scheduler)

@@ -1,0 +1,354 @@
+"""Hyper-parameter optimisation of the small-data study (Optuna).
+
+Conventions
+-----------
+- The same number of trials and epochs for every model; objective = mean macro foreground Dice over the
+  validation images of one fixed inner split (:func:`helpers.data.splits.inner_split`). As in the study, that split is
+  drawn from the same N images that the cross-validation later tests on (non-nested), so the cross-validated
+  scores are optimistic; the notebook says so.
+- Samplers: TPE or Gaussian process (as in the study); median pruning on the validation Dice after each epoch.
+- Searches are stored in an Optuna journal in the workspace (:func:`hpo_storage`); one trial is one grid task
+  (``helpers.compute.cluster``), trial k seeded with ``(seed, k)`` so that a resumed search proposes what an
+  uninterrupted one would.
+- Training and prediction are those of ``helpers.studies.small_data.train``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from helpers.studies.small_data import data as sd
+from helpers.studies.small_data import models as sm
+from helpers.base.io import write_csv, write_json
+from helpers.compute.runtime import torch_settings
+from helpers.studies.small_data.train import DATASET, predict_proba, stack_cases, to_reference_size, train_model
+from helpers.data.splits import inner_split
+from helpers.compute.cluster import GridTask, run_grid
+
+__all__ = [
+    "SEARCH_SPACE", "hpo_study_name", "hpo_trial", "hpo_tasks", "hpo_results", "optimize", "hpo_storage", "run_hpo",
+]
+
+# optuna is imported where it is used: it is heavy (about a second, and SQLAlchemy) and only the search needs it.
+# The grid (``helpers.compute.cluster``) is imported where it is used too: it belongs to the runner, above this module.
+
+#: Search space of the hyper-parameter optimisation: name -> (kind, low, high).
+SEARCH_SPACE: dict[str, tuple[str, float, float]] = {
+    "lr": ("log", 1e-4, 1e-2),
+    "weight_decay": ("log", 1e-6, 1e-3),
+    "dropout": ("float", 0.0, 0.5),
+    "gamma": ("float", 0.0, 3.0),
+    "lambda_dice": ("float", 0.25, 2.0),
+}
+
+
+def _suggest(trial, space):
+    out = {}
+    for key, (kind, low, high) in space.items():
+        if kind not in ("log", "float"):
+            raise ValueError(f"search space kind must be 'log' or 'float', got {kind!r} for {key}")
+        out[key] = trial.suggest_float(key, low, high, log=kind == "log")
+    return out
+
+
+def _mean_macro_dice(model, x, cases) -> float:
+    proba = predict_proba(model, x)
+    values = []
+    for p, case in zip(proba, cases):
+        pred = to_reference_size(p, case.mask.shape).argmax(0)
+        values.append(sd.macro_scores(sd.multiclass_scores(case.mask, pred))["dice"])
+    return float(np.nanmean(values))
+
+
+#: Finished trial states: they count towards the budget and inform the sampler.
+_FINISHED = ("COMPLETE", "PRUNED")
+
+
+def hpo_study_name(name: str, cases: Sequence[sd.VesselCase], *, size: int, epochs: int, width: int, seed: int,
+                   sampler: str, space: dict, batch_size: int, checkpoint=None, device: str = "cpu") -> str:
+    """The Optuna study of one model's search: the model name and a hash of everything that defines its trials
+    (data, split, sizes, budget per trial, sampler, space), so that a changed configuration starts a new study in
+    the same storage and an unchanged one resumes. The trial budget ``n_trials`` is not part of it: raising it
+    continues the study."""
+    h = hashlib.sha256()
+    for case in cases:
+        h.update(case.case_id.encode())
+        h.update(np.ascontiguousarray(case.image).tobytes())
+        h.update(np.ascontiguousarray(case.mask).tobytes())
+    h.update(json.dumps({"size": size, "epochs": epochs, "width": width, "seed": seed, "sampler": sampler,
+                         "space": {k: list(v) for k, v in space.items()}, "batch_size": batch_size,
+                         "checkpoint": None if checkpoint is None else str(checkpoint), "device": str(device)},
+                        sort_keys=True).encode())
+    return f"{name}-{h.hexdigest()[:12]}"
+
+
+def _open_study(storage, study_name: str):
+    """Create or load a maximising study: in memory (``storage`` None) or in an Optuna journal file."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if storage is not None:
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        path = Path(storage)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        storage = JournalStorage(JournalFileBackend(str(path)))
+    # median pruning: a trial stops when its validation Dice after an epoch is below the median of the earlier
+    # trials at that epoch (from the third trial on, never in the first epoch)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    return optuna.create_study(direction="maximize", storage=storage, study_name=study_name, load_if_exists=True,
+                               pruner=pruner)
+
+
+def _finished_trials(study) -> list:
+    return [t for t in study.get_trials(deepcopy=False) if t.state.name in _FINISHED]
+
+
+def _fail_interrupted_trials(study) -> None:
+    """Trials left RUNNING by an interrupted run are marked FAIL (they neither count nor inform the sampler)."""
+    from optuna.trial import TrialState
+
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+
+
+def hpo_trial(storage, study_name: str, name: str, cases: Sequence[sd.VesselCase], *, index: int, size: int,
+              epochs: int, width: int = 16, seed: int = 0, sampler: str = "tpe", space: dict | None = None,
+              checkpoint=None, batch_size: int = 2, threads: int | None = 1, device: str = "cpu",
+              prune: bool = True) -> dict:
+    """One HPO trial as a grid task: the study's ``index``-th finished trial (0-based), run unless it exists.
+
+    The sampler is seeded with ``(seed, index)``, so trial ``index`` proposes the same parameters whether the
+    search ran without a break or resumed after one; trials left running by an interruption are marked failed
+    and ignored. With ``prune``, the validation macro Dice is reported after each epoch and the median pruner
+    may stop the trial. Returns ``{"up_to_date": bool, "state": ...}``."""
+    import optuna
+
+    space = dict(SEARCH_SPACE if space is None else space)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
+        study = _open_study(storage, study_name)
+        _fail_interrupted_trials(study)
+        finished = _finished_trials(study)
+        if len(finished) > index:
+            return {"up_to_date": True, "state": finished[index].state.name}
+        if len(finished) < index:
+            raise ValueError(f"study {study_name!r} has {len(finished)} finished trials; trial {index} must wait "
+                             f"for trial {len(finished)}")
+        trial_seed = int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
+        make = optuna.samplers.GPSampler if sampler == "gp" else optuna.samplers.TPESampler
+        study.sampler = make(seed=trial_seed)
+        split = inner_split([c.case_id for c in cases], seed=seed)
+        by_id = {c.case_id: c for c in cases}
+        train_cases, val_cases = [by_id[i] for i in split["train"]], [by_id[i] for i in split["val"]]
+        xt, yt = stack_cases(train_cases, size)
+        xv, _ = stack_cases(val_cases, size)
+
+        def objective(trial):
+            params = _suggest(trial, space)
+            scores = {}
+
+            def report(epoch, model):
+                scores[epoch] = _mean_macro_dice(model, xv, val_cases)
+                trial.report(scores[epoch], epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+
+            model, _ = train_model(name, xt, yt, params=params, epochs=epochs, width=width, seed=seed,
+                                   checkpoint=checkpoint, batch_size=batch_size, threads=threads, device=device,
+                                   on_epoch_end=report if prune else None)
+            return scores[epochs] if prune else _mean_macro_dice(model, xv, val_cases)
+
+        with torch_settings(num_threads=threads, deterministic=None):
+            study.optimize(objective, n_trials=1)
+    last = study.get_trials(deepcopy=False)[-1]
+    if last.state.name not in _FINISHED:
+        raise RuntimeError(f"HPO trial {index} of {name} ended {last.state.name}")
+    return {"up_to_date": False, "state": last.state.name}
+
+
+def hpo_tasks(name: str, cases: Sequence[sd.VesselCase], *, n_trials: int, storage, size: int, epochs: int,
+              width: int = 16, seed: int = 0, sampler: str = "tpe", space: dict | None = None, checkpoint=None,
+              batch_size: int = 2, threads: int | None = None, device: str = "cpu",
+              prune: bool = True) -> tuple[str, list]:
+    """The study name and the grid tasks of one model's search: trial k waits for trial k-1 (a sequential
+    search, resumable); the searches of different models run side by side. ``threads`` None: the task's
+    thread count (:func:`helpers.compute.runtime.task_threads`)."""
+
+    space = dict(SEARCH_SPACE if space is None else space)
+    study_name = hpo_study_name(name, cases, size=size, epochs=epochs, width=width, seed=seed, sampler=sampler,
+                                space=space, batch_size=batch_size, checkpoint=checkpoint, device=device)
+    tasks = []
+    for k in range(int(n_trials)):
+        tasks.append(GridTask(
+            f"hpo {name} · trial {k}", hpo_trial, (None if storage is None else str(storage), study_name, name,
+                                                   list(cases)),
+            {"index": k, "size": size, "epochs": epochs, "width": width, "seed": seed, "sampler": sampler,
+             "space": space, "checkpoint": checkpoint, "batch_size": batch_size, "threads": threads,
+             "device": device, "prune": prune},
+            gpu=str(device).startswith("cuda"), after=(f"hpo {name} · trial {k - 1}",) if k else ()))
+    return study_name, tasks
+
+
+def hpo_results(storage, study_name: str, name: str, cases: Sequence[sd.VesselCase], *, n_trials: int,
+                sampler: str, seed: int = 0, space: dict | None = None) -> tuple[pd.DataFrame, dict]:
+    """The first ``n_trials`` finished trials of a stored search and its best (completed) trial."""
+    space = dict(SEARCH_SPACE if space is None else space)
+    study = _open_study(storage, study_name)
+    finished = _finished_trials(study)[: int(n_trials)]
+    rows = [{"model": name, "trial": k, "value": t.value, "state": t.state.name.lower(),
+             "seconds": (t.datetime_complete - t.datetime_start).total_seconds(), **t.params}
+            for k, t in enumerate(finished)]
+    complete = [(k, t) for k, t in enumerate(finished) if t.state.name == "COMPLETE"]
+    if not complete:
+        raise ValueError(f"HPO of {name}: none of {len(finished)} trials completed (all pruned)")
+    k, best_trial = max(complete, key=lambda kt: (kt[1].value, -kt[0]))  # ties: the earlier trial
+    split = inner_split([c.case_id for c in cases], seed=seed)
+    best = {"model": name, "value": float(best_trial.value), "trial": int(k), "params": dict(best_trial.params),
+            "sampler": sampler, "n_trials": int(n_trials), "val_cases": split["val"],
+            "space": {key: list(v) for key, v in space.items()}, "study": study_name}
+    return pd.DataFrame(rows), best
+
+
+def optimize(
+    name: str,
+    cases: Sequence[sd.VesselCase],
+    *,
+    n_trials: int,
+    size: int,
+    epochs: int,
+    width: int = 16,
+    seed: int = 0,
+    sampler: str = "tpe",
+    space: dict | None = None,
+    checkpoint=None,
+    batch_size: int = 2,
+    threads: int | None = 1,
+    device: str = "cpu",
+    storage=None,
+    prune: bool = True,
+    scheduler: str | None = None,
+) -> tuple[pd.DataFrame, dict]:
+    """Bayesian hyper-parameter optimisation of one model on the fixed inner split
+    (:func:`helpers.data.splits.inner_split`).
+
+    Parameters
+    ----------
+    n_trials : int
+        The budget (the same for every model).
+    sampler : {"tpe", "gp"}
+        Optuna ``TPESampler`` or ``GPSampler`` (Gaussian-process surrogate, as in the study), seeded with
+        ``(seed, trial index)`` (:func:`hpo_trial`).
+    space : dict
+        Search space (default :data:`SEARCH_SPACE`).
+    device : str
+        Torch device of the trials.
+    storage : path, optional
+        Optuna journal file holding the study (None: in memory). A search stopped after k trials continues
+        from trial k with the same storage; a search with a larger ``n_trials`` extends it.
+    prune : bool
+        Report validation Dice after each epoch to Optuna's median pruner (pruned trials count in the budget).
+    scheduler : str, optional
+        Dask scheduler address for the trials (one task per trial, in sequence); None: in-process.
+
+    Returns
+    -------
+    trials : pandas.DataFrame
+        One row per trial: ``model, trial, value`` (validation macro Dice), ``state`` (complete or pruned),
+        ``seconds`` and one column per hyper-parameter.
+    best : dict
+        ``{"model", "value", "trial", "params", "sampler", "n_trials", "val_cases", "space", "study"}``.
+    """
+
+    if isinstance(n_trials, bool) or not isinstance(n_trials, (int, np.integer)) or n_trials < 1:
+        raise ValueError(f"n_trials must be a positive integer, got {n_trials!r}")
+    if sampler not in ("tpe", "gp"):
+        raise ValueError(f"sampler must be 'tpe' or 'gp', got {sampler!r}")
+    if storage is None and scheduler is not None:
+        raise ValueError("a search on a Dask scheduler needs a storage file that the workers share")
+    study_name, tasks = hpo_tasks(name, cases, n_trials=n_trials, storage=storage, size=size, epochs=epochs,
+                                  width=width, seed=seed, sampler=sampler, space=space, checkpoint=checkpoint,
+                                  batch_size=batch_size, threads=threads, device=device, prune=prune)
+    if storage is None:  # one in-memory study for all trials: run them here
+        import optuna
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=optuna.exceptions.ExperimentalWarning)
+            with _memory_journal() as path:
+                return optimize(name, cases, n_trials=n_trials, size=size, epochs=epochs, width=width, seed=seed,
+                                sampler=sampler, space=space, checkpoint=checkpoint, batch_size=batch_size,
+                                threads=threads, device=device, storage=path, prune=prune)
+    run_grid(tasks, scheduler=scheduler, name=f"hpo {name}", progress=False)
+    return hpo_results(storage, study_name, name, cases, n_trials=n_trials, sampler=sampler, seed=seed, space=space)
+
+
+@contextlib.contextmanager
+def _memory_journal():
+    """A throw-away journal file (an in-memory search still runs its trials one task at a time)."""
+    with tempfile.TemporaryDirectory() as folder:
+        yield Path(folder) / "hpo.journal"
+
+
+def hpo_storage(ws) -> Path:
+    """The Optuna journal of the small-data searches: ``results/small_data/hpo.journal`` (shared by workers)."""
+    return ws.results(DATASET) / "hpo.journal"
+
+
+def run_hpo(ws, cases, *, models: Sequence[str], n_trials: int, size: int, sam_size: int = 1024, epochs: int,
+            width: int = 16, batch_size: int = 2, seed: int = 0, sampler: str = "tpe",
+            checkpoints: dict | None = None, device: str = "cpu", prune: bool = True, scheduler: str | None = None,
+            progress: bool = True):
+    """Optimise every model with the same budget; models that cannot run are recorded with their reason.
+
+    The searches live in one Optuna journal in the workspace (:func:`hpo_storage`): one trial is one grid task,
+    the trials of a model run in sequence and the models side by side (on the Dask scheduler at ``scheduler``, or
+    in-process), and an interrupted search continues where it stopped. Writes
+    ``results/small_data/hpo_trials.csv`` (all trials), ``best_params.json`` (per model: best trial and
+    parameters, or ``status``) and ``search_space.json``.
+
+    Returns
+    -------
+    trials : pandas.DataFrame
+    best : dict
+        ``{model: {...}}`` as :func:`optimize`'s second output, plus ``status``.
+    """
+    if isinstance(n_trials, bool) or not isinstance(n_trials, (int, np.integer)) or n_trials < 1:
+        raise ValueError(f"n_trials must be a positive integer, got {n_trials!r}")
+    if sampler not in ("tpe", "gp"):
+        raise ValueError(f"sampler must be 'tpe' or 'gp', got {sampler!r}")
+    checkpoints = checkpoints or {}
+    storage = hpo_storage(ws)
+    names, tasks, best = {}, [], {}
+    for name in models:
+        status = sm.model_status(name, checkpoints.get(name))
+        if status != "ok":
+            best[name] = {"model": name, "status": status}
+            continue
+        names[name], model_tasks = hpo_tasks(
+            name, cases, n_trials=n_trials, storage=storage, size=sm.input_size(name, cnn_size=size, sam_size=sam_size),
+            epochs=epochs, width=width, seed=seed, sampler=sampler, checkpoint=checkpoints.get(name),
+            batch_size=batch_size, threads=1, device=device, prune=prune)  # one thread, as cross-validation:
+        tasks.extend(model_tasks)  # the same numbers in-process and on any cluster
+    run_grid(tasks, scheduler=scheduler, name="hpo small_data", progress=progress)
+    frames = []
+    for name in models:
+        if name in names:
+            trials, b = hpo_results(storage, names[name], name, cases, n_trials=n_trials, sampler=sampler, seed=seed)
+            frames.append(trials)
+            best[name] = {**b, "status": "ok"}
+    trials = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    out = ws.results(DATASET)
+    write_csv(trials, out / "hpo_trials.csv")
+    write_json({name: best[name] for name in models}, out / "best_params.json")
+    write_json({k: list(v) for k, v in SEARCH_SPACE.items()}, out / "search_space.json")
+    return trials, best
