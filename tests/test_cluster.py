@@ -2,6 +2,7 @@
 training grid's results against the in-process run, a worker killed mid-task, resumption, and the Slurm recipe."""
 
 import gc
+import io
 import json
 import os
 import re
@@ -74,7 +75,6 @@ def test_grid_rejects_duplicate_labels_and_unknown_prerequisites():
 
 
 def test_progress_printer_counts_tasks_over_grids():
-    import io
 
     out = io.StringIO()
     printer = cluster.ProgressPrinter(out=out)
@@ -488,7 +488,6 @@ def test_predictions_run_one_above_the_training_of_their_section(tmp_path, monke
 def test_local_workers_and_later_processes_run_without_a_malloc_trim_threshold(monkeypatch):
     """Dask's nannies would start workers with MALLOC_TRIM_THRESHOLD_=65536 and put it into this process's
     environment too (see helpers.compute.cluster, "Memory"): neither happens."""
-    import io
 
     from distributed import Client
 
@@ -515,7 +514,6 @@ def test_command_line_takes_scheduler_and_workers(monkeypatch):
 
 
 def test_a_scheduler_that_cannot_be_reached_is_named():
-    import io
 
     with pytest.raises(cluster.GridError, match="cannot connect to the Dask scheduler at 'tcp://127.0.0.1:9'"):
         with cluster.open_cluster("tcp://127.0.0.1:9", connect_timeout="1s", out=io.StringIO()):
@@ -527,7 +525,6 @@ def test_a_scheduler_that_cannot_be_reached_is_named():
 def test_runner_on_a_local_cluster_runs_both_datasets_and_passes_the_address(tmp_path, monkeypatch):
     """Tiny section notebooks (as in test_study) under a two-worker LocalCluster: every section runs once, each
     dataset's chain in order, and the training notebook receives the cluster's address."""
-    import io
 
     import nbformat
     import yaml
@@ -611,7 +608,6 @@ def test_a_section_waiting_for_its_grid_does_not_block_a_runnable_section(tmp_pa
     time (a section waiting on the cluster holds no slot), while their tasks run one after the other on the one
     worker. (Before, sections were capped at the number of workers: the second training section started only
     after the first had finished.)"""
-    import io
 
     from helpers.runner import cli as study
 
@@ -652,7 +648,6 @@ def test_grid_tasks_wait_in_the_scheduler_queue_until_a_worker_is_free():
     """Four 4 s tasks on a local cluster of two one-thread workers: two run (one per worker), the other two wait
     in the scheduler's queue, assigned to no worker, so whichever worker frees first takes the next (Dask's default
     assigns all four at once, two to each worker, by guessed durations)."""
-    import io
 
     from distributed import Client
 
@@ -683,7 +678,6 @@ def test_grid_tasks_wait_in_the_scheduler_queue_until_a_worker_is_free():
 def test_a_grid_of_higher_priority_overtakes_queued_tasks():
     """One worker: a grid of three 2 s naps at priority 0 starts; a one-task grid at priority 5 submitted while
     the first nap runs is the next to run, before the two queued naps."""
-    import io
 
     out = io.StringIO()
     with cluster.open_cluster("local", workers=1, out=out) as info:
@@ -711,3 +705,21 @@ def _running_labels(address):
         states = client.run_on_scheduler(lambda dask_scheduler: [str(k) for k, ts in dask_scheduler.tasks.items()
                                                                  if ts.state == "processing"])
     return " ".join(states)
+
+
+def test_as_scheduler_is_one_vocabulary():
+    assert [cluster.as_scheduler(v) for v in (None, "none", "")] == [None, None, None]
+    assert cluster.as_scheduler("local") == "local" == cluster.LOCAL
+    assert cluster.as_scheduler("tcp://10.0.0.1:8786") == "tcp://10.0.0.1:8786"
+    with pytest.raises(TypeError, match="scheduler must be 'local', 'none' or a Dask scheduler address, got int: 3"):
+        cluster.as_scheduler(3)
+    with pytest.raises(ValueError, match="got 'tcp://a b'"):
+        cluster.as_scheduler("tcp://a b")
+
+
+def test_run_grid_local_means_a_local_cluster_as_in_open_cluster():
+    # "local" is no address: run_grid starts a local cluster for the grid, as open_cluster does for a run
+    tasks = [cluster.GridTask(f"t{i}", _square, (i,)) for i in range(3)]
+    out = io.StringIO()
+    assert cluster.run_grid(tasks, scheduler="local", progress=False, out=out) == [0, 1, 4]
+    assert "dask: local cluster tcp://127.0.0.1:" in out.getvalue()

@@ -23,10 +23,10 @@ def test_banner_labels_synthetic_real_and_constructed_data(tmp_path, monkeypatch
     wmh = context.context(dataset="wmh", profile="smoke", workspace="ws", seed=0).banner()
     assert "**synthetic stand-in** for WMH" in wmh and "not** the paper's results" in wmh
     lits = context.context(dataset="lits", profile="smoke", workspace="ws", seed=0).banner()
-    assert "real LITS data at `/data/LiTS`" in lits and "paper's results" not in lits
+    assert "real LiTS data at `/data/LiTS`" in lits and "paper's results" not in lits
     # a chapter across datasets names every source and warns because one of them is synthetic
     across = context.context(dataset="study", profile="smoke", workspace="ws", seed=0).banner()
-    assert "synthetic stand-in** for WMH" in across and "real LITS data" in across and "⚠" in across
+    assert "synthetic stand-in** for WMH" in across and "real LiTS data" in across and "⚠" in across
     made = context.context(dataset="study", profile="smoke", workspace="ws", seed=0, data_source="constructed")
     assert "constructed in this chapter" in made.banner() and "constructed examples" in made.banner()
     unknown = context.context(dataset="idrid", profile="smoke", workspace="ws", seed=0)
@@ -36,8 +36,24 @@ def test_banner_labels_synthetic_real_and_constructed_data(tmp_path, monkeypatch
 def test_context_repr_holds_no_absolute_path(tmp_path, monkeypatch):
     monkeypatch.setenv("HONEST_PROJECT_ROOT", str(tmp_path))
     ctx = context.context(dataset="wmh", profile="smoke", workspace="build/nbval", seed=3)
-    assert repr(ctx) == "Context(dataset='wmh', profile='smoke', seed=3, workspace='build/nbval')"
+    assert repr(ctx) == "Context(scope='wmh', profile='smoke', seed=3, workspace='build/nbval')"
     assert str(tmp_path) not in repr(ctx)
+
+
+def test_the_dataset_parameter_is_resolved_once_into_scope_entry_and_display_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("HONEST_PROJECT_ROOT", str(tmp_path))
+    lits = context.context(dataset="lits", profile="smoke", workspace="ws", seed=0)
+    assert (lits.scope, lits.dataset.name, lits.title) == ("lits", "lits", "LiTS")
+    assert "**Provenance** · LiTS · profile `smoke`" in lits.banner()
+    idrid = context.context(dataset="idrid", profile="smoke", workspace="ws", seed=0)
+    assert idrid.title == "IDRiD" and idrid.dataset.display == "IDRiD"
+    for scope, title in (("study", "Across datasets"), ("small_data", "Small data")):
+        page = context.context(dataset=scope, profile="smoke", workspace="ws", seed=0)
+        assert page.dataset is None and page.title == title
+    assert page.results == Workspace.at("ws").results("small_data")
+    with pytest.raises(ValueError, match=r"dataset must be one of \('wmh', 'lits', 'idrid'\) or a scope of "
+                                         r"\('study', 'small_data'\), got 'LITS'"):
+        context.context(dataset="LITS", profile="smoke", workspace="ws", seed=0)
 
 
 def test_banner_says_when_the_evaluated_predictions_are_constructed(tmp_path, monkeypatch):

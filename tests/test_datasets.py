@@ -64,6 +64,16 @@ def test_titles_and_modalities_come_from_the_registry():
     assert first["paper_q1_upper_percent"] == 1.5
 
 
+def test_display_names_come_from_the_registry_never_from_upper_casing_the_key():
+    assert [datasets.display_name(n) for n in datasets.DATASETS] == ["WMH", "LiTS", "IDRiD"]
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        datasets.display_name("LITS")
+    offenders = [f"{path.relative_to(SRC)}:{node.lineno}" for path in sorted(SRC.rglob("*.py"))
+                 for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                 if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "upper"]
+    assert not offenders, f"display names are the registry's (datasets.display_name), not .upper(): {offenders}"
+
+
 def test_no_other_module_spells_out_dataset_titles_or_keeps_a_table_per_dataset():
     # the registry is the one home of these facts: no other module names a title, caption or the paper's name of
     # a dataset in a string literal, or holds a dict keyed by the dataset names (the old MODALITY, TITLE,

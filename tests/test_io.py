@@ -67,6 +67,15 @@ def test_relative_paths_resolve_against_the_project_root_not_the_cwd(tmp_path, m
     assert paths.resolve("/abs/path") == paths.Path("/abs/path")
 
 
+def test_workspace_at_is_idempotent_and_checks_its_argument(tmp_path, monkeypatch):
+    monkeypatch.setenv("HONEST_PROJECT_ROOT", str(tmp_path))
+    ws = paths.Workspace.at("build/ws")
+    assert paths.Workspace.at(ws) is ws
+    assert paths.Workspace.at(tmp_path / "build" / "ws") == ws == paths.Workspace.at(str(ws.root))
+    with pytest.raises(TypeError, match="workspace must be a path or a Workspace, got int: 3"):
+        paths.Workspace.at(3)
+
+
 def test_project_root_is_found_from_a_subfolder(tmp_path, monkeypatch):
     monkeypatch.delenv("HONEST_PROJECT_ROOT", raising=False)
     (tmp_path / "_config.yml").write_text("title: x\n")

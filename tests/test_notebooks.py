@@ -73,11 +73,14 @@ def test_plumbing_cells_are_hidden_and_the_context_comes_first(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebooks_with_a_grid_hand_the_scheduler_to_the_context(path):
+def test_a_notebook_with_a_scheduler_hands_it_to_its_grids_not_to_the_context(path):
+    # one vocabulary: the notebook's `scheduler` parameter goes to the grids it starts; the context has none
     declared = papermill.inspect_notebook(str(path))
     nb = nbformat.read(path, as_version=4)
     context_cell = next(c for c in nb.cells if "ctx = context(" in c.source)
-    assert ("scheduler=scheduler" in context_cell.source) == ("scheduler" in declared)
+    assert "scheduler" not in context_cell.source
+    grid_cells = [c for c in nb.cells[1:] if c.cell_type == "code" and "scheduler=scheduler" in c.source]
+    assert bool(grid_cells) == ("scheduler" in declared), "a declared scheduler must reach a grid, and only then"
 
 
 @pytest.mark.parametrize("profile", ["smoke", "default", "paper"])

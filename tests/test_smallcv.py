@@ -2,58 +2,37 @@
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
 
 from helpers.studies.small_data import cv as smallcv
-from helpers.studies.small_data import data as sd
-from helpers.data.splits import cv_splits
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-@pytest.fixture(scope="module")
-def cases(tmp_path_factory):
-    root = tmp_path_factory.mktemp("vessels")
-    sd.write_small_data(root, seed=0, n_images=6, size=48)
-    return sd.load_small_data(root)
-
-
-@pytest.fixture(scope="module")
-def cv(cases):
-    ids = [c.case_id for c in cases]
-    splits = cv_splits(ids, protocols=["loocv", "3fold"], seeds=[0])
-    keep = [(s["protocol"], s["seed"], s["fold"], "segformer") for s in splits if s["protocol"] == "loocv"]
-    return smallcv.cross_validate(cases, models=["segformer", "medsam"], splits=splits, cnn_size=32, epochs=1,
-                                  width=4, mc_passes=2, keep_models=keep, progress=False)
-
-
-def test_cross_validate_every_image_scored_once_and_not_run_rows_kept(cv, cases):
-    s = cv.scores
+def test_cross_validate_every_image_scored_once_and_not_run_rows_kept(small_cv, small_cases):
+    s = small_cv.scores
     assert set(s.columns) >= {"protocol", "seed", "fold", "model", "image", "class", "dice", "iou", "status"}
     macro = s[s["class"] == "macro"]
     counts = macro.groupby(["protocol", "seed", "model"])["image"].agg(lambda x: sorted(x))
-    assert all(v == sorted(c.case_id for c in cases) for v in counts)  # each image exactly once
+    assert all(v == sorted(c.case_id for c in small_cases) for v in counts)  # each image exactly once
     medsam = s[s["model"] == "medsam"]
     # 2 protocols x 6 images x (3 classes + macro) rows, all NaN with the reason.
     assert len(medsam) == 2 * 6 * 4
     assert medsam["dice"].isna().all() and (medsam["status"] == "not run: no checkpoint given").all()
     ok = s[s["model"] == "segformer"]
     assert (ok["status"] == "ok").all() and ok["dice"].between(0, 1).all()
-    assert len(cv.uncertainty) == 2 * 6  # MC-dropout maps for the model that ran
-    assert len(cv.models) == 6  # the kept LOOCV folds
+    assert len(small_cv.uncertainty) == 2 * 6  # MC-dropout maps for the model that ran
+    assert len(small_cv.models) == 6  # the kept LOOCV folds
 
 
-def test_cross_validate_rejects_unknown_case(cases):
+def test_cross_validate_rejects_unknown_case(small_cases):
     with pytest.raises(ValueError, match=r"splits name cases not in cases: \['ghost'\]"):
-        smallcv.cross_validate(cases, models=["unet"], splits=[{"protocol": "loocv", "seed": 0, "fold": 0,
+        smallcv.cross_validate(small_cases, models=["unet"], splits=[{"protocol": "loocv", "seed": 0, "fold": 0,
                                                             "train": ["ghost"], "test": []}], progress=False)
 
 
-def test_macro_row_is_mean_of_class_rows(cv):
-    s = cv.scores[(cv.scores["model"] == "segformer")]
+def test_macro_row_is_mean_of_class_rows(small_cv):
+    s = small_cv.scores[(small_cv.scores["model"] == "segformer")]
     classes = s[s["class"] != "macro"].groupby(["protocol", "image"])["dice"].mean()
     macro = s[s["class"] == "macro"].set_index(["protocol", "image"])["dice"]
     assert np.allclose(classes.sort_index(), macro.sort_index(), equal_nan=True)

@@ -3,49 +3,18 @@
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
-from helpers.studies.small_data import cv as smallcv, explain as smallexplain
+from helpers.studies.small_data import explain as smallexplain
 from helpers.studies.small_data import data as sd
 from helpers.studies.small_data import models as sm
-from helpers.data.splits import cv_splits
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-@pytest.fixture(scope="module")
-def cases(tmp_path_factory):
-    root = tmp_path_factory.mktemp("vessels")
-    sd.write_small_data(root, seed=0, n_images=6, size=48)
-    return sd.load_small_data(root)
-
-
-@pytest.fixture(scope="module")
-def cv(cases):
-    ids = [c.case_id for c in cases]
-    splits = cv_splits(ids, protocols=["loocv", "3fold"], seeds=[0])
-    keep = [(s["protocol"], s["seed"], s["fold"], "segformer") for s in splits if s["protocol"] == "loocv"]
-    return smallcv.cross_validate(cases, models=["segformer", "medsam"], splits=splits, cnn_size=32, epochs=1,
-                                  width=4, mc_passes=2, keep_models=keep, progress=False)
-
-
-def _table(values: dict) -> pd.DataFrame:
-    """Scores table from {(protocol, model): [per-image macro dice]}, one fold per image (LOOCV-like)."""
-    rows = []
-    for (protocol, model), vals in values.items():
-        for i, v in enumerate(vals):
-            rows.append({"protocol": protocol, "seed": 0, "fold": i, "model": model, "image": f"v{i}",
-                         "class": "macro", "dice": v, "iou": v / (2 - v), "status": "ok"})
-    return pd.DataFrame(rows)
-
-
-def test_best_worst_folds_hand():
-    scores = _table({("loocv", "a"): [0.5, 0.9, 0.2, 0.7]})
+def test_best_worst_folds_hand(macro_scores):
+    scores = macro_scores({("loocv", "a"): [0.5, 0.9, 0.2, 0.7]})
     out = smallexplain.best_worst_folds(scores, model="a", protocol="loocv", seed=0)
     assert (out["best"], out["worst"]) == (1, 2)
     assert out["best_images"] == ["v1"] and out["worst_dice"] == 0.2
@@ -180,14 +149,14 @@ def test_attention_map_tiny_sam_matches_eager_attention(tmp_path):
     assert np.allclose(amap, np.mean(maps, axis=0), atol=1e-5)
 
 
-def test_figures_render(cv, cases):
+def test_figures_render(small_cv, small_cases):
     import matplotlib.pyplot as plt
 
-    fig = smallexplain.plot_visual_paradox(cases, cv, cv.scores, model="segformer", protocol="loocv", seed=0)
+    fig = smallexplain.plot_visual_paradox(small_cases, small_cv, small_cv.scores, model="segformer", protocol="loocv", seed=0)
     assert len(fig.axes) == 8
     plt.close(fig)
-    image = cases[0].case_id
-    fig = smallexplain.plot_explanations(cases, cv, model="segformer", protocol="loocv", seed=0, image=image,
+    image = small_cases[0].case_id
+    fig = smallexplain.plot_explanations(small_cases, small_cv, model="segformer", protocol="loocv", seed=0, image=image,
                                          size=32)
     assert len(fig.axes) >= 5
     plt.close(fig)

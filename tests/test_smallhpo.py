@@ -2,38 +2,27 @@
 
 from __future__ import annotations
 
-import os
 
 import pytest
 
-from helpers.studies.small_data import data as sd
 from helpers.studies.small_data import hpo as smallhpo
 from helpers.data.splits import cv_folds
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-@pytest.fixture(scope="module")
-def cases(tmp_path_factory):
-    root = tmp_path_factory.mktemp("vessels")
-    sd.write_small_data(root, seed=0, n_images=6, size=48)
-    return sd.load_small_data(root)
-
 
 @pytest.mark.parametrize("sampler", ["tpe", "gp"])
-def test_optimize_budget_and_space(cases, sampler):
-    trials, best = smallhpo.optimize("deeplabv3plus", cases, n_trials=2, size=32, epochs=1, width=4, sampler=sampler)
+def test_optimize_budget_and_space(small_cases, sampler):
+    trials, best = smallhpo.optimize("deeplabv3plus", small_cases, n_trials=2, size=32, epochs=1, width=4, sampler=sampler)
     assert len(trials) == 2 and list(trials["trial"]) == [0, 1]
     for key, (_, low, high) in smallhpo.SEARCH_SPACE.items():
         assert trials[key].between(low, high).all()
     assert best["value"] == pytest.approx(trials["value"].max())
     assert best["params"] == {k: trials.loc[trials["value"].idxmax(), k] for k in smallhpo.SEARCH_SPACE}
     # The inner validation split is fold 0 of the seeded 3-fold split: 2 of 6 images.
-    assert best["val_cases"] == cv_folds([c.case_id for c in cases], protocol="3fold", seed=0)[0]["test"]
+    assert best["val_cases"] == cv_folds([c.case_id for c in small_cases], protocol="3fold", seed=0)[0]["test"]
 
 
-def test_optimize_errors(cases):
+def test_optimize_errors(small_cases):
     with pytest.raises(ValueError, match="sampler must be 'tpe' or 'gp'"):
-        smallhpo.optimize("unet", cases, n_trials=1, size=32, epochs=1, sampler="random")
+        smallhpo.optimize("unet", small_cases, n_trials=1, size=32, epochs=1, sampler="random")
     with pytest.raises(ValueError, match="n_trials must be a positive integer"):
-        smallhpo.optimize("unet", cases, n_trials=0, size=32, epochs=1)
+        smallhpo.optimize("unet", small_cases, n_trials=0, size=32, epochs=1)

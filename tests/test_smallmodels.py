@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
 
 import pytest
 import torch
 
 from helpers.studies.small_data import models as sm
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.mark.parametrize("name", ["unet", "deeplabv3plus", "segformer"])

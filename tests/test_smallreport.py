@@ -11,17 +11,7 @@ from helpers.studies.small_data import report as sr
 from helpers.base.paths import Workspace
 
 
-def _table(values: dict) -> pd.DataFrame:
-    """Scores table from {(protocol, model): [per-image macro dice]}, one fold per image (LOOCV-like)."""
-    rows = []
-    for (protocol, model), vals in values.items():
-        for i, v in enumerate(vals):
-            rows.append({"protocol": protocol, "seed": 0, "fold": i, "model": model, "image": f"v{i}",
-                         "class": "macro", "dice": v, "iou": v / (2 - v), "status": "ok"})
-    return pd.DataFrame(rows)
-
-
-def test_summarize_and_conclusion_follow_the_numbers(tmp_path):
+def test_summarize_and_conclusion_follow_the_numbers(tmp_path, macro_scores):
     rng = np.random.default_rng(0)
     base = rng.uniform(0.6, 0.8, 9)
     # "a" beats "b" by 0.1 on every image under both protocols; "c" equals "b" minus 0.05.
@@ -31,7 +21,7 @@ def test_summarize_and_conclusion_follow_the_numbers(tmp_path):
         values[(protocol, "b")] = base
         values[(protocol, "c")] = base - 0.05
     ws = Workspace(tmp_path)
-    out = sr.summarize(ws, _table(values), n_resamples=200)
+    out = sr.summarize(ws, macro_scores(values), n_resamples=200)
     summary = out.summary.set_index(["protocol", "model"])
     assert summary.loc[("loocv", "a"), "mean"] == pytest.approx(base.mean() + 0.1)
     assert summary.loc[("loocv", "a"), "n"] == 9
@@ -45,11 +35,11 @@ def test_summarize_and_conclusion_follow_the_numbers(tmp_path):
     assert "rejects equal mean ranks" in text
 
 
-def test_summarize_writes_every_table_it_returns(tmp_path):
+def test_summarize_writes_every_table_it_returns(tmp_path, macro_scores):
     base = np.linspace(0.6, 0.8, 9)
     values = {("loocv", "a"): base + 0.01, ("loocv", "b"): base, ("3fold", "a"): base, ("3fold", "b"): base + 0.01}
     ws = Workspace(tmp_path)
-    out = sr.summarize(ws, _table(values), n_resamples=50)
+    out = sr.summarize(ws, macro_scores(values), n_resamples=50)
     assert list(out.tables()) == ["summary", "pairs", "friedman", "fold_ranks", "rank_ranges", "rank_agreement"]
     for name in out.tables():
         assert (ws.results("small_data") / f"{name}.csv").is_file()
@@ -58,16 +48,16 @@ def test_summarize_writes_every_table_it_returns(tmp_path):
     assert out.rank_agreement["kendall_tau"].tolist() == [-1.0]
 
 
-def test_conclusion_reports_a_changing_leader(tmp_path):
+def test_conclusion_reports_a_changing_leader(tmp_path, macro_scores):
     base = np.linspace(0.6, 0.8, 9)
     values = {("loocv", "a"): base + 0.01, ("loocv", "b"): base, ("3fold", "a"): base, ("3fold", "b"): base + 0.01}
-    out = sr.summarize(Workspace(tmp_path), _table(values), n_resamples=200)
+    out = sr.summarize(Workspace(tmp_path), macro_scores(values), n_resamples=200)
     assert "The leader **changes with the protocol** (loocv: `a`, 3fold: `b`)" in sr.conclusion(out)
 
 
-def test_image_scores_drop_not_run_rows():
+def test_image_scores_drop_not_run_rows(macro_scores):
     # As the cross-validation writes them: a model that ran ("ok") and one that did not (NaN, with its reason).
-    scores = _table({("loocv", "segformer"): [0.5, 0.7]})
+    scores = macro_scores({("loocv", "segformer"): [0.5, 0.7]})
     not_run = scores.assign(model="medsam", dice=np.nan, iou=np.nan, status="not run: no checkpoint given")
     per_image = sr.image_scores(pd.concat([scores, not_run], ignore_index=True))
     assert set(per_image["model"]) == {"segformer"}
@@ -75,9 +65,9 @@ def test_image_scores_drop_not_run_rows():
     assert per_image["value"].tolist() == [0.5, 0.7]
 
 
-def test_image_scores_average_over_seeds():
+def test_image_scores_average_over_seeds(macro_scores):
     # Image v0 scored 0.4 under seed 0 and 0.6 under seed 1: its macro score is 0.5 over n_seeds = 2.
-    scores = pd.concat([_table({("3fold", "a"): [0.4]}), _table({("3fold", "a"): [0.6]}).assign(seed=1)])
+    scores = pd.concat([macro_scores({("3fold", "a"): [0.4]}), macro_scores({("3fold", "a"): [0.6]}).assign(seed=1)])
     per_image = sr.image_scores(scores)
     assert per_image[["value", "n_seeds"]].to_numpy().tolist() == [[0.5, 2]]
 
@@ -90,10 +80,10 @@ def test_best_table_lists_models_that_did_not_run():
     assert np.isnan(table.loc["medsam", "value"]) and np.isnan(table.loc["medsam", "lr"])
 
 
-def test_report_figures_render(tmp_path):
+def test_report_figures_render(tmp_path, macro_scores):
     base = np.linspace(0.6, 0.8, 9)
     values = {(p, m): base + d for p in ("loocv", "3fold") for m, d in (("a", 0.1), ("b", 0.0), ("c", -0.05))}
-    out = sr.summarize(Workspace(tmp_path), _table(values), n_resamples=50)
+    out = sr.summarize(Workspace(tmp_path), macro_scores(values), n_resamples=50)
     fig = sr.plot_summary(out)
     assert len(fig.axes) == 2  # one panel per protocol
     plt.close(fig)

@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
 import pytest
 import torch
 
-from helpers.studies.small_data import data as sd
 from helpers.studies.small_data import models as sm
 from helpers.studies.small_data import train as st
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-@pytest.fixture(scope="module")
-def cases(tmp_path_factory):
-    root = tmp_path_factory.mktemp("vessels")
-    sd.write_small_data(root, seed=0, n_images=6, size=48)
-    return sd.load_small_data(root)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -66,8 +55,8 @@ def test_focal_dice_loss_rejects_negative_weights():
 # --------------------------------------------------------------------------------------------------------------
 
 
-def test_train_model_is_deterministic_and_learns(cases):
-    x, y = st.stack_cases(cases[:4], 32)
+def test_train_model_is_deterministic_and_learns(small_cases):
+    x, y = st.stack_cases(small_cases[:4], 32)
     a, hist_a = st.train_model("deeplabv3plus", x, y, epochs=6, width=4, seed=3, params={"lr": 1e-2})
     b, hist_b = st.train_model("deeplabv3plus", x, y, epochs=6, width=4, seed=3, params={"lr": 1e-2})
     assert hist_a["loss"].tolist() == hist_b["loss"].tolist()
@@ -76,15 +65,15 @@ def test_train_model_is_deterministic_and_learns(cases):
     assert not a.training  # returned in eval mode
 
 
-def test_train_model_restores_thread_count(cases):
+def test_train_model_restores_thread_count(small_cases):
     before = torch.get_num_threads()
-    x, y = st.stack_cases(cases[:2], 32)
+    x, y = st.stack_cases(small_cases[:2], 32)
     st.train_model("unet", x, y, epochs=1, width=4, threads=1)
     assert torch.get_num_threads() == before
 
 
-def test_train_model_errors(cases):
-    x, y = st.stack_cases(cases[:2], 32)
+def test_train_model_errors(small_cases):
+    x, y = st.stack_cases(small_cases[:2], 32)
     with pytest.raises(ValueError, match=r"params has unknown keys \['momentum'\]"):
         st.train_model("unet", x, y, params={"momentum": 0.9})
     with pytest.raises(ValueError, match="epochs must be a positive integer"):
@@ -95,17 +84,17 @@ def test_train_model_errors(cases):
         st.train_model("unet", x, y, device="gpu0")
 
 
-def test_stack_cases_shapes(cases):
-    x, y = st.stack_cases(cases[:3], 32)
+def test_stack_cases_shapes(small_cases):
+    x, y = st.stack_cases(small_cases[:3], 32)
     assert x.shape == (3, 3, 32, 32) and x.dtype == torch.float32
     assert y.shape == (3, 32, 32) and y.dtype == torch.int64
     with pytest.raises(ValueError, match="cases must not be empty"):
         st.stack_cases([], 32)
 
 
-def test_mc_dropout_properties(cases):
+def test_mc_dropout_properties(small_cases):
     model = sm.build_model("unet", width=4, dropout=0.3, seed=0)
-    x, _ = st.stack_cases(cases[:2], 32)
+    x, _ = st.stack_cases(small_cases[:2], 32)
     out = st.mc_dropout_predict(model, x, passes=4, seed=0)
     assert np.allclose(out["mean"].sum(1), 1, atol=1e-5)
     # 0 <= MI <= entropy <= ln(classes).
@@ -117,10 +106,10 @@ def test_mc_dropout_properties(cases):
     assert np.array_equal(out["mean"], again["mean"])  # seeded
 
 
-def test_mc_dropout_without_effective_dropout_equals_plain_prediction(cases):
+def test_mc_dropout_without_effective_dropout_equals_plain_prediction(small_cases):
     # With p = 0 every pass is the same network: mutual information 0, mean = eval-mode prediction.
     model = sm.build_model("unet", width=4, dropout=0.0, seed=0)
-    x, _ = st.stack_cases(cases[:1], 32)
+    x, _ = st.stack_cases(small_cases[:1], 32)
     out = st.mc_dropout_predict(model, x, passes=3)
     assert np.allclose(out["mean"], st.predict_proba(model, x), atol=1e-5)
     assert np.allclose(out["mutual_information"], 0, atol=1e-5)

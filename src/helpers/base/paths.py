@@ -54,7 +54,13 @@ class Workspace:
     root: Path
 
     @classmethod
-    def at(cls, path: str | os.PathLike) -> "Workspace":
+    def at(cls, path: "str | os.PathLike | Workspace") -> "Workspace":
+        """The workspace at ``path`` (relative paths resolve against the project root); a ``Workspace`` is
+        returned as it is, so every entry point can say ``Workspace.at(ws)`` whatever it was given."""
+        if isinstance(path, Workspace):
+            return path
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"workspace must be a path or a Workspace, got {type(path).__name__}: {path!r}")
         return cls(resolve(path).resolve())
 
     def data(self, dataset: str) -> Path:

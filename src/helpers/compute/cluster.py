@@ -3,8 +3,10 @@ trial) submitted to it as tasks.
 
 Conventions
 -----------
-- Scheduler: ``None`` or ``"none"`` runs a grid in-process, one task after another (debugging, and the notebooks'
-  default when executed by hand); an address (``tcp://host:8786``) sends it to that Dask scheduler. The runner
+- Scheduler: one vocabulary (:func:`as_scheduler`) wherever a scheduler is taken: ``None`` or ``"none"`` runs a
+  grid in-process, one task after another (debugging, and the notebooks' default when executed by hand);
+  ``"local"`` a local cluster on this machine (for a whole run in :func:`open_cluster`, for one grid in
+  :func:`run_grid`); an address (``tcp://host:8786``) sends it to that Dask scheduler. The runner
   (``python -m helpers.study run``) owns the cluster (:func:`open_cluster`) and passes its address to every
   notebook that declares a ``scheduler`` parameter.
 - Threads: a local cluster has ``workers`` worker processes of one Dask thread each, and each task runs torch
@@ -58,7 +60,7 @@ from typing import Any, Callable, Sequence
 from helpers.compute.runtime import THREADS_ENV, available_cores, cuda_available, task_threads, torch_settings
 
 __all__ = [
-    "TOPIC", "PRIORITY_ENV", "FINISHING_BOOST", "IN_PROCESS", "SCHEDULER_CONFIG", "NANNY_CONFIG", "GridError",
+    "TOPIC", "PRIORITY_ENV", "FINISHING_BOOST", "IN_PROCESS", "LOCAL", "as_scheduler", "SCHEDULER_CONFIG", "NANNY_CONFIG", "GridError",
     "GridTask", "local_layout", "worker_environment", "ClusterInfo", "open_cluster", "ProgressPrinter", "run_grid",
     "grid_priority",
 ]
@@ -70,8 +72,26 @@ TOPIC = "honest-grid"
 PRIORITY_ENV = "HONEST_GRID_PRIORITY"
 #: Added to the priority of a grid that finishes its section (see "Priority" above).
 FINISHING_BOOST = 1
-#: ``scheduler`` values that mean "in-process, sequential".
+#: ``scheduler`` values that mean "in-process, sequential" (:func:`as_scheduler` makes them None).
 IN_PROCESS = (None, "none", "")
+#: The ``scheduler`` value that means "a local cluster on this machine", wherever a scheduler is taken.
+LOCAL = "local"
+
+
+def as_scheduler(scheduler) -> str | None:
+    """The one vocabulary of ``scheduler``, checked once: None for in-process (``None``, ``"none"``, ``""``),
+    :data:`LOCAL` (``"local"``: a local cluster on this machine), else the address of a running Dask scheduler
+    (``tcp://host:8786``, ``host:8786``), returned as given. Used by :func:`open_cluster`, :func:`run_grid` and
+    the command line alike."""
+    if scheduler in IN_PROCESS:
+        return None
+    if not isinstance(scheduler, str):
+        raise TypeError(f"scheduler must be 'local', 'none' or a Dask scheduler address, got "
+                        f"{type(scheduler).__name__}: {scheduler!r}")
+    if scheduler != LOCAL and (scheduler != scheduler.strip() or " " in scheduler):
+        raise ValueError(f"scheduler must be 'local', 'none' or a Dask scheduler address such as "
+                         f"'tcp://host:8786', got {scheduler!r}")
+    return scheduler
 #: Dask configuration of the scheduler of a local cluster (see "Placement" above).
 SCHEDULER_CONFIG = {"distributed.scheduler.worker-saturation": 1.0}
 #: Dask configuration of the nannies of a local cluster's workers (see "Memory" above): no
@@ -150,20 +170,22 @@ def _workers_ignore_sigint():
 
 
 @contextlib.contextmanager
-def open_cluster(scheduler: str | None = "local", *, workers: int | None = None, connect_timeout: str = "30s",
+def open_cluster(scheduler: str | None = LOCAL, *, workers: int | None = None, connect_timeout: str = "30s",
                  out=sys.stdout):
     """The cluster of one run, closed on exit.
 
-    ``scheduler``: ``"local"`` starts a ``distributed.LocalCluster`` sized to this machine (:func:`local_layout`);
-    ``"none"``/None runs in-process; any other value is the address of a running Dask scheduler to connect to.
-    Yields a :class:`ClusterInfo`; while open, the runner's client prints one line per finished grid task."""
-    if scheduler in IN_PROCESS:
+    ``scheduler`` (:func:`as_scheduler`): ``"local"`` starts a ``distributed.LocalCluster`` sized to this machine
+    (:func:`local_layout`); ``"none"``/None runs in-process; any other value is the address of a running Dask
+    scheduler to connect to. Yields a :class:`ClusterInfo`; while open, the runner's client prints one line per
+    finished grid task."""
+    scheduler = as_scheduler(scheduler)
+    if scheduler is None:
         if workers is not None:
             raise GridError("workers sizes a local cluster only; in-process runs have no workers")
         print("dask: none (in-process, one task at a time)", file=out, flush=True)
         yield ClusterInfo(address=None)
         return
-    if scheduler != "local" and workers is not None:
+    if scheduler != LOCAL and workers is not None:
         raise GridError("workers sizes a local cluster only; with a scheduler address the cluster is sized "
                         "where it was started")
     with contextlib.ExitStack() as stack:
@@ -184,7 +206,7 @@ def _start_client(scheduler: str, workers: int | None, connect_timeout: str, sta
     import dask  # lazy: dask and distributed load only when a run uses a cluster
     from distributed import Client, LocalCluster
 
-    if scheduler != "local":
+    if scheduler != LOCAL:
         try:
             client = Client(scheduler, timeout=connect_timeout)
         except OSError as err:
@@ -258,7 +280,9 @@ def run_grid(tasks: Sequence[GridTask], *, scheduler: str | None = None, name: s
              progress: bool = True, priority: int | None = None, out=sys.stdout) -> list:
     """Run every task and return their results in the order of ``tasks``.
 
-    ``scheduler``: None/"none" in-process and sequential; else the address of a Dask scheduler. ``priority``: of
+    ``scheduler`` (:func:`as_scheduler`, the same vocabulary as :func:`open_cluster`): None/"none" in-process and
+    sequential; ``"local"`` a local cluster started for this grid and closed after it; else the address of a Dask
+    scheduler. ``priority``: of
     the grid's tasks among all queued on the cluster, higher first (default: ``$HONEST_GRID_PRIORITY``, else 0).
     The first failing task stops the grid: the others are cancelled and :class:`GridError` names the failing task
     and its error."""
@@ -270,8 +294,13 @@ def run_grid(tasks: Sequence[GridTask], *, scheduler: str | None = None, name: s
         unknown = set(t.after) - set(labels)
         if unknown:
             raise ValueError(f"grid {name!r}: task {t.label!r} waits for unknown task(s) {sorted(unknown)}")
-    if scheduler in IN_PROCESS:
+    scheduler = as_scheduler(scheduler)
+    if scheduler is None:
         return _run_in_process(tasks, name=name, progress=progress, out=out)
+    if scheduler == LOCAL:
+        with open_cluster(LOCAL, out=out) as info:
+            return _run_on_dask(tasks, info.address, name=name,
+                                priority=grid_priority() if priority is None else priority)
     return _run_on_dask(tasks, scheduler, name=name, priority=grid_priority() if priority is None else priority)
 
 

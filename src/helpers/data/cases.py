@@ -168,7 +168,7 @@ def manifest_root(ws, dataset: str) -> tuple[Path, LoaderOptions]:
     """Where the data section read ``dataset`` from and with which loader options, from
     ``results/<dataset>/data_manifest.json`` (``"source"``: ``"synthetic"`` means ``ws.data(dataset)``, else the
     real data root)."""
-    ws = ws if isinstance(ws, Workspace) else Workspace.at(ws)
+    ws = Workspace.at(ws)
     manifest_path = ws.results(dataset) / "data_manifest.json"
     manifest = io.read_json(manifest_path)
     source = manifest.get("source")
@@ -183,7 +183,7 @@ def load_split_cases(ws, dataset: str, *, split: str = "test") -> list[Case]:
     """The cases of one ``split`` of a dataset, read from where the data section put them (only those cases
     are read): the data root and loader options from ``results/<dataset>/data_manifest.json``
     (:func:`manifest_root`), the case ids from ``results/<dataset>/splits.json``, in that order."""
-    ws = ws if isinstance(ws, Workspace) else Workspace.at(ws)
+    ws = Workspace.at(ws)
     root, options = manifest_root(ws, dataset)
     splits = io.read_json(ws.results(dataset) / "splits.json")
     if split not in splits:
@@ -338,7 +338,7 @@ def prepare_dataset(
         Show a progress bar.
     """
     spec = datasets.get(dataset)
-    ws = ws if isinstance(ws, Workspace) else Workspace.at(ws)
+    ws = Workspace.at(ws)
     loader = spec.loader_options(loader)
     prep_options = dict(preprocessing or {})
     root, generator = _dataset_root(ws, spec, data_root, seed=seed, synthetic=synthetic)
@@ -444,7 +444,7 @@ def _relative_to(path, root) -> str:
 def load_summary(ws, dataset: str) -> DatasetSummary:
     """Read back what :func:`prepare_dataset` wrote (error naming the missing file if it has not run)."""
     datasets.get(dataset)
-    ws = ws if isinstance(ws, Workspace) else Workspace.at(ws)
+    ws = Workspace.at(ws)
     results = ws.results(dataset)
     for name in ("cases.csv", "lesions.csv"):
         if not (results / name).is_file():

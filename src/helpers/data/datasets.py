@@ -21,7 +21,7 @@ from helpers.data import synthetic
 from helpers.data.layouts import CaseFiles, IDRiDOptions, LiTSOptions, LoaderOptions, WMHOptions, find_idrid, find_lits, find_wmh, read_idrid, read_lits, read_wmh
 from helpers.data.preprocessing import Recipe, describe_ct, describe_fundus, describe_mri, liver_region, normalize_ct, normalize_fundus, normalize_mri
 
-__all__ = ["PaperFacts", "Dataset", "REGISTRY", "DATASETS", "get", "loader_options"]
+__all__ = ["PaperFacts", "Dataset", "REGISTRY", "DATASETS", "get", "display_name", "loader_options"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,9 @@ class Dataset:
     ----------
     name : str
         Registry key, used in folder names and profiles (``"wmh"``).
+    display : str
+        The name a reader sees on every page, table of contents and banner (``"WMH"``, ``"LiTS"``, ``"IDRiD"``):
+        never the key upper-cased.
     title : str
         Short title for tables (``"WMH Challenge"``).
     caption : str
@@ -71,6 +74,7 @@ class Dataset:
     """
 
     name: str
+    display: str
     title: str
     caption: str
     modality: str
@@ -100,7 +104,7 @@ REGISTRY: dict[str, Dataset] = {
     entry.name: entry
     for entry in (
         Dataset(
-            name="wmh", title="WMH Challenge", caption="WMH: white matter hyperintensities (brain MRI)",
+            name="wmh", display="WMH", title="WMH Challenge", caption="WMH: white matter hyperintensities (brain MRI)",
             modality="MRI", spatial_dims=3, options=WMHOptions, find=find_wmh, read=read_wmh,
             generate=synthetic.write_wmh,
             recipe=Recipe("wmh", "volume", normalize_mri, describe_mri, options=("z_clip",)),
@@ -109,7 +113,7 @@ REGISTRY: dict[str, Dataset] = {
             ignore_region=True,
         ),
         Dataset(
-            name="lits", title="LiTS", caption="LiTS: liver tumours (abdominal CT)",
+            name="lits", display="LiTS", title="LiTS", caption="LiTS: liver tumours (abdominal CT)",
             modality="CT", spatial_dims=3, options=LiTSOptions, find=find_lits, read=read_lits,
             generate=synthetic.write_lits,
             recipe=Recipe("lits", "volume", normalize_ct, describe_ct, options=("ct_window",),
@@ -118,7 +122,7 @@ REGISTRY: dict[str, Dataset] = {
             target_notes=(("target_meaning", "label 2 (tumour); volumes without tumour have an empty target"),),
         ),
         Dataset(
-            name="idrid", title="IDRiD", caption="IDRiD: retinal lesions (fundus photographs)",
+            name="idrid", display="IDRiD", title="IDRiD", caption="IDRiD: retinal lesions (fundus photographs)",
             modality="Fundus", spatial_dims=2, options=IDRiDOptions, find=find_idrid, read=read_idrid,
             generate=synthetic.write_idrid,
             recipe=Recipe("idrid", "image", normalize_fundus, describe_fundus),
@@ -139,6 +143,11 @@ def get(name) -> Dataset:
     if not isinstance(name, str) or name not in REGISTRY:
         raise ValueError(f"dataset must be one of {DATASETS}, got {name!r}")
     return REGISTRY[name]
+
+
+def display_name(name) -> str:
+    """The display name of dataset ``name`` (``"lits"`` -> ``"LiTS"``); error naming the known datasets otherwise."""
+    return get(name).display
 
 
 def loader_options(name: str, mapping=None) -> LoaderOptions:

@@ -367,7 +367,7 @@ def restore(stack, prepared: PreparedCase) -> np.ndarray:
 
 def save_prepared(ws, dataset: str, prepared: PreparedCase):
     """Write ``<ws>/prepared/<dataset>/<case_id>.npz`` atomically; returns the path."""
-    ws = ws if isinstance(ws, Workspace) else Workspace.at(ws)
+    ws = Workspace.at(ws)
     arrays = {
         "image": prepared.image, "mask": prepared.mask, "spacing": np.asarray(prepared.spacing, dtype=float),
         "original_shape": np.asarray(prepared.original_shape, dtype=np.int64),
@@ -383,7 +383,7 @@ def save_prepared(ws, dataset: str, prepared: PreparedCase):
 
 def load_prepared(ws, dataset: str, case_id: str) -> PreparedCase:
     """Read a prepared case written by :func:`save_prepared` (error naming the file if it is missing)."""
-    ws = ws if isinstance(ws, Workspace) else Workspace.at(ws)
+    ws = Workspace.at(ws)
     path = ws.prepared(dataset) / f"{case_id}.npz"
     if not path.is_file():
         raise FileNotFoundError(f"prepared file {str(path)!r}: not found; run the data section first")

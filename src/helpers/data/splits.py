@@ -152,7 +152,7 @@ def split_of(splits: dict) -> dict:
 def save_splits(ws, dataset: str, splits: dict):
     """Write ``results/<dataset>/splits.json`` atomically; returns the path."""
     _validate(splits, "splits")
-    ws = ws if isinstance(ws, Workspace) else Workspace.at(ws)
+    ws = Workspace.at(ws)
     return write_json(splits, ws.results(dataset) / "splits.json")
 
 
@@ -171,7 +171,7 @@ def _validate(splits, where: str) -> None:
 
 def load_splits(ws, dataset: str) -> dict:
     """Read ``results/<dataset>/splits.json`` (errors name the file)."""
-    ws = ws if isinstance(ws, Workspace) else Workspace.at(ws)
+    ws = Workspace.at(ws)
     path = ws.results(dataset) / "splits.json"
     if not path.is_file():
         raise FileNotFoundError(f"{str(path)!r}: not found; run the data section first")

@@ -1,5 +1,6 @@
-"""The context of a section notebook: which dataset, profile, seed, workspace and Dask scheduler it runs under,
-the provenance banner shown at the top of its page, and the one way a notebook saves what it shows.
+"""The context of a section notebook: which scope (a dataset, or the chapters across datasets), profile, seed and
+workspace it runs under, the provenance banner shown at the top of its page, and the one way a notebook saves what
+it shows.
 
 Conventions
 -----------
@@ -8,8 +9,11 @@ Conventions
   (dataset ``"study"``) write into ``results/`` and ``figures/`` themselves. Every write is atomic
   (:mod:`helpers.base.io`), so an interrupted notebook never leaves half a file behind. Names are plain file names, never
   paths: where a file goes is the context's business, not the cell's.
-- Scheduler: the address of the run's Dask scheduler, or None (in-process), as the runner passed it
-  (:mod:`helpers.compute.cluster`); notebooks hand it to the grids they start.
+- Scope and names: the notebook's ``dataset`` parameter is resolved once: ``ctx.scope`` (the parameter),
+  ``ctx.dataset`` (the registry entry, None for a scope that is not a dataset) and ``ctx.title`` (the display
+  name, ``"LiTS"``; never the key upper-cased).
+- Scheduler: not the context's business. A notebook that starts a grid declares its own ``scheduler`` parameter
+  (the runner passes the address of its cluster) and hands it to the grid (:mod:`helpers.compute.cluster`).
 - Representation: showing the context (last line of a cell) prints the provenance banner; its ``repr`` holds no
   absolute path, so committed notebook outputs are the same in every clone.
 """
@@ -22,37 +26,64 @@ from pathlib import Path, PurePath
 
 from helpers.base import provenance
 from helpers.evaluation.constructed import predictions_source
-from helpers.data.datasets import DATASETS
+from helpers.data.datasets import DATASETS, Dataset, display_name
+from helpers.data.datasets import get as dataset_entry
 from helpers.base.io import read_json, write_csv, write_json
 from helpers.base.paths import Workspace, relative
 from helpers.base.plots import show as show_figure
 
-__all__ = ["GLOBAL", "Context", "context"]
+__all__ = ["GLOBAL", "SMALL_DATA", "SCOPE_TITLES", "scope_title", "Context", "context"]
 
-GLOBAL = "study"  # the pseudo-dataset of the chapters that span datasets
+#: The scope of the chapters that span datasets (their notebooks' ``dataset`` parameter).
+GLOBAL = "study"
+#: The scope of the small-data study's chapter (its own data, not a registered dataset).
+SMALL_DATA = "small_data"
+#: What a reader sees for a scope that is not a dataset.
+SCOPE_TITLES = {GLOBAL: "Across datasets", SMALL_DATA: "Small data"}
+
+
+def scope_title(scope: str) -> str:
+    """The display name of a page's scope: the registry's display name of a dataset (``"LiTS"``), or the title of
+    a scope that spans datasets or has its own data (``"Across datasets"``, ``"Small data"``)."""
+    if scope in SCOPE_TITLES:
+        return SCOPE_TITLES[scope]
+    return display_name(scope)
 
 
 @dataclass(frozen=True, repr=False)
 class Context:
-    """What a section notebook needs to know about its run: the dataset, profile, seed, folders and scheduler.
+    """What a section notebook needs to know about its run: its scope, profile, seed and folders.
 
-    Its markdown representation is the provenance banner shown at the top of every page."""
+    ``scope`` is what the notebook's ``dataset`` parameter says: a registered dataset (``"wmh"``), :data:`GLOBAL`
+    for the chapters across datasets, or :data:`SMALL_DATA`. ``dataset`` is the registry entry, resolved once
+    (None for a scope that is not a dataset); ``title`` the name a reader sees. Its markdown representation is the
+    provenance banner shown at the top of every page."""
 
-    dataset: str
+    scope: str
     profile: str
     seed: int
     ws: Workspace
     data_source: str | None = None
-    scheduler: str | None = None
     extra: dict = field(default_factory=dict)
 
     @property
+    def dataset(self) -> Dataset | None:
+        """The registry entry of this page's dataset; None for the chapters across datasets and the small-data
+        study."""
+        return dataset_entry(self.scope) if self.scope in DATASETS else None
+
+    @property
+    def title(self) -> str:
+        """The page's scope as a reader sees it (``"LiTS"``, ``"Across datasets"``, ``"Small data"``)."""
+        return scope_title(self.scope)
+
+    @property
     def results(self) -> Path:
-        return self.ws.results(None if self.dataset == GLOBAL else self.dataset)
+        return self.ws.results(None if self.scope == GLOBAL else self.scope)
 
     @property
     def figures(self) -> Path:
-        return self.ws.figures(None if self.dataset == GLOBAL else self.dataset)
+        return self.ws.figures(None if self.scope == GLOBAL else self.scope)
 
     # ---- saving ------------------------------------------------------------------------------------------------
 
@@ -92,8 +123,8 @@ class Context:
         """The data source of a dataset's page: "synthetic", a real dataset path, or "constructed"."""
         if self.data_source is not None:
             return self.data_source
-        manifest = self.ws.results(self.dataset) / "data_manifest.json"
-        if self.dataset != GLOBAL and manifest.exists():
+        manifest = self.ws.results(self.scope) / "data_manifest.json"
+        if self.scope != GLOBAL and manifest.exists():
             return read_json(manifest).get("source")
         return None
 
@@ -101,8 +132,8 @@ class Context:
     def sources(self) -> dict[str, str]:
         """Data source per dataset behind this page: the page's own for a dataset, every dataset run in this
         workspace for the cross-dataset chapters (read from each ``data_manifest.json``)."""
-        if self.dataset != GLOBAL or self.data_source is not None:
-            return {} if self.source is None else {self.dataset: self.source}
+        if self.scope != GLOBAL or self.data_source is not None:
+            return {} if self.source is None else {self.scope: self.source}
         out = {}
         for manifest in sorted(self.ws.results().glob("*/data_manifest.json")):
             source = read_json(manifest).get("source")
@@ -112,7 +143,7 @@ class Context:
 
     def banner(self) -> str:
         lines = [
-            f"**Provenance** · dataset `{self.dataset}` · profile `{self.profile}` · seed {self.seed} · "
+            f"**Provenance** · {self.title} · profile `{self.profile}` · seed {self.seed} · "
             f"workspace `{relative(self.ws.root)}` · commit `{provenance.git_commit()}`",
             f"Data: {self._data_line()}.",
             *self._predictions_lines(),
@@ -133,8 +164,8 @@ class Context:
         if not sources:
             return "unknown (the data section has not run)"
         return "; ".join(
-            f"**synthetic stand-in** for {name.upper()}, written in the real on-disk layout" if src == "synthetic"
-            else f"real {name.upper()} data at `{src}`"
+            f"**synthetic stand-in** for {scope_title(name)}, written in the real on-disk layout" if src == "synthetic"
+            else f"real {scope_title(name)} data at `{src}`"
             for name, src in sources.items()
         )
 
@@ -145,7 +176,7 @@ class Context:
                        if (predictions_source(self.ws, name) or {}).get("source") == "constructed"]
         if not constructed:
             return []
-        which = ", ".join(name.upper() for name in constructed)
+        which = ", ".join(display_name(name) for name in constructed)
         return [f"Predictions ({which}): **constructed** from the reference masks by seeded perturbation operators "
                 "(profile switch `predictions_from: constructed`, the portable regression run), not predicted by "
                 "the trained models. Model names label construction rules; differences between them are built in."]
@@ -155,7 +186,7 @@ class Context:
 
     def __repr__(self) -> str:
         # no absolute path: notebook outputs must be the same in every clone of the project
-        return (f"Context(dataset={self.dataset!r}, profile={self.profile!r}, seed={self.seed}, "
+        return (f"Context(scope={self.scope!r}, profile={self.profile!r}, seed={self.seed}, "
                 f"workspace={relative(self.ws.root)!r})")
 
 
@@ -167,8 +198,7 @@ def _file_name(name: str, argument: str) -> str:
     return name
 
 
-def context(*, dataset: str, profile: str, workspace: str, seed: int, data_source: str | None = None,
-            scheduler: str | None = None) -> Context:
+def context(*, dataset: str, profile: str, workspace: str, seed: int, data_source: str | None = None) -> Context:
     """The context of a section notebook; show it (last line of a cell) to print the provenance banner.
 
     It also quiets one warning in the notebook's kernel: MONAI, transformers and optuna import ``tqdm.auto``,
@@ -177,5 +207,7 @@ def context(*, dataset: str, profile: str, workspace: str, seed: int, data_sourc
     the notebook's first call does.
     """
     warnings.filterwarnings("ignore", message="IProgress not found")
-    return Context(dataset=dataset, profile=profile, seed=int(seed), ws=Workspace.at(workspace),
-                   data_source=data_source, scheduler=scheduler)
+    if dataset not in DATASETS and dataset not in SCOPE_TITLES:
+        raise ValueError(f"dataset must be one of {DATASETS} or a scope of {tuple(SCOPE_TITLES)}, got {dataset!r}")
+    return Context(scope=dataset, profile=profile, seed=int(seed), ws=Workspace.at(workspace),
+                   data_source=data_source)
