@@ -119,8 +119,10 @@ def test_show_saves_the_figure_closes_it_and_returns_the_saved_image(tmp_path, m
     plt.close("all")
 
 
-def test_context_carries_the_scheduler_address(tmp_path, monkeypatch):
+def test_the_context_holds_no_scheduler(tmp_path, monkeypatch):
+    # the scheduler is the grids' business (the notebook's own parameter), not a value the context stores unread
     monkeypatch.setenv("HONEST_PROJECT_ROOT", str(tmp_path))
-    assert context.context(dataset="wmh", profile="smoke", workspace="ws", seed=0).scheduler is None
-    ctx = context.context(dataset="wmh", profile="smoke", workspace="ws", seed="2", scheduler="tcp://127.0.0.1:1")
-    assert ctx.scheduler == "tcp://127.0.0.1:1" and ctx.seed == 2
+    ctx = context.context(dataset="wmh", profile="smoke", workspace="ws", seed="2")
+    assert ctx.seed == 2 and not hasattr(ctx, "scheduler")
+    with pytest.raises(TypeError, match="scheduler"):
+        context.context(dataset="wmh", profile="smoke", workspace="ws", seed=0, scheduler="tcp://127.0.0.1:1")
