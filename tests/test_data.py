@@ -450,7 +450,7 @@ def test_prepare_dataset_real_root(tmp_path, wmh2022):
     ws = Workspace(tmp_path / "ws")
     summary = prepare_dataset(ws, "wmh", data_root=wmh2022, seed=0, val_fraction=0.5, progress=False)
     assert summary.manifest["synthetic"] is False and summary.manifest["source"] == str(wmh2022.resolve())
-    assert summary.splits["test"] == ["Singapore_51"]
+    assert summary.splits.test == ("Singapore_51",)
     # two lesions per subject (a 2x2 square and a single voxel; 26-connectivity keeps them apart)
     assert summary.cases["n_lesions"].tolist() == [2, 2, 2]
     assert summary.cases.set_index("case_id").loc["Utrecht_0", "ignore_voxels"] == 1

@@ -6,7 +6,9 @@ import pytest
 
 from helpers.base.io import write_json
 from helpers.base.paths import Workspace
-from helpers.data.splits import cv_folds, cv_splits, cv_splits_table, inner_split, load_splits, make_splits, save_splits, split_of
+from helpers.data.splits import (
+    Splits, cv_folds, cv_splits, cv_splits_table, inner_split, load_splits, make_splits, save_splits,
+)
 
 
 def _cases(n, *, subset=None, site=None, prefix="c"):
@@ -18,33 +20,33 @@ def test_counts_without_official_subset_hand_derived():
     # 10 cases, test_fraction 0.3 -> round(3.0) = 3 test; val_fraction 0.2 of the remaining share 0.7:
     # round(10 * 0.14) = round(1.4) = 1 val; train keeps 6.
     splits = make_splits(_cases(10), seed=0, val_fraction=0.2, test_fraction=0.3)
-    assert (len(splits["train"]), len(splits["val"]), len(splits["test"])) == (6, 1, 3)
-    assert splits["official_test"] is False and splits["stratified_by"] is None
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (6, 1, 3)
+    assert splits.official_test is False and splits.stratified_by is None
 
 
 def test_partition_is_disjoint_and_complete():
     cases = _cases(17)
     splits = make_splits(cases, seed=3)
-    ids = splits["train"] + splits["val"] + splits["test"]
+    ids = splits.train + splits.val + splits.test
     assert sorted(ids) == sorted(c.case_id for c in cases)
     assert len(set(ids)) == len(ids)
-    assert all(splits[k] == sorted(splits[k]) for k in ("train", "val", "test"))
+    assert all(list(splits.ids(k)) == sorted(splits.ids(k)) for k in ("train", "val", "test"))
 
 
 def test_deterministic_and_seed_dependent():
     cases = _cases(20)
     a = make_splits(cases, seed=1)
     assert a == make_splits(list(reversed(cases)), seed=1)  # input order does not matter
-    assert any(make_splits(cases, seed=s)["test"] != a["test"] for s in range(2, 6))
+    assert any(make_splits(cases, seed=s).test != a.test for s in range(2, 6))
 
 
 def test_official_test_subset_is_the_test_split():
     cases = _cases(6, subset="training", prefix="tr") + _cases(4, subset="test", prefix="te")
     splits = make_splits(cases, seed=0, val_fraction=0.2, test_fraction=0.9)
-    assert splits["test"] == ["te00", "te01", "te02", "te03"]
+    assert splits.test == ("te00", "te01", "te02", "te03")
     # 6 training cases: round(6 * 0.2) = 1 val, 5 train; test_fraction is unused
-    assert (len(splits["train"]), len(splits["val"])) == (5, 1)
-    assert splits["test_fraction"] is None and splits["official_test"] is True
+    assert (len(splits.train), len(splits.val)) == (5, 1)
+    assert splits.test_fraction is None and splits.official_test is True
 
 
 def test_every_site_in_every_split_when_possible():
@@ -55,10 +57,10 @@ def test_every_site_in_every_split_when_possible():
     splits = make_splits(cases, seed=0, val_fraction=0.2)
     site_of = {c.case_id: c.meta["site"] for c in cases}
     for name in ("train", "val", "test"):
-        assert {site_of[c] for c in splits[name]} == {"Utrecht", "Singapore", "Amsterdam"}, name
+        assert {site_of[c] for c in splits.ids(name)} == {"Utrecht", "Singapore", "Amsterdam"}, name
     # round(15 * 0.2) = 3 validation cases; the systematic stratified order gives one per site
-    assert len(splits["val"]) == 3
-    assert splits["stratified_by"] == "site"
+    assert len(splits.val) == 3
+    assert splits.stratified_by == "site"
 
 
 def test_empty_split_is_an_error_naming_it():
@@ -85,8 +87,8 @@ def test_bad_fraction_rejected(value):
 
 def test_split_of_maps_each_case():
     splits = make_splits(_cases(10), seed=0)
-    mapping = split_of(splits)
-    assert len(mapping) == 10 and {mapping[c] for c in splits["val"]} == {"val"}
+    mapping = splits.split_of()
+    assert len(mapping) == 10 and {mapping[c] for c in splits.val} == {"val"}
 
 
 def test_save_and_load_roundtrip(tmp_path):
@@ -109,6 +111,35 @@ def test_load_rejects_empty_split_in_file(tmp_path):
         load_splits(ws, "wmh")
 
 
+def test_a_split_given_by_hand_and_bad_files(tmp_path):
+    given = Splits(train=["b", "a"], val=["c"], test=["d"])
+    assert given.train == ("a", "b") and given.rule == "given" and given.seed is None
+    with pytest.raises(ValueError, match="split must be one of"):
+        given.ids("validation")
+    with pytest.raises(TypeError, match="must be a Splits record"):
+        save_splits(Workspace(tmp_path), "wmh", {"train": ["a"], "val": ["b"], "test": ["c"]})
+    ws = Workspace(tmp_path)
+    write_json({"train": ["a"], "test": ["b"]}, ws.results("wmh") / "splits.json")
+    with pytest.raises(ValueError, match=r"splits.json: missing the split\(s\) \['val'\]"):
+        load_splits(ws, "wmh")
+    write_json({"train": ["a"], "val": ["c"], "test": ["b"], "tset": []}, ws.results("wmh") / "splits.json")
+    with pytest.raises(ValueError, match=r"splits.json: unknown entries \['tset'\]"):
+        load_splits(ws, "wmh")
+
+
+def test_splits_json_keeps_its_layout(tmp_path):
+    # the file the data section writes: the lists of ids and how they were drawn, nothing else
+    splits = make_splits(_cases(10), seed=0)
+    path = save_splits(Workspace(tmp_path), "lits", splits)
+    import json
+
+    data = json.loads(path.read_text())
+    assert set(data) == {"train", "val", "test", "rule", "seed", "val_fraction", "test_fraction",
+                         "stratified_by", "official_test"}
+    assert data["seed"] == 0 and data["rule"] == "test and val drawn by subject at random"
+    assert data["test"] == list(splits.test) and data["test_fraction"] == 0.3 and data["official_test"] is False
+
+
 def test_load_rejects_case_in_two_splits(tmp_path):
     ws = Workspace(tmp_path)
     write_json({"train": ["a"], "val": ["a"], "test": ["b"]}, ws.results("wmh") / "splits.json")
@@ -125,7 +156,7 @@ def test_accepts_case_objects_holding_arrays():
     cases = [Case(f"s{i}", np.zeros((2, 2)), np.zeros((2, 2), bool), None, (1.0, 1.0), "training", "x", None,
                   {"site": "A" if i % 2 else "B"}) for i in range(8)]
     splits = make_splits(cases, seed=0)
-    assert sorted(splits["train"] + splits["val"] + splits["test"]) == sorted(c.case_id for c in cases)
+    assert sorted(splits.train + splits.val + splits.test) == sorted(c.case_id for c in cases)
 
 
 # --------------------------------------------------------------------------------------------------------------

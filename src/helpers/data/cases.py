@@ -185,10 +185,7 @@ def load_split_cases(ws, dataset: str, *, split: str = "test") -> list[Case]:
     (:func:`manifest_root`), the case ids from ``results/<dataset>/splits.json``, in that order."""
     ws = Workspace.at(ws)
     root, options = manifest_root(ws, dataset)
-    splits = io.read_json(ws.results(dataset) / "splits.json")
-    if split not in splits:
-        raise ValueError(f"{ws.results(dataset) / 'splits.json'}: no split {split!r} (has {sorted(splits)})")
-    return load_cases(dataset, root, options, case_ids=splits[split])
+    return load_cases(dataset, root, options, case_ids=list(splits_mod.load_splits(ws, dataset).ids(split)))
 
 
 def _case_facts(case: Case, n_lesions: int) -> dict:
@@ -250,7 +247,7 @@ class DatasetSummary:
     manifest: dict
     cases: pd.DataFrame
     lesions: pd.DataFrame
-    splits: dict
+    splits: splits_mod.Splits
     report: dict
 
     def table(self) -> pd.DataFrame:
@@ -345,7 +342,7 @@ def prepare_dataset(
     found = find_cases(dataset, root, loader)
     splits = splits_mod.make_splits(found, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
     _clear_prepared(ws, dataset)
-    prepared = _prepare_cases(ws, spec, found, splits_mod.split_of(splits), root=root, prep_options=prep_options,
+    prepared = _prepare_cases(ws, spec, found, splits.split_of(), root=root, prep_options=prep_options,
                               connectivity=connectivity, progress=progress)
     manifest = {
         "dataset": dataset, "source": "synthetic" if generator is not None else str(Path(root).resolve()),
@@ -472,7 +469,7 @@ def check_dataset(ws, dataset: str, *, connectivity: int | None = None) -> pd.Da
     loader = datasets.loader_options(dataset, options["loader"])
     found = {f.case_id: f for f in find_cases(dataset, summary.manifest["root"], loader)}
     missing, mismatched, checked = _recount(summary, found, connectivity)
-    test_ids = set(summary.splits["test"])
+    test_ids = set(summary.splits.test)
     test_missing = sorted(test_ids & set(missing))
     return pd.DataFrame([
         {"check": "every test case has a valid mask", "passed": not test_missing and bool(test_ids),

@@ -18,8 +18,10 @@ Rules
   has at least as many cases as there are sites.
 - A split that ends up empty is an error (a too-small dataset or fraction), never a silent empty list.
 
-The saved file ``results/<dataset>/splits.json`` holds ``{"train": [...], "val": [...], "test": [...],
-"rule": ..., "seed": ..., "val_fraction": ..., "test_fraction": ..., "stratified_by": ...}`` with ids sorted.
+A split is a frozen :class:`Splits` record (case ids per split as sorted tuples, none empty, none shared, and
+how they were drawn). The saved file ``results/<dataset>/splits.json`` holds its JSON form ``{"train": [...],
+"val": [...], "test": [...], "rule": ..., "seed": ..., "val_fraction": ..., "test_fraction": ...,
+"stratified_by": ..., "official_test": ...}``; :func:`load_splits` is its one reader.
 
 Cross-validation (small-data study)
 -----------------------------------
@@ -33,6 +35,7 @@ Cross-validation (small-data study)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -42,13 +45,79 @@ from helpers.base.io import read_json, write_json
 from helpers.base.paths import Workspace
 
 __all__ = [
-    "SPLITS", "CV_PROTOCOLS", "make_splits", "split_of", "save_splits", "load_splits", "cv_folds", "cv_splits",
+    "SPLITS", "CV_PROTOCOLS", "Splits", "make_splits", "save_splits", "load_splits", "cv_folds", "cv_splits",
     "cv_splits_table", "inner_split",
 ]
 
 SPLITS = ("train", "val", "test")
 #: Cross-validation protocols of the small-data study.
 CV_PROTOCOLS: tuple[str, ...] = ("loocv", "3fold")
+
+
+@dataclass(frozen=True)
+class Splits:
+    """A dataset's train/validation/test split by subject: the case ids of each split (sorted, none empty, no id
+    in two splits, checked when built) and how they were drawn. Built by :func:`make_splits`, written by
+    :func:`save_splits`, read back by :func:`load_splits` alone."""
+
+    train: tuple[str, ...]
+    val: tuple[str, ...]
+    test: tuple[str, ...]
+    rule: str = "given"
+    seed: int | None = None
+    val_fraction: float | None = None
+    test_fraction: float | None = None
+    stratified_by: str | None = None
+    official_test: bool = False
+
+    def __post_init__(self):
+        for name in SPLITS:
+            ids = getattr(self, name)
+            if isinstance(ids, str) or not isinstance(ids, (list, tuple)):
+                raise TypeError(f"split {name!r} must be a list of case ids, got {type(ids).__name__}")
+            object.__setattr__(self, name, tuple(sorted(str(c) for c in ids)))
+            if not getattr(self, name):
+                raise ValueError(f"split {name!r} is empty")
+        seen = [c for name in SPLITS for c in getattr(self, name)]
+        if len(seen) != len(set(seen)):
+            shared = sorted({c for c in seen if seen.count(c) > 1})
+            raise ValueError(f"case ids in more than one split: {shared}")
+
+    def ids(self, split: str) -> tuple[str, ...]:
+        """The case ids of ``split`` (one of :data:`SPLITS`)."""
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        return getattr(self, split)
+
+    def split_of(self) -> dict[str, str]:
+        """``{case_id: split name}``."""
+        return {case_id: name for name in SPLITS for case_id in getattr(self, name)}
+
+    def to_json(self) -> dict:
+        """The content of ``splits.json`` (lists of ids, then how they were drawn)."""
+        return {"train": list(self.train), "val": list(self.val), "test": list(self.test), "rule": self.rule,
+                "seed": self.seed, "val_fraction": self.val_fraction, "test_fraction": self.test_fraction,
+                "stratified_by": self.stratified_by, "official_test": self.official_test}
+
+    @classmethod
+    def from_json(cls, data, *, where: str = "splits") -> "Splits":
+        """The record of a ``splits.json`` mapping; errors name ``where`` (the file) and the problem."""
+        if not isinstance(data, dict):
+            raise TypeError(f"{where}: expected a mapping, got {type(data).__name__}")
+        missing = [k for k in SPLITS if k not in data]
+        if missing:
+            raise ValueError(f"{where}: missing the split(s) {missing}")
+        unknown = sorted(set(data) - {*SPLITS, "rule", "seed", "val_fraction", "test_fraction", "stratified_by",
+                                      "official_test"})
+        if unknown:
+            raise ValueError(f"{where}: unknown entries {unknown}")
+        try:
+            return cls(train=data["train"], val=data["val"], test=data["test"], rule=data.get("rule", "given"),
+                       seed=data.get("seed"), val_fraction=data.get("val_fraction"),
+                       test_fraction=data.get("test_fraction"), stratified_by=data.get("stratified_by"),
+                       official_test=bool(data.get("official_test", False)))
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"{where}: {err}") from None
 
 
 def _check_fraction(name: str, value) -> float:
@@ -62,7 +131,7 @@ def _allocate(n: int, fraction: float, *, at_least_one: bool) -> int:
     return max(k, 1) if at_least_one else k
 
 
-def make_splits(cases, *, seed: int, val_fraction: float = 0.2, test_fraction: float = 0.3) -> dict:
+def make_splits(cases, *, seed: int, val_fraction: float = 0.2, test_fraction: float = 0.3) -> Splits:
     """Split cases by subject into train, validation and test.
 
     Parameters
@@ -79,7 +148,7 @@ def make_splits(cases, *, seed: int, val_fraction: float = 0.2, test_fraction: f
 
     Returns
     -------
-    dict
+    Splits
         ``train``, ``val``, ``test`` (sorted case ids) and the rule, seed, fractions and stratification.
 
     Raises
@@ -135,49 +204,30 @@ def make_splits(cases, *, seed: int, val_fraction: float = 0.2, test_fraction: f
             raise ValueError(f"split {name!r} is empty: {len(cases)} cases (per group {sizes}), official test subset "
                              f"{'used' if official else 'absent'}, val_fraction={val_fraction}, "
                              f"test_fraction={test_fraction}; use more cases or larger fractions")
-        out[name] = sorted(out[name])
     rule = ("official test subset -> test; rest split by subject into train/val" if official
             else "test and val drawn by subject at random")
-    out.update({"rule": rule + (", stratified by site" if stratify else ""), "seed": int(seed),
-                "val_fraction": val_fraction, "test_fraction": None if official else test_fraction,
-                "stratified_by": "site" if stratify else None, "official_test": official})
-    return out
+    return Splits(train=out["train"], val=out["val"], test=out["test"],
+                  rule=rule + (", stratified by site" if stratify else ""), seed=int(seed),
+                  val_fraction=val_fraction, test_fraction=None if official else test_fraction,
+                  stratified_by="site" if stratify else None, official_test=official)
 
 
-def split_of(splits: dict) -> dict:
-    """``{case_id: split name}`` for a split dict."""
-    return {case_id: name for name in SPLITS for case_id in splits[name]}
-
-
-def save_splits(ws, dataset: str, splits: dict):
+def save_splits(ws, dataset: str, splits: Splits):
     """Write ``results/<dataset>/splits.json`` atomically; returns the path."""
-    _validate(splits, "splits")
+    if not isinstance(splits, Splits):
+        raise TypeError(f"splits must be a Splits record (make_splits, Splits.from_json), got "
+                        f"{type(splits).__name__}")
     ws = Workspace.at(ws)
-    return write_json(splits, ws.results(dataset) / "splits.json")
+    return write_json(splits.to_json(), ws.results(dataset) / "splits.json")
 
 
-def _validate(splits, where: str) -> None:
-    if not isinstance(splits, dict):
-        raise TypeError(f"{where}: expected a dict, got {type(splits).__name__}")
-    for name in SPLITS:
-        if name not in splits or not isinstance(splits[name], list):
-            raise ValueError(f"{where}: missing list {name!r}")
-        if not splits[name]:
-            raise ValueError(f"{where}: split {name!r} is empty")
-    seen = [c for name in SPLITS for c in splits[name]]
-    if len(seen) != len(set(seen)):
-        raise ValueError(f"{where}: a case id appears in more than one split")
-
-
-def load_splits(ws, dataset: str) -> dict:
-    """Read ``results/<dataset>/splits.json`` (errors name the file)."""
+def load_splits(ws, dataset: str) -> Splits:
+    """Read ``results/<dataset>/splits.json``, the one reader of that file (errors name the file)."""
     ws = Workspace.at(ws)
     path = ws.results(dataset) / "splits.json"
     if not path.is_file():
         raise FileNotFoundError(f"{str(path)!r}: not found; run the data section first")
-    splits = read_json(path)
-    _validate(splits, str(path))
-    return splits
+    return Splits.from_json(read_json(path), where=str(path))
 
 
 # --------------------------------------------------------------------------------------------- cross-validation
