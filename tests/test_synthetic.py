@@ -14,7 +14,9 @@ import tifffile
 from scipy import ndimage
 
 from helpers.data import datasets
-from helpers.data.synthetic import common as synthetic
+from helpers.data import synthetic
+from helpers.data.layouts import IDRID_FOLDERS
+from helpers.data.synthetic import common
 from helpers.data import find_cases, load_cases, prepare_dataset
 from helpers.metrics.lesions import lesion_table
 from helpers.base.paths import Workspace
@@ -113,7 +115,7 @@ def test_idrid_layout_absent_masks_and_od(tmp_path):
     od = sorted((gt / "a. Training Set" / "5. Optic Disc").glob("*.tif"))
     assert [p.name for p in od] == [f"IDRiD_0{i}_OD.tif" for i in range(1, 7)]
     n_masks = {t: len(list((gt / "a. Training Set" / f).glob("*.tif")))
-               for t, f in synthetic.IDRID_FOLDERS.items()}
+               for t, f in IDRID_FOLDERS.items()}
     assert n_masks["SE"] < 6  # some images lack soft exudates: no file written
     ma = tifffile.imread(gt / "a. Training Set" / "1. Microaneurysms" / "IDRiD_01_MA.tif")
     assert ma.shape == (64, 96, 3) and set(np.unique(ma).tolist()) <= {0, 255} and not ma[..., 1:].any()
@@ -140,17 +142,17 @@ def test_deterministic_bytes(tmp_path):
 def test_lesion_patch_properties():
     rng = np.random.default_rng(0)
     for radius in (0.3, 1.0, 2.5, 6.0):
-        patch = synthetic._lesion_patch(rng, (radius, radius), 0.5)
+        patch = common._lesion_patch(rng, (radius, radius), 0.5)
         labels = lesion_table(patch)
         assert len(labels) == 1  # one placement is one connected lesion
         assert patch[tuple(s // 2 for s in patch.shape)]
-    assert synthetic._lesion_patch(rng, (0.3, 0.3, 0.3), 0.5).sum() == 1  # sub-voxel radius: a single voxel
+    assert common._lesion_patch(rng, (0.3, 0.3, 0.3), 0.5).sum() == 1  # sub-voxel radius: a single voxel
 
 
 def test_smooth_noise_standardised_on_both_paths():
     rng = np.random.default_rng(0)
     for sigma in (1.0, 12.0):  # direct filter, and the coarse-grid path (step 4)
-        field = synthetic._smooth_noise(rng, (20, 64, 64), sigma)
+        field = common.smooth_noise(rng, (20, 64, 64), sigma)
         assert field.shape == (20, 64, 64)
         assert abs(field.mean()) < 1e-9 and abs(field.std() - 1) < 1e-9
 
