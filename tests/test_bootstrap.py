@@ -8,7 +8,8 @@ import pytest
 from scipy import stats as sps
 
 from helpers.stats import inference
-from helpers.stats.bootstrap import resampling as bootstrap
+from helpers.stats import bootstrap
+from helpers.stats.bootstrap import resampling
 from helpers.stats.bootstrap import bootstrap_p_value, directional_robustness, holm_within, joint_reversal_share, paired_differences, resample_indices, resample_weights, resampled_means, sufficient_statistics, verdict
 
 
@@ -491,8 +492,8 @@ def test_bca_levels_hand_derived():
 
     phi, z = NormalDist().cdf, NormalDist().inv_cdf(0.05)
     a = 6.0**-1.5
-    low, high, z0, acceleration, reason = bootstrap._bca_levels(np.array([0.0, 0.0, 3.0]), 1.0,
-                                                                np.array([0.0, 1.0, 1.0, 2.0]), 0.05)
+    low, high, z0, acceleration, reason = resampling._bca_levels(np.array([0.0, 0.0, 3.0]), 1.0,
+                                                                 np.array([0.0, 1.0, 1.0, 2.0]), 0.05)
     assert reason is None and z0 == 0.0 and acceleration == pytest.approx(a, rel=1e-12)
     assert low == pytest.approx(phi(z / (1 - a * z)), rel=1e-9) and low == pytest.approx(0.0695, abs=1e-4)
     assert high == pytest.approx(phi(-z / (1 + a * z)), rel=1e-9) and high == pytest.approx(0.9680, abs=1e-4)

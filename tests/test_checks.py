@@ -64,3 +64,27 @@ def test_connectivity_and_numbers():
     assert checks.as_penalty(None, default=5.0) == 5.0 and checks.as_penalty(2, default=5.0) == 2.0
     with pytest.raises(ValueError, match="penalty must be finite and > 0, got 0.0"):
         checks.as_penalty(0, default=5.0)
+
+
+def test_statistics_arguments():
+    # the branches the statistics' callers (tests/test_inference.py, tests/test_bootstrap.py) do not reach
+    rng = np.random.default_rng(1)
+    assert checks.as_rng(rng) is rng
+    assert checks.as_rng(np.int64(3)).integers(0, 10**6) == np.random.default_rng(3).integers(0, 10**6)
+    with pytest.raises(ValueError, match="seed must be non-negative, got -1"):
+        checks.as_rng(-1)
+    with pytest.raises(TypeError, match="seed must be an int or a numpy.random.Generator, got bool: True"):
+        checks.as_rng(True)
+    assert checks.as_level(np.float32(0.5), "alpha") == 0.5
+    with pytest.raises(TypeError, match="alpha must be a float in \\(0, 1\\), got True"):
+        checks.as_level(True, "alpha")
+    with pytest.raises(ValueError, match="confidence must be in \\(0, 1\\), got 1"):
+        checks.as_level(1, "confidence")
+    assert checks.as_count(np.int64(0), "k", minimum=0) == 0
+    with pytest.raises(TypeError, match="k must be an int, got float: 2.0"):
+        checks.as_count(2.0, "k")
+    with pytest.raises(TypeError, match="k must be an int, got bool: True"):
+        checks.as_count(True, "k")
+    assert checks.check_nan_policy("omit") is None
+    with pytest.raises(ValueError, match="nan_policy must be one of \\('raise', 'omit'\\), got 'drop'"):
+        checks.check_nan_policy("drop")

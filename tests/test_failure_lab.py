@@ -234,7 +234,7 @@ def test_evaluate_models_tables_feed_the_study(cases):
     perfect = F.SyntheticModel("perfect", "offset", 0.0)
     per_case, per_lesion = F.evaluate_models([perfect], cases[:3])
     assert set(analysis._CASE_COLUMNS) <= set(per_case.columns)
-    assert set(analysis._LESION_COLUMNS) <= set(per_lesion.columns)
+    assert set(analysis.LESION_COLUMNS) <= set(per_lesion.columns)
     dice = per_case[per_case["metric"] == "dice"]["value"]
     assert len(dice) == 3 and (dice == 1.0).all()
     assert (per_case[per_case["metric"] == "hd95"]["value"] == 0.0).all()

@@ -1,7 +1,10 @@
-"""The study's analysis: size quartiles, aggregation per stratum, spreads, the paper's tables and the figures.
+"""The study's unit tables and their aggregates: size quartiles, strata, lesion sets, aggregation per stratum,
+spreads and reversals among the top models, training seeds and sensitivity views.
 
 Inputs are the tidy tables written by :mod:`helpers.evaluation` (``per_case_metrics.csv`` and
-``per_lesion_metrics.csv``); everything here is a pure function of those tables.
+``per_lesion_metrics.csv``); everything here is a pure function of those tables. The paper's tables beside
+ours are in :mod:`helpers.analysis.paper`; the cross-dataset tables read from the sections' files, the
+qualitative examples and the findings in :mod:`helpers.analysis.findings`.
 
 Lesion size and quartiles
 -------------------------
@@ -71,12 +74,16 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from helpers.data.datasets import REGISTRY
-from helpers.base.io import read_json
-from helpers.metrics.lesions import FALSE_POSITIVE, QUARTILES, REFERENCE, quartile_edges
+from helpers.metrics.lesions import FALSE_POSITIVE, QUARTILES, REFERENCE
 from helpers.metrics import metric_names
 from helpers.stats.ranking import compare_orders, order_string, rank_models
-from helpers.evaluation import read_tables
+
+__all__ = [
+    "STRATA", "LESION_SETS", "PRIMARY_LESION_SET", "MIN_LESIONS", "MODEL_LABELS", "LESION_COLUMNS",
+    "check_columns", "as_bool", "common_lesions", "analysis_units", "lesion_set_units", "aggregate",
+    "select_lesion_set", "rankable_rows", "spread_table", "reversal_table", "seed_spread", "seed_rankings",
+    "metric_variants", "recall_at_thresholds", "lesion_set_comparison",
+]
 
 # Metrics: the registry's (helpers.metrics.METRICS). The paper's metrics in its order (section 3.6):
 # metric_names(primary=True); those computed per case and per lesion (overlap, boundary, distance):
@@ -96,43 +103,18 @@ MODEL_LABELS = {
     "hybrid_transformer": "Hybrid CNN-Transformer",
 }
 
-# ---------------------------------------------------------------------------------------------------------------
-# The paper's numbers (shared/papers/small-lesion-boundary-study.md in the steering repository), by section. Set beside ours, never used
-# in a computation.
-# ---------------------------------------------------------------------------------------------------------------
-#: Section 4.1: full-test-set Dice (pooled over datasets).
-PAPER_FULL_SET_DICE = {"hybrid_transformer": 0.851, "attention_unet": 0.848, "resunet": 0.845, "unet": 0.836}
-#: Section 4.2: representative small-lesion (Q1) comparison; HD95 and ASD in the paper's (unstated) units.
-PAPER_SMALL_LESION = {
-    "hybrid_transformer": {"dice": 0.742, "hd95": 8.6, "assd": 1.94, "contour_f1": 0.681},
-    "attention_unet": {"dice": 0.739, "hd95": 7.1, "assd": 1.53, "contour_f1": 0.742},
-    "resunet": {"dice": 0.734, "hd95": 6.8, "assd": 1.48, "contour_f1": 0.753},
-    "unet": {"dice": 0.721, "hd95": 9.5, "assd": 2.11, "contour_f1": 0.648},
-}
-#: Section 4.2: largest pairwise differences among top models in Q1 across datasets.
-PAPER_Q1_MAX_DIFFERENCES = {"hd95_percent": 41.3, "assd_percent": 36.8, "contour_f1_absolute": 0.112,
-                            "lesion_recall_points": 8.7}
-#: Section 4.3: Dice vs boundary-metric agreement over 9 dataset-level top-model comparisons.
-PAPER_AGREEMENT = {"hd95": (4, 9), "assd": (5, 9), "contour_f1": (3, 9)}
-#: Section 4.3: the Dice leader ranked third under HD95 in 2 of 3 datasets (Q1).
-PAPER_DICE_LEADER_THIRD_HD95 = (2, 3)
-#: Section 4.6: overall vs small-lesion pattern (spreads among the top 3 by Dice).
-PAPER_SPREADS = {
-    "overall": {"dice_spread": 0.009, "hd95_spread_percent": 14.7, "ranking_stability": "Moderate"},
-    "Q4": {"dice_spread": 0.011, "hd95_spread_percent": 12.4, "ranking_stability": "Higher"},
-    "Q1": {"dice_spread": 0.008, "hd95_spread_percent": 41.3, "ranking_stability": "Low"},
-}
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Units and aggregates
 # ---------------------------------------------------------------------------------------------------------------
 _CASE_COLUMNS = ("dataset", "model", "case_id", "metric", "value", "penalty")
-_LESION_COLUMNS = ("dataset", "model", "case_id", "lesion_id", "kind", "detected", "area_fraction", "quartile",
-                   "metric", "value", "penalty")
+#: The columns of ``per_lesion_metrics.csv`` the analysis reads.
+LESION_COLUMNS = ("dataset", "model", "case_id", "lesion_id", "kind", "detected", "area_fraction", "quartile",
+                  "metric", "value", "penalty")
 
 
-def _check_columns(df: pd.DataFrame, columns, name: str) -> None:
+def check_columns(df: pd.DataFrame, columns, name: str) -> None:
+    """``df`` is a DataFrame with ``columns``: else TypeError or ValueError naming ``name`` and what it has."""
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"{name} must be a pandas DataFrame, got {type(df).__name__}")
     missing = [c for c in columns if c not in df.columns]
@@ -140,7 +122,8 @@ def _check_columns(df: pd.DataFrame, columns, name: str) -> None:
         raise ValueError(f"{name} lacks columns {missing}; has {list(df.columns)}")
 
 
-def _as_bool(series: pd.Series) -> pd.Series:
+def as_bool(series: pd.Series) -> pd.Series:
+    """A column of booleans as read back from CSV (``True``/``1``/``1.0``, any case) as a bool Series."""
     if series.dtype == bool:
         return series
     return series.map(lambda v: str(v).strip().lower() in ("true", "1", "1.0")).astype(bool)
@@ -149,7 +132,7 @@ def _as_bool(series: pd.Series) -> pd.Series:
 def _reference_empty(pc: pd.DataFrame) -> pd.Series:
     """Per per-case row: whether its case has no reference lesion (``ref_empty``, else ``n_ref_lesions == 0``)."""
     if "ref_empty" in pc.columns:
-        return _as_bool(pc["ref_empty"])
+        return as_bool(pc["ref_empty"])
     if "n_ref_lesions" in pc.columns:
         return pd.to_numeric(pc["n_ref_lesions"], errors="coerce").fillna(1).eq(0)
     return pd.Series(False, index=pc.index)
@@ -171,9 +154,9 @@ def common_lesions(per_lesion: pd.DataFrame, *, models: Sequence[str] | None = N
     pandas.DataFrame
         ``dataset, case_id, lesion_id, quartile``, one row per common lesion.
     """
-    _check_columns(per_lesion, _LESION_COLUMNS, "per_lesion")
+    check_columns(per_lesion, LESION_COLUMNS, "per_lesion")
     det = per_lesion[(per_lesion["kind"] == REFERENCE) & (per_lesion["metric"] == "detected")]
-    det = det.assign(detected=_as_bool(det["detected"]), case_id=det["case_id"].astype(str))
+    det = det.assign(detected=as_bool(det["detected"]), case_id=det["case_id"].astype(str))
     keys = ["dataset", "case_id", "lesion_id"]
     frames = []
     for dataset, sub in det.groupby("dataset", sort=True):
@@ -214,14 +197,14 @@ def analysis_units(per_case: pd.DataFrame, per_lesion: pd.DataFrame, *, lesion_s
         ``dataset, lesion_set, stratum, metric, model, case_id, value, penalty, missed, excluded``, one row
         per unit.
     """
-    _check_columns(per_case, _CASE_COLUMNS, "per_case")
-    _check_columns(per_lesion, _LESION_COLUMNS, "per_lesion")
+    check_columns(per_case, _CASE_COLUMNS, "per_case")
+    check_columns(per_lesion, LESION_COLUMNS, "per_lesion")
     if lesion_set not in LESION_SETS:
         raise ValueError(f"lesion_set must be one of {LESION_SETS}, got {lesion_set!r}")
     out = []
-    pc = per_case.assign(penalty=_as_bool(per_case["penalty"]), case_id=per_case["case_id"].astype(str),
+    pc = per_case.assign(penalty=as_bool(per_case["penalty"]), case_id=per_case["case_id"].astype(str),
                          missed=False, excluded=False)
-    pl = per_lesion.assign(penalty=_as_bool(per_lesion["penalty"]), detected=_as_bool(per_lesion["detected"]),
+    pl = per_lesion.assign(penalty=as_bool(per_lesion["penalty"]), detected=as_bool(per_lesion["detected"]),
                            quartile=per_lesion["quartile"].fillna("").astype(str),
                            case_id=per_lesion["case_id"].astype(str), excluded=False)
     pl["missed"] = (pl["kind"] == REFERENCE) & ~pl["detected"]
@@ -289,7 +272,7 @@ def aggregate(units: pd.DataFrame, *, min_lesions: int = MIN_LESIONS) -> pd.Data
         n_cases, value_case_mean, sd, rankable, note``, sorted by dataset, lesion set, stratum (overall,
         all_lesions, Q1..Q4), metric (paper order) and model.
     """
-    _check_columns(units, ["dataset", "stratum", "metric", "model", "case_id", "value", "penalty"], "units")
+    check_columns(units, ["dataset", "stratum", "metric", "model", "case_id", "value", "penalty"], "units")
     if isinstance(min_lesions, bool) or not isinstance(min_lesions, (int, np.integer)) or min_lesions < 1:
         raise ValueError(f"min_lesions must be an integer >= 1, got {min_lesions!r}")
     u = units.copy()
@@ -343,7 +326,7 @@ def aggregate(units: pd.DataFrame, *, min_lesions: int = MIN_LESIONS) -> pd.Data
 def select_lesion_set(aggregates: pd.DataFrame, lesion_set: str = PRIMARY_LESION_SET) -> pd.DataFrame:
     """The rows of one lesion set; ``overall`` rows (independent of the set) are taken whatever their label
     (once per dataset, model and metric) and relabelled, so that a table of one set is complete."""
-    _check_columns(aggregates, ["dataset", "stratum", "model", "metric", "value"], "aggregates")
+    check_columns(aggregates, ["dataset", "stratum", "model", "metric", "value"], "aggregates")
     if lesion_set not in LESION_SETS:
         raise ValueError(f"lesion_set must be one of {LESION_SETS}, got {lesion_set!r}")
     if "lesion_set" not in aggregates.columns:
@@ -380,7 +363,7 @@ def spread_table(aggregates: pd.DataFrame, *, top_k: int = 3, reference: str = "
         n_models, n``; ``best``/``worst`` by the metric's direction; ``relative_spread_percent = (max - min) /
         min * 100`` (NaN when ``min`` is 0); ``n`` the smallest number of units behind the values compared.
     """
-    _check_columns(aggregates, ["dataset", "stratum", "model", "metric", "value"], "aggregates")
+    check_columns(aggregates, ["dataset", "stratum", "model", "metric", "value"], "aggregates")
     agg = select_lesion_set(aggregates, lesion_set) if lesion_set is not None else aggregates
     if "lesion_set" not in agg.columns:
         agg = agg.assign(lesion_set=PRIMARY_LESION_SET)
@@ -446,7 +429,7 @@ def reversal_table(aggregates: pd.DataFrame, *, metrics: Sequence[str] = metric_
 def seed_spread(seed_aggregates: pd.DataFrame) -> pd.DataFrame:
     """The seed spread of every aggregate: per ``dataset, lesion_set, stratum, model, metric`` the mean over
     seeds, their min, max, range and sd (ddof 1; NaN for one seed) and ``n_seeds`` (seeds with a finite value)."""
-    _check_columns(seed_aggregates, ["dataset", "lesion_set", "stratum", "model", "metric", "value", "seed"],
+    check_columns(seed_aggregates, ["dataset", "lesion_set", "stratum", "model", "metric", "value", "seed"],
                    "seed_aggregates")
     keys = ["dataset", "lesion_set", "stratum", "model", "metric"]
     g = seed_aggregates.dropna(subset=["value"]).groupby(keys)["value"]
@@ -460,7 +443,7 @@ def seed_rankings(seed_aggregates: pd.DataFrame, *, metrics: Sequence[str] = ("d
     """The model order under each metric for every seed: ``dataset, lesion_set, stratum, metric, seed, order``
     (best first, ``=`` for ties; rows that are not ``rankable`` are left out) and ``n_orders`` (distinct orders
     over the seeds of that dataset, set, stratum and metric: 1 means every seed ranks alike)."""
-    _check_columns(seed_aggregates, ["dataset", "lesion_set", "stratum", "model", "metric", "value", "seed"],
+    check_columns(seed_aggregates, ["dataset", "lesion_set", "stratum", "model", "metric", "value", "seed"],
                    "seed_aggregates")
     sub = rankable_rows(seed_aggregates)
     sub = sub[sub["metric"].isin(list(metrics)) & sub["stratum"].isin(list(strata))].dropna(subset=["value"])
@@ -485,8 +468,8 @@ def metric_variants(per_case: pd.DataFrame, metrics: Sequence[str], *, analysis:
     ``contour_f1_tol1`` ... ``contour_f1_tol3``): ``dataset, analysis, variant, model, value, n, n_penalty``.
     The model order under each variant is in ``rank`` (1 = best; directions from the registry, which knows every
     variant: :func:`helpers.metrics.higher_is_better`)."""
-    _check_columns(per_case, _CASE_COLUMNS, "per_case")
-    sub = per_case[per_case["metric"].isin(list(metrics))].assign(penalty=lambda t: _as_bool(t["penalty"]))
+    check_columns(per_case, _CASE_COLUMNS, "per_case")
+    sub = per_case[per_case["metric"].isin(list(metrics))].assign(penalty=lambda t: as_bool(t["penalty"]))
     if sub.empty:
         raise ValueError(f"per_case has none of the metrics {list(metrics)}")
     table = sub.groupby(["dataset", "metric", "model"]).agg(
@@ -504,7 +487,7 @@ def recall_at_thresholds(per_lesion: pd.DataFrame, thresholds: Sequence[int]) ->
     """Lesion-wise recall per quartile when a lesion counts as detected from ``t`` predicted voxels on, for each
     matching threshold ``t`` (re-derived from ``overlap_voxels``; the lesion metrics themselves are those of the
     evaluation's own threshold). Returns ``dataset, stratum, model, min_overlap, recall, n``."""
-    _check_columns(per_lesion, [*_LESION_COLUMNS, "overlap_voxels"], "per_lesion")
+    check_columns(per_lesion, [*LESION_COLUMNS, "overlap_voxels"], "per_lesion")
     ref = per_lesion[(per_lesion["kind"] == REFERENCE) & (per_lesion["metric"] == "detected")]
     rows = []
     for t in thresholds:
@@ -528,334 +511,3 @@ def lesion_set_comparison(per_case: pd.DataFrame, per_lesion: pd.DataFrame, *, s
     agg = agg[(agg["stratum"] == stratum) & agg["metric"].isin(list(metrics))]
     return agg[["dataset", "metric", "model", "lesion_set", "value", "n", "n_penalty", "n_missed",
                 "rankable"]].reset_index(drop=True)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Reading the sections' files
-# ---------------------------------------------------------------------------------------------------------------
-def collect(ws, datasets: Sequence[str], name: str) -> pd.DataFrame:
-    """Concatenate ``results/<dataset>/<name>`` over datasets (error naming the missing file)."""
-    frames = []
-    for dataset in datasets:
-        path = ws.results(dataset) / name
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: not found (run the dataset's sections first)")
-        frames.append(pd.read_csv(path, dtype={"case_id": str}))
-    return pd.concat(frames, ignore_index=True)
-
-
-def pooled_q1_upper_of(ws, datasets: Sequence[str]) -> float:
-    """:func:`pooled_q1_upper` over the datasets' ``per_lesion_metrics.csv``."""
-    return pooled_q1_upper(collect(ws, datasets, "per_lesion_metrics.csv"))
-
-
-def dataset_summaries(ws, datasets: Sequence[str]) -> pd.DataFrame:
-    """One row per dataset: ``dataset, source, test_cases, lesions`` (test reference lesions) and ``q1_upper`` (the
-    Q1 upper edge as a fraction), from ``data_manifest.json`` and ``quartile_edges.json`` (the input of
-    :func:`dataset_summary`)."""
-    out = []
-    for dataset in datasets:
-        edges = read_json(ws.results(dataset) / "quartile_edges.json")
-        manifest_path = ws.results(dataset) / "data_manifest.json"
-        source = read_json(manifest_path).get("source", "") if manifest_path.is_file() else "unknown"
-        out.append({"dataset": dataset, "source": source, "test_cases": edges["n_cases"],
-                    "lesions": edges["n_reference_lesions"], "q1_upper": edges["edges"]["q1_upper"]})
-    return pd.DataFrame(out, columns=["dataset", "source", "test_cases", "lesions", "q1_upper"])
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The paper's tables beside ours
-# ---------------------------------------------------------------------------------------------------------------
-def pooled_q1_upper(per_lesion: pd.DataFrame) -> float:
-    """The Q1 upper edge of the reference lesions of all datasets pooled (the paper's "combined test
-    distribution" bound), as a fraction; each lesion counted once whatever the number of models."""
-    _check_columns(per_lesion, _LESION_COLUMNS, "per_lesion")
-    ref = per_lesion[(per_lesion["kind"] == REFERENCE) & (per_lesion["metric"] == "detected")]
-    once = ref.drop_duplicates(["dataset", "case_id", "lesion_id"])
-    return float(quartile_edges(once["area_fraction"])[0])
-
-
-def dataset_summary(summaries: pd.DataFrame, *, pooled_q1: float | None = None) -> pd.DataFrame:
-    """Section 4.5: one row per dataset, ours beside the paper's.
-
-    ``summaries``: :func:`dataset_summaries`' table, one row per dataset with ``dataset``, ``source``,
-    ``test_cases``, ``lesions`` (test reference lesions) and ``q1_upper`` (Q1 upper edge as a fraction).
-    ``pooled_q1``: the Q1 edge of all datasets' lesions pooled (:func:`pooled_q1_upper`), shown in the total row (else the total row has NaN:
-    a mean of per-dataset edges is not the pooled bound).
-    """
-    _check_columns(summaries, ["dataset", "test_cases", "lesions", "q1_upper"], "summaries")
-    rows = []
-    for s in summaries.to_dict("records"):
-        entry = REGISTRY.get(s["dataset"])  # the Section 4.5 facts live in the dataset registry
-        paper = entry.paper if entry is not None else None
-        rows.append({
-            "dataset": s["dataset"], "modality": entry.modality if entry is not None else "",
-            "source": s.get("source", ""),
-            "test_cases": int(s["test_cases"]), "paper_test_cases": paper.test_cases if paper else np.nan,
-            "lesions": int(s["lesions"]), "paper_lesions": paper.lesions if paper else np.nan,
-            "q1_upper_percent": 100 * float(s["q1_upper"]),
-            "paper_q1_upper_percent": paper.q1_upper_percent if paper else np.nan,
-        })
-    table = pd.DataFrame(rows)
-    if len(table):
-        total = {"dataset": "total", "modality": "mixed", "source": "", "test_cases": table["test_cases"].sum(),
-                 "paper_test_cases": 211, "lesions": table["lesions"].sum(), "paper_lesions": 5842,
-                 "q1_upper_percent": 100 * pooled_q1 if pooled_q1 is not None else np.nan,
-                 "paper_q1_upper_percent": 1.5}
-        table = pd.concat([table, pd.DataFrame([total])], ignore_index=True)
-    return table
-
-
-def spread_comparison(spreads: pd.DataFrame, reversals: pd.DataFrame, *,
-                      lesion_set: str = PRIMARY_LESION_SET) -> pd.DataFrame:
-    """Section 4.6: per dataset and setting (overall, Q4, Q1): Dice spread and HD95 relative spread among the top
-    3, and the mean Kendall tau between Dice and the boundary metrics, beside the paper's row (one lesion
-    set)."""
-    rows = []
-    if "lesion_set" in spreads.columns:
-        spreads = spreads[spreads["lesion_set"] == lesion_set]
-    if "lesion_set" in reversals.columns:
-        reversals = reversals[reversals["lesion_set"] == lesion_set]
-    for (dataset, stratum), sub in spreads.groupby(["dataset", "stratum"], sort=False):
-        if stratum not in PAPER_SPREADS:
-            continue
-        s = sub.set_index("metric")
-        tau = reversals[(reversals["dataset"] == dataset) & (reversals["stratum"] == stratum)]["kendall_tau"]
-        paper = PAPER_SPREADS[stratum]
-        rows.append({
-            "dataset": dataset, "lesion_set": lesion_set, "setting": stratum,
-            "dice_spread": s["spread"].get("dice", np.nan), "paper_dice_spread": paper["dice_spread"],
-            "hd95_spread_percent": s["relative_spread_percent"].get("hd95", np.nan),
-            "paper_hd95_spread_percent": paper["hd95_spread_percent"],
-            "mean_kendall_tau": tau.mean() if len(tau) else np.nan,
-            "paper_ranking_stability": paper["ranking_stability"],
-        })
-    order = {"overall": 0, "Q4": 1, "Q1": 2}
-    table = pd.DataFrame(rows)
-    if len(table):
-        table = table.assign(_o=table["setting"].map(order)).sort_values(["dataset", "_o"]).drop(columns="_o")
-    return table.reset_index(drop=True)
-
-
-def small_lesion_comparison(aggregates: pd.DataFrame, *, stratum: str = "Q1",
-                            lesion_set: str = PRIMARY_LESION_SET) -> pd.DataFrame:
-    """Section 4.2: per dataset and model, Q1 Dice, HD95, ASSD and contour F1 of one lesion set, beside the
-    paper's values, with detection beside them (``lesion_recall`` over all the stratum's lesions,
-    ``fp_lesions_per_case``) and ``n`` (lesions behind HD95), ``n_penalty`` and ``n_missed`` (of them, penalty
-    values and missed lesions: 0 in the ``common`` set), ``rankable`` and ``note``."""
-    metrics = ["dice", "hd95", "assd", "contour_f1"]
-    agg = select_lesion_set(aggregates, lesion_set)
-    detection = list(metric_names(primary=True, kind="detection"))
-    sub = agg[(agg["stratum"] == stratum) & agg["metric"].isin(metrics + detection)]
-    table = sub.pivot_table(index=["dataset", "model"], columns="metric", values="value")
-    table = table.reindex(columns=metrics + detection).reset_index()
-    table.insert(0, "lesion_set", lesion_set)
-    counts = [c for c in ("n", "n_penalty", "n_missed", "rankable", "note") if c in sub.columns]
-    if counts:
-        # how many lesions stand behind the HD95 column, and how many of them are misses / penalty values
-        table = table.join(sub[sub["metric"] == "hd95"].set_index(["dataset", "model"])[counts],
-                           on=["dataset", "model"])
-    for m in metrics:
-        table[f"paper_{m}"] = table["model"].map(lambda k, m=m: PAPER_SMALL_LESION.get(k, {}).get(m, np.nan))
-    return table
-
-
-def agreement_counts(reversals: pd.DataFrame, *, stratum: str = "Q1",
-                     lesion_set: str | None = PRIMARY_LESION_SET) -> pd.DataFrame:
-    """Section 4.3: over datasets, the top-3 model pairs ordered alike by Dice and each boundary metric.
-
-    The paper's "9 dataset-level top-model comparisons" are read as 3 datasets x 3 pairs among the top 3
-    models by Dice. A pair agrees when both metrics put the same model strictly ahead; a pair tied under either
-    is not comparable and counted apart (``not_comparable``); ``comparable = agree + disagree``. Datasets whose
-    stratum was not ranked (too few lesions) are counted in ``datasets_not_ranked``. Also: in how many
-    datasets the Dice leader ranks third or worse under the metric.
-    """
-    sub = reversals[reversals["stratum"] == stratum]
-    if lesion_set is not None and "lesion_set" in sub.columns:
-        sub = sub[sub["lesion_set"] == lesion_set]
-    rows = []
-    for metric, m in sub.groupby("metric", sort=False):
-        paper = PAPER_AGREEMENT.get(metric, (np.nan, np.nan))
-        ranked = m[m["note"].fillna("") == ""] if "note" in m.columns else m
-        rows.append({
-            "lesion_set": lesion_set or "", "stratum": stratum, "metric": metric,
-            "agree": int(ranked["top_pairs_agree"].sum()),
-            "disagree": int(ranked["top_pairs_disagree"].sum()),
-            "not_comparable": int(ranked["top_pairs_not_comparable"].sum()),
-            "comparable": int(ranked["top_pairs_comparable"].sum()),
-            "comparisons": int(ranked["top_pairs"].sum()), "paper_agree": paper[0], "paper_comparisons": paper[1],
-            "order_changed_datasets": int(ranked["order_changed"].astype(bool).sum()), "datasets": len(ranked),
-            "datasets_not_ranked": len(m) - len(ranked),
-            "dice_leader_third_or_worse": int((ranked["leader_rank_in_metric"] >= 3).sum()),
-        })
-    return pd.DataFrame(rows)
-
-
-def paper_full_set_dice(aggregates: pd.DataFrame) -> pd.DataFrame:
-    """Table 4.1: full-test-set Dice per model, ours per dataset and pooled over datasets (the mean of the
-    datasets' case means, each dataset weighted equally; ``n_datasets`` says over how many), beside the
-    paper's pooled value."""
-    sub = aggregates[(aggregates["stratum"] == "overall") & (aggregates["metric"] == "dice")]
-    sub = sub.drop_duplicates(["dataset", "model"])
-    table = sub.pivot_table(index="model", columns="dataset", values="value")
-    table.columns = [f"dice_{c}" for c in table.columns]
-    table["dice_pooled"] = sub.groupby("model")["value"].mean()
-    table["n_datasets"] = sub.groupby("model")["dataset"].nunique()
-    table = table.reset_index()
-    table["paper_dice_pooled"] = table["model"].map(PAPER_FULL_SET_DICE)
-    return table.sort_values("dice_pooled", ascending=False).reset_index(drop=True)
-
-
-def paper_q1_maxima(spreads: pd.DataFrame, aggregates: pd.DataFrame, *, stratum: str = "Q1") -> pd.DataFrame:
-    """Section 4.2: the largest differences among the top models in Q1 across datasets, ours per lesion set
-    beside the paper's (41.3 % HD95, 36.8 % ASD, 0.112 contour F1, 8.7 points of lesion-wise recall).
-
-    HD95 and ASSD: the largest relative spread among the top 3 by Dice (``spread_table``); contour F1: the
-    largest absolute spread; recall: the largest spread in percentage points among the same top models.
-    """
-    rows = []
-    spec = [("hd95", "relative_spread_percent", 1.0, "hd95_percent"),
-            ("assd", "relative_spread_percent", 1.0, "assd_percent"),
-            ("contour_f1", "spread", 1.0, "contour_f1_absolute"),
-            ("lesion_recall", "spread", 100.0, "lesion_recall_points")]
-    sets = spreads["lesion_set"].unique() if "lesion_set" in spreads.columns else [PRIMARY_LESION_SET]
-    for lset in sets:
-        sub = spreads[(spreads["stratum"] == stratum)
-                      & ((spreads["lesion_set"] == lset) if "lesion_set" in spreads.columns else True)]
-        for metric, column, scale, paper_key in spec:
-            v = sub.loc[sub["metric"] == metric, column].dropna() * scale
-            where = sub.loc[v.idxmax(), "dataset"] if len(v) else ""
-            rows.append({"lesion_set": lset, "stratum": stratum, "quantity": paper_key,
-                         "ours_max": float(v.max()) if len(v) else np.nan, "dataset_of_max": where,
-                         "n_datasets": int(len(v)), "paper": PAPER_Q1_MAX_DIFFERENCES[paper_key]})
-    return pd.DataFrame(rows)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Qualitative examples
-# ---------------------------------------------------------------------------------------------------------------
-def select_qualitative_examples(per_lesion: pd.DataFrame, *, stratum: str = "Q1", max_dice_range: float = 0.05,
-                                n_examples: int = 3, boundary_metric: str = "hd95") -> pd.DataFrame:
-    """Small reference lesions detected by every model, whose per-lesion Dice lie within ``max_dice_range`` of
-    each other, sorted by the largest spread of ``boundary_metric`` (ties: dataset, case, lesion).
-
-    When fewer than ``n_examples`` lesions meet the Dice condition, the closest-Dice lesions fill the rest
-    (their ``dice_range`` shows it). Returns ``dataset, case_id, lesion_id, dice_range, <metric>_range``.
-    """
-    _check_columns(per_lesion, _LESION_COLUMNS, "per_lesion")
-    pl = per_lesion[(per_lesion["kind"] == REFERENCE) & (per_lesion["quartile"].astype(str) == stratum)]
-    keys = ["dataset", "case_id", "lesion_id"]
-    wide = pl[pl["metric"].isin(["detected", "dice", boundary_metric])].pivot_table(
-        index=keys, columns=["metric", "model"], values="value", aggfunc="first")
-    if wide.empty or "dice" not in wide.columns.get_level_values(0):
-        return pd.DataFrame(columns=[*keys, "dice_range", f"{boundary_metric}_range"])
-    detected_all = pl[pl["metric"] == "dice"].assign(d=_as_bool(pl.loc[pl["metric"] == "dice", "detected"]))
-    all_found = detected_all.groupby(keys)["d"].all()
-    dice = wide["dice"]
-    boundary = wide[boundary_metric] if boundary_metric in wide.columns.get_level_values(0) else dice * np.nan
-    table = pd.DataFrame({"dice_range": dice.max(axis=1) - dice.min(axis=1),
-                          f"{boundary_metric}_range": boundary.max(axis=1) - boundary.min(axis=1)})
-    table = table[all_found.reindex(table.index).fillna(False).astype(bool)].dropna().reset_index()
-    if table.empty:
-        return table
-    close = table[table["dice_range"] <= max_dice_range].sort_values(
-        [f"{boundary_metric}_range", *keys], ascending=[False, True, True, True])
-    rest = table[table["dice_range"] > max_dice_range].sort_values(["dice_range", *keys])
-    return pd.concat([close, rest]).head(n_examples).reset_index(drop=True)
-
-
-__all__ = [
-    "STRATA", "LESION_SETS",
-    "PRIMARY_LESION_SET", "MIN_LESIONS", "common_lesions", "lesion_set_units", "select_lesion_set",
-    "lesion_set_comparison", "lesion_set_aggregates", "paper_full_set_dice", "paper_q1_maxima", "pooled_q1_upper",
-    "pooled_q1_upper_of", "common_set_sizes", "findings", "seed_spread", "seed_rankings",
-    "MODEL_LABELS",
-    "PAPER_FULL_SET_DICE", "PAPER_SMALL_LESION", "PAPER_Q1_MAX_DIFFERENCES", "PAPER_AGREEMENT",
-    "PAPER_SPREADS", "PAPER_DICE_LEADER_THIRD_HD95",
-    "analysis_units", "aggregate", "spread_table",
-    "reversal_table",
-    "dataset_summary", "spread_comparison", "small_lesion_comparison", "agreement_counts",
-    "select_qualitative_examples", "metric_variants", "recall_at_thresholds", "collect",
-    "dataset_summaries", "rankable_rows",
-]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Findings: what the numbers say, in sentences generated from them
-# ---------------------------------------------------------------------------------------------------------------
-def lesion_set_aggregates(ws, datasets: Sequence[str], *, lesion_sets: Sequence[str] = LESION_SETS,
-                          min_lesions: int = MIN_LESIONS) -> pd.DataFrame:
-    """Aggregates of every dataset's evaluation under each lesion set (``lesion_set`` column)."""
-    # Lazy: helpers.evaluation imports this module on this branch (the metric registry's branch removes that
-    # import; after the merge this import belongs at the top).
-
-    frames = []
-    for dataset in datasets:
-        per_case, per_lesion = read_tables(ws, dataset)
-        frames.append(aggregate(lesion_set_units(per_case, per_lesion, lesion_sets=lesion_sets),
-                                min_lesions=min_lesions))
-    return pd.concat(frames, ignore_index=True)
-
-
-def common_set_sizes(aggregates: pd.DataFrame, *, stratum: str = "Q1") -> pd.DataFrame:
-    """Per dataset: the number of lesions in the ``common`` set of ``stratum`` (``n`` of its Dice rows) and the
-    number of reference lesions of the stratum (``n`` of its recall rows)."""
-    sub = aggregates[(aggregates["stratum"] == stratum) & (aggregates["lesion_set"] == "common")]
-    n = sub[sub["metric"] == "dice"].groupby("dataset")["n"].max()
-    total = sub[sub["metric"] == "lesion_recall"].groupby("dataset")["n"].max()
-    out = pd.DataFrame({"n": n, "n_reference": total}).fillna(0).astype(int).reset_index()
-    return out.rename(columns={"index": "dataset"})
-
-
-def _fmt(value, digits: int = 3) -> str:
-    return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
-
-
-def findings(pattern: pd.DataFrame, agreement: pd.DataFrame, robustness: pd.DataFrame | None = None,
-             common_counts: pd.DataFrame | None = None) -> list[str]:
-    """The study's claims checked against our tables, one sentence each, in the order of the paper's findings.
-
-    ``pattern`` is :func:`spread_comparison`'s table, ``agreement`` :func:`agreement_counts`'s and
-    ``robustness`` the bootstrap table (``stratum``, ``metric``, ``verdict``). Each sentence states the numbers
-    and whether they show the paper's pattern; nothing here is a fixed conclusion. ``common_counts``
-    (``dataset, n``): the size of each dataset's common Q1 set (:func:`common_set_sizes`).
-    """
-    out = []
-    for dataset, sub in pattern.groupby("dataset", sort=False):
-        s = sub.set_index("setting")
-        if not {"overall", "Q1"} <= set(s.index):
-            missing = " and ".join(sorted({"overall", "Q1"} - set(s.index)))
-            out.append(f"**{dataset.upper()}**: no spread among the top models in {missing}: too few lesions in "
-                       f"the common set to rank the models there.")
-            continue
-        d_all, d_q1 = s.at["overall", "dice_spread"], s.at["Q1", "dice_spread"]
-        h_all, h_q1 = s.at["overall", "hd95_spread_percent"], s.at["Q1", "hd95_spread_percent"]
-        widened = np.isfinite(h_all) and np.isfinite(h_q1) and h_q1 > h_all
-        out.append(
-            f"**{dataset.upper()}**: among the top models by Dice, the Dice spread is {_fmt(d_all)} on the full test "
-            f"set and {_fmt(d_q1)} in Q1; the HD95 relative spread is {_fmt(h_all, 1)} % overall and "
-            f"{_fmt(h_q1, 1)} % in Q1 — the boundary spread {'widens' if widened else 'does not widen'} on the "
-            f"smallest lesions (paper: 14.7 % → 41.3 %)."
-        )
-    for row in agreement.itertuples():
-        out.append(
-            f"Dice and {row.metric} order the top-model pairs alike in {row.agree} of {row.comparable} comparable "
-            f"pairs in {row.stratum} ({row.lesion_set} lesion set; {row.not_comparable} pairs tied under either "
-            f"metric, {row.datasets_not_ranked} dataset(s) with too few lesions to rank; paper: "
-            f"{row.paper_agree} of {row.paper_comparisons}); the Dice leader ranks third or worse under "
-            f"{row.metric} in {row.dice_leader_third_or_worse} of {row.datasets} datasets"
-            + (" (paper: 2 of 3 for HD95)." if row.metric == "hd95" else ".")
-        )
-    if common_counts is not None and len(common_counts):
-        parts = ", ".join(f"{r.dataset.upper()} {int(r.n)}" for r in common_counts.itertuples())
-        out.append(f"Q1 lesions detected by every model (the common set the boundary comparison rests on): {parts}.")
-    if robustness is not None and len(robustness):
-        q1 = robustness[robustness["stratum"] == "Q1"]
-        if "lesion_set" in q1.columns:
-            q1 = q1[q1["lesion_set"] == PRIMARY_LESION_SET]
-        if len(q1):
-            counts = q1["verdict"].value_counts()
-            parts = "; ".join(f"{int(n)} \"{verdict}\"" for verdict, n in counts.items())
-            out.append(f"Paired bootstrap over test cases, Q1 common set, all model pairs and metrics ({len(q1)} "
-                       f"comparisons, Holm-adjusted within each dataset): {parts}.")
-    return out

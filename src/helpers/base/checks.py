@@ -7,7 +7,9 @@ repaired silently: a mask is never thresholded, a spacing never padded.
 
 Conventions as in :mod:`helpers.metrics`: masks are 2D ``(y, x)`` or 3D ``(z, y, x)`` boolean arrays, spacing
 one positive float per numpy axis in millimetres (``None`` = 1 per axis), connectivity as scikit-image (an
-integer 1..ndim, ``None`` = ndim). This module imports numpy only.
+integer 1..ndim, ``None`` = ndim). The statistics' arguments (:mod:`helpers.stats`) have their checks here too: a
+NaN policy (:func:`check_nan_policy`), a seed (:func:`as_rng`), a probability level (:func:`as_level`) and a count
+(:func:`as_count`). This module imports numpy only.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ import numpy as np
 
 __all__ = [
     "as_mask", "as_mask_pair", "as_ignore", "as_spacing", "as_connectivity", "as_nonnegative", "as_positive",
-    "as_int", "as_tolerance", "as_tolerances", "as_percentile", "as_penalty",
+    "as_int", "as_tolerance", "as_tolerances", "as_percentile", "as_penalty", "check_nan_policy", "as_rng",
+    "as_level", "as_count",
 ]
 
 _REAL = (numbers.Real, np.floating, np.integer)
+_NAN_POLICIES = ("raise", "omit")
 
 
 def _is_real(value) -> bool:
@@ -156,3 +160,39 @@ def as_penalty(penalty, *, default: float, name: str = "penalty") -> float:
     if not np.isfinite(penalty) or penalty <= 0:
         raise ValueError(f"{name} must be finite and > 0, got {penalty!r}")
     return penalty
+
+
+def check_nan_policy(nan_policy: str) -> None:
+    """``nan_policy`` must be ``"raise"`` or ``"omit"`` (:mod:`helpers.stats.inference.wide`)."""
+    if nan_policy not in _NAN_POLICIES:
+        raise ValueError(f"nan_policy must be one of {_NAN_POLICIES}, got {nan_policy!r}")
+
+
+def as_rng(seed) -> np.random.Generator:
+    """The random generator of a ``seed``: a non-negative int (``numpy.random.default_rng(seed)``) or a
+    ``numpy.random.Generator``, returned as is and consumed by the caller."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int or a numpy.random.Generator, got {type(seed).__name__}: {seed!r}")
+    if seed < 0:
+        raise ValueError(f"seed must be non-negative, got {seed}")
+    return np.random.default_rng(int(seed))
+
+
+def as_level(value, name: str) -> float:
+    """A probability level strictly inside (0, 1) (``confidence``, ``alpha``), as float."""
+    if not isinstance(value, (float, int, np.floating)) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a float in (0, 1), got {value!r}")
+    if not 0.0 < float(value) < 1.0:
+        raise ValueError(f"{name} must be in (0, 1), got {value!r}")
+    return float(value)
+
+
+def as_count(value, name: str, minimum: int = 1) -> int:
+    """An integer (not a bool) >= ``minimum`` (``n_resamples``, ``k``, ``n_units``), as int."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}: {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)

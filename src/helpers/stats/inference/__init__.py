@@ -1,14 +1,24 @@
 """Hypothesis tests for small N: sign-flip tests, Holm, effect sizes, Friedman with Iman-Davenport and
 Nemenyi, and the units x models table they read.
 
-This package re-exports the inference API.
+Every function here answers one question a reader of a small-N benchmark should ask: is a paired difference
+distinguishable from zero at this N (sign-flip test, effect sizes, the smallest attainable p), which of many
+comparisons survive a family-wise correction (Holm), and do the models' ranks differ beyond chance (Friedman,
+Iman-Davenport, Nemenyi). Intervals and every resampling live in :mod:`helpers.stats.bootstrap`; ranks (one tie
+policy: average ranks) in :mod:`helpers.stats.ranking`.
+
+This package re-exports the inference API of its modules: ``wide`` (the units x models table, with the
+statistics' argument checks of :mod:`helpers.base.checks`), ``paired`` (paired tests and effect sizes, Holm) and
+``friedman`` (Friedman, Iman-Davenport, Nemenyi).
 """
 
+from helpers.stats.inference.wide import as_rng, as_level, as_count, check_nan_policy, as_wide, complete_units
 from helpers.stats.inference.paired import (
-    as_rng, as_level, as_count, check_nan_policy, as_wide, complete_units, cohens_dz, hedges_correction,
-    SignFlipResult, sign_flip_test, min_attainable_p, attainable_p_table, holm_adjust, FriedmanResult,
-    friedman_test, nemenyi_q, nemenyi_critical_difference, NemenyiResult, nemenyi_test, FriedmanNemenyi,
-    friedman_then_nemenyi,
+    cohens_dz, hedges_correction, SignFlipResult, sign_flip_test, min_attainable_p, attainable_p_table, holm_adjust,
+)
+from helpers.stats.inference.friedman import (
+    FriedmanResult, friedman_test, nemenyi_q, nemenyi_critical_difference, NemenyiResult, nemenyi_test,
+    FriedmanNemenyi, friedman_then_nemenyi,
 )
 
 __all__ = [
