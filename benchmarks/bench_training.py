@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from helpers.learning import models, training
+from helpers.learning import models, protocol, training
 from helpers.compute import runtime
 from helpers.base.io import write_csv
 
@@ -38,7 +38,7 @@ def bench(name: str, size: str, *, patch: int, batch: int, channels: int, repeat
     torch.manual_seed(0)
     net = models.build_model(name, in_channels=channels, size=size).to(device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
-    loss_fn = training._loss_fn(training.TrainingProtocol())
+    loss_fn = training._loss_fn(protocol.TrainingProtocol())
     x = torch.randn(batch, channels, patch, patch, device=device)
     y = torch.rand(batch, 1, patch, patch, device=device) > 0.9
     ignore = torch.zeros_like(y)

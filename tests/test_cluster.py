@@ -19,15 +19,16 @@ import pytest
 
 from helpers.compute import cluster
 from helpers.data import predictions
-from helpers.learning import training
+from helpers.learning import grid, training
+from helpers.learning.protocol import TrainingProtocol
 from helpers.base.paths import Workspace
 from helpers.data.preprocessing import PreparedCase, save_prepared
 from helpers.data.splits import save_splits
 
 ROOT = Path(__file__).resolve().parents[1]
 # Smaller than the smoke profile's training: two models, 3 epochs of 2 steps of 2 patches.
-TINY = training.TrainingProtocol(size="smoke", epochs=3, steps_per_epoch=2, batch_size=2, patch_size=64,
-                                 val_max_slices=2)
+TINY = TrainingProtocol(size="smoke", epochs=3, steps_per_epoch=2, batch_size=2, patch_size=64,
+                        val_max_slices=2)
 MODELS = ["unet", "resunet"]
 
 
@@ -180,8 +181,8 @@ def in_process(tmp_path_factory):
     old = os.environ.get(cluster.THREADS_ENV)
     os.environ[cluster.THREADS_ENV] = "1"
     try:
-        training.train_all(ws, "wmh", TINY, models=MODELS, seed=0, seeds=2, progress=False)
-        training.predict_all(ws, "wmh", models=MODELS, seed=0, seeds=2, progress=False)
+        grid.train_all(ws, "wmh", TINY, models=MODELS, seed=0, seeds=2, progress=False)
+        grid.predict_all(ws, "wmh", models=MODELS, seed=0, seeds=2, progress=False)
     finally:
         if old is None:
             os.environ.pop(cluster.THREADS_ENV)
@@ -193,7 +194,7 @@ def in_process(tmp_path_factory):
 def _predictions(ws):
     out = {}
     for s, index in ((0, 0), (1, 1)):
-        root = training.predictions_root(ws, "wmh", seed_index=index, seed=s)
+        root = grid.predictions_root(ws, "wmh", seed_index=index, seed=s)
         for model in MODELS:
             for case in ("d", "e"):
                 out[(s, model, case)] = predictions.read_prediction(root, model, case, shape=(3, 48, 56))
@@ -211,19 +212,19 @@ def _assert_same_predictions(ws, reference):
 def test_training_grid_on_two_workers_equals_the_in_process_run(tmp_path, dask_cluster, in_process):
     ws = Workspace.at(tmp_path)
     _dataset(ws)
-    summary = training.train_all(ws, "wmh", TINY, models=MODELS, seed=0, seeds=2, scheduler=dask_cluster.address)
+    summary = grid.train_all(ws, "wmh", TINY, models=MODELS, seed=0, seeds=2, scheduler=dask_cluster.address)
     assert list(zip(summary["model"], summary["seed"])) == [("unet", 0), ("resunet", 0), ("unet", 1), ("resunet", 1)]
-    training.predict_all(ws, "wmh", models=MODELS, seed=0, seeds=2, scheduler=dask_cluster.address)
+    grid.predict_all(ws, "wmh", models=MODELS, seed=0, seeds=2, scheduler=dask_cluster.address)
     _assert_same_predictions(ws, in_process)
     for model in MODELS:  # identical best weights, not only identical thresholded masks
-        a = training.load_best_model(training.model_folder(ws, "wmh", model)).state_dict()
-        b = training.load_best_model(training.model_folder(in_process, "wmh", model)).state_dict()
+        a = training.load_best_model(grid.model_folder(ws, "wmh", model)).state_dict()
+        b = training.load_best_model(grid.model_folder(in_process, "wmh", model)).state_dict()
         assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
 
     # a rerun finds every task up to date: no checkpoint is rewritten
-    last = {m: training.model_folder(ws, "wmh", m) / training.CHECKPOINT_LAST for m in MODELS}
+    last = {m: grid.model_folder(ws, "wmh", m) / training.CHECKPOINT_LAST for m in MODELS}
     before = {m: p.stat().st_mtime_ns for m, p in last.items()}
-    tasks = [cluster.GridTask(f"wmh · {m} · seed 0", training.train_task, (str(ws.root), "wmh", m),
+    tasks = [cluster.GridTask(f"wmh · {m} · seed 0", grid.train_task, (str(ws.root), "wmh", m),
                               {"seed": 0, "protocol": TINY}) for m in MODELS]
     rows = cluster.run_grid(tasks, scheduler=dask_cluster.address)
     assert [r["up_to_date"] for r in rows] == [True, True]
@@ -235,15 +236,15 @@ def test_an_interrupted_grid_resumes_without_redoing_finished_tasks(tmp_path, da
     ws = Workspace.at(tmp_path)
     _dataset(ws)
     # "interrupted": only the first seed's tasks ran before the stop
-    training.train_all(ws, "wmh", TINY, models=MODELS, seed=0, seeds=1, scheduler=dask_cluster.address)
-    first = {m: (training.model_folder(ws, "wmh", m) / training.CHECKPOINT_LAST).stat().st_mtime_ns for m in MODELS}
-    tasks = [cluster.GridTask(f"wmh · {m} · seed {s}", training.train_task, (str(ws.root), "wmh", m),
+    grid.train_all(ws, "wmh", TINY, models=MODELS, seed=0, seeds=1, scheduler=dask_cluster.address)
+    first = {m: (grid.model_folder(ws, "wmh", m) / training.CHECKPOINT_LAST).stat().st_mtime_ns for m in MODELS}
+    tasks = [cluster.GridTask(f"wmh · {m} · seed {s}", grid.train_task, (str(ws.root), "wmh", m),
                               {"seed": s, "seed_index": s, "protocol": TINY}) for s in (0, 1) for m in MODELS]
     rows = cluster.run_grid(tasks, scheduler=dask_cluster.address)
     assert [r["up_to_date"] for r in rows] == [True, True, False, False]
-    assert {m: (training.model_folder(ws, "wmh", m) / training.CHECKPOINT_LAST).stat().st_mtime_ns
+    assert {m: (grid.model_folder(ws, "wmh", m) / training.CHECKPOINT_LAST).stat().st_mtime_ns
             for m in MODELS} == first
-    training.predict_all(ws, "wmh", models=MODELS, seed=0, seeds=2, scheduler=dask_cluster.address)
+    grid.predict_all(ws, "wmh", models=MODELS, seed=0, seeds=2, scheduler=dask_cluster.address)
     _assert_same_predictions(ws, in_process)
 
 
@@ -251,15 +252,15 @@ def test_an_interrupted_grid_resumes_without_redoing_finished_tasks(tmp_path, da
 def test_a_failing_task_stops_the_grid_naming_it_and_keeps_earlier_results(tmp_path, dask_cluster):
     ws = Workspace.at(tmp_path)
     _dataset(ws)
-    tasks = [cluster.GridTask("wmh · unet · seed 0", training.train_task, (str(ws.root), "wmh", "unet"),
+    tasks = [cluster.GridTask("wmh · unet · seed 0", grid.train_task, (str(ws.root), "wmh", "unet"),
                               {"seed": 0, "protocol": TINY}),
-             cluster.GridTask("wmh · broken · seed 0", training.train_task, (str(ws.root), "wmh", "broken"),
+             cluster.GridTask("wmh · broken · seed 0", grid.train_task, (str(ws.root), "wmh", "broken"),
                               {"seed": 0, "protocol": TINY}, after=("wmh · unet · seed 0",))]
     # (the failing task runs on a worker: its function must be importable there, hence a bad model name)
     with pytest.raises(cluster.GridError,
                        match=r"task wmh · broken · seed 0 failed: ValueError: model name must be one of"):
         cluster.run_grid(tasks, scheduler=dask_cluster.address)
-    assert (training.model_folder(ws, "wmh", "unet") / training.CHECKPOINT_BEST).exists()
+    assert (grid.model_folder(ws, "wmh", "unet") / training.CHECKPOINT_BEST).exists()
 
 
 @pytest.mark.slow
@@ -290,11 +291,11 @@ def test_killing_a_worker_mid_task_still_completes_with_identical_results(tmp_pa
     thread = threading.Thread(target=kill_a_busy_worker)
     thread.start()
     try:
-        training.train_all(ws, "wmh", TINY, models=MODELS, seed=0, seeds=2, scheduler=dask_cluster.address)
+        grid.train_all(ws, "wmh", TINY, models=MODELS, seed=0, seeds=2, scheduler=dask_cluster.address)
     finally:
         thread.join()
     assert killed and all(str(k).startswith("train-wmh-") for k in killed)
-    training.predict_all(ws, "wmh", models=MODELS, seed=0, seeds=2, scheduler=dask_cluster.address)
+    grid.predict_all(ws, "wmh", models=MODELS, seed=0, seeds=2, scheduler=dask_cluster.address)
     _assert_same_predictions(ws, in_process)
     # the fixture's workers are replaced when the killed one was one of them
     alive = [p for p in dask_cluster.workers if p.poll() is None]
@@ -468,7 +469,7 @@ def test_grid_priority_comes_from_the_environment(monkeypatch):
 
 
 def test_predictions_run_one_above_the_training_of_their_section(tmp_path, monkeypatch):
-    from helpers.learning import training
+    from helpers.learning import grid
 
     ws = Workspace(tmp_path / "ws")
     seen = {}
@@ -477,10 +478,10 @@ def test_predictions_run_one_above_the_training_of_their_section(tmp_path, monke
         seen[name] = priority
         return [[] for _ in tasks]
 
-    monkeypatch.setattr(training, "run_grid", fake_run_grid)
-    monkeypatch.setattr(training, "load_splits", lambda ws, dataset: {"test": ["c"]})
+    monkeypatch.setattr(grid, "run_grid", fake_run_grid)
+    monkeypatch.setattr(grid, "load_splits", lambda ws, dataset: {"test": ["c"]})
     monkeypatch.setenv(cluster.PRIORITY_ENV, "6")
-    training.predict_all(ws, "wmh", models=["unet"], scheduler="tcp://nowhere:1")
+    grid.predict_all(ws, "wmh", models=["unet"], scheduler="tcp://nowhere:1")
     assert seen == {"predict wmh": 7}
 
 

@@ -8,12 +8,13 @@ import torch
 
 from helpers import metrics
 from helpers.data import predictions
-from helpers.learning import training
+from helpers.learning import grid, training
+from helpers.learning.protocol import Sampler, TrainingProtocol, data_hash
 from helpers.base.paths import Workspace
 from helpers.data.preprocessing import PreparedCase, save_prepared
 from helpers.data.splits import save_splits
 
-TINY = training.TrainingProtocol(size="smoke", epochs=2, steps_per_epoch=1, batch_size=2, patch_size=64)
+TINY = TrainingProtocol(size="smoke", epochs=2, steps_per_epoch=1, batch_size=2, patch_size=64)
 
 
 def _case(case_id, *, seed, kind="volume", n=3, hw=(64, 64), original=(48, 56), channels=1, ignore=False):
@@ -74,7 +75,7 @@ def cases():
 )
 def test_protocol_rejects_bad_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        training.TrainingProtocol(**kwargs)
+        TrainingProtocol(**kwargs)
 
 
 # --------------------------------------------------------------------------------------------- pieces
@@ -87,7 +88,7 @@ def test_sampler_anchors_one_per_2d_component_and_foreground_patches_hold_lesion
     mask[1, 60:64, 0:2] = True  # component 3 (slice 1), touching the border
     case = PreparedCase("x", np.zeros((2, 1, 64, 64), np.float32), mask, None, (1, 1, 1), (2, 64, 64),
                         (1, 1, 1), None, "volume")
-    sampler = training._Sampler([case], patch_size=64, foreground_fraction=1.0)
+    sampler = Sampler([case], patch_size=64, foreground_fraction=1.0)
     assert sorted(sampler.anchors) == [(0, 0, 5, 5), (0, 0, 40, 40), (0, 1, 60, 0)]
     images, masks, ignores = sampler.draw(np.random.default_rng(0), 12)
     assert images.shape == (12, 1, 64, 64) and masks.shape == ignores.shape == (12, 1, 64, 64)
@@ -98,7 +99,7 @@ def test_sampler_pads_slices_smaller_than_the_patch():
     mask = np.zeros((1, 40, 50), bool)
     mask[0, 10:12, 10:12] = True
     case = PreparedCase("x", np.ones((1, 1, 40, 50), np.float32), mask, None, (1, 1), (40, 50), (1, 1), None, "image")
-    images, masks, _ = training._Sampler([case], 64, 0.0).draw(np.random.default_rng(1), 2)
+    images, masks, _ = Sampler([case], 64, 0.0).draw(np.random.default_rng(1), 2)
     assert images.shape == (2, 1, 64, 64)
     assert images[:, :, :40, :50].min() == 1.0 and images[:, :, 40:, :].max() == 0.0  # zero padding at the end
     assert masks.sum() == 2 * 4
@@ -152,8 +153,8 @@ def test_data_hash_changes_with_any_voxel(cases):
     train, _ = cases
     altered = PreparedCase(**{**train[1].__dict__, "mask": train[1].mask.copy()})
     altered.mask[0, 0, 0] = ~altered.mask[0, 0, 0]
-    assert training.data_hash(train) == training.data_hash(list(train))
-    assert training.data_hash(train) != training.data_hash([train[0], altered])
+    assert data_hash(train) == data_hash(list(train))
+    assert data_hash(train) != data_hash([train[0], altered])
 
 
 # --------------------------------------------------------------------------------------------- train_model
@@ -167,7 +168,7 @@ def test_train_model_writes_checkpoints_config_and_history(tmp_path, cases):
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["seed"] == 5 and config["model"] == "unet" and config["protocol"]["epochs"] == 2
     assert config["train_cases"] == ["a", "b"] and config["val_cases"] == ["c"]
-    assert config["data_hash"] == training.data_hash([*train, *val])
+    assert config["data_hash"] == data_hash([*train, *val])
     assert config["total_steps"] == 2 and config["effective_batch_size"] == 2 and config["torch_threads"] == 1
     assert {"torch", "monai", "numpy"} <= set(config["package_versions"])
     assert config["params"] == result.params > 0
@@ -196,7 +197,7 @@ def test_two_runs_with_one_seed_are_identical_and_another_seed_differs(tmp_path,
 
 def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, cases):
     train, val = cases
-    protocol = training.TrainingProtocol(epochs=3, steps_per_epoch=2, batch_size=2, patch_size=64)
+    protocol = TrainingProtocol(epochs=3, steps_per_epoch=2, batch_size=2, patch_size=64)
     full = training.train_model("unet", train, val, tmp_path / "full", protocol=protocol, seed=0, num_threads=1,
                                 progress=False)
 
@@ -227,7 +228,7 @@ def test_a_finished_run_is_skipped_and_a_changed_protocol_retrains(tmp_path, cas
     again = training.train_model("unet", train, val, tmp_path, protocol=TINY, **kwargs)
     assert (tmp_path / "checkpoint_last.pt").stat().st_mtime_ns == stamp  # nothing was trained or written
     assert again.best_val_dice == first.best_val_dice and again.steps == first.steps
-    longer = training.TrainingProtocol(**{**TINY.to_dict(), "epochs": 3})
+    longer = TrainingProtocol(**{**TINY.to_dict(), "epochs": 3})
     third = training.train_model("unet", train, val, tmp_path, protocol=longer, **kwargs)
     assert third.steps == 3 and (tmp_path / "checkpoint_last.pt").stat().st_mtime_ns != stamp
 
@@ -236,7 +237,7 @@ def test_early_stopping_when_validation_dice_stops_improving(tmp_path, cases):
     # a learning rate of 1e-12 leaves predictions unchanged, so validation Dice never improves strictly after
     # epoch 1; with patience 1 training stops after epoch 2 of 5 and keeps epoch 1 as the best
     train, val = cases
-    protocol = training.TrainingProtocol(epochs=5, steps_per_epoch=1, batch_size=2, learning_rate=1e-12, patience=1)
+    protocol = TrainingProtocol(epochs=5, steps_per_epoch=1, batch_size=2, learning_rate=1e-12, patience=1)
     result = training.train_model("unet", train, val, tmp_path, protocol=protocol, seed=0, num_threads=1,
                                   progress=False)
     assert result.stopped_early and result.epochs == 2 and result.best_epoch == 1
@@ -264,16 +265,16 @@ def test_train_all_and_predict_all_write_predictions_the_metrics_read(tmp_path):
     ws = Workspace(tmp_path)
     ids = _dataset(ws)
     models = ["unet", "hybrid_transformer"]
-    summary = training.train_all(ws, "wmh", TINY, models=models, seed=0, num_threads=1, progress=False)
+    summary = grid.train_all(ws, "wmh", TINY, models=models, seed=0, num_threads=1, progress=False)
     assert summary["model"].tolist() == models
     assert {"dataset", "model", "seed", "params", "best_val_dice", "epochs", "steps", "seconds",
             "images_per_second"} <= set(summary.columns)
     pd.testing.assert_frame_equal(pd.read_csv(ws.results("wmh") / "training_summary.csv")[["model", "params"]],
                                   summary[["model", "params"]])
-    written = training.predict_all(ws, "wmh", models=models, min_component_voxels=3, save_probabilities=True,
-                                   num_threads=1, progress=False)
+    written = grid.predict_all(ws, "wmh", models=models, min_component_voxels=3, save_probabilities=True,
+                               num_threads=1, progress=False)
     assert len(written) == 4
-    assert training.dataset_channels(ws, "wmh") == 1
+    assert grid.dataset_channels(ws, "wmh") == 1
     root = ws.predictions("wmh")
     assert predictions.list_models(root) == sorted(models)
     for model in models:
@@ -285,7 +286,7 @@ def test_train_all_and_predict_all_write_predictions_the_metrics_read(tmp_path):
             np.testing.assert_array_equal(pred, predictions.postprocess(prob, min_component_voxels=3))
     inference = json.loads((ws.results("wmh") / "inference.json").read_text())
     assert inference["threshold"] == 0.5 and inference["min_component_voxels"] == 3
-    history = training.load_histories(ws, "wmh", models=models)
+    history = grid.load_histories(ws, "wmh", models=models)
     assert history.groupby("model").size().to_dict() == {m: 2 for m in models}
 
 
@@ -294,9 +295,9 @@ def test_predictions_are_identical_across_two_runs_with_one_seed(tmp_path):
     for run in ("one", "two"):
         ws = Workspace(tmp_path / run)
         ids = _dataset(ws)
-        training.train_all(ws, "wmh", TINY, models=["attention_unet"], seed=3, num_threads=1, progress=False)
-        training.predict_all(ws, "wmh", models=["attention_unet"], seed=3, save_probabilities=True,
-                             num_threads=1, progress=False)
+        grid.train_all(ws, "wmh", TINY, models=["attention_unet"], seed=3, num_threads=1, progress=False)
+        grid.predict_all(ws, "wmh", models=["attention_unet"], seed=3, save_probabilities=True,
+                         num_threads=1, progress=False)
         arrays.append([predictions.read_probabilities(ws.predictions("wmh"), "attention_unet", c) for c in ids["test"]])
     for first, second in zip(*arrays):
         np.testing.assert_array_equal(first, second)
@@ -305,11 +306,11 @@ def test_predictions_are_identical_across_two_runs_with_one_seed(tmp_path):
 def test_fundus_predictions_are_png_on_the_original_grid_and_extra_seeds_go_aside(tmp_path):
     ws = Workspace(tmp_path)
     ids = _dataset(ws, "idrid", kind="image", channels=3)
-    assert training.dataset_channels(ws, "idrid") == 3
-    summary = training.train_all(ws, "idrid", TINY, models=["unet"], seed=0, seeds=2, num_threads=1, progress=False)
+    assert grid.dataset_channels(ws, "idrid") == 3
+    summary = grid.train_all(ws, "idrid", TINY, models=["unet"], seed=0, seeds=2, num_threads=1, progress=False)
     assert summary["seed"].tolist() == [0, 1]
     assert (ws.models("idrid") / "_seeds" / "seed1" / "unet" / "checkpoint_best.pt").is_file()
-    training.predict_all(ws, "idrid", models=["unet"], seed=0, seeds=2, num_threads=1, progress=False)
+    grid.predict_all(ws, "idrid", models=["unet"], seed=0, seeds=2, num_threads=1, progress=False)
     root = ws.predictions("idrid")
     assert predictions.list_models(root) == ["unet"]
     assert predictions.list_models(root / "_seeds" / "seed1") == ["unet"]
@@ -323,15 +324,15 @@ def test_plots_return_axes(tmp_path, cases):
     train, val = cases
     training.train_model("unet", train, val, tmp_path / "models" / "wmh" / "unet", protocol=TINY, num_threads=1,
                          progress=False)
-    history = training.load_histories(Workspace(tmp_path), "wmh", models=["unet", "resunet"])
+    history = grid.load_histories(Workspace(tmp_path), "wmh", models=["unet", "resunet"])
     assert history["model"].unique().tolist() == ["unet"]
-    ax = training.plot_training_curves(history, metric="val_dice")
+    ax = grid.plot_training_curves(history, metric="val_dice")
     assert ax.get_ylabel() == "validation Dice" and len(ax.lines) == 1
     summary = pd.DataFrame({"model": ["unet", "resunet"], "best_val_dice": [0.5, 0.25]})
-    ax = training.plot_summary(summary)
+    ax = grid.plot_summary(summary)
     assert [p.get_height() for p in ax.patches] == [0.5, 0.25]
     with pytest.raises(ValueError, match="metric must be"):
-        training.plot_training_curves(history, metric="hd95")
+        grid.plot_training_curves(history, metric="hd95")
     matplotlib.pyplot.close("all")
 
 

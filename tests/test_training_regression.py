@@ -60,7 +60,7 @@ def _value(text: str) -> float:
 
 
 def test_best_validation_dice_matches_the_committed_run_at_a_tolerance():
-    shown = _html_table("summary = training.train_all")
+    shown = _html_table("summary = grid.train_all")
     summary = pd.read_csv(Workspace.at("build/nbval").results("wmh") / "training_summary.csv")
     assert sorted(shown["model"]) == sorted(summary["model"])
     for _, row in shown.iterrows():
@@ -70,7 +70,7 @@ def test_best_validation_dice_matches_the_committed_run_at_a_tolerance():
 
 def test_predicted_voxels_match_the_committed_run_at_a_tolerance():
     # the table per (model, seed): body rows are [model, seed, cases, predicted_voxels]
-    rows = [r for r in _html_rows("written = training.predict_all") if len(r) == 4 and r[0] and r[1].isdigit()]
+    rows = [r for r in _html_rows("written = grid.predict_all") if len(r) == 4 and r[0] and r[1].isdigit()]
     assert len(rows) == 4, rows
     root = Workspace.at("build/nbval").predictions("wmh") / "_trained"
     if not root.is_dir():  # a regression run that evaluates the trained predictions (predictions_from: trained)

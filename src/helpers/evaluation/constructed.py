@@ -148,7 +148,7 @@ def use_predictions(ws: Workspace, dataset: str, *, source: str, trained: pd.Dat
                     seed: int = 0, image_format: str = "png") -> pd.DataFrame:
     """Decide which test predictions the evaluation chapters read, after the trained models wrote theirs.
 
-    ``source="trained"``: the trained models' (``trained``, the table of :func:`helpers.learning.training.predict_all`);
+    ``source="trained"``: the trained models' (``trained``, the table of :func:`helpers.learning.grid.predict_all`);
     ``source="constructed"``: constructed ones (:func:`write_constructed`). Writes the record
     ``results/<dataset>/predictions_source.json`` and returns one row per model and case: ``model, case_id, rule,
     predicted_voxels``.

@@ -1,46 +1,5 @@
-"""One training protocol for every model family of a dataset, checkpoints that resume, and test predictions.
-
-Conventions
------------
-- Data: prepared cases (``helpers.data.preprocessing.load_prepared``): ``image`` ``float32 (n_slices, channels, y, x)``,
-  ``mask`` ``bool (n_slices, y, x)``, ``ignore`` ``bool`` of the same shape or None. A volume is a stack of axial
-  slices (axis order ``(z, y, x)``); a 2D image is a stack of one. All training and validation happen on this
-  *prepared grid*; test predictions are mapped back to the original grid with ``helpers.data.preprocessing.restore``.
-- Budget: ``epochs`` x ``steps_per_epoch`` optimiser steps of ``batch_size`` square patches of ``patch_size``
-  pixels. An *epoch* is one evaluation period: ``steps_per_epoch`` steps (None: one pass, i.e. the number of
-  training slices divided by the batch size, rounded up), then a validation; it is not necessarily a full pass.
-- Sampling (small lesions are seen): each sample is, with probability ``foreground_fraction``, centred on a
-  lesion chosen *uniformly among the 2D connected components* (8-connectivity) of all training slices, so that a
-  3-pixel lesion is drawn as often as a large one, with a random shift of up to a quarter patch; otherwise a
-  uniformly drawn slice and position. Patches overlapping the image border are zero-padded.
-- Augmentation (MONAI dictionary transforms, the same family for all models): flips along y and x (p=0.5 each),
-  90-degree rotations (p=0.5), small rotations of up to ``rotation_degrees`` (p=0.3, bilinear for the image,
-  nearest for the masks), intensity scaling and shift of up to 10 % (p=0.5 each) and Gaussian noise (sd 0.05,
-  p=0.2).
-- Loss: ``"dice_ce"``: MONAI ``DiceCELoss(sigmoid=True, batch=True)``: soft Dice over the whole batch (one Dice
-  per batch, robust when many patches hold no lesion) plus binary cross-entropy, weights 1 and 1. Voxels in
-  ``ignore`` do not count: their logit is replaced by a constant -20 and their target by 0 before the loss, so
-  they contribute no gradient and (almost) nothing to either term.
-- Initialisation: every model's logits get one learnable bias initialised so that the untrained model predicts
-  the foreground probability ``foreground_prior`` (default 0.01; ``helpers.learning.models.WithOutputBias``).
-- Optimiser AdamW (``learning_rate``, ``weight_decay``); learning rate cosine-annealed from ``learning_rate`` to 0
-  over the full budget (step-wise).
-- Validation after each epoch: the slices of every validation case (all of them, or with ``val_max_slices`` that
-  many: three quarters evenly spaced over the slices holding lesion, a quarter over the others) are predicted
-  whole (zero-padded to the model's multiple), thresholded at 0.5 without component clean-up, and Dice is computed
-  per *case* over those slices on the prepared grid, ignore voxels excluded (:func:`helpers.metrics.dice`: both
-  empty scores 1).
-  Validation Dice is the mean over cases.
-- Early stopping: stop when validation Dice has not improved (strictly) for ``patience`` epochs (0: never stop
-  early). ``checkpoint_best.pt`` holds the weights of the best epoch (ties keep the earlier epoch); test
-  predictions use them.
-- Determinism: weights are initialised after ``torch.manual_seed(seed)``; patch sampling and augmentation at step
-  ``s`` draw from generators seeded with ``(seed, s)``, so a resumed run sees exactly the batches an
-  uninterrupted run would. On CPU ``torch.use_deterministic_algorithms(True)`` and a fixed thread count
-  (``helpers.compute.runtime.torch_settings``; default :func:`helpers.compute.runtime.task_threads`); the same
-  seed on the same machine and thread count gives identical weights and predictions.
-- GPU (when ``torch.cuda.is_available()``): mixed precision (bfloat16 autocast) and ``gpu_batch_scale`` times
-  larger batches switch on by themselves; both are recorded in ``config.json``.
+"""Training one model under the protocol (:mod:`helpers.learning.protocol` states its rules): the loss, prediction
+of a prepared stack, validation Dice, checkpoints that resume, and the loop split into steps.
 
 Files per model (``<ws>/models/<dataset>/<model>/``; extra seeds under ``_seeds/seed<k>/<model>/``):
 ``checkpoint_last.pt`` (model, optimiser, scheduler, step, history; resumes an interrupted run),
@@ -48,8 +7,7 @@ Files per model (``<ws>/models/<dataset>/<model>/``; extra seeds under ``_seeds/
 versions, git commit, device, threads, split and a SHA-256 of the prepared training and validation arrays) and
 ``history.csv`` (one row per epoch). A finished training whose configuration is unchanged is not re-run.
 
-Grid: :func:`train_all` and :func:`predict_all` run one task per (model, seed) (:func:`train_task`,
-:func:`predict_task`), in-process or on a Dask scheduler (``helpers.compute.cluster``).
+The grids that train and predict every model of a dataset are :mod:`helpers.learning.grid`.
 """
 
 from __future__ import annotations
@@ -66,121 +24,27 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from helpers.compute.runtime import default_device, torch_settings  # first: sets OMP_WAIT_POLICY before torch's first import
+# first: importing runtime sets OMP_WAIT_POLICY before torch's first import
+from helpers.compute.runtime import default_device, torch_settings
 import torch
-from scipy import ndimage
 
 from helpers import metrics
 from helpers.base import provenance
 from helpers.learning import models as _models
-from helpers.data import predictions as _predictions
 from helpers.base.io import atomic_write, read_json, write_csv, write_json
-from helpers.base.paths import Workspace
-from helpers.data.preprocessing import load_prepared, restore
 from helpers.base.progress import progress_bar
-from helpers.data.splits import load_splits
-from helpers.compute.cluster import GridTask, grid_priority, run_grid
-from helpers.base.plots import get_axes, model_color
+from helpers.learning.protocol import TrainingProtocol, Sampler, augment, augmentation, check_cases, data_hash, rng
+
+__all__ = [
+    "CHECKPOINT_LAST", "CHECKPOINT_BEST", "CONFIG", "HISTORY", "TrainingResult", "TrainingState", "train_model",
+    "predict_stack", "validation_dice", "load_best_model",
+]
 
 CHECKPOINT_LAST = "checkpoint_last.pt"
 CHECKPOINT_BEST = "checkpoint_best.pt"
 CONFIG = "config.json"
 HISTORY = "history.csv"
-SEEDS_FOLDER = "_seeds"
 IGNORE_LOGIT = -20.0
-LOSSES = ("dice_ce",)
-
-
-@dataclass(frozen=True)
-class TrainingProtocol:
-    """Everything shared by all models trained on one dataset (see the module docstring for each rule).
-
-    The defaults are the ``smoke`` budget (a pipeline check, not a trained model).
-
-    Attributes
-    ----------
-    size : str
-        Named model width (``helpers.learning.models.SIZES``).
-    epochs : int
-        Maximum number of epochs (evaluation periods).
-    steps_per_epoch : int or None
-        Optimiser steps per epoch; None = ceil(training slices / batch size).
-    batch_size : int
-        Patches per step on CPU (``gpu_batch_scale`` times more on a GPU).
-    patch_size : int
-        Side of the square training patch in prepared pixels; a multiple of 32 and at least 64, so that every
-        family accepts it (``helpers.learning.models.min_input_size``).
-    learning_rate, weight_decay : float
-        AdamW settings; the learning rate is cosine-annealed to 0 over ``epochs * steps_per_epoch`` steps.
-    loss : {"dice_ce"}
-        The named loss.
-    patience : int
-        Early-stopping patience in epochs (0 = train the full budget).
-    foreground_fraction : float
-        Probability that a patch is centred on a lesion (lesion-uniform sampling).
-    augment : bool
-        Apply the augmentation family.
-    rotation_degrees : float
-        Largest small-angle rotation.
-    val_max_slices : int or None
-        Validate on at most this many slices per validation case: a quarter evenly spaced over its slices without
-        lesion, the rest over its slices with lesion (all slices when the case has no more than this many);
-        None = all slices. A validation pass then predicts the same number of slices per case, whatever the
-        case's lesion load.
-    foreground_prior : float or None
-        Initial foreground probability of every model (``helpers.learning.models.WithOutputBias``); None: none.
-    gpu_batch_scale : int
-        Batch multiplier on a GPU.
-    """
-
-    size: str = "smoke"
-    epochs: int = 3
-    steps_per_epoch: int | None = 4
-    batch_size: int = 4
-    patch_size: int = 64
-    learning_rate: float = 1e-2
-    weight_decay: float = 1e-4
-    loss: str = "dice_ce"
-    patience: int = 0
-    foreground_fraction: float = 0.5
-    augment: bool = True
-    rotation_degrees: float = 15.0
-    val_max_slices: int | None = 8
-    foreground_prior: float | None = 0.01
-    gpu_batch_scale: int = 4
-
-    def __post_init__(self):
-        _models.check_size(self.size)
-        for name in ("epochs", "batch_size", "patch_size", "gpu_batch_scale"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("steps_per_epoch", "val_max_slices"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
-                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
-        if isinstance(self.patience, bool) or not isinstance(self.patience, (int, np.integer)) or self.patience < 0:
-            raise ValueError(f"patience must be a non-negative integer, got {self.patience!r}")
-        if self.patch_size % 32 or self.patch_size < 64:
-            raise ValueError(
-                f"patch_size must be a multiple of 32 and at least 64 (every model family accepts it), "
-                f"got {self.patch_size}"
-            )
-        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate!r}")
-        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
-            raise ValueError(f"weight_decay must be non-negative, got {self.weight_decay!r}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {list(LOSSES)}, got {self.loss!r}")
-        if not 0.0 <= self.foreground_fraction <= 1.0:
-            raise ValueError(f"foreground_fraction must lie in [0, 1], got {self.foreground_fraction!r}")
-        if self.foreground_prior is not None and not 0.0 < self.foreground_prior < 1.0:
-            raise ValueError(f"foreground_prior must lie in (0, 1) or be None, got {self.foreground_prior!r}")
-        if not 0.0 <= self.rotation_degrees <= 180.0:
-            raise ValueError(f"rotation_degrees must lie in [0, 180], got {self.rotation_degrees!r}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -214,162 +78,6 @@ def _bar(progress: bool, **kwargs):
     return progress_bar(progress=progress, **kwargs)
 
 
-def _rng(seed: int, step: int, stream: int) -> np.random.Generator:
-    return np.random.default_rng([int(seed), int(step), int(stream)])
-
-
-# --------------------------------------------------------------------------------------------- data
-
-
-def _check_cases(cases, what: str) -> list:
-    cases = list(cases)
-    if not cases:
-        raise ValueError(f"{what} must hold at least one case")
-    channels = None
-    for case in cases:
-        for attr in ("case_id", "image", "mask"):
-            if not hasattr(case, attr):
-                raise TypeError(f"{what}: every case needs case_id, image and mask; got {type(case).__name__}")
-        image, mask = np.asarray(case.image), np.asarray(case.mask)
-        if image.ndim != 4 or image.dtype != np.float32:
-            raise ValueError(
-                f"{what}: case {case.case_id!r} image must be float32 (n_slices, channels, y, x), "
-                f"got {image.dtype} {image.shape}"
-            )
-        if mask.dtype != bool or mask.shape != (image.shape[0], *image.shape[2:]):
-            raise ValueError(
-                f"{what}: case {case.case_id!r} mask must be bool {(image.shape[0], *image.shape[2:])}, "
-                f"got {mask.dtype} {mask.shape}"
-            )
-        ignore = getattr(case, "ignore", None)
-        if ignore is not None and (np.asarray(ignore).dtype != bool or np.shape(ignore) != mask.shape):
-            raise ValueError(f"{what}: case {case.case_id!r} ignore must be bool {mask.shape} or None")
-        if channels is None:
-            channels = image.shape[1]
-        elif image.shape[1] != channels:
-            raise ValueError(f"{what}: case {case.case_id!r} has {image.shape[1]} channels, others {channels}")
-    return cases
-
-
-def data_hash(cases: Sequence) -> str:
-    """SHA-256 over the ids, images, masks and ignore masks of ``cases`` (in the order given)."""
-    digest = hashlib.sha256()
-    for case in cases:
-        digest.update(str(case.case_id).encode())
-        for array in (case.image, case.mask, getattr(case, "ignore", None)):
-            if array is None:
-                digest.update(b"none")
-            else:
-                array = np.ascontiguousarray(array)
-                digest.update(f"{array.dtype}{array.shape}".encode())
-                digest.update(array.tobytes())
-    return digest.hexdigest()
-
-
-class _Sampler:
-    """Patch sampling over the training slices (see the module docstring)."""
-
-    def __init__(self, cases, patch_size: int, foreground_fraction: float):
-        self.cases = cases
-        self.patch = patch_size
-        self.fg = foreground_fraction
-        self.slices = [(c, s) for c in range(len(cases)) for s in range(cases[c].mask.shape[0])]
-        anchors = []
-        structure = np.ones((3, 3), bool)
-        for c, case in enumerate(cases):
-            for s in np.flatnonzero(case.mask.reshape(case.mask.shape[0], -1).any(axis=1)):
-                labels, n = ndimage.label(case.mask[s], structure=structure)
-                # the first voxel (raster order) of each component stands for it; a shift is added when drawn
-                firsts = ndimage.minimum(np.arange(labels.size).reshape(labels.shape), labels, np.arange(1, n + 1))
-                for flat in np.atleast_1d(firsts).astype(int):
-                    y, x = divmod(flat, labels.shape[1])
-                    anchors.append((c, int(s), y, x))
-        self.anchors = anchors
-
-    def draw(self, rng: np.random.Generator, n: int):
-        images, masks, ignores = [], [], []
-        for _ in range(n):
-            if self.anchors and rng.random() < self.fg:
-                c, s, y, x = self.anchors[rng.integers(len(self.anchors))]
-                jitter = rng.integers(-(self.patch // 4), self.patch // 4 + 1, size=2)
-                top, left = y - self.patch // 2 + jitter[0], x - self.patch // 2 + jitter[1]
-            else:
-                c, s = self.slices[rng.integers(len(self.slices))]
-                h, w = self.cases[c].mask.shape[1:]
-                top = rng.integers(0, max(h - self.patch, 0) + 1)
-                left = rng.integers(0, max(w - self.patch, 0) + 1)
-            case = self.cases[c]
-            h, w = case.mask.shape[1:]
-            top = int(np.clip(top, 0, max(h - self.patch, 0)))
-            left = int(np.clip(left, 0, max(w - self.patch, 0)))
-            window = (slice(top, top + self.patch), slice(left, left + self.patch))
-            image = _pad(case.image[s][(slice(None), *window)], self.patch)
-            mask = _pad(case.mask[s][window][None], self.patch)
-            ignore = case.ignore[s][window][None] if getattr(case, "ignore", None) is not None else None
-            ignore = _pad(ignore, self.patch) if ignore is not None else np.zeros_like(mask)
-            images.append(image)
-            masks.append(mask)
-            ignores.append(ignore)
-        return np.stack(images), np.stack(masks), np.stack(ignores)
-
-
-def _pad(array: np.ndarray, size: int) -> np.ndarray:
-    h, w = array.shape[-2:]
-    if h >= size and w >= size:
-        return np.ascontiguousarray(array)
-    return np.pad(array, ((0, 0), (0, size - h), (0, size - w)))
-
-
-def _augmentation(protocol: TrainingProtocol):
-    from monai.transforms import (
-        Compose,
-        RandFlipd,
-        RandGaussianNoised,
-        RandRotate90d,
-        RandRotated,
-        RandScaleIntensityd,
-        RandShiftIntensityd,
-    )
-
-    keys = ("image", "label", "ignore")
-    angle = math.radians(protocol.rotation_degrees)
-    return Compose(
-        [
-            RandFlipd(keys, prob=0.5, spatial_axis=0),
-            RandFlipd(keys, prob=0.5, spatial_axis=1),
-            RandRotate90d(keys, prob=0.5, max_k=3),
-            RandRotated(
-                keys, range_x=angle, prob=0.3, mode=("bilinear", "nearest", "nearest"), padding_mode="zeros"
-            ),
-            RandScaleIntensityd("image", factors=0.1, prob=0.5),
-            RandShiftIntensityd("image", offsets=0.1, prob=0.5),
-            RandGaussianNoised("image", prob=0.2, std=0.05, sample_std=False),
-        ]
-    )
-
-
-def _augment(transform, seed: int, step: int, images, masks, ignores):
-    transform.set_random_state(seed=int(_rng(seed, step, 2).integers(2**31 - 1)))
-    out_i, out_m, out_g = [], [], []
-    for image, mask, ignore in zip(images, masks, ignores):
-        sample = transform(
-            {
-                "image": torch.from_numpy(image),
-                "label": torch.from_numpy(mask.astype(np.float32)),
-                "ignore": torch.from_numpy(ignore.astype(np.float32)),
-            }
-        )
-        out_i.append(_plain(sample["image"]))
-        out_m.append(_plain(sample["label"]) > 0.5)
-        out_g.append(_plain(sample["ignore"]) > 0.5)
-    return torch.stack(out_i), torch.stack(out_m), torch.stack(out_g)
-
-
-def _plain(x) -> torch.Tensor:
-    x = x.as_tensor() if hasattr(x, "as_tensor") else torch.as_tensor(x)
-    return x.float().contiguous()
-
-
 # --------------------------------------------------------------------------------------------- model state
 
 
@@ -398,9 +106,9 @@ def predict_stack(
 ) -> np.ndarray:
     """Foreground probabilities ``float32 (n_slices, y, x)`` of a prepared image stack, slice by slice.
 
-    Each batch of whole slices is zero-padded to ``multiple`` (:func:`helpers.learning.models.forward_padded`), the model
-    runs in evaluation mode without gradients, and the sigmoid of its logits is cropped back to the slice size.
-    ``multiple`` and ``min_size`` come from :func:`helpers.learning.models.input_multiple` and
+    Each batch of whole slices is zero-padded to ``multiple`` (:func:`helpers.learning.models.forward_padded`),
+    the model runs in evaluation mode without gradients, and the sigmoid of its logits is cropped back to the
+    slice size. ``multiple`` and ``min_size`` come from :func:`helpers.learning.models.input_multiple` and
     :func:`helpers.learning.models.min_input_size`.
     """
     image = np.asarray(image)
@@ -451,7 +159,8 @@ def _validation_slices(case, max_slices: int | None) -> np.ndarray:
 def validation_dice(
     model, cases, *, multiple: int, min_size: int = 0, max_slices: int | None = None, device="cpu", amp=False
 ) -> float:
-    """Mean over ``cases`` of the per-case Dice at threshold 0.5 on the prepared grid (module docstring)."""
+    """Mean over ``cases`` of the per-case Dice at threshold 0.5 on the prepared grid
+    (:mod:`helpers.learning.protocol`)."""
     scores = []
     for case in cases:
         idx = _validation_slices(case, max_slices)
@@ -535,8 +244,8 @@ def train_model(
         raise TypeError(f"protocol must be a TrainingProtocol, got {type(protocol).__name__}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed must be an integer, got {seed!r}")
-    train_cases = _check_cases(train_cases, "train_cases")
-    val_cases = _check_cases(val_cases, "val_cases")
+    train_cases = check_cases(train_cases, "train_cases")
+    val_cases = check_cases(val_cases, "val_cases")
     in_channels = train_cases[0].image.shape[1]
     if val_cases[0].image.shape[1] != in_channels:
         raise ValueError(f"val_cases have {val_cases[0].image.shape[1]} channels, train_cases {in_channels}")
@@ -673,8 +382,8 @@ def _train_epochs(run: _Run, train_cases, val_cases, config: dict, folder: Path,
     model_name = config["model"]
     multiple = _models.input_multiple(model_name, protocol.size)
     min_size = _models.min_input_size(model_name, protocol.size)
-    sampler = _Sampler(train_cases, protocol.patch_size, protocol.foreground_fraction)
-    transform = _augmentation(protocol) if protocol.augment else None
+    sampler = Sampler(train_cases, protocol.patch_size, protocol.foreground_fraction)
+    transform = augmentation(protocol) if protocol.augment else None
     loss_fn = _loss_fn(protocol)
     bar = _bar(progress, total=protocol.epochs, initial=state.epoch, desc=f"{model_name} seed {seed}", leave=False)
     run.model.train()
@@ -695,16 +404,16 @@ def _train_epochs(run: _Run, train_cases, val_cases, config: dict, folder: Path,
     bar.close()
 
 
-def _train_epoch(run: _Run, sampler: _Sampler, transform, loss_fn, *, seed: int, steps: int, batch_size: int,
+def _train_epoch(run: _Run, sampler: Sampler, transform, loss_fn, *, seed: int, steps: int, batch_size: int,
                  device: str, amp: bool) -> list[float]:
     """``steps`` optimiser steps; step ``s`` samples and augments from generators seeded with ``(seed, s)``.
     Returns the training loss of each step."""
     state, losses = run.state, []
     for _ in range(steps):
         step = state.step
-        images, masks, ignores = sampler.draw(_rng(seed, step, 1), batch_size)
+        images, masks, ignores = sampler.draw(rng(seed, step, 1), batch_size)
         if transform is not None:
-            x, y, g = _augment(transform, seed, step, images, masks, ignores)
+            x, y, g = augment(transform, seed, step, images, masks, ignores)
         else:
             x, y, g = (torch.from_numpy(images), torch.from_numpy(masks), torch.from_numpy(ignores))
         x, y, g = x.to(device), y.to(device), g.to(device)
@@ -791,276 +500,3 @@ def load_best_model(folder) -> torch.nn.Module:
     )  # fmt: skip
     model.load_state_dict(saved["model"])
     return model.eval()
-
-
-# --------------------------------------------------------------------------------------------- workspace level
-
-
-def model_folder(ws: Workspace, dataset: str, model: str, *, seed_index: int = 0, seed: int | None = None) -> Path:
-    """``models/<dataset>/<model>`` for the first seed, ``models/<dataset>/_seeds/seed<seed>/<model>`` else."""
-    return ws.models(dataset, model) if seed_index == 0 else ws.models(dataset) / SEEDS_FOLDER / f"seed{seed}" / model
-
-
-def predictions_root(ws: Workspace, dataset: str, *, seed_index: int = 0, seed: int | None = None) -> Path:
-    """The predictions root of one seed (the first seed: ``predictions/<dataset>``; see ``helpers.data.predictions``)."""
-    base = ws.predictions(dataset)
-    return base if seed_index == 0 else base / SEEDS_FOLDER / f"seed{seed}"
-
-
-def dataset_channels(ws, dataset: str) -> int:
-    """Image channels of the dataset's prepared arrays (read from its first training case)."""
-    ws = _workspace(ws)
-    splits = load_splits(ws, dataset)
-    if not splits.get("train"):
-        raise ValueError(f"{ws.results(dataset) / 'splits.json'}: the 'train' split is empty")
-    return int(load_prepared(ws, dataset, splits["train"][0]).image.shape[1])
-
-
-def _workspace(ws) -> Workspace:
-    return ws if isinstance(ws, Workspace) else Workspace.at(ws)
-
-
-def _check_models(models) -> list[str]:
-    models = [models] if isinstance(models, str) else list(models)
-    if not models:
-        raise ValueError("models must name at least one model")
-    for name in models:
-        _models.check_model_name(name)
-    return models
-
-
-def _seeds(seed: int, seeds: int) -> list[int]:
-    if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
-        raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
-    return [int(seed) + i for i in range(int(seeds))]
-
-
-def _wants_gpu(device: str | None) -> bool:
-    """Whether grid tasks with this ``device`` must run on a GPU worker (explicit CUDA, or None where the
-    submitting process sees a GPU)."""
-    return default_device().startswith("cuda") if device is None else str(device).startswith("cuda")
-
-
-def _load_split_cases(ws: Workspace, dataset: str, parts: Sequence[str]) -> dict[str, list]:
-    splits = load_splits(ws, dataset)
-    for part in parts:
-        if not splits.get(part):
-            raise ValueError(f"{ws.results(dataset) / 'splits.json'}: the {part!r} split is empty")
-    return {part: [load_prepared(ws, dataset, c) for c in splits[part]] for part in parts}
-
-
-def train_task(workspace, dataset: str, model: str, *, seed: int, seed_index: int = 0,
-               protocol: TrainingProtocol = TrainingProtocol(), num_threads: int | None = None,
-               device: str | None = None) -> dict:
-    """One unit of the training grid: train ``model`` with ``seed`` on the dataset's split (reading the prepared
-    arrays from the workspace) and return its row of ``training_summary.csv`` plus ``up_to_date`` (True when a
-    finished training with this configuration was found and nothing was trained).
-
-    ``num_threads`` None: the task's thread count (:func:`helpers.compute.runtime.task_threads`)."""
-    ws = _workspace(workspace)
-    cases = _load_split_cases(ws, dataset, ("train", "val"))
-    folder = model_folder(ws, dataset, model, seed_index=seed_index, seed=seed)
-    before = _mtime(folder / CHECKPOINT_LAST)
-    result = train_model(
-        model, cases["train"], cases["val"], folder, protocol=protocol, seed=seed,
-        num_threads=num_threads, device=device, progress=False,
-        extra_config={"dataset": dataset},
-    )  # fmt: skip
-    row = {"dataset": dataset, **result.as_row()}
-    row["folder"] = Path(row["folder"]).relative_to(ws.root).as_posix()
-    return {**row, "up_to_date": before is not None and before == _mtime(folder / CHECKPOINT_LAST)}
-
-
-def _mtime(path: Path) -> int | None:
-    return path.stat().st_mtime_ns if path.exists() else None
-
-
-def train_all(
-    ws,
-    dataset: str,
-    protocol: TrainingProtocol = TrainingProtocol(),
-    *,
-    models: Sequence[str] = _models.MODEL_NAMES,
-    seed: int = 0,
-    seeds: int = 1,
-    num_threads: int | None = None,
-    device: str | None = None,
-    scheduler: str | None = None,
-    progress: bool = True,
-) -> pd.DataFrame:
-    """Train every model in ``models`` (and ``seeds`` seeds each) on the dataset's train split under one protocol.
-
-    Each (model, seed) is one task of a grid (:func:`train_task`), run in-process one after another
-    (``scheduler`` None) or on the Dask scheduler at ``scheduler`` (see ``helpers.compute.cluster``); CUDA tasks ask for
-    the resource ``GPU=1``. Reads the split (``results/<dataset>/splits.json``) and the prepared arrays; writes
-    each model's folder (:func:`model_folder`) and ``results/<dataset>/training_summary.csv``; returns that table
-    (one row per model and seed: ``dataset, model, seed, params, best_val_dice, best_epoch, epochs, steps,
-    seconds, images_per_second, stopped_early, device, folder``). Seeds are ``seed, seed + 1, ...,
-    seed + seeds - 1``. Finished trainings with an unchanged configuration are skipped; interrupted ones resume.
-    """
-
-    ws = _workspace(ws)
-    models = _check_models(models)
-    seed_list = _seeds(seed, seeds)
-    splits = load_splits(ws, dataset)
-    for part in ("train", "val"):
-        if not splits.get(part):
-            raise ValueError(f"{ws.results(dataset) / 'splits.json'}: the {part!r} split is empty")
-    tasks = [
-        GridTask(f"{dataset} · {name} · seed {s}", train_task, (str(ws.root), dataset, name),
-                 {"seed": s, "seed_index": index, "protocol": protocol, "num_threads": num_threads,
-                  "device": device}, gpu=_wants_gpu(device))
-        for index, s in enumerate(seed_list) for name in models
-    ]  # fmt: skip
-    rows = run_grid(tasks, scheduler=scheduler, name=f"train {dataset}", progress=progress)
-    summary = pd.DataFrame([{k: v for k, v in row.items() if k != "up_to_date"} for row in rows])
-    write_csv(summary, ws.results(dataset) / "training_summary.csv")
-    return summary
-
-
-def predict_task(workspace, dataset: str, model: str, *, seed: int, seed_index: int = 0,
-                 min_component_voxels: int = 0, save_probabilities: bool = False, image_format: str = "png",
-                 num_threads: int | None = None, device: str | None = None) -> list[dict]:
-    """One unit of the prediction grid: predict every test case with one model and seed (see
-    :func:`predict_all`) and return one row per case."""
-    ws = _workspace(workspace)
-    device = default_device() if device is None else device
-    cases = _load_split_cases(ws, dataset, ("test",))["test"]
-    root = predictions_root(ws, dataset, seed_index=seed_index, seed=seed)
-    folder = model_folder(ws, dataset, model, seed_index=seed_index, seed=seed)
-    rows = []
-    with torch_settings(num_threads=num_threads, deterministic=True):
-        net = load_best_model(folder).to(device)
-        size = read_json(folder / CONFIG)["protocol"]["size"]
-        multiple, min_size = _models.input_multiple(model, size), _models.min_input_size(model, size)
-        for case in cases:
-            stack = predict_stack(net, case.image, multiple=multiple, min_size=min_size, device=device,
-                                  amp=device != "cpu")  # fmt: skip
-            prob = np.asarray(restore(stack, case), dtype=np.float32)
-            kind = getattr(case, "kind", "volume")
-            if kind == "image" and prob.ndim == 3 and prob.shape[0] == 1:
-                prob = prob[0]
-            prob = np.clip(prob, 0.0, 1.0)
-            mask = _predictions.postprocess(prob, threshold=0.5, min_component_voxels=min_component_voxels)
-            path = _predictions.write_prediction(
-                root, model, case.case_id, mask, kind=kind, affine=getattr(case, "affine", None),
-                prob=prob if save_probabilities else None, image_format=image_format,
-            )  # fmt: skip
-            rows.append({"dataset": dataset, "model": model, "seed": seed, "case_id": case.case_id,
-                         "path": path.relative_to(ws.root).as_posix(),
-                         "predicted_voxels": int(mask.sum())})  # fmt: skip
-    return rows
-
-
-def predict_all(
-    ws,
-    dataset: str,
-    *,
-    models: Sequence[str] = _models.MODEL_NAMES,
-    seed: int = 0,
-    seeds: int = 1,
-    min_component_voxels: int = 0,
-    save_probabilities: bool = False,
-    image_format: str = "png",
-    num_threads: int | None = None,
-    device: str | None = None,
-    scheduler: str | None = None,
-    progress: bool = True,
-) -> pd.DataFrame:
-    """Predict every test case with each model's best checkpoint and write it in the dataset's own format.
-
-    Each prepared test stack is predicted slice by slice (:func:`predict_stack`), mapped back to the original grid
-    with ``helpers.data.preprocessing.restore``, then :func:`helpers.data.predictions.postprocess` applies the shared rule
-    (threshold 0.5, remove components smaller than ``min_component_voxels`` original voxels) and
-    :func:`helpers.data.predictions.write_prediction` writes it (NIfTI with the source affine for volumes;
-    ``image_format`` for 2D images). The rule is recorded in ``results/<dataset>/inference.json``. Each (model,
-    seed) is one grid task (:func:`predict_task`), in-process or on the Dask scheduler at ``scheduler``.
-
-    Returns a table with one row per model, seed and case: ``dataset, model, seed, case_id, path,
-    predicted_voxels``.
-    """
-
-    ws = _workspace(ws)
-    models = _check_models(models)
-    seed_list = _seeds(seed, seeds)
-    if not load_splits(ws, dataset).get("test"):
-        raise ValueError(f"{ws.results(dataset) / 'splits.json'}: the 'test' split is empty")
-    tasks = [
-        GridTask(f"{dataset} · predict {name} · seed {s}", predict_task, (str(ws.root), dataset, name),
-                 {"seed": s, "seed_index": index, "min_component_voxels": min_component_voxels,
-                  "save_probabilities": save_probabilities, "image_format": image_format,
-                  "num_threads": num_threads, "device": device}, gpu=_wants_gpu(device))
-        for index, s in enumerate(seed_list) for name in models
-    ]  # fmt: skip
-    # the predictions finish the training section: they overtake other datasets' queued training
-    rows = [row for rows in run_grid(tasks, scheduler=scheduler, name=f"predict {dataset}", progress=progress,
-                                     priority=grid_priority(finishing=True))
-            for row in rows]
-    write_json(
-        {"threshold": 0.5, "threshold_rule": "prob >= 0.5", "min_component_voxels": int(min_component_voxels),
-         "connectivity": "full (ndim)", "grid": "original", "models": models, "seeds": seed_list,
-         "image_format": image_format, "probabilities": bool(save_probabilities)},
-        ws.results(dataset) / "inference.json",
-    )  # fmt: skip
-    return pd.DataFrame(rows)
-
-
-# --------------------------------------------------------------------------------------------- reading and plots
-
-
-def load_histories(ws, dataset: str, *, models: Sequence[str] = _models.MODEL_NAMES, seed: int = 0, seeds: int = 1):
-    """All ``history.csv`` of a dataset as one long table with ``model`` and ``seed`` columns (missing skipped)."""
-    ws = _workspace(ws)
-    frames = []
-    for index, s in enumerate(_seeds(seed, seeds)):
-        for name in _check_models(models):
-            path = model_folder(ws, dataset, name, seed_index=index, seed=s) / HISTORY
-            if path.exists():
-                frame = pd.read_csv(path)
-                frame.insert(0, "seed", s)
-                frame.insert(0, "model", name)
-                frames.append(frame)
-    columns = ["model", "seed", "epoch", "step", "train_loss", "val_dice", "learning_rate", "seconds"]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
-
-
-def plot_training_curves(history: pd.DataFrame, *, metric: str = "train_loss", ax=None):
-    """One line per model (and seed) of ``metric`` (``train_loss`` or ``val_dice``) against the optimiser step."""
-
-    if metric not in ("train_loss", "val_dice", "learning_rate"):
-        raise ValueError(f"metric must be 'train_loss', 'val_dice' or 'learning_rate', got {metric!r}")
-    missing = {"model", "seed", "step", metric} - set(history.columns)
-    if missing:
-        raise ValueError(f"history lacks columns {sorted(missing)}")
-    fig, ax = get_axes(ax)
-    for index, (model, frame) in enumerate(history.groupby("model", sort=False)):
-        for j, (s, run) in enumerate(frame.groupby("seed")):
-            ax.plot(run["step"], run[metric], marker="o", ms=3, color=model_color(model, index),
-                    alpha=1.0 if j == 0 else 0.5, label=model if j == 0 else None)  # fmt: skip
-    ax.set_xlabel("optimiser step")
-    ax.set_ylabel({"train_loss": "training loss (Dice + CE)", "val_dice": "validation Dice",
-                   "learning_rate": "learning rate"}[metric])  # fmt: skip
-    if metric == "val_dice":
-        ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
-    return ax
-
-
-def plot_summary(summary: pd.DataFrame, *, column: str = "best_val_dice", ax=None):
-    """Bar chart of one summary column (e.g. ``best_val_dice``, ``images_per_second``) per model, mean over seeds."""
-
-    if column not in summary.columns:
-        raise ValueError(f"summary has no column {column!r}")
-    fig, ax = get_axes(ax)
-    means = summary.groupby("model", sort=False)[column].mean()
-    ax.bar(range(len(means)), means.to_numpy(), color=[model_color(m, i) for i, m in enumerate(means.index)])
-    ax.set_xticks(range(len(means)), means.index, rotation=20)
-    ax.set_ylabel(column.replace("_", " "))
-    return ax
-
-
-__all__ = [
-    "TrainingProtocol", "TrainingResult", "TrainingState", "train_model", "train_all", "predict_all",
-    "predict_stack", "validation_dice", "load_best_model", "load_histories", "model_folder", "predictions_root",
-    "plot_training_curves", "plot_summary", "data_hash", "dataset_channels",
-]

@@ -5,9 +5,10 @@ This package re-exports the lesion API, so ``from helpers.metrics import lesions
 """
 
 from helpers.metrics.lesions.labels import (
-    label_lesions, lesion_table, LESION_METRICS, evaluate_lesions, evaluate_case_and_lesions, lesion_summary,
-    REFERENCE, FALSE_POSITIVE, QUARTILES, quartile_edges, assign_quartiles, with_quartile_bounds,
+    label_lesions, lesion_table, REFERENCE, FALSE_POSITIVE, QUARTILES, quartile_edges, assign_quartiles,
+    with_quartile_bounds,
 )
+from helpers.metrics.lesions.matching import LESION_METRICS, evaluate_lesions, evaluate_case_and_lesions, lesion_summary
 
 __all__ = [
     "label_lesions", "lesion_table", "LESION_METRICS", "evaluate_lesions", "evaluate_case_and_lesions",
