@@ -23,7 +23,7 @@ from helpers.learning import grid, training
 from helpers.learning.protocol import TrainingProtocol
 from helpers.base.paths import Workspace
 from helpers.data.preprocessing import PreparedCase, save_prepared
-from helpers.data.splits import save_splits
+from helpers.data.splits import Splits, save_splits
 
 ROOT = Path(__file__).resolve().parents[1]
 # Smaller than the smoke profile's training: two models, 3 epochs of 2 steps of 2 patches.
@@ -112,7 +112,7 @@ def _dataset(ws, dataset="wmh"):
     ids = {"train": ["a", "b"], "val": ["c"], "test": ["d", "e"]}
     for i, case_id in enumerate(ids["train"] + ids["val"] + ids["test"]):
         save_prepared(ws, dataset, _case(case_id, seed=i))
-    save_splits(ws, dataset, ids)
+    save_splits(ws, dataset, Splits(**ids))
 
 
 def _worker_env():
@@ -224,7 +224,7 @@ def test_training_grid_on_two_workers_equals_the_in_process_run(tmp_path, dask_c
     # a rerun finds every task up to date: no checkpoint is rewritten
     last = {m: grid.model_folder(ws, "wmh", m) / training.CHECKPOINT_LAST for m in MODELS}
     before = {m: p.stat().st_mtime_ns for m, p in last.items()}
-    tasks = [cluster.GridTask(f"wmh · {m} · seed 0", grid.train_task, (str(ws.root), "wmh", m),
+    tasks = [cluster.GridTask(f"wmh · {m} · seed 0", grid.train_task, (ws, "wmh", m),
                               {"seed": 0, "protocol": TINY}) for m in MODELS]
     rows = cluster.run_grid(tasks, scheduler=dask_cluster.address)
     assert [r["up_to_date"] for r in rows] == [True, True]
@@ -238,7 +238,7 @@ def test_an_interrupted_grid_resumes_without_redoing_finished_tasks(tmp_path, da
     # "interrupted": only the first seed's tasks ran before the stop
     grid.train_all(ws, "wmh", TINY, models=MODELS, seed=0, seeds=1, scheduler=dask_cluster.address)
     first = {m: (grid.model_folder(ws, "wmh", m) / training.CHECKPOINT_LAST).stat().st_mtime_ns for m in MODELS}
-    tasks = [cluster.GridTask(f"wmh · {m} · seed {s}", grid.train_task, (str(ws.root), "wmh", m),
+    tasks = [cluster.GridTask(f"wmh · {m} · seed {s}", grid.train_task, (ws, "wmh", m),
                               {"seed": s, "seed_index": s, "protocol": TINY}) for s in (0, 1) for m in MODELS]
     rows = cluster.run_grid(tasks, scheduler=dask_cluster.address)
     assert [r["up_to_date"] for r in rows] == [True, True, False, False]
@@ -252,9 +252,9 @@ def test_an_interrupted_grid_resumes_without_redoing_finished_tasks(tmp_path, da
 def test_a_failing_task_stops_the_grid_naming_it_and_keeps_earlier_results(tmp_path, dask_cluster):
     ws = Workspace.at(tmp_path)
     _dataset(ws)
-    tasks = [cluster.GridTask("wmh · unet · seed 0", grid.train_task, (str(ws.root), "wmh", "unet"),
+    tasks = [cluster.GridTask("wmh · unet · seed 0", grid.train_task, (ws, "wmh", "unet"),
                               {"seed": 0, "protocol": TINY}),
-             cluster.GridTask("wmh · broken · seed 0", grid.train_task, (str(ws.root), "wmh", "broken"),
+             cluster.GridTask("wmh · broken · seed 0", grid.train_task, (ws, "wmh", "broken"),
                               {"seed": 0, "protocol": TINY}, after=("wmh · unet · seed 0",))]
     # (the failing task runs on a worker: its function must be importable there, hence a bad model name)
     with pytest.raises(cluster.GridError,
@@ -479,7 +479,7 @@ def test_predictions_run_one_above_the_training_of_their_section(tmp_path, monke
         return [[] for _ in tasks]
 
     monkeypatch.setattr(grid, "run_grid", fake_run_grid)
-    monkeypatch.setattr(grid, "load_splits", lambda ws, dataset: {"test": ["c"]})
+    monkeypatch.setattr(grid, "load_splits", lambda ws, dataset: Splits(train=["a"], val=["b"], test=["c"]))
     monkeypatch.setenv(cluster.PRIORITY_ENV, "6")
     grid.predict_all(ws, "wmh", models=["unet"], scheduler="tcp://nowhere:1")
     assert seen == {"predict wmh": 7}

@@ -66,8 +66,9 @@ def test_titles_and_modalities_come_from_the_registry():
 
 def test_display_names_come_from_the_registry_never_from_upper_casing_the_key():
     assert [datasets.display_name(n) for n in datasets.DATASETS] == ["WMH", "LiTS", "IDRiD"]
-    with pytest.raises(ValueError, match="dataset must be one of"):
-        datasets.display_name("LITS")
+    assert datasets.display_name("Dataset501_Brain") == "Dataset501_Brain"  # a user's dataset keeps its name
+    with pytest.raises(TypeError, match="dataset name must be a non-empty string, got None"):
+        datasets.display_name(None)
     offenders = [f"{path.relative_to(SRC)}:{node.lineno}" for path in sorted(SRC.rglob("*.py"))
                  for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
                  if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "upper"]

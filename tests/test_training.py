@@ -12,7 +12,7 @@ from helpers.learning import grid, training
 from helpers.learning.protocol import Sampler, TrainingProtocol, data_hash
 from helpers.base.paths import Workspace
 from helpers.data.preprocessing import PreparedCase, save_prepared
-from helpers.data.splits import save_splits
+from helpers.data.splits import Splits, save_splits
 
 TINY = TrainingProtocol(size="smoke", epochs=2, steps_per_epoch=1, batch_size=2, patch_size=64)
 
@@ -39,7 +39,7 @@ def _dataset(ws, dataset="wmh", *, kind="volume", channels=1):
     ids = {"train": ["a", "b"], "val": ["c"], "test": ["d", "e"]}
     for i, case_id in enumerate(ids["train"] + ids["val"] + ids["test"]):
         save_prepared(ws, dataset, _case(case_id, seed=i, kind=kind, channels=channels, ignore=case_id == "a"))
-    save_splits(ws, dataset, ids)
+    save_splits(ws, dataset, Splits(**ids))
     return ids
 
 

@@ -18,6 +18,7 @@ from helpers.analysis.units import (
     LESION_COLUMNS, LESION_SETS, MIN_LESIONS, PRIMARY_LESION_SET, aggregate, as_bool, check_columns, lesion_set_units,
 )
 from helpers.base.io import read_json
+from helpers.data.datasets import display_name
 from helpers.evaluation import read_tables
 from helpers.metrics.lesions import REFERENCE
 
@@ -139,14 +140,14 @@ def findings(pattern: pd.DataFrame, agreement: pd.DataFrame, robustness: pd.Data
         s = sub.set_index("setting")
         if not {"overall", "Q1"} <= set(s.index):
             missing = " and ".join(sorted({"overall", "Q1"} - set(s.index)))
-            out.append(f"**{dataset.upper()}**: no spread among the top models in {missing}: too few lesions in "
+            out.append(f"**{display_name(dataset)}**: no spread among the top models in {missing}: too few lesions in "
                        f"the common set to rank the models there.")
             continue
         d_all, d_q1 = s.at["overall", "dice_spread"], s.at["Q1", "dice_spread"]
         h_all, h_q1 = s.at["overall", "hd95_spread_percent"], s.at["Q1", "hd95_spread_percent"]
         widened = np.isfinite(h_all) and np.isfinite(h_q1) and h_q1 > h_all
         out.append(
-            f"**{dataset.upper()}**: among the top models by Dice, the Dice spread is {_fmt(d_all)} on the full test "
+            f"**{display_name(dataset)}**: among the top models by Dice, the Dice spread is {_fmt(d_all)} on the full test "
             f"set and {_fmt(d_q1)} in Q1; the HD95 relative spread is {_fmt(h_all, 1)} % overall and "
             f"{_fmt(h_q1, 1)} % in Q1 — the boundary spread {'widens' if widened else 'does not widen'} on the "
             f"smallest lesions (paper: 14.7 % → 41.3 %)."
@@ -161,7 +162,7 @@ def findings(pattern: pd.DataFrame, agreement: pd.DataFrame, robustness: pd.Data
             + (" (paper: 2 of 3 for HD95)." if row.metric == "hd95" else ".")
         )
     if common_counts is not None and len(common_counts):
-        parts = ", ".join(f"{r.dataset.upper()} {int(r.n)}" for r in common_counts.itertuples())
+        parts = ", ".join(f"{display_name(r.dataset)} {int(r.n)}" for r in common_counts.itertuples())
         out.append(f"Q1 lesions detected by every model (the common set the boundary comparison rests on): {parts}.")
     if robustness is not None and len(robustness):
         q1 = robustness[robustness["stratum"] == "Q1"]

@@ -145,9 +145,12 @@ def get(name) -> Dataset:
     return REGISTRY[name]
 
 
-def display_name(name) -> str:
-    """The display name of dataset ``name`` (``"lits"`` -> ``"LiTS"``); error naming the known datasets otherwise."""
-    return get(name).display
+def display_name(name: str) -> str:
+    """The name a reader sees for dataset ``name``: the registry's display name (``"lits"`` -> ``"LiTS"``), and any
+    other dataset (a user's, evaluated from its own folder) by the name it was given."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"dataset name must be a non-empty string, got {name!r}")
+    return REGISTRY[name].display if name in REGISTRY else name
 
 
 def loader_options(name: str, mapping=None) -> LoaderOptions:

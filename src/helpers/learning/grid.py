@@ -51,15 +51,8 @@ def predictions_root(ws: Workspace, dataset: str, *, seed_index: int = 0, seed: 
 
 def dataset_channels(ws, dataset: str) -> int:
     """Image channels of the dataset's prepared arrays (read from its first training case)."""
-    ws = _workspace(ws)
-    splits = load_splits(ws, dataset)
-    if not splits.get("train"):
-        raise ValueError(f"{ws.results(dataset) / 'splits.json'}: the 'train' split is empty")
-    return int(load_prepared(ws, dataset, splits["train"][0]).image.shape[1])
-
-
-def _workspace(ws) -> Workspace:
-    return ws if isinstance(ws, Workspace) else Workspace.at(ws)
+    ws = Workspace.at(ws)
+    return int(load_prepared(ws, dataset, load_splits(ws, dataset).train[0]).image.shape[1])
 
 
 def _check_models(models) -> list[str]:
@@ -84,11 +77,8 @@ def _wants_gpu(device: str | None) -> bool:
 
 
 def _load_split_cases(ws: Workspace, dataset: str, parts: Sequence[str]) -> dict[str, list]:
-    splits = load_splits(ws, dataset)
-    for part in parts:
-        if not splits.get(part):
-            raise ValueError(f"{ws.results(dataset) / 'splits.json'}: the {part!r} split is empty")
-    return {part: [load_prepared(ws, dataset, c) for c in splits[part]] for part in parts}
+    splits = load_splits(ws, dataset)  # a Splits record: no split is empty
+    return {part: [load_prepared(ws, dataset, c) for c in splits.ids(part)] for part in parts}
 
 
 def train_task(workspace, dataset: str, model: str, *, seed: int, seed_index: int = 0,
@@ -99,7 +89,7 @@ def train_task(workspace, dataset: str, model: str, *, seed: int, seed_index: in
     finished training with this configuration was found and nothing was trained).
 
     ``num_threads`` None: the task's thread count (:func:`helpers.compute.runtime.task_threads`)."""
-    ws = _workspace(workspace)
+    ws = Workspace.at(workspace)
     cases = _load_split_cases(ws, dataset, ("train", "val"))
     folder = model_folder(ws, dataset, model, seed_index=seed_index, seed=seed)
     before = _mtime(folder / CHECKPOINT_LAST)
@@ -141,15 +131,12 @@ def train_all(
     seed + seeds - 1``. Finished trainings with an unchanged configuration are skipped; interrupted ones resume.
     """
 
-    ws = _workspace(ws)
+    ws = Workspace.at(ws)
     models = _check_models(models)
     seed_list = _seeds(seed, seeds)
-    splits = load_splits(ws, dataset)
-    for part in ("train", "val"):
-        if not splits.get(part):
-            raise ValueError(f"{ws.results(dataset) / 'splits.json'}: the {part!r} split is empty")
+    load_splits(ws, dataset)  # fails here, naming the file, when the data section has not run
     tasks = [
-        GridTask(f"{dataset} · {name} · seed {s}", train_task, (str(ws.root), dataset, name),
+        GridTask(f"{dataset} · {name} · seed {s}", train_task, (ws, dataset, name),
                  {"seed": s, "seed_index": index, "protocol": protocol, "num_threads": num_threads,
                   "device": device}, gpu=_wants_gpu(device))
         for index, s in enumerate(seed_list) for name in models
@@ -165,7 +152,7 @@ def predict_task(workspace, dataset: str, model: str, *, seed: int, seed_index: 
                  num_threads: int | None = None, device: str | None = None) -> list[dict]:
     """One unit of the prediction grid: predict every test case with one model and seed (see
     :func:`predict_all`) and return one row per case."""
-    ws = _workspace(workspace)
+    ws = Workspace.at(workspace)
     device = default_device() if device is None else device
     cases = _load_split_cases(ws, dataset, ("test",))["test"]
     root = predictions_root(ws, dataset, seed_index=seed_index, seed=seed)
@@ -223,13 +210,12 @@ def predict_all(
     predicted_voxels``.
     """
 
-    ws = _workspace(ws)
+    ws = Workspace.at(ws)
     models = _check_models(models)
     seed_list = _seeds(seed, seeds)
-    if not load_splits(ws, dataset).get("test"):
-        raise ValueError(f"{ws.results(dataset) / 'splits.json'}: the 'test' split is empty")
+    load_splits(ws, dataset)  # fails here, naming the file, when the data section has not run
     tasks = [
-        GridTask(f"{dataset} · predict {name} · seed {s}", predict_task, (str(ws.root), dataset, name),
+        GridTask(f"{dataset} · predict {name} · seed {s}", predict_task, (ws, dataset, name),
                  {"seed": s, "seed_index": index, "min_component_voxels": min_component_voxels,
                   "save_probabilities": save_probabilities, "image_format": image_format,
                   "num_threads": num_threads, "device": device}, gpu=_wants_gpu(device))
@@ -253,7 +239,7 @@ def predict_all(
 
 def load_histories(ws, dataset: str, *, models: Sequence[str] = _models.MODEL_NAMES, seed: int = 0, seeds: int = 1):
     """All ``history.csv`` of a dataset as one long table with ``model`` and ``seed`` columns (missing skipped)."""
-    ws = _workspace(ws)
+    ws = Workspace.at(ws)
     frames = []
     for index, s in enumerate(_seeds(seed, seeds)):
         for name in _check_models(models):
