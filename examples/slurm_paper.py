@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the job script and submit nothing")
     args = parser.parse_args(argv)
 
-    from helpers.runner import cli as study
+    from helpers.runner import errors, running
 
     cluster = make_cluster(queue=args.queue, account=args.account, cores=args.cores, memory=args.memory,
                            walltime=args.walltime, python=args.python)
@@ -84,8 +84,8 @@ def main(argv=None) -> int:
         if args.dry_run:
             return 0
         cluster.scale(jobs=args.jobs)
-        study.run(args.profile, workspace=args.workspace, scheduler=cluster.scheduler_address)
-    except study.StudyError as err:
+        running.run(args.profile, workspace=args.workspace, scheduler=cluster.scheduler_address)
+    except errors.StudyError as err:
         print(f"study: error: {err}", file=sys.stderr)
         return 1
     finally:

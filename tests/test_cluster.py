@@ -426,27 +426,27 @@ def test_slurm_recipe_renders_a_gpu_job_script_without_submitting():
 
 
 def test_section_dependencies_let_datasets_run_side_by_side():
-    from helpers.runner import cli as study
+    from helpers.runner import plan, scheduling, sections
 
     def task(name, dataset, **params):
-        section = study.SECTION_BY_NAME[name]
-        return study.Task(section, dataset if section.scope == "dataset" else section.dataset, params, "test")
+        section = sections.SECTION_BY_NAME[name]
+        return plan.Task(section, dataset if section.scope == "dataset" else section.dataset, params, "test")
 
     tasks = [task("metric_definitions", "study"), task("data", "wmh"), task("training", "wmh"),
              task("data", "lits"), task("training", "lits"), task("evaluation", "lits"),
              task("cross_dataset", "study", datasets=["wmh", "lits"]), task("small_data", "study")]
-    deps = study.section_dependencies(tasks)
+    deps = scheduling.section_dependencies(tasks)
     # by hand from Section.depends: training <- data; evaluation <- data, training; cross_dataset <- data and
     # evaluation of both datasets (wmh's evaluation is not in this plan); metric definitions and small data: none
     assert deps == {0: set(), 1: set(), 2: {1}, 3: set(), 4: {3}, 5: {3, 4}, 6: {1, 3, 5}, 7: set()}
 
 
 def test_section_priorities_count_the_sections_waiting_downstream():
-    from helpers.runner import cli as study
+    from helpers.runner import plan, scheduling, sections
 
     def task(name, dataset, **params):
-        section = study.SECTION_BY_NAME[name]
-        return study.Task(section, dataset if section.scope == "dataset" else section.dataset, params, "test")
+        section = sections.SECTION_BY_NAME[name]
+        return plan.Task(section, dataset if section.scope == "dataset" else section.dataset, params, "test")
 
     tasks = [task("metric_definitions", "study"), task("data", "wmh"), task("training", "wmh"),
              task("data", "lits"), task("training", "lits"), task("evaluation", "lits"),
@@ -454,7 +454,7 @@ def test_section_priorities_count_the_sections_waiting_downstream():
     # by hand from the dependencies above: lits data <- lits training, lits evaluation, cross_dataset (3);
     # wmh data <- wmh training, cross_dataset (2); lits training <- lits evaluation <- cross_dataset (2, 1);
     # nothing waits for wmh training here (its evaluation is not in the plan), cross_dataset or small data
-    assert study.section_priorities(tasks) == {0: 0, 1: 2, 2: 0, 3: 3, 4: 2, 5: 1, 6: 0, 7: 0}
+    assert scheduling.section_priorities(tasks) == {0: 0, 1: 2, 2: 0, 3: 3, 4: 2, 5: 1, 6: 0, 7: 0}
 
 
 def test_grid_priority_comes_from_the_environment(monkeypatch):
@@ -502,16 +502,16 @@ def test_local_workers_and_later_processes_run_without_a_malloc_trim_threshold(m
 
 
 def test_command_line_takes_scheduler_and_workers(monkeypatch):
-    from helpers.runner import cli as study
+    from helpers.runner import cli
 
     seen = {}
-    monkeypatch.setattr(study, "run", lambda profile, **kw: seen.update(kw))
-    assert study.main(["run", "--profile", "smoke", "--scheduler", "none", "--workers", "3", "--no-book"]) == 0
+    monkeypatch.setattr(cli, "run", lambda profile, **kw: seen.update(kw))
+    assert cli.main(["run", "--profile", "smoke", "--scheduler", "none", "--workers", "3", "--no-book"]) == 0
     assert seen["scheduler"] == "none" and seen["workers"] == 3
-    assert study.main(["run", "--profile", "smoke"]) == 0
+    assert cli.main(["run", "--profile", "smoke"]) == 0
     assert seen["scheduler"] == "local" and seen["workers"] is None
     with pytest.raises(SystemExit):
-        study.main(["run", "--workers", "0"])
+        cli.main(["run", "--workers", "0"])
 
 
 def test_a_scheduler_that_cannot_be_reached_is_named():
@@ -530,12 +530,12 @@ def test_runner_on_a_local_cluster_runs_both_datasets_and_passes_the_address(tmp
     import nbformat
     import yaml
 
-    from helpers.runner import cli as study
+    from helpers.runner import running, sections
 
     (tmp_path / "_config.yml").write_text("title: test\n")
     (tmp_path / "profiles").mkdir()
     (tmp_path / "notebooks").mkdir()
-    for section in study.SECTIONS:
+    for section in sections.SECTIONS:
         nb = nbformat.v4.new_notebook()
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         extra = 'datasets = ["wmh"]\n' if section.name == "cross_dataset" else ""
@@ -554,21 +554,21 @@ def test_runner_on_a_local_cluster_runs_both_datasets_and_passes_the_address(tmp
     monkeypatch.setenv("HONEST_PROJECT_ROOT", str(tmp_path))
     monkeypatch.chdir(tmp_path)
     out = io.StringIO()
-    report = study.run("t", workspace="ws", book=False, scheduler="local", workers=2, out=out)
+    report = running.run("t", workspace="ws", book=False, scheduler="local", workers=2, out=out)
     assert sorted(report.executed) == sorted(f"{d} · {s.name}" for d in ("wmh", "lits")
-                                             for s in study.DATASET_SECTIONS)
+                                             for s in sections.DATASET_SECTIONS)
     text = out.getvalue()
     assert "dask: local cluster tcp://127.0.0.1:" in text and "2 workers x 1 torch threads" in text
     assert "dashboard http" in text
     for dataset in ("wmh", "lits"):
         stamp = {s.name: int((tmp_path / "ws" / "results" / dataset / f"{s.name}.txt").read_text().split()[0])
-                 for s in study.DATASET_SECTIONS}
-        for section in study.DATASET_SECTIONS:  # every section after the sections it depends on
+                 for s in sections.DATASET_SECTIONS}
+        for section in sections.DATASET_SECTIONS:  # every section after the sections it depends on
             assert all(stamp[dep] < stamp[section.name] for dep in section.depends), section.name
         address = (tmp_path / "ws" / "results" / dataset / "training.txt").read_text().split()[1]
         assert address.startswith("tcp://127.0.0.1:")
     # the address is not part of a section's key: a rerun (new cluster, new address) executes nothing
-    assert study.run("t", workspace="ws", book=False, scheduler="local", workers=2, out=io.StringIO()).executed == []
+    assert running.run("t", workspace="ws", book=False, scheduler="local", workers=2, out=io.StringIO()).executed == []
     # clients and sockets of the concurrently executed sections go to the garbage collector: collect them here, where
     # their ResourceWarnings are ignored, not in a later test
     gc.collect()
@@ -581,12 +581,12 @@ def _tiny_project(root, training_body: str, *, datasets=("wmh", "lits")):
     import nbformat
     import yaml
 
-    from helpers.runner import cli as study
+    from helpers.runner import sections
 
     (root / "_config.yml").write_text("title: test\n")
     (root / "profiles").mkdir()
     (root / "notebooks").mkdir()
-    for section in study.SECTIONS:
+    for section in sections.SECTIONS:
         nb = nbformat.v4.new_notebook()
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         extra = 'datasets = ["wmh"]\n' if section.name == "cross_dataset" else ""
@@ -610,7 +610,7 @@ def test_a_section_waiting_for_its_grid_does_not_block_a_runnable_section(tmp_pa
     worker. (Before, sections were capped at the number of workers: the second training section started only
     after the first had finished.)"""
 
-    from helpers.runner import cli as study
+    from helpers.runner import running, sections
 
     _tiny_project(tmp_path, (
         "import time\nfrom helpers import cluster, io\nfrom helpers.base.paths import Workspace\n"
@@ -621,9 +621,9 @@ def test_a_section_waiting_for_its_grid_does_not_block_a_runnable_section(tmp_pa
     monkeypatch.setenv("HONEST_PROJECT_ROOT", str(tmp_path))
     monkeypatch.chdir(tmp_path)
     out = io.StringIO()
-    report = study.run("t", workspace="ws", book=False, scheduler="local", workers=1, out=out)
+    report = running.run("t", workspace="ws", book=False, scheduler="local", workers=1, out=out)
     assert sorted(report.executed) == sorted(f"{d} · {s.name}" for d in ("wmh", "lits")
-                                             for s in study.DATASET_SECTIONS)
+                                             for s in sections.DATASET_SECTIONS)
     span = {d: [float(x) for x in (tmp_path / "ws" / "results" / d / "training.txt").read_text().split()]
             for d in ("wmh", "lits")}
     (wmh_start, wmh_end), (lits_start, lits_end) = span["wmh"], span["lits"]

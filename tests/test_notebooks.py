@@ -9,21 +9,21 @@ import nbformat
 import papermill
 import pytest
 
-from helpers.runner import cli as study
+from helpers.runner import plan, profiles, sections
 from helpers.base.paths import project_root
 
 NOTEBOOKS = sorted((project_root() / "notebooks").glob("*.ipynb"))
 
 
 def test_every_section_has_its_notebook_and_nothing_else_is_there():
-    assert sorted(p.name for p in NOTEBOOKS) == sorted(s.notebook for s in study.SECTIONS)
+    assert sorted(p.name for p in NOTEBOOKS) == sorted(s.notebook for s in sections.SECTIONS)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_parameters_have_the_nbval_defaults(path):
     declared = papermill.inspect_notebook(str(path))
-    section = next(s for s in study.SECTIONS if s.notebook == path.name)
-    assert set(study.RUNNER_PARAMETERS) <= set(declared)
+    section = next(s for s in sections.SECTIONS if s.notebook == path.name)
+    assert set(sections.RUNNER_PARAMETERS) <= set(declared)
     assert declared["profile"]["default"] == '"smoke"'
     assert declared["workspace"]["default"] == '"build/nbval"'
     expected = '"wmh"' if section.scope == "dataset" else f'"{section.dataset}"'
@@ -85,10 +85,10 @@ def test_a_notebook_with_a_scheduler_hands_it_to_its_grids_not_to_the_context(pa
 
 @pytest.mark.parametrize("profile", ["smoke", "default", "paper"])
 def test_profiles_validate_against_the_notebooks(profile):
-    prof, path = study.load_profile(profile)
-    tasks = study.plan(prof, path, ".")
+    prof, path = profiles.load_profile(profile)
+    tasks = plan.plan(prof, path, ".")
     names = [(t.dataset, t.section.name) for t in tasks]
     # every dataset runs every per-dataset section, then the chapters across datasets
     for dataset in prof["datasets"]:
-        assert [s for d, s in names if d == dataset] == [s.name for s in study.DATASET_SECTIONS]
+        assert [s for d, s in names if d == dataset] == [s.name for s in sections.DATASET_SECTIONS]
     assert names[-1] == ("small_data", "small_data")

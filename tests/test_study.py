@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from helpers.data import datasets
-from helpers.runner import cli as study
+from helpers.runner import cli, errors, execution, lock, plan, running, sections
 from helpers.base.paths import Workspace
 
 pytestmark = pytest.mark.slow
@@ -29,7 +29,7 @@ def _notebook(extra_params: str = "") -> nbformat.NotebookNode:
     body = nbformat.v4.new_code_cell(
         "import pathlib, time\n"
         "from helpers.base.paths import Workspace\n"
-        "from helpers import io\n"
+        "from helpers.base import io\n"
         "if fail:\n"
         "    raise ValueError('planted failure')\n"
         ""
@@ -45,14 +45,14 @@ def project(tmp_path, monkeypatch):
     (tmp_path / "_config.yml").write_text("title: test\n")
     (tmp_path / "profiles").mkdir()
     (tmp_path / "notebooks").mkdir()
-    for section in study.SECTIONS:
+    for section in sections.SECTIONS:
         nb = _notebook('datasets = ["wmh"]\n' if section.name == "cross_dataset" else "")
         nb.cells[2].source = nb.cells[2].source.replace("{SECTION}", section.name)
         nbformat.write(nb, tmp_path / "notebooks" / section.notebook)
     monkeypatch.setenv("HONEST_PROJECT_ROOT", str(tmp_path))
     monkeypatch.chdir(tmp_path)
     # the package's source is part of every key; pin it so that only what a test changes counts
-    monkeypatch.setattr(study, "code_hash", lambda: "code-v1")
+    monkeypatch.setattr(plan, "code_hash", lambda: "code-v1")
     return tmp_path
 
 
@@ -70,17 +70,17 @@ def result(root, dataset: str, section: str) -> str:
 
 def test_repeated_run_executes_nothing_and_one_parameter_reruns_only_its_dependents(project):
     name = write_profile(project, BASE)
-    first = study.run(name, workspace="ws", book=False)
-    assert len(first.executed) == 2 * len(study.DATASET_SECTIONS) and first.skipped == []
-    before = {d: {s.name: result(project, d, s.name) for s in study.DATASET_SECTIONS} for d in ("wmh", "lits")}
+    first = running.run(name, workspace="ws", book=False)
+    assert len(first.executed) == 2 * len(sections.DATASET_SECTIONS) and first.skipped == []
+    before = {d: {s.name: result(project, d, s.name) for s in sections.DATASET_SECTIONS} for d in ("wmh", "lits")}
 
-    again = study.run(name, workspace="ws", book=False)
+    again = running.run(name, workspace="ws", book=False)
     assert again.executed == []
     assert len(again.skipped) == len(first.executed)
 
     changed = {**BASE, "datasets": {"wmh": {}, "lits": {"stratification": {"value": 2}}}}
     write_profile(project, changed)
-    third = study.run(name, workspace="ws", book=False)
+    third = running.run(name, workspace="ws", book=False)
     # stratification feeds reversals, bootstrap and qualitative; nothing upstream and nothing of wmh re-runs
     assert third.executed == ["lits · stratification", "lits · reversals", "lits · bootstrap", "lits · qualitative"]
     assert result(project, "lits", "stratification").startswith("2 ")
@@ -90,31 +90,31 @@ def test_repeated_run_executes_nothing_and_one_parameter_reruns_only_its_depende
 
 def test_changed_code_or_notebook_source_makes_sections_out_of_date(project, monkeypatch):
     name = write_profile(project, {**BASE, "datasets": {"wmh": {}}})
-    study.run(name, workspace="ws", book=False)
+    running.run(name, workspace="ws", book=False)
     nb = nbformat.read(project / "notebooks" / "06_bootstrap.ipynb", as_version=4)
     nb.cells[0].source += "\n\nA new sentence."
     nbformat.write(nb, project / "notebooks" / "06_bootstrap.ipynb")
-    assert study.run(name, workspace="ws", book=False).executed == ["wmh · bootstrap"]
+    assert running.run(name, workspace="ws", book=False).executed == ["wmh · bootstrap"]
     nb.cells[2].outputs = [nbformat.v4.new_output("stream", name="stdout", text="outputs do not count")]
     nbformat.write(nb, project / "notebooks" / "06_bootstrap.ipynb")
-    assert study.run(name, workspace="ws", book=False).executed == []
-    monkeypatch.setattr(study, "code_hash", lambda: "code-v2")
-    assert len(study.run(name, workspace="ws", book=False).executed) == len(study.DATASET_SECTIONS)
+    assert running.run(name, workspace="ws", book=False).executed == []
+    monkeypatch.setattr(plan, "code_hash", lambda: "code-v2")
+    assert len(running.run(name, workspace="ws", book=False).executed) == len(sections.DATASET_SECTIONS)
 
 
 def test_unknown_parameter_is_rejected_naming_profile_and_notebook(project):
     name = write_profile(project, {**BASE, "datasets": {"wmh": {"training": {"epochz": 3}}}})
-    with pytest.raises(study.StudyError, match=r"t\.yaml.*unknown parameter\(s\) \['epochz'\].*02_training\.ipynb"):
-        study.run(name, workspace="ws", book=False)
+    with pytest.raises(errors.StudyError, match=r"t\.yaml.*unknown parameter\(s\) \['epochz'\].*02_training\.ipynb"):
+        running.run(name, workspace="ws", book=False)
 
 
 def test_unknown_section_and_dataset_are_rejected(project):
     name = write_profile(project, {**BASE, "sections": {"trainnig": {}}})
-    with pytest.raises(study.StudyError, match="unknown section 'trainnig' under 'sections'"):
-        study.run(name, workspace="ws", book=False)
+    with pytest.raises(errors.StudyError, match="unknown section 'trainnig' under 'sections'"):
+        running.run(name, workspace="ws", book=False)
     name = write_profile(project, {**BASE, "datasets": {"brats": {}}})
-    with pytest.raises(study.StudyError, match="unknown dataset 'brats'"):
-        study.run(name, workspace="ws", book=False)
+    with pytest.raises(errors.StudyError, match="unknown dataset 'brats'"):
+        running.run(name, workspace="ws", book=False)
 
 
 def test_missing_required_parameter_is_rejected(project):
@@ -122,27 +122,27 @@ def test_missing_required_parameter_is_rejected(project):
     nb.cells[2].source = nb.cells[2].source.replace("{SECTION}", "data")
     nbformat.write(nb, project / "notebooks" / "01_data.ipynb")
     name = write_profile(project, BASE)
-    with pytest.raises(study.StudyError, match=r"missing required parameter\(s\) \['data_root'\].*01_data\.ipynb"):
-        study.run(name, workspace="ws", book=False)
+    with pytest.raises(errors.StudyError, match=r"missing required parameter\(s\) \['data_root'\].*01_data\.ipynb"):
+        running.run(name, workspace="ws", book=False)
 
 
 def test_missing_notebook_is_named(project):
     (project / "notebooks" / "03_evaluation.ipynb").unlink()
     name = write_profile(project, BASE)
-    with pytest.raises(study.StudyError, match=r"notebook notebooks/03_evaluation\.ipynb not found"):
-        study.run(name, workspace="ws", book=False)
+    with pytest.raises(errors.StudyError, match=r"notebook notebooks/03_evaluation\.ipynb not found"):
+        running.run(name, workspace="ws", book=False)
 
 
 def test_missing_profile_lists_the_available_ones(project):
     write_profile(project, BASE, name="smoke")
-    with pytest.raises(study.StudyError, match=r"profile 'nope'.*not found \(available: smoke\)"):
-        study.run("nope", workspace="ws", book=False)
+    with pytest.raises(errors.StudyError, match=r"profile 'nope'.*not found \(available: smoke\)"):
+        running.run("nope", workspace="ws", book=False)
 
 
 def test_failing_cell_is_reported_and_earlier_results_stay_then_the_run_resumes(project):
     name = write_profile(project, {**BASE, "datasets": {"wmh": {}, "lits": {"reversals": {"fail": True}}}})
-    with pytest.raises(study.StudyError) as info:
-        study.run(name, workspace="ws", book=False)
+    with pytest.raises(errors.StudyError) as info:
+        running.run(name, workspace="ws", book=False)
     message = str(info.value)
     assert "notebooks/05_reversals.ipynb failed for dataset 'lits' in cell 3 (`import pathlib, time`)" in message
     assert "ValueError: planted failure" in message
@@ -153,7 +153,7 @@ def test_failing_cell_is_reported_and_earlier_results_stay_then_the_run_resumes(
     assert not (ws.results("lits") / "reversals.txt").exists()
 
     write_profile(project, BASE)
-    resumed = study.run(name, workspace="ws", book=False)
+    resumed = running.run(name, workspace="ws", book=False)
     assert resumed.executed == ["lits · reversals", "lits · bootstrap", "lits · qualitative"]
     assert {s: result(project, "lits", s) for s in kept} == kept
     assert not (ws.executed("lits") / "05_reversals.failed.ipynb").exists()
@@ -161,12 +161,12 @@ def test_failing_cell_is_reported_and_earlier_results_stay_then_the_run_resumes(
 
 def test_toc_has_one_part_per_dataset_and_only_existing_chapters(project):
     name = write_profile(project, {**BASE, "datasets": {"wmh": {}}, "study": {"cross_dataset": {"datasets": ["wmh"]}}})
-    study.run(name, workspace="ws", book=False)
+    running.run(name, workspace="ws", book=False)
     toc = yaml.safe_load((project / "ws" / "_toc.yml").read_text())
     captions = [p["caption"] for p in toc["parts"]]
     assert captions == ["The study", datasets.get("wmh").caption, "Across datasets", "Reproducibility"]
     wmh = toc["parts"][1]["chapters"]
-    assert [c["file"] for c in wmh] == [f"ws/book/executed/wmh/{s.notebook[:-6]}" for s in study.DATASET_SECTIONS]
+    assert [c["file"] for c in wmh] == [f"ws/book/executed/wmh/{s.notebook[:-6]}" for s in sections.DATASET_SECTIONS]
     stamp = json.loads((project / "ws" / "results" / ".stamps" / "wmh" / "data.json").read_text())
     assert stamp["params"]["workspace"] == "ws" and stamp["params"]["dataset"] == "wmh"
 
@@ -185,7 +185,7 @@ def _sleepy_training(project) -> None:
     """A training notebook that marks its start, then sleeps ``sleep`` seconds before writing its result."""
     nb = _notebook("sleep = 0\n")
     nb.cells[2].source = (
-        "import pathlib, time\nfrom helpers.base.paths import Workspace\nfrom helpers import io\n"
+        "import pathlib, time\nfrom helpers.base.paths import Workspace\nfrom helpers.base import io\n"
         "io.write_text(Workspace.at(workspace).results(dataset) / 'training.started', 'x')\n"
         "time.sleep(sleep)\n"
         "io.write_text(Workspace.at(workspace).results(dataset) / 'training.txt', f'{value}')\n")
@@ -203,21 +203,21 @@ def test_run_rerun_and_book_in_a_workspace_outside_the_clone(tmp_path, monkeypat
     (project / "book").mkdir()
     for page, text in BOOK_PAGES.items():
         (project / "book" / page).write_text(text)
-    for section in study.SECTIONS:
+    for section in sections.SECTIONS:
         nb = _notebook('datasets = ["wmh"]\n' if section.name == "cross_dataset" else "")
         nb.cells[2].source = nb.cells[2].source.replace("{SECTION}", section.name)
         nbformat.write(nb, project / "notebooks" / section.notebook)
     monkeypatch.setenv("HONEST_PROJECT_ROOT", str(project))
-    monkeypatch.setattr(study, "code_hash", lambda: "code-v1")
+    monkeypatch.setattr(plan, "code_hash", lambda: "code-v1")
     name = _small_profile(project)
-    sections = ["data", "training"]
+    chosen = ["data", "training"]
     for workspace in ("../elsewhere", str(tmp_path / "absolute")):  # relative (to the project root) and absolute
         ws = Workspace.at(workspace)
         assert project not in ws.root.parents
-        first = study.run(name, workspace=workspace, sections=sections, book=False)
+        first = running.run(name, workspace=workspace, sections=chosen, book=False)
         assert first.executed == ["wmh · data", "wmh · training"]
-        assert study.run(name, workspace=workspace, sections=sections, book=False).executed == []
-        assert study.main(["book", "--workspace", workspace]) == 0
+        assert running.run(name, workspace=workspace, sections=chosen, book=False).executed == []
+        assert cli.main(["book", "--workspace", workspace]) == 0
         html = ws.root / "_build" / "html"
         for chapter in ("01_data", "02_training"):
             assert (html / "book" / "executed" / "wmh" / f"{chapter}.html").is_file()
@@ -274,11 +274,11 @@ def test_ctrl_c_stops_the_section_stamps_nothing_unfinished_and_the_next_run_res
     assert "interrupted (SIGINT) during the notebook of section wmh · training" in stderr
     assert "Traceback" not in stderr
     assert any(line.startswith("[1/2] wmh · data") and "done in" in line for line in stdout.splitlines())
-    assert not study.stamp_path(ws, "wmh", "training").exists()
+    assert not plan.stamp_path(ws, "wmh", "training").exists()
     assert not (ws.executed("wmh") / "02_training.ipynb").exists()
     assert not list(ws.executed("wmh").glob(".*.running.ipynb"))
     assert not (ws.results("wmh") / "training.txt").exists()
-    assert study.stamp_path(ws, "wmh", "data").exists()
+    assert plan.stamp_path(ws, "wmh", "data").exists()
     assert _processes_of(project) == [], "the notebook process and its kernel must be stopped"
 
     _small_profile(project, sleep=0)
@@ -298,16 +298,16 @@ def test_a_second_run_on_a_locked_workspace_stops_naming_the_first(project):
 
     name = _small_profile(project)
     ws = Workspace.at("ws")
-    with study.workspace_lock(ws, "helpers.study run --profile first"):
-        with pytest.raises(study.StudyError) as info:
-            study.run(name, workspace="ws", book=False)
+    with lock.workspace_lock(ws, "helpers.study run --profile first"):
+        with pytest.raises(errors.StudyError) as info:
+            running.run(name, workspace="ws", book=False)
     message = str(info.value)
     assert f"workspace ws is in use by another run: pid {os.getpid()} on " in message
     assert "helpers.study run --profile first" in message
     assert not ws.results("wmh").exists()  # nothing ran
     # released: the next run goes ahead, and leaves the lock file empty behind it
-    assert study.run(name, workspace="ws", sections=["data"], book=False).executed == ["wmh · data"]
-    assert study.lock_path(ws).read_text() == ""
+    assert running.run(name, workspace="ws", sections=["data"], book=False).executed == ["wmh · data"]
+    assert lock.lock_path(ws).read_text() == ""
 
 
 def test_a_stale_lock_of_a_killed_run_is_taken_over(project):
@@ -318,9 +318,9 @@ def test_a_stale_lock_of_a_killed_run_is_taken_over(project):
     ws = Workspace.at("ws")
     ws.root.mkdir(parents=True)
     # what a killed run leaves: its details in the lock file, but no process holding the lock
-    study.lock_path(ws).write_text(_json.dumps({"pid": 4194999, "host": "h", "started": "s", "command": "c"}))
+    lock.lock_path(ws).write_text(_json.dumps({"pid": 4194999, "host": "h", "started": "s", "command": "c"}))
     out = _stdio.StringIO()
-    assert study.run(name, workspace="ws", sections=["data"], book=False, out=out).executed == ["wmh · data"]
+    assert running.run(name, workspace="ws", sections=["data"], book=False, out=out).executed == ["wmh · data"]
     assert "taking over the stale lock of a run that stopped without releasing it (pid 4194999 on h" in out.getvalue()
 
 
@@ -329,7 +329,7 @@ def test_quiet_filters_kernel_chatter_and_keeps_real_errors():
             "    To use secure connections, set ...\n"
             "[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel.\n"
             "ValueError: planted failure\n")
-    assert study.quiet(text) == "ValueError: planted failure"
+    assert execution.quiet(text) == "ValueError: planted failure"
 
 
 # ---- the evaluate command: predictions made elsewhere, no training -----------------------------------------------
@@ -361,14 +361,14 @@ def test_evaluate_command_matches_reports_and_builds_the_book_on_the_smoke_data(
     args = ["evaluate", "--dataset", "wmh", "--data-root", str(download), "--predictions", str(preds),
             "--workspace", str(ws)]
 
-    assert study.main(args) == 1
+    assert cli.main(args) == 1
     captured = capsys.readouterr()
     assert f"no prediction for test case(s) ['{test_ids[-1]}']" in captured.err and "--missing-as-empty" in captured.err
     assert f"  NO PREDICTION  {test_ids[-1]}" in captured.out
     assert "  unmatched file notes_final.nii.gz" in captured.out
     assert not (ws / "results").exists()  # nothing ran
 
-    assert study.main([*args, "--missing-as-empty"]) == 0
+    assert cli.main([*args, "--missing-as-empty"]) == 0
     out = capsys.readouterr().out
     assert f"(one level below {download})" in out
     assert f"predictions of model 'unet': {len(test_ids)} test cases matched, 0 test cases without a prediction" in out
