@@ -422,16 +422,19 @@ def test_findings_state_the_numbers_and_whether_the_pattern_holds():
                                        "sign not stable (< 95 %)", "sign kept, Holm p <= 0.05"]})
     lines = analysis.findings(pattern, agreement, robust, pd.DataFrame({"dataset": ["a", "b"], "n": [7, 0]}))
     unranked = analysis.findings(pattern[pattern["setting"] == "overall"], agreement.iloc[:0])
-    assert unranked[0] == ("**A**: no spread among the top models in Q1: too few lesions in the common set to rank "
+    assert unranked[0] == ("**a**: no spread among the top models in Q1: too few lesions in the common set to rank "
                            "the models there.")
-    assert lines[0].startswith("**A**") and "0.009 on the full test set and 0.008 in Q1" in lines[0]
+    # a registered dataset is shown by its display name, never its key upper-cased
+    lits = analysis.findings(pattern[pattern["setting"] == "overall"].assign(dataset="lits"), agreement.iloc[:0])
+    assert lits[0].startswith("**LiTS**: no spread")
+    assert lines[0].startswith("**a**") and "0.009 on the full test set and 0.008 in Q1" in lines[0]
     assert "10.0 % overall and 40.0 % in Q1" in lines[0] and "spread widens" in lines[0]
     assert "does not widen" in lines[1]
     assert "alike in 2 of 4 comparable pairs in Q1 (common lesion set; 2 pairs tied" in lines[2]
     assert "paper: 4 of 9" in lines[2]
     assert "third or worse under hd95 in 1 of 2 datasets (paper: 2 of 3" in lines[2]
     assert lines[3] == ("Q1 lesions detected by every model (the common set the boundary comparison rests on): "
-                        "A 7, B 0.")
+                        "a 7, b 0.")
     assert lines[4].endswith('(3 comparisons, Holm-adjusted within each dataset): 2 "sign kept, Holm p <= 0.05"; '
                              '1 "sign not stable (< 95 %)".')
 

@@ -544,7 +544,7 @@ def test_runner_on_a_local_cluster_runs_both_datasets_and_passes_the_address(tmp
             f'dataset = "wmh"\nprofile = "t"\nworkspace = "ws"\nseed = 0\n{extra}')
         params.metadata["tags"] = ["parameters"]
         body = nbformat.v4.new_code_cell(
-            "import time\nfrom helpers import io\nfrom helpers.base.paths import Workspace\n"
+            "import time\nfrom helpers.base import io\nfrom helpers.base.paths import Workspace\n"
             f"io.write_text(Workspace.at(workspace).results(dataset) / '{section.name}.txt', "
             "f'{time.time_ns()} {globals().get(\"scheduler\")}')\n")
         nb.cells = [params, body]
@@ -594,7 +594,7 @@ def _tiny_project(root, training_body: str, *, datasets=("wmh", "lits")):
         params = nbformat.v4.new_code_cell(f'dataset = "wmh"\nprofile = "t"\nworkspace = "ws"\nseed = 0\n{extra}')
         params.metadata["tags"] = ["parameters"]
         body = training_body if section.name == "training" else (
-            "import time\nfrom helpers import io\nfrom helpers.base.paths import Workspace\n"
+            "import time\nfrom helpers.base import io\nfrom helpers.base.paths import Workspace\n"
             f"io.write_text(Workspace.at(workspace).results(dataset) / '{section.name}.txt', f'{{time.time()}}')\n")
         nb.cells = [params, nbformat.v4.new_code_cell(body)]
         nbformat.write(nb, root / "notebooks" / section.notebook)
@@ -613,7 +613,7 @@ def test_a_section_waiting_for_its_grid_does_not_block_a_runnable_section(tmp_pa
     from helpers.runner import running, sections
 
     _tiny_project(tmp_path, (
-        "import time\nfrom helpers import cluster, io\nfrom helpers.base.paths import Workspace\n"
+        "import time\nfrom helpers.base import io\nfrom helpers.compute import cluster\nfrom helpers.base.paths import Workspace\n"
         "start = time.time()\n"
         "cluster.run_grid([cluster.GridTask(f'{dataset} · sleep', time.sleep, (3.0,))], scheduler=scheduler, "
         "name=f'sleep {dataset}')\n"

@@ -178,10 +178,11 @@ def test_end_to_end_from_synthetic_data_folder(tmp_path):
     from helpers.data import synthetic
 
     ws = Workspace.at(tmp_path)
-    synthetic.write_idrid(ws.data("idrid"), seed=0, n_training=1, n_test=2, shape=(64, 96))
+    synthetic.write_idrid(ws.data("idrid"), seed=0, n_training=2, n_test=2, shape=(64, 96))
     cases = data.load_cases("idrid", ws.data("idrid"))
     test_ids = [c.case_id for c in cases][-2:]
-    io.write_json({"train": [cases[0].case_id], "val": [], "test": test_ids}, ws.results("idrid") / "splits.json")
+    io.write_json({"train": [cases[0].case_id], "val": [cases[1].case_id], "test": test_ids},
+                  ws.results("idrid") / "splits.json")
     io.write_json({"source": "synthetic"}, ws.results("idrid") / "data_manifest.json")
     for c in cases:
         write_prediction(ws.predictions("idrid"), "perfect", c.case_id, c.mask, kind="image")

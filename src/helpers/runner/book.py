@@ -12,6 +12,7 @@ import yaml
 
 from helpers.base import io as _io
 from helpers.base.paths import Workspace, project_root, relative
+from helpers.data.datasets import display_name
 from helpers.data.datasets import get as dataset_entry
 from helpers.runner.errors import StudyError
 from helpers.runner.interrupts import signals, wait
@@ -75,7 +76,7 @@ def toc(profile: dict, ws: Workspace) -> dict:
             method.append(entry(s.dataset, s, s.title))
     parts = [{"caption": "The study", "chapters": [c for c in method if c]}]
     for dataset in profile["datasets"]:
-        chapters = [entry(dataset, s, f"{dataset.upper()}: {s.title.lower()}") for s in DATASET_SECTIONS]
+        chapters = [entry(dataset, s, f"{display_name(dataset)}: {s.title.lower()}") for s in DATASET_SECTIONS]
         chapters = [c for c in chapters if c]
         if chapters:
             parts.append({"caption": dataset_entry(dataset).caption, "chapters": chapters})

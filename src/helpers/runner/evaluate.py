@@ -99,8 +99,8 @@ def evaluate_command(args, *, out=None) -> RunReport:
     ws = Workspace.at(args.workspace)
     found, used = _read_dataset(args, out)
     split = _splits.make_splits(found, seed=args.seed)
-    test_ids = set(split["test"])
-    print(f"split: {len(test_ids)} test cases ({split['rule']})", file=out, flush=True)
+    test_ids = set(split.test)
+    print(f"split: {len(test_ids)} test cases ({split.rule})", file=out, flush=True)
     staged = _match_models(args, found, test_ids, out)
     prof = {"profile": "evaluate", "description": f"evaluate predictions from {relative(resolve(args.predictions))}",
             "seed": int(args.seed), "datasets": {dataset: {"data": {"data_root": str(used)}}}, "study": {}}
