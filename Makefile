@@ -47,7 +47,7 @@ unit: install
 # It runs in-process (--scheduler none), like the notebooks' defaults.
 nbval: install
 	$(PY) -m helpers.study run --profile smoke --workspace $(NBVAL_WS) --scheduler none
-	HONEST_TRAINING_REGRESSION=1 $(PY) -m pytest -p no:cacheprovider -q tests/test_training_regression.py
+	HONEST_TRAINING_REGRESSION=1 $(PY) -m pytest -p no:cacheprovider -q tests/test_training_regression.py tests/test_outputs.py
 	TQDM_DISABLE=1 MPLBACKEND=Agg PYTHONHASHSEED=0 $(PY) -m pytest -p no:cacheprovider --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
 		-o testpaths= -o addopts= -W ignore::DeprecationWarning $(NOTEBOOKS)
 

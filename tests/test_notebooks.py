@@ -92,3 +92,20 @@ def test_profiles_validate_against_the_notebooks(profile):
     for dataset in prof["datasets"]:
         assert [s for d, s in names if d == dataset] == [s.name for s in sections.DATASET_SECTIONS]
     assert names[-1] == ("small_data", "small_data")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_a_notebook_names_its_section_and_saves_only_what_the_section_declares(path):
+    section = next(s for s in sections.SECTIONS if s.notebook == path.name)
+    nb = nbformat.read(path, as_version=4)
+    source = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert f'ctx = context(section="{section.name}",' in source
+    saved = re.findall(r'ctx\.save\([^\n]*?,\s*"([^"]+)"\)', source)
+    shown = re.findall(r'ctx\.show\([^\n]*?,\s*"([^"]+)"\)', source)
+    assert saved or shown or section.writes, "the regular expressions found nothing to check"
+    assert set(saved) <= set(section.results), f"{path.name} saves {sorted(saved)}"
+    # a declared result the notebook saves under a computed name (a loop) still appears in its source
+    assert all(f'"{name}"' in source for name in section.results), f"{path.name} never names a declared result"
+    assert set(shown) == set(section.figures), f"{path.name} shows {sorted(shown)}"
+    # another chapter's file is asked for by section and name, never as a path under ctx.results
+    assert not re.search(r'ctx\.results / "', source.replace('ctx.results / "preprocessing.json"', ""))

@@ -6,7 +6,9 @@ Conventions
 -----------
 - Saving: a notebook saves a table with ``ctx.save(table, "name.csv")`` (into ``results/<dataset>/``) and a figure
   with ``ctx.show(fig, "name.png")`` (into ``figures/<dataset>/``, then displayed); the chapters spanning datasets
-  (dataset ``"study"``) write into ``results/`` and ``figures/`` themselves. Every write is atomic
+  (dataset ``"study"``) write into ``results/`` and ``figures/`` themselves. Each name must be declared by the
+  notebook's section (:mod:`helpers.runner.sections`), and a file of another chapter is read through
+  ``ctx.input(section, name)``, which checks that the other section declares it. Every write is atomic
   (:mod:`helpers.base.io`), so an interrupted notebook never leaves half a file behind. Names are plain file names, never
   paths: where a file goes is the context's business, not the cell's.
 - Scope and names: the notebook's ``dataset`` parameter is resolved once: ``ctx.scope`` (the parameter),
@@ -31,23 +33,10 @@ from helpers.data.datasets import get as dataset_entry
 from helpers.base.io import read_json, write_csv, write_json
 from helpers.base.paths import Workspace, relative
 from helpers.base.plots import show as show_figure
+from helpers.runner.sections import GLOBAL, SCOPE_TITLES, Section, scope_title
+from helpers.runner.sections import section as section_named
 
-__all__ = ["GLOBAL", "SMALL_DATA", "SCOPE_TITLES", "scope_title", "Context", "context"]
-
-#: The scope of the chapters that span datasets (their notebooks' ``dataset`` parameter).
-GLOBAL = "study"
-#: The scope of the small-data study's chapter (its own data, not a registered dataset).
-SMALL_DATA = "small_data"
-#: What a reader sees for a scope that is not a dataset.
-SCOPE_TITLES = {GLOBAL: "Across datasets", SMALL_DATA: "Small data"}
-
-
-def scope_title(scope: str) -> str:
-    """The display name of a page's scope: the registry's display name of a dataset (``"LiTS"``), or the title of
-    a scope that spans datasets or has its own data (``"Across datasets"``, ``"Small data"``)."""
-    if scope in SCOPE_TITLES:
-        return SCOPE_TITLES[scope]
-    return display_name(scope)
+__all__ = ["Context", "context"]
 
 
 @dataclass(frozen=True, repr=False)
@@ -63,6 +52,7 @@ class Context:
     profile: str
     seed: int
     ws: Workspace
+    section: Section
     data_source: str | None = None
     extra: dict = field(default_factory=dict)
 
@@ -90,8 +80,9 @@ class Context:
     def save(self, table, name: str) -> Path:
         """Write ``table`` into this page's results folder as ``name`` (atomically) and return the file.
 
-        A DataFrame is written as CSV (``name`` ending ``.csv``, no index); a dict or list as JSON (``.json``)."""
-        path = self.results / _file_name(name, "name")
+        A DataFrame is written as CSV (``name`` ending ``.csv``, no index); a dict or list as JSON (``.json``).
+        ``name`` must be one of the files the page's section declares (``Section.results``)."""
+        path = self.results / self._declared(name, "results")
         suffix = path.suffix.lower()
         if hasattr(table, "to_csv") and suffix == ".csv":
             return write_csv(table, path)
@@ -105,7 +96,38 @@ class Context:
         saved image for display: the page shows exactly the file the study writes, once."""
         if PurePath(_file_name(name, "name")).suffix.lower() != ".png":
             raise ValueError(f"ctx.show: name must end with .png, got {name!r}")
-        return show_figure(fig, self.figures / name)
+        return show_figure(fig, self.figures / self._declared(name, "figures"))
+
+    def input(self, section: str, name: str, *, dataset: str | None = None) -> Path:
+        """The path of ``name``, a file that ``section`` writes (its ``results`` or ``writes``), for ``dataset``
+        (default: this page's dataset; a study-scope section's files lie in ``results/``). Checks that the section
+        declares the file, so a renamed output fails here, naming both, instead of reading a stale file."""
+        owner = section_named(section)
+        self.declared_by(section, name)
+        if owner.scope != "dataset":
+            return self.ws.results(None if owner.dataset == GLOBAL else owner.dataset) / name
+        dataset = self.scope if dataset is None else dataset
+        if dataset not in DATASETS:
+            raise ValueError(f"ctx.input: section {section!r} writes one file per dataset; name the dataset "
+                             f"(one of {DATASETS}), got {dataset!r}")
+        return self.ws.results(dataset) / name
+
+    @staticmethod
+    def declared_by(section: str, name: str) -> str:
+        """``name`` when ``section`` writes it (its ``results`` or ``writes``), else an error naming what it
+        declares: how a chapter names another chapter's file (for instance to collect it over datasets)."""
+        owner = section_named(section)
+        if name not in owner.results + owner.writes:
+            raise ValueError(f"section {section!r} does not write {name!r}; it declares "
+                             f"{list(owner.results + owner.writes)}")
+        return name
+
+    def _declared(self, name: str, kind: str) -> str:
+        declared = getattr(self.section, kind)
+        if _file_name(name, "name") not in declared:
+            raise ValueError(f"section {self.section.name!r} does not declare {name!r} among its {kind} "
+                             f"{list(declared)}: add it to its Section in helpers.runner.sections")
+        return name
 
     # ---- provenance ----------------------------------------------------------------------------------------------
 
@@ -198,8 +220,10 @@ def _file_name(name: str, argument: str) -> str:
     return name
 
 
-def context(*, dataset: str, profile: str, workspace: str, seed: int, data_source: str | None = None) -> Context:
-    """The context of a section notebook; show it (last line of a cell) to print the provenance banner.
+def context(*, section: str, dataset: str, profile: str, workspace: str, seed: int,
+            data_source: str | None = None) -> Context:
+    """The context of a section notebook (``section``: its name in :data:`helpers.runner.sections.SECTIONS`); show
+    it (last line of a cell) to print the provenance banner.
 
     It also quiets one warning in the notebook's kernel: MONAI, transformers and optuna import ``tqdm.auto``,
     which warns "IProgress not found" in a kernel without ipywidgets; the runner disables progress bars in
@@ -210,4 +234,4 @@ def context(*, dataset: str, profile: str, workspace: str, seed: int, data_sourc
     if dataset not in DATASETS and dataset not in SCOPE_TITLES:
         raise ValueError(f"dataset must be one of {DATASETS} or a scope of {tuple(SCOPE_TITLES)}, got {dataset!r}")
     return Context(scope=dataset, profile=profile, seed=int(seed), ws=Workspace.at(workspace),
-                   data_source=data_source)
+                   section=section_named(section), data_source=data_source)
