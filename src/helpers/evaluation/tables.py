@@ -398,7 +398,7 @@ def example_crops(cases: Sequence, predictions_root, examples: pd.DataFrame, per
     For each row of ``examples`` (``dataset, case_id, lesion_id``): the reference lesion's bounding box plus
     ``margin`` voxels; for volumes the axial slice (``z``) where the lesion is largest, and of a multi-channel
     volume its first channel. Returns dicts for
-    :func:`helpers.analysis.plot_lesion_example`: ``image``, ``reference``, ``predictions``, ``metrics``
+    :func:`helpers.report.figures.plot_lesion_example`: ``image``, ``reference``, ``predictions``, ``metrics``
     (per model: the lesion's Dice and HD95) and ``title``. ``connectivity`` must be the evaluation's, so that
     lesion ids match.
     """
