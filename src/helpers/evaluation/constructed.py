@@ -120,8 +120,7 @@ def write_constructed(ws: Workspace, dataset: str, cases: Sequence, *, models: S
     Returns one row per model and case: ``dataset, model, case_id, rule, predicted_voxels``; writes
     ``results/<dataset>/predictions_source.json``.
     """
-    if not isinstance(ws, Workspace):
-        raise TypeError(f"ws must be a helpers.base.paths.Workspace, got {type(ws).__name__}")
+    ws = Workspace.at(ws)
     models = [models] if isinstance(models, str) else list(models)
     unknown = [m for m in models if m not in RULES]
     if unknown:

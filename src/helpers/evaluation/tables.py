@@ -329,8 +329,7 @@ def evaluate_predictions(
     (``tolerance=None`` / ``tolerances=None``: one in-plane voxel / 1, 2, 3 voxels; the JSON states them in mm and
     in voxels).
     """
-    if not isinstance(ws, Workspace):
-        raise TypeError(f"ws must be a helpers.base.paths.Workspace, got {type(ws).__name__}")
+    ws = Workspace.at(ws)
     root = ws.predictions(dataset) if predictions_root is None else Path(predictions_root)
     if cases is None:
         cases = _data.load_split_cases(ws, dataset, split=split)
