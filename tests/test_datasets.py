@@ -175,3 +175,10 @@ def test_prepare_dataset_records_the_resolved_loader_options(tmp_path):
     assert summary.manifest["options"]["loader"] == {"target": "tumour"}
     # 4 volumes, no official test subset: round(4 * 0.3) = 1 test volume
     assert summary.table()["test_cases"].iloc[0] == 1
+
+
+def test_a_registry_entry_resolves_to_itself():
+    entry = datasets.get("lits")
+    assert datasets.get(entry) is entry is datasets.REGISTRY["lits"]
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        datasets.get("LiTS")

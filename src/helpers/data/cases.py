@@ -168,15 +168,14 @@ def manifest_root(ws, dataset: str) -> tuple[Path, LoaderOptions]:
     """Where the data section read ``dataset`` from and with which loader options, from
     ``results/<dataset>/data_manifest.json`` (``"source"``: ``"synthetic"`` means ``ws.data(dataset)``, else the
     real data root)."""
-    ws = Workspace.at(ws)
-    manifest_path = ws.results(dataset) / "data_manifest.json"
+    ws, spec = Workspace.at(ws), datasets.get(dataset)
+    manifest_path = ws.results(spec.name) / "data_manifest.json"
     manifest = io.read_json(manifest_path)
     source = manifest.get("source")
     if not source:
         raise ValueError(f"{manifest_path}: no 'source' entry")
-    root = ws.data(dataset) if source == "synthetic" else Path(manifest.get("root") or source)
-    options = datasets.loader_options(dataset, (manifest.get("options") or {}).get("loader"))
-    return root, options
+    root = ws.data(spec.name) if source == "synthetic" else Path(manifest.get("root") or source)
+    return root, spec.loader_options((manifest.get("options") or {}).get("loader"))
 
 
 def load_split_cases(ws, dataset: str, *, split: str = "test") -> list[Case]:
@@ -197,13 +196,12 @@ def _case_facts(case: Case, n_lesions: int) -> dict:
             "absent": list(case.meta.get("lesion_types_absent", []))}
 
 
-def _report(dataset: str, facts: list[dict]) -> dict:
-    spec = datasets.get(dataset)
+def _report(spec: datasets.Dataset, facts: list[dict]) -> dict:
     subsets: dict[str, int] = {}
     for f in facts:
         key = f["subset"] or "none"
         subsets[key] = subsets.get(key, 0) + 1
-    report: dict = {"dataset": dataset, "n_cases": len(facts), "cases_per_subset": subsets,
+    report: dict = {"dataset": spec.name, "n_cases": len(facts), "cases_per_subset": subsets,
                     "n_lesions": sum(f["n_lesions"] for f in facts),
                     "cases_without_target": [f["case_id"] for f in facts if f["n_lesions"] == 0]}
     if spec.ignore_region:
@@ -233,8 +231,8 @@ def describe_cases(dataset: str, cases, *, connectivity: int | None = None) -> d
     ignore region (WMH label 2), and for IDRiD the lesions per type (full connectivity, counted per type mask,
     so touching lesions of two types count twice here but once in the target) and the absent mask files with
     what they were taken to mean."""
-    datasets.get(dataset)
-    return _report(dataset, [_case_facts(c, label_lesions(c.mask, connectivity=connectivity)[1]) for c in cases])
+    facts = [_case_facts(c, label_lesions(c.mask, connectivity=connectivity)[1]) for c in cases]
+    return _report(datasets.get(dataset), facts)
 
 
 # ----------------------------------------------------------------------------------------------- the section
@@ -266,9 +264,10 @@ def q1_upper_bound(area_fraction) -> float:
 def summary_table(dataset: str, cases: pd.DataFrame, lesions: pd.DataFrame) -> pd.DataFrame:
     """One row per dataset: ``dataset, modality, test_cases, test_lesions, q1_upper_bound`` (area fraction of
     the test lesions, see :func:`q1_upper_bound`), plus the totals over all splits."""
+    spec = datasets.get(dataset)
     test = lesions[lesions["split"] == "test"]
     return pd.DataFrame([{
-        "dataset": datasets.get(dataset).title, "modality": datasets.get(dataset).modality,
+        "dataset": spec.title, "modality": spec.modality,
         "test_cases": int((cases["split"] == "test").sum()), "test_lesions": int(len(test)),
         "q1_upper_bound": q1_upper_bound(test["area_fraction"]),
         "q1_upper_bound_percent": 100 * q1_upper_bound(test["area_fraction"]),
@@ -353,7 +352,7 @@ def prepare_dataset(
         "dataset_folder": str(dataset_folder(found, root)),  # root itself or the sub-folder the dataset is in
     }
     summary = DatasetSummary(dataset, manifest, prepared.cases, prepared.lesions, splits,
-                             _report(dataset, prepared.facts))
+                             _report(spec, prepared.facts))
     _write_section(ws, summary, prepared.record)
     return summary
 
@@ -440,7 +439,7 @@ def _relative_to(path, root) -> str:
 
 def load_summary(ws, dataset: str) -> DatasetSummary:
     """Read back what :func:`prepare_dataset` wrote (error naming the missing file if it has not run)."""
-    datasets.get(dataset)
+    dataset = datasets.get(dataset).name
     ws = Workspace.at(ws)
     results = ws.results(dataset)
     for name in ("cases.csv", "lesions.csv"):
@@ -466,8 +465,8 @@ def check_dataset(ws, dataset: str, *, connectivity: int | None = None) -> pd.Da
     options = summary.manifest["options"]
     if connectivity is None:
         connectivity = options.get("connectivity")
-    loader = datasets.loader_options(dataset, options["loader"])
-    found = {f.case_id: f for f in find_cases(dataset, summary.manifest["root"], loader)}
+    loader = datasets.get(summary.dataset).loader_options(options["loader"])
+    found = {f.case_id: f for f in find_cases(summary.dataset, summary.manifest["root"], loader)}
     missing, mismatched, checked = _recount(summary, found, connectivity)
     test_ids = set(summary.splits.test)
     test_missing = sorted(test_ids & set(missing))
@@ -563,7 +562,7 @@ def plot_small_lesions(summary: DatasetSummary, *, n: int = 8, margin: int = 6, 
     q1 = test[test["area_fraction"] <= q1_upper_bound(test["area_fraction"])].sort_values(
         ["area_fraction", "case_id", "lesion_id"], kind="mergesort")
     picks = q1.iloc[np.unique(np.linspace(0, len(q1) - 1, min(n, len(q1))).round().astype(int))]
-    options = datasets.loader_options(summary.dataset, (summary.manifest.get("options") or {}).get("loader"))
+    options = datasets.get(summary.dataset).loader_options((summary.manifest.get("options") or {}).get("loader"))
     files = {f.case_id: f for f in find_cases(summary.dataset, summary.manifest["root"], options)}
     if axes is None:
         _, axes = plt.subplots(1, len(picks), figsize=(1.9 * len(picks), 2.2), squeeze=False)

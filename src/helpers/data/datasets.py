@@ -139,7 +139,10 @@ DATASETS: tuple[str, ...] = tuple(REGISTRY)
 
 
 def get(name) -> Dataset:
-    """The registry entry of ``name`` (error naming the known datasets otherwise)."""
+    """The registry entry of ``name`` (error naming the known datasets otherwise); an entry is returned as it is,
+    so a function resolves its ``dataset`` argument once, whichever it was given."""
+    if isinstance(name, Dataset):
+        return name
     if not isinstance(name, str) or name not in REGISTRY:
         raise ValueError(f"dataset must be one of {DATASETS}, got {name!r}")
     return REGISTRY[name]
