@@ -397,20 +397,23 @@ def test_cross_validation_folds_on_the_workers_equal_the_in_process_run(vessels,
 # ---- the Slurm recipe ------------------------------------------------------------------------------------------------
 
 
-def test_slurm_recipe_renders_a_gpu_job_script_without_submitting():
+def test_slurm_recipe_renders_a_gpu_job_script_without_submitting(tmp_path):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("slurm_paper", ROOT / "examples" / "slurm_paper.py")
     recipe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(recipe)
-    slurm = recipe.make_cluster(queue="gpu", account="proj", cores=8, memory="64GB", gpus=1,
-                                python="/shared/env/bin/python", project_root="/shared/study",
-                                dashboard_address=":0")
-    try:
-        script = slurm.job_script()
-        assert slurm.workers == {}  # nothing submitted
-    finally:
-        slurm.close()
+    from helpers.compute.security import run_credentials
+
+    with run_credentials(tmp_path) as credentials:
+        slurm = recipe.make_cluster(credentials, queue="gpu", account="proj", cores=8, memory="64GB", gpus=1,
+                                    python="/shared/env/bin/python", project_root="/shared/study",
+                                    dashboard_address="127.0.0.1:0")
+        try:
+            script = slurm.job_script()
+            assert slurm.workers == {}  # nothing submitted
+        finally:
+            slurm.close()
     lines = script.splitlines()
     for directive in ("#SBATCH -p gpu", "#SBATCH -A proj", "#SBATCH --cpus-per-task=8", "#SBATCH --gres=gpu:1",
                       "#SBATCH -t 24:00:00"):
@@ -418,7 +421,7 @@ def test_slurm_recipe_renders_a_gpu_job_script_without_submitting():
     assert "export OMP_WAIT_POLICY=PASSIVE" in lines and "export HONEST_TORCH_THREADS=8" in lines
     assert "cd /shared/study" in lines
     command = lines[-1]
-    assert command.startswith("/shared/env/bin/python -m distributed.cli.dask_worker tcp://")
+    assert command.startswith("/shared/env/bin/python -m distributed.cli.dask_worker tls://")
     assert command.count("--nthreads") == 1 and "--nthreads 1 " in command and "--resources GPU=1" in command
 
 

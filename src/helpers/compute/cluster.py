@@ -6,7 +6,9 @@ Conventions
 - Scheduler: one vocabulary (:func:`as_scheduler`) wherever a scheduler is taken: ``None`` or ``"none"`` runs a
   grid in-process, one task after another (debugging, and the notebooks' default when executed by hand);
   ``"local"`` a local cluster on this machine (for a whole run in :func:`open_cluster`, for one grid in
-  :func:`run_grid`); an address (``tcp://host:8786``) sends it to that Dask scheduler. The runner
+  :func:`run_grid`); an address (``tls://host:8786`` with credentials, or ``tcp://host:8786``) sends it to that
+  Dask scheduler (:mod:`helpers.compute.security`: credentials, and the warning for plain tcp:// to another
+  host). A local cluster listens on 127.0.0.1 only, its dashboard included. The runner
   (``python -m helpers.study run``) owns the cluster (:func:`open_cluster`) and passes its address to every
   notebook that declares a ``scheduler`` parameter.
 - Threads: a local cluster has ``workers`` worker processes of one Dask thread each, and each task runs torch
@@ -57,10 +59,11 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from helpers.compute.security import check_address, security_from_environment
 from helpers.compute.runtime import THREADS_ENV, available_cores, cuda_available, task_threads, torch_settings
 
 __all__ = [
-    "TOPIC", "PRIORITY_ENV", "FINISHING_BOOST", "IN_PROCESS", "LOCAL", "as_scheduler", "SCHEDULER_CONFIG", "NANNY_CONFIG", "GridError",
+    "TOPIC", "PRIORITY_ENV", "FINISHING_BOOST", "IN_PROCESS", "LOCAL", "LOOPBACK", "as_scheduler", "SCHEDULER_CONFIG", "NANNY_CONFIG", "GridError",
     "GridTask", "local_layout", "worker_environment", "ClusterInfo", "open_cluster", "ProgressPrinter", "run_grid",
     "grid_priority",
 ]
@@ -76,6 +79,8 @@ FINISHING_BOOST = 1
 IN_PROCESS = (None, "none", "")
 #: The ``scheduler`` value that means "a local cluster on this machine", wherever a scheduler is taken.
 LOCAL = "local"
+#: The one interface a local cluster listens on (scheduler, workers, nannies, dashboard).
+LOOPBACK = "127.0.0.1"
 
 
 def as_scheduler(scheduler) -> str | None:
@@ -171,13 +176,15 @@ def _workers_ignore_sigint():
 
 @contextlib.contextmanager
 def open_cluster(scheduler: str | None = LOCAL, *, workers: int | None = None, connect_timeout: str = "30s",
-                 out=sys.stdout):
+                 security=None, out=sys.stdout):
     """The cluster of one run, closed on exit.
 
     ``scheduler`` (:func:`as_scheduler`): ``"local"`` starts a ``distributed.LocalCluster`` sized to this machine
     (:func:`local_layout`); ``"none"``/None runs in-process; any other value is the address of a running Dask
-    scheduler to connect to. Yields a :class:`ClusterInfo`; while open, the runner's client prints one line per
-    finished grid task."""
+    scheduler to connect to, with ``security`` (a ``distributed.Security``; None: :func:`security_from_environment`)
+    for a ``tls://`` one (:func:`helpers.compute.security.check_address`). A local cluster binds every socket,
+    dashboard included, to 127.0.0.1. Yields a :class:`ClusterInfo`; while open, the runner's client prints one
+    line per finished grid task."""
     scheduler = as_scheduler(scheduler)
     if scheduler is None:
         if workers is not None:
@@ -188,8 +195,13 @@ def open_cluster(scheduler: str | None = LOCAL, *, workers: int | None = None, c
     if scheduler != LOCAL and workers is not None:
         raise GridError("workers sizes a local cluster only; with a scheduler address the cluster is sized "
                         "where it was started")
+    if scheduler != LOCAL:
+        security = security_from_environment() if security is None else security
+        check_address(scheduler, security, out=out)
+    elif security is not None:
+        raise GridError("security applies to a scheduler address; a local cluster listens on 127.0.0.1 only")
     with contextlib.ExitStack() as stack:
-        client, cluster, threads = _start_client(scheduler, workers, connect_timeout, stack)
+        client, cluster, threads = _start_client(scheduler, workers, connect_timeout, stack, security)
         info = ClusterInfo(address=client.scheduler.address, dashboard=client.dashboard_link,
                            workers=len(client.scheduler_info(n_workers=-1)["workers"]), threads_per_worker=threads)
         what = "local cluster" if cluster is not None else "scheduler"
@@ -201,14 +213,15 @@ def open_cluster(scheduler: str | None = LOCAL, *, workers: int | None = None, c
         yield info
 
 
-def _start_client(scheduler: str, workers: int | None, connect_timeout: str, stack: contextlib.ExitStack):
+def _start_client(scheduler: str, workers: int | None, connect_timeout: str, stack: contextlib.ExitStack,
+                  security=None):
     """``(client, local cluster or None, torch threads per worker or 0)``, each closed when ``stack`` closes."""
     import dask  # lazy: dask and distributed load only when a run uses a cluster
     from distributed import Client, LocalCluster
 
     if scheduler != LOCAL:
         try:
-            client = Client(scheduler, timeout=connect_timeout)
+            client = Client(scheduler, timeout=connect_timeout, security=security)
         except OSError as err:
             raise GridError(f"cannot connect to the Dask scheduler at {scheduler!r}: {err}") from None
         stack.callback(client.close)
@@ -218,7 +231,7 @@ def _start_client(scheduler: str, workers: int | None, connect_timeout: str, sta
     # the scheduler of a LocalCluster runs in this process and reads its configuration when it starts
     with _workers_ignore_sigint(), dask.config.set({**SCHEDULER_CONFIG, **NANNY_CONFIG}):
         cluster = LocalCluster(
-            n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=":0",
+            n_workers=n, threads_per_worker=1, processes=True, host=LOOPBACK, dashboard_address=f"{LOOPBACK}:0",
             resources={"GPU": 1} if gpu else None, env=worker_environment(threads),
         )
     stack.callback(cluster.close)
@@ -277,13 +290,13 @@ def _run_task(function: Callable, label: str, args: tuple, kwargs: dict, submitt
 
 
 def run_grid(tasks: Sequence[GridTask], *, scheduler: str | None = None, name: str = "grid",
-             progress: bool = True, priority: int | None = None, out=sys.stdout) -> list:
+             progress: bool = True, priority: int | None = None, security=None, out=sys.stdout) -> list:
     """Run every task and return their results in the order of ``tasks``.
 
     ``scheduler`` (:func:`as_scheduler`, the same vocabulary as :func:`open_cluster`): None/"none" in-process and
     sequential; ``"local"`` a local cluster started for this grid and closed after it; else the address of a Dask
-    scheduler. ``priority``: of
-    the grid's tasks among all queued on the cluster, higher first (default: ``$HONEST_GRID_PRIORITY``, else 0).
+    scheduler, with ``security`` for a ``tls://`` one (None: :func:`security_from_environment`, the credentials the
+    runner named for its notebooks). ``priority``: of the grid's tasks among all queued on the cluster, higher first (default: ``$HONEST_GRID_PRIORITY``, else 0).
     The first failing task stops the grid: the others are cancelled and :class:`GridError` names the failing task
     and its error."""
     tasks = list(tasks)
@@ -301,7 +314,10 @@ def run_grid(tasks: Sequence[GridTask], *, scheduler: str | None = None, name: s
         with open_cluster(LOCAL, out=out) as info:
             return _run_on_dask(tasks, info.address, name=name,
                                 priority=grid_priority() if priority is None else priority)
-    return _run_on_dask(tasks, scheduler, name=name, priority=grid_priority() if priority is None else priority)
+    security = security_from_environment() if security is None else security
+    check_address(scheduler, security, out=out)
+    return _run_on_dask(tasks, scheduler, name=name, priority=grid_priority() if priority is None else priority,
+                        security=security)
 
 
 def _run_in_process(tasks, *, name, progress, out) -> list:
@@ -331,10 +347,10 @@ def grid_priority(*, finishing: bool = False) -> int:
     return base + (FINISHING_BOOST if finishing else 0)
 
 
-def _run_on_dask(tasks, scheduler: str, *, name, priority: int = 0) -> list:
+def _run_on_dask(tasks, scheduler: str, *, name, priority: int = 0, security=None) -> list:
     from distributed import Client  # lazy: dask loads only for grids sent to a cluster
 
-    with Client(scheduler, timeout="30s") as client:
+    with Client(scheduler, timeout="30s", security=security) as client:
         if any(t.gpu for t in tasks):
             _check_gpu_workers(client, name)
         client.log_event(TOPIC, {"event": "grid", "name": name, "n": len(tasks)})

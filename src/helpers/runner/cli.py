@@ -25,12 +25,19 @@ __all__ = ["add_cluster_arguments", "build_parser", "main"]
 
 
 def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--scheduler`` and ``--workers``: where the grid's tasks run (see ``helpers.compute.cluster``)."""
+    """``--scheduler``, ``--security`` and ``--workers``: where the grid's tasks run and with which credentials
+    (see ``helpers.compute.cluster`` and ``helpers.compute.security``)."""
     parser.add_argument(
         "--scheduler", default="local", metavar="ADDRESS|local|none",
-        help="Dask scheduler for the grid's tasks: 'local' (default) starts a LocalCluster on this machine, 'none' "
-             "runs everything in-process one task at a time, an address (tcp://host:8786) uses a running "
-             "scheduler, e.g. one started by dask-jobqueue (examples/slurm_paper.py)")
+        help="Dask scheduler for the grid's tasks: 'local' (default) starts a LocalCluster on this machine (every "
+             "socket on 127.0.0.1), 'none' runs everything in-process one task at a time, an address "
+             "(tls://host:8786, with --security) uses a running scheduler, e.g. one started by dask-jobqueue "
+             "(examples/slurm_paper.py); plain tcp:// to another host is allowed with a warning")
+    parser.add_argument(
+        "--security", default=None, metavar="PATH",
+        help="security file with the credentials of a tls:// scheduler: YAML with distributed.comm.tls.ca-file, "
+             ".client.cert and .client.key (see helpers.compute.security); the Dask configuration's "
+             "distributed.comm.tls.* settings are used when it is not given")
     parser.add_argument(
         "--workers", type=_positive_int, default=None, metavar="N",
         help="worker processes of the local cluster (default: one per core; torch threads per worker = "
@@ -81,7 +88,8 @@ def main(argv=None) -> int:
     try:
         if args.command == "run":
             run(args.profile, workspace=args.workspace, datasets=args.dataset, sections=args.section,
-                force=args.force, book=not args.no_book, scheduler=args.scheduler, workers=args.workers)
+                force=args.force, book=not args.no_book, scheduler=args.scheduler, workers=args.workers,
+                security=args.security)
         elif args.command == "book":
             ws = Workspace.at(args.workspace)
             with workspace_lock(ws, "helpers.study book"):

@@ -18,7 +18,7 @@ __all__ = ["run", "run_profile", "run_locked"]
 
 
 def run(profile: str, *, workspace: str = ".", datasets=None, sections=None, force: bool = False,
-        book: bool = True, scheduler: str | None = None, workers: int | None = None,
+        book: bool = True, scheduler: str | None = None, workers: int | None = None, security: str | None = None,
         out=sys.stdout) -> RunReport:
     """Run the study: every out-of-date section notebook of the profile, independent sections concurrently
     (one dataset's chain beside another's), then the book.
@@ -26,32 +26,34 @@ def run(profile: str, *, workspace: str = ".", datasets=None, sections=None, for
     ``scheduler``: None/``"none"`` (in-process, one section and one task at a time; the command line's default
     is ``"local"``), ``"local"`` (a Dask ``LocalCluster`` sized to this machine, ``workers`` worker processes) or
     the address of a running Dask scheduler; the address reaches every notebook that declares a ``scheduler``
-    parameter (see ``helpers.compute.cluster``).
+    parameter (see ``helpers.compute.cluster``). ``security``: the path of a security file with the credentials
+    of a ``tls://`` scheduler (see ``helpers.compute.security``).
 
     The workspace is locked while the run lasts; Ctrl-C (SIGINT) or SIGTERM stops the notebooks in progress and
     raises :class:`Interrupted` naming them, with nothing stamped that did not finish."""
     prof, prof_path = load_profile(profile)
     return run_profile(prof, prof_path, workspace=workspace, datasets=datasets, sections=sections, force=force,
-                       book=book, scheduler=scheduler, workers=workers, out=out)
+                       book=book, scheduler=scheduler, workers=workers, security=security, out=out)
 
 
 def run_profile(prof: dict, prof_path: Path, *, workspace: str = ".", datasets=None, sections=None,
                 force: bool = False, book: bool = True, scheduler: str | None = None, workers: int | None = None,
-                out=sys.stdout) -> RunReport:
+                security: str | None = None, out=sys.stdout) -> RunReport:
     """:func:`run` for a profile already loaded (:func:`load_profile`) or built by a command (``evaluate``)."""
     ws = Workspace.at(workspace)
     tasks = plan(prof, prof_path, workspace, datasets=datasets, sections=sections)
     with workspace_lock(ws, f"helpers.study run --profile {prof['profile']}", out=out), signals():
         return run_locked(tasks, ws, prof, prof_path, force=force, book=book, scheduler=scheduler,
-                          workers=workers, out=out)
+                          workers=workers, security=security, out=out)
 
 
 def run_locked(tasks: list[Task], ws: Workspace, prof: dict, prof_path: Path, *, force: bool, book: bool,
-               scheduler: str | None, workers: int | None, out) -> RunReport:
+               scheduler: str | None, workers: int | None, out, security: str | None = None) -> RunReport:
     """Run planned tasks in a workspace whose lock the caller holds: their keys, the out-of-date ones, the table of
     contents and (with ``book``) the book."""
     assign_keys(tasks, ws, prof["datasets"])
-    report = execute_tasks(tasks, ws, prof, prof_path, force=force, scheduler=scheduler, workers=workers, out=out)
+    report = execute_tasks(tasks, ws, prof, prof_path, force=force, scheduler=scheduler, workers=workers,
+                           security=security, out=out)
     write_toc(prof, ws)
     print(f"study: {len(report.executed)} executed, {len(report.skipped)} up to date, "
           f"{report.seconds:.1f} s", file=out, flush=True)

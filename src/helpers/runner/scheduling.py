@@ -14,6 +14,7 @@ from pathlib import Path
 
 from helpers.base.paths import Workspace, relative
 from helpers.compute import cluster, runtime
+from helpers.compute.security import SecurityError, load_security
 from helpers.data.datasets import DATASETS
 from helpers.runner.errors import Interrupted, StudyError
 from helpers.runner.execution import execute, kernel_environment
@@ -34,23 +35,28 @@ class RunReport:
 
 
 def execute_tasks(tasks: list[Task], ws: Workspace, prof: dict, prof_path: Path, *, force: bool = False,
-                  scheduler: str | None = None, workers: int | None = None, out=sys.stdout) -> RunReport:
+                  scheduler: str | None = None, workers: int | None = None, security: str | None = None,
+                  out=sys.stdout) -> RunReport:
     """Execute the out-of-date tasks, independent ones concurrently (:func:`run_sections`) on the run's Dask
     cluster, reporting progress; stop at the first failure or interrupt (the tasks already done keep their
     stamps). At most as many sections computing in their own process run at once as this machine has cores
-    (one with no cluster); the sections whose grids run on the cluster do not count (see :func:`run_sections`)."""
+    (one with no cluster); the sections whose grids run on the cluster do not count (see :func:`run_sections`).
+    ``security``: the path of a security file (:mod:`helpers.compute.security`) for a ``tls://`` scheduler; its
+    path, never its contents, reaches the notebooks' kernels."""
 
     report = RunReport()
     start = time.perf_counter()
     print(f"study: profile {prof['profile']} ({relative(prof_path)}), workspace {relative(ws.root)}, "
           f"{len(tasks)} section runs", file=out, flush=True)
     try:
-        with _environment(kernel_environment()), cluster.open_cluster(scheduler, workers=workers, out=out) as info:
+        credentials = None if security is None else load_security(security)
+        with (_environment(kernel_environment(security_file=security)),
+              cluster.open_cluster(scheduler, workers=workers, security=credentials, out=out) as info):
             start = time.perf_counter()
             pass_scheduler(tasks, info.address)
             parallel = 1 if info.address is None else runtime.available_cores()
             run_sections(tasks, ws, report, force=force, parallel=parallel, out=out)
-    except cluster.GridError as err:
+    except (cluster.GridError, SecurityError) as err:
         raise StudyError(str(err)) from None
     report.seconds = time.perf_counter() - start
     return report
