@@ -88,3 +88,22 @@ def test_statistics_arguments():
     assert checks.check_nan_policy("omit") is None
     with pytest.raises(ValueError, match="nan_policy must be one of \\('raise', 'omit'\\), got 'drop'"):
         checks.check_nan_policy("drop")
+
+
+def test_direction_generator_and_table_columns():
+    import pandas as pd
+
+    assert checks.as_direction(np.bool_(True)) is True and checks.as_direction(False) is False
+    with pytest.raises(TypeError, match="higher_is_better must be True or False, got 1"):
+        checks.as_direction(1)
+    rng = np.random.default_rng(0)
+    assert checks.as_generator(rng) is rng
+    with pytest.raises(TypeError, match=r"rng must be a numpy.random.Generator \(numpy.random.default_rng\(seed\)\), "
+                                        r"got 3"):
+        checks.as_generator(3)
+    table = pd.DataFrame({"model": ["a"], "value": [1.0]})
+    checks.check_columns(table, ["model", "value"], "scores")
+    with pytest.raises(ValueError, match=r"scores lacks columns \['metric'\]; has \['model', 'value'\]"):
+        checks.check_columns(table, ["model", "metric"], "scores")
+    with pytest.raises(TypeError, match="scores must be a pandas DataFrame, got dict"):
+        checks.check_columns({"model": ["a"]}, ["model"], "scores")

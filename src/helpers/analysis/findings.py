@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 
 from helpers.analysis.paper import pooled_q1_upper
+from helpers.base.checks import check_columns
 from helpers.analysis.units import (
-    LESION_COLUMNS, LESION_SETS, MIN_LESIONS, PRIMARY_LESION_SET, aggregate, as_bool, check_columns, lesion_set_units,
+    LESION_COLUMNS, LESION_SETS, MIN_LESIONS, PRIMARY_LESION_SET, aggregate, as_bool, lesion_set_units,
 )
 from helpers.base.io import read_json
 from helpers.data.datasets import display_name

@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from helpers.analysis.units import LESION_COLUMNS, PRIMARY_LESION_SET, check_columns, select_lesion_set
+from helpers.base.checks import check_columns
+from helpers.analysis.units import LESION_COLUMNS, PRIMARY_LESION_SET, select_lesion_set
 from helpers.data.datasets import REGISTRY
 from helpers.metrics.lesions import REFERENCE, quartile_edges
 from helpers.metrics import metric_names

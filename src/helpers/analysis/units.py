@@ -74,13 +74,14 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from helpers.base.checks import check_columns
 from helpers.metrics.lesions import FALSE_POSITIVE, QUARTILES, REFERENCE
 from helpers.metrics import metric_names
 from helpers.stats.ranking import compare_orders, order_string, rank_models
 
 __all__ = [
     "STRATA", "LESION_SETS", "PRIMARY_LESION_SET", "MIN_LESIONS", "MODEL_LABELS", "LESION_COLUMNS",
-    "check_columns", "as_bool", "common_lesions", "analysis_units", "lesion_set_units", "aggregate",
+    "as_bool", "common_lesions", "analysis_units", "lesion_set_units", "aggregate",
     "select_lesion_set", "rankable_rows", "spread_table", "reversal_table", "seed_spread", "seed_rankings",
     "metric_variants", "recall_at_thresholds", "lesion_set_comparison",
 ]
@@ -111,15 +112,6 @@ _CASE_COLUMNS = ("dataset", "model", "case_id", "metric", "value", "penalty")
 #: The columns of ``per_lesion_metrics.csv`` the analysis reads.
 LESION_COLUMNS = ("dataset", "model", "case_id", "lesion_id", "kind", "detected", "area_fraction", "quartile",
                   "metric", "value", "penalty")
-
-
-def check_columns(df: pd.DataFrame, columns, name: str) -> None:
-    """``df`` is a DataFrame with ``columns``: else TypeError or ValueError naming ``name`` and what it has."""
-    if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"{name} must be a pandas DataFrame, got {type(df).__name__}")
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ValueError(f"{name} lacks columns {missing}; has {list(df.columns)}")
 
 
 def as_bool(series: pd.Series) -> pd.Series:

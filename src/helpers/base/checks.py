@@ -9,7 +9,9 @@ Conventions as in :mod:`helpers.metrics`: masks are 2D ``(y, x)`` or 3D ``(z, y,
 one positive float per numpy axis in millimetres (``None`` = 1 per axis), connectivity as scikit-image (an
 integer 1..ndim, ``None`` = ndim). The statistics' arguments (:mod:`helpers.stats`) have their checks here too: a
 NaN policy (:func:`check_nan_policy`), a seed (:func:`as_rng`), a probability level (:func:`as_level`) and a count
-(:func:`as_count`). This module imports numpy only.
+(:func:`as_count`), a ranking direction (:func:`as_direction`), a random generator given as such
+(:func:`as_generator`) and a table's required columns (:func:`check_columns`). This module imports numpy only
+(a table is recognised by its ``columns``, not by importing pandas).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 __all__ = [
     "as_mask", "as_mask_pair", "as_ignore", "as_spacing", "as_connectivity", "as_nonnegative", "as_positive",
     "as_int", "as_tolerance", "as_tolerances", "as_percentile", "as_penalty", "check_nan_policy", "as_rng",
-    "as_level", "as_count",
+    "as_level", "as_count", "as_direction", "as_generator", "check_columns",
 ]
 
 _REAL = (numbers.Real, np.floating, np.integer)
@@ -196,3 +198,34 @@ def as_count(value, name: str, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
+
+
+def as_direction(value, name: str = "higher_is_better") -> bool:
+    """A ranking direction flag: ``True`` (higher is better, Dice) or ``False`` (lower is better, HD95).
+
+    Raises
+    ------
+    TypeError
+        If ``value`` is not a bool (``numpy.bool_`` accepted): a metric name or 0/1 is not silently read as one.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def as_generator(rng, name: str = "rng"):
+    """A ``numpy.random.Generator`` given as such (the caller draws from it; a seed is not accepted here, so a
+    sequence of calls shares one stream)."""
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"{name} must be a numpy.random.Generator (numpy.random.default_rng(seed)), got {rng!r}")
+    return rng
+
+
+def check_columns(table, columns: Iterable[str], name: str) -> None:
+    """``table`` is a pandas DataFrame with ``columns``: else TypeError or ValueError naming ``name`` and what it
+    has."""
+    if type(table).__name__ != "DataFrame" or not hasattr(table, "columns"):
+        raise TypeError(f"{name} must be a pandas DataFrame, got {type(table).__name__}")
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"{name} lacks columns {missing}; has {list(table.columns)}")

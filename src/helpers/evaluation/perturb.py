@@ -54,7 +54,7 @@ import numpy as np
 from scipy import ndimage
 
 from helpers.metrics.lesions import label_lesions
-from helpers.base.checks import as_int, as_mask, as_nonnegative, as_spacing
+from helpers.base.checks import as_generator, as_int, as_mask, as_nonnegative, as_spacing
 
 __all__ = [
     "random_direction", "translate", "offset", "dilate", "erode", "smooth", "remove_protrusions", "fragment",
@@ -91,12 +91,6 @@ def _as_direction(direction, ndim: int) -> np.ndarray:
     return values / norm
 
 
-def _as_rng(rng) -> np.random.Generator:
-    if not isinstance(rng, np.random.Generator):
-        raise TypeError(f"rng must be a numpy.random.Generator (numpy.random.default_rng(seed)), got {rng!r}")
-    return rng
-
-
 # ----------------------------------------------------------------------------------------------- primitives
 def _shift_voxels(mask: np.ndarray, shift: tuple[int, ...]) -> np.ndarray:
     """``mask`` moved by whole voxels; what leaves the image is lost, what enters is background."""
@@ -130,7 +124,7 @@ def random_direction(ndim: int, rng: np.random.Generator) -> np.ndarray:
     """A unit vector uniformly distributed on the circle (2D) or sphere (3D), in numpy axis order.
 
     Drawn as a normalised standard normal vector (isotropic in any dimension)."""
-    rng = _as_rng(rng)
+    rng = as_generator(rng)
     if ndim not in (2, 3):
         raise ValueError(f"ndim must be 2 or 3, got {ndim!r}")
     while True:
@@ -283,7 +277,7 @@ def fragment(
     spacing = as_spacing(spacing, mask.ndim)
     width = _as_severity(width_mm, "width_mm")
     n_cuts = as_int(n_cuts, "n_cuts", 1)
-    rng = _as_rng(rng)
+    rng = as_generator(rng)
     normals = _cut_normals(mask.ndim, n_cuts, rng)
     if not mask.any():
         return mask.copy()
@@ -360,7 +354,7 @@ def add_blobs(
     radius = _as_severity(radius_mm, "radius_mm")
     gap = _as_severity(gap_mm, "gap_mm")
     n_blobs = as_int(n_blobs, "n_blobs", 0)
-    rng = _as_rng(rng)
+    rng = as_generator(rng)
     out = mask.copy()
     if not mask.any() or n_blobs == 0:
         return out

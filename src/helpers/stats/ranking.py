@@ -23,7 +23,7 @@ Conventions
   equal penalty means (every model tied) cannot make two orders "agree".
 - Rank volatility (:func:`ranks_by_group`, :func:`rank_ranges`, :func:`rank_agreement`): the models ranked on
   every occasion (fold, seed, protocol) by their mean value there, with the direction given as a plain
-  ``higher_is_better`` flag (validated by :func:`as_direction`).
+  ``higher_is_better`` flag (validated by :func:`helpers.base.checks.as_direction`).
 
 This module imports numpy, pandas and scipy only; it is the lowest of the statistics modules
 (ranking -> inference -> bootstrap).
@@ -32,17 +32,18 @@ This module imports numpy, pandas and scipy only; it is the lowest of the statis
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 from scipy import stats as _sps
 
+from helpers.base.checks import as_direction, check_columns
 from helpers.metrics import higher_is_better, metric_names
 
 __all__ = [
-    "as_direction", "rank_rows", "rank_models", "order_string", "model_order", "kendall_tau", "PairCounts",
+    "rank_rows", "rank_models", "order_string", "model_order", "kendall_tau", "PairCounts",
     "pairwise_agreement", "compare_orders", "agreement_matrix", "ranks_by_group", "rank_ranges", "rank_agreement",
 ]
 
@@ -61,19 +62,6 @@ def _as_scores(scores, name: str = "scores") -> pd.Series:
         raise TypeError(f"{name} must hold numbers, got {s.dtype}") from None
     s.index = s.index.map(str)
     return s
-
-
-def as_direction(value, name: str = "higher_is_better") -> bool:
-    """A ranking direction flag: ``True`` (higher is better, Dice) or ``False`` (lower is better, HD95).
-
-    Raises
-    ------
-    TypeError
-        If ``value`` is not a bool (``numpy.bool_`` accepted): a metric name or 0/1 is not silently read as one.
-    """
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
-    return bool(value)
 
 
 def rank_rows(matrix, *, higher_is_better: bool) -> np.ndarray:
@@ -219,14 +207,6 @@ def pairwise_agreement(ranks_a: pd.Series, ranks_b: pd.Series, models: Sequence[
     return PairCounts(agree, disagree, tied)
 
 
-def _validate_long(table: pd.DataFrame, columns: Iterable[str], name: str) -> None:
-    if not isinstance(table, pd.DataFrame):
-        raise TypeError(f"{name} must be a pandas DataFrame, got {type(table).__name__}")
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise ValueError(f"{name} lacks columns {missing}; has {list(table.columns)}")
-
-
 def _compare_pair_of_metrics(values: pd.DataFrame, *, reference: str, metric: str, top_k: int,
                              directions: Mapping[str, str] | None) -> dict:
     """One row of :func:`compare_orders`: the orders of one group's models (``values``: model x metric) under
@@ -304,7 +284,7 @@ def compare_orders(
         of the two).
     """
     group_by = list(group_by)
-    _validate_long(aggregates, [*group_by, "model", "metric", "value"], "aggregates")
+    check_columns(aggregates, [*group_by, "model", "metric", "value"], "aggregates")
     if not isinstance(top_k, (int, np.integer)) or top_k < 2:
         raise ValueError(f"top_k must be an integer >= 2, got {top_k!r}")
     rows = []
@@ -343,7 +323,7 @@ def agreement_matrix(
         tie is not agreement; these groups are counted here and nowhere else).
     """
     group_by = list(group_by)
-    _validate_long(aggregates, [*group_by, "model", "metric", "value"], "aggregates")
+    check_columns(aggregates, [*group_by, "model", "metric", "value"], "aggregates")
     metrics = list(metrics)
     same = pd.DataFrame(0, index=metrics, columns=metrics, dtype=int)
     total = pd.DataFrame(0, index=metrics, columns=metrics, dtype=int)

@@ -66,7 +66,7 @@ from helpers.stats.bootstrap.resampling import (
     sufficient_statistics,
 )
 from helpers.stats.inference import as_wide, cohens_dz, hedges_correction, holm_adjust, sign_flip_test
-from helpers.stats.ranking import as_direction
+from helpers.base.checks import as_direction
 
 __all__ = [
     "ALPHA", "MIN_CASES", "verdict_names", "verdict", "bootstrap_p_value", "joint_reversal_share", "holm_within",

@@ -17,7 +17,8 @@ import pandas as pd
 from helpers.base.checks import as_count, as_level
 from helpers.stats.bootstrap.resampling import resample_indices
 from helpers.stats.inference import as_wide, complete_units
-from helpers.stats.ranking import as_direction, rank_rows
+from helpers.base.checks import as_direction
+from helpers.stats.ranking import rank_rows
 
 __all__ = ["RankBootstrap", "bootstrap_ranks"]
 

@@ -37,7 +37,8 @@ from scipy import stats as _sps
 
 from helpers.base.checks import as_count, as_level
 from helpers.stats.inference.wide import as_wide, complete_units
-from helpers.stats.ranking import as_direction, rank_rows
+from helpers.base.checks import as_direction
+from helpers.stats.ranking import rank_rows
 
 __all__ = [
     "FriedmanResult", "friedman_test", "nemenyi_q", "nemenyi_critical_difference", "NemenyiResult", "nemenyi_test",
