@@ -107,3 +107,41 @@ def test_direction_generator_and_table_columns():
         checks.check_columns(table, ["model", "metric"], "scores")
     with pytest.raises(TypeError, match="scores must be a pandas DataFrame, got dict"):
         checks.check_columns({"model": ["a"]}, ["model"], "scores")
+
+
+def test_level_below_and_vectors():
+    import pandas as pd
+
+    assert checks.as_level(0.05, "alpha", below=0.5) == 0.05
+    with pytest.raises(ValueError, match=r"alpha must be in \(0, 0.5\), got 0.5"):
+        checks.as_level(0.5, "alpha", below=0.5)
+    with pytest.raises(TypeError, match=r"alpha must be a float in \(0, 0.5\), got '0.05'"):
+        checks.as_level("0.05", "alpha", below=0.5)
+    vector = checks.as_vector(pd.Series([1, 2, 3], index=[7, 8, 9]), "a")
+    assert vector.dtype == np.float64 and vector.tolist() == [1.0, 2.0, 3.0]
+    source = np.array([0.5, 0.25])
+    assert checks.as_vector(source, "a") is not source  # a new array: the caller's data is never modified
+    with pytest.raises(ValueError, match=r"b must be finite, got 1 non-finite value\(s\) at position 2: nan"):
+        checks.as_vector([0.1, 0.2, float("nan")], "b")
+    with pytest.raises(ValueError, match=r"a must be finite, got 2 non-finite value\(s\) at position 0: inf, "
+                                         r"position 3: nan"):
+        checks.as_vector(np.array([np.inf, 0.0, 1.0, np.nan]), "a")
+    with pytest.raises(TypeError, match="a must hold real numbers, got dtype bool"):
+        checks.as_vector([True, False], "a")
+    with pytest.raises(TypeError, match="a must hold real numbers, got dtype object"):
+        checks.as_vector([0.1, None], "a")
+    with pytest.raises(TypeError, match="a must be a 1-D sequence of real numbers, got 0.5"):
+        checks.as_vector(0.5, "a")
+    with pytest.raises(TypeError, match="a must be a 1-D sequence of real numbers, got '0.5'"):
+        checks.as_vector("0.5", "a")
+    with pytest.raises(ValueError, match=r"a must be 1-D, got shape \(2, 2\)"):
+        checks.as_vector(np.zeros((2, 2)), "a")
+    with pytest.raises(ValueError, match=r"a must have at least 1 value\(s\), got 0"):
+        checks.as_vector([], "a")
+    a, b = checks.as_paired_vectors([1, 2], np.array([3.0, 4.0]), ("dice_a", "dice_b"))
+    assert a.tolist() == [1.0, 2.0] and b.tolist() == [3.0, 4.0]
+    with pytest.raises(ValueError, match=r"dice_a and dice_b must have the same length \(one value per paired "
+                                         r"unit\), got dice_a 2 and dice_b 3"):
+        checks.as_paired_vectors([1, 2], [1, 2, 3], ("dice_a", "dice_b"))
+    with pytest.raises(ValueError, match=r"y must be finite, got 1 non-finite value\(s\) at position 1: nan"):
+        checks.as_paired_vectors([1, 2], [1, np.nan], ("x", "y"))

@@ -10,8 +10,9 @@ one positive float per numpy axis in millimetres (``None`` = 1 per axis), connec
 integer 1..ndim, ``None`` = ndim). The statistics' arguments (:mod:`helpers.stats`) have their checks here too: a
 NaN policy (:func:`check_nan_policy`), a seed (:func:`as_rng`), a probability level (:func:`as_level`) and a count
 (:func:`as_count`), a ranking direction (:func:`as_direction`), a random generator given as such
-(:func:`as_generator`) and a table's required columns (:func:`check_columns`). This module imports numpy only
-(a table is recognised by its ``columns``, not by importing pandas).
+(:func:`as_generator`), a table's required columns (:func:`check_columns`) and a vector of finite numbers, alone
+(:func:`as_vector`) or paired with a second one over the same units (:func:`as_paired_vectors`). This module
+imports numpy only (a table is recognised by its ``columns``, not by importing pandas).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 __all__ = [
     "as_mask", "as_mask_pair", "as_ignore", "as_spacing", "as_connectivity", "as_nonnegative", "as_positive",
     "as_int", "as_tolerance", "as_tolerances", "as_percentile", "as_penalty", "check_nan_policy", "as_rng",
-    "as_level", "as_count", "as_direction", "as_generator", "check_columns",
+    "as_level", "as_count", "as_direction", "as_generator", "check_columns", "as_vector", "as_paired_vectors",
 ]
 
 _REAL = (numbers.Real, np.floating, np.integer)
@@ -182,12 +183,14 @@ def as_rng(seed) -> np.random.Generator:
     return np.random.default_rng(int(seed))
 
 
-def as_level(value, name: str) -> float:
-    """A probability level strictly inside (0, 1) (``confidence``, ``alpha``), as float."""
+def as_level(value, name: str, *, below: float = 1.0) -> float:
+    """A probability level strictly inside (0, 1) (``confidence``, ``alpha``), as float; with ``below``, strictly
+    inside (0, below) (an equivalence test's alpha is below 0.5, so that its 1 - 2 alpha interval exists)."""
+    bound = f"{below:g}"
     if not isinstance(value, (float, int, np.floating)) or isinstance(value, bool):
-        raise TypeError(f"{name} must be a float in (0, 1), got {value!r}")
-    if not 0.0 < float(value) < 1.0:
-        raise ValueError(f"{name} must be in (0, 1), got {value!r}")
+        raise TypeError(f"{name} must be a float in (0, {bound}), got {value!r}")
+    if not 0.0 < float(value) < below:
+        raise ValueError(f"{name} must be in (0, {bound}), got {value!r}")
     return float(value)
 
 
@@ -229,3 +232,40 @@ def check_columns(table, columns: Iterable[str], name: str) -> None:
     missing = [c for c in columns if c not in table.columns]
     if missing:
         raise ValueError(f"{name} lacks columns {missing}; has {list(table.columns)}")
+
+
+def as_vector(values, name: str, *, minimum: int = 1) -> np.ndarray:
+    """A 1-D vector of at least ``minimum`` finite real numbers (a list, a tuple, a numpy array, a pandas Series), as
+    a new float64 array. Nothing is dropped: a NaN or an infinity is an error naming ``name``, its position (0-based,
+    in the given order) and its value; so are a bool or non-numeric vector and one of the wrong shape."""
+    if values is None or isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
+        raise TypeError(f"{name} must be a 1-D sequence of real numbers, got {values!r}")
+    try:
+        array = np.asarray(values)
+    except ValueError as error:  # ragged nesting
+        raise ValueError(f"{name} must be a 1-D sequence of real numbers, got {values!r} ({error})") from None
+    if array.dtype == np.bool_ or not (np.issubdtype(array.dtype, np.integer)
+                                       or np.issubdtype(array.dtype, np.floating)):
+        raise TypeError(f"{name} must hold real numbers, got dtype {array.dtype}: {values!r}")
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
+    if array.size < minimum:
+        raise ValueError(f"{name} must have at least {minimum} value(s), got {array.size}")
+    array = array.astype(np.float64)
+    bad = np.flatnonzero(~np.isfinite(array))
+    if bad.size:
+        where = ", ".join(f"position {i}: {float(array[i])!r}" for i in bad[:5]) + (" ..." if bad.size > 5 else "")
+        raise ValueError(f"{name} must be finite, got {bad.size} non-finite value(s) at {where}")
+    return array
+
+
+def as_paired_vectors(a, b, names: tuple[str, str] = ("a", "b"), *,
+                      minimum: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Two vectors (:func:`as_vector`) of the same length, position i of both being the same unit (case): first,
+    then second, as float64 arrays."""
+    a = as_vector(a, names[0], minimum=minimum)
+    b = as_vector(b, names[1], minimum=minimum)
+    if a.size != b.size:
+        raise ValueError(f"{names[0]} and {names[1]} must have the same length (one value per paired unit), got "
+                         f"{names[0]} {a.size} and {names[1]} {b.size}")
+    return a, b
