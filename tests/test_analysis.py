@@ -260,7 +260,11 @@ def test_paper_full_set_dice_and_q1_maxima():
          "relative_spread_percent": 30.0},
         {"dataset": "x", "lesion_set": "common", "stratum": "Q1", "metric": "lesion_recall", "spread": 0.05,
          "relative_spread_percent": 6.0}])
+    spreads = pd.concat([spreads, pd.DataFrame([{"dataset": "z", "lesion_set": "common", "stratum": "Q1",
+                                                 "metric": "hd95", "spread": 2.0, "relative_spread_percent": np.nan}])])
     m = an.paper_q1_maxima(spreads, agg).set_index("quantity")
+    # z's undefined relative spread is named, not dropped silently
+    assert m.loc["hd95_percent", "n_datasets"] == 2 and m.loc["hd95_percent", "datasets_undefined"] == "z"
     assert m.loc["hd95_percent", "ours_max"] == 30.0 and m.loc["hd95_percent", "dataset_of_max"] == "y"
     assert m.loc["hd95_percent", "paper"] == 41.3
     assert m.loc["lesion_recall_points", "ours_max"] == pytest.approx(5.0) and np.isnan(m.loc["assd_percent",
@@ -272,6 +276,33 @@ def test_spread_comparison_rows():
     comp = an.spread_comparison(an.spread_table(agg), an.reversal_table(agg))
     assert comp["setting"].tolist() == ["overall", "Q1"]  # Q2 is not a row of the paper's table 4.6
     assert comp["paper_hd95_spread_percent"].tolist() == [14.7, 41.3]
+
+
+def test_an_undefined_relative_spread_ends_in_cannot_be_assessed_never_does_not_widen():
+    # hand case: top-3 HD95 10/11/12 mm overall (relative spread (12 - 10) / 10 = 20 %), 0/2/3 mm in Q1 (the best
+    # is 0: no denominator); Dice spreads 0.01 and 0.02; Kendall taus: one finite (0.5), one undefined (NaN)
+    spreads = pd.DataFrame([
+        {"dataset": "lits", "lesion_set": "common", "stratum": "overall", "metric": "hd95", "best": 10.0,
+         "worst": 12.0, "spread": 2.0, "relative_spread_percent": 20.0},
+        {"dataset": "lits", "lesion_set": "common", "stratum": "Q1", "metric": "hd95", "best": 0.0, "worst": 3.0,
+         "spread": 3.0, "relative_spread_percent": np.nan},
+        {"dataset": "lits", "lesion_set": "common", "stratum": "overall", "metric": "dice", "best": 0.9,
+         "worst": 0.89, "spread": 0.01, "relative_spread_percent": 1.1},
+        {"dataset": "lits", "lesion_set": "common", "stratum": "Q1", "metric": "dice", "best": 0.8, "worst": 0.78,
+         "spread": 0.02, "relative_spread_percent": 2.6}])
+    reversals = pd.DataFrame({"dataset": ["lits"] * 3, "lesion_set": ["common"] * 3,
+                              "stratum": ["overall", "Q1", "Q1"], "kendall_tau": [1.0, 0.5, np.nan]})
+    comp = an.spread_comparison(spreads, reversals).set_index("setting")
+    assert comp.loc["overall", "hd95_spread_percent"] == 20.0 and comp.loc["overall", "hd95_spread_note"] == ""
+    assert np.isnan(comp.loc["Q1", "hd95_spread_percent"]) and comp.loc["Q1", "hd95_spread_mm"] == 3.0
+    assert comp.loc["Q1", "hd95_spread_note"].startswith("the best top model's HD95 is 0 mm: a relative spread has")
+    assert comp.loc["Q1", "mean_kendall_tau"] == 0.5
+    assert (comp.loc["Q1", "n_kendall_taus"], comp.loc["Q1", "n_kendall_metrics"]) == (1, 2)
+    (line,) = an.findings(comp.reset_index(), pd.DataFrame(columns=["metric"]))
+    assert "does not widen" not in line and "widens" not in line.replace("whether the boundary spread widens", "")
+    assert line.startswith("**LiTS**: among the top models by Dice, the Dice spread is 0.010 on the full test set")
+    assert "the absolute HD95 spread is 2.000 mm overall and 3.000 mm in Q1" in line
+    assert "cannot be assessed: the relative spread is undefined in Q1 (the best top model's HD95 is 0 mm" in line
 
 
 def test_select_qualitative_examples():

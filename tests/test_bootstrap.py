@@ -10,7 +10,10 @@ from scipy import stats as sps
 from helpers.stats import inference
 from helpers.stats import bootstrap
 from helpers.stats.bootstrap import resampling
-from helpers.stats.bootstrap import bootstrap_p_value, directional_robustness, holm_within, joint_reversal_share, paired_differences, resample_indices, resample_weights, resampled_means, sufficient_statistics, verdict
+from helpers.stats.bootstrap import (
+    bootstrap_p_value, directional_robustness, holm_within, joint_reversal_share, paired_differences,
+    resample_indices, resample_weights, resampled_means, sufficient_statistics, verdict,
+)
 
 
 def _units(values_by_model, metric="dice"):

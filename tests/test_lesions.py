@@ -10,7 +10,10 @@ import pytest
 from scipy import ndimage
 from skimage import measure
 
-from helpers.metrics.lesions import assign_quartiles, evaluate_case_and_lesions, evaluate_lesions, label_lesions, lesion_summary, lesion_table, quartile_edges, with_quartile_bounds
+from helpers.metrics.lesions import (
+    assign_quartiles, evaluate_case_and_lesions, evaluate_lesions, label_lesions, lesion_summary, lesion_table,
+    quartile_edges, with_quartile_bounds,
+)
 from helpers.metrics.lesions.matching import _region_of_influence
 from helpers.metrics import evaluate_case, image_diagonal
 

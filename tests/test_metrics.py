@@ -11,7 +11,10 @@ import torch
 from scipy.spatial.distance import cdist
 
 from helpers import metrics as m
-from helpers.metrics import assd, boundary, contour_f1, dice, empty_mask_table, evaluate_case, hausdorff, hd95, image_diagonal, iou, masd, nsd, surface_distances
+from helpers.metrics import (
+    assd, boundary, contour_f1, dice, empty_mask_table, evaluate_case, hausdorff, hd95, image_diagonal, iou, masd,
+    nsd, surface_distances,
+)
 
 
 def square_pair():

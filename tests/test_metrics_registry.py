@@ -12,7 +12,10 @@ from helpers import analysis
 from helpers.studies import failure_lab
 from helpers.evaluation import evaluate_case_tables, evaluate_cases, lesion_rows
 from helpers.metrics.lesions import LESION_METRICS, evaluate_lesions
-from helpers.metrics import METRICS, Metric, evaluate_case, higher_is_better, label, metric, metric_names, split_tolerance_name, tolerance_name
+from helpers.metrics import (
+    METRICS, Metric, evaluate_case, higher_is_better, label, metric, metric_names, split_tolerance_name,
+    tolerance_name,
+)
 from helpers.data.predictions import write_prediction
 
 

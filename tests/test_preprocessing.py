@@ -9,7 +9,10 @@ from monai.transforms import NormalizeIntensity, ScaleIntensityRange
 from helpers.data import datasets
 from helpers.data.layouts import Case
 from helpers.base.paths import Workspace
-from helpers.data.preprocessing import PreparedCase, load_prepared, normalize_ct, normalize_fundus, normalize_mri, prepare_case, preprocessing_record, restore, save_prepared
+from helpers.data.preprocessing import (
+    PreparedCase, load_prepared, normalize_ct, normalize_fundus, normalize_mri, prepare_case, preprocessing_record,
+    restore, save_prepared,
+)
 
 
 def _recipe(dataset):

@@ -7,7 +7,9 @@ from scipy import stats
 
 from helpers.metrics import higher_is_better
 from helpers.stats import ranking
-from helpers.stats.ranking import agreement_matrix, compare_orders, kendall_tau, model_order, pairwise_agreement, rank_models
+from helpers.stats.ranking import (
+    agreement_matrix, compare_orders, kendall_tau, model_order, pairwise_agreement, rank_models,
+)
 
 
 def _long(dataset, stratum, values):

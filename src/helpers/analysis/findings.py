@@ -146,13 +146,28 @@ def findings(pattern: pd.DataFrame, agreement: pd.DataFrame, robustness: pd.Data
             continue
         d_all, d_q1 = s.at["overall", "dice_spread"], s.at["Q1", "dice_spread"]
         h_all, h_q1 = s.at["overall", "hd95_spread_percent"], s.at["Q1", "hd95_spread_percent"]
-        widened = np.isfinite(h_all) and np.isfinite(h_q1) and h_q1 > h_all
-        out.append(
-            f"**{display_name(dataset)}**: among the top models by Dice, the Dice spread is {_fmt(d_all)} on the full test "
-            f"set and {_fmt(d_q1)} in Q1; the HD95 relative spread is {_fmt(h_all, 1)} % overall and "
-            f"{_fmt(h_q1, 1)} % in Q1 — the boundary spread {'widens' if widened else 'does not widen'} on the "
-            f"smallest lesions (paper: 14.7 % → 41.3 %)."
-        )
+        name = display_name(dataset)
+        head = (f"**{name}**: among the top models by Dice, the Dice spread is {_fmt(d_all)} on the full test set "
+                f"and {_fmt(d_q1)} in Q1; the HD95 relative spread is {_fmt(h_all, 1)} % overall and "
+                f"{_fmt(h_q1, 1)} % in Q1")
+        if np.isfinite(h_all) and np.isfinite(h_q1):
+            out.append(f"{head} — the boundary spread {'widens' if h_q1 > h_all else 'does not widen'} on the "
+                       f"smallest lesions (paper: 14.7 % → 41.3 %).")
+            continue
+        # three outcomes, never two: an undefined relative spread is no evidence either way
+        where = [w for w, h in (("overall", h_all), ("in Q1", h_q1)) if not np.isfinite(h)]
+        absolute = ""
+        if "hd95_spread_mm" in s.columns:
+            absolute = (f"; the absolute HD95 spread is {_fmt(s.at['overall', 'hd95_spread_mm'])} mm overall and "
+                        f"{_fmt(s.at['Q1', 'hd95_spread_mm'])} mm in Q1")
+        reason = ""
+        if "hd95_spread_note" in s.columns:
+            notes = [str(s.at[k, "hd95_spread_note"]) for k in ("overall", "Q1")
+                     if isinstance(s.at[k, "hd95_spread_note"], str) and s.at[k, "hd95_spread_note"]]
+            reason = f" ({'; '.join(notes)})" if notes else ""
+        out.append(f"{head}{absolute} — whether the boundary spread widens on the smallest lesions cannot be "
+                   f"assessed: the relative spread is undefined {' and '.join(where)}{reason} (paper: 14.7 % → "
+                   f"41.3 %).")
     for row in agreement.itertuples():
         out.append(
             f"Dice and {row.metric} order the top-model pairs alike in {row.agree} of {row.comparable} comparable "

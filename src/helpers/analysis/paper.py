@@ -102,7 +102,10 @@ def spread_comparison(spreads: pd.DataFrame, reversals: pd.DataFrame, *,
                       lesion_set: str = PRIMARY_LESION_SET) -> pd.DataFrame:
     """Section 4.6: per dataset and setting (overall, Q4, Q1): Dice spread and HD95 relative spread among the top
     3, and the mean Kendall tau between Dice and the boundary metrics, beside the paper's row (one lesion
-    set)."""
+    set). Nothing undefined is dropped or silently averaged: ``hd95_spread_mm`` is the absolute HD95 spread beside
+    the relative one, ``hd95_spread_note`` says why the relative spread is undefined (NaN) where it is, and
+    ``n_kendall_taus`` / ``n_kendall_metrics`` say over how many metrics the mean tau was taken (taus are NaN where
+    an order has ties only)."""
     rows = []
     if "lesion_set" in spreads.columns:
         spreads = spreads[spreads["lesion_set"] == lesion_set]
@@ -113,13 +116,25 @@ def spread_comparison(spreads: pd.DataFrame, reversals: pd.DataFrame, *,
             continue
         s = sub.set_index("metric")
         tau = reversals[(reversals["dataset"] == dataset) & (reversals["stratum"] == stratum)]["kendall_tau"]
+        finite_tau = tau[np.isfinite(tau.astype(float))]
         paper = PAPER_SPREADS[stratum]
+        relative = s["relative_spread_percent"].get("hd95", np.nan)
+        best = s["best"].get("hd95", np.nan) if "best" in s.columns else np.nan
+        if "hd95" not in s.index:
+            note = "no HD95 spread among the top models in this setting"
+        elif not np.isfinite(relative):
+            note = (f"the best top model's HD95 is {best:g} mm: a relative spread has no denominator"
+                    if np.isfinite(best) else "the best top model's HD95 is not finite")
+        else:
+            note = ""
         rows.append({
             "dataset": dataset, "lesion_set": lesion_set, "setting": stratum,
             "dice_spread": s["spread"].get("dice", np.nan), "paper_dice_spread": paper["dice_spread"],
-            "hd95_spread_percent": s["relative_spread_percent"].get("hd95", np.nan),
+            "hd95_spread_mm": s["spread"].get("hd95", np.nan),
+            "hd95_spread_percent": relative, "hd95_spread_note": note,
             "paper_hd95_spread_percent": paper["hd95_spread_percent"],
-            "mean_kendall_tau": tau.mean() if len(tau) else np.nan,
+            "mean_kendall_tau": finite_tau.mean() if len(finite_tau) else np.nan,
+            "n_kendall_taus": int(len(finite_tau)), "n_kendall_metrics": int(len(tau)),
             "paper_ranking_stability": paper["ranking_stability"],
         })
     order = {"overall": 0, "Q4": 1, "Q1": 2}
@@ -204,7 +219,8 @@ def paper_q1_maxima(spreads: pd.DataFrame, aggregates: pd.DataFrame, *, stratum:
 
     HD95 and ASSD: the largest relative spread among the top 3 by Dice (:func:`helpers.analysis.units.spread_table`);
     contour F1: the largest absolute spread; recall: the largest spread in percentage points among the same top
-    models.
+    models. A dataset whose value is undefined (a relative spread over a best value of 0) is not dropped silently:
+    ``n_datasets`` counts those with a value, ``datasets_undefined`` names the others.
     """
     rows = []
     spec = [("hd95", "relative_spread_percent", 1.0, "hd95_percent"),
@@ -216,9 +232,12 @@ def paper_q1_maxima(spreads: pd.DataFrame, aggregates: pd.DataFrame, *, stratum:
         sub = spreads[(spreads["stratum"] == stratum)
                       & ((spreads["lesion_set"] == lset) if "lesion_set" in spreads.columns else True)]
         for metric, column, scale, paper_key in spec:
-            v = sub.loc[sub["metric"] == metric, column].dropna() * scale
+            rows_of_metric = sub.loc[sub["metric"] == metric]
+            v = rows_of_metric[column].dropna() * scale
+            undefined = sorted(rows_of_metric.loc[rows_of_metric[column].isna(), "dataset"].astype(str))
             where = sub.loc[v.idxmax(), "dataset"] if len(v) else ""
             rows.append({"lesion_set": lset, "stratum": stratum, "quantity": paper_key,
                          "ours_max": float(v.max()) if len(v) else np.nan, "dataset_of_max": where,
-                         "n_datasets": int(len(v)), "paper": PAPER_Q1_MAX_DIFFERENCES[paper_key]})
+                         "n_datasets": int(len(v)), "datasets_undefined": ", ".join(undefined),
+                         "paper": PAPER_Q1_MAX_DIFFERENCES[paper_key]})
     return pd.DataFrame(rows)

@@ -16,7 +16,10 @@ import pandas as pd
 
 from helpers import analysis as _analysis
 from helpers.data import predictions as _predictions
-from helpers.evaluation import EDGES_FILE, evaluate_case_tables, evaluate_cases, extra_seed_roots, lesion_rows, read_tables, reference_quartile_edges, resolve_tolerances
+from helpers.evaluation import (
+    EDGES_FILE, evaluate_case_tables, evaluate_cases, extra_seed_roots, lesion_rows, read_tables,
+    reference_quartile_edges, resolve_tolerances,
+)
 from helpers.data import load_split_cases
 from helpers.base.io import read_json
 from helpers.metrics.lesions import assign_quartiles

@@ -18,8 +18,13 @@ from dataclasses import dataclass
 from typing import Callable
 
 from helpers.data import synthetic
-from helpers.data.layouts import CaseFiles, IDRiDOptions, LiTSOptions, LoaderOptions, WMHOptions, find_idrid, find_lits, find_wmh, read_idrid, read_lits, read_wmh
-from helpers.data.preprocessing import Recipe, describe_ct, describe_fundus, describe_mri, liver_region, normalize_ct, normalize_fundus, normalize_mri
+from helpers.data.layouts import (
+    CaseFiles, IDRiDOptions, LiTSOptions, LoaderOptions, WMHOptions, find_idrid, find_lits, find_wmh, read_idrid,
+    read_lits, read_wmh,
+)
+from helpers.data.preprocessing import (
+    Recipe, describe_ct, describe_fundus, describe_mri, liver_region, normalize_ct, normalize_fundus, normalize_mri,
+)
 
 __all__ = ["PaperFacts", "Dataset", "REGISTRY", "DATASETS", "get", "display_name", "loader_options"]
 

@@ -25,7 +25,9 @@ from helpers.studies.small_data import data as sd
 from helpers.studies.small_data import models as sm
 from helpers.base.io import write_csv, write_json
 from helpers.compute.runtime import check_device, torch_settings
-from helpers.studies.small_data.train import DATASET, check_params, mc_dropout_predict, predict_proba, stack_cases, to_reference_size, train_model
+from helpers.studies.small_data.train import (
+    DATASET, check_params, mc_dropout_predict, predict_proba, stack_cases, to_reference_size, train_model,
+)
 from helpers.data.splits import CV_PROTOCOLS, cv_splits
 from helpers.compute.cluster import GridTask, run_grid
 
