@@ -65,8 +65,11 @@ def test_constant_positive_difference_keeps_sign_everywhere():
     assert row["share_same_sign"] == 1.0
     assert row["ci_low"] == pytest.approx(0.05) and row["ci_high"] == pytest.approx(0.05)
     assert row["better"] == "a" and row["verdict"] == "sign kept, Holm p <= 0.05"
-    # every resampled difference is 0.05 (se 0): p = 0; one comparison, so Holm leaves it as is
-    assert row["p_value"] == 0.0 and row["p_holm"] == 0.0 and row["family_size"] == 1
+    # the verdict's p is the exact sign-flip p over the 20 cases: only the all-plus and all-minus sign vectors
+    # reach |sum| = 20 x 0.05, so p = 2 / 2^20; one comparison, so Holm leaves it as is. The normal approximation
+    # of the bootstrap (kept as p_bootstrap) says 0: every resampled difference is 0.05 (se 0)
+    assert row["p_value"] == 2 / 2**20 and row["p_holm"] == 2 / 2**20 and row["family_size"] == 1
+    assert row["p_bootstrap"] == 0.0 and row["n_cases"] == 20 and row["n_test_cases"] == 20
 
 
 def test_lower_is_better_names_the_better_model():
@@ -133,6 +136,39 @@ def test_verdict_rules():
     assert verdict(0.1, 0.85, 0.3, n_cases=20) == "sign not stable (< 95 %)"
     assert verdict(0.0, np.nan, np.nan, n_cases=20) == "no observed difference"
     assert verdict(np.nan, np.nan, np.nan, n_cases=20) == "not estimable"
+    # a small p alone keeps no sign: the share must reach 95 % too
+    assert verdict(0.1, 0.90, 0.001, n_cases=20) == "sign not stable (< 95 %)"
+    # exact +/- pairs of per-case differences leave -1.8e-15 on values of about 0.8: no observed difference
+    assert verdict(-1.8e-15, 0.5, 0.9, n_cases=20, scale=0.8) == "no observed difference"
+    assert verdict(-1.8e-15, 0.5, 0.9, n_cases=20, scale=0.0) != "no observed difference"  # no scale: exact 0 only
+    assert verdict(0.1, 1.0, 0.0, n_cases=1) == "not testable (1 case < 10)"
+    assert verdict(0.1, 1.0, 0.0, n_cases=2, min_cases=24) == "not testable (2 cases < 24)"
+
+
+def _lesion_units(lesions_by_case: dict, model_values: dict) -> pd.DataFrame:
+    """{case: n lesions} and {model: value per lesion in order} -> lesion units."""
+    rows, k = [], 0
+    for case, n in lesions_by_case.items():
+        for j in range(n):
+            for model, values in model_values.items():
+                rows.append({"case_id": case, "model": model, "metric": "hd95", "value": values[k + j]})
+        k += n
+    return pd.DataFrame(rows)
+
+
+def test_a_stratum_held_by_one_or_two_cases_is_not_testable():
+    # 30 test cases; the stratum's 3 lesions all sit in case c7 and a is better on each: every resample draws c7
+    # or no lesion, so the bootstrap sees no spread (its normal approximation says p = 0); the unit of inference
+    # is the one case, so no verdict is read
+    cases = [f"c{i}" for i in range(30)]
+    units = _lesion_units({"c7": 3}, {"a": [1.0, 1.2, 1.1], "b": [2.0, 2.5, 2.2]})
+    row = directional_robustness(units, case_ids=cases, n_resamples=400, seed=0).iloc[0]
+    assert row["n_cases"] == 1 and row["n_test_cases"] == 30 and row["p_bootstrap"] == 0.0
+    assert row["verdict"] == "not testable (1 case < 10)" and np.isnan(row["p_value"]) and np.isnan(row["p_holm"])
+    # four lesions in two cases: still two cases
+    units = _lesion_units({"c3": 2, "c9": 2}, {"a": [1.0, 1.2, 1.1, 0.9], "b": [2.0, 2.5, 2.2, 1.9]})
+    row = directional_robustness(units, case_ids=cases, n_resamples=400, seed=0).iloc[0]
+    assert row["n_cases"] == 2 and row["verdict"] == "not testable (2 cases < 10)" and row["family_size"] == 0
 
 
 def test_minimum_case_guard():
@@ -140,11 +176,13 @@ def test_minimum_case_guard():
     out = directional_robustness(_units({"a": [0.9, 0.8, 0.7, 0.6], "b": [0.5, 0.4, 0.3, 0.2]}),
                                  case_ids=["c0", "c1", "c2", "c3"], n_resamples=200, seed=0)
     row = out.iloc[0]
-    assert row["share_same_sign"] == 1.0 and row["verdict"] == "no verdict: fewer than 10 test cases"
+    assert row["share_same_sign"] == 1.0 and row["verdict"] == "not testable (4 cases < 10)"
     assert row["min_cases"] == 10
     out = directional_robustness(_units({"a": [0.9, 0.8, 0.7, 0.6], "b": [0.5, 0.4, 0.3, 0.2]}),
                                  case_ids=["c0", "c1", "c2", "c3"], n_resamples=200, seed=0, min_cases=4)
-    assert out.iloc[0]["verdict"] == "sign kept, Holm p <= 0.05"
+    # with 4 cases the exact sign-flip p cannot go below 2 / 2^4 = 0.125: the sign is kept, no test can hold it
+    assert out.iloc[0]["p_value"] == 0.125
+    assert out.iloc[0]["verdict"] == "sign kept in >= 95 % of resamples, not after Holm"
 
 
 def test_bootstrap_p_value():

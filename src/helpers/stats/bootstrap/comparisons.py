@@ -27,23 +27,26 @@ Conventions
   (:func:`helpers.stats.bootstrap.resampling.percentile_bounds`), two-sided at ``confidence``.
 - ``share_same_sign``: the share of (finite) resamples whose difference has the sign of the observed one;
   a resampled difference of exactly 0 does not keep the sign. It is NaN when the observed difference is 0.
-- Bootstrap p-value of a pair (:func:`bootstrap_p_value`): the two-sided normal approximation
-  ``p = 2 Phi(-|d| / se)`` with ``d`` the observed difference and ``se`` the standard deviation of the finite
-  resampled differences (``p = 0`` when they do not vary). A p-value counted from the resamples cannot go below
-  about ``2 / n_resamples``, and a Holm family of a few hundred comparisons would then need tens of thousands of
-  resamples before any verdict could hold; the approximation has no such floor. ``share_same_sign`` is reported
-  beside it, counted.
+- The unit of inference is the case. ``n_cases`` of a row counts the cases that hold units of *both* models in
+  that group (not the dataset's test cases: a stratum whose lesions all sit in one case rests on one case).
+- p-value of a verdict (``p_value``): the two-sided sign-flip test over those cases
+  (:func:`helpers.stats.inference.sign_flip_test`, exact up to 20 cases, Monte Carlo above) of the per-case mean
+  differences. It cannot reach 0 when the resamples do not vary (the normal approximation of the bootstrap
+  distribution, kept beside it as ``p_bootstrap``, returns 0 there: with every unit in one case, every resample
+  is that case). ``share_same_sign`` is reported beside it, counted.
 - Multiple comparisons: p-values are Holm-adjusted within a *family*: all model pairs x metrics x strata of one
   dataset and lesion set (:func:`holm_within`); ``family_size`` is printed beside every row.
 - Joint reversal (:func:`joint_reversal_share`): for a boundary metric, the share of resamples in which Dice
   favours the model the observed Dice favours *and* the boundary metric favours the other one, in the same
   resample: what a reader means by "the reversal is stable".
-- Verdict (:func:`verdict`), named by what it means: ``"sign kept, Holm p <= 0.05"`` when the Holm-adjusted
-  p is at most ``alpha``; ``"sign kept in >= 95 % of resamples, not after Holm"`` when the raw share reaches
-  ``1 - alpha`` (0.95) but the family correction removes it; otherwise ``"sign not stable (< 95 %)"``;
-  ``"no observed difference"`` when the observed difference is 0, ``"not estimable"`` when it is NaN, and
-  ``"no verdict: fewer than <m> test cases"`` when the dataset has fewer test cases than ``min_cases``
-  (:data:`MIN_CASES`): with a handful of cases the resamples are a handful of distinct draws.
+- Verdict (:func:`verdict`), named by what it means: ``"not testable (<k> cases < <m>)"`` when fewer than
+  ``min_cases`` (:data:`MIN_CASES`) cases hold units of both models, with no p-value read (a handful of cases
+  allows a handful of distinct resamples and sign patterns); ``"no observed difference"`` when the observed
+  difference is 0 within ``1e-12`` of the values' scale (an exact +/- pair of per-case differences leaves
+  ``-1.8e-15``, not a difference); ``"not estimable"`` when it or the share is NaN;
+  ``"sign kept, Holm p <= 0.05"`` only when the share reaches ``1 - alpha`` (0.95) *and* the Holm-adjusted
+  sign-flip p is at most ``alpha``; ``"sign kept in >= 95 % of resamples, not after Holm"`` when the share
+  reaches it but the family's p does not; otherwise ``"sign not stable (< 95 %)"`` (however small the p).
 
 Pairwise comparisons over units (:func:`paired_comparisons`) take the long or wide tables of
 :func:`helpers.stats.inference.as_wide` and spawn one independent child generator per pair
@@ -69,7 +72,7 @@ from helpers.stats.inference import as_wide, cohens_dz, hedges_correction, holm_
 from helpers.base.checks import as_direction
 
 __all__ = [
-    "ALPHA", "MIN_CASES", "verdict_names", "verdict", "bootstrap_p_value", "joint_reversal_share", "holm_within",
+    "ALPHA", "MIN_CASES", "ZERO_TOLERANCE", "verdict_names", "verdict", "bootstrap_p_value", "joint_reversal_share", "holm_within",
     "paired_differences", "directional_robustness", "paired_comparisons",
 ]
 
@@ -89,8 +92,12 @@ def verdict_names(alpha: float = ALPHA, min_cases: int = MIN_CASES) -> dict[str,
         "unstable": f"sign not stable (< {pct} %)",
         "none": "no observed difference",
         "not_estimable": "not estimable",
-        "too_few": f"no verdict: fewer than {min_cases} test cases",
+        "too_few": f"not testable (fewer than {min_cases} cases)",
     }
+
+
+#: Relative tolerance under which an observed difference counts as none (scale: the larger of the two means).
+ZERO_TOLERANCE = 1e-12
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -106,21 +113,22 @@ def verdict(
     n_cases: int,
     alpha: float = ALPHA,
     min_cases: int = MIN_CASES,
+    scale: float = 0.0,
 ) -> str:
-    """Classify a bootstrap comparison (see the module docstring for the rule and :func:`verdict_names`)."""
+    """Classify a bootstrap comparison (see the module docstring for the rule and :func:`verdict_names`).
+    ``n_cases``: the cases holding units of both models; ``scale``: the size of the compared values (the larger
+    absolute mean), against which an observed difference within :data:`ZERO_TOLERANCE` counts as none."""
     names = verdict_names(alpha, min_cases)
     if n_cases < min_cases:
-        return names["too_few"]
+        return f"not testable ({int(n_cases)} case{'' if n_cases == 1 else 's'} < {min_cases})"
     if not np.isfinite(observed):
         return names["not_estimable"]
-    if observed == 0:
+    if abs(observed) <= ZERO_TOLERANCE * max(abs(scale), 1e-300):
         return names["none"]
     if not np.isfinite(share_same_sign):
         return names["not_estimable"]
-    if np.isfinite(p_holm) and p_holm <= alpha:
-        return names["held"]
     if share_same_sign >= 1 - alpha:
-        return names["raw_only"]
+        return names["held"] if np.isfinite(p_holm) and p_holm <= alpha else names["raw_only"]
     return names["unstable"]
 
 
@@ -271,6 +279,8 @@ def _paired_tables(units: pd.DataFrame, *, group_by: list, case_ids: list, model
                                          confidence=confidence, directions=directions, return_resamples=True)
         table["n_units_a"] = counts.sum(axis=0)[ia].astype(int)
         table["n_units_b"] = counts.sum(axis=0)[ib].astype(int)
+        table["n_cases"], table["p_bootstrap"] = 0, table["p_value"]
+        table["p_value"] = _case_sign_flip(sums, counts, ia, ib, table)
         table["n_nan_a"] = n_nan.sum(axis=0)[ia].astype(int)
         table["n_nan_b"] = n_nan.sum(axis=0)[ib].astype(int)
         for name, value in group.items():
@@ -280,6 +290,28 @@ def _paired_tables(units: pd.DataFrame, *, group_by: list, case_ids: list, model
         resampled[(other_key, group["metric"])] = (diff, table["difference"].to_numpy())
         out.append((other_key, group["metric"], table))
     return out, resampled
+
+
+def _case_sign_flip(sums: np.ndarray, counts: np.ndarray, ia: np.ndarray, ib: np.ndarray,
+                    table: pd.DataFrame) -> list[float]:
+    """Per pair: count the cases holding units of both models into ``table["n_cases"]`` and return the two-sided
+    sign-flip p over those cases of the per-case mean differences (NaN without a case or an observed
+    difference)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = sums / counts
+    p_values, n_cases = [], []
+    for p in range(len(ia)):
+        both = (counts[:, ia[p]] > 0) & (counts[:, ib[p]] > 0)
+        n_cases.append(int(both.sum()))
+        d = means[both, ia[p]] - means[both, ib[p]]
+        d = d[np.isfinite(d)]
+        observed = table["difference"].iloc[p]
+        if d.size == 0 or not np.isfinite(observed) or observed == 0:
+            p_values.append(float("nan"))
+        else:
+            p_values.append(sign_flip_test(d, seed=0).p_value)
+    table["n_cases"] = n_cases
+    return p_values
 
 
 def _with_joint_reversals(table: pd.DataFrame, resampled: dict, *, other_key: tuple, metric: str, reference: str,
@@ -347,16 +379,17 @@ def directional_robustness(
     alpha : float
         Family-wise level of the verdicts.
     min_cases : int
-        Fewest test cases for a verdict.
+        Fewest cases holding units of both models for a verdict (per row).
 
     Returns
     -------
     pandas.DataFrame
         The rows of :func:`paired_differences` per group, with the group columns first and ``n_units_a``,
         ``n_units_b``, ``n_nan_a``, ``n_nan_b``, ``joint_reversal_share`` (NaN for the reference metric),
-        ``reversal_observed`` (the observed reference and metric favour different models), ``p_holm``,
-        ``family_size``, ``verdict``, ``n_cases``, ``n_resamples``, ``seed``, ``confidence``, ``alpha``,
-        ``min_cases`` added.
+        ``reversal_observed`` (the observed reference and metric favour different models), ``n_cases`` (cases
+        holding units of both models), ``p_value`` (the sign-flip p over those cases; NaN below ``min_cases``),
+        ``p_bootstrap`` (normal approximation, for reference), ``p_holm``, ``family_size``, ``verdict``,
+        ``n_test_cases``, ``n_resamples``, ``seed``, ``confidence``, ``alpha``, ``min_cases`` added.
     """
     group_by = list(group_by)
     if "metric" not in group_by:
@@ -380,10 +413,16 @@ def directional_robustness(
     tables = [_with_joint_reversals(table, resampled, other_key=other_key, metric=metric, reference=reference,
                                     directions=directions) for other_key, metric, table in out]
     result = holm_within(pd.concat(tables, ignore_index=True), family=[c for c in family if c in group_by])
-    n_cases = len(case_ids)
-    result["verdict"] = [verdict(o, s, h, n_cases=n_cases, alpha=alpha, min_cases=min_cases)
-                         for o, s, h in zip(result["difference"], result["share_same_sign"], result["p_holm"])]
-    result["n_cases"] = n_cases
+    # a row below the minimum of cases gets no p-value read: it leaves the Holm family too
+    testable = result["n_cases"] >= min_cases
+    result.loc[~testable, "p_value"] = np.nan
+    result = holm_within(result.drop(columns=["p_holm", "family_size"]),
+                         family=[c for c in family if c in group_by])
+    scale = np.fmax(result["mean_a"].abs(), result["mean_b"].abs()).fillna(0.0)
+    result["verdict"] = [verdict(o, sh, h, n_cases=k, alpha=alpha, min_cases=min_cases, scale=sc)
+                         for o, sh, h, k, sc in zip(result["difference"], result["share_same_sign"],
+                                                   result["p_holm"], result["n_cases"], scale)]
+    result["n_test_cases"] = len(case_ids)
     result["n_resamples"] = int(n_resamples)
     result["seed"] = seed
     result["confidence"] = confidence
