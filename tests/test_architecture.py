@@ -337,7 +337,8 @@ def test_no_module_changes_process_state_when_imported():
 
 def _light_modules() -> list[str]:
     heavy = {"learning", "studies/small_data", "studies/failure_lab", "runner", "compute"}
-    return sorted(name for name in _modules() if folder_of(name) not in heavy and name not in ENTRY_POINTS - {"helpers"})
+    return sorted(name for name in _modules()
+                  if folder_of(name) not in heavy and name not in ENTRY_POINTS - {"helpers"})
 
 
 def test_importing_the_package_sets_no_global_state():

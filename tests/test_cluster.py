@@ -616,7 +616,8 @@ def test_a_section_waiting_for_its_grid_does_not_block_a_runnable_section(tmp_pa
     from helpers.runner import running, sections
 
     _tiny_project(tmp_path, (
-        "import time\nfrom helpers.base import io\nfrom helpers.compute import cluster\nfrom helpers.base.paths import Workspace\n"
+        "import time\nfrom helpers.base import io\nfrom helpers.compute import cluster\n"
+        "from helpers.base.paths import Workspace\n"
         "start = time.time()\n"
         "cluster.run_grid([cluster.GridTask(f'{dataset} · sleep', time.sleep, (3.0,))], scheduler=scheduler, "
         "name=f'sleep {dataset}')\n"

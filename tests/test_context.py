@@ -40,7 +40,8 @@ def test_banner_labels_synthetic_real_and_constructed_data(tmp_path, monkeypatch
     # a chapter across datasets names every source and warns because one of them is synthetic
     across = context.context(section="evaluation", dataset="study", profile="smoke", workspace="ws", seed=0).banner()
     assert "synthetic stand-in** for WMH" in across and "real LiTS data" in across and "⚠" in across
-    made = context.context(section="evaluation", dataset="study", profile="smoke", workspace="ws", seed=0, data_source="constructed")
+    made = context.context(section="evaluation", dataset="study", profile="smoke", workspace="ws", seed=0,
+                           data_source="constructed")
     assert "constructed in this chapter" in made.banner() and "constructed examples" in made.banner()
     unknown = context.context(section="evaluation", dataset="idrid", profile="smoke", workspace="ws", seed=0)
     assert unknown.synthetic is None and "has not run" in unknown.banner()
@@ -80,7 +81,8 @@ def test_banner_says_when_the_evaluated_predictions_are_constructed(tmp_path, mo
     io.write_json({"source": "trained"}, ws.results("lits") / "predictions_source.json")
     wmh = context.context(section="evaluation", dataset="wmh", profile="smoke", workspace="ws", seed=0).banner()
     assert "> Predictions (WMH): **constructed** from the reference masks" in wmh
-    assert "Predictions" not in context.context(section="evaluation", dataset="lits", profile="smoke", workspace="ws", seed=0).banner()
+    assert "Predictions" not in context.context(section="evaluation", dataset="lits", profile="smoke", workspace="ws",
+                                                seed=0).banner()
     across = context.context(section="evaluation", dataset="study", profile="smoke", workspace="ws", seed=0).banner()
     assert "Predictions (WMH): **constructed**" in across
 
@@ -138,7 +140,8 @@ def test_the_context_holds_no_scheduler(tmp_path, monkeypatch):
     ctx = context.context(section="evaluation", dataset="wmh", profile="smoke", workspace="ws", seed="2")
     assert ctx.seed == 2 and not hasattr(ctx, "scheduler")
     with pytest.raises(TypeError, match="scheduler"):
-        context.context(section="evaluation", dataset="wmh", profile="smoke", workspace="ws", seed=0, scheduler="tcp://127.0.0.1:1")
+        context.context(section="evaluation", dataset="wmh", profile="smoke", workspace="ws", seed=0,
+                        scheduler="tcp://127.0.0.1:1")
 
 
 def test_save_and_show_refuse_a_name_the_section_does_not_declare(tmp_path, monkeypatch):
@@ -161,9 +164,11 @@ def test_save_and_show_refuse_a_name_the_section_does_not_declare(tmp_path, monk
 def test_another_chapters_file_is_named_by_its_section(tmp_path, monkeypatch):
     monkeypatch.setenv("HONEST_PROJECT_ROOT", str(tmp_path))
     ctx = context.context(section="reversals", dataset="lits", profile="smoke", workspace="ws", seed=0)
-    assert ctx.input("evaluation", "overall_metrics.csv") == tmp_path / "ws" / "results" / "lits" / "overall_metrics.csv"
+    assert (ctx.input("evaluation", "overall_metrics.csv")
+            == tmp_path / "ws" / "results" / "lits" / "overall_metrics.csv")
     assert ctx.input("evaluation", "per_case_metrics.csv", dataset="wmh").parent.name == "wmh"
-    assert ctx.input("failure_modes", "failure_modes_sweep.csv") == tmp_path / "ws" / "results" / "failure_modes_sweep.csv"
+    assert (ctx.input("failure_modes", "failure_modes_sweep.csv")
+            == tmp_path / "ws" / "results" / "failure_modes_sweep.csv")
     with pytest.raises(ValueError, match=r"section 'evaluation' does not write 'overall.csv'; it declares \["):
         ctx.input("evaluation", "overall.csv")
     across = context.context(section="cross_dataset", dataset="study", profile="smoke", workspace="ws", seed=0)

@@ -1,5 +1,5 @@
-"""Tests of helpers.evaluation.perturb: each operator on a disk or sphere with its hand-derived effect, cross-checks of the
-morphology against scipy.ndimage, per-lesion application, edge cases and input validation."""
+"""Tests of helpers.evaluation.perturb: each operator on a disk or sphere with its hand-derived effect, cross-checks of
+the morphology against scipy.ndimage, per-lesion application, edge cases and input validation."""
 
 from __future__ import annotations
 

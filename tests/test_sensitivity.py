@@ -1,5 +1,5 @@
-"""Tests of helpers.analysis.sensitivity: the clean-up threshold and extra-seed analyses (moved from test_evaluation with
-their code), on the bring-your-own folder of tests/test_evaluation.py."""
+"""Tests of helpers.analysis.sensitivity: the clean-up threshold and extra-seed analyses (moved from test_evaluation
+with their code), on the bring-your-own folder of tests/test_evaluation.py."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,5 @@
-"""Tests of helpers.studies.small_data.data: synthetic vessels, the folder loader, the CV splits and multi-class scores."""
+"""Tests of helpers.studies.small_data.data: synthetic vessels, the folder loader, the CV splits and multi-class
+scores."""
 
 from __future__ import annotations
 

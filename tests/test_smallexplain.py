@@ -1,4 +1,5 @@
-"""Tests of helpers.studies.small_data.explain: error maps, uncertainty, morphology, saliency, attention and their figures."""
+"""Tests of helpers.studies.small_data.explain: error maps, uncertainty, morphology, saliency, attention and their
+figures."""
 
 from __future__ import annotations
 
@@ -152,11 +153,12 @@ def test_attention_map_tiny_sam_matches_eager_attention(tmp_path):
 def test_figures_render(small_cv, small_cases):
     import matplotlib.pyplot as plt
 
-    fig = smallexplain.plot_visual_paradox(small_cases, small_cv, small_cv.scores, model="segformer", protocol="loocv", seed=0)
+    fig = smallexplain.plot_visual_paradox(small_cases, small_cv, small_cv.scores, model="segformer", protocol="loocv",
+                                           seed=0)
     assert len(fig.axes) == 8
     plt.close(fig)
     image = small_cases[0].case_id
-    fig = smallexplain.plot_explanations(small_cases, small_cv, model="segformer", protocol="loocv", seed=0, image=image,
-                                         size=32)
+    fig = smallexplain.plot_explanations(small_cases, small_cv, model="segformer", protocol="loocv", seed=0,
+                                         image=image, size=32)
     assert len(fig.axes) >= 5
     plt.close(fig)

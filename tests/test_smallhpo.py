@@ -11,7 +11,8 @@ from helpers.data.splits import cv_folds
 
 @pytest.mark.parametrize("sampler", ["tpe", "gp"])
 def test_optimize_budget_and_space(small_cases, sampler):
-    trials, best = smallhpo.optimize("deeplabv3plus", small_cases, n_trials=2, size=32, epochs=1, width=4, sampler=sampler)
+    trials, best = smallhpo.optimize("deeplabv3plus", small_cases, n_trials=2, size=32, epochs=1, width=4,
+                                     sampler=sampler)
     assert len(trials) == 2 and list(trials["trial"]) == [0, 1]
     for key, (_, low, high) in smallhpo.SEARCH_SPACE.items():
         assert trials[key].between(low, high).all()

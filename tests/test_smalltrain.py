@@ -1,4 +1,5 @@
-"""Tests of helpers.studies.small_data.train: loss, training, prediction and MC dropout (the report is tested in test_smallreport.py)."""
+"""Tests of helpers.studies.small_data.train: loss, training, prediction and MC dropout (the report is tested in
+test_smallreport.py)."""
 
 from __future__ import annotations
 

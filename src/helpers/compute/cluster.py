@@ -63,7 +63,8 @@ from helpers.compute.security import check_address, security_from_environment
 from helpers.compute.runtime import THREADS_ENV, available_cores, cuda_available, task_threads, torch_settings
 
 __all__ = [
-    "TOPIC", "PRIORITY_ENV", "FINISHING_BOOST", "IN_PROCESS", "LOCAL", "LOOPBACK", "as_scheduler", "SCHEDULER_CONFIG", "NANNY_CONFIG", "GridError",
+    "TOPIC", "PRIORITY_ENV", "FINISHING_BOOST", "IN_PROCESS", "LOCAL", "LOOPBACK", "as_scheduler", "SCHEDULER_CONFIG",
+    "NANNY_CONFIG", "GridError",
     "GridTask", "local_layout", "worker_environment", "ClusterInfo", "open_cluster", "ProgressPrinter", "run_grid",
     "grid_priority",
 ]
@@ -296,7 +297,8 @@ def run_grid(tasks: Sequence[GridTask], *, scheduler: str | None = None, name: s
     ``scheduler`` (:func:`as_scheduler`, the same vocabulary as :func:`open_cluster`): None/"none" in-process and
     sequential; ``"local"`` a local cluster started for this grid and closed after it; else the address of a Dask
     scheduler, with ``security`` for a ``tls://`` one (None: :func:`security_from_environment`, the credentials the
-    runner named for its notebooks). ``priority``: of the grid's tasks among all queued on the cluster, higher first (default: ``$HONEST_GRID_PRIORITY``, else 0).
+    runner named for its notebooks). ``priority``: of the grid's tasks among all queued on the cluster, higher first
+    (default: ``$HONEST_GRID_PRIORITY``, else 0).
     The first failing task stops the grid: the others are cancelled and :class:`GridError` names the failing task
     and its error."""
     tasks = list(tasks)

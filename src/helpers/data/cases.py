@@ -1,8 +1,8 @@
 """Finding and reading the datasets through the registry, and the data section of the study.
 
 The layouts themselves (case types, loader options, one finder and reader per dataset) are in
-:mod:`helpers.data.layouts`, each dataset's facts in its registry entry (:mod:`helpers.data.datasets`); this module is the
-generic front: :func:`find_cases` lists the files of each case (cheap, validates the tree; looks one folder deeper
+:mod:`helpers.data.layouts`, each dataset's facts in its registry entry (:mod:`helpers.data.datasets`); this module is
+the generic front: :func:`find_cases` lists the files of each case (cheap, validates the tree; looks one folder deeper
 when the dataset was unpacked into a folder of its own), :func:`read_case` reads one case, :func:`load_cases`
 does both for every case and :func:`load_split_cases` for the cases of one split only, so that a large dataset is
 never held in memory at once. Loader options are a :class:`helpers.data.layouts.LoaderOptions` of the dataset
@@ -277,8 +277,8 @@ def summary_table(dataset: str, cases: pd.DataFrame, lesions: pd.DataFrame) -> p
 
 def quartile_edges(lesions: pd.DataFrame) -> pd.DataFrame:
     """Lesion-size quartile edges per split and over all lesions: ``split, n_lesions`` and the minimum, the
-    quartile edges of :func:`helpers.metrics.lesions.quartile_edges` (25th, 50th, 75th percentile) and the maximum of the
-    area fraction, in percent of the image (axial slice) area."""
+    quartile edges of :func:`helpers.metrics.lesions.quartile_edges` (25th, 50th, 75th percentile) and the maximum of
+    the area fraction, in percent of the image (axial slice) area."""
     rows = []
     groups = [(name, lesions[lesions["split"] == name]) for name in ("train", "val", "test")] + [("all", lesions)]
     for name, group in groups:

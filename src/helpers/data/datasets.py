@@ -3,8 +3,8 @@
 An entry binds what the rest of the package needs to know about a dataset: its names (``title`` for tables,
 ``caption`` for the book), ``modality`` and ``kind``, the real layout's finder and reader
 (:mod:`helpers.data.layouts`), the type of its loader options, the synthetic generator written in that layout
-(:mod:`helpers.data.synthetic`), its preprocessing recipe (:mod:`helpers.data.preprocessing`) and the paper's facts about
-it (Section 4.5). Code that differs by dataset looks the entry up (:func:`get`) instead of branching on the
+(:mod:`helpers.data.synthetic`), its preprocessing recipe (:mod:`helpers.data.preprocessing`) and the paper's facts
+about it (Section 4.5). Code that differs by dataset looks the entry up (:func:`get`) instead of branching on the
 dataset's name.
 
 Adding a dataset: write its finder and reader in :mod:`helpers.data.layouts` (with a :class:`LoaderOptions` subclass

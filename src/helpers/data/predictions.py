@@ -384,7 +384,8 @@ def match_predictions(cases, folder, *, mapping: dict[str, str] | None = None) -
     """Tie the prediction files of ``folder`` to ``cases``.
 
     ``cases``: objects with ``case_id`` and, optionally, ``images`` and ``labels``
-    (:class:`helpers.data.layouts.CaseFiles`) or ``source`` (:class:`helpers.data.layouts.Case`). A file is tied to a case by,
+    (:class:`helpers.data.layouts.CaseFiles`) or ``source`` (:class:`helpers.data.layouts.Case`). A file is tied to a
+    case by,
     in this order (:data:`MATCH_RULES`): the ``mapping`` (case id -> file name); its name being the case id; its
     name being the name of one of the case's own files (image or reference, e.g. LiTS ``segmentation-3``) when no
     other case has a file of that name; nnU-Net's ``<prefix>_<NNNN>`` when ``NNNN`` equals the trailing number of

@@ -138,7 +138,8 @@ def make_splits(cases, *, seed: int, val_fraction: float = 0.2, test_fraction: f
     ----------
     cases : sequence
         Objects with ``case_id`` (str), ``subset`` (``"training"``, ``"test"`` or ``None``) and ``meta``
-        (dict, optionally with ``"site"``): :class:`helpers.data.layouts.Case` or :class:`helpers.data.layouts.CaseFiles`.
+        (dict, optionally with ``"site"``): :class:`helpers.data.layouts.Case` or
+        :class:`helpers.data.layouts.CaseFiles`.
     seed : int
         Seed of the shuffle; the same cases and seed give the same split.
     val_fraction : float in (0, 1)

@@ -9,15 +9,16 @@ exactly on another machine. Under the training section's switch ``predictions_fr
 ``smoke`` profile, i.e. the regression run behind ``make test``), the models are still trained and their test
 predictions still written, but they are then set aside (``predictions/<dataset>/_trained/<model>/``, which
 :func:`helpers.data.predictions.list_models` skips) and every model's evaluated prediction is *constructed* from the
-test case's reference mask by one failure mode of :mod:`helpers.evaluation.perturb` at one severity (:data:`RULES`), seeded.
-Those masks use only integer shifts, Euclidean distance transforms compared with a slack and a seeded
+test case's reference mask by one failure mode of :mod:`helpers.evaluation.perturb` at one severity (:data:`RULES`),
+seeded. Those masks use only integer shifts, Euclidean distance transforms compared with a slack and a seeded
 ``numpy.random.Generator``: the same bits on every machine, so every evaluation chapter downstream is an exact
 regression check of the metric definitions, tables and statistics.
 
 Conventions
 -----------
 - Masks on the case's original grid: ``(z, y, x)`` volumes, ``(y, x)`` images. Severities are given in in-plane
-  voxels (:class:`Rule`) and applied in mm with the case's own spacing (:func:`helpers.evaluation.perturb.perturb_lesions`).
+  voxels (:class:`Rule`) and applied in mm with the case's own spacing
+  (:func:`helpers.evaluation.perturb.perturb_lesions`).
 - Model ``i`` of :data:`RULES` (in its order) draws from seed ``seed + i``; lesion ``j`` of a case from
   ``default_rng([seed + i, j])`` (perturb's own convention).
 - The record ``results/<dataset>/predictions_source.json`` says which predictions the evaluation reads; the

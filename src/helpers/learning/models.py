@@ -34,7 +34,8 @@ Families (MONAI 1.6 classes)
 
 Each family is one :class:`ModelFamily` entry of :data:`REGISTRY` (label, implementing class, description,
 constructor); a new family is one entry there plus its keyword arguments in :func:`model_kwargs` and its input rule
-in :func:`input_multiple`. The small-data study's architectures use the same record (``helpers.studies.small_data.models``).
+in :func:`input_multiple`. The small-data study's architectures use the same record
+(``helpers.studies.small_data.models``).
 
 Sizes are named (``"smoke"``, ``"default"``, ``"paper"``); :data:`SIZES` lists their widths. Parameter counts
 differ between families by design: the budget that is matched is the training protocol (steps, optimiser,

@@ -9,8 +9,8 @@ Conventions
   (dataset ``"study"``) write into ``results/`` and ``figures/`` themselves. Each name must be declared by the
   notebook's section (:mod:`helpers.runner.sections`), and a file of another chapter is read through
   ``ctx.input(section, name)``, which checks that the other section declares it. Every write is atomic
-  (:mod:`helpers.base.io`), so an interrupted notebook never leaves half a file behind. Names are plain file names, never
-  paths: where a file goes is the context's business, not the cell's.
+  (:mod:`helpers.base.io`), so an interrupted notebook never leaves half a file behind. Names are plain file names,
+  never paths: where a file goes is the context's business, not the cell's.
 - Scope and names: the notebook's ``dataset`` parameter is resolved once: ``ctx.scope`` (the parameter),
   ``ctx.dataset`` (the registry entry, None for a scope that is not a dataset) and ``ctx.title`` (the display
   name, ``"LiTS"``; never the key upper-cased).

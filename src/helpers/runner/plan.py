@@ -146,7 +146,8 @@ def assign_keys(tasks: list[Task], ws: Workspace, all_datasets: Iterable[str]) -
     for task in tasks:
         upstream = []
         for dep in task.section.depends:
-            targets = [task.dataset] if task.section.scope == "dataset" else list(task.params.get("datasets", all_datasets))
+            targets = ([task.dataset] if task.section.scope == "dataset"
+                       else list(task.params.get("datasets", all_datasets)))
             for ds in targets:
                 upstream.append(keys.get((ds, dep)) or _stamp_key(ws, ds, dep))
         nb = notebooks_dir() / task.section.notebook

@@ -8,7 +8,8 @@ Conventions
   deterministic from its fold's seed (training seed ``seed * 1000 + fold``), so the outcome does not depend on
   where it ran.
 - Scores: one row per ``protocol, seed, fold, model, image, class`` (the foreground classes and ``"macro"``) with
-  ``dice, iou, status`` (:func:`helpers.studies.small_data.data.multiclass_scores`, :func:`helpers.studies.small_data.data.macro_scores`);
+  ``dice, iou, status`` (:func:`helpers.studies.small_data.data.multiclass_scores`,
+  :func:`helpers.studies.small_data.data.macro_scores`);
   models that cannot run keep their rows with NaN scores and the reason in ``status``.
 """
 
@@ -88,8 +89,8 @@ def cross_validate(
     Parameters
     ----------
     models : sequence of str
-        Names from :data:`helpers.studies.small_data.models.MODELS`; those that cannot run (no checkpoint) get rows with NaN
-        scores and the reason in ``status``.
+        Names from :data:`helpers.studies.small_data.models.MODELS`; those that cannot run (no checkpoint) get rows with
+        NaN scores and the reason in ``status``.
     splits : sequence of dict
         From :func:`helpers.data.splits.cv_splits`.
     params : dict

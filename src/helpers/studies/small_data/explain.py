@@ -3,9 +3,10 @@ error, wall morphology, gradient saliency and attention maps, and the figures bu
 
 Conventions
 -----------
-- Label maps ``(y, x)`` of the study's classes (``helpers.studies.small_data.data.CLASSES``); lengths and areas in pixels.
-- Uncertainty maps are Monte Carlo dropout entropies (``helpers.studies.small_data.train.mc_dropout_predict``) kept by the
-  cross-validation (:class:`helpers.studies.small_data.cv.CVResult`).
+- Label maps ``(y, x)`` of the study's classes (``helpers.studies.small_data.data.CLASSES``); lengths and areas in
+  pixels.
+- Uncertainty maps are Monte Carlo dropout entropies (``helpers.studies.small_data.train.mc_dropout_predict``) kept by
+  the cross-validation (:class:`helpers.studies.small_data.cv.CVResult`).
 """
 
 from __future__ import annotations

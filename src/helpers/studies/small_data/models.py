@@ -5,7 +5,8 @@ Conventions
 - Input ``x``: ``float32 (batch, 3, y, x)`` RGB in ``[0, 1]``; each model applies its own input normalisation.
   Output: class logits ``(batch, n_classes, y, x)`` at the input resolution (softmax over classes gives
   probabilities; class 0 is background).
-- Every model has dropout layers, so Monte Carlo dropout (``helpers.studies.small_data.train.mc_dropout_predict``) applies to all.
+- Every model has dropout layers, so Monte Carlo dropout (``helpers.studies.small_data.train.mc_dropout_predict``)
+  applies to all.
 - No weights are downloaded: U-Net, DeepLabV3+ and SegFormer are initialised at random and trained from scratch;
   SAM, MedSAM and MedSAM+U-Net need a checkpoint path given by the user (:func:`load_sam_checkpoint`).
   ``transformers`` is never asked for a hub id (``local_files_only=True``).

@@ -42,7 +42,8 @@ class SmallDataStatistics:
     Attributes
     ----------
     summary : pandas.DataFrame
-        Per protocol and model: mean over images with its BCa interval (:func:`helpers.stats.bootstrap.summarize_models`).
+        Per protocol and model: mean over images with its BCa interval
+        (:func:`helpers.stats.bootstrap.summarize_models`).
     pairs : pandas.DataFrame
         Per protocol, every model pair (:func:`helpers.stats.bootstrap.paired_comparisons`); empty with one model.
     friedman : pandas.DataFrame

@@ -1,5 +1,5 @@
-"""Loss, training and prediction of the small-data study (its search: ``helpers.studies.small_data.hpo``; its cross-validation:
-``helpers.studies.small_data.cv``; its explanations: ``helpers.studies.small_data.explain``).
+"""Loss, training and prediction of the small-data study (its search: ``helpers.studies.small_data.hpo``; its
+cross-validation: ``helpers.studies.small_data.cv``; its explanations: ``helpers.studies.small_data.explain``).
 
 Conventions
 -----------
@@ -14,7 +14,8 @@ Conventions
   input resolution are resized bilinearly to the reference size, then ``argmax``.
 - Uncertainty: Monte Carlo dropout (dropout layers active, batch norm in inference mode) with ``passes``
   stochastic forward passes; predictive entropy of the mean probabilities (natural log) and mutual information.
-- Empty-class policy of the scores: as :func:`helpers.studies.small_data.data.multiclass_scores` (``helpers.metrics``' Dice).
+- Empty-class policy of the scores: as :func:`helpers.studies.small_data.data.multiclass_scores`
+  (``helpers.metrics``' Dice).
 """
 
 from __future__ import annotations
