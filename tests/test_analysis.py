@@ -282,13 +282,13 @@ def test_an_undefined_relative_spread_ends_in_cannot_be_assessed_never_does_not_
     # hand case: top-3 HD95 10/11/12 mm overall (relative spread (12 - 10) / 10 = 20 %), 0/2/3 mm in Q1 (the best
     # is 0: no denominator); Dice spreads 0.01 and 0.02; Kendall taus: one finite (0.5), one undefined (NaN)
     spreads = pd.DataFrame([
-        {"dataset": "lits", "lesion_set": "common", "stratum": "overall", "metric": "hd95", "best": 10.0,
-         "worst": 12.0, "spread": 2.0, "relative_spread_percent": 20.0},
-        {"dataset": "lits", "lesion_set": "common", "stratum": "Q1", "metric": "hd95", "best": 0.0, "worst": 3.0,
+        {"dataset": "lits", "lesion_set": "common", "stratum": "overall", "metric": "hd95", "best": "a",
+         "worst": "c", "spread": 2.0, "relative_spread_percent": 20.0},
+        {"dataset": "lits", "lesion_set": "common", "stratum": "Q1", "metric": "hd95", "best": "a", "worst": "c",
          "spread": 3.0, "relative_spread_percent": np.nan},
-        {"dataset": "lits", "lesion_set": "common", "stratum": "overall", "metric": "dice", "best": 0.9,
-         "worst": 0.89, "spread": 0.01, "relative_spread_percent": 1.1},
-        {"dataset": "lits", "lesion_set": "common", "stratum": "Q1", "metric": "dice", "best": 0.8, "worst": 0.78,
+        {"dataset": "lits", "lesion_set": "common", "stratum": "overall", "metric": "dice", "best": "a",
+         "worst": "c", "spread": 0.01, "relative_spread_percent": 1.1},
+        {"dataset": "lits", "lesion_set": "common", "stratum": "Q1", "metric": "dice", "best": "a", "worst": "c",
          "spread": 0.02, "relative_spread_percent": 2.6}])
     reversals = pd.DataFrame({"dataset": ["lits"] * 3, "lesion_set": ["common"] * 3,
                               "stratum": ["overall", "Q1", "Q1"], "kendall_tau": [1.0, 0.5, np.nan]})

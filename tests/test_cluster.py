@@ -722,9 +722,12 @@ def test_as_scheduler_is_one_vocabulary():
         cluster.as_scheduler("tcp://a b")
 
 
+@pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
 def test_run_grid_local_means_a_local_cluster_as_in_open_cluster():
     # "local" is no address: run_grid starts a local cluster for the grid, as open_cluster does for a run
     tasks = [cluster.GridTask(f"t{i}", _square, (i,)) for i in range(3)]
     out = io.StringIO()
     assert cluster.run_grid(tasks, scheduler="local", progress=False, out=out) == [0, 1, 4]
     assert "dask: local cluster tcp://127.0.0.1:" in out.getvalue()
+    # the cluster's processes and sockets go to the garbage collector here, where their warnings are ignored
+    gc.collect()

@@ -54,7 +54,7 @@ def _outlier_cell(path) -> int:
 
 def test_changing_the_hd95_percentile_fails_nbval_on_the_cells_that_show_hd95(tmp_path):
     _copy_project(tmp_path)
-    metrics = tmp_path / "src" / "helpers" / "metrics.py"
+    metrics = tmp_path / "src" / "helpers" / "metrics" / "distances.py"
     source = metrics.read_text()
     assert "DEFAULT_PERCENTILE = 95.0" in source
     metrics.write_text(source.replace("DEFAULT_PERCENTILE = 95.0", "DEFAULT_PERCENTILE = 90.0"))

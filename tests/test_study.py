@@ -345,7 +345,7 @@ def test_evaluate_command_matches_reports_and_builds_the_book_on_the_smoke_data(
     download = tmp_path / "download"
     synthetic.write_wmh(download / "wmh", seed=0)  # the smoke stand-in, unpacked one folder deeper than named
     found = data.find_cases("wmh", download)
-    test_ids = splits.make_splits(found, seed=0)["test"]
+    test_ids = list(splits.make_splits(found, seed=0).test)
     assert len(test_ids) >= 2
     preds = tmp_path / "preds"
     by_id = {f.case_id: f for f in found}

@@ -116,21 +116,23 @@ def spread_comparison(spreads: pd.DataFrame, reversals: pd.DataFrame, *,
             continue
         s = sub.set_index("metric")
         tau = reversals[(reversals["dataset"] == dataset) & (reversals["stratum"] == stratum)]["kendall_tau"]
-        finite_tau = tau[np.isfinite(tau.astype(float))]
+        tau = pd.to_numeric(tau, errors="coerce")
+        finite_tau = tau[np.isfinite(tau)]
         paper = PAPER_SPREADS[stratum]
-        relative = s["relative_spread_percent"].get("hd95", np.nan)
-        best = s["best"].get("hd95", np.nan) if "best" in s.columns else np.nan
+        relative = float(s["relative_spread_percent"].get("hd95", np.nan))
+        absolute = float(s["spread"].get("hd95", np.nan))
         if "hd95" not in s.index:
             note = "no HD95 spread among the top models in this setting"
         elif not np.isfinite(relative):
-            note = (f"the best top model's HD95 is {best:g} mm: a relative spread has no denominator"
-                    if np.isfinite(best) else "the best top model's HD95 is not finite")
+            # spread_table leaves the relative spread undefined exactly when the best value is 0
+            note = ("the best top model's HD95 is 0 mm: a relative spread has no denominator"
+                    if np.isfinite(absolute) else "the top models' HD95 is not finite")
         else:
             note = ""
         rows.append({
             "dataset": dataset, "lesion_set": lesion_set, "setting": stratum,
             "dice_spread": s["spread"].get("dice", np.nan), "paper_dice_spread": paper["dice_spread"],
-            "hd95_spread_mm": s["spread"].get("hd95", np.nan),
+            "hd95_spread_mm": absolute,
             "hd95_spread_percent": relative, "hd95_spread_note": note,
             "paper_hd95_spread_percent": paper["hd95_spread_percent"],
             "mean_kendall_tau": finite_tau.mean() if len(finite_tau) else np.nan,
