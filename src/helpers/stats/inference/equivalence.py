@@ -55,6 +55,7 @@ import numpy as np
 from scipy import stats
 
 from helpers.base.checks import as_count, as_level, as_paired_vectors, as_positive, as_rng
+from helpers.stats.inference.paired import all_sign_sums
 
 __all__ = ["EquivalenceResult", "tost_paired", "signflip_equivalence", "smallest_equivalence_margin"]
 
@@ -178,19 +179,6 @@ def tost_paired(a, b, *, margin, alpha=0.05) -> EquivalenceResult:
                              equivalent=bool(p_value <= alpha))
 
 
-def _exact_sign_sums(x: np.ndarray) -> np.ndarray:
-    """All 2^n values of sum(s x) over s in {-1, +1}^n (order irrelevant), built from two halves."""
-
-    def half(part):
-        sums = np.zeros(1)
-        for value in part:
-            sums = np.concatenate([sums + value, sums - value])
-        return sums
-
-    h = x.size // 2
-    return (half(x[:h])[:, None] + half(x[h:])[None, :]).ravel()
-
-
 def _monte_carlo_counts(shifted_lower, shifted_upper, *, n_permutations, rng) -> tuple[int, int]:
     """Of ``n_permutations`` random sign vectors s (shared by both sides), how many reach sum(s d') >= sum(d') and
     how many sum(s d'') <= sum(d''), ties within 1e-9 sum(|x|) counted."""
@@ -252,7 +240,7 @@ def signflip_equivalence(a, b, *, margin, alpha=0.05, n_permutations=None, seed=
     n = d.size
     lower, upper = d + margin, d - margin
     if n <= _MAX_EXACT_N:
-        sums_lower, sums_upper = _exact_sign_sums(lower), _exact_sign_sums(upper)
+        sums_lower, sums_upper = all_sign_sums(lower), all_sign_sums(upper)
         total = 2**n
         hits_lower = int(np.count_nonzero(sums_lower >= lower.sum() - 1e-9 * np.abs(lower).sum()))
         hits_upper = int(np.count_nonzero(sums_upper <= upper.sum() + 1e-9 * np.abs(upper).sum()))

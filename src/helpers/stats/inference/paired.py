@@ -46,7 +46,7 @@ from helpers.base.checks import as_count, as_level, as_rng
 
 __all__ = [
     "cohens_dz", "hedges_correction", "SignFlipResult", "sign_flip_test", "min_attainable_p", "attainable_p_table",
-    "holm_adjust",
+    "holm_adjust", "all_sign_sums",
 ]
 
 
@@ -120,7 +120,7 @@ class SignFlipResult:
     min_attainable_p: float
 
 
-def _all_sign_sums(d: np.ndarray) -> np.ndarray:
+def all_sign_sums(d: np.ndarray) -> np.ndarray:
     """All 2^n values of sum(s * d) over s in {-1, 1}^n (order irrelevant), built from two halves."""
 
     def half_sums(part):
@@ -189,7 +189,7 @@ def sign_flip_test(
     observed = abs(float(np.sum(d)))
     tolerance = 1e-9 * float(np.sum(np.abs(d)))
     if n <= max_exact_n:
-        sums = _all_sign_sums(d)
+        sums = all_sign_sums(d)
         hits = int(np.count_nonzero(np.abs(sums) >= observed - tolerance))
         total = 2**n
         return SignFlipResult(
