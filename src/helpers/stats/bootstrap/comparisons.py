@@ -72,7 +72,8 @@ from helpers.stats.inference import as_wide, cohens_dz, hedges_correction, holm_
 from helpers.base.checks import as_direction
 
 __all__ = [
-    "ALPHA", "MIN_CASES", "ZERO_TOLERANCE", "verdict_names", "verdict", "bootstrap_p_value", "joint_reversal_share", "holm_within",
+    "ALPHA", "MIN_CASES", "ZERO_TOLERANCE", "verdict_names", "verdict", "bootstrap_p_value", "joint_reversal_share",
+    "holm_within",
     "paired_differences", "directional_robustness", "paired_comparisons",
 ]
 
