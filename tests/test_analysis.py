@@ -520,3 +520,22 @@ def test_common_lesions_match_a_plain_loop_on_random_tables():
     assert set(zip(got["case_id"], got["lesion_id"])) == expected and 0 < len(expected) < 30
     # restricting the compared models can only enlarge the set
     assert len(an.common_lesions(pl, models=["a", "b"])) >= len(expected)
+
+
+def test_detected_by_model_is_not_ranked_on_part_of_its_models():
+    # Q1 under detected_by_model: a and b detected 6 lesions each, c (the weakest detector) only 2 < 5. The
+    # comparison is not rankable as a whole: no order, no spread, and the note says why (before: a and b were
+    # ranked as if c did not exist, so the dataset counted both as ranked and as not ranked).
+    rows = []
+    for model, n, dice, hd in (("a", 6, 0.80, 2.0), ("b", 6, 0.78, 1.5), ("c", 2, 0.70, 1.0)):
+        for metric, value in (("dice", dice), ("hd95", hd)):
+            rankable = n >= 5
+            rows.append({"dataset": "d", "lesion_set": "detected_by_model", "stratum": "Q1", "model": model,
+                         "metric": metric, "value": value, "n": n, "rankable": rankable,
+                         "note": "" if rankable else f"detected_by_model set: {n} lesion(s) < minimum 5, not ranked"})
+    agg = pd.DataFrame(rows)
+    assert an.rankable_rows(agg).empty
+    rev = an.reversal_table(agg, metrics=("hd95",), lesion_set=None)
+    assert len(rev) == 1 and ("order_dice" not in rev or pd.isna(rev.loc[0, "order_dice"]))
+    assert rev.loc[0, "note"] == "detected_by_model set: 2 lesion(s) < minimum 5, not ranked"
+    assert an.spread_table(agg, lesion_set=None).empty

@@ -141,7 +141,7 @@ def test_verdict_rules():
     # exact +/- pairs of per-case differences leave -1.8e-15 on values of about 0.8: no observed difference
     assert verdict(-1.8e-15, 0.5, 0.9, n_cases=20, scale=0.8) == "no observed difference"
     assert verdict(-1.8e-15, 0.5, 0.9, n_cases=20, scale=0.0) != "no observed difference"  # no scale: exact 0 only
-    assert verdict(0.1, 1.0, 0.0, n_cases=1) == "not testable (1 case < 10)"
+    assert verdict(0.1, 1.0, 0.0, n_cases=1) == "not testable (1 case < 12)"
     assert verdict(0.1, 1.0, 0.0, n_cases=2, min_cases=24) == "not testable (2 cases < 24)"
 
 
@@ -164,20 +164,20 @@ def test_a_stratum_held_by_one_or_two_cases_is_not_testable():
     units = _lesion_units({"c7": 3}, {"a": [1.0, 1.2, 1.1], "b": [2.0, 2.5, 2.2]})
     row = directional_robustness(units, case_ids=cases, n_resamples=400, seed=0).iloc[0]
     assert row["n_cases"] == 1 and row["n_test_cases"] == 30 and row["p_bootstrap"] == 0.0
-    assert row["verdict"] == "not testable (1 case < 10)" and np.isnan(row["p_value"]) and np.isnan(row["p_holm"])
+    assert row["verdict"] == "not testable (1 case < 12)" and np.isnan(row["p_value"]) and np.isnan(row["p_holm"])
     # four lesions in two cases: still two cases
     units = _lesion_units({"c3": 2, "c9": 2}, {"a": [1.0, 1.2, 1.1, 0.9], "b": [2.0, 2.5, 2.2, 1.9]})
     row = directional_robustness(units, case_ids=cases, n_resamples=400, seed=0).iloc[0]
-    assert row["n_cases"] == 2 and row["verdict"] == "not testable (2 cases < 10)" and row["family_size"] == 0
+    assert row["n_cases"] == 2 and row["verdict"] == "not testable (2 cases < 12)" and row["family_size"] == 0
 
 
 def test_minimum_case_guard():
-    # a is better on every one of 4 cases: the sign is kept in every resample, but 4 < 10 cases gives no verdict
+    # a is better on every one of 4 cases: the sign is kept in every resample, but 4 < 12 cases gives no verdict
     out = directional_robustness(_units({"a": [0.9, 0.8, 0.7, 0.6], "b": [0.5, 0.4, 0.3, 0.2]}),
                                  case_ids=["c0", "c1", "c2", "c3"], n_resamples=200, seed=0)
     row = out.iloc[0]
-    assert row["share_same_sign"] == 1.0 and row["verdict"] == "not testable (4 cases < 10)"
-    assert row["min_cases"] == 10
+    assert row["share_same_sign"] == 1.0 and row["verdict"] == "not testable (4 cases < 12)"
+    assert row["min_cases"] == 12
     out = directional_robustness(_units({"a": [0.9, 0.8, 0.7, 0.6], "b": [0.5, 0.4, 0.3, 0.2]}),
                                  case_ids=["c0", "c1", "c2", "c3"], n_resamples=200, seed=0, min_cases=4)
     # with 4 cases the exact sign-flip p cannot go below 2 / 2^4 = 0.125: the sign is kept, no test can hold it

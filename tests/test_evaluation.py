@@ -227,8 +227,32 @@ def test_voxel_tolerance_separates_what_a_sub_voxel_tolerance_cannot(tmp_path):
     per_case, _, _ = evaluate_cases([case], tmp_path / "p", dataset="idrid", tolerance=None, tolerances=None,
                                     progress=False)
     assert _value(per_case, metric="contour_f1")["value"] == pytest.approx(1.0)
-    assert {"contour_f1_tol2", "contour_f1_tol4", "contour_f1_tol6", "nsd_tol2"} <= set(per_case["metric"])
+    assert {"contour_f1_tol1vox", "contour_f1_tol2vox", "contour_f1_tol3vox", "nsd_tol1vox"} <= set(per_case["metric"])
     sub_voxel, _, _ = evaluate_cases([case], tmp_path / "p", dataset="idrid", tolerance=1.0, progress=False)
     assert _value(sub_voxel, metric="contour_f1")["value"] < 1.0
 
 
+
+
+def test_tolerance_is_one_voxel_of_each_cases_own_grid(tmp_path):
+    # WMH-like mixed grids: one case at 0.958 mm, one at 1.0 mm, both predicted one pixel off. One tolerance in mm
+    # (the median voxel, 0.979 mm) lies above 0.958 but below 1.0, so the 1.0 mm case scores only its exact
+    # matches (contour F1 < 1) and the 0.958 mm case forgives the shift (1.0): the same error scored by site.
+    # Per-case voxels: both 1.0, and the Python API's default does exactly that.
+    ref = np.zeros((16, 16), bool)
+    ref[4:10, 4:10] = True
+    pred = np.roll(ref, 1, axis=1)
+    cases = [_Case("a", ref, np.zeros((16, 16, 3), np.uint8), spacing=(0.958, 0.958)),
+             _Case("b", ref, np.zeros((16, 16, 3), np.uint8), spacing=(1.0, 1.0))]
+    for c in cases:
+        write_prediction(tmp_path / "p", "m", c.case_id, pred, kind="image")
+    per_case, _, _ = evaluate_cases(cases, tmp_path / "p", dataset="idrid", progress=False)
+    f1 = per_case[per_case["metric"] == "contour_f1"].set_index("case_id")["value"]
+    assert f1.to_dict() == {"a": pytest.approx(1.0), "b": pytest.approx(1.0)}
+    two = per_case[per_case["metric"] == "contour_f1_tol2vox"].set_index("case_id")["value"]
+    assert (two == 1.0).all()
+    median = float(np.median([0.958, 1.0]))
+    one_mm, _, _ = evaluate_cases(cases, tmp_path / "p", dataset="idrid", tolerance=median, tolerances=(),
+                                  progress=False)
+    f1 = one_mm[one_mm["metric"] == "contour_f1"].set_index("case_id")["value"]
+    assert f1["a"] == pytest.approx(1.0) and f1["b"] < 1.0

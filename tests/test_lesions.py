@@ -450,15 +450,15 @@ def test_per_lesion_rows_match_independently_built_lesion_masks():
 
 
 # ---------------------------------------------------------------- attribution (issue 12, item 3)
-@pytest.mark.parametrize("width", [4, 6])
-def test_attribution_uses_only_components_overlapping_the_lesion(width):
+@pytest.mark.parametrize("width, start", [(4, 1), (6, 2)])
+def test_attribution_uses_only_components_overlapping_the_lesion(width, start):
     # ref (lesion 1: the left bar; lesion 2: the last pixel of the bottom row), pred (width 4 shown):
     #   1 0 0 0    1 0 0 0     component D = {(0,0)} overlaps lesion 1 only
-    #   1 0 0 0    0 0 0 0     component C = bottom row from column width-3 to the end, overlaps lesion 2 only
+    #   1 0 0 0    0 0 0 0     component C = bottom row from column ``start`` to the end, overlaps lesion 2 only
     #   1 0 0 1    0 1 1 1
-    # C's voxel (2, width-3) lies in lesion 1's region of influence (nearer to (2,0) than to (2,width-1)), but
-    # C does not overlap lesion 1, so lesion 1 is compared with D alone. Width 4: that voxel is inside lesion
-    # 1's crop box (the bug's case); width 6: it is outside (the bug gave the right values there).
+    # C's first voxel (2, start) lies in lesion 1's region of influence: it is nearer to (2, 0) than to
+    # (2, width - 1) (width 4: 1 < 2; width 6: 2 < 3; checked below), but C does not overlap lesion 1, so lesion 1
+    # is compared with D alone, whatever C brings into its region.
     # Lesion 1 vs D: Dice 2*1/(3+1) = 0.5; ref_to_pred = (0, 1, 2), pred_to_ref = (0): HD 2, MASD (1+0)/2 = 0.5,
     # ASSD 3/4, HD95 max(percentile((0,1,2), 95) = 1.9, 0) = 1.9.
     ref = np.zeros((3, width), bool)
@@ -466,7 +466,8 @@ def test_attribution_uses_only_components_overlapping_the_lesion(width):
     ref[2, width - 1] = True
     pred = np.zeros_like(ref)
     pred[0, 0] = True
-    pred[2, width - 3:] = True
+    pred[2, start:] = True
+    assert start < (width - 1) - start  # the voxel (2, start) is in lesion 1's region of influence
     table = evaluate_lesions(ref, pred)
     one = table.iloc[0]
     assert one["dice"] == 0.5 and one["hd"] == 2.0 and one["masd"] == 0.5
@@ -474,7 +475,8 @@ def test_attribution_uses_only_components_overlapping_the_lesion(width):
     assert one["n_pred_components"] == 1
     # Lesion 2 vs C within its region: columns nearer to (2, width-1) than to (2, 0), i.e. > (width-1)/2.
     # Width 4: {(2,2),(2,3)}: Dice 2/3, pred_to_ref (1, 0): HD 1, MASD (0 + 0.5)/2 = 0.25.
-    # Width 6: {(2,3),(2,4),(2,5)}: Dice 2/4, pred_to_ref (2, 1, 0): HD 2, MASD (0 + 1)/2 = 0.5.
+    # Width 6: {(2,3),(2,4),(2,5)}: Dice 2/4, pred_to_ref (2, 1, 0): HD 2, MASD (0 + 1)/2 = 0.5. (C's voxel
+    # (2, 2) belongs to lesion 1's region and is left out of both comparisons.)
     two = table.iloc[1]
     expected = {4: (2 / 3, 1.0, 0.25), 6: (0.5, 2.0, 0.5)}[width]
     assert (two["dice"], two["hd"], two["masd"]) == pytest.approx(expected, rel=1e-12)

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(os.environ.get("HONEST_TRAINING_REGRESSION") != 
 def _declared(scope: str) -> set[str]:
     chosen = [s for s in sections.SECTIONS
               if (s.scope == "dataset" and scope in DATASETS) or (s.scope == "study" and s.dataset == scope)]
-    return {name for s in chosen for name in s.results + s.writes}
+    return {name for s in chosen for name in s.results + s.writes} | set(sections.RUNNER_WRITES.get(scope, ()))
 
 
 def test_every_result_file_of_the_smoke_run_is_declared_by_a_section():

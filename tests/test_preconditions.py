@@ -1,5 +1,6 @@
-"""Tests of helpers.analysis.preconditions: hand-derived verdicts on small tables, the "not met" text, the seed-spread
-tolerance, reading a workspace's CSVs and argument validation."""
+"""Tests of helpers.analysis.preconditions: hand-derived verdicts on small tables, the "not met" text, the equivalence
+test of "near-tied" (seed spread reported, never widening the margin), reading a workspace's CSVs and argument
+validation."""
 
 import math
 
@@ -19,14 +20,22 @@ DETECTED = {"hybrid": (1, 1, 1, 1, 1), "attention": (1, 1, 1, 1, 0), "resunet": 
             "unet": (1, 1, 1, 0, 0)}
 
 
-def _tables(dice=DICE, detected=DETECTED):
-    cases = ("a", "b", "c")
+# six cases whose top-3 paired differences all lie inside +/-0.02: hybrid - attention = 0.004 and hybrid - resunet
+# = 0.008 on every case, so d + 0.02 > 0 and d - 0.02 < 0 on every case and each exact sign-flip one-sided p is
+# 1 / 2^6 (only the identity sign vector reaches the observed sum): p = 1/64 = 0.0156 <= 0.05, equivalent.
+HYBRID6 = (0.85, 0.86, 0.84, 0.85, 0.87, 0.83)
+DICE6 = {"hybrid": HYBRID6, "attention": tuple(v - 0.004 for v in HYBRID6),
+         "resunet": tuple(v - 0.008 for v in HYBRID6), "unet": (0.76,) * 6}
+CASES6 = ("a", "b", "c", "d", "e", "f")
+
+
+def _tables(dice=DICE, detected=DETECTED, cases=("a", "b", "c")):
     per_case = [{"dataset": "wmh", "model": m, "case_id": c, "metric": metric, "value": v if metric == "dice" else 0.5,
                  "penalty": False} for m, vs in dice.items() for c, v in zip(cases, vs) for metric in ("dice", "hd95")]
     per_lesion = []
     for m, flags in detected.items():
         for i, flag in enumerate(flags):
-            case = cases[i % 3]
+            case = cases[i % len(cases)]
             per_lesion.append({"dataset": "wmh", "model": m, "case_id": case, "lesion_id": i + 1, "kind": "lesion",
                                "quartile": "Q1", "metric": "detected", "value": flag, "detected": bool(flag)})
             per_lesion.append({"dataset": "wmh", "model": m, "case_id": case, "lesion_id": i + 1, "kind": "lesion",
@@ -54,13 +63,20 @@ def test_model_table_hand_derived():
 def test_failing_precondition_says_not_met_and_why():
     verdict = pc.evaluate("wmh", *_tables(), thresholds=SMALL)
     assert not verdict.met
-    # unet: Dice 0.75 is not below 0.75 (passes), Q1 recall 3/5 = 0.6 < 0.8 (fails);
-    # top 3 spread 0.85 - 0.8233 = 0.0267 > margin 0.02 (fails)
-    assert verdict.failed == ("unet: Q1 lesion recall 0.600 (3 of 5) < 0.8",
-                              "top 3 models (hybrid, attention, resunet) not near-tied: Dice spread 0.027 > "
-                              "tolerance 0.020")
+    # unet: Dice 0.75 is not below 0.75 (passes), Q1 recall 3/5 = 0.6 < 0.8 (fails). Near-tied is an equivalence
+    # test: with 3 cases the exact sign-flip TOST cannot reach 0.05 (smallest p 1/8). hybrid - attention =
+    # (0.04, -0.02, 0.01): d + 0.02 = (0.06, 0, 0.03), p_lower = 2/8 (the flip of the 0 ties); d - 0.02 =
+    # (0.02, -0.04, -0.01), sum -0.03, sums <= -0.03: (-,-,-), (-,-,+), (+,-,-): p_upper = 3/8 = 0.375.
+    # The common Q1 set: lesions 1-3 (unet found 1-3, attention and resunet 1-4): 3 < 5.
+    assert verdict.failed[0] == "unet: Q1 lesion recall 0.600 (3 of 5) < 0.8"
+    assert verdict.failed[1].startswith("top 3 models (hybrid, attention, resunet) not shown equivalent on Dice "
+                                        "within ±0.02 (sign-flip TOST over 3 cases at 0.05; not equivalent: "
+                                        "hybrid/attention (p = 0.375)")
+    assert verdict.failed[2] == "3 Q1 lesions in the common set (found by every model; 5 Q1 reference lesions) < 5"
+    assert len(verdict.failed) == 3
     assert verdict.top_models == ("hybrid", "attention", "resunet")
     assert verdict.top_spread == pytest.approx(0.85 - 2.47 / 3)
+    assert verdict.n_q1_common == 3 and verdict.n_q1_lesions == 5
     assert verdict.models["competent"].tolist() == [True, True, True, False]
     text = verdict.to_markdown()
     assert text.startswith("**Precondition not met for wmh.**")
@@ -68,21 +84,34 @@ def test_failing_precondition_says_not_met_and_why():
     assert "| unet | 0.750 | 0.600 | 3 / 5 | no |" in text
 
 
-def test_met_when_competent_and_tied_within_seed_spread():
-    # the seed spread of the top 3 (validation Dice ranges 0.80-0.83, 0.79-0.82 and 0.80-0.81) is 0.03 > 0.0267
-    detected = {**DETECTED, "unet": (1, 1, 1, 1, 0)}
+TIED = pc.Thresholds(min_cases=3, min_q1_lesions=4)
+DETECTED_OK = {**DETECTED, "unet": (1, 1, 1, 1, 0)}  # every recall >= 0.8; common set: lesions 1-4
+
+
+def test_met_when_competent_and_equivalent():
+    verdict = pc.evaluate("wmh", *_tables(dice=DICE6, detected=DETECTED_OK, cases=CASES6), thresholds=TIED)
+    assert verdict.met and verdict.failed == ()
+    eq = verdict.equivalence.set_index(["model_a", "model_b"])
+    assert eq.loc[("hybrid", "attention"), "p_signflip"] == pytest.approx(1 / 64)
+    assert eq.loc[("hybrid", "resunet"), "p_signflip"] == pytest.approx(1 / 64)
+    # zero-variance differences: the t-interval collapses onto the difference, the smallest margin is 0.008
+    assert verdict.smallest_margin == pytest.approx(0.008, abs=1e-9)
+    assert verdict.to_markdown().startswith("**Precondition met for wmh.**")
+
+
+def test_seed_spread_is_reported_and_never_widens_the_margin():
+    # The old rule widened the tolerance to the seed spread (0.03 > the 0.0267 spread): the 3-case tables then
+    # passed. The equivalence test does not look at seeds: same tables, same failure; the spread is reported.
     per_seed = pd.DataFrame({"model": ["hybrid", "hybrid", "attention", "attention", "resunet", "resunet", "unet",
                                        "unet"], "seed": [0, 1] * 4,
                              "best_val_dice": [0.80, 0.83, 0.79, 0.82, 0.80, 0.81, 0.5, 0.9]})
-    verdict = pc.evaluate("wmh", *_tables(detected=detected), thresholds=SMALL, per_seed=per_seed,
-                          seed_source="validation Dice", seed_column="best_val_dice")
-    assert verdict.met and verdict.failed == ()
-    assert verdict.seed_spread == pytest.approx(0.03)  # unet's 0.4 range is not among the top 3
-    assert verdict.tie_tolerance == pytest.approx(0.03)
-    assert verdict.to_markdown().startswith("**Precondition met for wmh.**")
-    # without the seeds the same tables fail the tie only
-    alone = pc.evaluate("wmh", *_tables(detected=detected), thresholds=SMALL)
-    assert len(alone.failed) == 1 and alone.failed[0].startswith("top 3 models")
+    with_seeds = pc.evaluate("wmh", *_tables(detected=DETECTED_OK), thresholds=TIED, per_seed=per_seed,
+                             seed_source="validation Dice", seed_column="best_val_dice")
+    alone = pc.evaluate("wmh", *_tables(detected=DETECTED_OK), thresholds=TIED)
+    assert with_seeds.seed_spread == pytest.approx(0.03)  # unet's 0.4 range is not among the top 3
+    assert with_seeds.failed == alone.failed and len(alone.failed) == 1
+    assert alone.failed[0].startswith("top 3 models")
+    assert "seed-to-seed spread of the top models' Dice 0.030" in with_seeds.to_markdown()
 
 
 def test_dice_threshold_counts_and_missing_q1():
@@ -91,7 +120,8 @@ def test_dice_threshold_counts_and_missing_q1():
     verdict = pc.evaluate("lits", *_tables(dice=dice, detected=detected))  # default thresholds: 20 cases, 50 Q1
     assert "unet: overall Dice 0.700 < 0.75" in verdict.failed
     assert "hybrid: no Q1 reference lesion, Q1 recall undefined" in verdict.failed
-    assert "3 test cases < 20" in verdict.failed and "0 Q1 reference lesions < 50" in verdict.failed
+    assert "3 test cases < 20" in verdict.failed
+    assert "0 Q1 lesions in the common set (found by every model; 0 Q1 reference lesions) < 30" in verdict.failed
     assert math.isnan(verdict.models["q1_recall"].iloc[0])
     assert not verdict.models["competent"].any()
 
@@ -102,31 +132,31 @@ def test_fewer_models_than_top_k():
     verdict = pc.evaluate("wmh", per_case[per_case.model.isin(keep)], per_lesion[per_lesion.model.isin(keep)],
                           thresholds=SMALL)
     assert math.isnan(verdict.top_spread)
-    assert verdict.failed == ("only 2 model(s) evaluated: no top 3 to compare",)
+    # hybrid found lesions 1-5, attention 1-4: a common set of 4 (< 5)
+    assert verdict.failed == ("only 2 model(s) evaluated: no top 3 to compare",
+                              "4 Q1 lesions in the common set (found by every model; 5 Q1 reference lesions) < 5")
 
 
 def test_check_reads_workspace_and_seed_summary(tmp_path):
     ws = Workspace.at(tmp_path)
     results = ws.results("wmh")
     results.mkdir(parents=True)
-    per_case, per_lesion = _tables(detected={**DETECTED, "unet": (1, 1, 1, 1, 0)})
+    per_case, per_lesion = _tables(dice=DICE6, detected=DETECTED_OK, cases=CASES6)
     per_case.to_csv(results / "per_case_metrics.csv", index=False)
     per_lesion.to_csv(results / "per_lesion_metrics.csv", index=False)
-    verdict = pc.check(ws, "wmh", min_cases=3, min_q1_lesions=5)
-    assert verdict.failed == ("top 3 models (hybrid, attention, resunet) not near-tied: Dice spread 0.027 > "
-                              "tolerance 0.020",)
+    verdict = pc.check(ws, "wmh", min_cases=3, min_q1_lesions=4)
+    assert verdict.met and verdict.seed_spread is None
     pd.DataFrame({"model": ["hybrid", "hybrid", "attention"], "seed": [0, 1, 0],
                   "best_val_dice": [0.80, 0.84, 0.9]}).to_csv(results / "training_summary.csv", index=False)
-    verdict = pc.check(tmp_path, "wmh", min_cases=3, min_q1_lesions=5)  # a plain folder works too
+    verdict = pc.check(tmp_path, "wmh", min_cases=3, min_q1_lesions=4)  # a plain folder works too
     assert verdict.met and verdict.seed_spread == pytest.approx(0.04)
     assert verdict.seed_spread_source == "validation Dice"
-    both = pc.to_markdown(pc.check_all(ws, ["wmh"], min_cases=3, min_q1_lesions=5))
+    both = pc.to_markdown(pc.check_all(ws, ["wmh"], min_cases=3, min_q1_lesions=4))
     assert both.startswith("**Precondition met on every dataset (wmh).**")
 
 
 def test_cross_dataset_headline_names_failing_datasets():
-    good = pc.evaluate("wmh", *_tables(detected={**DETECTED, "unet": (1, 1, 1, 1, 0)}),
-                       thresholds=pc.Thresholds(min_cases=3, min_q1_lesions=5, tie_margin=0.03))
+    good = pc.evaluate("wmh", *_tables(dice=DICE6, detected=DETECTED_OK, cases=CASES6), thresholds=TIED)
     bad = pc.evaluate("idrid", *_tables(), thresholds=SMALL)
     text = pc.to_markdown([good, bad])
     assert text.startswith("**Precondition not met on idrid:**")

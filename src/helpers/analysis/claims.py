@@ -8,13 +8,15 @@ not supported with fewer cases than the stated minimum or with an undefined valu
 its evidence does not carry.
 
 The registry :data:`CLAIMS` names each claim once: its study, the section (chapter) that shows it, the paper's
-statement and the paper's value. Each section computes its own rows (the functions of
-:mod:`helpers.analysis.verdicts`) and saves them as ``claims_<section>.csv`` in its scope's results folder;
-:func:`assemble` concatenates them into the study's ``results/claims.csv`` with the Holm adjustment over each
-study's family of claims (:func:`holm_within_study`). :func:`sentence` is the one place a row becomes words: the
+statement and the paper's value. The rows are computed by :mod:`helpers.analysis.verdicts` (first study) and
+:mod:`helpers.studies.small_data.claims` (second study), each family Holm-adjusted where it is computed
+(:func:`holm_within_study`); each dataset's rows are saved by its stratification section
+(``results/<dataset>/claims.csv``), the first study's complete table by the cross-dataset section and the second
+study's by the small-data section (:func:`study_file`), and :func:`assemble` (called by the runner after the
+sections) writes the run's ``results/claims.csv``. :func:`sentence` is the one place a row becomes words: the
 chapters' finding boxes and the cross-dataset scorecard call it, so a page cannot contradict its table.
 
-Imports :mod:`helpers.base` only; never matplotlib.
+Imports :mod:`helpers.base.io` and :func:`helpers.stats.inference.holm_adjust`; never matplotlib.
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ import numpy as np
 import pandas as pd
 
 from helpers.base.io import write_csv
+from helpers.stats.inference import holm_adjust
 
 __all__ = [
     "SUPPORTED", "NOT_SUPPORTED", "CANNOT", "VERDICTS", "CLAIM_COLUMNS", "EXTRA_COLUMNS", "ClaimSpec", "CLAIMS",
     "FIRST_STUDY", "SECOND_STUDY", "DATA_SOURCES", "claim_row", "claims_frame", "holm_within_study",
-    "sentence", "rows_for", "page_file", "assemble", "CLAIMS_FILE",
+    "sentence", "rows_for", "study_file", "assemble", "CLAIMS_FILE",
 ]
 
 SUPPORTED = "supported"
@@ -180,17 +183,15 @@ def claims_frame(rows: Iterable[Mapping]) -> pd.DataFrame:
 
 
 def holm_within_study(frame: pd.DataFrame) -> pd.DataFrame:
-    """``p_holm``: Holm's step-down adjustment of ``p_raw`` over each study's family of claims (the rows of a study
-    with a p-value; rows without one keep NaN). Returns a copy."""
+    """``p_holm``: Holm's step-down adjustment (:func:`helpers.stats.inference.holm_adjust`) of ``p_raw`` within
+    each family of claims: the rows of one study and one dataset that carry a p-value (a dataset's claims of the
+    first study; the cross-dataset claims; the small-data claims). Rows without a p-value keep NaN. Returns a
+    copy."""
     out = frame.copy()
     out["p_holm"] = np.nan
-    for _, group in out[out["p_raw"].notna()].groupby("study"):
-        order = group["p_raw"].sort_values(kind="mergesort")
-        m = len(order)
-        running = 0.0
-        for rank, (index, p) in enumerate(order.items()):
-            running = max(running, min(1.0, (m - rank) * float(p)))
-            out.loc[index, "p_holm"] = running
+    with_p = out[out["p_raw"].notna()]
+    for _, group in with_p.groupby(["study", "dataset"], sort=False):
+        out.loc[group.index, "p_holm"] = holm_adjust(group["p_raw"].to_numpy(dtype=float))
     return out
 
 
@@ -260,21 +261,22 @@ def rows_for(frame: pd.DataFrame, *, section: str | None = None, dataset: str | 
         columns="_o")
 
 
-def page_file(section: str) -> str:
-    """The file a section saves its claims rows to, in its scope's results folder."""
-    return f"claims_{section}.csv"
+def study_file(study: str) -> str:
+    """The file a study's claims are saved to by the section that completes them (``claims_<study>.csv``)."""
+    if study not in (FIRST_STUDY, SECOND_STUDY):
+        raise ValueError(f"study must be {FIRST_STUDY!r} or {SECOND_STUDY!r}, got {study!r}")
+    return f"claims_{study}.csv"
 
 
-def assemble(ws, scopes: Sequence[str]) -> pd.DataFrame:
-    """Concatenate every ``claims_<section>.csv`` found under ``results/<scope>/`` for ``scopes``, apply Holm within
-    each study and write ``results/claims.csv`` (atomically). Returns the table."""
-    frames = []
-    for scope in scopes:
-        folder = ws.results(scope)
-        if folder.is_dir():
-            for path in sorted(folder.glob("claims_*.csv")):
-                frames.append(pd.read_csv(path, keep_default_na=True))
-    table = claims_frame(pd.concat(frames, ignore_index=True).to_dict("records")) if frames else claims_frame([])
-    table = holm_within_study(table)
+def assemble(ws) -> pd.DataFrame:
+    """Every claim of a run: the first study's table of the cross-dataset section (``results/claims_<study>.csv``:
+    each dataset's claims and the cross-dataset ones) and the second study's (``results/small_data/claims_<study>
+    .csv``), concatenated in that order and written atomically to ``results/claims.csv`` (:data:`CLAIMS_FILE`).
+    The Holm adjustment stays each family's own (:func:`holm_within_study`, applied where the rows were computed).
+    Returns the table (empty with the columns when no section has written claims)."""
+    paths = [*sorted(ws.results().glob("claims_*.csv")), *sorted(ws.results().glob("*/claims_*.csv"))]
+    frames = [pd.read_csv(path) for path in paths]
+    records = pd.concat(frames, ignore_index=True).to_dict("records") if frames else []
+    table = claims_frame(records)
     write_csv(table, ws.results() / CLAIMS_FILE, index=False)
     return table

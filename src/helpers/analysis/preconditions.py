@@ -12,11 +12,16 @@ Conditions (each a :class:`Thresholds` field; defaults are the methods page's)
    not in this mean) is at least ``min_dice`` (0.75), and its Q1 lesion recall (detected / all
    reference lesions of the smallest size quartile, pooled over test cases, as ``lesion_recall`` in stratum Q1 of
    :func:`helpers.analysis.aggregate`) is at least ``min_q1_recall`` (0.8).
-2. **Near-tied**: the Dice spread of the ``top_k`` (3) models by overall Dice (largest minus smallest) is at most
-   the tie tolerance: the larger of ``tie_margin`` (0.02) and the seed-to-seed spread when more than one training
-   seed was run (the largest, over those top models, of the range of their test Dice across seeds, or, when only
-   the training summary is available, of their best validation Dice across seeds).
-3. **Enough evidence**: at least ``min_cases`` (20) test cases and ``min_q1_lesions`` (50) reference lesions in Q1.
+2. **Near-tied**: the top ``top_k`` (3) models by overall Dice are *equivalent* on Dice: for every pair of them
+   the paired sign-flip TOST over the test cases (:func:`helpers.stats.inference.signflip_equivalence`) rejects
+   a mean difference of ``tie_margin`` (0.02 Dice) or more at ``alpha`` (0.05); the paired-t TOST and the
+   smallest margin at which each pair is equivalent are shown beside (:func:`helpers.analysis.verdicts
+   .equivalence_table`). A spread under a margin is not a test of equivalence; this is. Seed-to-seed variation,
+   when several seeds were trained, is reported beside the between-model spread, never used to widen the margin
+   (more seed noise must not make a tie easier to reach).
+3. **Enough evidence**: at least ``min_cases`` (20) test cases and ``min_q1_lesions`` (30) Q1 lesions in the
+   *common* set (the lesions every model detected: the set the boundary comparisons use), with the number of Q1
+   reference lesions beside.
 
 A condition that cannot be evaluated (no Q1 lesion, fewer than ``top_k`` models) fails, with the reason.
 
@@ -42,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from helpers.analysis import aggregate, analysis_units
+from helpers.analysis.verdicts import dice_by_case, equivalence_table
 
 __all__ = [
     "PER_CASE_FILE", "PER_LESION_FILE", "TRAINING_SUMMARY_FILE", "SMALL", "NOT_MET", "MET", "Thresholds",
@@ -63,12 +69,13 @@ class Thresholds:
     min_dice: float = 0.75
     min_q1_recall: float = 0.8
     tie_margin: float = 0.02
+    alpha: float = 0.05
     top_k: int = 3
     min_cases: int = 20
-    min_q1_lesions: int = 50
+    min_q1_lesions: int = 30
 
     def __post_init__(self):
-        for name in ("min_dice", "min_q1_recall", "tie_margin"):
+        for name in ("min_dice", "min_q1_recall", "tie_margin", "alpha"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value <= 1):
                 raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
@@ -96,13 +103,20 @@ class Precondition:
     top_spread : float
         Their Dice spread (NaN with fewer than ``top_k`` models).
     seed_spread : float or None
-        The seed-to-seed spread used in the tie tolerance (None: one seed).
+        The seed-to-seed spread of the top models' Dice (None: one seed), reported beside the between-model spread.
     seed_spread_source : str or None
         ``"test Dice"`` or ``"validation Dice"``.
-    tie_tolerance : float
-        ``max(tie_margin, seed_spread)``.
-    n_cases, n_q1_lesions : int
-        Test cases and Q1 reference lesions.
+    equivalence : pandas.DataFrame
+        The top models' pairwise equivalence tests at ``tie_margin`` (:func:`helpers.analysis.verdicts
+        .equivalence_table`).
+    smallest_margin : float
+        The largest, over the top pairs, of the smallest margin at which the pair is equivalent (NaN: untested).
+    n_cases : int
+        Test cases.
+    n_q1_lesions : int
+        Q1 reference lesions.
+    n_q1_common : int
+        Q1 lesions every model detected (the common set the boundary comparisons use).
     thresholds : Thresholds
     """
 
@@ -114,9 +128,11 @@ class Precondition:
     top_spread: float
     seed_spread: float | None
     seed_spread_source: str | None
-    tie_tolerance: float
+    equivalence: pd.DataFrame = field(repr=False, compare=False)
+    smallest_margin: float
     n_cases: int
     n_q1_lesions: int
+    n_q1_common: int
     thresholds: Thresholds
 
     def as_row(self) -> dict:
@@ -124,7 +140,9 @@ class Precondition:
         return {"dataset": self.dataset, "met": self.met, "n_cases": self.n_cases, "n_q1_lesions": self.n_q1_lesions,
                 "min_dice": float(self.models["dice"].min()) if len(self.models) else math.nan,
                 "min_q1_recall": float(self.models["q1_recall"].min()) if len(self.models) else math.nan,
-                "top_spread": self.top_spread, "seed_spread": self.seed_spread, "tie_tolerance": self.tie_tolerance,
+                "n_q1_common": self.n_q1_common, "top_spread": self.top_spread,
+                "smallest_margin": self.smallest_margin, "tie_margin": self.thresholds.tie_margin,
+                "seed_spread": self.seed_spread,
                 "failed": "; ".join(self.failed)}
 
     def to_markdown(self) -> str:
@@ -135,9 +153,10 @@ class Precondition:
         lines = [f"**{head} for {self.dataset}.**"]
         if self.met:
             lines.append(f"Every model reaches overall Dice >= {t.min_dice:g} and Q1 lesion recall >= "
-                         f"{t.min_q1_recall:g}; the top {t.top_k} models are within {self.top_spread:.3f} Dice "
-                         f"(tolerance {self.tie_tolerance:.3f}); {self.n_cases} test cases, {self.n_q1_lesions} Q1 "
-                         "lesions. The findings below test the papers' claims on models that are good and close.")
+                         f"{t.min_q1_recall:g}; the top {t.top_k} models are equivalent on Dice within "
+                         f"±{t.tie_margin:g} (paired sign-flip TOST over {self.n_cases} test cases, every pair); "
+                         f"{self.n_q1_common} of {self.n_q1_lesions} Q1 lesions were found by every model. The "
+                         "findings below test the papers' claims on models that are good and close.")
         else:
             lines.append("The findings below do not test the papers' claims, which are about models that are "
                          "competent and near-tied on Dice. Failed conditions:")
@@ -148,11 +167,13 @@ class Precondition:
             for row in self.models.itertuples(index=False):
                 lines.append(f"| {row.model} | {row.dice:.3f} | {_fmt(row.q1_recall)} | {row.q1_detected} / "
                              f"{row.q1_lesions} | {'yes' if row.competent else 'no'} |")
-        seeds = ("one training seed: the tolerance is the margin" if self.seed_spread is None else
-                 f"seed-to-seed spread {self.seed_spread:.3f} ({self.seed_spread_source})")
+        seeds = ("one training seed: verdicts concern the trained weights" if self.seed_spread is None else
+                 f"seed-to-seed spread of the top models' Dice {self.seed_spread:.3f} ({self.seed_spread_source}), "
+                 "beside the between-model spread, not used in the test")
         spread = "n/a" if math.isnan(self.top_spread) else f"{self.top_spread:.3f}"
-        lines += ["", f"Top-{t.top_k} Dice spread {spread}; tie tolerance {self.tie_tolerance:.3f} = max(margin "
-                  f"{t.tie_margin:g}, {seeds})."]
+        smallest = "n/a" if math.isnan(self.smallest_margin) else f"±{self.smallest_margin:.3f}"
+        lines += ["", f"Top-{t.top_k} Dice spread {spread}; smallest margin at which every top pair is equivalent "
+                  f"{smallest} (tested margin ±{t.tie_margin:g}); {seeds}."]
         return "\n".join(lines)
 
     def _repr_markdown_(self) -> str:
@@ -212,7 +233,8 @@ def evaluate(dataset: str, per_case: pd.DataFrame, per_lesion: pd.DataFrame, *,
     """The verdict from the evaluation tables (see the module docstring for the conditions).
 
     ``per_seed`` (optional): one row per model and seed with ``seed_column`` (test Dice per seed, or the training
-    summary's ``best_val_dice`` with ``seed_source="validation Dice"``); it widens the tie tolerance.
+    summary's ``best_val_dice`` with ``seed_source="validation Dice"``); its spread is reported, never used to widen
+    the equivalence margin.
     """
     if not isinstance(thresholds, Thresholds):
         raise TypeError(f"thresholds must be a Thresholds, got {type(thresholds).__name__}")
@@ -222,6 +244,9 @@ def evaluate(dataset: str, per_case: pd.DataFrame, per_lesion: pd.DataFrame, *,
     failed: list[str] = []
     n_cases = int(per_case.loc[per_case["metric"] == "dice", "case_id"].nunique())
     n_q1 = int(table["q1_lesions"].max()) if len(table) else 0
+    units = analysis_units(per_case, per_lesion, lesion_set="common")
+    q1_common = units[(units["stratum"] == SMALL) & (units["metric"] == "dice")]
+    n_q1_common = int(q1_common.groupby("model").size().min()) if len(q1_common) else 0
     if len(table) == 0:
         failed.append("no model was evaluated")
     for row in table.itertuples(index=False):
@@ -234,24 +259,34 @@ def evaluate(dataset: str, per_case: pd.DataFrame, per_lesion: pd.DataFrame, *,
                           f"< {t.min_q1_recall:g}")
     top = tuple(table["model"].head(t.top_k))
     spread_seeds = seed_spread(per_seed, top, column=seed_column)
-    tolerance = max(t.tie_margin, spread_seeds or 0.0)
+    equivalence = pd.DataFrame()
+    smallest = math.nan
     if len(top) < t.top_k:
         top_spread = math.nan
         failed.append(f"only {len(top)} model(s) evaluated: no top {t.top_k} to compare")
     else:
         top_dice = table["dice"].head(t.top_k)
         top_spread = float(top_dice.max() - top_dice.min())
-        if top_spread > tolerance + 1e-12:
-            failed.append(f"top {t.top_k} models ({', '.join(top)}) not near-tied: Dice spread {top_spread:.3f} > "
-                          f"tolerance {tolerance:.3f}")
+        dice = dice_by_case(units, top)
+        equivalence = equivalence_table(dice, margins=(t.tie_margin,), alpha=t.alpha)
+        smallest = float(equivalence["smallest_margin"].max()) if "smallest_margin" in equivalence else math.nan
+        if len(dice) < 2 or not bool(equivalence["equivalent"].all()):
+            bad = equivalence[~equivalence["equivalent"]] if len(equivalence) else equivalence
+            pairs = ", ".join(f"{r.model_a}/{r.model_b} (p = {r.p_signflip:.3f})" for r in bad.itertuples()
+                              if hasattr(r, "p_signflip"))
+            failed.append(f"top {t.top_k} models ({', '.join(top)}) not shown equivalent on Dice within "
+                          f"±{t.tie_margin:g} (sign-flip TOST over {len(dice)} cases at {t.alpha:g}"
+                          + (f"; not equivalent: {pairs}" if pairs else "") + ")")
     if n_cases < t.min_cases:
         failed.append(f"{n_cases} test cases < {t.min_cases}")
-    if n_q1 < t.min_q1_lesions:
-        failed.append(f"{n_q1} Q1 reference lesions < {t.min_q1_lesions}")
+    if n_q1_common < t.min_q1_lesions:
+        failed.append(f"{n_q1_common} Q1 lesions in the common set (found by every model; {n_q1} Q1 reference "
+                      f"lesions) < {t.min_q1_lesions}")
     return Precondition(dataset=dataset, met=not failed, failed=tuple(failed), models=table, top_models=top,
                         top_spread=top_spread, seed_spread=spread_seeds,
-                        seed_spread_source=None if spread_seeds is None else seed_source, tie_tolerance=tolerance,
-                        n_cases=n_cases, n_q1_lesions=n_q1, thresholds=t)
+                        seed_spread_source=None if spread_seeds is None else seed_source, equivalence=equivalence,
+                        smallest_margin=smallest, n_cases=n_cases, n_q1_lesions=n_q1, n_q1_common=n_q1_common,
+                        thresholds=t)
 
 
 def _results_dir(where, dataset: str) -> Path:

@@ -18,7 +18,7 @@ from helpers import analysis as _analysis
 from helpers.data import predictions as _predictions
 from helpers.evaluation import (
     EDGES_FILE, evaluate_case_tables, evaluate_cases, extra_seed_roots, lesion_rows, read_tables,
-    reference_quartile_edges, resolve_tolerances,
+    reference_quartile_edges, case_tolerances,
 )
 from helpers.data import load_split_cases
 from helpers.base.io import read_json
@@ -26,7 +26,8 @@ from helpers.metrics.lesions import assign_quartiles
 from helpers.base.paths import Workspace
 from helpers.base.progress import progress_bar
 
-__all__ = ["cleanup_sensitivity", "seed_aggregates"]
+__all__ = [
+    "seed_tables", "cleanup_sensitivity", "seed_aggregates"]
 
 
 def cleanup_sensitivity(
@@ -61,7 +62,6 @@ def cleanup_sensitivity(
     cases = list(cases)
     root = Path(predictions_root)
     models = _predictions.list_models(root) if models is None else [str(m) for m in models]
-    tolerance, _ = resolve_tolerances(cases, tolerance, ())
     rows = []
     for k in thresholds:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
@@ -76,7 +76,8 @@ def cleanup_sensitivity(
                                         desc=f"clean-up {k}"):
             pred = _predictions.read_prediction(root, model, case)
             pred = _predictions.postprocess(pred.astype(np.float32), threshold=0.5, min_component_voxels=int(k))
-            part, table = evaluate_case_tables(case, pred, dataset=dataset, model=model, tolerance=tolerance,
+            primary, _, _ = case_tolerances(case, tolerance, ())
+            part, table = evaluate_case_tables(case, pred, dataset=dataset, model=model, tolerance=primary,
                                                min_overlap=min_overlap, connectivity=connectivity, penalty=penalty)
             case_rows.extend(part)
             frames.append(lesion_rows(table, dataset=dataset, model=model, case_id=str(case.case_id)))
@@ -93,18 +94,16 @@ def cleanup_sensitivity(
     return pd.DataFrame(rows)
 
 
-def seed_aggregates(ws: Workspace, dataset: str, *, main_seed: int = 0, predictions_root=None,
-                    cases: Sequence | None = None, split: str = "test", tolerance: float | None = None,
-                    min_overlap: int = 1, connectivity: int | None = None, penalty: float | None = None,
-                    min_lesions: int = 5, progress: bool = True) -> pd.DataFrame:
-    """Aggregates of every trained seed, with a ``seed`` column: the main seed's from the written tables
-    (:func:`read_tables`), the extra seeds' (:func:`extra_seed_roots`) evaluated here in the same way (every
-    lesion set, :func:`helpers.analysis.lesion_set_units`). Quartile edges are the main evaluation's (they depend
-    on the reference lesions only), so a lesion is in the same quartile for every seed."""
+def seed_tables(ws: Workspace, dataset: str, *, main_seed: int = 0, predictions_root=None,
+                cases: Sequence | None = None, split: str = "test", tolerance: float | None = None,
+                min_overlap: int = 1, connectivity: int | None = None, penalty: float | None = None,
+                progress: bool = True) -> dict[int, tuple[pd.DataFrame, pd.DataFrame]]:
+    """The evaluation tables of every trained seed: ``{seed: (per_case, per_lesion)}``, the main seed's as written
+    (:func:`read_tables`), the extra seeds' (:func:`extra_seed_roots`) evaluated here in the same way. Quartile
+    edges are the main evaluation's (they depend on the reference lesions only), so a lesion is in the same
+    quartile for every seed."""
     root = ws.predictions(dataset) if predictions_root is None else Path(predictions_root)
-    per_case, per_lesion = read_tables(ws, dataset)
-    frames = [_analysis.aggregate(_analysis.lesion_set_units(per_case, per_lesion), min_lesions=min_lesions)
-              .assign(seed=int(main_seed))]
+    tables = {int(main_seed): read_tables(ws, dataset)}
     extra = extra_seed_roots(root)
     if extra:
         info = read_json(ws.results(dataset) / EDGES_FILE)
@@ -115,6 +114,14 @@ def seed_aggregates(ws: Workspace, dataset: str, *, main_seed: int = 0, predicti
             pc, pl, _ = evaluate_cases(cases, seed_root, dataset=dataset, tolerance=tol, min_overlap=min_overlap,
                                        connectivity=connectivity, penalty=penalty, progress=progress)
             pl["quartile"] = assign_quartiles(pl["area_fraction"], edges)
-            frames.append(_analysis.aggregate(_analysis.lesion_set_units(pc, pl), min_lesions=min_lesions)
-                          .assign(seed=int(k)))
-    return pd.concat(frames, ignore_index=True)
+            tables[int(k)] = (pc, pl)
+    return tables
+
+
+def seed_aggregates(ws: Workspace, dataset: str, *, main_seed: int = 0, min_lesions: int = 5,
+                    tables: dict | None = None, **kwargs) -> pd.DataFrame:
+    """Aggregates of every trained seed, with a ``seed`` column, from :func:`seed_tables` (or its result
+    ``tables``): every lesion set (:func:`helpers.analysis.lesion_set_units`)."""
+    tables = seed_tables(ws, dataset, main_seed=main_seed, **kwargs) if tables is None else tables
+    return pd.concat([_analysis.aggregate(_analysis.lesion_set_units(pc, pl), min_lesions=min_lesions)
+                      .assign(seed=int(k)) for k, (pc, pl) in tables.items()], ignore_index=True)

@@ -329,13 +329,22 @@ def select_lesion_set(aggregates: pd.DataFrame, lesion_set: str = PRIMARY_LESION
 
 
 def _rankable_mask(aggregates: pd.DataFrame) -> pd.Series:
+    """Rows that may be ranked: ``rankable`` True *and* every model's row of the same comparison (dataset, lesion
+    set, stratum, metric) rankable, so a comparison is never ranked on part of its models (under
+    ``detected_by_model`` the weakest detector alone can fall under the minimum)."""
     if "rankable" not in aggregates.columns:
         return pd.Series(True, index=aggregates.index)
-    return aggregates["rankable"].map(lambda v: str(v).strip().lower() in ("true", "1", "1.0")).astype(bool)
+    own = aggregates["rankable"].map(lambda v: str(v).strip().lower() in ("true", "1", "1.0")).astype(bool)
+    group = [c for c in ("dataset", "lesion_set", "stratum", "metric") if c in aggregates.columns]
+    if not group:
+        return own
+    keys = aggregates[group].astype(str).agg("\x1f".join, axis=1)
+    return own.groupby(keys).transform("all").astype(bool)
 
 
 def rankable_rows(aggregates: pd.DataFrame) -> pd.DataFrame:
-    """The rows of an aggregate table that may be ranked (``rankable`` True, or every row without that column)."""
+    """The rows of an aggregate table that may be ranked (:func:`_rankable_mask`: the row and every other model's
+    row of its comparison ``rankable``; every row of a table without that column)."""
     return aggregates[_rankable_mask(aggregates)]
 
 
@@ -405,8 +414,10 @@ def reversal_table(aggregates: pd.DataFrame, *, metrics: Sequence[str] = metric_
         rows = []
         for key, sub in skipped.groupby(group, sort=True):
             for metric in metrics:
+                notes = [n for n in sub["note"] if isinstance(n, str) and n]
                 rows.append({**dict(zip(group, key)), "reference": "dice", "metric": metric,
-                             "note": sub["note"].iloc[0], "n_models": 0})
+                             "note": notes[0] if notes else "not ranked: a model's row of this comparison is "
+                             "not rankable", "n_models": 0})
         if rows:
             table = pd.concat([table, pd.DataFrame(rows)], ignore_index=True)
     if "note" not in table.columns:

@@ -9,12 +9,14 @@ This package re-exports the evaluation API (:mod:`helpers.evaluation.tables`), s
 
 from helpers.evaluation.tables import (
     PER_CASE_FILE, PER_LESION_FILE, EDGES_FILE, TOLERANCE_VOXELS, in_plane_voxel_mm, resolve_tolerances,
+    case_voxel_mm, case_tolerances,
     tolerance_metrics, evaluate_case_tables, lesion_rows, evaluate_cases, reference_quartile_edges,
     inference_record, evaluate_predictions, SEEDS_FOLDER, extra_seed_roots, read_tables, example_crops,
 )
 
 __all__ = [
     "PER_CASE_FILE", "PER_LESION_FILE", "EDGES_FILE", "TOLERANCE_VOXELS", "in_plane_voxel_mm", "resolve_tolerances",
+    "case_voxel_mm", "case_tolerances",
     "tolerance_metrics", "evaluate_case_tables", "lesion_rows", "evaluate_cases", "reference_quartile_edges",
     "inference_record", "evaluate_predictions", "SEEDS_FOLDER", "extra_seed_roots", "read_tables", "example_crops",
 ]

@@ -13,10 +13,13 @@ Conventions
   (:data:`helpers.metrics.METRICS`): ``contour_f1`` at ``tolerance``, ``contour_f1_tol<t>`` / ``nsd_tol<t>`` at
   the extra tolerances (:func:`helpers.metrics.tolerance_name`); ``hd95`` is the directed-max HD95 (primary) and
   ``hd95_pooled`` the pooled variant (sensitivity analysis).
-- Tolerances (contour F1, NSD) are given in voxels of the dataset's grid and stated in mm: by default one
-  in-plane voxel (:func:`in_plane_voxel_mm`: the median over the evaluated cases of the larger in-plane
-  spacing), with 1, 2 and 3 voxels as the sensitivity analysis (:func:`resolve_tolerances`). A tolerance
-  below one voxel would count only exact voxel matches.
+- Tolerances (contour F1, NSD) are given in voxels of *each case's own* in-plane grid (:func:`case_voxel_mm`:
+  the larger of the case's two in-plane spacings) and stated in mm per case: by default one voxel
+  (``tolerance=None``), with 1, 2 and 3 voxels as the sensitivity analysis (``tolerances=None``: metrics
+  ``contour_f1_tol<k>vox`` / ``nsd_tol<k>vox``, :func:`helpers.metrics.voxel_tolerance_name`). On a dataset of
+  mixed grids (real WMH: 0.958, 1.0 and 0.98 mm at three sites) one tolerance in mm would be below one voxel for
+  part of the cases, where only exact voxel matches count, so a one-voxel shift would score differently by site.
+  Numbers given for ``tolerance`` / ``tolerances`` are mm, the same for every case (named ``_tol<mm>``).
 - Lesion size quartiles: edges from the test set's reference lesions (model-independent), see
   :func:`helpers.metrics.lesions.quartile_edges`; false-positive components get a quartile by their own area fraction.
 
@@ -51,12 +54,13 @@ from helpers import metrics as _metrics
 from helpers.data import predictions as _predictions
 from helpers.base.io import read_json, write_csv, write_json
 from helpers.metrics.lesions import FALSE_POSITIVE, REFERENCE, assign_quartiles, quartile_edges
-from helpers.metrics import metric, metric_names, split_tolerance_name, tolerance_name
+from helpers.metrics import metric, metric_names, split_tolerance_name, tolerance_name, voxel_tolerance_name
 from helpers.base.paths import Workspace
 from helpers.base.progress import progress_bar
 
 __all__ = [
     "PER_CASE_FILE", "PER_LESION_FILE", "EDGES_FILE", "TOLERANCE_VOXELS", "in_plane_voxel_mm", "resolve_tolerances",
+    "case_voxel_mm", "case_tolerances",
     "tolerance_metrics", "evaluate_case_tables", "lesion_rows", "evaluate_cases", "reference_quartile_edges",
     "inference_record", "evaluate_predictions", "SEEDS_FOLDER", "extra_seed_roots", "read_tables", "example_crops",
 ]
@@ -68,6 +72,25 @@ EDGES_FILE = "quartile_edges.json"
 
 #: Sensitivity tolerances, in in-plane voxels of the dataset's grid.
 TOLERANCE_VOXELS = (1, 2, 3)
+
+
+def case_voxel_mm(case) -> float:
+    """One in-plane voxel of ``case``'s own grid, in mm: the larger of its two in-plane spacings (the last two
+    axes; ``spacing`` None counts as 1)."""
+    spacing = getattr(case, "spacing", None)
+    return 1.0 if spacing is None else float(max(spacing[-2:]))
+
+
+def case_tolerances(case, tolerance: float | None, tolerances: Sequence[float] | None
+                    ) -> tuple[float, tuple[float, ...], tuple[str, ...] | None]:
+    """The tolerances of one case in mm and how their variants are named: ``None`` means one voxel of the case's
+    grid (``tolerance``) and :data:`TOLERANCE_VOXELS` voxels (``tolerances``, named in voxels: the third item
+    holds the voxel counts as name labels); numbers are mm (third item None: named in mm)."""
+    voxel = case_voxel_mm(case)
+    primary = voxel if tolerance is None else float(tolerance)
+    if tolerances is None:
+        return primary, tuple(k * voxel for k in TOLERANCE_VOXELS), tuple(f"{k:g}" for k in TOLERANCE_VOXELS)
+    return primary, tuple(float(t) for t in tolerances), None
 
 
 def in_plane_voxel_mm(cases: Sequence) -> float:
@@ -121,10 +144,13 @@ def evaluate_case_tables(
     min_overlap: int = 1,
     connectivity: int | None = None,
     penalty: float | None = None,
+    tolerance_labels: Sequence[str] | None = None,
 ) -> tuple[list[dict], pd.DataFrame]:
     """Per-case rows and the lesion table of one case and one model (quartiles not yet assigned).
 
     ``case`` has ``case_id``, ``mask``, ``ignore`` and ``spacing`` (a :class:`helpers.data.layouts.Case`).
+    ``tolerance`` and ``tolerances`` are in mm; ``tolerance_labels`` (one per extra tolerance) names the variants
+    in voxels of the case's grid (``contour_f1_tol<label>vox``, :func:`case_tolerances`) instead of in mm.
     """
     spacing = tuple(float(s) for s in case.spacing) if case.spacing is not None else None
     ignore = getattr(case, "ignore", None)
@@ -142,10 +168,14 @@ def evaluate_case_tables(
                      "penalty": name in result.penalty_used, "reason": ""})
     # tolerance variants grouped by tolerance, metrics by name within one (contour_f1_tol<t>, then nsd_tol<t>)
     variants = sorted(n for n in metric_names(table="case", computed=True) if metric(n).per_tolerance)
-    for t in tolerances:
+    labels = list(tolerance_labels) if tolerance_labels is not None else [None] * len(tolerances)
+    if len(labels) != len(tolerances):
+        raise ValueError(f"tolerance_labels has {len(labels)} labels for {len(tolerances)} tolerances")
+    for t, label in zip(tolerances, labels):
         for name in variants:
             variant = tolerance_name(name, t)
-            rows.append({**base, "metric": variant, "value": float(result.values[variant]), "penalty": False,
+            shown = variant if label is None else voxel_tolerance_name(name, float(label))
+            rows.append({**base, "metric": shown, "value": float(result.values[variant]), "penalty": False,
                          "reason": ""})
     rows.append({**base, "metric": "fp_lesions", "value": float(summary["n_false_positive"]), "penalty": False,
                  "reason": ""})
@@ -209,8 +239,8 @@ def evaluate_cases(
     *,
     dataset: str,
     models: Sequence[str] | None = None,
-    tolerance: float | None = _metrics.DEFAULT_TOLERANCE,
-    tolerances: Sequence[float] | None = (),
+    tolerance: float | None = None,
+    tolerances: Sequence[float] | None = None,
     min_overlap: int = 1,
     connectivity: int | None = None,
     penalty: float | None = None,
@@ -229,10 +259,11 @@ def evaluate_cases(
     models : sequence of str, optional
         Model folders to evaluate; default all models found (:func:`helpers.data.predictions.list_models`).
     tolerance : float or None
-        Contour-F1 / NSD tolerance in mm (primary); None: one in-plane voxel (:func:`resolve_tolerances`).
+        Contour-F1 / NSD tolerance in mm for every case (primary); None (default): one in-plane voxel of each
+        case's own grid (:func:`case_tolerances`).
     tolerances : sequence of float or None
-        Extra contour-F1 / NSD tolerances in mm for the sensitivity analysis (image level); None: 1, 2 and 3
-        in-plane voxels.
+        Extra contour-F1 / NSD tolerances in mm for the sensitivity analysis (image level); None (default): 1, 2
+        and 3 in-plane voxels of each case's grid (``contour_f1_tol<k>vox``); ``()``: none.
     min_overlap : int
         Matching threshold: a reference lesion is detected when at least this many of its voxels are predicted.
     connectivity : int, optional
@@ -255,16 +286,16 @@ def evaluate_cases(
     cases = list(cases)
     if not cases:
         raise ValueError("cases is empty: nothing to evaluate")
-    tolerance, tolerances = resolve_tolerances(cases, tolerance, tolerances)
     models = _checked_models(root, models)
     case_rows: list[dict] = []
     lesion_frames: list[pd.DataFrame] = []
     jobs = [(m, c) for m in models for c in cases]
     for model, case in progress_bar(jobs, progress=progress, desc=f"evaluate {dataset}"):
         pred = _predictions.read_prediction(root, model, case)
-        rows, table = evaluate_case_tables(case, pred, dataset=dataset, model=model, tolerance=tolerance,
-                                           tolerances=tolerances, min_overlap=min_overlap, connectivity=connectivity,
-                                           penalty=penalty)
+        primary, extra, labels = case_tolerances(case, tolerance, tolerances)
+        rows, table = evaluate_case_tables(case, pred, dataset=dataset, model=model, tolerance=primary,
+                                           tolerances=extra, min_overlap=min_overlap, connectivity=connectivity,
+                                           penalty=penalty, tolerance_labels=labels)
         case_rows.extend(rows)
         lesion_frames.append(lesion_rows(table, dataset=dataset, model=model, case_id=str(case.case_id)))
     per_case = pd.DataFrame(case_rows)[["dataset", "model", "case_id", "metric", "value", "penalty", "n_ref_lesions",
@@ -313,8 +344,8 @@ def evaluate_predictions(
     models: Sequence[str] | None = None,
     split: str = "test",
     cases: Sequence | None = None,
-    tolerance: float | None = _metrics.DEFAULT_TOLERANCE,
-    tolerances: Sequence[float] | None = (),
+    tolerance: float | None = None,
+    tolerances: Sequence[float] | None = None,
     min_overlap: int = 1,
     connectivity: int | None = None,
     penalty: float | None = None,
@@ -326,16 +357,15 @@ def evaluate_predictions(
     ``predictions_root`` defaults to ``ws.predictions(dataset)``; point it at any folder in the layout of
     :mod:`helpers.data.predictions` to evaluate your own predictions. ``cases`` defaults to the ``split`` cases of
     :func:`helpers.data.load_split_cases` (only those cases are read). Other parameters as :func:`evaluate_cases`
-    (``tolerance=None`` / ``tolerances=None``: one in-plane voxel / 1, 2, 3 voxels; the JSON states them in mm and
-    in voxels).
+    (defaults ``tolerance=None`` / ``tolerances=None``: one in-plane voxel / 1, 2, 3 voxels of each case's own grid;
+    the JSON states them in voxels and their range in mm over the cases).
     """
     ws = Workspace.at(ws)
     root = ws.predictions(dataset) if predictions_root is None else Path(predictions_root)
     if cases is None:
         cases = _data.load_split_cases(ws, dataset, split=split)
     cases = list(cases)
-    voxel_mm = in_plane_voxel_mm(cases) if cases else float("nan")
-    tolerance, tolerances = resolve_tolerances(cases, tolerance, tolerances) if cases else (tolerance, tolerances)
+    voxels = [case_voxel_mm(c) for c in cases]
     per_case, per_lesion, edges = evaluate_cases(
         cases, root, dataset=dataset, models=models, tolerance=tolerance, tolerances=tolerances,
         min_overlap=min_overlap, connectivity=connectivity, penalty=penalty, progress=progress)
@@ -349,9 +379,13 @@ def evaluate_predictions(
                               "reference lesions; upper edges inclusive",
                 "n_reference_lesions": n_ref, "n_cases": len(list(cases)), "split": split,
                 "predictions_root": str(root), "models": sorted(per_case["model"].unique()),
-                "tolerance_mm": tolerance, "tolerances_mm": list(tolerances), "in_plane_voxel_mm": voxel_mm,
-                "tolerance_voxels": tolerance / voxel_mm if voxel_mm else None,
-                "tolerances_voxels": [t / voxel_mm for t in tolerances] if voxel_mm else [],
+                "tolerance_mm": tolerance, "tolerances_mm": None if tolerances is None else list(tolerances),
+                "tolerance_voxels": 1 if tolerance is None else None,
+                "tolerances_voxels": list(TOLERANCE_VOXELS) if tolerances is None else None,
+                "tolerance_rule": ("one in-plane voxel of each case's own grid" if tolerance is None else
+                                   f"{tolerance:g} mm for every case"),
+                "in_plane_voxel_mm_range": [min(voxels), max(voxels)] if voxels else None,
+                "in_plane_voxel_mm": float(np.median(voxels)) if voxels else None,
                 "min_overlap_voxels": min_overlap,
                 "connectivity": connectivity}, out / EDGES_FILE)
     return per_case, per_lesion

@@ -36,6 +36,7 @@ from helpers.metrics.distances import (
 
 __all__ = [
     "CaseInputs", "METRIC_KINDS", "TABLES", "Metric", "METRICS", "tolerance_name", "split_tolerance_name", "metric",
+    "VOXEL_SUFFIX", "voxel_tolerance_name",
     "metric_names", "higher_is_better", "label", "CaseMetrics", "case_metrics_from", "evaluate_case",
     "empty_mask_table",
 ]
@@ -173,12 +174,29 @@ def tolerance_name(name: str, tolerance: float) -> str:
     return f"{name}{_TOLERANCE_INFIX}{float(tolerance):g}"
 
 
+#: The suffix of a tolerance given in voxels of each case's own in-plane grid (:func:`voxel_tolerance_name`).
+VOXEL_SUFFIX = "vox"
+
+
+def voxel_tolerance_name(name: str, voxels: float) -> str:
+    """The name of ``name`` at a tolerance of ``voxels`` in-plane voxels of each case's own grid:
+    ``"<name>_tol<k>vox"``, e.g. ``voxel_tolerance_name("contour_f1", 2) == "contour_f1_tol2vox"`` (in mm it is
+    ``k`` times the case's in-plane voxel, so it differs between cases of a dataset of mixed grids)."""
+    if not metric(name).per_tolerance:
+        raise ValueError(f"metric {name!r} has no tolerance variants (per_tolerance is False)")
+    return f"{name}{_TOLERANCE_INFIX}{float(voxels):g}{VOXEL_SUFFIX}"
+
+
 def split_tolerance_name(name: str) -> tuple[str, float | None]:
-    """The inverse of :func:`tolerance_name`: ``("nsd", 2.0)`` for ``"nsd_tol2"``, ``(name, None)`` for a
-    registered name. Raises ``ValueError`` for a name that is neither."""
+    """The inverse of :func:`tolerance_name` and :func:`voxel_tolerance_name`: ``("nsd", 2.0)`` for ``"nsd_tol2"``
+    (mm) and for ``"nsd_tol2vox"`` (voxels), ``(name, None)`` for a registered name. Raises ``ValueError`` for a
+    name that is none of these."""
     if name in METRICS:
         return name, None
-    base, infix, tolerance = str(name).rpartition(_TOLERANCE_INFIX)
+    text = str(name)
+    if text.endswith(VOXEL_SUFFIX):
+        text = text[: -len(VOXEL_SUFFIX)]
+    base, infix, tolerance = text.rpartition(_TOLERANCE_INFIX)
     if infix and base in METRICS and METRICS[base].per_tolerance:
         try:
             return base, float(tolerance)

@@ -1,11 +1,13 @@
 """Running the study from start to end: a profile's plan under the workspace lock and the runner's signal handling,
-its out-of-date sections executed, then the table of contents and the book."""
+its out-of-date sections executed, then the table of contents, the run's claims table (``results/claims.csv``)
+and the book."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+from helpers.analysis.claims import assemble as assemble_claims
 from helpers.base.paths import Workspace
 from helpers.runner.book import build_book, write_toc
 from helpers.runner.interrupts import signals
@@ -55,6 +57,7 @@ def run_locked(tasks: list[Task], ws: Workspace, prof: dict, prof_path: Path, *,
     report = execute_tasks(tasks, ws, prof, prof_path, force=force, scheduler=scheduler, workers=workers,
                            security=security, out=out)
     write_toc(prof, ws)
+    assemble_claims(ws)  # results/claims.csv: every claim of the run (helpers.runner.sections.RUNNER_WRITES)
     print(f"study: {len(report.executed)} executed, {len(report.skipped)} up to date, "
           f"{report.seconds:.1f} s", file=out, flush=True)
     if book:

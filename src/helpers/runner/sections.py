@@ -16,7 +16,7 @@ from helpers.data.datasets import display_name
 
 __all__ = [
     "GLOBAL", "SMALL_DATA", "SCOPE_TITLES", "scope_title", "RUNNER_PARAMETERS", "Section", "SECTIONS",
-    "SECTION_BY_NAME", "DATASET_SECTIONS", "STUDY_SECTIONS", "section",
+    "SECTION_BY_NAME", "DATASET_SECTIONS", "STUDY_SECTIONS", "section", "RUNNER_WRITES",
 ]
 
 #: The scope of the chapters that span datasets (their notebooks' ``dataset`` parameter).
@@ -87,7 +87,9 @@ SECTIONS: tuple[Section, ...] = (
     Section(
         "stratification", "04_stratification.ipynb", "Lesion-size stratification", depends=("evaluation",),
         results=("size_stratified_metrics.csv", "small_lesion_metrics.csv", "spread_among_top_models.csv",
-                 "cleanup_sensitivity.csv", "seed_aggregates.csv", "seed_spread.csv", "seed_rankings.csv"),
+                 "cleanup_sensitivity.csv", "seed_aggregates.csv", "seed_spread.csv", "seed_rankings.csv",
+                 "claims.csv", "dice_equivalence.csv", "spread_intervals.csv", "claims_robustness.csv",
+                 "architecture_intervals.csv"),
         figures=("overall_vs_small_lesion_comparison.png", "quartile_disagreement.png"),
     ),
     Section(
@@ -114,14 +116,15 @@ SECTIONS: tuple[Section, ...] = (
                  "paper_table_4_1_dice.csv", "paper_table_4_6_spreads.csv",
                  "paper_table_4_2_small_lesions.csv", "paper_table_4_2_small_lesions_by_lesion_set.csv",
                  "paper_q1_maxima.csv", "paper_table_4_3_agreement.csv",
-                 "paper_table_4_3_agreement_by_lesion_set.csv"),
+                 "paper_table_4_3_agreement_by_lesion_set.csv", "claims_small_lesions.csv",
+                 "agreement_at_resolution.csv"),
         figures=("overall_vs_small_lesion_comparison.png", "quartile_disagreement.png", "ranking_reversal_matrix.png",
                  "qualitative_small_lesion_examples.png"),
     ),
     Section(
         "failure_modes", "09_failure_modes.ipynb", "Failure-mode laboratory", scope="study", part="across",
         results=("failure_modes_sweep.csv", "failure_modes_calibration.csv", "failure_modes_reversal_verdicts.csv",
-                 "failure_modes_bootstrap.csv"),
+                 "failure_modes_bootstrap.csv", "failure_modes_verdict_calibration.csv"),
         figures=("failure_modes_gallery.png", "failure_modes_sweep_disk.png", "failure_modes_sweep_irregular.png",
                  "failure_modes_dice_vs_hd95.png", "failure_modes_demo.png"),
     ),
@@ -135,9 +138,13 @@ SECTIONS: tuple[Section, ...] = (
                 "training_history.csv", "hpo.journal", "hpo_trials.csv", "best_params.json", "search_space.json",
                 "summary.csv", "pairs.csv", "friedman.csv", "fold_ranks.csv", "rank_agreement.csv",
                 "rank_ranges.csv"),
+        results=("claims_small_data.csv", "equivalence.csv"),
     ),
 )
 SECTION_BY_NAME = {s.name: s for s in SECTIONS}
+#: What the runner itself writes after the sections, by scope: the run's claims table
+#: (:func:`helpers.analysis.claims.assemble`).
+RUNNER_WRITES: dict[str, tuple[str, ...]] = {GLOBAL: ("claims.csv",)}
 DATASET_SECTIONS = tuple(s for s in SECTIONS if s.scope == "dataset")
 STUDY_SECTIONS = tuple(s for s in SECTIONS if s.scope == "study")
 

@@ -7,7 +7,7 @@ comparisons) and ``ranks`` (the rank bootstrap).
 """
 
 from helpers.stats.bootstrap.resampling import (
-    resample_indices, resample_weights, sufficient_statistics, resampled_means, BootstrapInterval,
+    resample_indices, two_level_means, resample_weights, sufficient_statistics, resampled_means, BootstrapInterval,
     percentile_bounds, bootstrap_mean_ci, summarize_models,
 )
 from helpers.stats.bootstrap.comparisons import (
@@ -17,7 +17,7 @@ from helpers.stats.bootstrap.comparisons import (
 from helpers.stats.bootstrap.ranks import RankBootstrap, bootstrap_ranks
 
 __all__ = [
-    "ALPHA", "MIN_CASES", "ZERO_TOLERANCE", "verdict_names", "resample_indices", "resample_weights",
+    "ALPHA", "MIN_CASES", "ZERO_TOLERANCE", "verdict_names", "resample_indices", "two_level_means", "resample_weights",
     "sufficient_statistics",
     "resampled_means", "BootstrapInterval", "percentile_bounds", "bootstrap_mean_ci", "summarize_models", "verdict",
     "bootstrap_p_value", "joint_reversal_share", "holm_within", "paired_differences", "directional_robustness",

@@ -55,20 +55,63 @@ from helpers.base.checks import as_count, as_level, as_rng
 from helpers.stats.inference import as_wide
 
 __all__ = [
-    "resample_indices", "resample_weights", "sufficient_statistics", "resampled_means", "BootstrapInterval",
+    "two_level_means", "resample_indices", "resample_weights", "sufficient_statistics", "resampled_means", "BootstrapInterval",
     "percentile_bounds", "bootstrap_mean_ci", "spawn", "summarize_models",
 ]
 
 
-def resample_indices(n_cases: int, n_resamples: int, *, seed: int | np.random.Generator) -> np.ndarray:
+def resample_indices(n_cases: int, n_resamples: int, *, seed: int | np.random.Generator,
+                     strata: Sequence | None = None) -> np.ndarray:
     """The case indices of ``n_resamples`` bootstrap resamples: an ``(n_resamples, n_cases)`` int matrix.
 
     Row b lists the cases drawn (with replacement, uniformly) in resample b. ``seed`` is a non-negative int or a
     :class:`numpy.random.Generator` (consumed). The one resampling draw of the package (module docstring).
+
+    ``strata`` (optional, one label per case, e.g. WMH's scanner site): a *stratified* draw; each stratum's
+    cases are drawn with replacement among themselves, as many as it has, so every resample keeps the strata's
+    sizes (columns grouped by stratum, in order of first appearance). With one stratum (or None) this is the
+    plain draw, bit for bit.
     """
     n_cases = as_count(n_cases, "n_cases")
     n_resamples = as_count(n_resamples, "n_resamples")
-    return as_rng(seed).integers(0, n_cases, size=(n_resamples, n_cases))
+    rng = as_rng(seed)
+    if strata is None:
+        return rng.integers(0, n_cases, size=(n_resamples, n_cases))
+    labels = pd.Series(list(strata), dtype=object)
+    if len(labels) != n_cases:
+        raise ValueError(f"strata has {len(labels)} labels for {n_cases} cases")
+    if labels.isna().any():
+        raise ValueError(f"strata has missing labels at positions {list(np.flatnonzero(labels.isna()))[:5]}")
+    groups = [np.flatnonzero((labels == label).to_numpy()) for label in pd.unique(labels)]
+    if len(groups) == 1:
+        return rng.integers(0, n_cases, size=(n_resamples, n_cases))
+    return np.concatenate([members[rng.integers(0, len(members), size=(n_resamples, len(members)))]
+                           for members in groups], axis=1)
+
+
+def two_level_means(values, n_resamples: int, *, seed: int | np.random.Generator) -> np.ndarray:
+    """Resampled grand means of a two-level bootstrap: seeds, then cases within each drawn seed.
+
+    ``values`` is an ``(n_seeds, n_cases)`` array (one value per training seed and test case, e.g. a per-case
+    difference between two architectures; NaN: no value, left out of that seed's mean). A resample draws
+    ``n_seeds`` seeds with replacement, then, independently for each drawn seed, ``n_cases`` cases with
+    replacement, and returns the mean over drawn seeds of each seed's mean over its drawn cases: the
+    architecture-level uncertainty, seed-to-seed and case-to-case variation both included (Davison & Hinkley
+    1997, sec. 3.8). With one seed it is the case bootstrap. Returns ``n_resamples`` means (NaN where a drawn seed
+    had no finite value)."""
+    v = np.asarray(values, dtype=float)
+    if v.ndim != 2 or v.shape[0] < 1 or v.shape[1] < 1:
+        raise ValueError(f"values must be a non-empty (n_seeds, n_cases) array, got shape {v.shape}")
+    n_resamples = as_count(n_resamples, "n_resamples")
+    rng = as_rng(seed)
+    n_seeds, n_cases = v.shape
+    seeds = rng.integers(0, n_seeds, size=(n_resamples, n_seeds))
+    cases = rng.integers(0, n_cases, size=(n_resamples, n_seeds, n_cases))
+    drawn = v[seeds[..., None], cases]
+    with np.errstate(invalid="ignore"):
+        per_seed = np.nanmean(np.where(np.isfinite(drawn), drawn, np.nan), axis=2) if np.isnan(v).any() else \
+            drawn.mean(axis=2)
+    return per_seed.mean(axis=1)
 
 
 def resample_weights(indices: np.ndarray, n_cases: int) -> np.ndarray:

@@ -46,7 +46,7 @@ from helpers.base.checks import as_count, as_level, as_rng
 
 __all__ = [
     "cohens_dz", "hedges_correction", "SignFlipResult", "sign_flip_test", "min_attainable_p", "attainable_p_table",
-    "holm_adjust", "all_sign_sums",
+    "holm_adjust", "all_sign_sums", "detectable_difference",
 ]
 
 
@@ -289,3 +289,23 @@ def holm_adjust(p_values) -> np.ndarray:
     adjusted = np.empty(m)
     adjusted[order] = np.maximum.accumulate(scaled)
     return adjusted
+
+
+def detectable_difference(differences, *, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true mean difference a two-sided paired test at level ``alpha`` detects with probability
+    ``power`` over these units: ``(z_(1 - alpha/2) + z_power) * sd(d) / sqrt(n)`` with ``sd`` of the observed
+    differences (ddof = 1), the normal approximation of the paired t and sign-flip tests' power (Lachin 1981).
+    In the unit of the differences; NaN with fewer than 2 finite differences.
+
+    Lachin JM. Introduction to sample size determination and power analysis for clinical trials. Control Clin
+    Trials 2(2):93-113, 1981."""
+    from scipy import stats as _stats
+
+    d = np.asarray(differences, dtype=float)
+    d = d[np.isfinite(d)]
+    alpha = as_level(alpha, "alpha")
+    power = as_level(power, "power")
+    if d.size < 2:
+        return float("nan")
+    z = _stats.norm.ppf(1 - alpha / 2) + _stats.norm.ppf(power)
+    return float(z * d.std(ddof=1) / np.sqrt(d.size))

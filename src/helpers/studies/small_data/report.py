@@ -158,11 +158,12 @@ def conclusion(stats_out: SmallDataStatistics, *, alpha: float = 0.05) -> str:
         lines.append(f"- **{r.protocol}**: `{r.leader}` leads `{r.runner_up}` by {r.gap:.3f} macro Dice; their 95% "
                      f"intervals {'overlap' if r.overlap else 'do not overlap'}.")
     if len(set(leaders.values())) > 1:
-        lines.append("- The leader **changes with the protocol** ("
+        lines.append("- The leader by mean macro Dice **changes with the protocol** ("
                      + ", ".join(f"{p}: `{m}`" for p, m in leaders.items())
                      + "): the ranking is a property of the split.")
     elif leaders:
-        lines.append(f"- Both protocols name the same leader (`{next(iter(leaders.values()))}`).")
+        lines.append(f"- Both protocols name the same leader by mean macro Dice (`{next(iter(leaders.values()))}`); "
+                     "the critical-difference diagram orders by mean rank over images, which can differ.")
     for r in stats_out.friedman.itertuples():
         verdict = "rejects" if r.iman_davenport_p <= alpha else "does not reject"
         lines.append(f"- Friedman ({r.protocol}, N = {r.n} images, k = {r.k} models): Iman-Davenport p = "
