@@ -58,7 +58,7 @@ from helpers.stats.bootstrap import (
     MIN_CASES, directional_robustness, percentile_bounds, resample_indices, resample_weights, resampled_means,
     sufficient_statistics, two_level_means,
 )
-from helpers.stats.inference import detectable_difference, signflip_equivalence, tost_paired
+from helpers.stats.inference import detectable_difference, holm_adjust, signflip_equivalence, tost_paired
 
 __all__ = [
     "BOUNDARY_METRICS", "Settings", "dice_by_case", "equivalence_table", "spread_interval", "robustness",
@@ -364,8 +364,6 @@ def dataset_claims(per_case: pd.DataFrame, per_lesion: pd.DataFrame, *, dataset:
 def _finish(rows: list[dict], pending: list[dict], common: dict, s: Settings) -> pd.DataFrame:
     """Holm over the family's p-values, then each pending row's verdict from its adjusted p."""
     if pending:
-        from helpers.stats.inference import holm_adjust
-
         finite = [i for i, p in enumerate(pending) if np.isfinite(p["p_raw"])]
         adjusted = [float("nan")] * len(pending)  # a row without a p-value (no difference to test) stays out
         for i, value in zip(finite, holm_adjust([pending[i]["p_raw"] for i in finite]) if finite else []):

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from helpers.analysis.claims import CANNOT, NOT_SUPPORTED, SUPPORTED, claim_row, claims_frame, holm_within_study
-from helpers.stats.inference import signflip_equivalence, tost_paired
+from helpers.stats.inference import holm_adjust, signflip_equivalence, tost_paired
 
 __all__ = ["MIN_IMAGES", "MARGINS", "equivalence_pairs", "small_data_claims"]
 
@@ -132,8 +132,6 @@ def small_data_claims(per_image: pd.DataFrame, summary: pd.DataFrame, friedman: 
             + (f"not overlapping it: {', '.join(apart)}" if apart else "every other interval overlaps it")),
             verdict=NOT_SUPPORTED if apart else SUPPORTED, n_cases=n_primary, **common))
     if pending:
-        from helpers.stats.inference import holm_adjust
-
         for p, p_holm in zip(pending, holm_adjust([p["p_raw"] for p in pending])):
             rows.append(claim_row(p["key"], our_value=p["our_value"], verdict=p["decide"](float(p_holm)),
                                   n_cases=p["n_cases"],
