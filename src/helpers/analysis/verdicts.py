@@ -147,7 +147,8 @@ def spread_interval(units: pd.DataFrame, *, models: Sequence[str], metric: str, 
     """The top models' spread of ``metric`` in Q1 and over all lesions (lesion-level units of one lesion set) and
     the case-bootstrap interval of their difference, from resample ``weights`` (shared with the other claims).
 
-    Returns ``q1, all, difference`` (observed), ``ci_low, ci_high`` (of the difference), ``relative`` (whether the
+    Returns ``q1, all, difference`` (observed), ``ci_low, ci_high`` (of the difference), ``q1_ci_low, q1_ci_high,
+    all_ci_low, all_ci_high`` (of each spread), ``relative`` (whether the
     spread is relative to the best mean, in %), ``undefined`` (the reason when a spread's denominator is 0),
     ``n_cases`` (cases holding Q1 units of every model), ``n_lesions`` (Q1 units per model), ``q1_abs``,
     ``all_abs`` (absolute spreads, in the metric's unit)."""
@@ -178,6 +179,9 @@ def spread_interval(units: pd.DataFrame, *, models: Sequence[str], metric: str, 
             low, high = _row_extremes(boot)
             spreads_obs[stratum] = observed.max() - observed.min()
             spreads_boot[stratum] = high - low
+    for stratum, key in (("Q1", "q1"), ("all_lesions", "all")):
+        values = spreads_boot[stratum][np.isfinite(spreads_boot[stratum])]
+        out[f"{key}_ci_low"], out[f"{key}_ci_high"] = percentile_bounds(values, confidence=confidence)
     diff = spreads_boot["Q1"] - spreads_boot["all_lesions"]
     finite = diff[np.isfinite(diff)]
     low, high = percentile_bounds(finite, confidence=confidence)
