@@ -281,3 +281,20 @@ def test_architecture_intervals_over_seeds_by_hand():
     assert row["difference"] == pytest.approx(1 / 3) and row["same_sign_seeds"] == 2 and row["n_seeds"] == 3
     assert row["seed_differences"] == "1 1 -1"
     assert row["ci_low"] == pytest.approx(-1.0) and row["ci_high"] == pytest.approx(1.0) and not row["resolved"]
+
+
+def test_method_claims_by_hand():
+    from helpers.studies.failure_lab.calibration import method_claims
+
+    calib = pd.DataFrame({"n_cases": [10, 20], "n_sims": [100, 100], "false_supported": [0.03, 0.07],
+                          "false_supported_mcse": [0.017, 0.0255], "power": [0.7, 1.0], "null_coverage": [0.9, 0.94],
+                          "planted_effect": [0.7, 0.7]})
+    planted = pd.DataFrame([{"hd95_variant": "directed", "stratum": "overall", "order_dice": "a > b",
+                             "order_hd95": "b > a", "planted_pair": "a vs b", "reversal_found": True,
+                             "hd95_verdict": "sign kept, Holm p <= 0.05"}])
+    table = method_claims(calib, planted).set_index("claim_id")
+    # 0.07 <= 0.05 + 2 x 0.0255 = 0.101: within two Monte-Carlo errors of alpha
+    assert table.loc["verdict_rule_calibrated", "verdict"] == C.SUPPORTED
+    assert table.loc["planted_reversal_found", "verdict"] == C.SUPPORTED
+    worse = method_claims(calib.assign(false_supported=[0.03, 0.12]), planted.assign(reversal_found=False))
+    assert set(worse["verdict"]) == {C.NOT_SUPPORTED}

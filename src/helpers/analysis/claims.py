@@ -12,7 +12,7 @@ statement and the paper's value. The rows are computed by :mod:`helpers.analysis
 :mod:`helpers.studies.small_data.claims` (second study), each family Holm-adjusted where it is computed
 (:func:`holm_within_study`); each dataset's rows are saved by its stratification section
 (``results/<dataset>/claims.csv``), the first study's complete table by the cross-dataset section and the second
-study's by the small-data section (:func:`study_file`), and :func:`assemble` (called by the runner after the
+study's by the small-data section, the method's checks by the failure-mode laboratory (:func:`study_file`), and :func:`assemble` (called by the runner after the
 sections) writes the run's ``results/claims.csv``. :func:`sentence` is the one place a row becomes words: the
 chapters' finding boxes and the cross-dataset scorecard call it, so a page cannot contradict its table.
 
@@ -33,7 +33,7 @@ from helpers.stats.inference import holm_adjust
 
 __all__ = [
     "SUPPORTED", "NOT_SUPPORTED", "CANNOT", "VERDICTS", "CLAIM_COLUMNS", "EXTRA_COLUMNS", "ClaimSpec", "CLAIMS",
-    "FIRST_STUDY", "SECOND_STUDY", "DATA_SOURCES", "claim_row", "claims_frame", "holm_within_study",
+    "FIRST_STUDY", "SECOND_STUDY", "METHOD", "DATA_SOURCES", "claim_row", "claims_frame", "holm_within_study",
     "sentence", "rows_for", "study_file", "assemble", "CLAIMS_FILE",
 ]
 
@@ -43,9 +43,10 @@ CANNOT = "cannot be assessed"
 #: The only verdicts a claim can end in.
 VERDICTS = (SUPPORTED, NOT_SUPPORTED, CANNOT)
 
-#: The studies (the two papers).
+#: The studies (the two papers) and the checks of the method itself (the failure-mode laboratory).
 FIRST_STUDY = "small_lesions"
 SECOND_STUDY = "small_data"
+METHOD = "method"
 
 #: What produced a row's data: a verdict on stand-ins tests the method, not the paper.
 DATA_SOURCES = {"synthetic": "synthetic stand-in", "real": "real data", "user": "the user's data",
@@ -125,6 +126,12 @@ _SPECS = (
               "LOOCV and 3-fold cross-validation rank the models differently", "the two protocols disagree"),
     ClaimSpec("intervals_overlap", SECOND_STUDY, "small_data",
               "The models' bootstrap intervals of macro Dice overlap", "intervals overlap"),
+    ClaimSpec("verdict_rule_calibrated", METHOD, "failure_modes",
+              "The verdict rule calls a non-existent difference resolved in at most alpha of test sets",
+              "(a check of this study's method)"),
+    ClaimSpec("planted_reversal_found", METHOD, "failure_modes",
+              "The study's code finds a planted Dice-HD95 reversal and the bootstrap keeps its HD95 sign",
+              "(a check of this study's method)"),
 )
 #: The registry of claims, by key.
 CLAIMS: dict[str, ClaimSpec] = {spec.key: spec for spec in _SPECS}
@@ -263,8 +270,8 @@ def rows_for(frame: pd.DataFrame, *, section: str | None = None, dataset: str | 
 
 def study_file(study: str) -> str:
     """The file a study's claims are saved to by the section that completes them (``claims_<study>.csv``)."""
-    if study not in (FIRST_STUDY, SECOND_STUDY):
-        raise ValueError(f"study must be {FIRST_STUDY!r} or {SECOND_STUDY!r}, got {study!r}")
+    if study not in (FIRST_STUDY, SECOND_STUDY, METHOD):
+        raise ValueError(f"study must be {FIRST_STUDY!r}, {SECOND_STUDY!r} or {METHOD!r}, got {study!r}")
     return f"claims_{study}.csv"
 
 

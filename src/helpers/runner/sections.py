@@ -124,7 +124,8 @@ SECTIONS: tuple[Section, ...] = (
     Section(
         "failure_modes", "09_failure_modes.ipynb", "Failure-mode laboratory", scope="study", part="across",
         results=("failure_modes_sweep.csv", "failure_modes_calibration.csv", "failure_modes_reversal_verdicts.csv",
-                 "failure_modes_bootstrap.csv", "failure_modes_verdict_calibration.csv"),
+                 "failure_modes_bootstrap.csv", "failure_modes_verdict_calibration.csv",
+                 "claims_method.csv"),
         figures=("failure_modes_gallery.png", "failure_modes_sweep_disk.png", "failure_modes_sweep_irregular.png",
                  "failure_modes_dice_vs_hd95.png", "failure_modes_demo.png"),
     ),

@@ -39,12 +39,13 @@ import numpy as np
 import pandas as pd
 
 from helpers import analysis
+from helpers.analysis.claims import CANNOT, NOT_SUPPORTED, SUPPORTED, claim_row, claims_frame
 from helpers.base.checks import as_int
 from helpers.stats import bootstrap
 from helpers.studies.failure_lab.models import SyntheticModel, make_test_set
 from helpers.studies.failure_lab.reversal import evaluate_models
 
-__all__ = ["population", "simulate_verdicts"]
+__all__ = ["population", "simulate_verdicts", "method_claims"]
 
 
 def population(*, pool_cases: int = 120, mode: str = "offset", severity_mm: float = 0.5, effect_mm: float = 0.5,
@@ -109,3 +110,35 @@ def simulate_verdicts(units: pd.DataFrame, *, sizes: Sequence[int] = (10, 15, 20
                      "planted_effect": effect, "metric": metric, "stratum": stratum, "alpha": alpha,
                      "median_cases_with_units": float(np.median(held_cases))})
     return pd.DataFrame(rows)
+
+
+def method_claims(calibration_table: pd.DataFrame, planted: pd.DataFrame, *, alpha: float = 0.05) -> pd.DataFrame:
+    """The method's own claims (:data:`helpers.analysis.claims.METHOD`): the verdict rule's false-supported rate is at
+    most ``alpha`` within two Monte-Carlo standard errors at every simulated size (with the power beside), and the
+    planted reversal of the laboratory (``planted``: the verdicts of :func:`helpers.studies.failure_lab.reversal
+    .reversal_demo`, directed HD95, overall) is found with its HD95 sign kept after Holm."""
+    common = {"dataset": "failure_lab", "data_source": "constructed", "n_seeds": None}
+    rows = []
+    if calibration_table.empty:
+        rows.append(claim_row("verdict_rule_calibrated", our_value="", verdict=CANNOT, n_cases=0,
+                              reason="no simulation ran", **common))
+    else:
+        t = calibration_table
+        ok = bool((t["false_supported"] <= alpha + 2 * t["false_supported_mcse"].clip(lower=1 / t["n_sims"])).all())
+        value = "; ".join(f"{int(r.n_cases)} cases: false {r.false_supported:.3f} (±{r.false_supported_mcse:.3f}), "
+                          f"power {r.power:.2f}, null coverage {r.null_coverage:.3f}" for r in t.itertuples())
+        rows.append(claim_row("verdict_rule_calibrated", our_value=f"{value} ({int(t['n_sims'].min())} simulated test "
+                              f"sets per size; planted effect {t['planted_effect'].iloc[0]:.3f} mm)",
+                              verdict=SUPPORTED if ok else NOT_SUPPORTED, n_cases=int(t["n_cases"].min()), **common))
+    row = planted[(planted["hd95_variant"] == "directed") & (planted["stratum"] == "overall")] if len(planted) else planted
+    if row.empty:
+        rows.append(claim_row("planted_reversal_found", our_value="", verdict=CANNOT, n_cases=0,
+                              reason="the planted reversal was not evaluated", **common))
+    else:
+        r = row.iloc[0]
+        kept = str(r["hd95_verdict"]).startswith("sign kept, Holm")
+        rows.append(claim_row("planted_reversal_found", our_value=(
+            f"Dice order {r['order_dice']}; HD95 order {r['order_hd95']}; planted pair {r['planted_pair']}: "
+            f"{r['hd95_verdict']}"), verdict=SUPPORTED if bool(r["reversal_found"]) and kept else NOT_SUPPORTED,
+            n_cases=1, **common))
+    return claims_frame(rows)
