@@ -34,7 +34,7 @@ from helpers.stats.inference import holm_adjust
 __all__ = [
     "SUPPORTED", "NOT_SUPPORTED", "CANNOT", "VERDICTS", "CLAIM_COLUMNS", "EXTRA_COLUMNS", "ClaimSpec", "CLAIMS",
     "FIRST_STUDY", "SECOND_STUDY", "METHOD", "DATA_SOURCES", "claim_row", "claims_frame", "holm_within_study",
-    "sentence", "rows_for", "study_file", "assemble", "CLAIMS_FILE",
+    "sentence", "rows_for", "study_file", "assemble", "CLAIMS_FILE", "PAGE_FILES", "page_file",
 ]
 
 SUPPORTED = "supported"
@@ -266,6 +266,21 @@ def rows_for(frame: pd.DataFrame, *, section: str | None = None, dataset: str | 
     order = {key: i for i, key in enumerate(CLAIMS)}
     return out.assign(_o=out["claim_id"].map(order)).sort_values(["_o", "metric"], kind="mergesort").drop(
         columns="_o")
+
+
+#: The file, in a page's scope folder (``ctx.results``), that holds the claims rows the page shows.
+PAGE_FILES = {"stratification": "claims.csv", "reversals": "claims.csv", "bootstrap": "claims.csv",
+              "cross_dataset": "claims_small_lesions.csv", "failure_modes": "claims_method.csv",
+              "small_data": "claims_small_data.csv"}
+
+
+def page_file(section: str) -> str:
+    """The file (in the page's scope folder: ``results/<dataset>/`` for a dataset's chapters, ``results/`` for the
+    cross-dataset and failure-lab chapters, ``results/small_data/``) that holds the claims rows of ``section``'s
+    page (:data:`PAGE_FILES`)."""
+    if section not in PAGE_FILES:
+        raise ValueError(f"section {section!r} shows no claims; those that do: {sorted(PAGE_FILES)}")
+    return PAGE_FILES[section]
 
 
 def study_file(study: str) -> str:
