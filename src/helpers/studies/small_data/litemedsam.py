@@ -18,17 +18,15 @@ loaded with ``torch.load(weights_only=True)`` and ``strict=True`` (:func:`load_l
 
 The architecture (derived from the checkpoint's keys and shapes and the papers' descriptions)
 -------------------------------------------------------------------------------------------
-- Image encoder, a TinyViT-5M: a patch embedding of two 1x1 conv + batch-norm layers (3 -> 32 -> 64 channels,
-  GELU between, stride 1, so the first stage runs at full resolution); stage 0: two MBConv blocks (1x1 expand
-  x4, depthwise 3x3, 1x1 project, residual, GELU) at 64 channels; stages 1-3: transformer blocks at 128, 160 and
-  320 channels (2, 6 and 2 blocks; 4, 5 and 10 heads of 32 dimensions; attention in non-overlapping 7, 14 and 7
-  px windows, zero-padded at the bottom and right where the map is not a multiple of the window, with a learned
-  per-head bias indexed by the absolute offset ``(|dy|, |dx|)`` between two window positions; a depthwise
-  3x3 conv + batch norm between attention and MLP; pre-norm attention and MLP, each with a residual). Between
-  stages, patch merging (1x1 conv, depthwise 3x3 conv with stride 2, 1x1 conv; GELU between; stride 1 before
-  the last stage), so the maps are 256, 128, 64 and 64 px for a 256 px input. A neck (1x1 conv, channel layer
-  norm, 3x3 conv, channel layer norm) gives the 256-channel embedding. Each head's ``qkv`` output is laid out as
-  that head's query, key and value in turn.
+- Image encoder, a TinyViT-5M: patch embedding by two 1x1 conv + batch-norm layers (3 -> 32 -> 64 channels, GELU
+  between, stride 1); stage 0: two MBConv blocks (1x1 expand x4, depthwise 3x3, 1x1, residual, GELU) at 64
+  channels; stages 1-3: 2, 6 and 2 transformer blocks at 128, 160 and 320 channels (heads of 32 dimensions;
+  attention in 7, 14 and 7 px windows, zero-padded at the bottom and right, with a learned per-head bias indexed
+  by the absolute offset ``(|dy|, |dx|)``; each head's ``qkv`` output is its query, key and value in turn; a
+  depthwise 3x3 conv + batch norm between the pre-norm attention and MLP, both residual). Between stages, patch
+  merging (1x1 conv, depthwise 3x3 conv of stride 2, stride 1 before the last stage, 1x1 conv; GELU between):
+  maps of 256, 128, 64 and 64 px for a 256 px input. A neck (1x1 conv, channel layer norm, 3x3 conv, channel
+  layer norm) gives the 256-channel embedding.
 - Prompt encoder and mask decoder: ``transformers`` ``SamPromptEncoder`` and ``SamMaskDecoder``, whose
   configuration expresses LiteMedSAM's sizes (256-d, 256 px input, 64 x 64 embedding, 16 mask-input channels;
   decoder: 2 two-way layers, 8 heads, MLP 2048, 3 + 1 mask tokens); the original parameter names are renamed
@@ -81,22 +79,14 @@ _ORIGINAL_TO_HF = (
     ("iou_prediction_head.layers.2", "iou_prediction_head.proj_out"),
     ("mask_decoder.output_upscaling.0", "mask_decoder.upscale_conv1"),
     ("mask_decoder.output_upscaling.1", "mask_decoder.upscale_layer_norm"),
-    ("mask_decoder.output_upscaling.3", "mask_decoder.upscale_conv2"),
-    ("mask_downscaling.0", "mask_embed.conv1"),
-    ("mask_downscaling.1", "mask_embed.layer_norm1"),
-    ("mask_downscaling.3", "mask_embed.conv2"),
-    ("mask_downscaling.4", "mask_embed.layer_norm2"),
-    ("mask_downscaling.6", "mask_embed.conv3"),
+    ("mask_decoder.output_upscaling.3", "mask_decoder.upscale_conv2"), ("mask_downscaling.0", "mask_embed.conv1"),
+    ("mask_downscaling.1", "mask_embed.layer_norm1"), ("mask_downscaling.3", "mask_embed.conv2"),
+    ("mask_downscaling.4", "mask_embed.layer_norm2"), ("mask_downscaling.6", "mask_embed.conv3"),
     ("point_embeddings", "point_embed"),
     ("pe_layer.positional_encoding_gaussian_matrix", "shared_embedding.positional_embedding"),
-    ("image_encoder", "vision_encoder"),
-    ("neck.0", "neck.conv1"),
-    ("neck.1", "neck.layer_norm1"),
-    ("neck.2", "neck.conv2"),
-    ("neck.3", "neck.layer_norm2"),
-    ("patch_embed.proj", "patch_embed.projection"),
-    (".norm", ".layer_norm"),
-    ("blocks", "layers"),
+    ("image_encoder", "vision_encoder"), ("neck.0", "neck.conv1"), ("neck.1", "neck.layer_norm1"),
+    ("neck.2", "neck.conv2"), ("neck.3", "neck.layer_norm2"), ("patch_embed.proj", "patch_embed.projection"),
+    (".norm", ".layer_norm"), ("blocks", "layers"),
 )
 _HYPER_MLP = re.compile(r".*output_hypernetworks_mlps\.\d+\.layers\.(\d)\..*")
 
@@ -153,11 +143,9 @@ def weights_path() -> Path:
 
 def package_available() -> bool:
     """True when :func:`weights_path` finds the weights file."""
-    try:
-        weights_path()
-    except FileNotFoundError:
-        return False
-    return True
+    spec = _find_package(PACKAGE)
+    return any((Path(r) / WEIGHTS_RESOURCE).is_file() for r in (spec.submodule_search_locations or [])) \
+        if spec is not None else False
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -268,17 +256,6 @@ class _Stage(nn.Module):
         return self.downsample(x) if hasattr(self, "downsample") else x
 
 
-class _LayerNorm2d(nn.Module):
-    """Layer norm over the channels of ``(b, c, h, w)``, eps 1e-6."""
-
-    def __init__(self, channels):
-        super().__init__()
-        self.weight, self.bias = nn.Parameter(torch.ones(channels)), nn.Parameter(torch.zeros(channels))
-
-    def forward(self, x):
-        return F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], self.weight, self.bias, 1e-6).permute(0, 3, 1, 2)
-
-
 class TinyViT(nn.Module):
     """LiteMedSAM's TinyViT image encoder (see the module docstring): ``(b, 3, 256, 256)`` in ``[0, 1]`` to
     ``(b, 256, 64, 64)``; :meth:`features` also returns each stage's output."""
@@ -295,9 +272,12 @@ class TinyViT(nn.Module):
                 down = _PatchMerging(dims[i], dims[i + 1], 2 if i + 2 < len(dims) else 1)
             stages.append(_Stage([_TinyViTBlock(dims[i], heads[i], windows[i]) for _ in range(depths[i])], down))
         self.layers = nn.ModuleList(stages)
-        self.neck = nn.Sequential(nn.Conv2d(dims[-1], out_channels, 1, bias=False), _LayerNorm2d(out_channels),
+        from transformers.models.sam.modeling_sam import SamLayerNorm  # layer norm over channels, eps 1e-6
+
+        self.neck = nn.Sequential(nn.Conv2d(dims[-1], out_channels, 1, bias=False),
+                                  SamLayerNorm(out_channels, data_format="channels_first"),
                                   nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
-                                  _LayerNorm2d(out_channels))
+                                  SamLayerNorm(out_channels, data_format="channels_first"))
 
     def features(self, x) -> list[torch.Tensor]:
         """``[stage 0, stage 1, stage 2, stage 3, neck]`` outputs (each stage after its patch merging): for a 256
@@ -443,19 +423,16 @@ def box_of(mask: np.ndarray) -> tuple[int, int, int, int] | None:
 
 @torch.no_grad()
 def predict_box(model: LiteMedSam, image: np.ndarray, boxes) -> np.ndarray:
-    """Zero-shot binary masks of one image for box prompts.
-
-    ``image``: ``float (y, x, 3)`` (any range: min-max normalised); ``boxes``: ``(n, 4)`` ``(x0, y0, x1, y1)``
+    """Zero-shot binary masks of one image for box prompts. ``image``: ``float (y, x, 3)`` (any range: min-max normalised); ``boxes``: ``(n, 4)`` ``(x0, y0, x1, y1)``
     inclusive pixel indices of ``image``. The image is resized to 256 px (bilinear, anti-aliased), the boxes
     scaled alike; the logits are resized back bilinearly and thresholded at 0 (probability 0.5). Returns bool
     ``(n, y, x)``."""
     image = np.asarray(image, dtype=np.float32)
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"image must be (y, x, 3), got {image.shape}")
-    h, w = image.shape[:2]
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     from skimage.transform import resize
 
+    h, w, boxes = *image.shape[:2], np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     small = resize(image, (IMAGE_SIZE, IMAGE_SIZE), order=1, anti_aliasing=True, preserve_range=True)
     x = unit_normalize(torch.from_numpy(np.ascontiguousarray(small.transpose(2, 0, 1), dtype=np.float32))[None])
     # pixel index i of an n-pixel axis covers [i, i + 1); scaled to the 256 px axis, keeping the box's extent
@@ -522,8 +499,9 @@ def encoder_features(lite: LiteMedSam, x: torch.Tensor, *, frozen: bool) -> list
     """``[stage 0 (128 ch, 1/2), stage 1 (160 ch, 1/4), embedding (256 ch, 1/4)]`` of unit-normalised images.
 
     A frozen encoder with the published weights runs once per distinct image per process (then cached, CPU
-    copies); a trainable one (or one with other weights) runs every time."""
-    if not frozen or lite.sha256 is None:
+    copies); a trainable one, one with other weights, or one asked for input gradients (saliency) runs every
+    time."""
+    if not frozen or lite.sha256 is None or x.requires_grad:
         f = lite.image_encoder.features(x)
         return [f[0], f[1], f[-1]]
     out = []
