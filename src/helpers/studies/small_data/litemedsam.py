@@ -574,26 +574,25 @@ class PromptedLiteMedSam(_LiteBase):
 
 
 class LiteMedSamUNet(_LiteBase):
-    """LiteMedSAM's encoder under a U-Net-style decoder (``medsam_unet``): the embedding (1/4) concatenated with
-    stage 1 (1/4) and fused (MONAI ``UnetrBasicBlock``), then two ``UnetrUpBlock`` stages: to 1/2 with stage 0
-    (projected to ``2w`` channels) as skip, to 1/1 with a convolutional stem of the raw image as skip; dropout
-    before the fusion and the 1x1 classifier. Encoder frozen by default."""
+    """LiteMedSAM's encoder under a U-Net-style decoder (``medsam_unet``): the embedding (1/4) and stage 1 (1/4)
+    concatenated and fused by a 1x1 MONAI ``UnetrBasicBlock``, then one ``UnetrUpBlock`` to 1/2 with stage 0
+    (projected to ``2w`` channels by a 1x1 ``UnetrBasicBlock``) as skip, dropout, a 1x1 classifier, and the
+    logits resized bilinearly from 1/2 (128 px) to the 256 px input. The decoder stops at 1/2 to keep its cost
+    near the other models' (the default profile scores at 128 px). Encoder frozen by default."""
 
     def __init__(self, lite: LiteMedSam, *, n_classes: int, width: int, dropout: float, freeze_encoder: bool = True):
         super().__init__(lite, freeze_encoder)
         from monai.networks.blocks import UnetrBasicBlock, UnetrUpBlock
 
-        w, kw = width, dict(spatial_dims=2, kernel_size=3, norm_name="batch")
-        self.stem = UnetrBasicBlock(in_channels=3, out_channels=w, stride=1, res_block=True, **kw)
-        self.skip2 = UnetrBasicBlock(in_channels=128, out_channels=2 * w, stride=1, res_block=True, **kw)
-        self.fuse4 = UnetrBasicBlock(in_channels=256 + 160, out_channels=4 * w, stride=1, res_block=True, **kw)
-        self.up2 = UnetrUpBlock(in_channels=4 * w, out_channels=2 * w, upsample_kernel_size=2, res_block=True, **kw)
-        self.up1 = UnetrUpBlock(in_channels=2 * w, out_channels=w, upsample_kernel_size=2, res_block=True, **kw)
+        w, kw = width, dict(spatial_dims=2, norm_name="batch", res_block=True)
+        self.skip2 = UnetrBasicBlock(in_channels=128, out_channels=2 * w, kernel_size=1, stride=1, **kw)
+        self.fuse4 = UnetrBasicBlock(in_channels=256 + 160, out_channels=4 * w, kernel_size=1, stride=1, **kw)
+        self.up2 = UnetrUpBlock(in_channels=4 * w, out_channels=2 * w, kernel_size=3, upsample_kernel_size=2, **kw)
         self.dropout = nn.Dropout2d(dropout)
-        self.classifier = nn.Conv2d(w, n_classes, 1)
+        self.classifier = nn.Conv2d(2 * w, n_classes, 1)
 
     def forward(self, x):
         s0, s1, emb = self._features(x)
-        d = self.fuse4(self.dropout(torch.cat([emb, s1], dim=1)))
-        d = self.up1(self.up2(d, self.skip2(s0)), self.stem(x))
-        return self.classifier(self.dropout(d))
+        d = self.up2(self.fuse4(self.dropout(torch.cat([emb, s1], dim=1))), self.skip2(s0))
+        return F.interpolate(self.classifier(self.dropout(d)), size=x.shape[-2:], mode="bilinear",
+                             align_corners=False)

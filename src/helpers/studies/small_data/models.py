@@ -37,7 +37,7 @@ Architectures (the study's names, and what stands in for each here)
     (:class:`helpers.studies.small_data.litemedsam.PromptedLiteMedSam`). Not the ViT-B MedSAM of the paper.
 ``medsam_unet``
     LiteMedSAM's encoder under a U-Net-style decoder that fuses its multi-scale features (1/4 embedding and
-    stage 1, 1/2 stage 0, a full-resolution stem) with MONAI UNETR blocks
+    stage 1, then 1/2 stage 0) with MONAI UNETR blocks, logits resized from 1/2
     (:class:`helpers.studies.small_data.litemedsam.LiteMedSamUNet`). Design chosen here: the study only names it.
 
 Each architecture is one :class:`helpers.learning.models.ModelFamily` entry of :data:`REGISTRY` (the record the lesion
