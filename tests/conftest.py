@@ -34,7 +34,7 @@ def small_cv(small_cases):
     ids = [c.case_id for c in small_cases]
     splits = cv_splits(ids, protocols=["loocv", "3fold"], seeds=[0])
     keep = [(s["protocol"], s["seed"], s["fold"], "segformer") for s in splits if s["protocol"] == "loocv"]
-    return small_cv_module.cross_validate(small_cases, models=["segformer", "medsam"], splits=splits, cnn_size=32,
+    return small_cv_module.cross_validate(small_cases, models=["segformer", "sam"], splits=splits, cnn_size=32,
                                           epochs=1, width=4, mc_passes=2, keep_models=keep, progress=False)
 
 

@@ -15,10 +15,10 @@ def test_cross_validate_every_image_scored_once_and_not_run_rows_kept(small_cv, 
     macro = s[s["class"] == "macro"]
     counts = macro.groupby(["protocol", "seed", "model"])["image"].agg(lambda x: sorted(x))
     assert all(v == sorted(c.case_id for c in small_cases) for v in counts)  # each image exactly once
-    medsam = s[s["model"] == "medsam"]
+    sam = s[s["model"] == "sam"]
     # 2 protocols x 6 images x (3 classes + macro) rows, all NaN with the reason.
-    assert len(medsam) == 2 * 6 * 4
-    assert medsam["dice"].isna().all() and (medsam["status"] == "not run: no checkpoint given").all()
+    assert len(sam) == 2 * 6 * 4
+    assert sam["dice"].isna().all() and (sam["status"] == "not run: no checkpoint given").all()
     ok = s[s["model"] == "segformer"]
     assert (ok["status"] == "ok").all() and ok["dice"].between(0, 1).all()
     assert len(small_cv.uncertainty) == 2 * 6  # MC-dropout maps for the model that ran

