@@ -130,7 +130,7 @@ SECTIONS: tuple[Section, ...] = (
         dataset=SMALL_DATA, part="small",
         figures=("small_data_cases.png", "small_data_intervals.png", "small_data_cd.png",
                  "small_data_rank_volatility.png", "small_data_uncertainty.png", "small_data_explain.png",
-                 "small_data_visual_paradox.png"),
+                 "small_data_visual_paradox.png", "small_data_hpo_history.png"),
         writes=("data_manifest.json", "data_summary.csv", "splits.json", "scores.csv", "model_status.csv",
                 "training_history.csv", "hpo.journal", "hpo_trials.csv", "best_params.json", "search_space.json",
                 "summary.csv", "pairs.csv", "friedman.csv", "fold_ranks.csv", "rank_agreement.csv",
