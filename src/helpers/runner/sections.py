@@ -72,7 +72,7 @@ SECTIONS: tuple[Section, ...] = (
         "data", "01_data.ipynb", "Data",
         figures=("lesion_sizes.png", "small_lesions.png", "examples.png"),
         writes=("data_manifest.json", "splits.json", "cases.csv", "lesions.csv", "preprocessing.json",
-                "data_report.json"),
+                "data_report.json", "calibration.csv", "annotation_ceiling.csv"),
     ),
     Section(
         "training", "02_training.ipynb", "Training", depends=("data",),
@@ -87,7 +87,8 @@ SECTIONS: tuple[Section, ...] = (
     Section(
         "stratification", "04_stratification.ipynb", "Lesion-size stratification", depends=("evaluation",),
         results=("size_stratified_metrics.csv", "small_lesion_metrics.csv", "spread_among_top_models.csv",
-                 "cleanup_sensitivity.csv", "seed_aggregates.csv", "seed_spread.csv", "seed_rankings.csv"),
+                 "cleanup_sensitivity.csv", "seed_aggregates.csv", "seed_spread.csv", "seed_rankings.csv",
+                 "regime_calibration.csv"),
         figures=("overall_vs_small_lesion_comparison.png", "quartile_disagreement.png"),
     ),
     Section(
