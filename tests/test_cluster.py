@@ -316,7 +316,7 @@ def vessels(tmp_path_factory):
     return sd.load_small_data(root)
 
 
-HPO = {"size": 32, "epochs": 2, "width": 4, "sampler": "tpe", "threads": 1}
+HPO = {"size": 32, "epochs": 2, "width": 4, "sampler": "tpe", "threads": 1, "n_startup": 2}
 
 
 def _trial_table(trials):

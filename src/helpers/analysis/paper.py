@@ -22,7 +22,7 @@ from helpers.metrics import metric_names
 __all__ = [
     "PAPER_FULL_SET_DICE", "PAPER_SMALL_LESION", "PAPER_Q1_MAX_DIFFERENCES", "PAPER_AGREEMENT",
     "PAPER_DICE_LEADER_THIRD_HD95", "PAPER_SPREADS", "pooled_q1_upper", "dataset_summary", "spread_comparison",
-    "small_lesion_comparison", "agreement_counts", "paper_full_set_dice", "paper_q1_maxima",
+    "small_lesion_comparison", "agreement_counts", "paper_full_set_dice", "paper_q1_maxima", "regime_calibration",
 ]
 
 
@@ -243,3 +243,34 @@ def paper_q1_maxima(spreads: pd.DataFrame, aggregates: pd.DataFrame, *, stratum:
                          "n_datasets": int(len(v)), "datasets_undefined": ", ".join(undefined),
                          "paper": PAPER_Q1_MAX_DIFFERENCES[paper_key]})
     return pd.DataFrame(rows)
+
+
+def regime_calibration(per_case: pd.DataFrame, per_lesion: pd.DataFrame, *, voxel_mm: float, top_k: int = 3,
+                       stratum: str = "Q1") -> pd.DataFrame:
+    """The trained models' side of the stand-ins' calibration (the data side: :mod:`helpers.data.calibration`):
+    per model, ``overall_dice`` (mean per-case Dice) and its rank, ``top`` (among the ``top_k`` by it), and over
+    the stratum's reference lesions: ``lesion_recall`` (share detected), the means over detected lesions of
+    ``dice``, ``hd95``, ``assd`` and ``contour_f1`` (at the evaluation's primary tolerance, one in-plane voxel),
+    ``share_hd95_within_voxel`` (share of those HD95 values at most ``voxel_mm``: the resolution limit) and ``n``
+    (detected lesions); beside them the paper's Table 4.2 range over its four models (``paper_<metric>``)."""
+    check_columns(per_case, ["model", "metric", "value"], "per_case")
+    check_columns(per_lesion, ["model", "kind", "quartile", "metric", "value", "penalty"], "per_lesion")
+    overall = per_case[per_case["metric"] == "dice"].groupby("model")["value"].mean()
+    ref = per_lesion[(per_lesion["kind"] == REFERENCE) & (per_lesion["quartile"] == stratum)]
+    recall = ref[ref["metric"] == "detected"].groupby("model")["value"].mean()
+    penalty = ref["penalty"].map(lambda v: str(v).strip().lower() in ("true", "1", "1.0"))
+    measured = ref[~penalty & ref["metric"].isin(["dice", "hd95", "assd", "contour_f1"])]
+    means = measured.pivot_table(index="model", columns="metric", values="value", aggfunc="mean")
+    hd95 = measured[measured["metric"] == "hd95"]
+    within = (hd95["value"] <= float(voxel_mm) * (1 + 1e-9)).groupby(hd95["model"]).mean()
+    table = pd.DataFrame({"overall_dice": overall}).join(recall.rename("lesion_recall"))
+    table = table.join(means.reindex(columns=["dice", "hd95", "assd", "contour_f1"]))
+    table = table.join(within.rename("share_hd95_within_voxel")).join(hd95.groupby("model").size().rename("n"))
+    table = table.sort_values("overall_dice", ascending=False)
+    table.insert(1, "rank", np.arange(1, len(table) + 1))
+    table.insert(2, "top", table["rank"] <= top_k)
+    for m in ("dice", "hd95", "assd", "contour_f1"):
+        values = [v[m] for v in PAPER_SMALL_LESION.values()]
+        table[f"paper_{m}"] = f"{min(values):g}-{max(values):g}"
+    table.insert(0, "stratum", stratum)
+    return table.reset_index()

@@ -72,7 +72,7 @@ SECTIONS: tuple[Section, ...] = (
         "data", "01_data.ipynb", "Data",
         figures=("lesion_sizes.png", "small_lesions.png", "examples.png"),
         writes=("data_manifest.json", "splits.json", "cases.csv", "lesions.csv", "preprocessing.json",
-                "data_report.json"),
+                "data_report.json", "calibration.csv", "annotation_ceiling.csv"),
     ),
     Section(
         "training", "02_training.ipynb", "Training", depends=("data",),
@@ -89,7 +89,7 @@ SECTIONS: tuple[Section, ...] = (
         results=("size_stratified_metrics.csv", "small_lesion_metrics.csv", "spread_among_top_models.csv",
                  "cleanup_sensitivity.csv", "seed_aggregates.csv", "seed_spread.csv", "seed_rankings.csv",
                  "claims.csv", "dice_equivalence.csv", "spread_intervals.csv", "claims_robustness.csv",
-                 "architecture_intervals.csv"),
+                 "architecture_intervals.csv", "regime_calibration.csv"),
         figures=("overall_vs_small_lesion_comparison.png", "quartile_disagreement.png"),
     ),
     Section(
@@ -134,7 +134,7 @@ SECTIONS: tuple[Section, ...] = (
         dataset=SMALL_DATA, part="small",
         figures=("small_data_cases.png", "small_data_intervals.png", "small_data_cd.png",
                  "small_data_rank_volatility.png", "small_data_uncertainty.png", "small_data_explain.png",
-                 "small_data_visual_paradox.png"),
+                 "small_data_visual_paradox.png", "small_data_hpo_history.png"),
         writes=("data_manifest.json", "data_summary.csv", "splits.json", "scores.csv", "model_status.csv",
                 "training_history.csv", "hpo.journal", "hpo_trials.csv", "best_params.json", "search_space.json",
                 "summary.csv", "pairs.csv", "friedman.csv", "fold_ranks.csv", "rank_agreement.csv",

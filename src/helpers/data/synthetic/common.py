@@ -16,6 +16,19 @@ that their boundary is something a model can place; the smallest quartile still 
 area. Everything is a deterministic function of ``seed`` and the size parameters: the same call writes
 byte-identical NIfTI/TIFF files (JPEG encoding is deterministic for a given Pillow version).
 
+Two regimes (``standin``, :data:`STANDINS`), chosen in a profile's ``synthetic_options``:
+
+- ``"voxel-floor"`` (the generators' default; the smoke profile): the stand-ins described above, with crisp
+  annotations that equal the rendered lesions; real WMH has many lesions at the voxel floor, and there boundary
+  metrics are nearly a yes/no quantity.
+- ``"paper"`` (the default profile): the regime the papers report (Table 4.5: the smallest quartile reaches about
+  1.5 % of the image area; Table 4.2: Q1 Dice 0.72-0.74, HD95 6.8-9.5, ASD 1.5-2.1, contour F1 0.65-0.75). Larger
+  lesions, elongated (:func:`place_lesions`' ``elongation``) and irregular; wider partial-volume margins and
+  intensity heterogeneity inside lesions and background (each generator); and a second rater
+  (:func:`annotation_noise`): the written reference is the rendered (clean) lesion with part of its contour moved
+  by one voxel, drawn once per lesion. The clean masks are kept under :data:`CLEAN_FOLDER` (same relative paths;
+  no loader reads that folder), and :func:`annotation_ceiling` measures the ceiling that the noise sets.
+
 Conventions: arrays ``(z, y, x)``, spacing in mm per numpy axis; NIfTI files store ``(x, y, z)`` (see
 :func:`helpers.data.layouts.to_nifti_array`). Generators return a dict of their parameters (for the data manifest).
 Each dataset's generator is named in its registry entry (:mod:`helpers.data.datasets`).
@@ -33,8 +46,14 @@ from scipy import ndimage
 
 __all__ = [
     "check_positive_int", "check_shape", "check_spacing", "smooth_noise", "grid_mm", "ellipsoid_q", "place_lesions",
-    "lognormal_radii", "overdispersed_count", "save_nifti",
+    "lognormal_radii", "overdispersed_count", "save_nifti", "STANDINS", "CLEAN_FOLDER", "check_standin",
+    "annotation_noise", "clean_path", "drop_fragments",
 ]
+
+#: The stand-ins' regimes (see the module docstring).
+STANDINS = ("paper", "voxel-floor")
+#: Folder (under a stand-in's root) holding the clean masks of the ``paper`` regime, at the masks' relative paths.
+CLEAN_FOLDER = "clean_reference"
 
 
 # ----------------------------------------------------------------------------------------------- shared
@@ -107,17 +126,50 @@ def ellipsoid_q(grids, center, semi_axes) -> np.ndarray:
     return q
 
 
-def _lesion_patch(rng: np.random.Generator, radii_vox, irregularity: float) -> np.ndarray:
+def check_standin(standin) -> str:
+    """``standin`` checked to be one of :data:`STANDINS`."""
+    if standin not in STANDINS:
+        raise ValueError(f"standin must be one of {STANDINS}, got {standin!r}")
+    return str(standin)
+
+
+def clean_path(root, mask_path) -> Path:
+    """Where the clean mask of ``mask_path`` (a path under ``root``) is kept: ``root/CLEAN_FOLDER/<relative
+    folder>/clean_<name>`` (the prefix keeps it out of loaders that search the whole tree by file name)."""
+    rel = Path(mask_path).relative_to(Path(root))
+    return Path(root) / CLEAN_FOLDER / rel.parent / f"clean_{rel.name}"
+
+
+def _rotate_in_plane(grids, angle: float):
+    """The grids with their last two axes rotated by ``angle`` (radians)."""
+    *rest, gy, gx = grids
+    c, s = np.cos(angle), np.sin(angle)
+    return [*rest, c * gy + s * gx, -s * gy + c * gx]
+
+
+def _lesion_patch(rng: np.random.Generator, radii_vox, irregularity: float, elongation: float = 1.0) -> np.ndarray:
     """One irregular lesion as a small boolean patch centred on its array's centre.
 
     The shape is a union of one to four ellipsoids (the first centred, the others offset by about half a
     radius and smaller), whose boundary is perturbed by smoothed noise of relative amplitude
     ``irregularity``. Only the connected part holding the centre voxel is kept, so one placement is one
     lesion (before it possibly merges with a neighbour). Radii below half a voxel give a single voxel.
+    ``elongation`` > 1 stretches the lesion in-plane (long axis ``sqrt(elongation)`` times the radius, short axis
+    divided by it: the same area) along a random direction (drawn only then).
     """
     radii = np.maximum(np.asarray(radii_vox, dtype=float), 0.5)
-    half = np.ceil(1.8 * radii).astype(int) + 1
-    grids = np.meshgrid(*[np.arange(-h, h + 1, dtype=float) for h in half], indexing="ij", sparse=True)
+    if elongation > 1.0:
+        radii = radii.copy()
+        radii[-2] *= np.sqrt(elongation)
+        radii[-1] /= np.sqrt(elongation)
+        reach = np.full(radii.size, radii[-2])
+        reach[:-2] = radii[:-2]
+        half = np.ceil(1.8 * reach).astype(int) + 1
+        grids = np.meshgrid(*[np.arange(-h, h + 1, dtype=float) for h in half], indexing="ij", sparse=False)
+        grids = _rotate_in_plane(grids, rng.uniform(0, np.pi))
+    else:
+        half = np.ceil(1.8 * radii).astype(int) + 1
+        grids = np.meshgrid(*[np.arange(-h, h + 1, dtype=float) for h in half], indexing="ij", sparse=True)
     q = ellipsoid_q(grids, np.zeros(len(radii)), radii)
     n_extra = int(rng.integers(0, 4)) if radii.max() >= 1.5 else 0
     for _ in range(n_extra):
@@ -153,9 +205,13 @@ def place_lesions(
     *,
     irregularity: float,
     weights: np.ndarray | None = None,
+    elongation: tuple[float, float] | None = None,
+    flatten: float = 1.0,
 ) -> np.ndarray:
     """Union mask of lesions with the given radii (mm, isotropic), centred on allowed voxels, clipped to
-    ``allowed``. ``weights`` (same shape as ``allowed``) biases where lesion centres fall."""
+    ``allowed``. ``weights`` (same shape as ``allowed``) biases where lesion centres fall. ``elongation``
+    ``(low, high)``: each lesion's in-plane aspect ratio, drawn log-uniformly (None: round lesions, nothing drawn);
+    ``flatten`` divides the radius along the first axis of a volume (lesions thinner across slices)."""
     out = np.zeros(allowed.shape, dtype=bool)
     candidates = np.flatnonzero(allowed)
     if candidates.size == 0 or radii_mm.size == 0:
@@ -167,9 +223,73 @@ def place_lesions(
     centers = rng.choice(candidates, size=radii_mm.size, p=p)
     spacing = np.asarray(spacing, dtype=float)
     for r_mm, flat in zip(radii_mm, centers):
-        patch = _lesion_patch(rng, r_mm / spacing, irregularity)
+        radii_vox = r_mm / spacing
+        if flatten != 1.0 and radii_vox.size == 3:
+            radii_vox = radii_vox / np.array([flatten, 1.0, 1.0])
+        e = 1.0 if elongation is None else float(np.exp(rng.uniform(np.log(elongation[0]), np.log(elongation[1]))))
+        patch = _lesion_patch(rng, radii_vox, irregularity, e)
         _paste(out, patch, np.unravel_index(flat, allowed.shape))
     return out & allowed
+
+
+def annotation_noise(rng: np.random.Generator, mask: np.ndarray, *, share=(0.25, 0.5),
+                     connectivity: int | None = None) -> np.ndarray:
+    """A second rater's version of ``mask``: for each lesion (connected component), part of its contour moved by
+    one voxel, in-plane (the last two axes), drawn once per lesion.
+
+    Per lesion: an angular sector around its centroid (in-plane), covering ``share`` (drawn uniformly in
+    ``(low, high)``) of the full turn from a random start, is moved outwards (one voxel of dilation into the
+    background, never touching another lesion) or inwards (one voxel of erosion; the lesion's centre voxel kept),
+    each with probability 1/2. Lesions stay separate and non-empty; the outside of the image is never reached.
+    ``connectivity``: of the components (default: full, as :func:`helpers.metrics.lesions` labels)."""
+    mask = np.asarray(mask, dtype=bool)
+    structure = ndimage.generate_binary_structure(mask.ndim, mask.ndim if connectivity is None else connectivity)
+    labels, n = ndimage.label(mask, structure=structure)
+    out = mask.copy()
+    plane = np.zeros((3,) * mask.ndim, dtype=bool)
+    centre = (1,) * (mask.ndim - 2)
+    plane[centre] = ndimage.generate_binary_structure(2, 1)  # in-plane 4-neighbourhood
+    for k, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        lo = [max(sl.start - 2, 0) for sl in box]
+        hi = [min(sl.stop + 2, size) for sl, size in zip(box, mask.shape)]
+        window = tuple(slice(a, b) for a, b in zip(lo, hi))
+        comp = labels[window] == k
+        others = ndimage.binary_dilation((labels[window] > 0) & ~comp, structure=structure)
+        idx = np.nonzero(comp)
+        cy, cx = idx[-2].mean(), idx[-1].mean()
+        grids = np.meshgrid(*[np.arange(n_) for n_ in comp.shape], indexing="ij", sparse=True)
+        angle = np.mod(np.arctan2(grids[-2] - cy, grids[-1] - cx) - rng.uniform(0, 2 * np.pi), 2 * np.pi)
+        sector = angle < 2 * np.pi * rng.uniform(*share)
+        if rng.random() < 0.5:  # outwards
+            grown = ndimage.binary_dilation(comp, structure=plane) & ~comp & sector & ~others
+            out[window] |= grown
+        else:  # inwards, keeping the voxel nearest the centroid
+            edge = comp & ~ndimage.binary_erosion(comp, structure=plane) & sector
+            keep = tuple(int(np.round(np.mean(i))) for i in idx)
+            if comp[keep]:
+                edge[keep] = False
+            if (comp & ~edge).any() and ndimage.label(comp & ~edge, structure=structure)[1] == 1:
+                out[window] &= ~edge  # (never emptying or splitting the lesion)
+    return out
+
+
+def drop_fragments(mask: np.ndarray, min_section: int) -> np.ndarray:
+    """``mask`` without the components whose largest in-plane section (2D: area) is under ``min_section``
+    voxels: the slivers left where a lesion was clipped to its allowed region (``paper`` regime)."""
+    labels, n = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, dtype=bool))
+    if n == 0:
+        return mask
+    if mask.ndim == 3:
+        z = np.broadcast_to(np.arange(mask.shape[0])[:, None, None], mask.shape)[labels > 0]
+        per_slice = np.bincount(labels[labels > 0] * mask.shape[0] + z, minlength=(n + 1) * mask.shape[0])
+        section = per_slice.reshape(n + 1, mask.shape[0]).max(axis=1)
+    else:
+        section = np.bincount(labels.ravel(), minlength=n + 1)
+    keep = section >= int(min_section)
+    keep[0] = False
+    return keep[labels]
 
 
 def lognormal_radii(rng, n, *, median_mm, sigma, low_mm, high_mm) -> np.ndarray:

@@ -5,7 +5,10 @@ shipped with scikit-image, resized to IDRiD's 3:2 frame, randomly mirrored (left
 re-coloured per image. Microaneurysms (tiny dark red dots), haemorrhages (dark red blots), hard exudates (bright
 yellow clusters) and soft exudates (pale fluffy patches) are blended in with soft edges; their masks are TIFF
 (nonzero = lesion), a mask file is absent when the image has no lesion of that type, and every image has an
-optic-disc mask. Shapes, sizes and conventions: :mod:`helpers.data.synthetic.common`.
+optic-disc mask. Shapes, sizes, regimes (``standin``) and conventions: :mod:`helpers.data.synthetic.common`. In the
+``paper`` regime (:func:`_idrid_lesions_paper`) an image holds fewer, larger lesions (the smallest quartile near
+1.5 % of the image area, as the paper reports for IDRiD), elongated and irregular, blended with wider soft edges
+and patchy strength, and each type's reference is a second rater's outline.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from skimage.transform import resize, rotate
 # the real layout's mask folder names, shared with the loader so that writer and reader cannot drift apart
 from helpers.data.layouts import IDRID_FOLDERS
 from helpers.data.synthetic.common import (
-    check_positive_int, check_shape, ellipsoid_q, lognormal_radii, overdispersed_count, place_lesions,
+    annotation_noise, check_positive_int, check_shape, check_standin, clean_path, drop_fragments, ellipsoid_q, lognormal_radii,
+    overdispersed_count, place_lesions, smooth_noise,
 )
 
 __all__ = ["IDRID_MIN_RADIUS", "write_idrid"]
@@ -95,15 +99,20 @@ def _idrid_frame(rng: np.random.Generator, height: int, width: int):
     return canvas, fov_c, disc_c
 
 
-def _blend(img: np.ndarray, mask: np.ndarray, color, alpha: float, blur: float) -> None:
+def _blend(img: np.ndarray, mask: np.ndarray, color, alpha: float, blur: float, patches=None) -> None:
     soft = ndimage.gaussian_filter(mask.astype(float), blur) if blur > 0 else mask.astype(float)
+    if patches is not None:  # patchy strength inside the lesion
+        soft = soft * (1 + 0.3 * patches)
     a = np.clip(alpha * soft / max(soft.max(), 1e-6), 0, 1)[..., None]
     img *= 1 - a
     img += a * np.asarray(color, dtype=float)
 
 
-def _idrid_image(rng: np.random.Generator, height: int, width: int, *, lesion_scale: float):
-    """One synthetic fundus: RGB uint8 and the five masks (None where the type is absent)."""
+def _idrid_image(rng: np.random.Generator, height: int, width: int, *, lesion_scale: float,
+                 standin: str = "voxel-floor"):
+    """One synthetic fundus: RGB uint8, the five masks (None where the type is absent) and (``paper`` regime) the
+    clean masks the image was painted from (None otherwise)."""
+    paper = standin == "paper"
     img, fov, disc = _idrid_frame(rng, height, width)
     diameter = height * 1.04
     allowed = ndimage.binary_erosion(fov, iterations=max(1, height // 40)) & ~ndimage.binary_dilation(
@@ -111,13 +120,23 @@ def _idrid_image(rng: np.random.Generator, height: int, width: int, *, lesion_sc
     yy, xx = np.mgrid[:height, :width]
     macula_c = (height / 2, width / 2)
     near_macula = np.exp(-(((yy - macula_c[0]) ** 2 + (xx - macula_c[1]) ** 2) / (0.25 * diameter) ** 2))
-    masks = _idrid_lesions(rng, allowed, near_macula, (yy, xx), diameter=diameter, lesion_scale=lesion_scale)
-    _paint_lesions(rng, img, masks, fov)
-    for key in ("MA", "HE", "EX", "SE"):
-        if not masks[key].any():
-            masks[key] = None
-    masks["OD"] = disc
-    return np.clip(np.round(img), 0, 255).astype(np.uint8), masks
+    if paper:
+        masks = _idrid_lesions_paper(rng, allowed, near_macula, diameter=diameter, lesion_scale=lesion_scale)
+    else:
+        masks = _idrid_lesions(rng, allowed, near_macula, (yy, xx), diameter=diameter, lesion_scale=lesion_scale)
+    _paint_lesions(rng, img, masks, fov, paper=paper)
+    clean = None
+    if paper:
+        clean = dict(masks)
+        masks = {key: annotation_noise(rng, m) & allowed for key, m in masks.items()}
+    for out in (masks, clean):
+        if out is None:
+            continue
+        for key in ("MA", "HE", "EX", "SE"):
+            if not out[key].any():
+                out[key] = None
+        out["OD"] = disc
+    return np.clip(np.round(img), 0, 255).astype(np.uint8), masks, clean
 
 
 def _idrid_lesions(rng: np.random.Generator, allowed: np.ndarray, near_macula: np.ndarray, grids, *,
@@ -157,14 +176,40 @@ def _idrid_lesions(rng: np.random.Generator, allowed: np.ndarray, near_macula: n
     return masks
 
 
-def _paint_lesions(rng: np.random.Generator, img: np.ndarray, masks: dict, fov: np.ndarray) -> None:
-    """Blend the lesions into ``img`` in their colours, add noise, and dark noise outside the field of view."""
+#: Lesion radii per type in the ``paper`` regime, as shares of the fundus diameter: (low, median, high), with the
+#: mean count per image.
+_IDRID_PAPER_LESIONS = {"MA": ((0.048, 0.054, 0.07), 4.0), "HE": ((0.052, 0.07, 0.11), 4.0),
+                        "EX": ((0.048, 0.06, 0.09), 4.0), "SE": ((0.055, 0.07, 0.10), 1.0)}
+
+
+def _idrid_lesions_paper(rng: np.random.Generator, allowed: np.ndarray, near_macula: np.ndarray, *,
+                         diameter: float, lesion_scale: float) -> dict[str, np.ndarray]:
+    """The four lesion-type masks of the ``paper`` regime: per type an over-dispersed count of elongated,
+    irregular lesions with radii :data:`_IDRID_PAPER_LESIONS` (times the fundus diameter and ``lesion_scale``)."""
+    d = diameter * lesion_scale
+    masks = {}
+    for key, ((low, median, high), mean) in _IDRID_PAPER_LESIONS.items():
+        n = overdispersed_count(rng, mean)
+        masks[key] = place_lesions(rng, allowed, lognormal_radii(rng, n, median_mm=median * d, sigma=0.4,
+                                   low_mm=low * d, high_mm=high * d), (1.0, 1.0), irregularity=0.5,
+                                   weights=near_macula + 0.5, elongation=(1.0, 3.0))
+        masks[key] = drop_fragments(masks[key], 12)  # no slivers where a lesion was clipped to the fundus
+    return masks
+
+
+def _paint_lesions(rng: np.random.Generator, img: np.ndarray, masks: dict, fov: np.ndarray, *,
+                   paper: bool = False) -> None:
+    """Blend the lesions into ``img`` in their colours, add noise, and dark noise outside the field of view
+    (``paper`` regime: soft edges twice as wide and patchy strength, ~4 px blobs)."""
     local = ndimage.gaussian_filter(img, (3, 3, 0))
     red = local * np.array([0.55, 0.3, 0.3])
-    _blend(img, masks["HE"], red.mean(axis=(0, 1)) * rng.uniform(0.8, 1.0), rng.uniform(0.55, 0.75), 0.7)
-    _blend(img, masks["MA"], red.mean(axis=(0, 1)) * 0.9, rng.uniform(0.45, 0.65), 0.5)
-    _blend(img, masks["EX"], (235, 205, 95), rng.uniform(0.55, 0.8), 0.5)
-    _blend(img, masks["SE"], (225, 185, 160), rng.uniform(0.3, 0.45), 1.2)
+    k = 2.0 if paper else 1.0
+    patches = smooth_noise(rng, fov.shape, 4.0) if paper else None
+    _blend(img, masks["HE"], red.mean(axis=(0, 1)) * rng.uniform(0.8, 1.0), rng.uniform(0.55, 0.75), 0.7 * k,
+           patches)
+    _blend(img, masks["MA"], red.mean(axis=(0, 1)) * 0.9, rng.uniform(0.45, 0.65), 0.5 * k, patches)
+    _blend(img, masks["EX"], (235, 205, 95), rng.uniform(0.55, 0.8), 0.5 * k, patches)
+    _blend(img, masks["SE"], (225, 185, 160), rng.uniform(0.3, 0.45), 1.2 * k, patches)
     img += rng.normal(0, 2.5, img.shape)
     img[~fov] = rng.uniform(0, 3, (int((~fov).sum()), 3))
 
@@ -178,6 +223,7 @@ def write_idrid(
     shape=(170, 256),
     lesion_scale: float = 1.0,
     jpeg_quality: int = 92,
+    standin: str = "voxel-floor",
 ) -> dict:
     """Write a synthetic IDRiD part A (segmentation) tree under ``root``::
 
@@ -201,6 +247,9 @@ def write_idrid(
         Multiplies all lesion radii (relative to the fundus diameter).
     jpeg_quality : int
         JPEG quality of the photographs.
+    standin : {"voxel-floor", "paper"}
+        The regime (:mod:`helpers.data.synthetic.common`); ``paper`` also writes each clean mask under
+        ``root/clean_reference/`` at the mask's relative path.
 
     Returns
     -------
@@ -212,13 +261,14 @@ def write_idrid(
     shape = check_shape("shape", shape, 2, 32)
     if not np.isfinite(lesion_scale) or lesion_scale <= 0:
         raise ValueError(f"lesion_scale must be a positive finite float, got {lesion_scale!r}")
+    standin = check_standin(standin)
     base = Path(root) / "A. Segmentation"
     rng = np.random.default_rng(seed)
     ids = [("a. Training Set", i + 1) for i in range(n_training)]
     ids += [("b. Testing Set", n_training + i + 1) for i in range(n_test)]
     for subset_dir, number in ids:
         sub_rng = np.random.default_rng(rng.integers(2**63))
-        image, masks = _idrid_image(sub_rng, shape[0], shape[1], lesion_scale=lesion_scale)
+        image, masks, clean = _idrid_image(sub_rng, shape[0], shape[1], lesion_scale=lesion_scale, standin=standin)
         stem = f"IDRiD_{number:02d}"
         img_path = base / "1. Original Images" / subset_dir / f"{stem}.jpg"
         img_path.parent.mkdir(parents=True, exist_ok=True)
@@ -226,10 +276,14 @@ def write_idrid(
         for key, folder in IDRID_FOLDERS.items():
             gt = base / "2. All Segmentation Groundtruths" / subset_dir / folder
             gt.mkdir(parents=True, exist_ok=True)
-            if masks[key] is None:
-                continue
-            rgb = np.zeros((*shape, 3), dtype=np.uint8)
-            rgb[..., 0] = masks[key].astype(np.uint8) * 255
-            tifffile.imwrite(gt / f"{stem}_{key}.tif", rgb, photometric="rgb", compression="zlib")
+            for out, path in ((masks, gt / f"{stem}_{key}.tif"),
+                              (clean, None if clean is None else clean_path(root, gt / f"{stem}_{key}.tif"))):
+                if out is None or out[key] is None:
+                    continue
+                rgb = np.zeros((*shape, 3), dtype=np.uint8)
+                rgb[..., 0] = out[key].astype(np.uint8) * 255
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tifffile.imwrite(path, rgb, photometric="rgb", compression="zlib")
     return {"dataset": "idrid", "seed": int(seed), "n_training": n_training, "n_test": n_test,
-            "shape": list(shape), "lesion_scale": float(lesion_scale), "jpeg_quality": int(jpeg_quality)}
+            "shape": list(shape), "lesion_scale": float(lesion_scale), "jpeg_quality": int(jpeg_quality),
+            **({"standin": standin} if standin != "voxel-floor" else {})}

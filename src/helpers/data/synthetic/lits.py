@@ -4,7 +4,10 @@ A body with subcutaneous fat, muscle wall, viscera with bowel gas, spine, aorta,
 in raw Hounsfield units stored as int16, with ``-2048`` outside the scanner's circular field of view (real LiTS
 volumes carry such out-of-range padding). Tumours are hypodense (55-85 HU below the liver under 10 HU noise:
 visible, as most LiTS tumours are), 5-15 per volume inside the liver; some volumes have none. Labels 0 background,
-1 liver, 2 tumour. Shapes, sizes and conventions: :mod:`helpers.data.synthetic.common`.
+1 liver, 2 tumour. Shapes, sizes, regimes (``standin``) and conventions: :mod:`helpers.data.synthetic.common`. In
+the ``paper`` regime tumours are larger (:data:`LITS_PAPER_RADIUS_MM`), elongated and irregular, with a wider
+partial-volume margin, a patchy (partly necrotic-looking) inside and a textured liver around them, and the
+reference is a second rater's outline.
 """
 
 from __future__ import annotations
@@ -16,15 +19,18 @@ import numpy as np
 from scipy import ndimage
 
 from helpers.data.synthetic.common import (
-    check_positive_int, check_shape, check_spacing, ellipsoid_q, grid_mm, lognormal_radii, place_lesions, save_nifti,
-    smooth_noise,
+    annotation_noise, check_positive_int, check_shape, check_spacing, check_standin, clean_path, drop_fragments,
+    ellipsoid_q, grid_mm, lognormal_radii, place_lesions, save_nifti, smooth_noise,
 )
 
-__all__ = ["LITS_RADIUS_MM", "LITS_CONTRAST_HU", "LITS_NOISE_HU", "write_lits"]
+__all__ = ["LITS_RADIUS_MM", "LITS_PAPER_RADIUS_MM", "LITS_CONTRAST_HU", "LITS_NOISE_HU", "write_lits"]
 
 # Lesion radii (low, median, high): the sizing rule is in helpers.data.synthetic.common's docstring.
 #: LiTS tumour radii in mm (log-normal, sigma 0.5, clipped).
 LITS_RADIUS_MM = (6.0, 8.0, 30.0)
+#: LiTS tumour radii in mm in the ``paper`` regime (the smallest quartile near 1.5 % of the slice area at 3 mm
+#: pixels).
+LITS_PAPER_RADIUS_MM = (16.0, 17.0, 32.0)
 #: LiTS tumour contrast (hypodense, HU drawn uniformly per volume) and the image noise (HU, sd).
 LITS_CONTRAST_HU = (55.0, 85.0)
 LITS_NOISE_HU = 10.0
@@ -32,22 +38,33 @@ LITS_NOISE_HU = 10.0
 
 # ----------------------------------------------------------------------------------------------- LiTS
 
-def _lits_volume(rng: np.random.Generator, shape, spacing, *, tumours_per_volume, has_tumour: bool):
-    """One synthetic abdominal CT: HU volume int16 ``(z, y, x)`` and labels uint8 (0/1/2)."""
+def _lits_volume(rng: np.random.Generator, shape, spacing, *, tumours_per_volume, has_tumour: bool,
+                 standin: str = "voxel-floor"):
+    """One synthetic abdominal CT: HU volume int16 ``(z, y, x)``, labels uint8 (0/1/2) and (``paper`` regime)
+    the clean labels the volume was rendered from (None otherwise)."""
+    paper = standin == "paper"
     grids = grid_mm(shape, spacing)
     hu, inside, size = _abdomen(rng, grids, shape, spacing)
     liver = _liver(rng, hu, grids, inside, size, spacing)
     tumour = np.zeros(shape, dtype=bool)
     if has_tumour:
-        tumour = _tumours(rng, hu, liver, spacing, tumours_per_volume)
+        tumour = _tumours(rng, hu, liver, spacing, tumours_per_volume, paper=paper)
+    if paper:  # liver texture (+-8 HU, ~6 mm)
+        hu[liver] += 8.0 * smooth_noise(rng, shape, [max(0.5, 6.0 / s) for s in spacing])[liver]
     gy, gx = grids[1], grids[2]
     hu = ndimage.gaussian_filter(hu, [0.4, 0.6, 0.6]) + rng.normal(0, LITS_NOISE_HU, shape)
     fov = (gy**2 + gx**2) < (0.5 * min(shape[1] * spacing[1], shape[2] * spacing[2])) ** 2
     hu = np.where(np.broadcast_to(fov, shape), hu, -2048.0)
-    label = np.zeros(shape, dtype=np.uint8)
-    label[liver | tumour] = 1
-    label[tumour] = 2
-    return np.round(hu).astype(np.int16), label
+
+    def labels(lesions):
+        label = np.zeros(shape, dtype=np.uint8)
+        label[liver | lesions] = 1
+        label[lesions] = 2
+        return label
+
+    if not paper:
+        return np.round(hu).astype(np.int16), labels(tumour), None
+    return np.round(hu).astype(np.int16), labels(annotation_noise(rng, tumour) & liver), labels(tumour)
 
 
 def _abdomen(rng: np.random.Generator, grids, shape, spacing) -> tuple[np.ndarray, np.ndarray, float]:
@@ -97,16 +114,24 @@ def _liver(rng: np.random.Generator, hu: np.ndarray, grids, inside: np.ndarray, 
     return liver
 
 
-def _tumours(rng: np.random.Generator, hu: np.ndarray, liver: np.ndarray, spacing, tumours_per_volume) -> np.ndarray:
+def _tumours(rng: np.random.Generator, hu: np.ndarray, liver: np.ndarray, spacing, tumours_per_volume, *,
+             paper: bool = False) -> np.ndarray:
     """Hypodense tumours inside the liver (subtracted from ``hu`` with a partial-volume margin)."""
     n = int(rng.integers(tumours_per_volume[0], tumours_per_volume[1] + 1))
-    radii = lognormal_radii(rng, n, median_mm=LITS_RADIUS_MM[1], sigma=0.5, low_mm=LITS_RADIUS_MM[0],
-                            high_mm=LITS_RADIUS_MM[2])
+    low, median, high = LITS_PAPER_RADIUS_MM if paper else LITS_RADIUS_MM
+    radii = lognormal_radii(rng, n, median_mm=median, sigma=0.5, low_mm=low, high_mm=high)
     # centres at least 5 mm inside the liver, so that a small tumour is not cut away by the liver outline
     core = ndimage.binary_erosion(liver, iterations=max(1, int(round(5.0 / min(spacing[1:])))))
-    tumour = place_lesions(rng, liver, radii, spacing, irregularity=0.35,
-                           weights=core.astype(float) if core.any() else None)
-    lesion_blur = ndimage.gaussian_filter(tumour.astype(float), [0.4, 0.7, 0.7])  # partial-volume margin
+    shape_options = {"elongation": (1.0, 2.5), "flatten": 2.0, "irregularity": 0.45} if paper else {
+        "irregularity": 0.35}
+    tumour = place_lesions(rng, liver, radii, spacing, weights=core.astype(float) if core.any() else None,
+                           **shape_options)
+    if paper:
+        tumour = drop_fragments(tumour, 12)  # no slivers where a tumour was clipped to the liver
+    # partial-volume margin
+    lesion_blur = ndimage.gaussian_filter(tumour.astype(float), [0.6, 1.3, 1.3] if paper else [0.4, 0.7, 0.7])
+    if paper:  # patchy inside (+-30 % of the contrast, ~6 mm)
+        lesion_blur = lesion_blur * (1 + 0.3 * smooth_noise(rng, hu.shape, [max(0.5, 6.0 / s) for s in spacing]))
     hu -= rng.uniform(*LITS_CONTRAST_HU) * lesion_blur  # hypodense, several times the noise
     return tumour
 
@@ -122,6 +147,7 @@ def write_lits(
     layout: str = "batches",
     tumours_per_volume=(5, 15),
     p_no_tumour: float = 0.15,
+    standin: str = "voxel-floor",
 ) -> dict:
     """Write a synthetic LiTS training set under ``root``.
 
@@ -147,6 +173,9 @@ def write_lits(
     p_no_tumour : float in [0, 1)
         Share of volumes without any tumour (as some LiTS volumes): exactly ``round(p_no_tumour * n_volumes)``
         of them, chosen at random but never the first volume, so a dataset is never tumour-free.
+    standin : {"voxel-floor", "paper"}
+        The regime (:mod:`helpers.data.synthetic.common`); ``paper`` also writes each clean segmentation under
+        ``root/clean_reference/`` at the segmentation's relative path.
 
     Returns
     -------
@@ -160,6 +189,7 @@ def write_lits(
     spacing = check_spacing("spacing", spacing, 3)
     if layout not in ("batches", "msd"):
         raise ValueError(f"layout must be 'batches' or 'msd', got {layout!r}")
+    standin = check_standin(standin)
     root = Path(root)
     counts = _check_tumour_counts(tumours_per_volume)
     if not (0 <= p_no_tumour < 1):
@@ -173,16 +203,17 @@ def write_lits(
     for i in range(n_volumes):
         sub_rng = np.random.default_rng(rng.integers(2**63))
         has_tumour = i not in empty
-        hu, label = _lits_volume(sub_rng, shape, spacing, tumours_per_volume=counts, has_tumour=has_tumour)
+        hu, label, clean = _lits_volume(sub_rng, shape, spacing, tumours_per_volume=counts, has_tumour=has_tumour,
+                                        standin=standin)
         origin = (shape[2] * spacing[2] / 2, shape[1] * spacing[1] / 2, -shape[0] * spacing[0] * i)
-        entry = _save_lits_volume(root, layout, i, hu, label, spacing, origin)
+        entry = _save_lits_volume(root, layout, i, hu, label, spacing, origin, clean=clean)
         if entry is not None:
             training.append(entry)
     if layout == "msd":
         _write_msd_description(root / "Task03_Liver", training)
     return {"dataset": "lits", "seed": int(seed), "n_volumes": n_volumes, "shape": list(shape),
             "spacing": list(spacing), "layout": layout, "tumours_per_volume": list(counts),
-            "p_no_tumour": float(p_no_tumour)}
+            "p_no_tumour": float(p_no_tumour), **({"standin": standin} if standin != "voxel-floor" else {})}
 
 
 def _check_tumour_counts(tumours_per_volume) -> tuple[int, int]:
@@ -193,16 +224,22 @@ def _check_tumour_counts(tumours_per_volume) -> tuple[int, int]:
     return int(counts[0]), int(counts[1])
 
 
-def _save_lits_volume(root: Path, layout: str, i: int, hu, label, spacing, origin) -> dict | None:
-    """Volume ``i`` and its segmentation in the chosen layout; for MSD the ``dataset.json`` training entry."""
+def _save_lits_volume(root: Path, layout: str, i: int, hu, label, spacing, origin, *, clean=None) -> dict | None:
+    """Volume ``i`` and its segmentation in the chosen layout (and its clean segmentation, when given, under
+    ``clean_reference/``); for MSD the ``dataset.json`` training entry."""
     if layout == "batches":
         folder = root / ("Training Batch 1" if i < 28 else "Training Batch 2")
         save_nifti(folder / f"volume-{i}.nii", hu, spacing, dtype=np.int16, origin_mm=origin)
-        save_nifti(folder / f"segmentation-{i}.nii", label, spacing, dtype=np.uint8, origin_mm=origin)
+        seg = folder / f"segmentation-{i}.nii"
+    else:
+        task = root / "Task03_Liver"
+        save_nifti(task / "imagesTr" / f"liver_{i}.nii.gz", hu, spacing, dtype=np.int16, origin_mm=origin)
+        seg = task / "labelsTr" / f"liver_{i}.nii.gz"
+    save_nifti(seg, label, spacing, dtype=np.uint8, origin_mm=origin)
+    if clean is not None:
+        save_nifti(clean_path(root, seg), clean, spacing, dtype=np.uint8, origin_mm=origin)
+    if layout == "batches":
         return None
-    task = root / "Task03_Liver"
-    save_nifti(task / "imagesTr" / f"liver_{i}.nii.gz", hu, spacing, dtype=np.int16, origin_mm=origin)
-    save_nifti(task / "labelsTr" / f"liver_{i}.nii.gz", label, spacing, dtype=np.uint8, origin_mm=origin)
     return {"image": f"./imagesTr/liver_{i}.nii.gz", "label": f"./labelsTr/liver_{i}.nii.gz"}
 
 

@@ -4,8 +4,10 @@ A head with scalp, skull, cortex (grey matter with sulcal CSF), lateral ventricl
 dark, lesions bright) and T1 (lesions dark) on the same grid; a smooth bias field and Rician noise; per-site
 intensity scale and noise level (Utrecht, Singapore, Amsterdam/GE3T). White-matter hyperintensities are
 periventricular caps and deep punctate foci, a few of them large; ``wmh.nii.gz`` holds 0 background, 1 WMH,
-2 "other pathology" (a lacune-like region in some subjects). Shapes, sizes and conventions:
-:mod:`helpers.data.synthetic.common`.
+2 "other pathology" (a lacune-like region in some subjects). Shapes, sizes, regimes (``standin``) and conventions:
+:mod:`helpers.data.synthetic.common`. In the ``paper`` regime the lesions are larger (:data:`WMH_PAPER_RADIUS_MM`),
+flatter across slices, elongated along the ventricles' direction or any other, with a wider partial-volume margin,
+patchy intensity inside (and patchy white matter around), and the reference is a second rater's outline.
 """
 
 from __future__ import annotations
@@ -16,11 +18,11 @@ import numpy as np
 from scipy import ndimage
 
 from helpers.data.synthetic.common import (
-    check_positive_int, check_shape, check_spacing, ellipsoid_q, grid_mm, lognormal_radii, overdispersed_count,
-    place_lesions, save_nifti, smooth_noise,
+    annotation_noise, check_positive_int, drop_fragments, check_shape, check_spacing, check_standin, clean_path, ellipsoid_q, grid_mm,
+    lognormal_radii, overdispersed_count, place_lesions, save_nifti, smooth_noise,
 )
 
-__all__ = ["WMH_SITES", "WMH_RADIUS_MM", "write_wmh"]
+__all__ = ["WMH_SITES", "WMH_RADIUS_MM", "WMH_PAPER_RADIUS_MM", "write_wmh"]
 
 WMH_SITES = ("Utrecht", "Singapore", "Amsterdam")
 #: First subject id per site in the challenge's numbering (training ids; test ids continue after them).
@@ -31,21 +33,35 @@ _WMH_SITE_SCALE = {"Utrecht": (1.0, 0.025), "Singapore": (1.3, 0.035), "Amsterda
 # Lesion radii (low, median, high): the sizing rule is in helpers.data.synthetic.common's docstring.
 #: WMH lesion radii in mm (log-normal, sigma 0.5, clipped).
 WMH_RADIUS_MM = (4.0, 5.5, 14.0)
+#: WMH lesion radii in mm in the ``paper`` regime (the smallest quartile near 1.5 % of the slice area at 1.8 mm
+#: pixels), with the mean lesion count per subject :data:`_WMH_PAPER_LESIONS`.
+WMH_PAPER_RADIUS_MM = (10.0, 13.5, 22.0)
+_WMH_PAPER_LESIONS = 22.0
+#: Smallest largest-section of a lesion in the ``paper`` regime (voxels); clipped slivers below it are removed.
+_MIN_SECTION = 12
 
 
 # ----------------------------------------------------------------------------------------------- WMH
 
 def _wmh_subject(rng: np.random.Generator, shape, spacing, site: str, *, lesions_per_case: float,
-                 p_other_pathology: float):
-    """One synthetic WMH subject: FLAIR, T1 ``(z, y, x)`` float32 and the label map (uint8 0/1/2)."""
+                 p_other_pathology: float, standin: str = "voxel-floor"):
+    """One synthetic WMH subject: FLAIR, T1 ``(z, y, x)`` float32, the label map (uint8 0/1/2) and (``paper``
+    regime) the clean label map the images were rendered from (None otherwise)."""
+    paper = standin == "paper"
     tissues, atrophy = _wmh_tissues(rng, shape, spacing)
     wmh, other = _wmh_lesions(rng, tissues, spacing, lesions_per_case=lesions_per_case * atrophy,
-                              p_other_pathology=p_other_pathology)
-    flair, t1 = _wmh_images(rng, tissues, wmh, other, spacing, site)
-    label = np.zeros(shape, dtype=np.uint8)
-    label[wmh] = 1
-    label[other & ~wmh] = 2
-    return flair, t1, label
+                              p_other_pathology=p_other_pathology, paper=paper)
+    flair, t1 = _wmh_images(rng, tissues, wmh, other, spacing, site, paper=paper)
+
+    def labels(lesions):
+        label = np.zeros(shape, dtype=np.uint8)
+        label[lesions] = 1
+        label[other & ~lesions] = 2
+        return label
+
+    if not paper:
+        return flair, t1, labels(wmh), None
+    return flair, t1, labels(annotation_noise(rng, wmh)), labels(wmh)
 
 
 def _wmh_tissues(rng: np.random.Generator, shape, spacing) -> tuple[dict, float]:
@@ -81,27 +97,34 @@ def _wmh_tissues(rng: np.random.Generator, shape, spacing) -> tuple[dict, float]
 
 
 def _wmh_lesions(rng: np.random.Generator, tissues: dict, spacing, *, lesions_per_case: float,
-                 p_other_pathology: float) -> tuple[np.ndarray, np.ndarray]:
+                 p_other_pathology: float, paper: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """WMH (periventricular, weighted towards the ventricle surface, and deep) and the "other pathology"."""
     wm, vent = tissues["wm"], tissues["vent"]
     dist_vent = ndimage.distance_transform_edt(~vent, sampling=spacing)
     weight = np.exp(-dist_vent / 8.0) * 3.0 + 0.3
-    n = max(1, overdispersed_count(rng, lesions_per_case))
-    radii = lognormal_radii(rng, n, median_mm=WMH_RADIUS_MM[1], sigma=0.5, low_mm=WMH_RADIUS_MM[0],
-                            high_mm=WMH_RADIUS_MM[2])
+    if paper:  # large lesions spread through the white matter (crowded at the ventricles, they merge)
+        weight = np.exp(-dist_vent / 8.0) + 1.0
+    low, median, high = WMH_PAPER_RADIUS_MM if paper else WMH_RADIUS_MM
+    n = max(1, overdispersed_count(rng, _WMH_PAPER_LESIONS * lesions_per_case / 30.0 if paper else lesions_per_case))
+    radii = lognormal_radii(rng, n, median_mm=median, sigma=0.5, low_mm=low, high_mm=high)
     n_large = int(rng.integers(0, 3))
-    radii = np.concatenate([radii, rng.uniform(5.0, 11.0, n_large)])
+    radii = np.concatenate([radii, rng.uniform(5.0, 11.0, n_large) * (1.6 if paper else 1.0)])
     # centres at least 3 mm inside the white matter, so that a small lesion is not cut to a sliver by its edge
     core = ndimage.binary_erosion(wm, np.ones((1, 3, 3), bool), iterations=max(1, int(round(3.0 / min(spacing[1:])))))
-    wmh = place_lesions(rng, wm, radii, spacing, irregularity=0.5, weights=weight * core if core.any() else weight)
+    shape_options = {"elongation": (1.0, 3.0), "flatten": 2.5} if paper else {}
+    wmh = place_lesions(rng, wm, radii, spacing, irregularity=0.5, weights=weight * core if core.any() else weight,
+                        **shape_options)
+    if paper:  # no slivers where a lesion was clipped to the white matter
+        wmh = drop_fragments(wmh, _MIN_SECTION)
     other = np.zeros(wm.shape, dtype=bool)
     if rng.random() < p_other_pathology:
         other = place_lesions(rng, wm & ~wmh, rng.uniform(2.5, 6.0, 1), spacing, irregularity=0.3)
     return wmh, other
 
 
-def _wmh_images(rng: np.random.Generator, tissues: dict, wmh, other, spacing, site: str):
-    """FLAIR and T1 from the tissues and lesions, with blur, bias field, site scale and Rician noise."""
+def _wmh_images(rng: np.random.Generator, tissues: dict, wmh, other, spacing, site: str, *, paper: bool = False):
+    """FLAIR and T1 from the tissues and lesions, with blur, bias field, site scale and Rician noise; in the
+    ``paper`` regime a wider partial-volume margin and patchy intensity inside the lesions and the white matter."""
     shape = wmh.shape
     flair = np.full(shape, 0.02)
     t1 = np.full(shape, 0.02)
@@ -110,7 +133,11 @@ def _wmh_images(rng: np.random.Generator, tissues: dict, wmh, other, spacing, si
         flair[tissues[name]] = f
         t1[tissues[name]] = t
     contrast = rng.uniform(0.35, 0.6)  # lesions brighter than cortex (1.25), yet well under 2x white matter
-    lesion_blur = ndimage.gaussian_filter(wmh.astype(float), [0.4, 0.7, 0.7])
+    lesion_blur = ndimage.gaussian_filter(wmh.astype(float), [0.6, 1.3, 1.3] if paper else [0.4, 0.7, 0.7])
+    if paper:  # patchy lesions (+-30 %) in patchy white matter (+-5 %), ~4 mm blobs
+        patches = smooth_noise(rng, shape, [max(0.5, 4.0 / s) for s in spacing])
+        lesion_blur = lesion_blur * (1 + 0.3 * patches)
+        flair[tissues["wm"]] += 0.05 * smooth_noise(rng, shape, [max(0.5, 4.0 / s) for s in spacing])[tissues["wm"]]
     flair += contrast * lesion_blur
     t1 -= 0.25 * lesion_blur
     flair[other] = 0.3
@@ -139,6 +166,7 @@ def write_wmh(
     compressed: bool = True,
     lesions_per_case: float = 30.0,
     p_other_pathology: float = 0.4,
+    standin: str = "voxel-floor",
 ) -> dict:
     """Write a synthetic WMH Segmentation Challenge tree under ``root``.
 
@@ -173,6 +201,10 @@ def write_wmh(
         Mean number of lesion placements per subject (over-dispersed; nearby placements may merge).
     p_other_pathology : float
         Probability that a subject has a label-2 region ("other pathology", ignored by the evaluation).
+    standin : {"voxel-floor", "paper"}
+        The regime (:mod:`helpers.data.synthetic.common`); ``paper`` also writes each clean label map under
+        ``root/clean_reference/`` at the reference's relative path. In the ``paper`` regime the lesion count is
+        ``lesions_per_case / 30 * 22`` (fewer, larger lesions).
 
     Returns
     -------
@@ -187,6 +219,7 @@ def write_wmh(
     spacing = check_spacing("spacing", spacing, 3)
     if vintage not in ("2022", "2017"):
         raise ValueError(f"vintage must be '2022' or '2017', got {vintage!r}")
+    standin = check_standin(standin)
     root = Path(root)
     ext = ".nii.gz" if compressed else ".nii"
     rng = np.random.default_rng(seed)
@@ -202,12 +235,15 @@ def write_wmh(
         else:
             folder = root / subset / site_path / str(subject_id)
         sub_rng = np.random.default_rng(rng.integers(2**63))
-        flair, t1, label = _wmh_subject(sub_rng, shape, spacing, site, lesions_per_case=lesions_per_case,
-                                        p_other_pathology=p_other_pathology)
+        flair, t1, label, clean = _wmh_subject(sub_rng, shape, spacing, site, lesions_per_case=lesions_per_case,
+                                               p_other_pathology=p_other_pathology, standin=standin)
         origin = (-shape[2] * spacing[2] / 2, -shape[1] * spacing[1] / 2, -shape[0] * spacing[0] / 2)
         save_nifti(folder / "pre" / f"FLAIR{ext}", flair, spacing, dtype=np.float32, origin_mm=origin)
         save_nifti(folder / "pre" / f"T1{ext}", t1, spacing, dtype=np.float32, origin_mm=origin)
         save_nifti(folder / f"wmh{ext}", label, spacing, dtype=np.uint8, origin_mm=origin)
+        if clean is not None:
+            save_nifti(clean_path(root, folder / f"wmh{ext}"), clean, spacing, dtype=np.uint8, origin_mm=origin)
     return {"dataset": "wmh", "seed": int(seed), "n_training": n_training, "n_test": n_test, "shape": list(shape),
             "spacing": list(spacing), "vintage": vintage, "compressed": bool(compressed),
-            "lesions_per_case": float(lesions_per_case), "p_other_pathology": float(p_other_pathology)}
+            "lesions_per_case": float(lesions_per_case), "p_other_pathology": float(p_other_pathology),
+            **({"standin": standin} if standin != "voxel-floor" else {})}

@@ -30,8 +30,8 @@ from helpers.studies.small_data.data import DATASET
 from helpers.studies.small_data.train import fold_scores
 
 __all__ = [
-    "SmallDataStatistics", "image_scores", "summarize", "ci_overlap", "conclusion", "best_table", "plot_summary",
-    "plot_critical_differences", "plot_rank_volatility", "plot_uncertainty_vs_error",
+    "SmallDataStatistics", "image_scores", "summarize", "ci_overlap", "conclusion", "best_table", "search_statement",
+    "plot_search_history", "plot_summary", "plot_critical_differences", "plot_rank_volatility", "plot_uncertainty_vs_error",
 ]
 
 
@@ -190,6 +190,55 @@ def best_table(best: dict) -> pd.DataFrame:
         rows.append({"model": model, "status": b.get("status"), "value": b.get("value", np.nan),
                      "trial": b.get("trial", np.nan), **b.get("params", {})})
     return pd.DataFrame(rows).set_index("model")
+
+
+def search_statement(best: dict) -> str:
+    """Markdown lines, one per model of :func:`run_hpo`'s ``best``: the chosen configuration with its objective
+    and the trial that found it (a model-based or a start-up trial), or that the search failed (best objective
+    below the floor: the defaults are used instead) or could not run."""
+    lines = []
+    for model, b in best.items():
+        status = str(b.get("status"))
+        if "value" not in b:
+            lines.append(f"- **{model}**: not searched ({status}).")
+            continue
+        phase = "a start-up (random) trial" if b["trial"] < b.get("n_startup", 0) else "a model-based trial"
+        if status == "ok":
+            params = ", ".join(f"{k} = {v:.3g}" for k, v in b["params"].items())
+            lines.append(f"- **{model}**: best validation macro Dice {b['value']:.3f} (trial {b['trial']} of "
+                         f"{b['n_trials']}, {phase}); chosen: {params}.")
+        else:
+            lines.append(f"- **{model}**: the search failed: its best validation macro Dice {b['value']:.3f} stays "
+                         f"below the floor {b.get('floor', np.nan):.2f}, so its configuration is not used; "
+                         "cross-validation trains it with the default parameters.")
+    return "\n".join(lines)
+
+
+def plot_search_history(trials: pd.DataFrame):
+    """Each model's search: the objective of every trial (open markers: pruned, at their last reported value;
+    grey band: the sampler's random start-up) and the best so far over completed trials."""
+    models = list(pd.unique(trials["model"]))
+    if not models:
+        raise ValueError("no trials to plot")
+    fig, axes = subplots(1, len(models), figsize=(3.2 * len(models), 2.8), squeeze=False, sharey=True)
+    for i, (ax, model) in enumerate(zip(axes[0], models)):
+        part = trials[trials["model"] == model].sort_values("trial")
+        color = model_color(model, i)
+        startup = part.loc[part["phase"] == "start-up", "trial"] if "phase" in part else pd.Series(dtype=float)
+        if len(startup):
+            ax.axvspan(-0.5, startup.max() + 0.5, color="0.92", zorder=0, label="start-up (random)")
+        done = part["state"] == "complete"
+        ax.scatter(part.loc[done, "trial"], part.loc[done, "value"], s=16, color=color, label="complete")
+        ax.scatter(part.loc[~done, "trial"], part.loc[~done, "value"], s=16, facecolors="none", edgecolors=color,
+                   label="pruned")
+        running = part["value"].where(done).cummax()
+        ax.step(part["trial"], running, where="post", color=color, lw=1.2, label="best so far")
+        ax.set_title(model, fontsize=9)
+        ax.set_xlabel("trial")
+    axes[0, 0].set_ylabel("validation macro Dice")
+    axes[0, 0].legend(fontsize=6, loc="lower right")
+    fig.tight_layout()
+    return fig
 
 
 def plot_summary(stats_out: SmallDataStatistics, *, metric: str = "macro Dice"):
