@@ -16,6 +16,7 @@ statistics' argument checks of :mod:`helpers.base.checks`), ``paired`` (paired t
 from helpers.stats.inference.wide import as_rng, as_level, as_count, check_nan_policy, as_wide, complete_units
 from helpers.stats.inference.paired import (
     cohens_dz, hedges_correction, SignFlipResult, sign_flip_test, min_attainable_p, attainable_p_table, holm_adjust,
+    JointSignFlipResult, joint_sign_flip_test,
 )
 from helpers.stats.inference.equivalence import (
     EquivalenceResult, tost_paired, signflip_equivalence, smallest_equivalence_margin,
@@ -30,5 +31,5 @@ __all__ = [
     "hedges_correction", "SignFlipResult", "sign_flip_test", "min_attainable_p", "attainable_p_table",
     "holm_adjust", "FriedmanResult", "friedman_test", "nemenyi_q", "nemenyi_critical_difference", "NemenyiResult",
     "nemenyi_test", "FriedmanNemenyi", "friedman_then_nemenyi", "EquivalenceResult", "tost_paired",
-    "signflip_equivalence", "smallest_equivalence_margin",
+    "signflip_equivalence", "smallest_equivalence_margin", "JointSignFlipResult", "joint_sign_flip_test",
 ]
