@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 
 from helpers.metrics import metric
-from helpers.stats.bootstrap import percentile_bounds, resample_indices, resample_weights
+from helpers.stats.bootstrap import resample_indices, resample_weights
 from helpers.stats.inference import joint_sign_flip_test
 
 __all__ = [
@@ -120,7 +120,16 @@ class Specification:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def is_primary(self, family: str, stratum: str = "Q1") -> bool:
-        return self == Specification.primary(family, stratum)
+        return self == _primary(family, stratum)
+
+
+_PRIMARY: dict = {}
+
+
+def _primary(family: str, stratum: str) -> Specification:
+    if (family, stratum) not in _PRIMARY:
+        _PRIMARY[(family, stratum)] = Specification.primary(family, stratum)
+    return _PRIMARY[(family, stratum)]
 
 
 def _applies(axis: Axis, family: str, stratum: str) -> bool:
@@ -296,6 +305,7 @@ def specification_grid(tables: dict, *, dataset: str, axes: dict | None = None, 
     case_pos = {c: i for i, c in enumerate(case_ids)}
     n_cases = len(case_ids)
     weights = resample_weights(resample_indices(n_cases, n_resamples, seed=seed), n_cases)
+    reductions = {k: _Reductions(t, models, case_pos, weights) for k, t in prepared.items()}
     rows, case_diffs = [], {}
     for stratum in strata:
         for family in families:
@@ -308,8 +318,12 @@ def specification_grid(tables: dict, *, dataset: str, axes: dict | None = None, 
                                  "note": f"no lesion table for connectivity={key[0]}, clean-up={key[1]}"}
                                 for a, b in pairs)
                     continue
-                rows.extend(_spec_rows(prepared[key], spec, family, stratum, pairs, models, case_pos, weights,
-                                       confidence, base, case_diffs, with_case_differences))
+                rows.extend(_spec_rows(reductions[key], spec, family, stratum, pairs, confidence, base, case_diffs,
+                                       with_case_differences))
+    for name, low, high in (("_resampled", "low", "high"), ("_dice_resampled", "dice_low", "dice_high")):
+        bounds = _bounds([row.pop(name, None) for row in rows], n_resamples, confidence)
+        for row, (lo, hi) in zip(rows, bounds):
+            row[low], row[high] = lo, hi
     grid = pd.DataFrame(rows)
     if "note" not in grid.columns:
         grid["note"] = ""
@@ -319,40 +333,80 @@ def specification_grid(tables: dict, *, dataset: str, axes: dict | None = None, 
     return grid
 
 
-def _spec_rows(table, spec, family, stratum, pairs, models, case_pos, weights, confidence, base, case_diffs,
+def _bounds(resampled: list, n_resamples: int, confidence: float, chunk: int = 2000) -> np.ndarray:
+    """:func:`helpers.stats.bootstrap.percentile_bounds` of many resampled statistics at once (NaN resamples left
+    out, as there; ``(nan, nan)`` for a missing or all-NaN one): the same linear quantiles, vectorised."""
+    out = np.full((len(resampled), 2), np.nan)
+    tail = (1.0 - confidence) / 2.0
+    for start in range(0, len(resampled), chunk):
+        part = resampled[start:start + chunk]
+        stack = np.stack([r if r is not None else np.full(n_resamples, np.nan) for r in part])
+        finite = np.isfinite(stack)
+        whole = finite.all(axis=1)
+        block = out[start:start + len(part)]
+        if whole.any():
+            block[whole] = np.quantile(stack[whole], [tail, 1.0 - tail], axis=1, method="linear").T
+        for i in np.flatnonzero(~whole & finite.any(axis=1)):
+            block[i] = np.quantile(stack[i][finite[i]], [tail, 1.0 - tail], method="linear")
+    return out
+
+
+class _Reductions:
+    """The reductions of one lesion table, each computed once and shared by every specification that needs it:
+    detection and miss values per minimum overlap, unit selections, and per-model statistics."""
+
+    def __init__(self, table: pd.DataFrame, models, case_pos, weights):
+        self.table, self.models, self.weights, self.n_cases = table, models, weights, len(case_pos)
+        self.model = table["model"].to_numpy()
+        self.cases = table["case_id"].map(case_pos).to_numpy()
+        self._detected, self._selected, self._stats = {}, {}, {}
+
+    def detected(self, min_overlap: int):
+        if min_overlap not in self._detected:
+            columns = [c for c in self.table.columns if c in ("dice", "hd95", "hd95_pooled", "assd", "masd")
+                       or c.startswith("contour_f1_")]
+            detected, values = _detected_values(self.table, min_overlap, columns)
+            self._detected[min_overlap] = (detected, {c: values[c].to_numpy(dtype=float) for c in columns})
+        return self._detected[min_overlap]
+
+    def selection(self, spec: Specification, stratum: str):
+        key = (spec.min_overlap, spec.lesion_set, spec.size_measure, spec.quartile_edges, stratum)
+        if key not in self._selected:
+            self._selected[key] = _selection(self.table, self.detected(spec.min_overlap)[0], self.models, spec,
+                                             stratum)
+        return key, self._selected[key]
+
+    def statistic(self, spec: Specification, stratum: str, column: str, model: str):
+        """(estimate, resampled statistics, case means, case counts, n units) of one model's units."""
+        key, keep = self.selection(spec, stratum)
+        full = (key, column, spec.aggregation, model)
+        if full not in self._stats:
+            rows = keep & (self.model == model)
+            values, cases = self.detected(spec.min_overlap)[1][column][rows], self.cases[rows]
+            est, resampled = _statistic(values, cases, self.weights, self.n_cases, spec.aggregation)
+            means, counts = _case_means(values, cases, self.n_cases)
+            self._stats[full] = (est, resampled, means, counts, int(values.size))
+        return self._stats[full]
+
+
+def _spec_rows(reductions: _Reductions, spec, family, stratum, pairs, confidence, base, case_diffs,
                with_case_differences):
     column = value_column(family, spec)
-    detected, values = _detected_values(table, spec.min_overlap, ["dice", column])
-    keep = _selection(table, detected, models, spec, stratum)
-    model = table["model"].to_numpy()
-    cases = table["case_id"].map(case_pos).to_numpy()
-    n_cases = len(case_pos)
     higher = metric(family).higher_is_better
-    stats = {}
-    for name in {m for pair in pairs for m in pair}:
-        rows = keep & (model == name)
-        stats[name] = {c: _statistic(values[c].to_numpy()[rows], cases[rows], weights, n_cases, spec.aggregation)
-                       for c in ("dice", column)}
-        stats[name]["units"] = (cases[rows], values[column].to_numpy()[rows])
     out = []
     for a, b in pairs:
-        (ea, ra), (eb, rb) = stats[a][column], stats[b][column]
-        (da, rda), (db, rdb) = stats[a]["dice"], stats[b]["dice"]
+        ea, ra, mean_a, count_a, na = reductions.statistic(spec, stratum, column, a)
+        eb, rb, mean_b, count_b, nb = reductions.statistic(spec, stratum, column, b)
+        da, rda = reductions.statistic(spec, stratum, "dice", a)[:2]
+        db, rdb = reductions.statistic(spec, stratum, "dice", b)[:2]
         difference, dice_difference = ea - eb, da - db
-        low, high = percentile_bounds((ra - rb)[np.isfinite(ra - rb)], confidence=confidence)
-        dlow, dhigh = percentile_bounds((rda - rdb)[np.isfinite(rda - rdb)], confidence=confidence)
         oriented = difference if higher else -difference
-        ok = np.isfinite(difference) and np.isfinite(dice_difference)
-        ca, va = stats[a]["units"]
-        cb, vb = stats[b]["units"]
-        mean_a, count_a = _case_means(va, ca, n_cases)
-        mean_b, count_b = _case_means(vb, cb, n_cases)
+        ok = bool(np.isfinite(difference) and np.isfinite(dice_difference))
         both = (count_a > 0) & (count_b > 0)
         out.append({**base, "value_column": column, "model_a": a, "model_b": b, "difference": difference,
-                    "low": low, "high": high, "dice_difference": dice_difference, "dice_low": dlow,
-                    "dice_high": dhigh,
-                    "reversed": bool(ok and dice_difference * oriented < 0) if ok else pd.NA,
-                    "n_cases": int(both.sum()), "n_lesions": int(va.size), "n_lesions_b": int(vb.size),
+                    "_resampled": ra - rb, "dice_difference": dice_difference, "_dice_resampled": rda - rdb,
+                    "reversed": bool(dice_difference * oriented < 0) if ok else pd.NA,
+                    "n_cases": int(both.sum()), "n_lesions": na, "n_lesions_b": nb,
                     "note": "" if ok else "no lesion of a model in this stratum and lesion set"})
         if with_case_differences and spec.aggregation == "mean":
             d = np.where(both, mean_a - mean_b, 0.0)
