@@ -54,6 +54,7 @@ from helpers.stats.inference import joint_sign_flip_test
 __all__ = [
     "Axis", "AXES", "AXIS_BY_NAME", "FAMILIES", "STRATA", "STRUCTURAL_AXES", "Specification", "specifications",
     "value_column", "top_pairs", "specification_grid", "reversal_shares", "joint_tests", "n_specifications",
+    "summary_sentences", "NOT_APPLICABLE",
 ]
 
 
@@ -225,11 +226,11 @@ def _weighted_medians(values: np.ndarray, cases: np.ndarray, weights: np.ndarray
         return np.full(weights.shape[0], np.nan)
     order = np.argsort(values, kind="stable")
     v = values[order]
-    cumulative = np.cumsum(weights[:, cases[order]], axis=1)
+    cumulative = np.cumsum(weights[:, cases[order]], axis=1, dtype=np.float32)  # integer counts: exact in float32
     half = cumulative[:, -1:] / 2.0
     lower = np.argmax(cumulative >= half, axis=1)
     upper = np.argmax(cumulative > half, axis=1)
-    out = (v[lower] + v[upper]) / 2.0
+    out = (v[lower] + v[upper]) / 2.0  # float64 values
     out[cumulative[:, -1] == 0] = np.nan
     return out
 
@@ -324,7 +325,10 @@ def specification_grid(tables: dict, *, dataset: str, axes: dict | None = None, 
         bounds = _bounds([row.pop(name, None) for row in rows], n_resamples, confidence)
         for row, (lo, hi) in zip(rows, bounds):
             row[low], row[high] = lo, hi
-    grid = pd.DataFrame(rows)
+    columns = ["dataset", "stratum", "metric", *[a.name for a in AXES], "is_primary", "value_column", "model_a",
+               "model_b", "difference", "low", "high", "dice_difference", "dice_low", "dice_high", "reversed",
+               "n_cases", "n_lesions", "n_lesions_b", "note"]
+    grid = pd.DataFrame(rows, columns=columns)
     if "note" not in grid.columns:
         grid["note"] = ""
     grid["note"] = grid["note"].fillna("")
@@ -357,6 +361,7 @@ class _Reductions:
 
     def __init__(self, table: pd.DataFrame, models, case_pos, weights):
         self.table, self.models, self.weights, self.n_cases = table, models, weights, len(case_pos)
+        self.weights32 = weights.astype(np.float32)  # multiplicities: small integers, exact in float32
         self.model = table["model"].to_numpy()
         self.cases = table["case_id"].map(case_pos).to_numpy()
         self._detected, self._selected, self._stats = {}, {}, {}
@@ -383,7 +388,8 @@ class _Reductions:
         if full not in self._stats:
             rows = keep & (self.model == model)
             values, cases = self.detected(spec.min_overlap)[1][column][rows], self.cases[rows]
-            est, resampled = _statistic(values, cases, self.weights, self.n_cases, spec.aggregation)
+            weights = self.weights32 if spec.aggregation == "median" else self.weights
+            est, resampled = _statistic(values, cases, weights, self.n_cases, spec.aggregation)
             means, counts = _case_means(values, cases, self.n_cases)
             self._stats[full] = (est, resampled, means, counts, int(values.size))
         return self._stats[full]
@@ -426,6 +432,9 @@ def reversal_shares(grid: pd.DataFrame) -> pd.DataFrame:
     assessed ones (NaN when none is)."""
     group = ["dataset", "stratum", "metric", "model_a", "model_b"]
     rows = []
+    if not len(grid):
+        return pd.DataFrame(columns=[*group, "axis", "value", "primary_reversed", "n_specifications", "n_assessed",
+                                     "share_reversed"])
     for key, sub in grid.groupby(group, sort=True):
         prim = sub[sub["is_primary"].astype(bool)]
         primary_reversed = bool(prim["reversed"].iloc[0]) if len(prim) and pd.notna(prim["reversed"].iloc[0]) \
@@ -454,4 +463,43 @@ def joint_tests(case_differences: dict, *, dataset: str, n_permutations: int = 1
         rows.append({"dataset": dataset, "stratum": stratum, "metric": family, "model_a": a, "model_b": b,
                      "joint_p": result.p_value, "statistic": result.statistic, "n_cases": result.n,
                      "n_columns": result.n_columns, "method": result.method})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["dataset", "stratum", "metric", "model_a", "model_b", "joint_p", "statistic",
+                                       "n_cases", "n_columns", "method"])
+
+
+def summary_sentences(shares: pd.DataFrame, joint: pd.DataFrame | None = None, *, stratum: str = "Q1") -> list[str]:
+    """The summary in plain sentences: per dataset, each reversal the primary specification finds (Dice and a
+    boundary metric ordering a pair oppositely) with the share of specifications in which it holds and the
+    axis value under which it holds least, then the reversals the primary specification does not find but some
+    specifications do."""
+    overall = shares[(shares["axis"] == "all") & (shares["stratum"] == stratum)]
+    lines = []
+    for dataset, sub in overall.groupby("dataset", sort=False):
+        found = sub[sub["primary_reversed"].fillna(False).astype(bool)]
+        for row in found.itertuples():
+            per_axis = shares[(shares["dataset"] == dataset) & (shares["stratum"] == stratum)
+                              & (shares["metric"] == row.metric) & (shares["model_a"] == row.model_a)
+                              & (shares["model_b"] == row.model_b) & (shares["axis"] != "all")]
+            weakest = per_axis.sort_values("share_reversed", kind="stable").head(1)
+            tail = ""
+            if len(weakest):
+                w = weakest.iloc[0]
+                tail = f"; it holds least when {w['axis']} = {w['value']} ({w['share_reversed']:.0%})"
+            test = ""
+            if joint is not None and len(joint):
+                j = joint[(joint["dataset"] == dataset) & (joint["stratum"] == stratum)
+                          & (joint["metric"] == row.metric) & (joint["model_a"] == row.model_a)
+                          & (joint["model_b"] == row.model_b)]
+                if len(j):
+                    test = (f" The joint sign-flip over cases gives p = {j['joint_p'].iloc[0]:.3g} for a "
+                            f"{row.metric} difference anywhere on the curve.")
+            lines.append(f"{dataset}, {stratum}: Dice and {row.metric} order {row.model_a} and {row.model_b} "
+                         f"oppositely under the primary definition, and in {row.share_reversed:.0%} of the "
+                         f"{row.n_assessed} assessable specifications{tail}.{test}")
+        others = sub[~sub["primary_reversed"].fillna(False).astype(bool) & (sub["share_reversed"] > 0)]
+        if not len(found):
+            lines.append(f"{dataset}, {stratum}: the primary definition finds no reversal between the top models.")
+        for row in others.itertuples():
+            lines.append(f"{dataset}, {stratum}: no reversal of {row.model_a} and {row.model_b} by {row.metric} "
+                         f"under the primary definition, but one in {row.share_reversed:.0%} of the specifications.")
+    return lines

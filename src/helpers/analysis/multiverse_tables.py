@@ -20,16 +20,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers.analysis.multiverse import (
-    AXIS_BY_NAME, joint_tests, reversal_shares, specification_grid,
-)
+from helpers.analysis.multiverse import AXES as AXES_LIST
+from helpers.analysis.multiverse import AXIS_BY_NAME, joint_tests, reversal_shares, specification_grid
 from helpers.data import predictions as _predictions
-from helpers.evaluation import in_plane_voxel_mm
+from helpers.data import load_split_cases
+from helpers.evaluation import in_plane_voxel_mm, inference_record
 from helpers.metrics import image_diagonal, tolerance_name
+from helpers.metrics.grid_error import exceeds_grid_error, grid_error_table
 from helpers.metrics.lesions import REFERENCE, evaluate_case_and_lesions
 from helpers.base.progress import progress_bar
 
-__all__ = ["WIDE_COLUMNS", "lesion_frame", "structural_tables", "dataset_multiverse"]
+__all__ = ["WIDE_COLUMNS", "lesion_frame", "structural_tables", "dataset_multiverse", "dataset_spacing",
+           "dataset_grid_error", "primary_vs_grid_error", "study_multiverse"]
 
 #: The value columns of a wide lesion table besides the ``contour_f1_<t>vox`` tolerance columns.
 WIDE_COLUMNS = ("model", "case_id", "lesion_id", "overlap_voxels", "n_voxels", "area_fraction", "penalty_mm", "dice",
@@ -107,8 +109,91 @@ def dataset_multiverse(cases: Sequence, predictions_root, *, dataset: str, appli
     grid, differences = specification_grid(tables, dataset=dataset, axes=axes, n_resamples=n_resamples, seed=seed,
                                            case_ids=[str(c.case_id) for c in cases], with_case_differences=True)
     shares = reversal_shares(grid)
+    primary = tables.get((AXIS_BY_NAME["connectivity"].primary, AXIS_BY_NAME["cleanup_voxels"].primary))
+    q1_voxels = _q1_voxels(primary) if primary is not None else float("nan")
     joint = joint_tests(differences, dataset=dataset, n_permutations=n_permutations, seed=seed)
     done = time.perf_counter()
-    return {"grid": grid, "shares": shares, "joint": joint, "notes": notes,
+    return {"grid": grid, "shares": shares, "joint": joint, "notes": notes, "q1_voxels": q1_voxels,
             "seconds": {"evaluations": evaluated - start, "reductions": done - evaluated,
                         "n_tables": len(tables)}}
+
+
+def _q1_voxels(table: pd.DataFrame) -> float:
+    """The median size in voxels of the Q1 reference lesions (area-fraction quartile of all reference lesions)."""
+    once = table.drop_duplicates(["case_id", "lesion_id"])
+    if not len(once):
+        return float("nan")
+    edge = np.quantile(once["area_fraction"].to_numpy(dtype=float), 0.25, method="linear")
+    return float(np.median(once.loc[once["area_fraction"] <= edge, "n_voxels"]))
+
+
+def dataset_spacing(cases: Sequence) -> tuple[float, ...]:
+    """The median spacing per axis of ``cases`` (mm; 1 per axis for a case without spacing)."""
+    spacings = [tuple(float(s) for s in c.spacing) if c.spacing is not None else (1.0,) * c.mask.ndim for c in cases]
+    return tuple(float(v) for v in np.median(np.asarray(spacings, dtype=float), axis=0))
+
+
+def dataset_grid_error(cases: Sequence, *, radii_voxels: Sequence[float] = (0.75, 1, 1.5, 2, 3, 4, 6),
+                       n_offsets: int = 6, seed: int = 0) -> pd.DataFrame:
+    """The grid error (:func:`helpers.metrics.grid_error.grid_error_table`) at a dataset's spacing: discs or balls
+    of ``radii_voxels`` in-plane voxels shifted by half an in-plane voxel and grown by half a voxel, contour F1 at
+    the study's primary tolerance (one in-plane voxel)."""
+    spacing = dataset_spacing(cases)
+    voxel = max(spacing[-2:]) if len(spacing) >= 2 else spacing[-1]
+    radii = [float(r) * voxel for r in radii_voxels]
+    frames = [grid_error_table(radii, spacing=spacing, tolerance_mm=voxel, n_offsets=n_offsets, seed=seed,
+                               **{key: 0.5 * voxel}) for key in ("shift_mm", "grow_mm")]
+    return pd.concat(frames, ignore_index=True)
+
+
+def primary_vs_grid_error(grid: pd.DataFrame, errors: pd.DataFrame, *, q1_voxels: float) -> pd.DataFrame:
+    """The primary specification's Q1 differences beside the grid's own error for lesions of ``q1_voxels`` (the
+    median Q1 lesion): ``exceeds_grid_error`` says "supported" when the difference is larger than every error of
+    the analytic shapes of about that size (:func:`helpers.metrics.grid_error.exceeds_grid_error`)."""
+    prim = grid[grid["is_primary"].astype(bool) & (grid["stratum"] == "Q1")]
+    rows = []
+    for row in prim.itertuples():
+        name = row.value_column if row.metric != "contour_f1" else "contour_f1"
+        check = exceeds_grid_error(row.difference, metric=name, n_voxels=q1_voxels, errors=errors)
+        rows.append({"dataset": row.dataset, "metric": row.metric, "model_a": row.model_a, "model_b": row.model_b,
+                     "difference": row.difference, "q1_median_voxels": q1_voxels, "grid_error_bound": check["bound"],
+                     "exceeds_grid_error": check["verdict"]})
+    return pd.DataFrame(rows)
+
+
+def study_multiverse(ws, datasets: Sequence[str], *, axes: dict | None = None, n_resamples: int = 1000,
+                     n_permutations: int = 10_000, radii_voxels: Sequence[float] = (0.75, 1, 1.5, 2, 3, 4, 6),
+                     n_offsets: int = 6, seed: int = 0, progress: bool = False) -> dict:
+    """The chapter's one call: every dataset's grid (:func:`dataset_multiverse`) on its test split and the
+    predictions the training section wrote (clean-up as recorded in ``inference.json``), its grid error
+    (:func:`dataset_grid_error`) and the primary differences beside it (:func:`primary_vs_grid_error`).
+
+    Returns ``{"grid", "shares", "joint", "grid_error", "primary_vs_grid_error"}`` (DataFrames over datasets) and
+    ``"timing"`` (seconds per dataset and step, the number of specifications, notes)."""
+    parts: dict = {k: [] for k in ("grid", "shares", "joint", "grid_error", "primary_vs_grid_error")}
+    timing: dict = {"datasets": {}, "n_resamples": int(n_resamples), "n_permutations": int(n_permutations)}
+    for dataset in datasets:
+        cases = load_split_cases(ws, dataset, split="test")
+        applied = int(inference_record(ws, dataset).get("min_component_voxels", 0) or 0)
+        out = dataset_multiverse(cases, ws.predictions(dataset), dataset=dataset, applied=applied, axes=axes,
+                                 n_resamples=n_resamples, n_permutations=n_permutations, seed=seed,
+                                 progress=progress)
+        start = time.perf_counter()
+        errors = dataset_grid_error(cases, radii_voxels=radii_voxels, n_offsets=n_offsets, seed=seed)
+        errors.insert(0, "dataset", dataset)
+        seconds = dict(out["seconds"], grid_error=time.perf_counter() - start)
+        for key in ("grid", "shares", "joint"):
+            parts[key].append(out[key])
+        parts["grid_error"].append(errors)
+        parts["primary_vs_grid_error"].append(primary_vs_grid_error(out["grid"], errors, q1_voxels=out["q1_voxels"]))
+        timing["datasets"][dataset] = {**seconds, "n_cases": len(cases), "applied_cleanup_voxels": applied,
+                                       "notes": out["notes"]}
+    result = {k: pd.concat(v, ignore_index=True) if v else pd.DataFrame() for k, v in parts.items()}
+    counts = result["grid"].groupby(["stratum", "metric"]).apply(
+        lambda g: len(g.drop_duplicates([a.name for a in AXES_LIST])), include_groups=False) if len(result["grid"]) \
+        else pd.Series(dtype=int)
+    timing["n_specifications"] = {f"{s}/{m}": int(n) for (s, m), n in counts.items()}
+    timing["seconds_total"] = float(sum(v["evaluations"] + v["reductions"] + v["grid_error"]
+                                        for v in timing["datasets"].values()))
+    result["timing"] = timing
+    return result

@@ -119,6 +119,13 @@ SECTIONS: tuple[Section, ...] = (
                  "qualitative_small_lesion_examples.png"),
     ),
     Section(
+        "multiverse", "08b_multiverse.ipynb", "Which conclusions survive every definition?", scope="study",
+        depends=("data", "training", "evaluation"), part="across",
+        results=("multiverse.csv", "multiverse_shares.csv", "multiverse_joint_tests.csv",
+                 "multiverse_grid_error.csv", "multiverse_primary_vs_grid_error.csv", "multiverse_timing.json"),
+        figures=("multiverse_curve_wmh.png", "multiverse_curve_lits.png", "multiverse_curve_idrid.png"),
+    ),
+    Section(
         "failure_modes", "09_failure_modes.ipynb", "Failure-mode laboratory", scope="study", part="across",
         results=("failure_modes_sweep.csv", "failure_modes_calibration.csv", "failure_modes_reversal_verdicts.csv",
                  "failure_modes_bootstrap.csv"),
