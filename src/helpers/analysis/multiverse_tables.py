@@ -26,7 +26,7 @@ from helpers.data import predictions as _predictions
 from helpers.data import load_split_cases
 from helpers.evaluation import in_plane_voxel_mm, inference_record
 from helpers.metrics import image_diagonal, tolerance_name
-from helpers.metrics.grid_error import exceeds_grid_error, grid_error_table
+from helpers.metrics.grid_error import exceeds_grid_error, grid_error_at_spacing
 from helpers.metrics.lesions import REFERENCE, evaluate_case_and_lesions
 from helpers.base.progress import progress_bar
 
@@ -138,12 +138,7 @@ def dataset_grid_error(cases: Sequence, *, radii_voxels: Sequence[float] = (0.75
     """The grid error (:func:`helpers.metrics.grid_error.grid_error_table`) at a dataset's spacing: discs or balls
     of ``radii_voxels`` in-plane voxels shifted by half an in-plane voxel and grown by half a voxel, contour F1 at
     the study's primary tolerance (one in-plane voxel)."""
-    spacing = dataset_spacing(cases)
-    voxel = max(spacing[-2:]) if len(spacing) >= 2 else spacing[-1]
-    radii = [float(r) * voxel for r in radii_voxels]
-    frames = [grid_error_table(radii, spacing=spacing, tolerance_mm=voxel, n_offsets=n_offsets, seed=seed,
-                               **{key: 0.5 * voxel}) for key in ("shift_mm", "grow_mm")]
-    return pd.concat(frames, ignore_index=True)
+    return grid_error_at_spacing(dataset_spacing(cases), radii_voxels=radii_voxels, n_offsets=n_offsets, seed=seed)
 
 
 def primary_vs_grid_error(grid: pd.DataFrame, errors: pd.DataFrame, *, q1_voxels: float) -> pd.DataFrame:

@@ -39,7 +39,7 @@ from helpers.metrics.distances import (
 )
 
 __all__ = ["QUADRATURE_POINTS", "GRID_METRICS", "ball_mask", "exact_metrics", "voxel_metrics", "grid_error_table",
-           "grid_error_bound", "exceeds_grid_error"]
+           "grid_error_bound", "exceeds_grid_error", "grid_error_at_spacing"]
 
 QUADRATURE_POINTS = 200_000
 #: The metrics whose grid error is measured (HD95 in both variants, the two average distances, contour F1).
@@ -131,6 +131,18 @@ def grid_error_table(radii_mm: Sequence[float], *, spacing, shift_mm: float = 0.
                          "abs_error_mean": float(np.abs(err).mean()) if v.size else np.nan,
                          "abs_error_max": float(np.abs(err).max()) if v.size else np.nan, "n_offsets": int(v.size)})
     return pd.DataFrame(rows)
+
+
+def grid_error_at_spacing(spacing, *, radii_voxels: Sequence[float] = (0.75, 1, 1.5, 2, 3, 4, 6), n_offsets: int = 6,
+                          seed: int = 0) -> pd.DataFrame:
+    """:func:`grid_error_table` at one spacing, the way the study reads it: radii in in-plane voxels (the larger of
+    the last two spacings), shapes shifted by half an in-plane voxel and grown by half a voxel, contour F1 at one
+    in-plane voxel (the study's primary tolerance)."""
+    spacing = tuple(float(s) for s in spacing)
+    voxel = max(spacing[-2:])
+    radii = [float(r) * voxel for r in radii_voxels]
+    return pd.concat([grid_error_table(radii, spacing=spacing, tolerance_mm=voxel, n_offsets=n_offsets, seed=seed,
+                                       **{key: 0.5 * voxel}) for key in ("shift_mm", "grow_mm")], ignore_index=True)
 
 
 def grid_error_bound(errors: pd.DataFrame, *, metric: str, n_voxels: float) -> float:

@@ -73,6 +73,9 @@ def plot_specification_curves(grid: pd.DataFrame, *, dataset: str, stratum: str 
     return fig
 
 
+_STYLES = ("-", "--", ":", "-.")
+
+
 def plot_grid_error(errors: pd.DataFrame, *, title: str = ""):
     """The grid's own error (:func:`helpers.metrics.grid_error.grid_error_table` rows): the largest absolute error of
     each metric against the shape's size in voxels, one panel per perturbation (shift, grow), one line per spacing
@@ -81,9 +84,12 @@ def plot_grid_error(errors: pd.DataFrame, *, title: str = ""):
     fig, axes = subplots(1, len(kinds), figsize=(4.6 * len(kinds), 3.4), squeeze=False)
     for ax, kind in zip(axes[0], kinds):
         sub = errors[errors["perturbation"] == kind]
+        metrics = list(dict.fromkeys(errors["metric"]))
+        spacings = list(dict.fromkeys(errors["spacing"]))
         for (spacing, name), part in sub.groupby(["spacing", "metric"], sort=False):
             part = part.sort_values("n_voxels")
             ax.plot(part["n_voxels"], part["abs_error_max"], marker="o", markersize=3,
+                    color=f"C{metrics.index(name)}", linestyle=_STYLES[spacings.index(spacing) % len(_STYLES)],
                     label=f"{label(name)} ({spacing})")
         ax.set_xscale("log")
         ax.set_xlabel("lesion size (voxels)")

@@ -64,9 +64,10 @@ class Section:
 SECTIONS: tuple[Section, ...] = (
     Section(
         "metric_definitions", "00_metric_definitions.ipynb", "Metric definitions", scope="study", part="method",
-        results=("metric_definitions_empty_masks.csv", "metric_definitions_lesion_example.csv"),
+        results=("metric_definitions_empty_masks.csv", "metric_definitions_lesion_example.csv",
+                 "metric_definitions_grid_error.csv"),
         figures=("metric_definitions_shifted_square.png", "metric_definitions_hd95_variants.png",
-                 "metric_definitions_lesions.png"),
+                 "metric_definitions_lesions.png", "metric_definitions_grid_error.png"),
     ),
     Section(
         "data", "01_data.ipynb", "Data",
