@@ -136,8 +136,8 @@ def dataset_spacing(cases: Sequence) -> tuple[float, ...]:
 def dataset_grid_error(cases: Sequence, *, radii_voxels: Sequence[float] = (0.75, 1, 1.5, 2, 3, 4, 6),
                        n_offsets: int = 6, seed: int = 0) -> pd.DataFrame:
     """The grid error (:func:`helpers.metrics.grid_error.grid_error_table`) at a dataset's spacing: discs or balls
-    of ``radii_voxels`` in-plane voxels shifted by half an in-plane voxel and grown by half a voxel, contour F1 at
-    the study's primary tolerance (one in-plane voxel)."""
+    of ``radii_voxels`` in-plane voxels shifted and grown by 0.3, 0.6 and 0.9 in-plane voxels, contour F1 at the
+    study's primary tolerance (one in-plane voxel; :func:`helpers.metrics.grid_error.grid_error_at_spacing`)."""
     return grid_error_at_spacing(dataset_spacing(cases), radii_voxels=radii_voxels, n_offsets=n_offsets, seed=seed)
 
 

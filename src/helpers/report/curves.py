@@ -78,15 +78,16 @@ _STYLES = ("-", "--", ":", "-.")
 
 def plot_grid_error(errors: pd.DataFrame, *, title: str = ""):
     """The grid's own error (:func:`helpers.metrics.grid_error.grid_error_table` rows): the largest absolute error of
-    each metric against the shape's size in voxels, one panel per perturbation (shift, grow), one line per spacing
-    and metric. Returns the figure."""
+    each metric (over the perturbation amounts) against the shape's size in voxels, one panel per perturbation
+    (shift, grow), one colour per metric and one line style per spacing. Returns the figure."""
     kinds = list(dict.fromkeys(errors["perturbation"]))
-    fig, axes = subplots(1, len(kinds), figsize=(4.6 * len(kinds), 3.4), squeeze=False)
+    fig, axes = subplots(1, len(kinds), figsize=(4.6 * len(kinds) + 2.4, 3.4), squeeze=False)
     for ax, kind in zip(axes[0], kinds):
         sub = errors[errors["perturbation"] == kind]
         metrics = list(dict.fromkeys(errors["metric"]))
         spacings = list(dict.fromkeys(errors["spacing"]))
         for (spacing, name), part in sub.groupby(["spacing", "metric"], sort=False):
+            part = part.groupby("radius_mm").agg(n_voxels=("n_voxels", "mean"), abs_error_max=("abs_error_max", "max"))
             part = part.sort_values("n_voxels")
             ax.plot(part["n_voxels"], part["abs_error_max"], marker="o", markersize=3,
                     color=f"C{metrics.index(name)}", linestyle=_STYLES[spacings.index(spacing) % len(_STYLES)],
@@ -94,7 +95,8 @@ def plot_grid_error(errors: pd.DataFrame, *, title: str = ""):
         ax.set_xscale("log")
         ax.set_xlabel("lesion size (voxels)")
         ax.set_ylabel("largest |voxel - exact| (mm; F1 unitless)")
-        ax.set_title(f"{kind} by half a voxel" if not title else f"{title}: {kind}")
-    axes[0, -1].legend(fontsize=6, loc="upper right")
+        verb = {"shift": "shifted", "grow": "grown"}.get(kind, kind)
+        ax.set_title(f"{verb} by a sub-voxel amount" if not title else f"{title}: {verb}")
+    axes[0, -1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.tight_layout()
     return fig
