@@ -226,3 +226,45 @@ def test_grid_error_table_shrinks_with_size_and_bounds_a_difference():
 def test_mesh_based_values_match_the_analytic_ones_when_installed():
     pytest.importorskip("pymeshmetrics")
     pytest.skip("pymeshmetrics installed, but the comparison is not written yet (see the chapter's closing note)")
+
+
+def test_the_primary_specification_is_the_study_own_q1_comparison():
+    """Cross-check on real masks: the grid's primary Q1 differences equal the differences of the study's own
+    common-set Q1 means (helpers.analysis.aggregate over the long tables of the same lesion tables)."""
+    from types import SimpleNamespace
+
+    from scipy import ndimage
+
+    from helpers import analysis
+    from helpers.analysis.multiverse_tables import lesion_frame
+    from helpers.evaluation import evaluate_case_tables, lesion_rows, reference_quartile_edges
+    from helpers.metrics.lesions import assign_quartiles
+
+    rng = np.random.default_rng(5)
+    case_rows, long_frames, wide_frames = [], [], []
+    for k in range(6):
+        ref = np.zeros((64, 64), bool)
+        for _ in range(8):
+            r = rng.uniform(1.0, 5.0)
+            ref |= ball_mask(ref.shape, rng.uniform(6, 58, 2), r, (1.0, 1.0))
+        case = SimpleNamespace(case_id=f"c{k}", mask=ref, ignore=None, spacing=(1.0, 1.0))
+        preds = {"A": ref.copy(), "B": ndimage.binary_dilation(ref), "C": np.roll(ref, 1, axis=1)}
+        preds["A"][rng.integers(0, 64), :] = False
+        for model, pred in preds.items():
+            rows, table = evaluate_case_tables(case, pred, dataset="toy", model=model, tolerance=1.0)
+            case_rows.extend(rows)
+            long_frames.append(lesion_rows(table, dataset="toy", model=model, case_id=case.case_id))
+            wide_frames.append(lesion_frame(table, model=model, case_id=case.case_id, penalty_mm=1.0,
+                                            tolerance_columns={1: "contour_f1", 2: "contour_f1", 3: "contour_f1"}))
+    per_case = pd.DataFrame(case_rows)
+    per_lesion = pd.concat(long_frames, ignore_index=True)
+    per_lesion["quartile"] = assign_quartiles(per_lesion["area_fraction"], reference_quartile_edges(per_lesion))
+    agg = analysis.aggregate(analysis.analysis_units(per_case, per_lesion))
+    means = agg[agg["stratum"] == "Q1"].set_index(["metric", "model"])["value"]
+    wide = pd.concat(wide_frames, ignore_index=True)
+    primary = {a.name: (a.primary,) for a in AXES}
+    grid = specification_grid({("full", 1): wide}, dataset="toy", axes=primary, strata=("Q1",), n_resamples=20)
+    assert len(grid) == 3 * 3 and grid["is_primary"].all()
+    for row in grid.itertuples():
+        assert row.difference == pytest.approx(means[(row.metric, row.model_a)] - means[(row.metric, row.model_b)])
+        assert row.dice_difference == pytest.approx(means[("dice", row.model_a)] - means[("dice", row.model_b)])
