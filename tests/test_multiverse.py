@@ -10,6 +10,7 @@ from scipy import integrate
 
 from helpers.analysis.multiverse import (
     AXES, AXIS_BY_NAME, FAMILIES, Specification, reversal_shares, specification_grid, specifications,
+    summary_sentences,
 )
 from helpers.metrics.grid_error import (
     ball_mask, exact_metrics, exceeds_grid_error, grid_error_bound, grid_error_table, voxel_metrics,
@@ -84,6 +85,10 @@ def test_reversal_only_under_pooled_hd95_has_the_pooled_share():
     assert not hd[hd["axis"] == "all"]["primary_reversed"].astype(bool).any()
     others = shares[(shares["metric"] != "hd95") & (shares["axis"] == "all")]
     assert (others["share_reversed"] == 0.0).all()
+    lines = summary_sentences(shares, datasets=["toy", "absent"])
+    assert "absent, Q1: cannot be assessed (no pair of models with Q1 lesions)." in lines
+    assert "toy, Q1: no reversal of A and B by hd95 under the primary definition, but one in 50% of the " \
+           "specifications." in lines
 
 
 def _sensitive_tables():

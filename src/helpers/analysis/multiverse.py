@@ -254,13 +254,18 @@ def _case_means(values, cases, n_cases):
 
 
 def top_pairs(table: pd.DataFrame, *, top_k: int = 3) -> list[tuple[str, str]]:
-    """The pairs among the ``top_k`` models by mean Q1 Dice under the primary specification (common set), each
-    ordered (better Dice, worse Dice); every model when there are fewer."""
+    """The pairs among the ``top_k`` models by mean Q1 Dice under the primary specification (common set; every Q1
+    lesion with the miss penalty when no Q1 lesion is common to all models), each ordered (better Dice, worse Dice);
+    every model when there are fewer."""
     models = sorted(table["model"].astype(str).unique())
     spec = Specification.primary("hd95")
     detected, values = _detected_values(table, spec.min_overlap, ["dice"])
-    keep = _selection(table, detected, models, spec, "Q1")
-    means = pd.Series(values["dice"].to_numpy()[keep]).groupby(table["model"].to_numpy()[keep]).mean()
+    for lesion_set in ("common", "all_with_penalty"):  # no Q1 lesion in common: rank on every Q1 lesion instead
+        spec = Specification(**{**spec.as_dict(), "lesion_set": lesion_set})
+        keep = _selection(table, detected, models, spec, "Q1")
+        means = pd.Series(values["dice"].to_numpy()[keep]).groupby(table["model"].to_numpy()[keep]).mean()
+        if len(means) >= 2:
+            break
     ranked = [m for m in means.sort_values(ascending=False, kind="stable").index][:top_k]
     return [(a, b) for i, a in enumerate(ranked) for b in ranked[i + 1:]]
 
@@ -467,13 +472,17 @@ def joint_tests(case_differences: dict, *, dataset: str, n_permutations: int = 1
                                        "n_cases", "n_columns", "method"])
 
 
-def summary_sentences(shares: pd.DataFrame, joint: pd.DataFrame | None = None, *, stratum: str = "Q1") -> list[str]:
+def summary_sentences(shares: pd.DataFrame, joint: pd.DataFrame | None = None, *, stratum: str = "Q1",
+                      datasets: Sequence[str] = ()) -> list[str]:
     """The summary in plain sentences: per dataset, each reversal the primary specification finds (Dice and a
     boundary metric ordering a pair oppositely) with the share of specifications in which it holds and the
     axis value under which it holds least, then the reversals the primary specification does not find but some
-    specifications do."""
+    specifications do; a dataset of ``datasets`` without a row is named as not assessable."""
     overall = shares[(shares["axis"] == "all") & (shares["stratum"] == stratum)]
     lines = []
+    for dataset in datasets or ():
+        if dataset not in set(overall["dataset"]):
+            lines.append(f"{dataset}, {stratum}: cannot be assessed (no pair of models with {stratum} lesions).")
     for dataset, sub in overall.groupby("dataset", sort=False):
         found = sub[sub["primary_reversed"].fillna(False).astype(bool)]
         for row in found.itertuples():
