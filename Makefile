@@ -16,7 +16,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.honest-installed
 NBVAL_WS := build/nbval
 # The committed notebooks in dependency order (nbval executes them in this order).
-NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]*_*.ipynb))
 
 .PHONY: study book test unit nbval nbval-perturbed browser browser-deps install notebooks benchmark clean
 

@@ -541,7 +541,7 @@ def test_runner_on_a_local_cluster_runs_both_datasets_and_passes_the_address(tmp
     for section in sections.SECTIONS:
         nb = nbformat.v4.new_notebook()
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-        extra = 'datasets = ["wmh"]\n' if section.name == "cross_dataset" else ""
+        extra = 'datasets = ["wmh"]\n' if section.name in ("cross_dataset", "multiverse") else ""
         extra += "scheduler = None\n" if section.name == "training" else ""
         params = nbformat.v4.new_code_cell(
             f'dataset = "wmh"\nprofile = "t"\nworkspace = "ws"\nseed = 0\n{extra}')
@@ -592,7 +592,7 @@ def _tiny_project(root, training_body: str, *, datasets=("wmh", "lits")):
     for section in sections.SECTIONS:
         nb = nbformat.v4.new_notebook()
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-        extra = 'datasets = ["wmh"]\n' if section.name == "cross_dataset" else ""
+        extra = 'datasets = ["wmh"]\n' if section.name in ("cross_dataset", "multiverse") else ""
         extra += "scheduler = None\n" if section.name == "training" else ""
         params = nbformat.v4.new_code_cell(f'dataset = "wmh"\nprofile = "t"\nworkspace = "ws"\nseed = 0\n{extra}')
         params.metadata["tags"] = ["parameters"]

@@ -46,7 +46,7 @@ def project(tmp_path, monkeypatch):
     (tmp_path / "profiles").mkdir()
     (tmp_path / "notebooks").mkdir()
     for section in sections.SECTIONS:
-        nb = _notebook('datasets = ["wmh"]\n' if section.name == "cross_dataset" else "")
+        nb = _notebook('datasets = ["wmh"]\n' if section.name in ("cross_dataset", "multiverse") else "")
         nb.cells[2].source = nb.cells[2].source.replace("{SECTION}", section.name)
         nbformat.write(nb, tmp_path / "notebooks" / section.notebook)
     monkeypatch.setenv("HONEST_PROJECT_ROOT", str(tmp_path))
@@ -204,7 +204,7 @@ def test_run_rerun_and_book_in_a_workspace_outside_the_clone(tmp_path, monkeypat
     for page, text in BOOK_PAGES.items():
         (project / "book" / page).write_text(text)
     for section in sections.SECTIONS:
-        nb = _notebook('datasets = ["wmh"]\n' if section.name == "cross_dataset" else "")
+        nb = _notebook('datasets = ["wmh"]\n' if section.name in ("cross_dataset", "multiverse") else "")
         nb.cells[2].source = nb.cells[2].source.replace("{SECTION}", section.name)
         nbformat.write(nb, project / "notebooks" / section.notebook)
     monkeypatch.setenv("HONEST_PROJECT_ROOT", str(project))

@@ -22,8 +22,11 @@ from helpers.runner.sections import (
 
 __all__ = [
     "Task", "notebooks_dir", "notebook_parameters", "plan", "notebook_source_hash", "code_hash", "assign_keys",
-    "stamp_path", "executed_path", "is_up_to_date",
+    "stamp_path", "executed_path", "is_up_to_date", "DATASETS_SECTIONS",
 ]
+
+#: The study sections that read every dataset's sections: the runner passes them ``datasets`` (the profile's).
+DATASETS_SECTIONS = ("cross_dataset", "multiverse")
 
 
 @dataclass
@@ -74,7 +77,7 @@ def plan(profile: dict, profile_path: Path, workspace: str, *, datasets: Iterabl
 
     def add(section: Section, dataset: str, extra: dict, origin: str) -> None:
         params = {**base, "dataset": dataset, **extra}
-        if section.name == "cross_dataset":
+        if section.name in DATASETS_SECTIONS:
             params.setdefault("datasets", list(profile["datasets"]))
         tasks.append(Task(section, dataset, params, origin))
 
@@ -100,7 +103,7 @@ def _validate_parameters(task: Task, profile_path: Path) -> None:
     path = notebooks_dir() / task.section.notebook
     declared = notebook_parameters(path)
     where = f"{relative(profile_path)} ({task.origin})"
-    for name in RUNNER_PARAMETERS + (("datasets",) if task.section.name == "cross_dataset" else ()):
+    for name in RUNNER_PARAMETERS + (("datasets",) if task.section.name in DATASETS_SECTIONS else ()):
         if name not in declared:
             raise StudyError(f"{relative(path)}: the parameters cell lacks {name!r}, which the runner always passes")
     unknown = sorted(set(task.params) - set(declared))

@@ -64,9 +64,10 @@ class Section:
 SECTIONS: tuple[Section, ...] = (
     Section(
         "metric_definitions", "00_metric_definitions.ipynb", "Metric definitions", scope="study", part="method",
-        results=("metric_definitions_empty_masks.csv", "metric_definitions_lesion_example.csv"),
+        results=("metric_definitions_empty_masks.csv", "metric_definitions_lesion_example.csv",
+                 "metric_definitions_grid_error.csv"),
         figures=("metric_definitions_shifted_square.png", "metric_definitions_hd95_variants.png",
-                 "metric_definitions_lesions.png"),
+                 "metric_definitions_lesions.png", "metric_definitions_grid_error.png"),
     ),
     Section(
         "data", "01_data.ipynb", "Data",
@@ -120,6 +121,13 @@ SECTIONS: tuple[Section, ...] = (
                  "agreement_at_resolution.csv"),
         figures=("overall_vs_small_lesion_comparison.png", "quartile_disagreement.png", "ranking_reversal_matrix.png",
                  "qualitative_small_lesion_examples.png"),
+    ),
+    Section(
+        "multiverse", "08b_multiverse.ipynb", "Which conclusions survive every definition?", scope="study",
+        depends=("data", "training", "evaluation"), part="across",
+        results=("multiverse.csv", "multiverse_shares.csv", "multiverse_joint_tests.csv",
+                 "multiverse_grid_error.csv", "multiverse_primary_vs_grid_error.csv", "multiverse_timing.json"),
+        figures=("multiverse_curve_wmh.png", "multiverse_curve_lits.png", "multiverse_curve_idrid.png"),
     ),
     Section(
         "failure_modes", "09_failure_modes.ipynb", "Failure-mode laboratory", scope="study", part="across",

@@ -17,6 +17,7 @@ from helpers.stats.inference.wide import as_rng, as_level, as_count, check_nan_p
 from helpers.stats.inference.paired import (
     cohens_dz, hedges_correction, SignFlipResult, sign_flip_test, min_attainable_p, attainable_p_table, holm_adjust,
     detectable_difference,
+    JointSignFlipResult, joint_sign_flip_test,
 )
 from helpers.stats.inference.equivalence import (
     EquivalenceResult, tost_paired, signflip_equivalence, smallest_equivalence_margin,
@@ -31,5 +32,6 @@ __all__ = [
     "hedges_correction", "SignFlipResult", "sign_flip_test", "min_attainable_p", "attainable_p_table",
     "holm_adjust", "FriedmanResult", "friedman_test", "nemenyi_q", "nemenyi_critical_difference", "NemenyiResult",
     "nemenyi_test", "FriedmanNemenyi", "friedman_then_nemenyi", "EquivalenceResult", "tost_paired",
-    "signflip_equivalence", "smallest_equivalence_margin", "detectable_difference",
+    "signflip_equivalence", "smallest_equivalence_margin", "detectable_difference", "JointSignFlipResult",
+    "joint_sign_flip_test",
 ]

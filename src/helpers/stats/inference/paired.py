@@ -46,7 +46,7 @@ from helpers.base.checks import as_count, as_level, as_rng
 
 __all__ = [
     "cohens_dz", "hedges_correction", "SignFlipResult", "sign_flip_test", "min_attainable_p", "attainable_p_table",
-    "holm_adjust", "all_sign_sums", "detectable_difference",
+    "holm_adjust", "all_sign_sums", "detectable_difference", "JointSignFlipResult", "joint_sign_flip_test",
 ]
 
 
@@ -214,6 +214,88 @@ def sign_flip_test(
         ),
         min_attainable_p=1.0 / (1 + n_permutations),
     )
+
+
+@dataclass(frozen=True)
+class JointSignFlipResult:
+    """Result of :func:`joint_sign_flip_test`: ``p_value``, the observed ``statistic`` (the largest standardised
+    column sum), ``n`` units, ``n_columns`` (columns with a non-zero difference), ``n_sign_vectors``, ``exact``
+    and ``method`` as :class:`SignFlipResult`."""
+
+    p_value: float
+    statistic: float
+    n: int
+    n_columns: int
+    n_sign_vectors: int
+    exact: bool
+    method: str
+
+
+def _sign_matrix(n: int, *, exact: bool, n_permutations: int, rng) -> np.ndarray:
+    if exact:
+        bits = (np.arange(2**n)[:, None] >> np.arange(n)[None, :]) & 1
+    else:
+        bits = rng.integers(0, 2, (n_permutations, n), dtype=np.int8)
+    return 2.0 * bits.astype(np.float64) - 1.0
+
+
+def joint_sign_flip_test(differences, *, max_exact_n: int = 14, n_permutations: int = 10_000,
+                         seed=0) -> JointSignFlipResult:
+    """Sign-flip test of many paired comparisons on the same units at once (a family of specifications).
+
+    Parameters
+    ----------
+    differences : array_like, 2-D ``(n_units, n_columns)``
+        Column j holds the paired differences of comparison j per unit (e.g. a case's mean difference under
+        specification j); 0 where a unit has no value in that comparison. Finite.
+    max_exact_n, n_permutations, seed
+        As :func:`sign_flip_test` (exact enumeration of all 2^n sign vectors up to ``max_exact_n`` units).
+
+    Notes
+    -----
+    H0: every unit's whole row of differences is symmetric about 0 (the two models exchangeable within a unit,
+    under every specification at once). One sign per unit flips the unit's entire row, so the dependence between
+    the columns is kept. Statistic: ``max_j |sum_i s_i d_ij| / sqrt(sum_i d_ij^2)`` (each column's sum scaled by
+    its sign-invariant norm; columns of zeros are left out), so the family of columns is one test (a max-type
+    correction, Westfall and Young 1993). p as :func:`sign_flip_test`: the share of sign vectors reaching the
+    observed statistic (exact, counting the observed one), or ``(1 + hits) / (1 + B)`` (Monte Carlo). NaN when
+    no column has a non-zero difference.
+    """
+    d = np.asarray(differences, dtype=float)
+    if d.ndim != 2 or d.shape[0] == 0:
+        raise ValueError(f"differences must be a non-empty 2-D (units x columns) array, got shape {d.shape}")
+    if not np.isfinite(d).all():
+        raise ValueError("differences must be finite (put 0 where a unit has no value)")
+    max_exact_n = as_count(max_exact_n, "max_exact_n", minimum=0)
+    n_permutations = as_count(n_permutations, "n_permutations")
+    norm = np.sqrt(np.sum(d**2, axis=0))
+    d = d[:, norm > 0] / norm[norm > 0]
+    n = d.shape[0]
+    if d.shape[1] == 0:
+        return JointSignFlipResult(float("nan"), float("nan"), n, 0, 0, True, "no column with a difference")
+    observed = float(np.max(np.abs(d.sum(axis=0))))
+    exact = n <= max_exact_n
+    hits, total = 0, 0
+    rng = None if exact else as_rng(seed)
+    batch = max(1, 2**20 // max(n * d.shape[1], 1))
+    if exact:
+        signs = _sign_matrix(n, exact=True, n_permutations=0, rng=None)
+        for start in range(0, signs.shape[0], batch):
+            stats = np.max(np.abs(signs[start:start + batch] @ d), axis=1)
+            hits += int(np.count_nonzero(stats >= observed * (1.0 - 1e-9)))
+        total = signs.shape[0]
+        p = hits / total
+        method = f"exact joint sign-flip (all 2^{n} = {total} sign vectors, {d.shape[1]} columns)"
+    else:
+        while total < n_permutations:
+            size = min(batch, n_permutations - total)
+            signs = _sign_matrix(n, exact=False, n_permutations=size, rng=rng)
+            hits += int(np.count_nonzero(np.max(np.abs(signs @ d), axis=1) >= observed * (1.0 - 1e-9)))
+            total += size
+        p = (1 + hits) / (1 + total)
+        method = (f"Monte Carlo joint sign-flip ({total} random sign vectors, seed-controlled; n = {n} > "
+                  f"max_exact_n = {max_exact_n}; {d.shape[1]} columns)")
+    return JointSignFlipResult(float(p), observed, n, int(d.shape[1]), int(total), exact, method)
 
 
 def min_attainable_p(n_units: int, *, n_comparisons: int = 1) -> float:
