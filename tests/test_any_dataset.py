@@ -138,6 +138,8 @@ def test_evaluation_only_split_holds_every_case_as_test_and_round_trips():
     assert splits.Splits.from_json(split.to_json()) == split
     with pytest.raises(ValueError, match="'train' is empty"):
         splits.Splits(train=(), val=("a",), test=("b",))
+    marked = [type("C", (), {"case_id": c, "subset": "test", "meta": {"evaluation_only": True}})() for c in "xy"]
+    assert splits.make_splits(marked, seed=0).evaluation_only  # a user dataset's cases: nothing to train on
 
 
 # ---- the evaluate command --------------------------------------------------------------------------------------
@@ -286,5 +288,5 @@ def test_single_model_through_evaluate_to_a_built_book(tmp_path, capsys):
     assert np.allclose(dice, 2 * 8 / 20)
     edges = json.loads((ws / "results" / "toy" / "quartile_edges.json").read_text())
     assert edges["n_reference_lesions"] == 6  # the quartile edges come from this dataset's reference lesions
-    manifest = json.loads((ws / "results" / "toy" / "data_manifest.json").read_text())
-    assert manifest["data_source"] == "user"
+    report = json.loads((ws / "results" / "toy" / "data_report.json").read_text())
+    assert report["data_source"].startswith("user")

@@ -37,7 +37,7 @@ from helpers.base.plots import get_axes, pyplot
 from helpers.base.progress import progress_bar
 
 __all__ = [
-    "find_cases", "dataset_folder", "read_case", "read_case_files", "is_user_dataset", "load_cases", "manifest_root", "load_split_cases",
+    "find_cases", "dataset_folder", "read_case", "load_cases", "manifest_root", "load_split_cases",
     "describe_cases", "DatasetSummary", "q1_upper_bound", "summary_table", "quartile_edges", "prepare_dataset",
     "load_summary", "check_dataset", "plot_lesion_sizes", "plot_examples", "plot_small_lesions",
 ]
@@ -69,16 +69,9 @@ def find_cases(dataset: str, root, options: LoaderOptions | None = None) -> list
     seen = {}
     for f in found:
         if f.case_id in seen:
-            raise ValueError(f"case id {f.case_id!r} appears twice: {str(seen[f.case_id])!r} and "
-                             f"{str(_first_file(f))!r}")
-        seen[f.case_id] = _first_file(f)
+            raise ValueError(f"case id {f.case_id!r} appears twice: {str(seen[f.case_id])!r} and {f.first_file}")
+        seen[f.case_id] = f.first_file
     return found
-
-
-def _first_file(files: CaseFiles):
-    """The file a case is known by in messages: its first image, else its first label file (a user dataset
-    without images)."""
-    return files.images[0] if files.images else next(iter(files.labels.values()), None)
 
 
 def _find(spec: datasets.Dataset, root: Path, options: LoaderOptions) -> list[CaseFiles]:
@@ -150,18 +143,6 @@ def read_case(files: CaseFiles) -> Case:
     if not isinstance(files, CaseFiles):
         raise TypeError(f"files must be a CaseFiles, got {type(files).__name__}")
     return datasets.get(files.dataset).read(files)
-
-
-def read_case_files(files: CaseFiles, *, image: bool = True) -> Case:
-    """:func:`read_case`; for a user dataset (``data_source="user"``) without its image when ``image`` is False
-    (the reference mask stands in for it: evaluation needs no image)."""
-    spec = datasets.get(files.dataset)
-    return spec.read(files, image=image) if spec.data_source == "user" else read_case(files)
-
-
-def is_user_dataset(dataset: str) -> bool:
-    """Whether ``dataset`` is a user's dataset of the registry (evaluated only)."""
-    return datasets.is_dataset(dataset) and datasets.get(dataset).data_source == "user"
 
 
 def load_cases(dataset: str, root, options: LoaderOptions | None = None, *, case_ids=None,
@@ -358,17 +339,13 @@ def prepare_dataset(
     prep_options = dict(preprocessing or {})
     root, generator = _dataset_root(ws, spec, data_root, seed=seed, synthetic=synthetic)
     found = find_cases(dataset, root, loader)
-    if spec.data_source == "user":  # evaluated only: every case is a test case
-        splits = splits_mod.evaluation_split(found)
-    else:
-        splits = splits_mod.make_splits(found, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
+    splits = splits_mod.make_splits(found, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
     _clear_prepared(ws, dataset)
     prepared = _prepare_cases(ws, spec, found, splits.split_of(), root=root, prep_options=prep_options,
                               connectivity=connectivity, progress=progress)
     manifest = {
         "dataset": dataset, "source": "synthetic" if generator is not None else str(Path(root).resolve()),
         "synthetic": generator is not None, "generator": generator, "n_cases": len(found),
-        "data_source": spec.data_source,
         "options": {"loader": loader.as_dict(), "preprocessing": prep_options, "val_fraction": val_fraction,
                     "test_fraction": test_fraction, "connectivity": connectivity, "seed": int(seed)},
         "root": str(Path(root).resolve()),
@@ -411,24 +388,21 @@ def _prepare_cases(ws: Workspace, spec: datasets.Dataset, found: list[CaseFiles]
                    prep_options: dict, connectivity, progress: bool) -> _Prepared:
     """Read, enumerate the lesions of, prepare and save every case, one at a time."""
     rows, tables, facts = [], [], []
-    record = None
-    user = spec.data_source == "user"
+    record, user = None, spec.data_source == "user"
     for files in progress_bar(found, progress=progress, desc=f"prepare {spec.name}"):
-        case = spec.read(files, image=False) if user else read_case(files)
+        case = datasets.read_case_files(files, image=False)
         split = split_of[case.case_id]
         table = lesion_table(case.mask, spacing=case.spacing, connectivity=connectivity)
         table.insert(0, "case_id", case.case_id)
         table.insert(0, "split", split)
         table.insert(0, "dataset", spec.name)
         tables.append(table)
-        if user:  # evaluated only: nothing is trained on a user dataset, so nothing is prepared for training
-            record, prepared_shape = {"dataset": spec.name, "prepared": "none: evaluated only"}, ()
-        else:
+        record, prepared_shape = {"dataset": spec.name, "prepared": "none: evaluated only"}, ()
+        if not user:  # nothing is trained on a user dataset (evaluated only), so nothing is prepared for it
             prepared = prep.prepare_case(case, spec.recipe, **prep_options)
             prep.save_prepared(ws, spec.name, prepared)
             record, prepared_shape = prepared.record, prepared.image.shape
-        rows.append(_case_row(spec.name, case, split, root=root, n_lesions=len(table),
-                              prepared_shape=prepared_shape))
+        rows.append(_case_row(spec.name, case, split, root=root, n_lesions=len(table), prepared_shape=prepared_shape))
         facts.append(_case_facts(case, len(table)))
     lesions = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     return _Prepared(pd.DataFrame(rows), lesions, facts, record)
@@ -517,7 +491,7 @@ def _recount(summary: DatasetSummary, found: dict, connectivity) -> tuple[list, 
         if case_id not in found:
             missing.append(case_id)
             continue
-        n = label_lesions(read_case_files(found[case_id], image=False).mask, connectivity=connectivity)[1]
+        n = label_lesions(datasets.read_case_files(found[case_id], image=False).mask, connectivity=connectivity)[1]
         checked += 1
         if n != int(row["n_lesions"]) or n != int(counts_per_case.get(case_id, 0)):
             mismatched.append(f"{case_id}: {n} re-counted, {int(row['n_lesions'])} in cases.csv, "
@@ -546,15 +520,11 @@ def plot_lesion_sizes(lesions: pd.DataFrame, *, ax=None, split: str | None = "te
     return ax
 
 
-def _prepared_for_picture(ws, dataset: str, case_id: str):
-    """The prepared case the data section saved; a user dataset (nothing prepared: evaluated only) is read and
-    prepared here, for the picture alone."""
-    spec = datasets.get(dataset)
-    if spec.data_source != "user":
+def _prepared_for_picture(ws, dataset: str, case_id: str):  # a user dataset's are prepared for the picture only
+    if not datasets.is_user_dataset(dataset):
         return prep.load_prepared(ws, dataset, case_id)
-    root, options = manifest_root(ws, dataset)
-    files = next(f for f in find_cases(dataset, root, options) if f.case_id == str(case_id))
-    return prep.prepare_case(read_case(files), spec.recipe)
+    files = next(f for f in find_cases(dataset, *manifest_root(ws, dataset)) if f.case_id == str(case_id))
+    return prep.prepare_case(read_case(files), datasets.get(dataset).recipe)
 
 
 def plot_examples(ws, dataset: str, case_ids, *, axes=None):

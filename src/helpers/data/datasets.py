@@ -38,7 +38,8 @@ from helpers.data.preprocessing import (
 )
 
 __all__ = ["PaperFacts", "Dataset", "REGISTRY", "DATASETS", "get", "display_name", "loader_options", "is_dataset",
-           "known", "register_user", "register_workspace", "USER_DATASETS_FILE"]
+           "known", "register_user", "register_workspace", "USER_DATASETS_FILE", "read_case_files",
+           "is_user_dataset"]
 
 
 @dataclass(frozen=True)
@@ -211,7 +212,8 @@ def register_user(name: str, *, spatial_dims: int, display: str | None = None, c
         spatial_dims=spatial_dims, options=UserOptions, find=_user_find(name), read=read_user,
         generate=_no_generator,
         recipe=Recipe(name, "volume" if spatial_dims == 3 else "image", _normalize_user, _describe_user),
-        target_notes=(("target_meaning", "the chosen label value(s) of the reference masks"),),
+        target_notes=(("target_meaning", "the chosen label value(s) of the reference masks"),
+                      ("data_source", "user: a user's dataset, evaluated only (every case is a test case)")),
         ignore_region=ignore_region, data_source="user")
     REGISTRY[name] = entry
     return entry
@@ -241,6 +243,18 @@ def get(name) -> Dataset:
     if not isinstance(name, str) or name not in REGISTRY:
         raise ValueError(f"dataset must be one of {known()}, got {name!r}")
     return REGISTRY[name]
+
+
+def read_case_files(files, *, image: bool = True):
+    """Read one case listed by a finder (``helpers.data.find_cases``) through its entry; a user dataset's case
+    (``data_source="user"``) without its image when ``image`` is False (evaluation needs none)."""
+    spec = get(files.dataset)
+    return spec.read(files, image=image) if spec.data_source == "user" else spec.read(files)
+
+
+def is_user_dataset(name) -> bool:
+    """Whether ``name`` is a user's dataset of the registry (evaluated only)."""
+    return is_dataset(name) and REGISTRY[name].data_source == "user"
 
 
 def display_name(name: str) -> str:

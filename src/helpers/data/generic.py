@@ -310,7 +310,8 @@ def find_user(root: Path, options: UserOptions) -> list[CaseFiles]:
     for case_id, ref in refs.items():
         image = images / f"{case_id}_0000{ending}" if images is not None else None
         found.append(CaseFiles(dataset="", case_id=case_id, images=(image,) if image and image.is_file() else (),
-                               labels={"reference": ref}, subset="test", meta={"layout": options.layout},
+                               labels={"reference": ref}, subset="test",
+                               meta={"layout": options.layout, "evaluation_only": True},
                                options=options))
     return found
 

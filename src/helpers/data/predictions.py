@@ -291,7 +291,7 @@ def read_prediction(root, model: str, case, *, shape: tuple[int, ...] | None = N
     else:
         raise TypeError(f"case must be a case id or a Case with case_id and mask, got {type(case).__name__}")
     path = _find(Path(root) / model, case_id)
-    if not isinstance(case, str) and (case.meta or {}).get("target_labels"):
+    if not isinstance(case, str) and (getattr(case, "meta", None) or {}).get("target_labels"):
         return read_prediction_file(path, case)
     array = _load(path)
     if shape is not None and tuple(array.shape) != tuple(shape):

@@ -16,6 +16,8 @@ Rules
   offset ``u`` per group, all sorted by key); test takes the first cases of that order, validation the next,
   train the rest. Each split thus holds each site about in proportion, and every site as soon as the split
   has at least as many cases as there are sites.
+- When every case is marked ``meta["evaluation_only"]`` by its finder (a user's dataset, evaluated only) the split
+  is :func:`evaluation_split`: every case is a test case, train and validation are empty (``evaluation_only``).
 - A split that ends up empty is an error (a too-small dataset or fraction), never a silent empty list.
 
 A split is a frozen :class:`Splits` record (case ids per split as sorted tuples, none empty, none shared, and
@@ -45,7 +47,8 @@ from helpers.base.io import read_json, write_json
 from helpers.base.paths import Workspace
 
 __all__ = [
-    "SPLITS", "CV_PROTOCOLS", "Splits", "make_splits", "evaluation_split", "save_splits", "load_splits", "cv_folds", "cv_splits",
+    "SPLITS", "CV_PROTOCOLS", "Splits", "make_splits", "evaluation_split", "save_splits", "load_splits", "cv_folds",
+    "cv_splits",
     "cv_splits_table", "inner_split",
 ]
 
@@ -169,6 +172,8 @@ def make_splits(cases, *, seed: int, val_fraction: float = 0.2, test_fraction: f
     if len(set(ids)) != len(ids):
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         raise ValueError(f"cases: duplicate case ids {duplicates}")
+    if cases and all((c.meta or {}).get("evaluation_only") for c in cases):
+        return evaluation_split(cases)  # a user dataset's cases, marked by its finder: evaluated only
     official = any(c.subset == "test" for c in cases)
     sites = [(c.meta or {}).get("site") for c in cases]
     stratify = all(s is not None for s in sites) and len(set(sites)) > 1

@@ -60,8 +60,9 @@ from helpers.evaluation.cache import CaseCache, case_key, file_digest, reference
 
 __all__ = [
     "PER_CASE_FILE", "PER_LESION_FILE", "EDGES_FILE", "TOLERANCE_VOXELS", "in_plane_voxel_mm", "resolve_tolerances",
-    "tolerance_metrics", "evaluate_case_tables", "lesion_rows", "evaluate_one", "evaluate_cases", "reference_quartile_edges",
-    "inference_record", "UserCases", "evaluate_predictions", "SEEDS_FOLDER", "extra_seed_roots", "read_tables", "example_crops",
+    "tolerance_metrics", "evaluate_case_tables", "lesion_rows", "evaluate_one", "evaluate_cases",
+    "reference_quartile_edges", "inference_record", "UserCases", "evaluate_predictions", "SEEDS_FOLDER",
+    "extra_seed_roots", "read_tables", "example_crops",
 ]
 
 PER_CASE_FILE = "per_case_metrics.csv"
