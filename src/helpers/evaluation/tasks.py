@@ -19,6 +19,7 @@ from pathlib import Path
 from helpers import data as _data
 from helpers.compute.cluster import GridTask, open_cluster, run_grid
 from helpers.data import predictions as _predictions
+from helpers.data.datasets import is_dataset, register_workspace
 from helpers.evaluation.cache import CaseCache, case_key, file_digest, reference_digest
 from helpers.evaluation.tables import evaluate_case_tables, lesion_rows
 
@@ -34,9 +35,12 @@ def evaluation_params(tolerance: float, tolerances: Sequence[float], *, min_over
 
 
 def case_task(files, pred_path, *, dataset: str, model: str, params: dict, cache_root) -> dict:
-    """One case and one model: from the cache when present, else read, evaluated and cached. Returns
+    """One case and one model: from the cache when present, else read, evaluated and cached (``cache_root``: the
+    workspace root, whose recorded user datasets a fresh worker registers first). Returns
     ``case_id, model, cached, read_s, engine_s, peak_rss_bytes``."""
     t0 = time.perf_counter()
+    if not is_dataset(files.dataset):  # a worker process: the workspace's user datasets are registered here
+        register_workspace(cache_root)
     case = _data.read_case_files(files, image=False)
     cache = CaseCache(cache_root, dataset)
     key = case_key(reference_digest(case), file_digest(pred_path), {"dataset": dataset, "model": model, **params})
