@@ -66,7 +66,7 @@ def write_dataset(root: Path, volumes: int, seed: int = 0) -> Path:
         nz = int(rng.integers(200, 401))
         inplane, dz = float(rng.uniform(0.7, 0.8)), float(rng.uniform(1.0, 5.0))
         spacing = (inplane, inplane, dz)
-        lab = np.zeros((512, 512, nz), np.uint8)  # NIfTI order (x, y, z)
+        lab = np.zeros((512, 512, nz), np.uint8, order="F")  # NIfTI order (x, y, z), as NIfTI stores it
         cx, cy, cz = 200 + rng.integers(-20, 20), 260 + rng.integers(-20, 20), nz / 2
         ax_, ay_, az_ = 110 / inplane * 0.8, 80 / inplane * 0.8, min(nz / 2 - 2, 90 / dz)
         x = np.arange(512)[:, None]
@@ -88,7 +88,7 @@ def write_dataset(root: Path, volumes: int, seed: int = 0) -> Path:
         liver = lab > 0
         smallest = min(r for _, r in tumours)
         for m, model in enumerate(MODELS):
-            pred = liver.astype(np.uint8)
+            pred = liver.astype(np.uint8, order="F")
             for centre, radius in tumours:
                 if model == "shifted":
                     _sphere(pred, (centre[0] + 1 + m, centre[1] - 1, centre[2]), radius, spacing, 2)

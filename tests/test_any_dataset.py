@@ -271,9 +271,10 @@ def test_single_model_through_evaluate_to_a_built_book(tmp_path, capsys):
     preds = _predict(tmp_path / "preds" / "mymodel")
     ws = tmp_path / "ws"
     code, out, err = _run(["--nnunet", str(ds), "--predictions", str(preds), "--workspace", str(ws), "--label",
-                           "tumour"], capsys)
+                           "tumour", "--challenge-metrics", "wmh", "panoptic"], capsys)
     assert code == 0, err
     assert "failed" not in out
+    assert len(_cached(ws, "toy")) == 3  # the evaluation chapter took the cluster's rows from the cache
     executed = ws / "book" / "executed" / "toy"
     assert not list(executed.glob("*.failed.ipynb"))
     html = ws / "_build" / "html" / "book" / "executed" / "toy"
@@ -286,7 +287,44 @@ def test_single_model_through_evaluate_to_a_built_book(tmp_path, capsys):
     assert set(per_case["model"]) == {"mymodel"} and per_case["case_id"].nunique() == 3
     dice = per_case.query("metric == 'dice'")["value"]
     assert np.allclose(dice, 2 * 8 / 20)
+    assert np.allclose(per_case.query("metric == 'avd_percent'")["value"], 100 * 4 / 12)  # 8 of 12 voxels predicted
+    assert np.allclose(per_case.query("metric == 'lesion_f1'")["value"], 2 * 0.5 * 1 / 1.5)
     edges = json.loads((ws / "results" / "toy" / "quartile_edges.json").read_text())
     assert edges["n_reference_lesions"] == 6  # the quartile edges come from this dataset's reference lesions
     report = json.loads((ws / "results" / "toy" / "data_report.json").read_text())
     assert report["data_source"].startswith("user")
+
+
+# ---- challenge metric sets -------------------------------------------------------------------------------------
+
+
+def test_challenge_metric_sets_hand_derived_and_named_in_the_registry():
+    from helpers.metrics import METRICS
+    from helpers.metrics.challenge import CHALLENGE_SETS, challenge_metric_names, challenge_values
+
+    assert CHALLENGE_SETS["wmh"] == ("dice", "hd95", "avd_percent", "lesion_recall", "lesion_f1")
+    assert all(name in METRICS for s in CHALLENGE_SETS.values() for name in s)
+    names = challenge_metric_names(["wmh", "panoptic"])
+    assert names == ("avd_percent", "lesion_f1", "panoptic_quality")
+    ref = np.zeros((10, 10), bool)
+    ref[1:3, 1:3] = True  # lesion A, 4 px
+    ref[7, 7] = True  # lesion B, 1 px: missed
+    pred = np.zeros((10, 10), bool)
+    pred[1:3, 1:3] = True
+    pred[2, 2] = False  # 3 of A's 4 px: IoU 0.75
+    pred[5, 0:3] = True  # a false positive of 3 px
+    got = challenge_values(ref, pred, names=names)
+    assert got["avd_percent"] == (pytest.approx(100 * abs(6 - 5) / 5), "")  # 20 %
+    assert got["lesion_f1"][0] == pytest.approx(0.5)  # recall 1/2, precision 1/2
+    assert got["panoptic_quality"][0] == pytest.approx(0.75 / (1 + 0.5 + 0.5))
+    ignore = np.zeros((10, 10), bool)
+    ignore[5, :] = True  # the false positive lies in the ignore region
+    got = challenge_values(ref, pred, names=names, ignore=ignore)
+    assert got["avd_percent"][0] == pytest.approx(40.0)
+    assert got["lesion_f1"][0] == pytest.approx(2 * 0.5 * 1 / 1.5)
+    assert got["panoptic_quality"][0] == pytest.approx(0.75 / 1.5)
+    empty = challenge_values(np.zeros((4, 4), bool), np.zeros((4, 4), bool), names=names)
+    assert np.isnan(empty["avd_percent"][0]) and empty["avd_percent"][1] == "empty reference"
+    assert empty["panoptic_quality"][1] == "no lesion in either mask"
+    with pytest.raises(ValueError, match="unknown challenge metric set"):
+        challenge_metric_names(["brats"])

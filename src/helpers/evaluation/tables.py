@@ -52,6 +52,7 @@ from helpers.data import generic as _generic
 from helpers.data import predictions as _predictions
 from helpers.data import splits as _splits
 from helpers.base.io import read_json, write_csv, write_json
+from helpers.metrics.challenge import challenge_metric_names, challenge_values
 from helpers.metrics.lesions import FALSE_POSITIVE, REFERENCE, assign_quartiles, quartile_edges
 from helpers.metrics import metric, metric_names, split_tolerance_name, tolerance_name
 from helpers.base.paths import Workspace
@@ -126,10 +127,13 @@ def evaluate_case_tables(
     min_overlap: int = 1,
     connectivity: int | None = None,
     penalty: float | None = None,
+    challenge: Sequence[str] = (),
 ) -> tuple[list[dict], pd.DataFrame]:
     """Per-case rows and the lesion table of one case and one model (quartiles not yet assigned).
 
     ``case`` has ``case_id``, ``mask``, ``ignore`` and ``spacing`` (a :class:`helpers.data.layouts.Case`).
+    ``challenge``: challenge metric sets (:data:`helpers.metrics.challenge.CHALLENGE_SETS`) whose extra metrics
+    become rows too.
     """
     spacing = tuple(float(s) for s in case.spacing) if case.spacing is not None else None
     ignore = getattr(case, "ignore", None)
@@ -157,6 +161,11 @@ def evaluate_case_tables(
     recall = summary["lesion_recall"]
     rows.append({**base, "metric": "lesion_recall", "value": float(recall), "penalty": False,
                  "reason": "" if np.isfinite(recall) else "no reference lesion"})
+    names = challenge_metric_names(challenge)
+    if names:
+        values = challenge_values(case.mask, pred, names=names, ignore=ignore, connectivity=connectivity)
+        rows += [{**base, "metric": n, "value": float(values[n][0]), "penalty": False, "reason": values[n][1]}
+                 for n in names]
     return rows, table
 
 
@@ -241,6 +250,7 @@ def evaluate_cases(
     penalty: float | None = None,
     progress: bool = True,
     cache: CaseCache | None = None,
+    challenge: Sequence[str] = (),
 ) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
     """Evaluate every model's predictions of ``cases``: ``(per_case, per_lesion, quartile_edges)``.
 
@@ -269,6 +279,8 @@ def evaluate_cases(
         Show a tqdm progress bar.
     cache : helpers.evaluation.cache.CaseCache, optional
         Take each case's rows from there when present, put them there otherwise (:func:`evaluate_one`).
+    challenge : sequence of str
+        Challenge metric sets whose extra metrics the per-case table carries too (:func:`evaluate_case_tables`).
 
     Cases are read one at a time when ``cases`` is a lazy sequence (as :func:`evaluate_predictions` passes), and
     every model is evaluated on a case before the next case is read.
@@ -290,6 +302,8 @@ def evaluate_cases(
     models = _checked_models(root, models)
     params = {"tolerance": tolerance, "tolerances": tuple(tolerances), "min_overlap": min_overlap,
               "connectivity": connectivity, "penalty": penalty}
+    if challenge:  # absent from the key when not asked for, so that earlier cache entries stay valid
+        params["challenge"] = tuple(challenge)
     by_model: dict[str, tuple[list, list]] = {m: ([], []) for m in models}
     for case in progress_bar(cases, progress=progress, desc=f"evaluate {dataset}"):
         digest = reference_digest(case) if cache is not None else None
@@ -372,6 +386,7 @@ def evaluate_predictions(
     penalty: float | None = None,
     progress: bool = True,
     cache: bool = True,
+    challenge: Sequence[str] = (),
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Evaluate a predictions folder and write ``results/<dataset>/per_case_metrics.csv``,
     ``per_lesion_metrics.csv`` and ``quartile_edges.json`` atomically.
@@ -397,7 +412,7 @@ def evaluate_predictions(
     per_case, per_lesion, edges = evaluate_cases(
         cases, root, dataset=dataset, models=models, tolerance=tolerance, tolerances=tolerances,
         min_overlap=min_overlap, connectivity=connectivity, penalty=penalty, progress=progress,
-        cache=CaseCache(ws.root, dataset) if cache else None)
+        cache=CaseCache(ws.root, dataset) if cache else None, challenge=tuple(challenge or ()))
     out = ws.results(dataset)
     write_csv(per_case, out / PER_CASE_FILE)
     write_csv(per_lesion, out / PER_LESION_FILE)

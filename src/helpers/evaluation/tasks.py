@@ -27,11 +27,14 @@ __all__ = ["case_task", "evaluation_params", "evaluate_on_cluster"]
 
 
 def evaluation_params(tolerance: float, tolerances: Sequence[float], *, min_overlap: int = 1,
-                      connectivity: int | None = None, penalty: float | None = None) -> dict:
+                      connectivity: int | None = None, penalty: float | None = None, challenge=()) -> dict:
     """The evaluation parameters as :func:`helpers.evaluation.tables.evaluate_cases` keys its cache with them
-    (tolerances in mm, already resolved)."""
-    return {"tolerance": float(tolerance), "tolerances": tuple(float(t) for t in tolerances),
-            "min_overlap": int(min_overlap), "connectivity": connectivity, "penalty": penalty}
+    (tolerances in mm, already resolved; ``challenge`` only when asked for)."""
+    params = {"tolerance": float(tolerance), "tolerances": tuple(float(t) for t in tolerances),
+              "min_overlap": int(min_overlap), "connectivity": connectivity, "penalty": penalty}
+    if challenge:
+        params["challenge"] = tuple(challenge)
+    return params
 
 
 def case_task(files, pred_path, *, dataset: str, model: str, params: dict, cache_root) -> dict:

@@ -24,6 +24,7 @@ from helpers.data import splits as _splits
 from helpers.data.datasets import DATASETS, register_workspace
 from helpers.data.predictions import SUFFIXES as _PREDICTION_SUFFIXES
 from helpers.evaluation.tables import resolve_tolerances
+from helpers.metrics.challenge import challenge_metric_names
 from helpers.evaluation.tasks import evaluate_on_cluster, evaluation_params
 from helpers.runner import userdata as _user
 from helpers.runner.errors import StudyError
@@ -67,6 +68,9 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scheduler", default="local", metavar="ADDRESS|local|none",
                         help="Dask scheduler of the per-case evaluation tasks (as for `run`)")
     parser.add_argument("--workers", type=int, default=None, metavar="N", help="workers of the local cluster")
+    parser.add_argument("--challenge-metrics", nargs="+", default=[], metavar="SET",
+                        help="challenge metric sets the per-case table carries too: 'wmh' (the WMH challenge's five) "
+                             "and/or 'panoptic' (panoptic quality)")
     parser.add_argument("--cases-only", action="store_true",
                         help="evaluate the cases into the workspace's cache and stop (no section, no book)")
     parser.add_argument("--predictions", required=True,
@@ -163,12 +167,18 @@ def _evaluate_user(args, out) -> RunReport | None:
     test_ids = {f.case_id for f in found}
     staged = _match_models(args, found, test_ids, out)
     resample = _user.check_grids(staged, found, grids, resample=args.resample_predictions, spacing=spacing, out=out)
-    datasets = {s.name: {"data": {"data_root": str(root), "loader_options": s.options.as_dict()}} for s in scopes}
+    challenge = list(args.challenge_metrics or [])
+    try:
+        challenge_metric_names(challenge)
+    except ValueError as err:
+        raise StudyError(f"--challenge-metrics: {err}") from None
+    datasets = {s.name: {"data": {"data_root": str(root), "loader_options": s.options.as_dict()},
+                         **({"evaluation": {"challenge_metrics": challenge}} if challenge else {})} for s in scopes}
     prof = {"profile": "evaluate", "description": f"evaluate predictions from {relative(resolve(args.predictions))}",
             "seed": int(args.seed), "datasets": datasets, "study": {}}
     prof_path = ws.root / "evaluate_profile.yaml"
     tolerance, tolerances = resolve_tolerances(grids, None, None)
-    params = evaluation_params(tolerance, tolerances)
+    params = evaluation_params(tolerance, tolerances, challenge=challenge)
     with workspace_lock(ws, f"helpers.study evaluate --{scopes[0].options.layout} {root}", out=out), signals():
         register_workspace(ws.root, {s.name: s.entry() for s in scopes})
         _io.write_text(prof_path, "# written by `python -m helpers.study evaluate`\n"
