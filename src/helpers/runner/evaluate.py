@@ -19,6 +19,7 @@ import yaml
 from helpers import data as _data
 from helpers.base import io as _io
 from helpers.base.paths import Workspace, relative, resolve
+from helpers.compute.cluster import GridError
 from helpers.data import predictions as _predictions
 from helpers.data import splits as _splits
 from helpers.data.datasets import DATASETS, register_workspace
@@ -195,8 +196,12 @@ def _evaluate_user(args, out) -> RunReport | None:
                     _user.write_resampled(files[case_id], target.parent / f"{case_id}{_suffix_of(target)}",
                                           ref_grid, pred_grid, spacing)
                 jobs += [(by_id[c], _staged_file(ws.predictions(scope.name) / model, c), model) for c in sorted(files)]
-            evaluate_on_cluster(jobs, dataset=scope.name, params=params, cache_root=ws.root,
-                                scheduler=args.scheduler, workers=args.workers, out=out)
+            try:
+                evaluate_on_cluster(jobs, dataset=scope.name, params=params, cache_root=ws.root,
+                                    scheduler=args.scheduler, workers=args.workers, out=out)
+            except GridError as err:
+                raise StudyError(f"{err}; the cases finished so far are cached: run the command again to resume "
+                                 "where it stopped") from None
         if args.cases_only:
             return None
         tasks = plan(prof, prof_path, relative(ws.root), sections=EVALUATE_SECTIONS)
