@@ -178,7 +178,9 @@ def read_mask_file(path, *, spacing=None) -> tuple[np.ndarray, Geometry]:
 def _labels(data: np.ndarray, path: Path, *, binary_255: bool) -> np.ndarray:
     """Integer labels from ``data`` (errors name ``path``); a 2D mask of only 0 and 255 becomes 0/1."""
     if data.dtype == bool:
-        return data.astype(np.uint8)
+        return data.view(np.uint8)
+    if data.dtype == np.uint8 and not binary_255:
+        return data  # integer labels 0-255 as stored (nnU-Net's dtype): nothing to check, no copy
     if not np.issubdtype(data.dtype, np.number):
         raise ValueError(f"{path}: mask values must be numbers, got dtype {data.dtype}")
     if np.issubdtype(data.dtype, np.floating):
@@ -196,7 +198,7 @@ def _labels(data: np.ndarray, path: Path, *, binary_255: bool) -> np.ndarray:
             return (data == 255).astype(np.uint8)
         if values.size and values.max() > 255:
             raise ValueError(f"{path}: values {values[-3:].tolist()} are neither 0/255 nor labels below 255")
-    return data.astype(np.uint8) if data.size and data.max() < 256 else data
+    return data.astype(np.uint8, copy=False) if data.size and data.max() < 256 else data
 
 
 def resample_nearest(data: np.ndarray, source: Geometry, target: Geometry) -> np.ndarray:
