@@ -11,9 +11,11 @@ from helpers.data.cases import (
     DatasetSummary, q1_upper_bound, summary_table, quartile_edges, prepare_dataset, load_summary, check_dataset,
     plot_lesion_sizes, plot_examples, plot_small_lesions,
 )
+from helpers.data.datasets import is_user_dataset, read_case_files
 
 __all__ = [
-    "find_cases", "dataset_folder", "read_case", "load_cases", "manifest_root", "load_split_cases",
-    "describe_cases", "DatasetSummary", "q1_upper_bound", "summary_table", "quartile_edges", "prepare_dataset",
+    "find_cases", "dataset_folder", "read_case", "read_case_files", "is_user_dataset", "load_cases", "manifest_root",
+    "load_split_cases", "describe_cases", "DatasetSummary", "q1_upper_bound", "summary_table", "quartile_edges",
+    "prepare_dataset",
     "load_summary", "check_dataset", "plot_lesion_sizes", "plot_examples", "plot_small_lesions",
 ]

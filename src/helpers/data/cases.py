@@ -69,8 +69,8 @@ def find_cases(dataset: str, root, options: LoaderOptions | None = None) -> list
     seen = {}
     for f in found:
         if f.case_id in seen:
-            raise ValueError(f"case id {f.case_id!r} appears twice: {str(seen[f.case_id])!r} and {str(f.images[0])!r}")
-        seen[f.case_id] = f.images[0]
+            raise ValueError(f"case id {f.case_id!r} appears twice: {str(seen[f.case_id])!r} and {f.first_file}")
+        seen[f.case_id] = f.first_file
     return found
 
 
@@ -388,20 +388,21 @@ def _prepare_cases(ws: Workspace, spec: datasets.Dataset, found: list[CaseFiles]
                    prep_options: dict, connectivity, progress: bool) -> _Prepared:
     """Read, enumerate the lesions of, prepare and save every case, one at a time."""
     rows, tables, facts = [], [], []
-    record = None
+    record, user = None, spec.data_source == "user"
     for files in progress_bar(found, progress=progress, desc=f"prepare {spec.name}"):
-        case = read_case(files)
+        case = datasets.read_case_files(files, image=False)
         split = split_of[case.case_id]
         table = lesion_table(case.mask, spacing=case.spacing, connectivity=connectivity)
         table.insert(0, "case_id", case.case_id)
         table.insert(0, "split", split)
         table.insert(0, "dataset", spec.name)
         tables.append(table)
-        prepared = prep.prepare_case(case, spec.recipe, **prep_options)
-        prep.save_prepared(ws, spec.name, prepared)
-        record = prepared.record
-        rows.append(_case_row(spec.name, case, split, root=root, n_lesions=len(table),
-                              prepared_shape=prepared.image.shape))
+        record, prepared_shape = {"dataset": spec.name, "prepared": "none: evaluated only"}, ()
+        if not user:  # nothing is trained on a user dataset (evaluated only), so nothing is prepared for it
+            prepared = prep.prepare_case(case, spec.recipe, **prep_options)
+            prep.save_prepared(ws, spec.name, prepared)
+            record, prepared_shape = prepared.record, prepared.image.shape
+        rows.append(_case_row(spec.name, case, split, root=root, n_lesions=len(table), prepared_shape=prepared_shape))
         facts.append(_case_facts(case, len(table)))
     lesions = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     return _Prepared(pd.DataFrame(rows), lesions, facts, record)
@@ -490,7 +491,7 @@ def _recount(summary: DatasetSummary, found: dict, connectivity) -> tuple[list, 
         if case_id not in found:
             missing.append(case_id)
             continue
-        n = label_lesions(read_case(found[case_id]).mask, connectivity=connectivity)[1]
+        n = label_lesions(datasets.read_case_files(found[case_id], image=False).mask, connectivity=connectivity)[1]
         checked += 1
         if n != int(row["n_lesions"]) or n != int(counts_per_case.get(case_id, 0)):
             mismatched.append(f"{case_id}: {n} re-counted, {int(row['n_lesions'])} in cases.csv, "
@@ -519,6 +520,13 @@ def plot_lesion_sizes(lesions: pd.DataFrame, *, ax=None, split: str | None = "te
     return ax
 
 
+def _prepared_for_picture(ws, dataset: str, case_id: str):  # a user dataset's are prepared for the picture only
+    if not datasets.is_user_dataset(dataset):
+        return prep.load_prepared(ws, dataset, case_id)
+    files = next(f for f in find_cases(dataset, *manifest_root(ws, dataset)) if f.case_id == str(case_id))
+    return prep.prepare_case(read_case(files), datasets.get(dataset).recipe)
+
+
 def plot_examples(ws, dataset: str, case_ids, *, axes=None):
     """Example images (prepared, first channel) with the lesion outlines in red; for volumes the axial slice
     with the most lesion pixels. One axes per case; returns the axes."""
@@ -530,7 +538,7 @@ def plot_examples(ws, dataset: str, case_ids, *, axes=None):
         _, axes = plt.subplots(1, len(case_ids), figsize=(3.0 * len(case_ids), 3.0), squeeze=False)
         axes = axes[0]
     for ax, case_id in zip(axes, case_ids):
-        prepared = prep.load_prepared(ws, dataset, case_id)
+        prepared = _prepared_for_picture(ws, dataset, case_id)
         k = int(np.argmax(prepared.mask.reshape(len(prepared.mask), -1).sum(axis=1)))
         if prepared.kind == "image":
             img = prepared.image[k].transpose(1, 2, 0)

@@ -10,23 +10,36 @@ dataset's name.
 Adding a dataset: write its finder and reader in :mod:`helpers.data.layouts` (with a :class:`LoaderOptions` subclass
 for what defines its target), its generator in :mod:`helpers.data.synthetic`, then one :class:`Dataset` entry in
 ``REGISTRY`` below; tables, reports, the runner and the book learn of it from here.
+
+A user's dataset (a plain folder of masks or an nnU-Net raw dataset, :mod:`helpers.data.generic`, evaluated by the
+``evaluate`` command) is an entry of the same registry, added at run time by :func:`register_user` with
+``data_source="user"``: its finder and reader are the generic layouts', it has no generator and no paper facts, and
+it is evaluated only (every case is a test case). The entries of a workspace's user datasets are recorded in its
+``user_datasets.json`` (:func:`register_workspace`), so that every process that opens the workspace (the command,
+each section notebook) registers the same entries.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Callable
 
+from helpers.base.io import write_json
 from helpers.data import synthetic
 from helpers.data.layouts import (
     CaseFiles, IDRiDOptions, LiTSOptions, LoaderOptions, WMHOptions, find_idrid, find_lits, find_wmh, read_idrid,
     read_lits, read_wmh,
 )
+from helpers.data.generic import UserOptions, find_user, read_user
 from helpers.data.preprocessing import (
     Recipe, describe_ct, describe_fundus, describe_mri, liver_region, normalize_ct, normalize_fundus, normalize_mri,
 )
 
-__all__ = ["PaperFacts", "Dataset", "REGISTRY", "DATASETS", "get", "display_name", "loader_options"]
+__all__ = ["PaperFacts", "Dataset", "REGISTRY", "DATASETS", "get", "display_name", "loader_options", "is_dataset",
+           "known", "register_user", "register_workspace", "USER_DATASETS_FILE", "read_case_files",
+           "is_user_dataset"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +89,9 @@ class Dataset:
         Whether the reader reports lesions per lesion type (the report then sums them).
     paper : PaperFacts or None
         What the paper reports about it (``None``: a dataset the paper does not use).
+    data_source : str
+        ``"study"`` for the study's datasets, ``"user"`` for a user's dataset evaluated from its own folder
+        (:func:`register_user`): results say which data produced them.
     """
 
     name: str
@@ -93,6 +109,7 @@ class Dataset:
     target_notes: tuple[tuple[str, str], ...] = ()
     ignore_region: bool = False
     lesion_types: bool = False
+    data_source: str = "study"
 
     def loader_options(self, mapping=None) -> LoaderOptions:
         """This dataset's loader options from a profile's mapping (``None``: defaults), validated; an
@@ -139,8 +156,83 @@ REGISTRY: dict[str, Dataset] = {
     )
 }
 
-#: The registered dataset names, in the study's order.
+#: The study's dataset names, in the study's order (user datasets are added to ``REGISTRY``, not here: ask
+#: :func:`is_dataset` / :func:`known`).
 DATASETS: tuple[str, ...] = tuple(REGISTRY)
+#: The file of a workspace that records its user datasets (name -> ``register_user`` arguments).
+USER_DATASETS_FILE = "user_datasets.json"
+
+
+def is_dataset(name) -> bool:
+    """Whether ``name`` is a registered dataset: one of the study's or a user dataset registered in this process."""
+    return isinstance(name, str) and name in REGISTRY
+
+
+def known() -> tuple[str, ...]:
+    """Every registered dataset name: the study's, then the user datasets registered in this process."""
+    return tuple(REGISTRY)
+
+
+def _no_generator(root, **_):
+    raise ValueError("a user dataset has no synthetic stand-in: point data_root at its folder")
+
+
+def _user_find(name: str):
+    def find(root, options):
+        return [replace(f, dataset=name) for f in find_user(root, options)]
+    return find
+
+
+def _normalize_user(case) -> "np.ndarray":  # noqa: F821 - numpy arrays, documented
+    image = case.image.astype("float32")
+    span = float(image.max() - image.min()) if image.size else 0.0
+    image = (image - image.min()) / span if span > 0 else image * 0
+    return image[..., None]
+
+
+def _describe_user() -> dict:
+    return {"method": "min-max to [0, 1] of the image (or of the reference mask where the layout has no image)",
+            "note": "a user dataset is evaluated only; nothing is trained on it"}
+
+
+def register_user(name: str, *, spatial_dims: int, display: str | None = None, caption: str = "",
+                  modality: str = "unknown", ignore_region: bool = False) -> Dataset:
+    """Add (or replace) the entry of a user's dataset, ``data_source="user"``: the generic layouts' finder and
+    reader (:mod:`helpers.data.generic`), the options type :class:`helpers.data.generic.UserOptions`, no generator,
+    no paper facts. A study dataset's name cannot be taken."""
+    if not isinstance(name, str) or not name or "/" in name or name.startswith((".", "_")):
+        raise ValueError(f"user dataset name must be a plain folder name, got {name!r}")
+    if name in DATASETS:
+        raise ValueError(f"user dataset name {name!r} is a study dataset's; choose another")
+    if spatial_dims not in (2, 3):
+        raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
+    entry = Dataset(
+        name=name, display=display or name, title=display or name,
+        caption=caption or f"{display or name}: a user's dataset (evaluated only)", modality=modality,
+        spatial_dims=spatial_dims, options=UserOptions, find=_user_find(name), read=read_user,
+        generate=_no_generator,
+        recipe=Recipe(name, "volume" if spatial_dims == 3 else "image", _normalize_user, _describe_user),
+        target_notes=(("target_meaning", "the chosen label value(s) of the reference masks"),
+                      ("data_source", "user: a user's dataset, evaluated only (every case is a test case)")),
+        ignore_region=ignore_region, data_source="user")
+    REGISTRY[name] = entry
+    return entry
+
+
+def register_workspace(root, entries: dict | None = None) -> tuple[str, ...]:
+    """Register the user datasets recorded in ``<root>/user_datasets.json`` (first writing ``entries`` there,
+    name -> :func:`register_user` keyword arguments, when given); returns their names."""
+    path = Path(root) / USER_DATASETS_FILE
+    if entries is not None:
+        recorded = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        recorded.update(entries)
+        write_json(recorded, path)
+    if not path.is_file():
+        return ()
+    recorded = json.loads(path.read_text(encoding="utf-8"))
+    for name, kwargs in recorded.items():
+        register_user(name, **kwargs)
+    return tuple(recorded)
 
 
 def get(name) -> Dataset:
@@ -149,8 +241,20 @@ def get(name) -> Dataset:
     if isinstance(name, Dataset):
         return name
     if not isinstance(name, str) or name not in REGISTRY:
-        raise ValueError(f"dataset must be one of {DATASETS}, got {name!r}")
+        raise ValueError(f"dataset must be one of {known()}, got {name!r}")
     return REGISTRY[name]
+
+
+def read_case_files(files, *, image: bool = True):
+    """Read one case listed by a finder (``helpers.data.find_cases``) through its entry; a user dataset's case
+    (``data_source="user"``) without its image when ``image`` is False (evaluation needs none)."""
+    spec = get(files.dataset)
+    return spec.read(files, image=image) if spec.data_source == "user" else spec.read(files)
+
+
+def is_user_dataset(name) -> bool:
+    """Whether ``name`` is a user's dataset of the registry (evaluated only)."""
+    return is_dataset(name) and REGISTRY[name].data_source == "user"
 
 
 def display_name(name: str) -> str:

@@ -151,6 +151,11 @@ class CaseFiles:
     meta: dict = field(default_factory=dict)
     options: LoaderOptions | None = None
 
+    @property
+    def first_file(self):
+        """The file the case is known by in messages: its first image, else its first label file."""
+        return self.images[0] if self.images else next(iter(self.labels.values()), None)
+
 
 # ----------------------------------------------------------------------------------------------- loader options
 

@@ -38,6 +38,7 @@ import tifffile
 from scipy import ndimage
 
 from helpers.base.io import atomic_write
+from helpers.data.generic import read_mask_file
 from helpers.data.layouts import from_nifti_array, to_nifti_array
 
 VOLUME_SUFFIXES = (".nii.gz", ".nii")
@@ -290,6 +291,8 @@ def read_prediction(root, model: str, case, *, shape: tuple[int, ...] | None = N
     else:
         raise TypeError(f"case must be a case id or a Case with case_id and mask, got {type(case).__name__}")
     path = _find(Path(root) / model, case_id)
+    if not isinstance(case, str) and (getattr(case, "meta", None) or {}).get("target_labels"):
+        return read_prediction_file(path, case)
     array = _load(path)
     if shape is not None and tuple(array.shape) != tuple(shape):
         raise ValueError(f"{path}: prediction shape {tuple(array.shape)} differs from the case's {tuple(shape)}")
@@ -303,6 +306,37 @@ def read_prediction(root, model: str, case, *, shape: tuple[int, ...] | None = N
     if not any(set(values.tolist()) <= a for a in allowed):
         shown = values[:6].tolist()
         raise ValueError(f"{path}: non-binary values {shown} (expected {' or '.join(str(sorted(a)) for a in allowed)})")
+    return array > 0
+
+
+def prediction_file(root, model: str, case_id: str) -> Path:
+    """The prediction file of ``case_id`` in ``<root>/<model>`` (errors as :func:`read_prediction`)."""
+    return _find(Path(root) / model, case_id)
+
+
+def read_prediction_file(path, case) -> np.ndarray:
+    """A prediction file read for ``case`` (a Case): shape checked against ``case.mask``. A case of a user dataset
+    (``case.meta["target_labels"]``) takes the prediction as a label map with the reference's label values
+    (nnU-Net writes them): the target is those values (a 0/255 2D mask reads as label 1); otherwise as
+    :func:`read_prediction` (binary values)."""
+    path = Path(path)
+    target = (getattr(case, "meta", None) or {}).get("target_labels")
+    if not target:
+        return read_prediction(path.parent.parent, path.parent.name, case) if _stem(path.name) == case.case_id \
+            else _binary(path, _load(path), np.shape(case.mask))
+    array, _ = read_mask_file(path)
+    if tuple(array.shape) != tuple(np.shape(case.mask)):
+        raise ValueError(f"{path}: prediction shape {tuple(array.shape)} differs from the case's "
+                         f"{tuple(np.shape(case.mask))}")
+    return np.isin(array, list(target)) if len(target) > 1 else array == target[0]
+
+
+def _binary(path: Path, array: np.ndarray, shape) -> np.ndarray:
+    if tuple(array.shape) != tuple(shape):
+        raise ValueError(f"{path}: prediction shape {tuple(array.shape)} differs from the case's {tuple(shape)}")
+    values = set(np.unique(array).tolist())
+    if not (values <= {0, 1} or (not path.name.lower().endswith(VOLUME_SUFFIXES) and values <= {0, 255})):
+        raise ValueError(f"{path}: non-binary values {sorted(values)[:6]}")
     return array > 0
 
 
@@ -500,5 +534,6 @@ def _unmatched_reason(name: str, matched: dict, own: dict, by_number: dict) -> s
 
 __all__ = [
     "Matching", "MATCH_RULES", "match_predictions", "read_mapping", "postprocess", "prediction_path",
-    "write_prediction", "list_models", "list_cases", "read_prediction", "read_probabilities",
+    "write_prediction", "list_models", "list_cases", "read_prediction", "prediction_file", "read_prediction_file",
+    "read_probabilities",
 ]

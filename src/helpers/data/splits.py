@@ -16,6 +16,8 @@ Rules
   offset ``u`` per group, all sorted by key); test takes the first cases of that order, validation the next,
   train the rest. Each split thus holds each site about in proportion, and every site as soon as the split
   has at least as many cases as there are sites.
+- When every case is marked ``meta["evaluation_only"]`` by its finder (a user's dataset, evaluated only) the split
+  is :func:`evaluation_split`: every case is a test case, train and validation are empty (``evaluation_only``).
 - A split that ends up empty is an error (a too-small dataset or fraction), never a silent empty list.
 
 A split is a frozen :class:`Splits` record (case ids per split as sorted tuples, none empty, none shared, and
@@ -45,7 +47,8 @@ from helpers.base.io import read_json, write_json
 from helpers.base.paths import Workspace
 
 __all__ = [
-    "SPLITS", "CV_PROTOCOLS", "Splits", "make_splits", "save_splits", "load_splits", "cv_folds", "cv_splits",
+    "SPLITS", "CV_PROTOCOLS", "Splits", "make_splits", "evaluation_split", "save_splits", "load_splits", "cv_folds",
+    "cv_splits",
     "cv_splits_table", "inner_split",
 ]
 
@@ -69,6 +72,7 @@ class Splits:
     test_fraction: float | None = None
     stratified_by: str | None = None
     official_test: bool = False
+    evaluation_only: bool = False
 
     def __post_init__(self):
         for name in SPLITS:
@@ -76,7 +80,7 @@ class Splits:
             if isinstance(ids, str) or not isinstance(ids, (list, tuple)):
                 raise TypeError(f"split {name!r} must be a list of case ids, got {type(ids).__name__}")
             object.__setattr__(self, name, tuple(sorted(str(c) for c in ids)))
-            if not getattr(self, name):
+            if not getattr(self, name) and not (self.evaluation_only and name != "test"):
                 raise ValueError(f"split {name!r} is empty")
         seen = [c for name in SPLITS for c in getattr(self, name)]
         if len(seen) != len(set(seen)):
@@ -97,7 +101,8 @@ class Splits:
         """The content of ``splits.json`` (lists of ids, then how they were drawn)."""
         return {"train": list(self.train), "val": list(self.val), "test": list(self.test), "rule": self.rule,
                 "seed": self.seed, "val_fraction": self.val_fraction, "test_fraction": self.test_fraction,
-                "stratified_by": self.stratified_by, "official_test": self.official_test}
+                "stratified_by": self.stratified_by, "official_test": self.official_test,
+                **({"evaluation_only": True} if self.evaluation_only else {})}
 
     @classmethod
     def from_json(cls, data, *, where: str = "splits") -> "Splits":
@@ -108,14 +113,15 @@ class Splits:
         if missing:
             raise ValueError(f"{where}: missing the split(s) {missing}")
         unknown = sorted(set(data) - {*SPLITS, "rule", "seed", "val_fraction", "test_fraction", "stratified_by",
-                                      "official_test"})
+                                      "official_test", "evaluation_only"})
         if unknown:
             raise ValueError(f"{where}: unknown entries {unknown}")
         try:
             return cls(train=data["train"], val=data["val"], test=data["test"], rule=data.get("rule", "given"),
                        seed=data.get("seed"), val_fraction=data.get("val_fraction"),
                        test_fraction=data.get("test_fraction"), stratified_by=data.get("stratified_by"),
-                       official_test=bool(data.get("official_test", False)))
+                       official_test=bool(data.get("official_test", False)),
+                       evaluation_only=bool(data.get("evaluation_only", False)))
         except (TypeError, ValueError) as err:
             raise type(err)(f"{where}: {err}") from None
 
@@ -166,6 +172,8 @@ def make_splits(cases, *, seed: int, val_fraction: float = 0.2, test_fraction: f
     if len(set(ids)) != len(ids):
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         raise ValueError(f"cases: duplicate case ids {duplicates}")
+    if cases and all((c.meta or {}).get("evaluation_only") for c in cases):
+        return evaluation_split(cases)  # a user dataset's cases, marked by its finder: evaluated only
     official = any(c.subset == "test" for c in cases)
     sites = [(c.meta or {}).get("site") for c in cases]
     stratify = all(s is not None for s in sites) and len(set(sites)) > 1
@@ -211,6 +219,16 @@ def make_splits(cases, *, seed: int, val_fraction: float = 0.2, test_fraction: f
                   rule=rule + (", stratified by site" if stratify else ""), seed=int(seed),
                   val_fraction=val_fraction, test_fraction=None if official else test_fraction,
                   stratified_by="site" if stratify else None, official_test=official)
+
+
+def evaluation_split(cases) -> Splits:
+    """A user dataset's split: every case is a test case (the dataset is evaluated, never trained on), train and
+    validation empty (``evaluation_only``)."""
+    ids = [str(c.case_id) for c in cases]
+    if not ids:
+        raise ValueError("cases: no case to evaluate")
+    return Splits(train=(), val=(), test=ids, rule="evaluation only: every case of the user dataset is a test case",
+                  official_test=True, evaluation_only=True)
 
 
 def save_splits(ws, dataset: str, splits: Splits):

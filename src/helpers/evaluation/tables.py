@@ -51,18 +51,23 @@ import pandas as pd
 from helpers import data as _data
 from helpers.metrics import lesions as _lesions
 from helpers import metrics as _metrics
+from helpers.data import generic as _generic
 from helpers.data import predictions as _predictions
+from helpers.data import splits as _splits
 from helpers.base.io import read_json, write_csv, write_json
+from helpers.metrics.challenge import challenge_metric_names, challenge_values
 from helpers.metrics.lesions import FALSE_POSITIVE, REFERENCE, assign_quartiles, quartile_edges
 from helpers.metrics import metric, metric_names, split_tolerance_name, tolerance_name, voxel_tolerance_name
 from helpers.base.paths import Workspace
 from helpers.base.progress import progress_bar
+from helpers.evaluation.cache import CaseCache, case_key, file_digest, reference_digest
 
 __all__ = [
     "PER_CASE_FILE", "PER_LESION_FILE", "EDGES_FILE", "TOLERANCE_VOXELS", "in_plane_voxel_mm", "resolve_tolerances",
     "case_voxel_mm", "case_tolerances",
-    "tolerance_metrics", "evaluate_case_tables", "lesion_rows", "evaluate_cases", "reference_quartile_edges",
-    "inference_record", "evaluate_predictions", "SEEDS_FOLDER", "extra_seed_roots", "read_tables", "example_crops",
+    "tolerance_metrics", "evaluate_case_tables", "lesion_rows", "evaluate_one", "evaluate_cases",
+    "reference_quartile_edges", "inference_record", "UserCases", "evaluate_predictions", "SEEDS_FOLDER",
+    "extra_seed_roots", "read_tables", "example_crops",
 ]
 
 PER_CASE_FILE = "per_case_metrics.csv"
@@ -103,7 +108,8 @@ def in_plane_voxel_mm(cases: Sequence) -> float:
         If ``cases`` is empty.
     """
     sizes = []
-    for case in cases:
+    # a lazy sequence of cases (UserCases) knows its spacings from the file headers without reading the masks
+    for case in getattr(cases, "grids", cases):
         spacing = getattr(case, "spacing", None)
         sizes.append(1.0 if spacing is None else float(max(spacing[-2:])))
     if not sizes:
@@ -145,12 +151,15 @@ def evaluate_case_tables(
     connectivity: int | None = None,
     penalty: float | None = None,
     tolerance_labels: Sequence[str] | None = None,
+    challenge: Sequence[str] = (),
 ) -> tuple[list[dict], pd.DataFrame]:
     """Per-case rows and the lesion table of one case and one model (quartiles not yet assigned).
 
     ``case`` has ``case_id``, ``mask``, ``ignore`` and ``spacing`` (a :class:`helpers.data.layouts.Case`).
     ``tolerance`` and ``tolerances`` are in mm; ``tolerance_labels`` (one per extra tolerance) names the variants
     in voxels of the case's grid (``contour_f1_tol<label>vox``, :func:`case_tolerances`) instead of in mm.
+    ``challenge``: challenge metric sets (:data:`helpers.metrics.challenge.CHALLENGE_SETS`) whose extra metrics
+    become rows too.
     """
     spacing = tuple(float(s) for s in case.spacing) if case.spacing is not None else None
     ignore = getattr(case, "ignore", None)
@@ -182,6 +191,11 @@ def evaluate_case_tables(
     recall = summary["lesion_recall"]
     rows.append({**base, "metric": "lesion_recall", "value": float(recall), "penalty": False,
                  "reason": "" if np.isfinite(recall) else "no reference lesion"})
+    names = challenge_metric_names(challenge)
+    if names:
+        values = challenge_values(case.mask, pred, names=names, ignore=ignore, connectivity=connectivity)
+        rows += [{**base, "metric": n, "value": float(values[n][0]), "penalty": False, "reason": values[n][1]}
+                 for n in names]
     return rows, table
 
 
@@ -233,6 +247,31 @@ def _checked_models(root: Path, models: Sequence[str] | None) -> list[str]:
     return models
 
 
+def evaluate_one(case, pred_path, *, dataset: str, model: str, params: dict, cache: CaseCache | None = None,
+                 ref_digest: str | None = None) -> tuple[list[dict], pd.DataFrame, bool]:
+    """The per-case rows and long lesion rows of one case and one model's prediction file, from ``cache`` when it
+    holds them (key: :func:`helpers.evaluation.cache.case_key`), else computed (and put there); the third value
+    says whether they came from the cache. ``params``: the keyword arguments of :func:`evaluate_case_tables`, with
+    ``tolerance`` / ``tolerances`` as :func:`evaluate_cases` takes them (None: voxels of the case's own grid,
+    :func:`case_tolerances`)."""
+    key = None
+    if cache is not None:
+        key = case_key(ref_digest or reference_digest(case), file_digest(pred_path),
+                       {"dataset": dataset, "model": model, **params})
+        hit = cache.get(model, str(case.case_id), key)
+        if hit is not None:
+            return hit[0], hit[1], True
+    pred = _predictions.read_prediction_file(pred_path, case)
+    primary, extra, labels = case_tolerances(case, params.get("tolerance"), params.get("tolerances"))
+    rest = {k: v for k, v in params.items() if k not in ("tolerance", "tolerances")}
+    rows, table = evaluate_case_tables(case, pred, dataset=dataset, model=model, tolerance=primary, tolerances=extra,
+                                       tolerance_labels=labels, **rest)
+    lesions = lesion_rows(table, dataset=dataset, model=model, case_id=str(case.case_id))
+    if cache is not None:
+        cache.put(model, str(case.case_id), key, (rows, lesions))
+    return rows, lesions, False
+
+
 def evaluate_cases(
     cases: Sequence,
     predictions_root,
@@ -245,6 +284,8 @@ def evaluate_cases(
     connectivity: int | None = None,
     penalty: float | None = None,
     progress: bool = True,
+    cache: CaseCache | None = None,
+    challenge: Sequence[str] = (),
 ) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
     """Evaluate every model's predictions of ``cases``: ``(per_case, per_lesion, quartile_edges)``.
 
@@ -272,6 +313,13 @@ def evaluate_cases(
         Distance given to undefined distances (missed lesion, empty prediction); default the image diagonal.
     progress : bool
         Show a tqdm progress bar.
+    cache : helpers.evaluation.cache.CaseCache, optional
+        Take each case's rows from there when present, put them there otherwise (:func:`evaluate_one`).
+    challenge : sequence of str
+        Challenge metric sets whose extra metrics the per-case table carries too (:func:`evaluate_case_tables`).
+
+    Cases are read one at a time when ``cases`` is a lazy sequence (as :func:`evaluate_predictions` passes), and
+    every model is evaluated on a case before the next case is read.
 
     Raises
     ------
@@ -287,17 +335,22 @@ def evaluate_cases(
     if not cases:
         raise ValueError("cases is empty: nothing to evaluate")
     models = _checked_models(root, models)
-    case_rows: list[dict] = []
-    lesion_frames: list[pd.DataFrame] = []
-    jobs = [(m, c) for m in models for c in cases]
-    for model, case in progress_bar(jobs, progress=progress, desc=f"evaluate {dataset}"):
-        pred = _predictions.read_prediction(root, model, case)
-        primary, extra, labels = case_tolerances(case, tolerance, tolerances)
-        rows, table = evaluate_case_tables(case, pred, dataset=dataset, model=model, tolerance=primary,
-                                           tolerances=extra, min_overlap=min_overlap, connectivity=connectivity,
-                                           penalty=penalty, tolerance_labels=labels)
-        case_rows.extend(rows)
-        lesion_frames.append(lesion_rows(table, dataset=dataset, model=model, case_id=str(case.case_id)))
+    params = {"tolerance": tolerance, "tolerances": None if tolerances is None else tuple(tolerances),
+              "min_overlap": min_overlap,
+              "connectivity": connectivity, "penalty": penalty}
+    if challenge:  # absent from the key when not asked for, so that earlier cache entries stay valid
+        params["challenge"] = tuple(challenge)
+    by_model: dict[str, tuple[list, list]] = {m: ([], []) for m in models}
+    for case in progress_bar(cases, progress=progress, desc=f"evaluate {dataset}"):
+        digest = reference_digest(case) if cache is not None else None
+        for model in models:
+            path = _predictions.prediction_file(root, model, str(case.case_id))
+            rows, lesions, _ = evaluate_one(case, path, dataset=dataset, model=model, params=params, cache=cache,
+                                            ref_digest=digest)
+            by_model[model][0].extend(rows)
+            by_model[model][1].append(lesions)
+    case_rows = [row for m in models for row in by_model[m][0]]
+    lesion_frames = [frame for m in models for frame in by_model[m][1]]
     per_case = pd.DataFrame(case_rows)[["dataset", "model", "case_id", "metric", "value", "penalty", "n_ref_lesions",
                                         "ref_empty", "pred_empty", "reason"]]
     lesion_frames = [f for f in lesion_frames if len(f)]
@@ -336,6 +389,24 @@ def inference_record(ws, dataset: str) -> dict:
     return read_json(path) if path.exists() else {}
 
 
+class UserCases:
+    """The cases of one split of a user dataset, read one at a time when iterated (only the reference: no image);
+    ``grids`` holds each case's grid from its file header (for the tolerance in voxels) without reading masks."""
+
+    def __init__(self, ws, dataset: str, split: str = "test"):
+        root, options = _data.manifest_root(ws, dataset)
+        ids = set(_splits.load_splits(ws, dataset).ids(split))
+        self.files = [f for f in _data.find_cases(dataset, root, options) if f.case_id in ids]
+        self.grids = [_generic.read_geometry(f.labels["reference"], spacing=options.spacing) for f in self.files]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __iter__(self):
+        for files in self.files:
+            yield _data.read_case_files(files, image=False)
+
+
 def evaluate_predictions(
     ws: Workspace,
     dataset: str,
@@ -350,6 +421,8 @@ def evaluate_predictions(
     connectivity: int | None = None,
     penalty: float | None = None,
     progress: bool = True,
+    cache: bool = True,
+    challenge: Sequence[str] = (),
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Evaluate a predictions folder and write ``results/<dataset>/per_case_metrics.csv``,
     ``per_lesion_metrics.csv`` and ``quartile_edges.json`` atomically.
@@ -358,17 +431,23 @@ def evaluate_predictions(
     :mod:`helpers.data.predictions` to evaluate your own predictions. ``cases`` defaults to the ``split`` cases of
     :func:`helpers.data.load_split_cases` (only those cases are read). Other parameters as :func:`evaluate_cases`
     (defaults ``tolerance=None`` / ``tolerances=None``: one in-plane voxel / 1, 2, 3 voxels of each case's own grid;
-    the JSON states them in voxels and their range in mm over the cases).
+    the JSON states them in voxels and their range in mm over the cases). ``cache``: each case's rows are kept in,
+    and taken from, the workspace's evaluation cache (:mod:`helpers.evaluation.cache`; the ``evaluate`` command
+    fills it on the cluster beforehand). A user dataset's cases are read one at a time (:class:`UserCases`).
     """
     ws = Workspace.at(ws)
     root = ws.predictions(dataset) if predictions_root is None else Path(predictions_root)
-    if cases is None:
+    if cases is None and _data.is_user_dataset(dataset):
+        cases = UserCases(ws, dataset, split)
+    elif cases is None:
         cases = _data.load_split_cases(ws, dataset, split=split)
-    cases = list(cases)
-    voxels = [case_voxel_mm(c) for c in cases]
+    if not isinstance(cases, UserCases):
+        cases = list(cases)
+    voxels = [case_voxel_mm(c) for c in getattr(cases, "grids", cases)]  # UserCases: from the headers
     per_case, per_lesion, edges = evaluate_cases(
         cases, root, dataset=dataset, models=models, tolerance=tolerance, tolerances=tolerances,
-        min_overlap=min_overlap, connectivity=connectivity, penalty=penalty, progress=progress)
+        min_overlap=min_overlap, connectivity=connectivity, penalty=penalty, progress=progress,
+        cache=CaseCache(ws.root, dataset) if cache else None, challenge=tuple(challenge or ()))
     out = ws.results(dataset)
     write_csv(per_case, out / PER_CASE_FILE)
     write_csv(per_lesion, out / PER_LESION_FILE)
@@ -377,7 +456,7 @@ def evaluate_predictions(
     write_json({"edges": {"q1_upper": edges[0], "q2_upper": edges[1], "q3_upper": edges[2]},
                 "definition": "25th/50th/75th percentiles (numpy linear) of the area fractions of the test set's "
                               "reference lesions; upper edges inclusive",
-                "n_reference_lesions": n_ref, "n_cases": len(list(cases)), "split": split,
+                "n_reference_lesions": n_ref, "n_cases": len(cases), "split": split,
                 "predictions_root": str(root), "models": sorted(per_case["model"].unique()),
                 "tolerance_mm": tolerance, "tolerances_mm": None if tolerances is None else list(tolerances),
                 "tolerance_voxels": 1 if tolerance is None else None,

@@ -161,6 +161,10 @@ METRICS: Mapping[str, Metric] = _registry(
     Metric("fp_lesions", "detection", False, "", "FP lesions", frozenset({_CASE})),
     Metric("detected", "detection", True, "", "detected", frozenset({_LESION})),
     Metric("false_positive", "detection", False, "", "false positive", frozenset({_LESION})),
+    # challenge metric sets (helpers.metrics.challenge): optional rows of the per-case table, in no default table
+    Metric("avd_percent", "overlap", False, "%", "AVD (%), WMH challenge"),
+    Metric("lesion_f1", "detection", True, "", "lesion F1, WMH challenge"),
+    Metric("panoptic_quality", "detection", True, "", "panoptic quality"),
 )
 
 _TOLERANCE_INFIX = "_tol"

@@ -28,7 +28,7 @@ from pathlib import Path, PurePath
 
 from helpers.base import provenance
 from helpers.evaluation.constructed import predictions_source
-from helpers.data.datasets import DATASETS, Dataset, display_name
+from helpers.data.datasets import DATASETS, Dataset, display_name, is_dataset, register_workspace
 from helpers.data.datasets import get as dataset_entry
 from helpers.base.io import read_json, write_csv, write_json
 from helpers.base.paths import Workspace, relative
@@ -60,7 +60,7 @@ class Context:
     def dataset(self) -> Dataset | None:
         """The registry entry of this page's dataset; None for the chapters across datasets and the small-data
         study."""
-        return dataset_entry(self.scope) if self.scope in DATASETS else None
+        return dataset_entry(self.scope) if is_dataset(self.scope) else None
 
     @property
     def title(self) -> str:
@@ -107,7 +107,7 @@ class Context:
         if owner.scope != "dataset":
             return self.ws.results(None if owner.dataset == GLOBAL else owner.dataset) / name
         dataset = self.scope if dataset is None else dataset
-        if dataset not in DATASETS:
+        if not is_dataset(dataset):
             raise ValueError(f"ctx.input: section {section!r} writes one file per dataset; name the dataset "
                              f"(one of {DATASETS}), got {dataset!r}")
         return self.ws.results(dataset) / name
@@ -159,7 +159,7 @@ class Context:
         out = {}
         for manifest in sorted(self.ws.results().glob("*/data_manifest.json")):
             source = read_json(manifest).get("source")
-            if source is not None and manifest.parent.name in DATASETS:
+            if source is not None and is_dataset(manifest.parent.name):
                 out[manifest.parent.name] = source
         return out
 
@@ -187,13 +187,15 @@ class Context:
             return "unknown (the data section has not run)"
         return "; ".join(
             f"**synthetic stand-in** for {scope_title(name)}, written in the real on-disk layout" if src == "synthetic"
+            else f"user data ({scope_title(name)}, evaluated only) at `{src}`"
+            if is_dataset(name) and dataset_entry(name).data_source == "user"
             else f"real {scope_title(name)} data at `{src}`"
             for name, src in sources.items()
         )
 
     def _predictions_lines(self) -> list[str]:
         """A line per dataset of this page whose evaluated predictions are constructed (the regression run)."""
-        names = [name for name in self.sources if name in DATASETS]
+        names = [name for name in self.sources if is_dataset(name)]
         constructed = [name for name in names
                        if (predictions_source(self.ws, name) or {}).get("source") == "constructed"]
         if not constructed:
@@ -231,7 +233,8 @@ def context(*, section: str, dataset: str, profile: str, workspace: str, seed: i
     the notebook's first call does.
     """
     warnings.filterwarnings("ignore", message="IProgress not found")
-    if dataset not in DATASETS and dataset not in SCOPE_TITLES:
+    register_workspace(Workspace.at(workspace).root)  # a user dataset evaluated in this workspace (evaluate command)
+    if not is_dataset(dataset) and dataset not in SCOPE_TITLES:
         raise ValueError(f"dataset must be one of {DATASETS} or a scope of {tuple(SCOPE_TITLES)}, got {dataset!r}")
     return Context(scope=dataset, profile=profile, seed=int(seed), ws=Workspace.at(workspace),
                    section=section_named(section), data_source=data_source)

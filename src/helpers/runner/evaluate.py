@@ -1,5 +1,9 @@
-"""The ``evaluate`` command: predictions made elsewhere, evaluated. The prediction files are matched to the dataset's
-test cases (the matching is printed before anything runs), staged in the workspace, and the sections of
+"""The ``evaluate`` command: predictions made elsewhere, evaluated. The reference is one of the study's datasets
+(``--dataset NAME --data-root DIR``) or any user's dataset (``--labels DIR``, a folder of masks, or ``--nnunet DIR``,
+an nnU-Net raw dataset; :mod:`helpers.runner.userdata`), one dataset scope per chosen label. The prediction files
+are matched to the test cases (the matching is printed before anything runs; a user dataset's cases are all test
+cases), their grids checked, staged in the workspace; a user dataset's cases are then evaluated as per-case tasks on
+the run's Dask cluster into the workspace's cache (:mod:`helpers.evaluation.tasks`), and the sections of
 :data:`EVALUATE_SECTIONS` run (no training), then the book."""
 
 from __future__ import annotations
@@ -15,9 +19,15 @@ import yaml
 from helpers import data as _data
 from helpers.base import io as _io
 from helpers.base.paths import Workspace, relative, resolve
+from helpers.compute.cluster import GridError
 from helpers.data import predictions as _predictions
 from helpers.data import splits as _splits
-from helpers.data.datasets import DATASETS
+from helpers.data.datasets import DATASETS, register_workspace
+from helpers.data.predictions import SUFFIXES as _PREDICTION_SUFFIXES
+from helpers.evaluation.tables import resolve_tolerances
+from helpers.metrics.challenge import challenge_metric_names
+from helpers.evaluation.tasks import evaluate_on_cluster, evaluation_params
+from helpers.runner import userdata as _user
 from helpers.runner.errors import StudyError
 from helpers.runner.interrupts import signals
 from helpers.runner.lock import workspace_lock
@@ -36,9 +46,34 @@ EVALUATE_SECTIONS = ("data", "evaluation", "stratification", "reversals", "boots
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, choices=DATASETS, help="which dataset the predictions are for")
-    parser.add_argument("--data-root", required=True,
-                        help="your copy of the dataset (its published layout), or 'synthetic' for the stand-in")
+    reference = parser.add_mutually_exclusive_group(required=True)
+    reference.add_argument("--dataset", choices=DATASETS, help="one of the study's datasets (with --data-root)")
+    reference.add_argument("--labels", metavar="DIR", help="a folder of reference masks (NIfTI, PNG, TIFF; NRRD/MHA "
+                                                           "with SimpleITK), one file per case")
+    reference.add_argument("--nnunet", metavar="DIR", help="an nnU-Net v2 raw dataset (DatasetXXX_Name/ with "
+                                                           "dataset.json and labelsTs/)")
+    parser.add_argument("--data-root", help="with --dataset: your copy of the dataset (its published layout)")
+    parser.add_argument("--nnunet-split", choices=("Ts", "Tr"), default="Ts",
+                        help="with --nnunet: labelsTs (default) or labelsTr (cross-validation predictions)")
+    parser.add_argument("--label", action="append", metavar="N|NAME|all",
+                        help="the label evaluated as lesion class (repeatable; a name of dataset.json, a number, or "
+                             "'all' for each foreground label in turn, the default); each gets its own tables")
+    parser.add_argument("--ignore-label", metavar="N|NAME",
+                        help="label whose voxels count neither as truth nor as false positive (default: dataset.json's "
+                             "'ignore' label)")
+    parser.add_argument("--spacing", type=float, nargs="+", metavar="MM",
+                        help="voxel size per axis (y x) of 2D masks, which have none (default: pixel units)")
+    parser.add_argument("--name", help="the user dataset's name in tables and the book (default: its folder's)")
+    parser.add_argument("--resample-predictions", action="store_true",
+                        help="resample a prediction not on its reference's grid by nearest neighbour (default: stop)")
+    parser.add_argument("--scheduler", default="local", metavar="ADDRESS|local|none",
+                        help="Dask scheduler of the per-case evaluation tasks (as for `run`)")
+    parser.add_argument("--workers", type=int, default=None, metavar="N", help="workers of the local cluster")
+    parser.add_argument("--challenge-metrics", nargs="+", default=[], metavar="SET",
+                        help="challenge metric sets the per-case table carries too: 'wmh' (the WMH challenge's five) "
+                             "and/or 'panoptic' (panoptic quality)")
+    parser.add_argument("--cases-only", action="store_true",
+                        help="evaluate the cases into the workspace's cache and stop (no section, no book)")
     parser.add_argument("--predictions", required=True,
                         help="a folder of prediction files (one model, named after the folder) or of model folders")
     parser.add_argument("--workspace", default="build/evaluate",
@@ -95,6 +130,10 @@ def evaluate_command(args, *, out=None) -> RunReport:
     matching, stage the matched files under ``<workspace>/predictions/<dataset>/<model>/<case_id>.<ext>`` (links),
     then run :data:`EVALUATE_SECTIONS` and build the book."""
     out = sys.stdout if out is None else out
+    if not args.dataset:
+        return _evaluate_user(args, out)
+    if not args.data_root:
+        raise StudyError("--dataset needs --data-root (your copy of the dataset)")
     dataset = args.dataset
     ws = Workspace.at(args.workspace)
     found, used = _read_dataset(args, out)
@@ -115,6 +154,70 @@ def evaluate_command(args, *, out=None) -> RunReport:
         # Evaluation only: no training grid, so the sections run in-process, one after another.
         return run_locked(tasks, ws, prof, prof_path, force=False, book=not args.no_book, scheduler=None,
                           workers=None, out=out)
+
+
+def _evaluate_user(args, out) -> RunReport | None:
+    """``evaluate --labels/--nnunet``: every case is a test case; one dataset scope per chosen label; per-case tasks
+    on the cluster fill the cache before the sections run."""
+    ws = Workspace.at(args.workspace)
+    root, scopes = _user.user_scopes(args, out)
+    found = _user.find_scope_cases(scopes[0], root)
+    spacing = scopes[0].options.spacing
+    grids, line = _user.spacing_range(found, spacing)
+    print(f"data: {len(found)} cases in {root} (every case is a test case); {line}", file=out, flush=True)
+    test_ids = {f.case_id for f in found}
+    staged = _match_models(args, found, test_ids, out)
+    resample = _user.check_grids(staged, found, grids, resample=args.resample_predictions, spacing=spacing, out=out)
+    challenge = list(args.challenge_metrics or [])
+    try:
+        challenge_metric_names(challenge)
+    except ValueError as err:
+        raise StudyError(f"--challenge-metrics: {err}") from None
+    datasets = {s.name: {"data": {"data_root": str(root), "loader_options": s.options.as_dict()},
+                         **({"evaluation": {"challenge_metrics": challenge}} if challenge else {})} for s in scopes}
+    prof = {"profile": "evaluate", "description": f"evaluate predictions from {relative(resolve(args.predictions))}",
+            "seed": int(args.seed), "datasets": datasets, "study": {}}
+    prof_path = ws.root / "evaluate_profile.yaml"
+    tolerance, tolerances = resolve_tolerances(grids, None, None)
+    params = evaluation_params(tolerance, tolerances, challenge=challenge)
+    with workspace_lock(ws, f"helpers.study evaluate --{scopes[0].options.layout} {root}", out=out), signals():
+        register_workspace(ws.root, {s.name: s.entry() for s in scopes})
+        _io.write_text(prof_path, "# written by `python -m helpers.study evaluate`\n"
+                       + yaml.safe_dump(prof, sort_keys=False))
+        for scope in scopes:
+            cases = _user.find_scope_cases(scope, root)
+            by_id = {f.case_id: f for f in cases}
+            jobs = []
+            for model, files in staged.items():
+                stage_predictions(ws.predictions(scope.name), model, files, by_id)
+                for case_id, (ref_grid, pred_grid) in resample.get(model, {}).items():
+                    target = _staged_file(ws.predictions(scope.name) / model, case_id)
+                    target.unlink()
+                    _user.write_resampled(files[case_id], target.parent / f"{case_id}{_suffix_of(target)}",
+                                          ref_grid, pred_grid, spacing)
+                jobs += [(by_id[c], _staged_file(ws.predictions(scope.name) / model, c), model) for c in sorted(files)]
+            try:
+                evaluate_on_cluster(jobs, dataset=scope.name, params=params, cache_root=ws.root,
+                                    scheduler=args.scheduler, workers=args.workers, out=out)
+            except GridError as err:
+                raise StudyError(f"{err}; the cases finished so far are cached: run the command again to resume "
+                                 "where it stopped") from None
+        if args.cases_only:
+            return None
+        tasks = plan(prof, prof_path, relative(ws.root), sections=EVALUATE_SECTIONS)
+        return run_locked(tasks, ws, prof, prof_path, force=False, book=not args.no_book, scheduler=None,
+                          workers=None, out=out)
+
+
+def _staged_file(folder: Path, case_id: str) -> Path:
+    for suffix in _PREDICTION_SUFFIXES:
+        if (folder / f"{case_id}{suffix}").exists() or (folder / f"{case_id}{suffix}").is_symlink():
+            return folder / f"{case_id}{suffix}"
+    raise StudyError(f"{folder}: no staged prediction for case {case_id!r}")
+
+
+def _suffix_of(path: Path) -> str:
+    return ".nii.gz" if path.name.endswith((".nii.gz", ".nii")) else ".png"
 
 
 def _read_dataset(args, out) -> tuple[list, Path]:

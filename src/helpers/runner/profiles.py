@@ -9,7 +9,7 @@ from typing import Iterable
 import yaml
 
 from helpers.base.paths import project_root, resolve
-from helpers.data.datasets import DATASETS
+from helpers.data.datasets import DATASETS, is_dataset
 from helpers.runner.errors import StudyError
 from helpers.runner.sections import DATASET_SECTIONS, STUDY_SECTIONS, Section
 
@@ -42,7 +42,7 @@ def load_profile(profile: str) -> tuple[dict, Path]:
     if not isinstance(datasets, dict) or not datasets:
         raise StudyError(f"{path}: 'datasets' must map at least one of {list(DATASETS)} to its section parameters")
     for name, sections in datasets.items():
-        if name not in DATASETS:
+        if not is_dataset(name):
             raise StudyError(f"{path}: unknown dataset {name!r} under 'datasets'; known: {list(DATASETS)}")
         _check_section_mapping(path, f"datasets.{name}", sections or {}, DATASET_SECTIONS)
     _check_section_mapping(path, "sections", data.get("sections") or {}, DATASET_SECTIONS)
