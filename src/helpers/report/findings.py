@@ -192,11 +192,15 @@ def show_scorecard(ctx, *, study: str | None = None):
     return None if claims is None else scorecard(claims, study=study)
 
 
-def run_summary_markdown(claims: pd.DataFrame | None, *, pages: Mapping[str, Sequence[str]] | None = None) -> str:
+def run_summary_markdown(claims: pd.DataFrame | None, *, pages: Mapping[str, Sequence[str]] | None = None,
+                         titles: Mapping[str, str] | None = None) -> str:
     """"What this run found": per conclusion chapter, how many of its claims rows are supported, not supported or
-    cannot be assessed, and a link to the page(s) (``pages``: section -> document paths for ``{doc}``). The numbers
+    cannot be assessed, and a link to the page(s) (``pages``: section -> document paths for ``{doc}``; ``titles``:
+    section -> the chapter's title). The numbers
     are counted from the claims table, never written by hand."""
-    lines = ["## What this run found", ""]
+    lines = ["## What this run found", "",
+             "Each chapter below opens with its finding, one sentence per row of the claims table "
+             f"(`results/{CLAIMS_FILE}`); the counts are this run's verdicts.", ""]
     if claims is None or not len(claims):
         lines.append("The claims table of this run was not assembled: no finding is stated here.")
         return "\n".join(lines)
@@ -208,6 +212,7 @@ def run_summary_markdown(claims: pd.DataFrame | None, *, pages: Mapping[str, Seq
         counts = rows["verdict"].value_counts()
         said = ", ".join(f"{int(counts[v])} {v}" for v in ("supported", "not supported", "cannot be assessed")
                          if v in counts)
-        lines.append(f"- **{section.replace('_', ' ')}**: {len(rows)} claim rows ({said})"
+        name = (titles or {}).get(section, section.replace("_", " "))
+        lines.append(f"- **{name}**: {len(rows)} claim rows ({said})"
                      + (f"; see {links}." if links else "."))
     return "\n".join(lines)
