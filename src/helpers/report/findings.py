@@ -158,9 +158,9 @@ def scorecard(claims: pd.DataFrame, *, study: str | None = None) -> pd.DataFrame
         dataset = str(row.get("dataset") or "")
         where = display_name(dataset) if dataset in DATASETS else {"study": "all datasets"}.get(dataset, dataset)
         evidence = []
-        for key, noun in (("n_cases", "cases"), ("n_lesions", "lesions"), ("n_seeds", "seeds")):
+        for key, noun in (("n_cases", "case"), ("n_lesions", "lesion"), ("n_seeds", "seed")):
             if row.get(key) is not None:
-                evidence.append(f"{int(row[key])} {noun}")
+                evidence.append(f"{int(row[key])} {noun}{'' if int(row[key]) == 1 else 's'}")
         if row.get("p_holm") is not None:
             evidence.append(f"p (Holm) {format_p(row['p_holm'])}")
         rows.append({"claim": f"{row['claim']} ({where})" if where else row["claim"],
