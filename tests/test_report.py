@@ -262,3 +262,26 @@ def _close_figures():
     from helpers.base.plots import pyplot
 
     pyplot().close("all")
+
+
+def test_finding_box_updates_in_place_once_the_rows_exist(tmp_path, monkeypatch):
+    import IPython.display
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj, display_id=None: shown.append((display_id, obj.data)))
+    monkeypatch.setattr(IPython.display, "update_display",
+                        lambda obj, display_id=None: shown.append((display_id, obj.data)))
+
+    class Ctx:
+        results = tmp_path
+        scope = "wmh"
+
+        class section:
+            name = "reversals"
+
+    box = findings.show_finding(Ctx)
+    assert "were not computed" in shown[0][1]
+    write_csv(_rows(), tmp_path / page_file("reversals"))
+    box.update()
+    assert shown[1][0] == shown[0][0] == "finding-reversals-wmh"
+    assert sentence(_rows().to_dict("records")[0]) in shown[1][1]

@@ -76,6 +76,9 @@ class Dataset:
         Whether the reader reports lesions per lesion type (the report then sums them).
     paper : PaperFacts or None
         What the paper reports about it (``None``: a dataset the paper does not use).
+    distance_unit : str
+        The unit its distances are reported in: ``"mm"`` where cases carry a physical spacing, ``"px"`` for
+        photographs read without one (IDRiD), so a figure or table never labels pixels as millimetres.
     """
 
     name: str
@@ -93,6 +96,7 @@ class Dataset:
     target_notes: tuple[tuple[str, str], ...] = ()
     ignore_region: bool = False
     lesion_types: bool = False
+    distance_unit: str = "mm"
 
     def loader_options(self, mapping=None) -> LoaderOptions:
         """This dataset's loader options from a profile's mapping (``None``: defaults), validated; an
@@ -134,7 +138,7 @@ REGISTRY: dict[str, Dataset] = {
             paper=PaperFacts("IDRiD lesion benchmark", test_cases=81, lesions=1760, q1_upper_percent=1.5),
             target_notes=(("absent_meaning",
                            "a missing mask file means no lesion of that type in the image (empty mask)"),),
-            lesion_types=True,
+            lesion_types=True, distance_unit="px",
         ),
     )
 }

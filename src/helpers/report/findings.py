@@ -12,8 +12,9 @@ A chapter's rows are the ``claims_<section>.csv`` its section saves in its scope
 ``results/claims.csv`` (:data:`helpers.analysis.claims.CLAIMS_FILE`). A missing file is not an empty table: the
 box then states that the claims of this page were not computed.
 
-A notebook shows its box with ``report.show_finding(ctx, "reversals")`` (a ``hide-input`` cell right after the
-precondition); the Markdown it displays is rendered by MyST (``nb_render_markdown_format: myst`` in
+A notebook shows its box with ``finding = findings.show_finding(ctx)`` (a ``hide-input`` cell right after the
+precondition) and refreshes it with ``finding.update()`` in its last cell, after the chapter has saved its claims
+rows (:class:`FindingBox`); the Markdown it displays is rendered by MyST (``nb_render_markdown_format: myst`` in
 ``_config.yml``), so the admonition is a real admonition and a pipe table a real table.
 
 Imports :mod:`helpers.analysis` and :mod:`helpers.report.tables`; never matplotlib.
@@ -32,7 +33,7 @@ from helpers.report.tables import format_p, to_markdown
 
 __all__ = [
     "FINDING_TITLE", "NO_ROWS", "NOT_COMPUTED", "finding_markdown", "read_claims", "page_rows", "finding_for",
-    "show_finding", "scorecard", "scorecard_markdown", "show_scorecard", "run_summary_markdown",
+    "FindingBox", "show_finding", "scorecard", "scorecard_markdown", "ScorecardBox", "show_scorecard", "run_summary_markdown",
     "CONCLUSION_SECTIONS",
 ]
 
@@ -128,15 +129,43 @@ def _scope_words(scope: str) -> str:
     return {"study": "the datasets of this run", "small_data": "the small-data study"}.get(scope, scope)
 
 
-def show_finding(ctx, section: str | None = None):
-    """Display the finding box of the page of ``ctx`` (a :class:`helpers.runner.context.Context`; ``section``
-    defaults to the page's own) as Markdown; returns the markdown shown."""
-    from IPython.display import Markdown, display  # lazy: IPython only where a notebook displays
+class FindingBox:
+    """A page's finding box, shown once near the top of the page and refreshed in place: the chapter computes its
+    claims rows further down, so the box is displayed with a display id (:meth:`show`) and the chapter's last cell
+    calls :meth:`update`, which re-reads ``claims_<section>.csv`` and replaces the box's output (an executed
+    notebook keeps the updated output where the box was first shown)."""
 
-    section = section or ctx.section.name
-    text = finding_for(ctx.results, section, scope=ctx.scope)
-    display(Markdown(text))
-    return text
+    def __init__(self, results: Path, section: str, scope: str):
+        self.results, self.section, self.scope = Path(results), section, scope
+        self.display_id = f"finding-{section}-{scope}"
+        self.handle = None
+
+    def markdown(self) -> str:
+        """The box as it reads now (:func:`finding_for`)."""
+        return finding_for(self.results, self.section, scope=self.scope)
+
+    def show(self) -> "FindingBox":
+        from IPython.display import Markdown, display  # lazy: IPython only where a notebook displays
+
+        self.handle = display(Markdown(self.markdown()), display_id=self.display_id)
+        return self
+
+    def update(self) -> str:
+        """Re-read the page's claims rows and replace the box shown by :meth:`show`; returns the markdown."""
+        from IPython.display import Markdown, update_display  # lazy: IPython only where a notebook displays
+
+        text = self.markdown()
+        update_display(Markdown(text), display_id=self.display_id)
+        return text
+
+    def __repr__(self) -> str:
+        return f"FindingBox(section={self.section!r}, scope={self.scope!r})"
+
+
+def show_finding(ctx, section: str | None = None) -> FindingBox:
+    """Display the finding box of the page of ``ctx`` (a :class:`helpers.runner.context.Context`; ``section``
+    defaults to the page's own) and return it: call ``.update()`` on it once the page has saved its claims rows."""
+    return FindingBox(ctx.results, section or ctx.section.name, ctx.scope).show()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -181,15 +210,42 @@ def scorecard_markdown(claims: pd.DataFrame | None, *, study: str | None = None)
     return to_markdown(table, align_numbers=False)
 
 
-def show_scorecard(ctx, *, study: str | None = None):
-    """Display the scorecard of ``results/claims.csv`` in the workspace of ``ctx``; returns the table (None when
-    the file does not exist)."""
-    from IPython.display import Markdown, display  # lazy: IPython only where a notebook displays
+class ScorecardBox:
+    """The cross-dataset scorecard shown near the top of its chapter and refreshed in place (:meth:`update`) once
+    the chapter has assembled ``results/claims.csv``, like :class:`FindingBox`."""
 
-    path = ctx.ws.results() / CLAIMS_FILE
-    claims = read_claims(path) if path.is_file() else None
-    display(Markdown(scorecard_markdown(claims, study=study)))
-    return None if claims is None else scorecard(claims, study=study)
+    def __init__(self, ws, study: str | None = None):
+        self.ws, self.study = ws, study
+        self.display_id = f"scorecard-{study or 'all'}"
+
+    def claims(self) -> pd.DataFrame | None:
+        path = self.ws.results() / CLAIMS_FILE
+        return read_claims(path) if path.is_file() else None
+
+    def markdown(self) -> str:
+        return scorecard_markdown(self.claims(), study=self.study)
+
+    def show(self) -> "ScorecardBox":
+        from IPython.display import Markdown, display  # lazy: IPython only where a notebook displays
+
+        display(Markdown(self.markdown()), display_id=self.display_id)
+        return self
+
+    def update(self) -> str:
+        from IPython.display import Markdown, update_display  # lazy: IPython only where a notebook displays
+
+        text = self.markdown()
+        update_display(Markdown(text), display_id=self.display_id)
+        return text
+
+    def __repr__(self) -> str:
+        return f"ScorecardBox(study={self.study!r})"
+
+
+def show_scorecard(ctx, *, study: str | None = None) -> ScorecardBox:
+    """Display the scorecard of ``results/claims.csv`` in the workspace of ``ctx`` and return it (call
+    ``.update()`` once the claims table is assembled)."""
+    return ScorecardBox(ctx.ws, study).show()
 
 
 def run_summary_markdown(claims: pd.DataFrame | None, *, pages: Mapping[str, Sequence[str]] | None = None,

@@ -60,9 +60,9 @@ _DEFAULT_BOOTSTRAP = 2000
 
 
 def distance_unit(dataset: str) -> str:
-    """The unit distances are reported in for ``dataset``: ``px`` for a 2D photograph evaluated without a physical
-    spacing (IDRiD), else ``mm``."""
-    return "px" if dataset_entry(dataset).spatial_dims == 2 else "mm"
+    """The unit distances are reported in for ``dataset`` (the registry's ``distance_unit``: ``px`` for IDRiD's
+    photographs, read without a physical spacing; ``mm`` otherwise)."""
+    return dataset_entry(dataset).distance_unit
 
 
 def parameter(profile: Mapping, section: str, name: str, default=None, *, dataset: str | None = None,

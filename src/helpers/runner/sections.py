@@ -67,6 +67,7 @@ SECTIONS: tuple[Section, ...] = (
         results=("metric_definitions_empty_masks.csv", "metric_definitions_lesion_example.csv"),
         figures=("metric_definitions_shifted_square.png", "metric_definitions_hd95_variants.png",
                  "metric_definitions_lesions.png"),
+        writes=("methods.md",),
     ),
     Section(
         "data", "01_data.ipynb", "Data",
@@ -90,7 +91,8 @@ SECTIONS: tuple[Section, ...] = (
                  "cleanup_sensitivity.csv", "seed_aggregates.csv", "seed_spread.csv", "seed_rankings.csv",
                  "claims.csv", "dice_equivalence.csv", "spread_intervals.csv", "claims_robustness.csv",
                  "architecture_intervals.csv"),
-        figures=("overall_vs_small_lesion_comparison.png", "quartile_disagreement.png"),
+        figures=("overall_vs_small_lesion_comparison.png", "quartile_disagreement.png", "boundary_error_vs_size.png",
+                 "q1_hd95_distribution.png", "rank_heatmap.png"),
     ),
     Section(
         "reversals", "05_reversals.ipynb", "Ranking reversals", depends=("stratification",),
@@ -98,7 +100,7 @@ SECTIONS: tuple[Section, ...] = (
     ),
     Section(
         "bootstrap", "06_bootstrap.ipynb", "Bootstrap robustness", depends=("stratification",),
-        results=("bootstrap_directional_robustness.csv",),
+        results=("bootstrap_directional_robustness.csv",), figures=("bootstrap_forest.png",),
     ),
     Section(
         "qualitative", "07_qualitative.ipynb", "Qualitative examples", depends=("stratification",),
@@ -132,7 +134,7 @@ SECTIONS: tuple[Section, ...] = (
     Section(
         "small_data", "10_small_data.ipynb", "Small data: is there a best model at N = 9?", scope="study",
         dataset=SMALL_DATA, part="small",
-        figures=("small_data_cases.png", "small_data_intervals.png", "small_data_cd.png",
+        figures=("small_data_cases.png", "small_data_per_image.png", "small_data_intervals.png", "small_data_cd.png",
                  "small_data_rank_volatility.png", "small_data_uncertainty.png", "small_data_explain.png",
                  "small_data_visual_paradox.png"),
         writes=("data_manifest.json", "data_summary.csv", "splits.json", "scores.csv", "model_status.csv",
