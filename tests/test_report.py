@@ -285,3 +285,16 @@ def test_finding_box_updates_in_place_once_the_rows_exist(tmp_path, monkeypatch)
     box.update()
     assert shown[1][0] == shown[0][0] == "finding-reversals-wmh"
     assert sentence(_rows().to_dict("records")[0]) in shown[1][1]
+
+
+def test_executed_pages_of_a_dataset_carry_its_name_in_the_title(tmp_path):
+    import nbformat
+    from nbformat.v4 import new_markdown_cell, new_notebook
+
+    from helpers.runner.execution import title_with_scope
+
+    path = tmp_path / "page.ipynb"
+    nbformat.write(new_notebook(cells=[new_markdown_cell("# Size stratification\n\ntext")]), path)
+    assert title_with_scope(path, "LiTS")
+    assert nbformat.read(path, as_version=4).cells[0].source == "# LiTS: Size stratification\n\ntext"
+    assert not title_with_scope(path, "LiTS")  # once only
