@@ -298,3 +298,23 @@ def test_executed_pages_of_a_dataset_carry_its_name_in_the_title(tmp_path):
     assert title_with_scope(path, "LiTS")
     assert nbformat.read(path, as_version=4).cells[0].source == "# LiTS: Size stratification\n\ntext"
     assert not title_with_scope(path, "LiTS")  # once only
+
+
+def test_browser_check_flags_narrow_and_blank_figures_and_knows_the_conclusion_pages(tmp_path):
+    import importlib.util
+    import pathlib
+
+    from PIL import Image
+
+    spec = importlib.util.spec_from_file_location(
+        "browser_check", pathlib.Path(__file__).with_name("browser_check.py"))
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    Image.new("RGB", (200, 100), "white").save(tmp_path / "blank.png")
+    drawn = Image.new("RGB", (400, 100), "white")
+    drawn.putpixel((10, 10), (0, 0, 0))
+    drawn.save(tmp_path / "drawn.png")
+    assert check.figure_problems(tmp_path / "blank.png") == ["200 px wide (< 300)", "blank (one colour)"]
+    assert check.figure_problems(tmp_path / "drawn.png") == []
+    assert check.is_conclusion_page("book/executed/lits/05_reversals.html")
+    assert not check.is_conclusion_page("book/executed/lits/03_evaluation.html")
