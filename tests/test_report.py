@@ -318,3 +318,17 @@ def test_browser_check_flags_narrow_and_blank_figures_and_knows_the_conclusion_p
     assert check.figure_problems(tmp_path / "drawn.png") == []
     assert check.is_conclusion_page("book/executed/lits/05_reversals.html")
     assert not check.is_conclusion_page("book/executed/lits/03_evaluation.html")
+
+
+def test_whole_number_float_columns_read_as_integers_and_show_table_is_markdown():
+    frame = pd.DataFrame({"leader_rank_in_metric": [1.0, 3.0], "kendall_tau": [0.333333, 1.0],
+                          "order_dice": ["unet > resunet", "resunet > unet"], "order_changed": [False, True]})
+    table, note = tables.readable(frame)
+    assert list(table["Dice leader's rank"]) == ["1", "3"]
+    assert list(table["Kendall's tau"]) == ["0.333", "1.000"]
+    assert list(table["order by Dice"]) == ["U-Net > Residual U-Net", "Residual U-Net > U-Net"]
+    assert list(table["order changed"]) == ["no", "yes"]
+    shown = tables.show_table(frame)
+    assert shown.data.startswith("| Dice leader's rank | Kendall's tau |")
+    long = tables.show_table(pd.DataFrame({"case_id": range(30)}), csv_name="x.csv")
+    assert ":::{dropdown}" in long.data and "`x.csv`" in long.data

@@ -35,7 +35,7 @@ from helpers.metrics.registry import METRICS, label as metric_label
 
 __all__ = [
     "COLUMN_LABELS", "column_label", "model_label", "model_order", "format_p", "format_percent", "format_value",
-    "format_column", "constant_columns", "readable", "to_markdown", "collapsed", "LONG_TABLE_ROWS",
+    "format_column", "constant_columns", "readable", "to_markdown", "collapsed", "LONG_TABLE_ROWS", "show_table",
 ]
 
 #: The reader's name of each raw column name that the book shows (one place; add a column here, not in a cell).
@@ -51,7 +51,11 @@ COLUMN_LABELS: dict[str, str] = {
     "p_value": "p", "p_raw": "p (unadjusted)", "p_holm": "p (Holm)", "p": "p", "verdict": "verdict",
     "relative_spread_percent": "spread among top 3 (%)", "absolute_spread": "spread among top 3",
     "spread": "spread", "top_models": "top models", "order": "model order", "dice_order": "order by Dice",
-    "metric_order": "order by metric", "kendall_tau": "Kendall's tau", "reversed": "order changed",
+    "metric_order": "order by metric", "order_dice": "order by Dice", "order_metric": "order by the metric",
+    "order_changed": "order changed", "leader_rank_in_metric": "Dice leader's rank", "pairs_comparable":
+    "comparable pairs", "top_pairs_agree": "top pairs agreeing", "top_pairs_comparable": "top pairs comparable",
+    "top_pairs_not_comparable": "top pairs not comparable", "top_pairs": "top pairs", "note": "note",
+    "joint_reversal_share": "joint reversal (share)", "kendall_tau": "Kendall's tau", "reversed": "order changed",
     "paper_value": "paper", "our_value": "ours", "paper": "paper", "ours": "ours", "claim": "claim",
     "data_source": "data", "reason": "reason", "detectable_difference": "detectable difference",
     "study": "study", "section": "chapter", "lesion_area_fraction": "lesion area (% of image)",
@@ -132,7 +136,7 @@ def _kind(name: str) -> str:
         return "count"
     if name in ("model", "model_a", "model_b", "better") or name.endswith("_model"):
         return "model"
-    if name.endswith("order") or name == "top_models":
+    if name.endswith("order") or name.startswith("order_") or name == "top_models":
         return "order"
     return "value"
 
@@ -150,8 +154,13 @@ def format_column(name: str, values: pd.Series, *, digits: int = 3) -> pd.Series
                           if isinstance(v, (int, float, np.integer, np.floating)) else format_value(v))
     if kind == "model":
         return values.map(lambda v: "" if _missing(v) else model_label(v))
-    if kind == "order":
+    if kind == "order" and not pd.api.types.is_bool_dtype(values) and not pd.api.types.is_numeric_dtype(values):
         return values.map(model_order)
+    numbers = pd.to_numeric(values, errors="coerce")
+    if values.dtype.kind == "f" and numbers.notna().any() and bool(
+            np.all(np.isinf(numbers[numbers.notna()]) | (numbers[numbers.notna()] % 1 == 0))):
+        # a float column holding whole numbers only (counts and ranks read back from CSV): integers
+        return values.map(lambda v: "" if _missing(v) else format_value(int(v) if math.isfinite(v) else v))
     return values.map(lambda v: format_value(v, digits=digits))
 
 
@@ -226,3 +235,17 @@ def collapsed(frame: pd.DataFrame, *, summary: str, csv_name: str = "", title: s
     if len(frame) <= max_rows:
         return f"{lead}\n\n{text}"
     return f"{lead}\n\n:::{{dropdown}} {title} ({len(frame)} rows)\n{text}\n:::"
+
+
+def show_table(frame: pd.DataFrame, *, summary: str = "", csv_name: str = "", max_rows: int = LONG_TABLE_ROWS,
+               **readable_options):
+    """The readable table of ``frame`` for a notebook cell (an IPython ``Markdown`` object: end a cell with it):
+    :func:`readable` then :func:`to_markdown`, collapsed into a dropdown (:func:`collapsed`) when it is longer
+    than ``max_rows`` rows or a ``summary`` is given."""
+    from IPython.display import Markdown  # lazy: IPython only where a notebook displays
+
+    if summary or len(frame) > max_rows:
+        summary = summary or f"{len(frame)} rows."
+        return Markdown(collapsed(frame, summary=summary, csv_name=csv_name, max_rows=max_rows, **readable_options))
+    table, note = readable(frame, **readable_options)
+    return Markdown(to_markdown(table, note=note))
