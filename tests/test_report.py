@@ -332,3 +332,22 @@ def test_whole_number_float_columns_read_as_integers_and_show_table_is_markdown(
     assert shown.data.startswith("| Dice leader's rank | Kendall's tau |")
     long = tables.show_table(pd.DataFrame({"case_id": range(30)}), csv_name="x.csv")
     assert ":::{dropdown}" in long.data and "`x.csv`" in long.data
+
+
+def test_the_runner_writes_the_pages_the_intro_and_methods_include(tmp_path):
+    from helpers.analysis.claims import CLAIMS_FILE
+    from helpers.base.paths import Workspace
+    from helpers.runner import book
+
+    ws = Workspace.at(tmp_path / "ws")
+    (ws.executed("wmh")).mkdir(parents=True)
+    (ws.executed("wmh") / "05_reversals.ipynb").write_text("{}")
+    write_csv(_rows(), ws.results() / CLAIMS_FILE)
+    profile = {"profile": "t", "seed": 0, "datasets": {"wmh": {}}}
+    written = book.write_generated_pages(profile, ws)
+    assert written == [book.generated_path(ws, "findings"), book.generated_path(ws, "methods")]
+    assert written[0] == ws.root / "book" / "executed" / "findings.md"
+    found = written[0].read_text(encoding="utf-8")
+    assert "- **Ranking reversals**: 2 claim rows (1 supported, 1 cannot be assessed); see " \
+           "{doc}`/book/executed/wmh/05_reversals`." in found
+    assert written[1].read_text(encoding="utf-8").startswith("## This run's choices")
