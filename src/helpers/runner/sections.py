@@ -92,11 +92,11 @@ SECTIONS: tuple[Section, ...] = (
                  "claims.csv", "dice_equivalence.csv", "spread_intervals.csv", "claims_robustness.csv",
                  "architecture_intervals.csv"),
         figures=("overall_vs_small_lesion_comparison.png", "quartile_disagreement.png", "boundary_error_vs_size.png",
-                 "q1_hd95_distribution.png", "rank_heatmap.png"),
+                 "q1_hd95_distribution.png"),
     ),
     Section(
         "reversals", "05_reversals.ipynb", "Ranking reversals", depends=("stratification",),
-        results=("ranking_reversals.csv",), figures=("ranking_reversal_matrix.png",),
+        results=("ranking_reversals.csv",), figures=("ranking_reversal_matrix.png", "rank_heatmap.png"),
     ),
     Section(
         "bootstrap", "06_bootstrap.ipynb", "Bootstrap robustness", depends=("stratification",),
