@@ -154,6 +154,9 @@ def plot_rank_heatmap(aggregates: pd.DataFrame, *, metrics: Sequence[str], strat
                 r = ranks.iat[i, j]
                 ax.text(j, i, "" if not np.isfinite(r) else f"{r:g}", ha="center", va="center", fontsize=8,
                         color="white" if np.isfinite(r) and r > (len(models) + 1) / 2 else "black")
+        if not np.isfinite(ranks.to_numpy(float)).any():
+            ax.text(0.5, 0.5, "not ranked\n(too few units)", ha="center", va="center", fontsize=8,
+                    transform=ax.transAxes)
         ax.set_xticks(range(len(metrics)), [label(m) for m in metrics], rotation=45, ha="right")
         ax.set_yticks(range(len(first)), [_name(m) for m in first] if ax is axes[0] else [""] * len(first))
         ax.set_title(stratum)

@@ -68,6 +68,11 @@ def plot_overall_vs_small(spreads: pd.DataFrame, *, metrics: Sequence[str] = met
                       label=f"{legend}{f', mean over {len(datasets)} datasets' if several else ''}")
         ax.bar_label(bars, labels=["" if not np.isfinite(v) else f"{v:.1f}" for v in means], fontsize=7,
                      padding=2)
+        for i, v in enumerate(means):
+            if not np.isfinite(v) and (sub["metric"] == metrics[i]).any():
+                # (max - min) / min with min = 0, or no value: said, not drawn as an empty slot
+                ax.annotate("undefined", (x[i] + (k - 0.5) * width, 0), xytext=(0, 2), textcoords="offset points",
+                            ha="center", va="bottom", fontsize=6, rotation=90, color=color)
         if several:
             for dataset in datasets:
                 rows = sub[sub["dataset"] == dataset]

@@ -154,8 +154,8 @@ def format_column(name: str, values: pd.Series, *, digits: int = 3) -> pd.Series
                           if isinstance(v, (int, float, np.integer, np.floating)) else format_value(v))
     if kind == "model":
         return values.map(lambda v: "" if _missing(v) else model_label(v))
-    if kind == "order" and not pd.api.types.is_bool_dtype(values) and not pd.api.types.is_numeric_dtype(values):
-        return values.map(model_order)
+    if kind == "order":
+        return values.map(lambda v: model_order(v) if isinstance(v, str) else format_value(v, digits=digits))
     numbers = pd.to_numeric(values, errors="coerce")
     if values.dtype.kind == "f" and numbers.notna().any() and bool(
             np.all(np.isinf(numbers[numbers.notna()]) | (numbers[numbers.notna()] % 1 == 0))):
