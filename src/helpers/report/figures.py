@@ -34,7 +34,10 @@ from helpers.metrics import label, metric_names
 from helpers.base.plots import get_axes, model_color, subplots
 from helpers.stats.ranking import agreement_matrix
 from helpers.data.datasets import display_name
-from helpers.report.evidence import OKABE_ITO, LINE_STYLES
+from helpers.report.evidence import model_style
+
+#: The reference lesion's fill in the qualitative crops (pale yellow, translucent), drawn beneath the contours.
+_REFERENCE_FILL = (1.0, 1.0, 0.55, 0.45)
 
 __all__ = [
     "plot_overall_vs_small", "plot_quartile_disagreement", "plot_reversal_matrix", "plot_reversal_matrices",
@@ -181,9 +184,10 @@ def plot_lesion_examples(crops: Sequence[Mapping], *, unit: str = "mm", axes=Non
         from matplotlib.patches import Patch  # drawn only where a figure is made
 
         models = list(crops[0]["predictions"])
-        handles = [Patch(facecolor=(0.85, 0.85, 0.85), edgecolor="black", label="reference")] + [
-            Line2D([], [], color=OKABE_ITO[k % len(OKABE_ITO)], ls=LINE_STYLES[k % len(LINE_STYLES)], lw=1.6,
-                   label=MODEL_LABELS.get(m, m)) for k, m in enumerate(models)]
+        styles = model_style(sorted(models))
+        handles = [Patch(facecolor=_REFERENCE_FILL, edgecolor="black", label="reference")] + [
+            Line2D([], [], color=styles[m]["color"], ls=styles[m]["linestyle"], lw=1.6,
+                   label=MODEL_LABELS.get(m, m)) for m in models]
         axes[0].figure.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7,
                               bbox_to_anchor=(0.5, -0.06), frameon=False)
     return axes
@@ -222,15 +226,16 @@ def plot_lesion_example(crop: Mapping, *, ax=None, title_metrics: bool = True, u
     ax.imshow(image, cmap=None if image.ndim == 3 else "gray", interpolation="nearest")
     reference = np.asarray(crop["reference"], bool)
     overlay = np.zeros((*reference.shape, 4))
-    overlay[reference] = (1.0, 1.0, 1.0, 0.35)
+    overlay[reference] = _REFERENCE_FILL
     ax.imshow(overlay, interpolation="nearest")
     for contour in measure.find_contours(np.pad(reference, 1).astype(float), 0.5):
         ax.plot(contour[:, 1] - 1, contour[:, 0] - 1, color="black", lw=0.8)
     lines = []
-    for k, (model, pred) in enumerate(crop["predictions"].items()):
+    styles = model_style(sorted(crop["predictions"]))  # the colours of every evidence figure
+    for model, pred in crop["predictions"].items():
         for contour in measure.find_contours(np.pad(pred, 1).astype(float), 0.5):
-            ax.plot(contour[:, 1] - 1, contour[:, 0] - 1, color=OKABE_ITO[k % len(OKABE_ITO)],
-                    ls=LINE_STYLES[k % len(LINE_STYLES)], lw=1.6)
+            ax.plot(contour[:, 1] - 1, contour[:, 0] - 1, color=styles[model]["color"],
+                    ls=styles[model]["linestyle"], lw=1.6)
         m = crop.get("metrics", {}).get(model, {})
         lines.append(f"{MODEL_LABELS.get(model, model)}: Dice {m.get('dice', np.nan):.2f}, "
                      f"HD95 {m.get('hd95', np.nan):.1f} {unit}")
