@@ -351,3 +351,11 @@ def test_the_runner_writes_the_pages_the_intro_and_methods_include(tmp_path):
     assert "- **Ranking reversals**: 2 claim rows (1 supported, 1 cannot be assessed); see " \
            "{doc}`/book/executed/wmh/05_reversals`." in found
     assert written[1].read_text(encoding="utf-8").startswith("## This run's choices")
+
+
+def test_paper_values_are_shown_once_per_model():
+    frame = pd.DataFrame({"dataset": ["wmh", "wmh", "lits", "lits"], "model": ["unet", "resunet"] * 2,
+                          "hd95": [1.0, 2.0, 3.0, 4.0], "paper_hd95": [5.0, 6.0, 5.0, 6.0]})
+    ours, paper = tables.split_paper_columns(frame)
+    assert list(ours.columns) == ["dataset", "model", "hd95"]
+    assert paper.to_dict("list") == {"model": ["unet", "resunet"], "hd95": [5.0, 6.0]}

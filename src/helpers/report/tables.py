@@ -36,6 +36,7 @@ from helpers.metrics.registry import METRICS, label as metric_label
 __all__ = [
     "COLUMN_LABELS", "column_label", "model_label", "model_order", "format_p", "format_percent", "format_value",
     "format_column", "constant_columns", "readable", "to_markdown", "collapsed", "LONG_TABLE_ROWS", "show_table",
+    "split_paper_columns",
 ]
 
 #: The reader's name of each raw column name that the book shows (one place; add a column here, not in a cell).
@@ -249,3 +250,15 @@ def show_table(frame: pd.DataFrame, *, summary: str = "", csv_name: str = "", ma
         return Markdown(collapsed(frame, summary=summary, csv_name=csv_name, max_rows=max_rows, **readable_options))
     table, note = readable(frame, **readable_options)
     return Markdown(to_markdown(table, note=note))
+
+
+def split_paper_columns(frame: pd.DataFrame, *, key: str = "model", prefix: str = "paper_"
+                        ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(ours, paper)``: ``frame`` without its ``<prefix>*`` columns, and those columns once per ``key`` (the
+    paper's values, repeated on every dataset's rows of a comparison table, as one row per ``key``; the prefix
+    dropped from their names)."""
+    paper_columns = [c for c in frame.columns if str(c).startswith(prefix)]
+    ours = frame.drop(columns=paper_columns)
+    paper = (frame[[key, *paper_columns]].drop_duplicates(key).reset_index(drop=True)
+             .rename(columns={c: str(c)[len(prefix):] for c in paper_columns}))
+    return ours, paper
