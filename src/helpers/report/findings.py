@@ -7,9 +7,10 @@ so a page cannot contradict its table: the box is one bullet per row, in registr
 
 Where the rows come from
 ------------------------
-A chapter's rows are the ``claims_<section>.csv`` its section saves in its scope's results folder
-(:func:`helpers.analysis.claims.page_file`), read by :func:`page_rows`; the scorecard reads the assembled
-``results/claims.csv`` (:data:`helpers.analysis.claims.CLAIMS_FILE`). A missing file is not an empty table: the
+A chapter's rows are in the file :func:`helpers.analysis.claims.page_file` names, in the page's results folder
+(a dataset's ``claims.csv``, the first study's ``claims_small_lesions.csv``, ...), read by :func:`page_rows`; the
+scorecard reads the first study's table (:func:`helpers.analysis.claims.study_file`) and the intro's summary the
+run's ``results/claims.csv`` (:data:`helpers.analysis.claims.CLAIMS_FILE`, assembled by the runner). A missing file is not an empty table: the
 box then states that the claims of this page were not computed.
 
 A notebook shows its box with ``finding = findings.show_finding(ctx)`` (a ``hide-input`` cell right after the
@@ -27,7 +28,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from helpers.analysis.claims import CLAIM_COLUMNS, CLAIMS, CLAIMS_FILE, EXTRA_COLUMNS, page_file, rows_for, sentence
+from helpers.analysis.claims import (
+    CLAIM_COLUMNS, CLAIMS, CLAIMS_FILE, EXTRA_COLUMNS, FIRST_STUDY, page_file, rows_for, sentence, study_file,
+)
 from helpers.data.datasets import DATASETS, display_name
 from helpers.report.tables import format_p, to_markdown
 
@@ -103,8 +106,9 @@ def _page_dataset(scope: str) -> str | None:
 
 
 def page_rows(results: Path, section: str, *, scope: str) -> pd.DataFrame | None:
-    """The claims rows a page shows: ``claims_<section>.csv`` in the page's results folder ``results``, restricted
-    to ``section`` and, on a dataset's page, to that dataset; None when the file does not exist."""
+    """The claims rows a page shows: the file :func:`~helpers.analysis.claims.page_file` names, in the page's
+    results folder ``results``, restricted to ``section`` and, on a dataset's page, to that dataset; None when the
+    file does not exist."""
     path = Path(results) / page_file(section)
     if not path.is_file():
         return None
@@ -132,7 +136,7 @@ def _scope_words(scope: str) -> str:
 class FindingBox:
     """A page's finding box, shown once near the top of the page and refreshed in place: the chapter computes its
     claims rows further down, so the box is displayed with a display id (:meth:`show`) and the chapter's last cell
-    calls :meth:`update`, which re-reads ``claims_<section>.csv`` and replaces the box's output (an executed
+    calls :meth:`update`, which re-reads the page's claims file and replaces the box's output (an executed
     notebook keeps the updated output where the box was first shown)."""
 
     def __init__(self, results: Path, section: str, scope: str):
@@ -212,18 +216,23 @@ def scorecard_markdown(claims: pd.DataFrame | None, *, study: str | None = None)
 
 class ScorecardBox:
     """The cross-dataset scorecard shown near the top of its chapter and refreshed in place (:meth:`update`) once
-    the chapter has assembled ``results/claims.csv``, like :class:`FindingBox`."""
+    the chapter has saved the first study's claims table (``results/claims_<study>.csv``,
+    :func:`helpers.analysis.claims.study_file`), like :class:`FindingBox`."""
 
-    def __init__(self, ws, study: str | None = None):
-        self.ws, self.study = ws, study
-        self.display_id = f"scorecard-{study or 'all'}"
+    def __init__(self, results: Path, study: str = FIRST_STUDY):
+        self.path = Path(results) / study_file(study)
+        self.study = study
+        self.display_id = f"scorecard-{study}"
 
     def claims(self) -> pd.DataFrame | None:
-        path = self.ws.results() / CLAIMS_FILE
-        return read_claims(path) if path.is_file() else None
+        return read_claims(self.path) if self.path.is_file() else None
 
     def markdown(self) -> str:
-        return scorecard_markdown(self.claims(), study=self.study)
+        claims = self.claims()
+        if claims is None:
+            return (f"*The claims of this chapter were not computed (`{self.path.name}` not found): the scorecard is "
+                    "empty.*")
+        return scorecard_markdown(claims, study=self.study)
 
     def show(self) -> "ScorecardBox":
         from IPython.display import Markdown, display  # lazy: IPython only where a notebook displays
@@ -242,10 +251,10 @@ class ScorecardBox:
         return f"ScorecardBox(study={self.study!r})"
 
 
-def show_scorecard(ctx, *, study: str | None = None) -> ScorecardBox:
-    """Display the scorecard of ``results/claims.csv`` in the workspace of ``ctx`` and return it (call
-    ``.update()`` once the claims table is assembled)."""
-    return ScorecardBox(ctx.ws, study).show()
+def show_scorecard(ctx, *, study: str = FIRST_STUDY) -> ScorecardBox:
+    """Display the scorecard of ``study``'s claims table in the results folder of ``ctx`` (the cross-dataset
+    chapter's) and return it (call ``.update()`` once the chapter has saved the table)."""
+    return ScorecardBox(ctx.results, study).show()
 
 
 def run_summary_markdown(claims: pd.DataFrame | None, *, pages: Mapping[str, Sequence[str]] | None = None,
