@@ -2,7 +2,11 @@
 
 Checks: every page loads; every image has loaded with a non-zero natural size; every internal link points to an
 existing page and, where it names a fragment, to an existing anchor; no page shows a Python traceback; every formula
-is rendered by MathJax (and the methods page has formulas); no page requests anything from the network. Chromium
+is rendered by MathJax (and the methods page has formulas); no page requests anything from the network; no rendered
+table cell or paragraph shows a raw pipe-table rule (``|---``: markdown displayed as text, not as a table); every
+figure of a page's content is at least 300 px wide and not blank (one colour); each conclusion chapter
+(:data:`CONCLUSION_PAGES`) shows its "Finding" admonition. One full-page screenshot per page is saved under the build
+folder (``<build>/screenshots/<page>.png``) for a reader to review. Chromium
 runs with the network off (every host name but 127.0.0.1 resolves to nothing), so a page that needed a CDN (MathJax,
 fonts, scripts) fails here as it would for an offline reader.
 Usage: ``python tests/browser_check.py BUILD_HTML_DIR``. Prints one line per problem and a closing count line.
@@ -58,6 +62,28 @@ poll();
 EXTERNAL_JS = """
 return performance.getEntriesByType('resource').map(e => e.name).filter(n => !n.startsWith(arguments[0]));
 """
+#: What a reader sees as text where markdown was displayed raw: a pipe-table rule in a cell, paragraph or item.
+RAW_TABLE_JS = """
+const scope = document.querySelector('article') || document.body;
+return Array.from(scope.querySelectorAll('td, th, p, li')).filter(e => !e.closest('pre, code'))
+  .map(e => e.innerText).filter(t => t.includes('|---')).map(t => t.slice(0, 80));
+"""
+#: The figures of the page's content (not the theme's icons) and the titles of its admonitions.
+CONTENT_JS = """
+const scope = document.querySelector('article') || document.body;
+const figures = Array.from(scope.querySelectorAll('img')).map(i => [i.currentSrc || i.src, i.naturalWidth]);
+const titles = Array.from(scope.querySelectorAll('.admonition .admonition-title')).map(t => t.innerText.trim());
+return [figures, titles, Math.max(document.documentElement.scrollHeight, document.body.scrollHeight)];
+"""
+#: The chapters that open with a finding box (their executed notebooks' names).
+CONCLUSION_PAGES = ("04_stratification", "05_reversals", "06_bootstrap", "08_cross_dataset", "09_failure_modes",
+                    "10_small_data")
+#: The title of a chapter's finding box (helpers.report.findings.FINDING_TITLE).
+FINDING_TITLE = "Finding"
+#: The narrowest figure a reader can read at the book's width, in pixels.
+MIN_FIGURE_WIDTH = 300
+#: The tallest full-page screenshot (pixels; a longer page is cut there).
+MAX_SCREENSHOT_HEIGHT = 20000
 #: The page whose formulas must render (a page without formulas would let a broken MathJax pass unseen).
 METHODS_PAGE = "book/methods.html"
 
@@ -88,6 +114,36 @@ def driver() -> webdriver.Chrome:
     return browser
 
 
+def figure_problems(path: Path, *, min_width: int = MIN_FIGURE_WIDTH) -> list[str]:
+    """What is wrong with a figure file a page shows: narrower than ``min_width`` pixels, or blank (every pixel the
+    same colour). Read from the file (the same image the browser loaded)."""
+    from PIL import Image  # Pillow comes with matplotlib
+
+    with Image.open(path) as image:
+        width, height = image.size
+        extrema = image.convert("RGB").getextrema()
+    problems = []
+    if width < min_width:
+        problems.append(f"{width} px wide (< {min_width})")
+    if all(low == high for low, high in extrema):
+        problems.append("blank (one colour)")
+    return problems
+
+
+def is_conclusion_page(page: str) -> bool:
+    """Whether ``page`` (a path of the built book) is a chapter that must open with its finding box."""
+    return Path(page).stem in CONCLUSION_PAGES
+
+
+def screenshot(browser, height: int, path: Path) -> None:
+    """A full-page screenshot of the page open in ``browser`` (``height``: the page's height in pixels)."""
+    width = browser.get_window_size()["width"]
+    browser.set_window_size(width, min(max(height, 600), MAX_SCREENSHOT_HEIGHT))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(path))
+    browser.set_window_size(width, 900)
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print(__doc__, file=sys.stderr)
@@ -106,7 +162,10 @@ def main(argv: list[str]) -> int:
     n_images = 0
     n_formulas = 0
     formulas_on: dict[str, int] = {}
+    shots = root.parent / "screenshots"
+    n_shots = 0
     browser = driver()
+    browser.set_window_size(1280, 900)
     try:
         for page in pages:
             redirect = REDIRECT.search((root / page).read_text(encoding="utf-8", errors="replace"))
@@ -134,6 +193,22 @@ def main(argv: list[str]) -> int:
                 problems.append(f"{page}: {errors} MathJax errors")
             for url in browser.execute_script(EXTERNAL_JS, base):
                 problems.append(f"{page}: requests {url} from the network (everything must come from the book)")
+            for text in browser.execute_script(RAW_TABLE_JS):
+                problems.append(f"{page}: shows a raw pipe table as text ({text!r}): display it as Markdown")
+            figures, titles, height = browser.execute_script(CONTENT_JS)
+            for src, width in figures:
+                target = urlparse(urldefrag(src)[0])
+                local = root / unquote(target.path[1:]) if src.startswith(base) else None
+                if local is not None and local.is_file():
+                    for issue in figure_problems(local):
+                        problems.append(f"{page}: figure {local.name} is {issue}")
+                elif width and width < MIN_FIGURE_WIDTH:
+                    problems.append(f"{page}: figure {src[:60]} is {width} px wide (< {MIN_FIGURE_WIDTH})")
+            if is_conclusion_page(page) and FINDING_TITLE not in titles:
+                problems.append(f"{page}: no '{FINDING_TITLE}' admonition (a conclusion chapter opens with its "
+                                "finding)")
+            screenshot(browser, height, shots / (page.removesuffix(".html").replace("/", "__") + ".png"))
+            n_shots += 1
             if urldefrag(browser.current_url)[0] != base + page:
                 problems.append(f"{page}: the browser left the page for {browser.current_url} while it was checked")
     finally:
@@ -158,7 +233,7 @@ def main(argv: list[str]) -> int:
     for line in problems:
         print(f"browser check: {line}")
     print(f"browser check: {len(pages)} pages, {n_images} images, {n_links} internal links, {n_formulas} formulas "
-          "rendered by MathJax, network off")
+          f"rendered by MathJax, network off; {n_shots} screenshots in {shots}")
     print(f"{len(pages) - len({p.split(':')[0] for p in problems})} passed, "
           f"{len({p.split(':')[0] for p in problems})} failed")
     return 1 if problems else 0

@@ -79,9 +79,9 @@ def test_failing_precondition_says_not_met_and_why():
     assert verdict.n_q1_common == 3 and verdict.n_q1_lesions == 5
     assert verdict.models["competent"].tolist() == [True, True, True, False]
     text = verdict.to_markdown()
-    assert text.startswith("**Precondition not met for wmh.**")
+    assert text.startswith("**Precondition not met for WMH.**")
     assert "- unet: Q1 lesion recall 0.600 (3 of 5) < 0.8" in text
-    assert "| unet | 0.750 | 0.600 | 3 / 5 | no |" in text
+    assert "| U-Net | 0.750 | 0.600 | 3 / 5 | no |" in text
 
 
 TIED = pc.Thresholds(min_cases=3, min_q1_lesions=4)
@@ -96,7 +96,7 @@ def test_met_when_competent_and_equivalent():
     assert eq.loc[("hybrid", "resunet"), "p_signflip"] == pytest.approx(1 / 64)
     # zero-variance differences: the t-interval collapses onto the difference, the smallest margin is 0.008
     assert verdict.smallest_margin == pytest.approx(0.008, abs=1e-9)
-    assert verdict.to_markdown().startswith("**Precondition met for wmh.**")
+    assert verdict.to_markdown().startswith("**Precondition met for WMH.**")
 
 
 def test_seed_spread_is_reported_and_never_widens_the_margin():
@@ -152,15 +152,15 @@ def test_check_reads_workspace_and_seed_summary(tmp_path):
     assert verdict.met and verdict.seed_spread == pytest.approx(0.04)
     assert verdict.seed_spread_source == "validation Dice"
     both = pc.to_markdown(pc.check_all(ws, ["wmh"], min_cases=3, min_q1_lesions=4))
-    assert both.startswith("**Precondition met on every dataset (wmh).**")
+    assert both.startswith("**Precondition met on every dataset (WMH).**")
 
 
 def test_cross_dataset_headline_names_failing_datasets():
     good = pc.evaluate("wmh", *_tables(dice=DICE6, detected=DETECTED_OK, cases=CASES6), thresholds=TIED)
     bad = pc.evaluate("idrid", *_tables(), thresholds=SMALL)
     text = pc.to_markdown([good, bad])
-    assert text.startswith("**Precondition not met on idrid:**")
-    assert "**Precondition met for wmh.**" in text and "**Precondition not met for idrid.**" in text
+    assert text.startswith("**Precondition not met on IDRiD:**")
+    assert "**Precondition met for WMH.**" in text and "**Precondition not met for IDRiD.**" in text
     assert bad.as_row()["min_q1_recall"] == pytest.approx(0.6)
 
 

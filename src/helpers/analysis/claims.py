@@ -16,7 +16,8 @@ study's by the small-data section, the method's checks by the failure-mode labor
 sections) writes the run's ``results/claims.csv``. :func:`sentence` is the one place a row becomes words: the
 chapters' finding boxes and the cross-dataset scorecard call it, so a page cannot contradict its table.
 
-Imports :mod:`helpers.base.io` and :func:`helpers.stats.inference.holm_adjust`; never matplotlib.
+Imports :mod:`helpers.base.io`, :mod:`helpers.data.datasets` (display names) and
+:func:`helpers.stats.inference.holm_adjust`; never matplotlib.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from helpers.base.io import write_csv
+from helpers.data.datasets import DATASETS, display_name
 from helpers.stats.inference import holm_adjust
 
 __all__ = [
@@ -251,9 +253,10 @@ def sentence(row: Mapping) -> str:
 
 
 def _dataset_label(dataset: str) -> str:
-    labels = {"wmh": "WMH", "lits": "LiTS", "idrid": "IDRiD", "all": "all datasets", "small_data": "small data",
-              "study": "all datasets"}
-    return labels.get(dataset, dataset)
+    # a registered dataset reads as the registry's display name (the one home of those names)
+    if dataset in DATASETS:
+        return display_name(dataset)
+    return {"all": "all datasets", "small_data": "small data", "study": "all datasets"}.get(dataset, dataset)
 
 
 def rows_for(frame: pd.DataFrame, *, section: str | None = None, dataset: str | None = None) -> pd.DataFrame:

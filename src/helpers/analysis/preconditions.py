@@ -48,6 +48,8 @@ import pandas as pd
 
 from helpers.analysis import aggregate, analysis_units
 from helpers.analysis.verdicts import dice_by_case, equivalence_table
+from helpers.analysis.units import MODEL_LABELS
+from helpers.data.datasets import display_name
 
 __all__ = [
     "PER_CASE_FILE", "PER_LESION_FILE", "TRAINING_SUMMARY_FILE", "SMALL", "NOT_MET", "MET", "Thresholds",
@@ -150,7 +152,7 @@ class Precondition:
         conditions, and the per-model table."""
         t = self.thresholds
         head = MET if self.met else NOT_MET
-        lines = [f"**{head} for {self.dataset}.**"]
+        lines = [f"**{head} for {display_name(self.dataset)}.**"]
         if self.met:
             lines.append(f"Every model reaches overall Dice >= {t.min_dice:g} and Q1 lesion recall >= "
                          f"{t.min_q1_recall:g}; the top {t.top_k} models are equivalent on Dice within "
@@ -165,8 +167,8 @@ class Precondition:
             lines += ["", "| model | overall Dice | Q1 recall | Q1 detected / lesions | competent |",
                       "|---|---:|---:|---:|:---:|"]
             for row in self.models.itertuples(index=False):
-                lines.append(f"| {row.model} | {row.dice:.3f} | {_fmt(row.q1_recall)} | {row.q1_detected} / "
-                             f"{row.q1_lesions} | {'yes' if row.competent else 'no'} |")
+                lines.append(f"| {MODEL_LABELS.get(row.model, row.model)} | {row.dice:.3f} | {_fmt(row.q1_recall)} | "
+                             f"{row.q1_detected} / {row.q1_lesions} | {'yes' if row.competent else 'no'} |")
         seeds = ("one training seed: verdicts concern the trained weights" if self.seed_spread is None else
                  f"seed-to-seed spread of the top models' Dice {self.seed_spread:.3f} ({self.seed_spread_source}), "
                  "beside the between-model spread, not used in the test")
@@ -329,8 +331,9 @@ def to_markdown(verdicts) -> str:
     if isinstance(verdicts, Precondition):
         return verdicts.to_markdown()
     verdicts = list(verdicts)
-    failing = [v.dataset for v in verdicts if not v.met]
-    head = (f"**{MET} on every dataset ({', '.join(v.dataset for v in verdicts)}).**" if not failing else
+    failing = [display_name(v.dataset) for v in verdicts if not v.met]
+    names = ", ".join(display_name(v.dataset) for v in verdicts)
+    head = (f"**{MET} on every dataset ({names}).**" if not failing else
             f"**{NOT_MET} on {', '.join(failing)}:** the cross-dataset findings below do not test the papers' "
             "claims there.")
     return "\n\n".join([head, *(v.to_markdown() for v in verdicts)])

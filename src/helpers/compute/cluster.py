@@ -64,7 +64,7 @@ from helpers.compute.runtime import THREADS_ENV, available_cores, cuda_available
 
 __all__ = [
     "TOPIC", "PRIORITY_ENV", "FINISHING_BOOST", "IN_PROCESS", "LOCAL", "LOOPBACK", "as_scheduler", "SCHEDULER_CONFIG",
-    "NANNY_CONFIG", "GridError",
+    "NANNY_CONFIG", "WORKER_CLOSE_TIMEOUT", "GridError",
     "GridTask", "local_layout", "worker_environment", "ClusterInfo", "open_cluster", "ProgressPrinter", "run_grid",
     "grid_priority",
 ]
@@ -236,9 +236,33 @@ def _start_client(scheduler: str, workers: int | None, connect_timeout: str, sta
             resources={"GPU": 1} if gpu else None, env=worker_environment(threads),
         )
     stack.callback(cluster.close)
+    # closed in reverse order: the client, then the workers (given the time they need), then the cluster
+    stack.callback(_close_local_workers, cluster)
     client = Client(cluster)
     stack.callback(client.close)
     return client, cluster, threads
+
+
+#: Seconds a local worker process gets to exit when the cluster closes. A worker that has imported torch takes
+#: about 5 s to exit on two cores, longer than the 4 s that ``distributed``'s own close waits before it kills the
+#: process with "Worker process still alive after 4.0 seconds, killing"; a worker still alive after this is
+#: killed, with that warning.
+WORKER_CLOSE_TIMEOUT = 30.0
+
+
+async def _close_nannies(nannies, timeout: float) -> None:
+    import asyncio  # only where a local cluster closes
+
+    await asyncio.gather(*(nanny.close(timeout=timeout) for nanny in nannies))
+
+
+def _close_local_workers(cluster, timeout: float = WORKER_CLOSE_TIMEOUT) -> None:
+    """Close a local cluster's worker processes, each given ``timeout`` seconds to exit, before the cluster
+    closes (it would give them 4 s and then kill them)."""
+    nannies = [w for w in cluster.workers.values() if hasattr(w, "close")]
+    if nannies:
+        with contextlib.suppress(Exception):  # a worker already gone: the cluster's own close handles the rest
+            cluster.sync(_close_nannies, nannies, timeout)
 
 
 def _unsubscribe(client) -> None:

@@ -92,6 +92,9 @@ class Dataset:
     data_source : str
         ``"study"`` for the study's datasets, ``"user"`` for a user's dataset evaluated from its own folder
         (:func:`register_user`): results say which data produced them.
+    distance_unit : str
+        The unit its distances are reported in: ``"mm"`` where cases carry a physical spacing, ``"px"`` for
+        photographs read without one (IDRiD), so a figure or table never labels pixels as millimetres.
     """
 
     name: str
@@ -110,6 +113,7 @@ class Dataset:
     ignore_region: bool = False
     lesion_types: bool = False
     data_source: str = "study"
+    distance_unit: str = "mm"
 
     def loader_options(self, mapping=None) -> LoaderOptions:
         """This dataset's loader options from a profile's mapping (``None``: defaults), validated; an
@@ -151,7 +155,7 @@ REGISTRY: dict[str, Dataset] = {
             paper=PaperFacts("IDRiD lesion benchmark", test_cases=81, lesions=1760, q1_upper_percent=1.5),
             target_notes=(("absent_meaning",
                            "a missing mask file means no lesion of that type in the image (empty mask)"),),
-            lesion_types=True,
+            lesion_types=True, distance_unit="px",
         ),
     )
 }

@@ -33,6 +33,11 @@ from helpers.metrics.lesions import QUARTILES
 from helpers.metrics import label, metric_names
 from helpers.base.plots import get_axes, model_color, subplots
 from helpers.stats.ranking import agreement_matrix
+from helpers.data.datasets import display_name
+from helpers.report.evidence import model_style
+
+#: The reference lesion's fill in the qualitative crops (pale yellow, translucent), drawn beneath the contours.
+_REFERENCE_FILL = (1.0, 1.0, 0.55, 0.45)
 
 __all__ = [
     "plot_overall_vs_small", "plot_quartile_disagreement", "plot_reversal_matrix", "plot_reversal_matrices",
@@ -49,40 +54,60 @@ __all__ = [
 
 def plot_overall_vs_small(spreads: pd.DataFrame, *, metrics: Sequence[str] = metric_names(primary=True, computed=True),
                           ax=None):
-    """Relative spread among the top 3 (by Dice) per metric, full test set vs Q1: bars = mean over datasets,
-    dots = each dataset."""
-    fig, ax = get_axes(ax, figsize=(6.5, 3.5))
+    """Relative spread among the top 3 (by Dice) per metric, full test set vs Q1, on a linear axis with each bar's
+    value written on it. One dataset: its values. Several: bars = mean over the datasets (said in the legend), one
+    marker per dataset (named in the legend)."""
+    fig, ax = get_axes(ax, figsize=(7.0, 3.8))
     x = np.arange(len(metrics))
     width = 0.38
+    datasets = sorted(spreads["dataset"].unique()) if "dataset" in spreads.columns else []
+    several = len(datasets) > 1
+    markers = dict(zip(datasets, ("o", "s", "^", "D", "v", "P")))
     for k, (stratum, legend, color) in enumerate([("overall", "full test set", "#8c8c8c"),
-                                                  ("Q1", "Q1 (small lesions)", "#c44e52")]):
+                                                  ("Q1", "Q1 (small lesions)", "#D55E00")]):
         sub = spreads[spreads["stratum"] == stratum]
-        means = [sub.loc[sub["metric"] == m, "relative_spread_percent"].mean() for m in metrics]
-        ax.bar(x + (k - 0.5) * width, means, width, color=color, alpha=0.8, label=legend)
-        for i, m in enumerate(metrics):
-            vals = sub.loc[sub["metric"] == m, "relative_spread_percent"].dropna().to_numpy()
-            ax.plot(np.full(len(vals), x[i] + (k - 0.5) * width), vals, "o", ms=3, color="black")
+        means = np.array([sub.loc[sub["metric"] == m, "relative_spread_percent"].mean() for m in metrics], float)
+        bars = ax.bar(x + (k - 0.5) * width, means, width, color=color, alpha=0.8,
+                      label=f"{legend}{f', mean over {len(datasets)} datasets' if several else ''}")
+        ax.bar_label(bars, labels=["" if not np.isfinite(v) else f"{v:.1f}" for v in means], fontsize=7,
+                     padding=2)
+        for i, v in enumerate(means):
+            if not np.isfinite(v) and (sub["metric"] == metrics[i]).any():
+                # (max - min) / min with min = 0, or no value: said, not drawn as an empty slot
+                ax.annotate("undefined", (x[i] + (k - 0.5) * width, 0), xytext=(0, 2), textcoords="offset points",
+                            ha="center", va="bottom", fontsize=6, rotation=90, color=color)
+        if several:
+            for dataset in datasets:
+                rows = sub[sub["dataset"] == dataset]
+                vals = [rows.loc[rows["metric"] == m, "relative_spread_percent"].mean() for m in metrics]
+                ax.plot(x + (k - 0.5) * width, vals, markers[dataset], ms=4, color="black", ls="",
+                        label=display_name(dataset) if k == 0 else None)
     ax.set_xticks(x, [label(m) for m in metrics])
-    # symmetric-log axis: relative spreads of distances near 0 mm reach thousands of percent
-    ax.set_yscale("symlog", linthresh=10)
-    ax.set_ylabel("spread among top 3 by Dice\n(max - min) / min, % (symlog)")
-    ax.legend()
+    ax.set_ylabel("spread among top 3 by Dice\n(max - min) / min, %")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=7)
     return ax
 
 
 def plot_quartile_disagreement(spreads: pd.DataFrame, reversals: pd.DataFrame, *,
                                metrics: Sequence[str] = metric_names(primary=True, computed=True), axes=None):
-    """Two panels from Q4 (largest) to Q1 (smallest): the relative spread among the top 3 per metric, and
-    Kendall's tau between the Dice order and each boundary metric's order (mean over datasets)."""
+    """Two panels from Q4 (largest) to Q1 (smallest), linear axes: the relative spread among the top 3 per metric
+    (its Q1 value written at the end of each line), and Kendall's tau between the Dice order and each boundary
+    metric's order. With several datasets each point is the mean over them (said in the axis label)."""
     if axes is None:
-        _, axes = subplots(1, 2, figsize=(9, 3.4))
+        _, axes = subplots(1, 2, figsize=(10, 3.8))
     strata = ["Q4", "Q3", "Q2", "Q1"]
+    n = spreads["dataset"].nunique() if "dataset" in spreads.columns else 1
+    over = f"\n(mean over {n} datasets)" if n > 1 else ""
     for m in metrics:
         sub = spreads[spreads["metric"] == m]
         y = [sub.loc[sub["stratum"] == s, "relative_spread_percent"].mean() for s in strata]
-        axes[0].plot(strata, y, "o-", label=label(m))
-    axes[0].set_yscale("symlog", linthresh=10)
-    axes[0].set_ylabel("spread among top 3, % (symlog)")
+        line, = axes[0].plot(strata, y, "o-", label=label(m))
+        if np.isfinite(y[-1]):
+            axes[0].annotate(f"{y[-1]:.1f}", (3, y[-1]), xytext=(4, 0), textcoords="offset points", fontsize=7,
+                             va="center", color=line.get_color())
+    axes[0].set_ylim(bottom=0)
+    axes[0].set_ylabel(f"spread among top 3, %{over}")
     axes[0].set_xlabel("lesion-size quartile (large to small)")
     axes[0].legend(fontsize=7)
     for m in sorted(reversals["metric"].unique()) if len(reversals) else []:
@@ -91,7 +116,7 @@ def plot_quartile_disagreement(spreads: pd.DataFrame, reversals: pd.DataFrame, *
         axes[1].plot(strata, y, "o-", label=f"Dice vs {label(m)}")
     axes[1].axhline(1.0, color="#8c8c8c", lw=0.8, ls=":")
     axes[1].set_ylim(-1.05, 1.05)
-    axes[1].set_ylabel("Kendall's tau of model orders")
+    axes[1].set_ylabel(f"Kendall's tau of model orders{over}")
     axes[1].set_xlabel("lesion-size quartile (large to small)")
     axes[1].legend(fontsize=7)
     return axes
@@ -141,25 +166,30 @@ def plot_reversal_matrices(aggregates: pd.DataFrame, *, metrics: Sequence[str] =
     return axes
 
 
-def plot_lesion_examples(crops: Sequence[Mapping], *, axes=None):
-    """The qualitative figure: one :func:`plot_lesion_example` panel per crop, with a legend of the models."""
+def plot_lesion_examples(crops: Sequence[Mapping], *, unit: str = "mm", axes=None):
+    """The qualitative figure: one :func:`plot_lesion_example` panel per crop, with a legend of the reference and
+    the models (colour and line style)."""
     n = max(len(crops), 1)
     if axes is None:
-        size = (3.2 * n, 3.9) if crops else (6.0, 0.8)
+        size = (3.4 * n, 4.1) if crops else (6.0, 0.8)
         fig, axes = subplots(1, n, figsize=size, squeeze=False)
         axes = axes[0]
     for ax, crop in zip(axes, crops):
-        plot_lesion_example(crop, ax=ax)
+        plot_lesion_example(crop, ax=ax, unit=unit)
     if not crops:
         axes[0].text(0.5, 0.5, "no small (Q1) lesion detected by every model", ha="center", va="center",
                      transform=axes[0].transAxes)
         axes[0].set_axis_off()
     if crops:
+        from matplotlib.patches import Patch  # drawn only where a figure is made
+
         models = list(crops[0]["predictions"])
-        handles = [Line2D([], [], color="yellow", ls="--", label="reference")] + [
-            Line2D([], [], color=model_color(m, k), label=MODEL_LABELS.get(m, m)) for k, m in enumerate(models)]
+        styles = model_style(sorted(models))
+        handles = [Patch(facecolor=_REFERENCE_FILL, edgecolor="black", label="reference")] + [
+            Line2D([], [], color=styles[m]["color"], ls=styles[m]["linestyle"], lw=1.6,
+                   label=MODEL_LABELS.get(m, m)) for m in models]
         axes[0].figure.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7,
-                              bbox_to_anchor=(0.5, -0.05), facecolor="#444444", labelcolor="white", frameon=True)
+                              bbox_to_anchor=(0.5, -0.06), frameon=False)
     return axes
 
 
@@ -182,25 +212,33 @@ def stack_figures(paths: Sequence, *, width: float = 10.0):
     return axes[:, 0]
 
 
-def plot_lesion_example(crop: Mapping, *, ax=None, title_metrics: bool = True):
-    """One qualitative panel: the image crop with the reference contour (yellow, dashed) and each model's contour.
+def plot_lesion_example(crop: Mapping, *, ax=None, title_metrics: bool = True, unit: str = "mm"):
+    """One qualitative panel: the image crop, the reference filled beneath (translucent white with a thin black
+    outline) and each model's contour above it in an Okabe-Ito colour and its own line style, so no contour hides
+    under the reference and no two models look alike.
 
     ``crop`` (from :func:`helpers.evaluation.example_crops`): ``image`` 2D or RGB, ``reference`` 2D bool,
-    ``predictions`` {model: 2D bool}, ``metrics`` {model: {"dice": ..., "hd95": ...}}, ``title``.
+    ``predictions`` {model: 2D bool}, ``metrics`` {model: {"dice": ..., "hd95": ...}}, ``title``; ``unit`` of
+    HD95 (``"px"`` for a photograph without a spacing).
     """
     fig, ax = get_axes(ax, figsize=(3, 3))
     image = np.asarray(crop["image"])
     ax.imshow(image, cmap=None if image.ndim == 3 else "gray", interpolation="nearest")
+    reference = np.asarray(crop["reference"], bool)
+    overlay = np.zeros((*reference.shape, 4))
+    overlay[reference] = _REFERENCE_FILL
+    ax.imshow(overlay, interpolation="nearest")
+    for contour in measure.find_contours(np.pad(reference, 1).astype(float), 0.5):
+        ax.plot(contour[:, 1] - 1, contour[:, 0] - 1, color="black", lw=0.8)
     lines = []
-    for k, (model, pred) in enumerate(crop["predictions"].items()):
+    styles = model_style(sorted(crop["predictions"]))  # the colours of every evidence figure
+    for model, pred in crop["predictions"].items():
         for contour in measure.find_contours(np.pad(pred, 1).astype(float), 0.5):
-            ax.plot(contour[:, 1] - 1, contour[:, 0] - 1, color=model_color(model, k), lw=1.2)
+            ax.plot(contour[:, 1] - 1, contour[:, 0] - 1, color=styles[model]["color"],
+                    ls=styles[model]["linestyle"], lw=1.6)
         m = crop.get("metrics", {}).get(model, {})
         lines.append(f"{MODEL_LABELS.get(model, model)}: Dice {m.get('dice', np.nan):.2f}, "
-                     f"HD95 {m.get('hd95', np.nan):.1f}")
-    # the reference last, dashed, so that it stays visible where a model's contour coincides with it
-    for contour in measure.find_contours(np.pad(crop["reference"], 1).astype(float), 0.5):
-        ax.plot(contour[:, 1] - 1, contour[:, 0] - 1, "--", color="yellow", lw=1.8)
+                     f"HD95 {m.get('hd95', np.nan):.1f} {unit}")
     title = crop.get("title", "")
     ax.set_title(title + ("\n" + "\n".join(lines) if title_metrics else ""), fontsize=7)
     ax.set_xticks([])

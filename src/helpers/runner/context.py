@@ -229,10 +229,14 @@ def context(*, section: str, dataset: str, profile: str, workspace: str, seed: i
 
     It also quiets one warning in the notebook's kernel: MONAI, transformers and optuna import ``tqdm.auto``,
     which warns "IProgress not found" in a kernel without ipywidgets; the runner disables progress bars in
-    executed notebooks anyway, so the warning says nothing. Importing a module of the package sets no such state;
-    the notebook's first call does.
+    executed notebooks anyway, so the warning says nothing. And it lets pandas show every text cell in full (no
+    "unet > r..." cut off at 50 characters). Importing a module of the package sets no such state; the notebook's
+    first call does.
     """
+    import pandas as pd  # the kernel's display setting, set by the notebook's first call
+
     warnings.filterwarnings("ignore", message="IProgress not found")
+    pd.set_option("display.max_colwidth", None)
     register_workspace(Workspace.at(workspace).root)  # a user dataset evaluated in this workspace (evaluate command)
     if not is_dataset(dataset) and dataset not in SCOPE_TITLES:
         raise ValueError(f"dataset must be one of {DATASETS} or a scope of {tuple(SCOPE_TITLES)}, got {dataset!r}")

@@ -22,9 +22,11 @@ from helpers.compute import cluster
 from helpers.runner.errors import Interrupted, StudyError
 from helpers.runner.interrupts import wait
 from helpers.runner.plan import Task, executed_path, notebooks_dir, stamp_path
+from helpers.data.datasets import DATASETS, display_name
 
 __all__ = [
     "kernel_environment", "CHATTER", "quiet", "run_notebook", "execute_in_child", "execute", "strip_papermill_metadata",
+    "title_with_scope",
 ]
 
 
@@ -160,6 +162,8 @@ def execute(task: Task, ws: Workspace, *, priority: int = 0) -> float:
         )
     log.unlink(missing_ok=True)
     strip_papermill_metadata(tmp, collapse_parameters=True)
+    if task.dataset in DATASETS:
+        title_with_scope(tmp, display_name(task.dataset))
     os.replace(tmp, target)
     failed.unlink(missing_ok=True)
     _io.write_json(
@@ -200,3 +204,24 @@ def strip_papermill_metadata(path: Path, *, collapse_parameters: bool = False) -
         if collapse_parameters and {"parameters", "injected-parameters"} & set(tags) and "hide-input" not in tags:
             cell.metadata["tags"] = [*tags, "hide-input"]
     nbformat.write(nb, path)
+
+
+def title_with_scope(path: Path, name: str) -> bool:
+    """Prefix the page title of an executed notebook (the first ``# `` heading of its first markdown cell) with
+    ``name`` (a dataset's display name: "# LiTS: Size stratification ..."), so every page of a dataset says which
+    dataset it shows; a title that already starts with ``name`` is left alone. Returns whether it changed."""
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type != "markdown":
+            continue
+        lines = cell.source.split("\n")
+        for k, line in enumerate(lines):
+            if line.startswith("# "):
+                if line[2:].startswith(f"{name}:"):
+                    return False
+                lines[k] = f"# {name}: {line[2:]}"
+                cell.source = "\n".join(lines)
+                nbformat.write(nb, path)
+                return True
+        return False
+    return False

@@ -56,8 +56,8 @@ def run_locked(tasks: list[Task], ws: Workspace, prof: dict, prof_path: Path, *,
     assign_keys(tasks, ws, prof["datasets"])
     report = execute_tasks(tasks, ws, prof, prof_path, force=force, scheduler=scheduler, workers=workers,
                            security=security, out=out)
-    write_toc(prof, ws)
     assemble_claims(ws)  # results/claims.csv: every claim of the run (helpers.runner.sections.RUNNER_WRITES)
+    write_toc(prof, ws)  # after the claims: the intro's "What this run found" counts them
     print(f"study: {len(report.executed)} executed, {len(report.skipped)} up to date, "
           f"{report.seconds:.1f} s", file=out, flush=True)
     if book:

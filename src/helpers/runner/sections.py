@@ -68,6 +68,7 @@ SECTIONS: tuple[Section, ...] = (
                  "metric_definitions_grid_error.csv"),
         figures=("metric_definitions_shifted_square.png", "metric_definitions_hd95_variants.png",
                  "metric_definitions_lesions.png", "metric_definitions_grid_error.png"),
+        writes=("methods.md",),
     ),
     Section(
         "data", "01_data.ipynb", "Data",
@@ -91,15 +92,16 @@ SECTIONS: tuple[Section, ...] = (
                  "cleanup_sensitivity.csv", "seed_aggregates.csv", "seed_spread.csv", "seed_rankings.csv",
                  "claims.csv", "dice_equivalence.csv", "spread_intervals.csv", "claims_robustness.csv",
                  "architecture_intervals.csv", "regime_calibration.csv"),
-        figures=("overall_vs_small_lesion_comparison.png", "quartile_disagreement.png"),
+        figures=("overall_vs_small_lesion_comparison.png", "quartile_disagreement.png", "boundary_error_vs_size.png",
+                 "q1_hd95_distribution.png"),
     ),
     Section(
         "reversals", "05_reversals.ipynb", "Ranking reversals", depends=("stratification",),
-        results=("ranking_reversals.csv",), figures=("ranking_reversal_matrix.png",),
+        results=("ranking_reversals.csv",), figures=("ranking_reversal_matrix.png", "rank_heatmap.png"),
     ),
     Section(
         "bootstrap", "06_bootstrap.ipynb", "Bootstrap robustness", depends=("stratification",),
-        results=("bootstrap_directional_robustness.csv",),
+        results=("bootstrap_directional_robustness.csv",), figures=("bootstrap_forest.png",),
     ),
     Section(
         "qualitative", "07_qualitative.ipynb", "Qualitative examples", depends=("stratification",),
@@ -140,7 +142,7 @@ SECTIONS: tuple[Section, ...] = (
     Section(
         "small_data", "10_small_data.ipynb", "Small data: is there a best model at N = 9?", scope="study",
         dataset=SMALL_DATA, part="small",
-        figures=("small_data_cases.png", "small_data_intervals.png", "small_data_cd.png",
+        figures=("small_data_cases.png", "small_data_per_image.png", "small_data_intervals.png", "small_data_cd.png",
                  "small_data_rank_volatility.png", "small_data_uncertainty.png", "small_data_explain.png",
                  "small_data_visual_paradox.png", "small_data_hpo_history.png"),
         writes=("data_manifest.json", "data_summary.csv", "splits.json", "scores.csv", "model_status.csv",

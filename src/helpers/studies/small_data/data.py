@@ -37,6 +37,7 @@ from scipy import ndimage
 from helpers import metrics
 from helpers.base.io import write_csv, write_json
 from helpers.base.paths import resolve
+from helpers.report.evidence import add_class_key
 from helpers.base.plots import pyplot
 
 __all__ = [
@@ -431,7 +432,7 @@ _LABEL_COLORS = np.array([[1.0, 1.0, 1.0], [0.55, 0.8, 0.95], [0.95, 0.6, 0.8], 
 
 def plot_cases(cases: Sequence[VesselCase]):
     """The images (top row) and their label masks (bottom row: white background, blue lumen, pink neointima,
-    violet media). Returns the figure."""
+    violet media), with the class colour key beside them. Returns the figure."""
     plt = pyplot()  # matplotlib with the package style (helpers.base.plots)
 
     n = len(cases)
@@ -445,4 +446,5 @@ def plot_cases(cases: Sequence[VesselCase]):
             ax.set_axis_off()
         axes[0, k].set_title(case.case_id, fontsize=7)
     fig.tight_layout()
+    add_class_key(fig, dict(zip(CLASSES, map(tuple, _LABEL_COLORS))))
     return fig

@@ -23,6 +23,7 @@ from helpers.studies.small_data import data as sd
 from helpers.studies.small_data import models as sm
 from helpers.studies.small_data.cv import CVResult
 from helpers.studies.small_data.train import model_device, stack_cases
+from helpers.report.evidence import add_class_key
 from helpers.base.plots import pyplot
 
 __all__ = [
@@ -312,6 +313,7 @@ def plot_visual_paradox(cases, result: CVResult, scores: pd.DataFrame, *, model:
         _show(row[3], _ERROR_COLORS[error_map(case.mask, pred)],
               f"errors: {loc['n_error']} px\n{loc['boundary_fraction']:.0%} boundary shifts (<= 2 px)")
     fig.tight_layout()
+    add_class_key(fig, dict(zip(sd.CLASSES, map(tuple, _CLASS_COLORS))))
     return fig
 
 
