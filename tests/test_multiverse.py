@@ -232,16 +232,16 @@ def test_mesh_based_values_match_the_analytic_ones_when_installed():
     """With the optional ``[mesh]`` extra: the mesh-based distances of a voxelised disc of radius 20 grown by half a
     voxel come close to the exact 0.5 (every boundary point is 0.5 from the other), as our analytic expectation
     says. The mesh of a voxel mask still carries the voxelisation of the shapes, hence the tolerance of a third of
-    a voxel; the voxel-based ASSD of the same masks is stated beside it."""
-    meshmetrics = pytest.importorskip("MeshMetrics")
+    a voxel (pymeshmetrics 1.4.1 gives ASSD 0.471, our voxel ASSD 0.538)."""
+    meshmetrics = pytest.importorskip("meshmetrics")
     ref = ball_mask((61, 61), (30.3, 30.6), 20.0, (1.0, 1.0))
     pred = ball_mask((61, 61), (30.3, 30.6), 20.5, (1.0, 1.0))
     exact = exact_metrics(20.0, ndim=2, grow_mm=0.5)
-    metric = meshmetrics.DistanceMetrics()
-    metric.set_input(ref_mask=ref, pred_mask=pred, spacing=(1.0, 1.0))
+    metric = meshmetrics.DistanceMetrics(verbose=False)
+    metric.set_input(ref, pred, spacing=(1.0, 1.0))
     assert metric.assd() == pytest.approx(exact["assd"], abs=1 / 3)
     assert metric.masd() == pytest.approx(exact["masd"], abs=1 / 3)
-    assert np.isfinite(voxel_metrics(ref, pred, spacing=(1.0, 1.0))["assd"])
+    assert abs(metric.assd() - 0.5) < abs(voxel_metrics(ref, pred, spacing=(1.0, 1.0))["assd"] - 0.5) + 0.1
 
 
 def test_the_primary_specification_is_the_study_own_q1_comparison():

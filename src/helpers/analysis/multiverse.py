@@ -472,6 +472,11 @@ def joint_tests(case_differences: dict, *, dataset: str, n_permutations: int = 1
                                        "n_cases", "n_columns", "method"])
 
 
+def _percent(share: float) -> str:
+    """A share as a percentage, with one decimal below 1 % so that a non-zero share never reads as 0 %."""
+    return f"{share:.1%}" if 0 < share < 0.01 else f"{share:.0%}"
+
+
 def summary_sentences(shares: pd.DataFrame, joint: pd.DataFrame | None = None, *, stratum: str = "Q1",
                       datasets: Sequence[str] = ()) -> list[str]:
     """The summary in plain sentences: per dataset, each reversal the primary specification finds (Dice and a
@@ -493,7 +498,7 @@ def summary_sentences(shares: pd.DataFrame, joint: pd.DataFrame | None = None, *
             tail = ""
             if len(weakest):
                 w = weakest.iloc[0]
-                tail = f"; it holds least when {w['axis']} = {w['value']} ({w['share_reversed']:.0%})"
+                tail = f"; it holds least when {w['axis']} = {w['value']} ({_percent(w['share_reversed'])})"
             test = ""
             if joint is not None and len(joint):
                 j = joint[(joint["dataset"] == dataset) & (joint["stratum"] == stratum)
@@ -503,12 +508,12 @@ def summary_sentences(shares: pd.DataFrame, joint: pd.DataFrame | None = None, *
                     test = (f" The joint sign-flip over cases gives p = {j['joint_p'].iloc[0]:.3g} for a "
                             f"{row.metric} difference anywhere on the curve.")
             lines.append(f"{dataset}, {stratum}: Dice and {row.metric} order {row.model_a} and {row.model_b} "
-                         f"oppositely under the primary definition, and in {row.share_reversed:.0%} of the "
+                         f"oppositely under the primary definition, and in {_percent(row.share_reversed)} of the "
                          f"{row.n_assessed} assessable specifications{tail}.{test}")
         others = sub[~sub["primary_reversed"].fillna(False).astype(bool) & (sub["share_reversed"] > 0)]
         if not len(found):
             lines.append(f"{dataset}, {stratum}: the primary definition finds no reversal between the top models.")
         for row in others.itertuples():
             lines.append(f"{dataset}, {stratum}: no reversal of {row.model_a} and {row.model_b} by {row.metric} "
-                         f"under the primary definition, but one in {row.share_reversed:.0%} of the specifications.")
+                         f"under the primary definition, but one in {_percent(row.share_reversed)} of the specifications.")
     return lines

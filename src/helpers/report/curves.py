@@ -55,7 +55,7 @@ def plot_specification_curves(grid: pd.DataFrame, *, dataset: str, stratum: str 
         share = reversed_.mean() if len(part) else float("nan")
         top.set_title(f"{label(family)}: {pair[0] if pair else ''} - {pair[1] if pair else ''}\n"
                       f"reversed in {share:.0%} of {len(part)} specifications", fontsize=9)
-        top.set_ylabel("difference" if j == 0 else "")
+        top.set_ylabel("metric(A) - metric(B)\n(A: the better Dice)" if j == 0 else "")
         top.set_xticks([])
         for i, (axis, value) in enumerate(rows):
             used = (part[axis].map(_text).to_numpy() == _text(value) if axis in part
