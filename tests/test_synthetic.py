@@ -182,7 +182,7 @@ def test_bad_parameters(tmp_path, call, match):
 
 
 #: The data settings of the `default` profile (profiles/default.yaml: synthetic_options, and test_fraction for LiTS,
-#: which has no official test subset).
+#: which has no official test subset); the profile sets `standin: paper`, the tests also check `voxel-floor`.
 DEFAULT_PROFILE = {
     "wmh": ({"n_training": 16, "n_test": 20, "shape": (32, 128, 128)}, {}),
     "lits": ({"n_volumes": 50, "shape": (32, 128, 128), "tumours_per_volume": (8, 15), "p_no_tumour": 0.0},
@@ -198,9 +198,22 @@ def _q1_cross_sections(lesions, shape_yx) -> np.ndarray:
     return np.round(q1["area_fraction"].to_numpy() * shape_yx[0] * shape_yx[1])
 
 
+def test_the_default_profile_runs_the_paper_regime():
+    import yaml
+
+    from helpers.base.paths import project_root
+
+    profile = yaml.safe_load((project_root() / "profiles" / "default.yaml").read_text())
+    for dataset, (options, _) in DEFAULT_PROFILE.items():
+        written = profile["datasets"][dataset]["data"]["synthetic_options"]
+        assert written["standin"] == "paper"
+        assert {k: tuple(v) if isinstance(v, list) else v for k, v in written.items() if k != "standin"} == options
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("dataset", ["wmh", "lits", "idrid"])
 def test_default_profile_small_quartile_and_test_lesions(tmp_path, dataset):
+    """The voxel-floor regime at the default profile's sizes: Q1 lesions a few voxels of radius."""
     options, split = DEFAULT_PROFILE[dataset]
     summary = prepare_dataset(Workspace(tmp_path), dataset, seed=0, synthetic=options, progress=False, **split)
     row = summary.table().iloc[0]
@@ -212,6 +225,21 @@ def test_default_profile_small_quartile_and_test_lesions(tmp_path, dataset):
     # white-matter / liver / field-of-view outline may be smaller)
     assert np.median(sections) >= 8 and sections.max() <= 60
     assert find_cases(dataset, tmp_path / "data" / dataset)  # the real loader reads the stand-in
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset", ["wmh", "lits", "idrid"])
+def test_default_profile_paper_regime_reaches_the_papers_q1_bound(tmp_path, dataset):
+    """The paper regime at the default profile's sizes: the Q1 bound between 0.5 % and 3 % of the image area
+    (the paper: 1.4-1.6 %), no Q1 lesion at the voxel floor (slivers under 12 voxels of section are removed)."""
+    options, split = DEFAULT_PROFILE[dataset]
+    summary = prepare_dataset(Workspace(tmp_path), dataset, seed=0, synthetic={**options, "standin": "paper"},
+                              progress=False, **split)
+    row = summary.table().iloc[0]
+    assert 0.005 <= row["q1_upper_bound"] <= 0.03
+    assert row["test_cases"] >= 20
+    sections = _q1_cross_sections(summary.lesions, options["shape"][-2:])
+    assert len(sections) >= 20 and sections.min() >= 8  # (the second rater may erode a section by a voxel)
 
 
 def test_wmh_small_lesions_are_a_few_voxels(tmp_path):

@@ -17,7 +17,7 @@ from helpers.analysis.units import (
 from helpers.analysis.paper import (
     PAPER_FULL_SET_DICE, PAPER_SMALL_LESION, PAPER_Q1_MAX_DIFFERENCES, PAPER_AGREEMENT, PAPER_SPREADS,
     PAPER_DICE_LEADER_THIRD_HD95, pooled_q1_upper, dataset_summary, spread_comparison, small_lesion_comparison,
-    agreement_counts, paper_full_set_dice, paper_q1_maxima,
+    agreement_counts, paper_full_set_dice, paper_q1_maxima, regime_calibration,
 )
 from helpers.analysis.findings import (
     collect, pooled_q1_upper_of, dataset_summaries, select_qualitative_examples, lesion_set_aggregates,
@@ -27,6 +27,7 @@ from helpers.analysis.findings import (
 __all__ = [
     "STRATA", "LESION_SETS", "PRIMARY_LESION_SET", "MIN_LESIONS", "common_lesions", "lesion_set_units",
     "select_lesion_set", "lesion_set_comparison", "lesion_set_aggregates", "paper_full_set_dice", "paper_q1_maxima",
+    "regime_calibration",
     "pooled_q1_upper", "pooled_q1_upper_of", "common_set_sizes", "findings", "seed_spread", "seed_rankings",
     "MODEL_LABELS", "PAPER_FULL_SET_DICE", "PAPER_SMALL_LESION", "PAPER_Q1_MAX_DIFFERENCES", "PAPER_AGREEMENT",
     "PAPER_SPREADS", "PAPER_DICE_LEADER_THIRD_HD95", "analysis_units", "aggregate", "spread_table",
