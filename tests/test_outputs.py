@@ -41,3 +41,19 @@ def test_every_result_file_of_the_smoke_run_is_declared_by_a_section():
             undeclared[scope] = missing
     assert checked > 50, f"only {checked} files found"
     assert not undeclared, f"files without a declared writer (add them to a Section): {undeclared}"
+
+
+def test_the_claims_table_of_the_smoke_run_keeps_its_promises():
+    import pandas as pd
+
+    from helpers.analysis.claims import CANNOT, CLAIM_COLUMNS, VERDICTS
+    from helpers.stats.bootstrap import MIN_CASES
+
+    table = pd.read_csv(Workspace.at("build/nbval").results() / "claims.csv")
+    assert list(table.columns[: len(CLAIM_COLUMNS)]) == list(CLAIM_COLUMNS)
+    assert set(table["verdict"]) <= set(VERDICTS) and len(table) >= 10
+    assert set(table["study"]) >= {"small_lesions", "small_data", "method"}
+    # no verdict of the first study on fewer cases than the minimum; every "cannot be assessed" says why
+    first = table[(table["study"] == "small_lesions") & (table["verdict"] != CANNOT) & (table["dataset"] != "all")]
+    assert (first["n_cases"] >= MIN_CASES).all()
+    assert table.loc[table["verdict"] == CANNOT, "reason"].fillna("").str.len().gt(0).all()

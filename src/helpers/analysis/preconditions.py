@@ -19,7 +19,7 @@ Conditions (each a :class:`Thresholds` field; defaults are the methods page's)
    .equivalence_table`). A spread under a margin is not a test of equivalence; this is. Seed-to-seed variation,
    when several seeds were trained, is reported beside the between-model spread, never used to widen the margin
    (more seed noise must not make a tie easier to reach).
-3. **Enough evidence**: at least ``min_cases`` (20) test cases and ``min_q1_lesions`` (30) Q1 lesions in the
+3. **Enough evidence**: at least ``min_cases`` (20) test cases and ``min_q1_lesions`` (20) Q1 lesions in the
    *common* set (the lesions every model detected: the set the boundary comparisons use), with the number of Q1
    reference lesions beside.
 
@@ -74,7 +74,7 @@ class Thresholds:
     alpha: float = 0.05
     top_k: int = 3
     min_cases: int = 20
-    min_q1_lesions: int = 30
+    min_q1_lesions: int = 20
 
     def __post_init__(self):
         for name in ("min_dice", "min_q1_recall", "tie_margin", "alpha"):
