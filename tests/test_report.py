@@ -12,7 +12,7 @@ import pytest
 
 from helpers.analysis.claims import CANNOT, claim_row, claims_frame, page_file, sentence
 from helpers.base.io import write_csv
-from helpers.report import evidence, findings, methods, tables
+from helpers.report import evidence_figures as evidence, findings, methods, tables
 
 
 # ---- tables ----------------------------------------------------------------------------------------------------

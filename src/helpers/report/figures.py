@@ -34,7 +34,7 @@ from helpers.metrics import label, metric_names
 from helpers.base.plots import get_axes, model_color, subplots
 from helpers.stats.ranking import agreement_matrix
 from helpers.data.datasets import display_name
-from helpers.report.evidence import model_style
+from helpers.report.evidence_figures import model_style
 
 #: The reference lesion's fill in the qualitative crops (pale yellow, translucent), drawn beneath the contours.
 _REFERENCE_FILL = (1.0, 1.0, 0.55, 0.45)

@@ -37,7 +37,7 @@ from scipy import ndimage
 from helpers import metrics
 from helpers.base.io import write_csv, write_json
 from helpers.base.paths import resolve
-from helpers.report.evidence import add_class_key
+from helpers.report.evidence_figures import add_class_key
 from helpers.base.plots import pyplot
 
 __all__ = [

@@ -23,7 +23,7 @@ from helpers.studies.small_data import data as sd
 from helpers.studies.small_data import models as sm
 from helpers.studies.small_data.cv import CVResult
 from helpers.studies.small_data.train import model_device, stack_cases
-from helpers.report.evidence import add_class_key
+from helpers.report.evidence_figures import add_class_key
 from helpers.base.plots import pyplot
 
 __all__ = [
