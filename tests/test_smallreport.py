@@ -29,7 +29,7 @@ def test_summarize_and_conclusion_follow_the_numbers(tmp_path, macro_scores):
     overlap = sr.ci_overlap(out.summary)
     assert list(overlap["leader"]) == ["a", "a"] and list(overlap["runner_up"]) == ["b", "b"]
     text = sr.conclusion(out)
-    assert "Both protocols name the same leader (`a`)" in text
+    assert "Both protocols name the same leader by mean macro Dice (`a`)" in text
     # Same order on all 9 images: Friedman chi2 = 12/(9*3*4) * 9^2 * (1 + 4 + 9) - 3*9*4 = 18, p = e^-9.
     assert out.friedman["statistic"].iloc[0] == pytest.approx(18.0)
     assert "rejects equal mean ranks" in text
@@ -52,7 +52,7 @@ def test_conclusion_reports_a_changing_leader(tmp_path, macro_scores):
     base = np.linspace(0.6, 0.8, 9)
     values = {("loocv", "a"): base + 0.01, ("loocv", "b"): base, ("3fold", "a"): base, ("3fold", "b"): base + 0.01}
     out = sr.summarize(Workspace(tmp_path), macro_scores(values), n_resamples=200)
-    assert "The leader **changes with the protocol** (loocv: `a`, 3fold: `b`)" in sr.conclusion(out)
+    assert "The leader by mean macro Dice **changes with the protocol** (loocv: `a`, 3fold: `b`)" in sr.conclusion(out)
 
 
 def test_image_scores_drop_not_run_rows(macro_scores):
