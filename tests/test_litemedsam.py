@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from helpers.metrics import dice
+from helpers.studies.small_data import lite_models as lmm
 from helpers.studies.small_data import litemedsam as lm
 from helpers.studies.small_data import models as sm
 
@@ -119,8 +120,8 @@ def test_box_of():
 
 
 @needs_weights
-def test_study_models_train_only_their_new_parts_and_cache_the_frozen_encoder():
-    lm.clear_feature_cache()
+def test_study_models_train_only_their_new_parts_and_cache_the_frozen_parts():
+    lmm.clear_feature_cache()
     x = torch.rand(2, 3, 256, 256)
     assert sm.input_size("medsam", cnn_size=128, sam_size=1024) == 256
     for name in ("medsam", "medsam_unet"):
@@ -130,9 +131,31 @@ def test_study_models_train_only_their_new_parts_and_cache_the_frozen_encoder():
         assert out.shape == (2, 4, 256, 256)
         out.mean().backward()
         assert all(p.grad is None for p in model.lite.image_encoder.parameters())
-    assert len(lm._FEATURES) == 2  # two distinct images, encoded once for both models
+    assert all(p.grad is None for p in model.lite.mask_decoder.parameters())  # medsam_unet: SAM decoder unused
+    # two images: encoder outputs once for both models, plus medsam's frozen decoder transformer
+    assert sorted(k[1] for k in lmm._FEATURES) == ["decoder", "decoder", "encoder", "encoder"]
     with torch.no_grad():
-        fresh = lm.encoder_features(model.lite, lm.unit_normalize(x), frozen=False)
-        cached = lm.encoder_features(model.lite, lm.unit_normalize(x), frozen=True)
+        fresh = lmm.encoder_features(model.lite, lm.unit_normalize(x), frozen=False)
+        cached = lmm.encoder_features(model.lite, lm.unit_normalize(x), frozen=True)
     assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(fresh, cached))
     assert sm.model_status("medsam", "/some/file.pth").startswith("not run: a checkpoint was given")
+
+
+@needs_weights
+def test_medsam_is_litemedsam_under_the_whole_image_box_before_training(lite):
+    # with dropout off and no training, the study's medsam gives the three multimask logits of LiteMedSAM
+    # prompted with the whole-image box, and 0 for the background
+    x = torch.rand(1, 3, 256, 256)
+    model = sm.build_model("medsam", n_classes=4, dropout=0.0).eval()
+    with torch.no_grad():
+        ours = model(x)
+        emb = lite.image_encoder(lm.unit_normalize(x))
+        box = torch.tensor([[[0.0, 0.0, 255.0, 255.0]]])
+        sparse, dense = lite.prompt_encoder(None, None, box, None)
+        masks, _ = lite.mask_decoder(image_embeddings=emb, image_positional_embeddings=lite.image_positional_embeddings(1),
+                                     sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                     multimask_output=True)
+    assert torch.equal(ours[:, 0], torch.zeros_like(ours[:, 0]))
+    assert torch.allclose(ours[:, 1:], masks[:, 0], atol=1e-3)
+    trainable = {n.split(".")[2] for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"upscale_conv1", "upscale_layer_norm", "upscale_conv2", "output_hypernetworks_mlps"}

@@ -33,12 +33,13 @@ Architectures (the study's names, and what stands in for each here)
     normalisation: SAM's ImageNet mean/std (min-max to ``[0, 1]`` for ``normalization="unit"``, MedSAM's).
 ``medsam``
     LiteMedSAM (a TinyViT encoder distilled from MedSAM ViT-B, with SAM's prompt encoder and mask decoder; 256 px)
-    with the same learnable class prompts, frozen encoder and dropout as ``sam``
-    (:class:`helpers.studies.small_data.litemedsam.PromptedLiteMedSam`). Not the ViT-B MedSAM of the paper.
+    prompted with the whole-image box; encoder, prompt and the decoder's transformer frozen, the decoder's
+    upscaling and mask heads trained (:class:`helpers.studies.small_data.lite_models.PromptedLiteMedSam`). Not the
+    ViT-B MedSAM of the paper.
 ``medsam_unet``
     LiteMedSAM's encoder under a U-Net-style decoder that fuses its multi-scale features (1/4 embedding and
     stage 1, then 1/2 stage 0) with MONAI UNETR blocks, logits resized from 1/2
-    (:class:`helpers.studies.small_data.litemedsam.LiteMedSamUNet`). Design chosen here: the study only names it.
+    (:class:`helpers.studies.small_data.lite_models.LiteMedSamUNet`). Design chosen here: the study only names it.
 
 Each architecture is one :class:`helpers.learning.models.ModelFamily` entry of :data:`REGISTRY` (the record the lesion
 study's families use too): a new one is a class here plus one entry with its constructor.
@@ -57,6 +58,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from helpers.learning.models import ModelFamily
+from helpers.studies.small_data import lite_models as lmm
 from helpers.studies.small_data import litemedsam as lm
 from helpers.studies.small_data.litemedsam import convert_original_sam_state_dict
 
@@ -331,7 +333,7 @@ def build_model(
         Learnable prompt tokens per class (SAM, MedSAM).
     freeze_encoder : bool
         Keep the image encoder frozen (SAM, MedSAM, MedSAM+U-Net); a frozen LiteMedSAM encoder's features are
-        computed once per distinct image (:func:`helpers.studies.small_data.litemedsam.encoder_features`).
+        computed once per distinct image (:func:`helpers.studies.small_data.lite_models.cached`).
     """
     _check_name(name)
     if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) or n_classes < 2:
@@ -372,13 +374,12 @@ def _prompted_sam(normalization: str):
     return build
 
 
-def _lite_prompted(*, sam, n_classes, dropout, n_prompt_tokens, freeze_encoder, **_):
-    return lm.PromptedLiteMedSam(sam, n_classes=n_classes, dropout=dropout, n_prompt_tokens=n_prompt_tokens,
-                                 freeze_encoder=freeze_encoder)
+def _lite_prompted(*, sam, n_classes, dropout, **_):
+    return lmm.PromptedLiteMedSam(sam, n_classes=n_classes, dropout=dropout)
 
 
 def _lite_unet(*, sam, n_classes, width, dropout, freeze_encoder, **_):
-    return lm.LiteMedSamUNet(sam, n_classes=n_classes, width=width, dropout=dropout, freeze_encoder=freeze_encoder)
+    return lmm.LiteMedSamUNet(sam, n_classes=n_classes, width=width, dropout=dropout, freeze_encoder=freeze_encoder)
 
 
 #: The registry of the six architectures (the single place where they are described and built; the same record
@@ -392,7 +393,7 @@ REGISTRY: dict[str, ModelFamily] = {
     "sam": ModelFamily("sam", "SAM", "transformers.SamModel", "learnable class prompts, frozen encoder",
                        _prompted_sam("imagenet")),
     "medsam": ModelFamily("medsam", "MedSAM", "litemedsam.LiteMedSam (TinyViT + transformers SAM decoder)",
-                          "LiteMedSAM weights (distilled MedSAM), learnable class prompts, frozen encoder",
+                          "LiteMedSAM weights (distilled MedSAM), whole-image box prompt, decoder head trained",
                           _lite_prompted),
     "medsam_unet": ModelFamily("medsam_unet", "MedSAM+U-Net", "litemedsam.TinyViT + MONAI UNETR blocks",
                                "LiteMedSAM encoder under a U-Net-style decoder", _lite_unet),
