@@ -298,3 +298,28 @@ def test_method_claims_by_hand():
     assert table.loc["planted_reversal_found", "verdict"] == C.SUPPORTED
     worse = method_claims(calib.assign(false_supported=[0.03, 0.12]), planted.assign(reversal_found=False))
     assert set(worse["verdict"]) == {C.NOT_SUPPORTED}
+
+
+def test_one_model_gives_cannot_be_assessed_for_every_claim():
+    per_case, per_lesion = _tables()
+    one = per_case[per_case["model"] == "hybrid"], per_lesion[per_lesion["model"] == "hybrid"]
+    claims, evidence = V.dataset_claims(*one, dataset="wmh", data_source="user", top_models=["hybrid"])
+    assert len(claims) == 10 and set(claims["verdict"]) == {C.CANNOT}
+    assert claims["reason"].str.startswith("one model evaluated (hybrid)").all()
+    assert evidence["robustness"].empty
+
+
+def test_assemble_reads_the_studies_tables_only(tmp_path):
+    from helpers.base.paths import Workspace
+
+    ws = Workspace.at(tmp_path)
+    row = C.claim_row("top3_dice_equivalent", dataset="wmh", data_source="synthetic", our_value="v",
+                      verdict=C.SUPPORTED, n_cases=30)
+    (ws.results("wmh")).mkdir(parents=True)
+    C.claims_frame([row]).to_csv(ws.results("wmh") / "claims.csv", index=False)
+    pd.DataFrame({"x": [1]}).to_csv(ws.results("wmh") / "claims_robustness.csv", index=False)  # evidence, not claims
+    (ws.results("wmh") / "claims_empty.csv").write_text("")
+    table = C.assemble(ws)  # no cross-dataset table: each dataset's own claims
+    assert len(table) == 1 and table.loc[0, "claim_id"] == "top3_dice_equivalent"
+    C.claims_frame([row, row]).to_csv(ws.results() / "claims_small_lesions.csv", index=False)
+    assert len(C.assemble(ws)) == 2 and (ws.results() / "claims.csv").is_file()

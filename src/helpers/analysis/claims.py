@@ -295,12 +295,17 @@ def study_file(study: str) -> str:
 
 def assemble(ws) -> pd.DataFrame:
     """Every claim of a run: the first study's table of the cross-dataset section (``results/claims_<study>.csv``:
-    each dataset's claims and the cross-dataset ones) and the second study's (``results/small_data/claims_<study>
-    .csv``), concatenated in that order and written atomically to ``results/claims.csv`` (:data:`CLAIMS_FILE`).
+    each dataset's claims and the cross-dataset ones; without it, each dataset's ``results/<dataset>/claims.csv``),
+    the second study's (``results/small_data/claims_<study>
+    .csv``) and the method's (``results/claims_method.csv``, failure-mode laboratory), those that exist, concatenated
+    in that order and written atomically to ``results/claims.csv`` (:data:`CLAIMS_FILE`).
     The Holm adjustment stays each family's own (:func:`holm_within_study`, applied where the rows were computed).
     Returns the table (empty with the columns when no section has written claims)."""
-    paths = [*sorted(ws.results().glob("claims_*.csv")), *sorted(ws.results().glob("*/claims_*.csv"))]
-    frames = [pd.read_csv(path) for path in paths]
+    first = ws.results() / study_file(FIRST_STUDY)
+    # without the cross-dataset section (the evaluate command), each dataset's own claims
+    firsts = [first] if first.is_file() else sorted(ws.results().glob(f"*/{PAGE_FILES['stratification']}"))
+    paths = [*firsts, ws.results(SECOND_STUDY) / study_file(SECOND_STUDY), ws.results() / study_file(METHOD)]
+    frames = [pd.read_csv(path) for path in paths if path.is_file() and path.stat().st_size > 0]
     records = pd.concat(frames, ignore_index=True).to_dict("records") if frames else []
     table = claims_frame(records)
     write_csv(table, ws.results() / CLAIMS_FILE, index=False)

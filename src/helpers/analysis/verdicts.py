@@ -240,6 +240,16 @@ def dataset_claims(per_case: pd.DataFrame, per_lesion: pd.DataFrame, *, dataset:
     case_ids = sorted(per_case["case_id"].astype(str).unique())
     units = units.assign(case_id=units["case_id"].astype(str))
     top = [str(m) for m in top_models][: s.top_k]
+    if len(models) < 2:  # one model (a user's single model): every claim compares models
+        common1 = {"dataset": dataset, "data_source": data_source, "n_seeds": n_seeds}
+        rows = [claim_row(key, metric=metric, our_value="", verdict=CANNOT, n_cases=len(case_ids),
+                          reason=f"one model evaluated ({', '.join(models) or 'none'}): nothing to compare", **common1)
+                for key, metrics in (("top3_dice_equivalent", (None,)), ("q1_spread_wider", s.metrics),
+                                     ("dice_leader_not_boundary_leader_q1", s.metrics),
+                                     ("reversal_sign_stable", s.metrics))
+                for metric in metrics]
+        empty = {"equivalence": pd.DataFrame(), "robustness": pd.DataFrame(), "spreads": pd.DataFrame()}
+        return holm_within_study(claims_frame(rows)), empty
     sites = [case_sites.get(c) for c in case_ids] if case_sites else None
     if sites is not None and (any(x is None for x in sites) or len(set(sites)) < 2):
         sites = None

@@ -21,16 +21,19 @@ from helpers.compute.cluster import GridTask, open_cluster, run_grid
 from helpers.data import predictions as _predictions
 from helpers.data.datasets import is_dataset, register_workspace
 from helpers.evaluation.cache import CaseCache, case_key, file_digest, reference_digest
-from helpers.evaluation.tables import evaluate_case_tables, lesion_rows
+from helpers.evaluation.tables import case_tolerances, evaluate_case_tables, lesion_rows
 
 __all__ = ["case_task", "evaluation_params", "evaluate_on_cluster"]
 
 
-def evaluation_params(tolerance: float, tolerances: Sequence[float], *, min_overlap: int = 1,
-                      connectivity: int | None = None, penalty: float | None = None, challenge=()) -> dict:
+def evaluation_params(tolerance: float | None = None, tolerances: Sequence[float] | None = None, *,
+                      min_overlap: int = 1, connectivity: int | None = None, penalty: float | None = None,
+                      challenge=()) -> dict:
     """The evaluation parameters as :func:`helpers.evaluation.tables.evaluate_cases` keys its cache with them
-    (tolerances in mm, already resolved; ``challenge`` only when asked for)."""
-    params = {"tolerance": float(tolerance), "tolerances": tuple(float(t) for t in tolerances),
+    (tolerances in mm, or None for voxels of each case's own grid, the default; ``challenge`` only when asked
+    for)."""
+    params = {"tolerance": None if tolerance is None else float(tolerance),
+              "tolerances": None if tolerances is None else tuple(float(t) for t in tolerances),
               "min_overlap": int(min_overlap), "connectivity": connectivity, "penalty": penalty}
     if challenge:
         params["challenge"] = tuple(challenge)
@@ -53,7 +56,10 @@ def case_task(files, pred_path, *, dataset: str, model: str, params: dict, cache
         pred = _predictions.read_prediction_file(pred_path, case)
         t1 = time.perf_counter()
         read_s = t1 - t0
-        rows, table = evaluate_case_tables(case, pred, dataset=dataset, model=model, **params)
+        primary, extra, labels = case_tolerances(case, params.get("tolerance"), params.get("tolerances"))
+        rest = {k: v for k, v in params.items() if k not in ("tolerance", "tolerances")}
+        rows, table = evaluate_case_tables(case, pred, dataset=dataset, model=model, tolerance=primary,
+                                           tolerances=extra, tolerance_labels=labels, **rest)
         lesions = lesion_rows(table, dataset=dataset, model=model, case_id=str(case.case_id))
         engine_s = time.perf_counter() - t1
         cache.put(model, str(case.case_id), key, (rows, lesions))

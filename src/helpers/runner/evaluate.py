@@ -24,7 +24,6 @@ from helpers.data import predictions as _predictions
 from helpers.data import splits as _splits
 from helpers.data.datasets import DATASETS, register_workspace
 from helpers.data.predictions import SUFFIXES as _PREDICTION_SUFFIXES
-from helpers.evaluation.tables import resolve_tolerances
 from helpers.metrics.challenge import challenge_metric_names
 from helpers.evaluation.tasks import evaluate_on_cluster, evaluation_params
 from helpers.runner import userdata as _user
@@ -178,8 +177,7 @@ def _evaluate_user(args, out) -> RunReport | None:
     prof = {"profile": "evaluate", "description": f"evaluate predictions from {relative(resolve(args.predictions))}",
             "seed": int(args.seed), "datasets": datasets, "study": {}}
     prof_path = ws.root / "evaluate_profile.yaml"
-    tolerance, tolerances = resolve_tolerances(grids, None, None)
-    params = evaluation_params(tolerance, tolerances, challenge=challenge)
+    params = evaluation_params(None, None, challenge=challenge)  # one voxel of each case's grid, as the notebooks
     with workspace_lock(ws, f"helpers.study evaluate --{scopes[0].options.layout} {root}", out=out), signals():
         register_workspace(ws.root, {s.name: s.entry() for s in scopes})
         _io.write_text(prof_path, "# written by `python -m helpers.study evaluate`\n"
