@@ -162,3 +162,21 @@ def test_figures_render(small_cv, small_cases):
                                          image=image, size=32)
     assert len(fig.axes) >= 5
     plt.close(fig)
+
+
+def test_uncertainty_table_counts_a_diverged_models_non_finite_map():
+    import numpy as np
+    from types import SimpleNamespace
+
+    from helpers.studies.small_data.explain import uncertainty_table
+
+    mask = np.zeros((4, 4), np.int64)
+    mask[1:3, 1:3] = 1
+    entropy = np.full((4, 4), 0.1)
+    diverged = np.full((4, 4), np.nan)
+    result = SimpleNamespace(uncertainty={("loocv", 0, "a", "img"): entropy, ("loocv", 0, "b", "img"): diverged},
+                             predictions={("loocv", 0, "a", "img"): mask, ("loocv", 0, "b", "img"): np.zeros_like(mask)})
+    table = uncertainty_table([SimpleNamespace(case_id="img", mask=mask)], result).set_index("model")
+    assert table.loc["a", "non_finite_pixels"] == 0 and table.loc["a", "note"] == ""
+    assert table.loc["b", "non_finite_pixels"] == 16 and np.isnan(table.loc["b", "auroc"])
+    assert table.loc["b", "n_error"] == 4 and "training diverged" in table.loc["b", "note"]

@@ -247,13 +247,22 @@ def attention_map(model, x: torch.Tensor) -> np.ndarray:
 def uncertainty_table(cases, result: CVResult) -> pd.DataFrame:
     """How Monte Carlo uncertainty relates to errors, per ``protocol, seed, model, image``: the AUROC of the
     entropy as a detector of wrong pixels and the mean entropy on wrong and right pixels
-    (:func:`uncertainty_error_auc`)."""
+    (:func:`uncertainty_error_auc`). A map with non-finite values (a model whose training diverged) gets NaN and
+    its count of non-finite pixels with a note, instead of stopping the chapter."""
     by_id = {c.case_id: c for c in cases}
     rows = []
     for (protocol, seed, model, image), entropy in result.uncertainty.items():
         errors = by_id[image].mask != result.predictions[(protocol, seed, model, image)]
+        entropy = np.asarray(entropy, dtype=float)
+        bad = int((~np.isfinite(entropy)).sum())
+        if bad:  # a model whose outputs are not finite (its training diverged): counted, never scored
+            rows.append({"protocol": protocol, "seed": seed, "model": model, "image": image, "auroc": np.nan,
+                         "mean_uncertainty_error": np.nan, "mean_uncertainty_correct": np.nan,
+                         "n_error": int(errors.sum()), "n_correct": int((~errors).sum()), "non_finite_pixels": bad,
+                         "note": "model output not finite (training diverged): uncertainty undefined"})
+            continue
         rows.append({"protocol": protocol, "seed": seed, "model": model, "image": image,
-                     **uncertainty_error_auc(entropy, errors)})
+                     **uncertainty_error_auc(entropy, errors), "non_finite_pixels": 0, "note": ""})
     return pd.DataFrame(rows)
 
 
