@@ -40,8 +40,10 @@ def _cells_showing(path, word: str) -> set[int]:
     nb = nbformat.read(path, as_version=4)
     shown = set()
     for index, cell in enumerate(c for c in nb.cells if c.cell_type == "code"):
-        text = "".join(str(o.get("data", {}).get("text/plain", "")) + str(o.get("text", "")) for o in cell.outputs)
-        if word in text:
+        # text, and markdown (the methods paragraph states the HD95 definition in words)
+        text = "".join(str(o.get("data", {}).get("text/plain", "")) + str(o.get("data", {}).get("text/markdown", ""))
+                       + str(o.get("text", "")) for o in cell.outputs)
+        if word.lower() in text.lower():
             shown.add(index)
     return shown
 
