@@ -6,6 +6,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from pathlib import Path
+
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
@@ -96,6 +98,11 @@ def test_save_writes_tables_into_the_pages_results_folder(tmp_path, monkeypatch)
     # no index column; NaN as the empty field (helpers.base.io.write_csv)
     assert path.read_text().splitlines() == ["model,dice", "unet,0.5", "resunet,"]
     assert ctx.save({"edges": [1, 2]}, "edges.json").read_text() == '{\n  "edges": [\n    1,\n    2\n  ]\n}\n'
+    # the returned path displays nothing in a notebook (no machine-specific path among stored outputs, with or
+    # without the kernel's history that a trailing ';' needs)
+    from IPython.core.formatters import DisplayFormatter
+    assert DisplayFormatter().format(path) == ({}, {})
+    assert DisplayFormatter().format(Path(path))[0]["text/plain"].endswith("overall_metrics.csv')")
     # a chapter across datasets writes into results/ itself
     across = _page("study")
     assert across.save(table, "t.csv") == tmp_path / "ws" / "results" / "t.csv"

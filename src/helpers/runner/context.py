@@ -16,6 +16,9 @@ Conventions
   name, ``"LiTS"``; never the key upper-cased).
 - Scheduler: not the context's business. A notebook that starts a grid declares its own ``scheduler`` parameter
   (the runner passes the address of its cluster) and hands it to the grid (:mod:`helpers.compute.cluster`).
+- Saved files: ``ctx.save`` returns the written file as a :class:`SavedFile`, a path that displays nothing in a
+  notebook. A cell ending in a save therefore shows no path, whatever the kernel (a trailing ``;`` is not enough:
+  IPython reads it from the kernel's history, which nbval's kernel does not keep).
 - Representation: showing the context (last line of a cell) prints the provenance banner; its ``repr`` holds no
   absolute path, so committed notebook outputs are the same in every clone.
 """
@@ -36,7 +39,15 @@ from helpers.base.plots import show as show_figure
 from helpers.runner.sections import GLOBAL, SCOPE_TITLES, Section, scope_title
 from helpers.runner.sections import section as section_named
 
-__all__ = ["Context", "context"]
+__all__ = ["Context", "SavedFile", "context"]
+
+
+class SavedFile(type(Path())):
+    """The path of a file a notebook saved: a plain :class:`pathlib.Path` that displays nothing in a notebook, so
+    a cell ending in ``ctx.save(...)`` stores no machine-specific path among its outputs."""
+
+    def _ipython_display_(self) -> None:
+        """Display nothing (IPython calls this instead of printing the path)."""
 
 
 @dataclass(frozen=True, repr=False)
@@ -77,17 +88,18 @@ class Context:
 
     # ---- saving ------------------------------------------------------------------------------------------------
 
-    def save(self, table, name: str) -> Path:
-        """Write ``table`` into this page's results folder as ``name`` (atomically) and return the file.
+    def save(self, table, name: str) -> SavedFile:
+        """Write ``table`` into this page's results folder as ``name`` (atomically) and return the file (a
+        :class:`SavedFile`, which a notebook does not display).
 
         A DataFrame is written as CSV (``name`` ending ``.csv``, no index); a dict or list as JSON (``.json``).
         ``name`` must be one of the files the page's section declares (``Section.results``)."""
         path = self.results / self._declared(name, "results")
         suffix = path.suffix.lower()
         if hasattr(table, "to_csv") and suffix == ".csv":
-            return write_csv(table, path)
+            return SavedFile(write_csv(table, path))
         if isinstance(table, (dict, list)) and suffix == ".json":
-            return write_json(table, path)
+            return SavedFile(write_json(table, path))
         raise TypeError(f"ctx.save: cannot write a {type(table).__name__} as {name!r}; a DataFrame goes to a .csv "
                         f"file, a dict or list to a .json file")
 
