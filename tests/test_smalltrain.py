@@ -46,6 +46,39 @@ def test_focal_dice_loss_near_zero_for_confident_correct_prediction():
     assert float(st.focal_dice_loss()(logits, y.unsqueeze(1))) < 1e-4
 
 
+@pytest.mark.parametrize("gamma", [0.0, 0.37, 0.91, 2.0, 3.0])
+def test_focal_term_matches_monai_where_monai_is_finite(gamma):
+    # Independent implementation: MONAI FocalLoss(use_softmax=True) on unsaturated logits (value and gradient).
+    from monai.losses import FocalLoss
+
+    g = torch.Generator().manual_seed(1)
+    logits, y = torch.randn(2, 4, 6, 6, generator=g), torch.randint(0, 4, (2, 1, 6, 6), generator=g)
+    ours_in, theirs_in = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    ours = st.softmax_focal(ours_in, y, gamma=gamma)
+    theirs = FocalLoss(use_softmax=True, to_onehot_y=True, include_background=True, gamma=gamma)(theirs_in, y)
+    ours.backward(), theirs.backward()
+    assert float(ours.detach()) == pytest.approx(float(theirs.detach()), rel=1e-5)
+    assert torch.allclose(ours_in.grad, theirs_in.grad, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("gamma", [0.3, 0.91])
+def test_focal_gradient_stays_finite_on_a_confident_model(gamma):
+    # A logit gap of 40 rounds the softmax to exactly 1.0 in float32; for 0 < gamma < 1 the factor (1 - p)^gamma
+    # has an infinite derivative there, and MONAI 1.6's backward pass is NaN (what made the small-data U-Net's
+    # LOOCV training diverge in the default run). Ours: finite, and the value is the analytic ~0.
+    from monai.losses import FocalLoss
+
+    y = torch.tensor([[[0, 1], [2, 3]]])
+    logits = 40 * torch.nn.functional.one_hot(y, 4).permute(0, 3, 1, 2).float()
+    ours_in, theirs_in = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    st.focal_dice_loss(gamma=gamma)(ours_in, y.unsqueeze(1)).backward()
+    FocalLoss(use_softmax=True, to_onehot_y=True, include_background=True, gamma=gamma)(theirs_in,
+                                                                                          y.unsqueeze(1)).backward()
+    assert torch.isfinite(ours_in.grad).all()
+    assert torch.isnan(theirs_in.grad).any()  # the defect the own implementation avoids (MONAI 1.6.1)
+    assert float(st.softmax_focal(logits, y.unsqueeze(1), gamma=gamma)) == pytest.approx(0.0, abs=1e-12)
+
+
 def test_focal_dice_loss_rejects_negative_weights():
     with pytest.raises(ValueError, match="must be >= 0"):
         st.focal_dice_loss(gamma=-1)

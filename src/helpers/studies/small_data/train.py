@@ -33,7 +33,7 @@ from helpers.studies.small_data import models as sm
 from helpers.compute.runtime import check_device, torch_settings
 
 __all__ = [
-    "DEFAULT_PARAMS", "stack_cases", "FocalDiceLoss", "focal_dice_loss", "check_params", "train_model",
+    "DEFAULT_PARAMS", "stack_cases", "FocalDiceLoss", "focal_dice_loss", "softmax_focal", "check_params", "train_model",
     "model_device", "predict_proba", "mc_dropout_predict", "to_reference_size", "fold_scores", "DATASET",
 ]
 
@@ -64,14 +64,29 @@ class FocalDiceLoss(torch.nn.Module):
 
     def __init__(self, *, gamma: float, lambda_dice: float, lambda_focal: float):
         super().__init__()
-        from monai.losses import DiceLoss, FocalLoss
+        from monai.losses import DiceLoss
 
         self.dice = DiceLoss(softmax=True, to_onehot_y=True, include_background=True)
-        self.focal = FocalLoss(use_softmax=True, to_onehot_y=True, include_background=True, gamma=gamma)
-        self.lambda_dice, self.lambda_focal = lambda_dice, lambda_focal
+        self.gamma, self.lambda_dice, self.lambda_focal = gamma, lambda_dice, lambda_focal
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.lambda_dice * self.dice(logits, target) + self.lambda_focal * self.focal(logits, target)
+        return (self.lambda_dice * self.dice(logits, target)
+                + self.lambda_focal * softmax_focal(logits, target, gamma=self.gamma))
+
+
+def softmax_focal(logits: torch.Tensor, target: torch.Tensor, *, gamma: float) -> torch.Tensor:
+    """The multi-class focal loss ``-(1 - p_t)^gamma log p_t`` at each pixel's true class, summed and divided by
+    ``batch x class x pixel`` elements (MONAI ``FocalLoss(use_softmax=True, include_background=True)``'s value).
+
+    Unlike MONAI 1.6's ``softmax_focal_loss``, its gradient stays finite where a probability rounds to exactly 1:
+    for ``0 < gamma < 1`` the modulating factor's derivative ``gamma (1 - p)^(gamma - 1)`` is infinite at ``p = 1``,
+    so MONAI's backward pass gives NaN once a model is confident (in float32 a softmax reaches 1.0 from a logit gap
+    of about 17), and every later step is NaN. Here ``1 - p_t`` is ``-expm1(log p_t)``, floored at the dtype's
+    machine epsilon before the power (the floor passes no gradient; the loss value differs by less than
+    ``eps^gamma log p_t``, about 1e-7 at p_t = 1 - eps)."""
+    log_pt = logits.log_softmax(1).gather(1, target.long())
+    modulator = (-torch.expm1(log_pt)).clamp_min(torch.finfo(logits.dtype).eps).pow(gamma)
+    return -(modulator * log_pt).sum() / logits.numel()
 
 
 def focal_dice_loss(*, gamma: float = 2.0, lambda_dice: float = 1.0, lambda_focal: float = 1.0) -> FocalDiceLoss:
@@ -79,8 +94,9 @@ def focal_dice_loss(*, gamma: float = 2.0, lambda_dice: float = 1.0, lambda_foca
 
     - Dice: MONAI ``DiceLoss`` on softmax probabilities and one-hot targets, ``1 - (2 sum p t + 1e-5) /
       (sum p + sum t + 1e-5)`` per image and class, averaged over classes (background included) and batch.
-    - Focal: MONAI ``FocalLoss(use_softmax=True)``: ``-(1 - p_t)^gamma log p_t`` at the true class, averaged over
-      all ``batch x class x pixel`` elements (so a per-pixel mean divided by ``c``).
+    - Focal: :func:`softmax_focal`, ``-(1 - p_t)^gamma log p_t`` at the true class, averaged over all
+      ``batch x class x pixel`` elements (so a per-pixel mean divided by ``c``): MONAI ``FocalLoss(use_softmax=True)``'s
+      value, with a gradient that stays finite for ``gamma < 1`` (MONAI's is NaN once a probability reaches 1).
 
     MONAI's own ``DiceFocalLoss`` is not used: in MONAI 1.6 its focal term is the *sigmoid* (one-vs-rest) focal
     loss even with ``softmax=True``, which is not the multi-class focal loss.
