@@ -141,6 +141,65 @@ def test_study_models_train_only_their_new_parts_and_cache_the_frozen_parts():
     assert sm.model_status("medsam", "/some/file.pth").startswith("not run: a checkpoint was given")
 
 
+def test_dihedral_draws_are_the_eight_symmetries_and_the_augmentation_draws_them():
+    from helpers.studies.small_data import data as sd
+    from helpers.studies.small_data import train as st
+
+    x = torch.rand(1, 3, 8, 8)
+    variants = {sd.dihedral(x, flips=f, k=k).numpy().tobytes() for f, k in sd.DIHEDRAL}
+    assert len(sd.DIHEDRAL) == 16 and len(variants) == 8  # the dihedral group of the square
+    assert torch.equal(sd.dihedral(x, flips=(True, False), k=0), x.flip(-1))
+    assert torch.equal(sd.dihedral(x, flips=(False, True), k=1), torch.rot90(x.flip(-2), 1, (-2, -1)))
+    g = torch.Generator().manual_seed(3)
+    for _ in range(20):  # every augmented batch is one of the cached variants, image and mask alike
+        xa, ya = st._augment(x, x[:, :1], g)
+        assert xa.numpy().tobytes() in variants and torch.equal(ya, xa[:, :1])
+
+
+@needs_weights
+def test_frozen_parts_are_shared_through_the_feature_folder(tmp_path, monkeypatch):
+    from helpers.studies.small_data import data as sd
+
+    x = torch.rand(1, 3, 256, 256)
+    turned = sd.dihedral(x, flips=(False, False), k=1)
+    model = sm.build_model("medsam", n_classes=4, dropout=0.0).eval()
+    lmm.clear_feature_cache()
+    with torch.no_grad():
+        expected = model(turned)  # this process only: computed in memory
+    lmm.clear_feature_cache()
+    folder = tmp_path / "features"
+    assert lmm.fill_features(x, models=["medsam"], folder=folder, draws=sd.DIHEDRAL[:2]) == 2
+    files = sorted(p.name for p in folder.iterdir())
+    assert len(files) == 4 and sum("-encoder-" in f for f in files) == 2 and sum("-decoder-" in f for f in files) == 2
+    assert all(p.stat().st_mode & 0o044 == 0o044 for p in folder.iterdir())  # normal modes (atomic writes)
+    # another process's view: nothing in memory, computing forbidden, so the values come from the files
+    lmm.clear_feature_cache()
+    monkeypatch.setattr(lmm.PromptedLiteMedSam, "_transformer", lambda *_: pytest.fail("computed, not read"))
+    monkeypatch.setattr(model.lite.image_encoder, "features", lambda *_: pytest.fail("computed, not read"))
+    with lmm.feature_folder_used(folder), torch.no_grad():
+        assert torch.equal(model(turned), expected)
+        unet = sm.build_model("medsam_unet", n_classes=4, width=4, dropout=0.0).eval()
+        monkeypatch.setattr(unet.lite.image_encoder, "features", lambda *_: pytest.fail("computed, not read"))
+        assert unet(turned).shape == (1, 4, 256, 256)  # medsam_unet reads the encoder files medsam's fill wrote
+    monkeypatch.undo()
+    # an unreadable file is computed again and replaced
+    lmm.clear_feature_cache()
+    for p in folder.iterdir():
+        p.write_bytes(b"not a tensor file")
+    with lmm.feature_folder_used(folder), torch.no_grad():
+        assert torch.allclose(model(turned), expected, atol=1e-5)
+    rewritten = [p for p in folder.iterdir() if p.read_bytes() != b"not a tensor file"]
+    assert len(rewritten) == 2 and all(torch.load(p, weights_only=True) for p in rewritten)  # turned: both parts
+    assert lmm._SHARED[0] is None  # the folder is used inside the block only
+    ws_folder = lmm.feature_folder(tmp_path)
+    assert ws_folder == tmp_path / "cache" / "litemedsam"
+    ws_folder.mkdir(parents=True)
+    (ws_folder / "x.pt").write_bytes(b"")
+    lmm.remove_feature_folder(tmp_path)
+    assert not ws_folder.exists() and (tmp_path / "cache").is_dir()
+    lmm.clear_feature_cache()
+
+
 @needs_weights
 def test_medsam_is_litemedsam_under_the_whole_image_box_before_training(lite):
     # with dropout off and no training, the study's medsam gives the three multimask logits of LiteMedSAM

@@ -30,7 +30,8 @@ from helpers.studies.small_data.train import (
     DATASET, check_params, mc_dropout_predict, predict_proba, stack_cases, to_reference_size, train_model,
 )
 from helpers.data.splits import CV_PROTOCOLS, cv_splits
-from helpers.compute.cluster import GridTask, run_grid
+from helpers.compute.cluster import GridTask, as_scheduler, run_grid
+from helpers.studies.small_data import lite_models as lmm
 
 __all__ = ["CVResult", "cross_validate", "cv_task", "run_cv"]
 
@@ -80,6 +81,7 @@ def cross_validate(
     device: str = "cpu",
     scheduler: str | None = None,
     progress: bool = True,
+    feature_folder=None,
 ) -> CVResult:
     """Train and test every model on every fold of ``splits`` (the same folds for every model).
 
@@ -106,6 +108,9 @@ def cross_validate(
     keep_models : sequence of tuple
         ``(protocol, seed, fold, model)`` whose trained model is kept in ``CVResult.models`` (for saliency and
         attention views).
+    feature_folder : path or None
+        Where the LiteMedSAM models' frozen parts are shared between the cluster's processes
+        (:mod:`helpers.studies.small_data.lite_models`): filled first, one grid task per image, before their folds.
     """
 
     params = params or {}
@@ -116,17 +121,21 @@ def cross_validate(
         if missing:
             raise ValueError(f"splits name cases not in cases: {missing}")
     keep = set(map(tuple, keep_models))
+    fill = [] if feature_folder is None else lmm.feature_tasks(
+        stack_cases(list(cases), lmm.IMAGE_SIZE)[0], [c.case_id for c in cases], folder=feature_folder,
+        models=[m for m in models if sm.model_status(m, checkpoints.get(m)) == "ok"])
     tasks = [
         GridTask(f"cv {split['protocol']} · seed {split['seed']} · fold {split['fold']} · {name}", cv_task,
                  (name, split, [by_id[i] for i in split["train"] + split["test"]]),
                  {"params": params.get(name, {}), "checkpoint": checkpoints.get(name), "cnn_size": cnn_size,
                   "sam_size": sam_size, "epochs": epochs, "width": width, "mc_passes": mc_passes,
                   "batch_size": batch_size, "keep": (split["protocol"], split["seed"], split["fold"], name) in keep,
-                  "threads": threads, "device": device},
-                 gpu=str(device).startswith("cuda"))
+                  "threads": threads, "device": device, "feature_folder": feature_folder},
+                 gpu=str(device).startswith("cuda"),
+                 after=tuple(t.label for t in fill) if name in sm.LITEMEDSAM_MODELS else ())
         for name in models for split in splits
     ]  # fmt: skip
-    outcomes = run_grid(tasks, scheduler=scheduler, name="cross-validation", progress=progress)
+    outcomes = run_grid(fill + tasks, scheduler=scheduler, name="cross-validation", progress=progress)[len(fill):]
     result = CVResult(scores=pd.DataFrame([row for o in outcomes for row in o["rows"]]))
     history = [o["history"] for o in outcomes if o["history"] is not None]
     result.history = pd.concat(history, ignore_index=True) if history else pd.DataFrame()
@@ -139,11 +148,21 @@ def cross_validate(
 
 def cv_task(name: str, split: dict, cases: Sequence[sd.VesselCase], *, params: dict, checkpoint=None,
             cnn_size: int = 256, sam_size: int = 1024, epochs: int = 10, width: int = 16, mc_passes: int = 0,
-            batch_size: int = 2, keep: bool = False, threads: int | None = 1, device: str = "cpu") -> dict:
+            batch_size: int = 2, keep: bool = False, threads: int | None = 1, device: str = "cpu",
+            feature_folder=None) -> dict:
     """One unit of the cross-validation grid: one model on one fold (train, predict the test images, score
     them). ``cases`` holds the fold's training and test cases. Returns ``rows`` (score rows), ``history``,
     ``predictions`` and ``uncertainty`` (keyed ``(protocol, seed, model, image)``) and ``model``
-    (``{(protocol, seed, fold, model): (build arguments, state dict)}`` when ``keep``)."""
+    (``{(protocol, seed, fold, model): (build arguments, state dict)}`` when ``keep``). ``feature_folder``: the
+    shared frozen-part outputs of the LiteMedSAM models (:func:`helpers.studies.small_data.lite_models.feature_folder_used`)."""
+    with lmm.feature_folder_used(feature_folder):
+        return _cv_task(name, split, cases, params=params, checkpoint=checkpoint, cnn_size=cnn_size,
+                        sam_size=sam_size, epochs=epochs, width=width, mc_passes=mc_passes, batch_size=batch_size,
+                        keep=keep, threads=threads, device=device)
+
+
+def _cv_task(name, split, cases, *, params, checkpoint, cnn_size, sam_size, epochs, width, mc_passes, batch_size,
+             keep, threads, device) -> dict:
     by_id = {c.case_id: c for c in cases}
     status = sm.model_status(name, checkpoint)
     base = {"protocol": split["protocol"], "seed": split["seed"], "fold": split["fold"], "model": name}
@@ -205,10 +224,13 @@ def run_cv(ws, cases, *, models: Sequence[str], protocols: Sequence[str] = CV_PR
     splits = cv_splits(ids, protocols=protocols, seeds=seeds)
     params = {m: b.get("params", {}) for m, b in (best or {}).items() if b.get("status") == "ok"}
     keep = [(s["protocol"], s["seed"], s["fold"], m) for s in splits if s["seed"] == list(seeds)[0] for m in models]
+    on_cluster = as_scheduler(scheduler) is not None  # in-process, the frozen parts are cached in memory
     result = cross_validate(cases, models=models, splits=splits, params=params, cnn_size=cnn_size,
                             sam_size=sam_size, epochs=epochs, width=width, checkpoints=checkpoints,
                             mc_passes=mc_passes, batch_size=batch_size, keep_models=keep, device=device,
-                            scheduler=scheduler, progress=progress)
+                            scheduler=scheduler, progress=progress,
+                            feature_folder=lmm.feature_folder(ws) if on_cluster else None)
+    lmm.remove_feature_folder(ws)  # the search's and the folds' shared frozen parts: no longer needed
     out = ws.results(DATASET)
     write_json({"splits": splits, "rule": "loocv: one case per fold; 3fold: seeded permutation, array_split",
                 "seeds": list(seeds)}, out / "splits.json")

@@ -32,6 +32,7 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 from scipy import ndimage
 
 from helpers import metrics
@@ -42,7 +43,7 @@ from helpers.base.plots import pyplot
 
 __all__ = [
     "CLASSES", "make_vessel", "write_small_data", "VesselCase", "load_small_data", "data_summary", "resize_case",
-    "multiclass_scores", "macro_scores", "DATASET", "prepare_small_data", "plot_cases",
+    "multiclass_scores", "macro_scores", "DATASET", "prepare_small_data", "plot_cases", "DIHEDRAL", "dihedral",
 ]
 
 CLASSES: tuple[str, ...] = ("background", "lumen", "neointima", "media")
@@ -311,6 +312,23 @@ def data_summary(cases: Sequence[VesselCase], *, class_names: Sequence[str] = CL
             row[f"fraction_{name}"] = float((case.mask == k).mean())
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+#: Every draw of the training augmentation: ``(horizontal flip, vertical flip), quarter turns`` (16 draws giving the
+#: 8 flips/rotations of the square).
+DIHEDRAL: tuple[tuple[tuple[bool, bool], int], ...] = tuple(
+    ((h, v), k) for h in (False, True) for v in (False, True) for k in range(4))
+
+
+def dihedral(x: torch.Tensor, *, flips: tuple[bool, bool], k: int) -> torch.Tensor:
+    """``x`` (``(..., y, x)``) flipped horizontally and/or vertically, then turned ``k`` quarter turns in the
+    ``(y, x)`` plane: the one transform of the training augmentation (:mod:`helpers.studies.small_data.train`),
+    also used to enumerate the images whose frozen features are cached (:mod:`.lite_models`). Bit-exact (a
+    permutation of the elements)."""
+    dims = [d for d, f in zip((-1, -2), flips) if f]
+    if dims:
+        x = x.flip(dims)
+    return torch.rot90(x, k, (-2, -1))
 
 
 def resize_case(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:

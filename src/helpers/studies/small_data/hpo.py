@@ -42,7 +42,8 @@ from helpers.base.io import write_csv, write_json
 from helpers.compute.runtime import torch_settings
 from helpers.studies.small_data.train import DATASET, predict_proba, stack_cases, to_reference_size, train_model
 from helpers.data.splits import inner_split
-from helpers.compute.cluster import GridTask, run_grid
+from helpers.compute.cluster import GridTask, as_scheduler, run_grid
+from helpers.studies.small_data import lite_models as lmm
 
 __all__ = [
     "SEARCH_SPACE", "HPO_FLOOR", "N_STARTUP", "PRUNER_STARTUP", "model_seed", "make_sampler", "check_budget",
@@ -184,8 +185,10 @@ def _fail_interrupted_trials(study) -> None:
 def hpo_trial(storage, study_name: str, name: str, cases: Sequence[sd.VesselCase], *, index: int, size: int,
               epochs: int, width: int = 16, seed: int = 0, sampler: str = "tpe", space: dict | None = None,
               checkpoint=None, batch_size: int = 2, threads: int | None = 1, device: str = "cpu",
-              prune: bool = True, n_startup: int = N_STARTUP) -> dict:
+              prune: bool = True, n_startup: int = N_STARTUP, feature_folder=None) -> dict:
     """One HPO trial as a grid task: the study's ``index``-th finished trial (0-based), run unless it exists.
+    ``feature_folder``: the LiteMedSAM models' shared frozen-part outputs
+    (:func:`helpers.studies.small_data.lite_models.feature_folder_used`).
 
     The sampler (:func:`make_sampler`, ``n_startup`` random trials) is seeded with ``(model_seed(seed, name),
     index)``, so trial ``index`` proposes the same parameters whether the search ran without a break or resumed
@@ -228,7 +231,7 @@ def hpo_trial(storage, study_name: str, name: str, cases: Sequence[sd.VesselCase
                                    on_epoch_end=report if prune else None)
             return scores[epochs] if prune else _mean_macro_dice(model, xv, val_cases)
 
-        with torch_settings(num_threads=threads, deterministic=None):
+        with torch_settings(num_threads=threads, deterministic=None), lmm.feature_folder_used(feature_folder):
             study.optimize(objective, n_trials=1)
     last = study.get_trials(deepcopy=False)[-1]
     if last.state.name not in _FINISHED:
@@ -239,10 +242,12 @@ def hpo_trial(storage, study_name: str, name: str, cases: Sequence[sd.VesselCase
 def hpo_tasks(name: str, cases: Sequence[sd.VesselCase], *, n_trials: int, storage, size: int, epochs: int,
               width: int = 16, seed: int = 0, sampler: str = "tpe", space: dict | None = None, checkpoint=None,
               batch_size: int = 2, threads: int | None = None, device: str = "cpu",
-              prune: bool = True, n_startup: int = N_STARTUP) -> tuple[str, list]:
+              prune: bool = True, n_startup: int = N_STARTUP, feature_folder=None,
+              first_after: Sequence[str] = ()) -> tuple[str, list]:
     """The study name and the grid tasks of one model's search: trial k waits for trial k-1 (a sequential
     search, resumable); the searches of different models run side by side. ``threads`` None: the task's
-    thread count (:func:`helpers.compute.runtime.task_threads`)."""
+    thread count (:func:`helpers.compute.runtime.task_threads`). ``first_after``: labels trial 0 waits for (the
+    tasks filling ``feature_folder``)."""
 
     space = dict(SEARCH_SPACE if space is None else space)
     study_name = hpo_study_name(name, cases, size=size, epochs=epochs, width=width, seed=seed, sampler=sampler,
@@ -255,8 +260,8 @@ def hpo_tasks(name: str, cases: Sequence[sd.VesselCase], *, n_trials: int, stora
                                                    list(cases)),
             {"index": k, "size": size, "epochs": epochs, "width": width, "seed": seed, "sampler": sampler,
              "space": space, "checkpoint": checkpoint, "batch_size": batch_size, "threads": threads,
-             "device": device, "prune": prune, "n_startup": n_startup},
-            gpu=str(device).startswith("cuda"), after=(f"hpo {name} · trial {k - 1}",) if k else ()))
+             "device": device, "prune": prune, "n_startup": n_startup, "feature_folder": feature_folder},
+            gpu=str(device).startswith("cuda"), after=(f"hpo {name} · trial {k - 1}",) if k else tuple(first_after)))
     return study_name, tasks
 
 
@@ -404,7 +409,12 @@ def run_hpo(ws, cases, *, models: Sequence[str], n_trials: int, size: int, sam_s
         raise ValueError(f"sampler must be 'tpe' or 'gp', got {sampler!r}")
     checkpoints = checkpoints or {}
     storage = hpo_storage(ws)
-    names, tasks, best = {}, [], {}
+    runnable = [m for m in models if sm.model_status(m, checkpoints.get(m)) == "ok"]
+    # on a cluster, the LiteMedSAM models' frozen parts are computed once, shared through the workspace
+    folder = lmm.feature_folder(ws) if as_scheduler(scheduler) is not None else None
+    fill = [] if folder is None else lmm.feature_tasks(stack_cases(list(cases), lmm.IMAGE_SIZE)[0],
+                                                       [c.case_id for c in cases], models=runnable, folder=folder)
+    names, tasks, best = {}, list(fill), {}
     for name in models:
         status = sm.model_status(name, checkpoints.get(name))
         if status != "ok":
@@ -413,7 +423,8 @@ def run_hpo(ws, cases, *, models: Sequence[str], n_trials: int, size: int, sam_s
         names[name], model_tasks = hpo_tasks(
             name, cases, n_trials=n_trials, storage=storage, size=sm.input_size(name, cnn_size=size, sam_size=sam_size),
             epochs=epochs, width=width, seed=seed, sampler=sampler, checkpoint=checkpoints.get(name),
-            batch_size=batch_size, threads=1, device=device, prune=prune, n_startup=n_startup)  # one thread:
+            batch_size=batch_size, threads=1, device=device, prune=prune, n_startup=n_startup,  # one thread:
+            feature_folder=folder, first_after=[t.label for t in fill] if name in sm.LITEMEDSAM_MODELS else ())
         tasks.extend(model_tasks)  # as cross-validation, the same numbers in-process and on any cluster
     run_grid(tasks, scheduler=scheduler, name="hpo small_data", progress=progress)
     frames = []

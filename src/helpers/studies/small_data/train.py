@@ -109,12 +109,9 @@ def focal_dice_loss(*, gamma: float = 2.0, lambda_dice: float = 1.0, lambda_foca
 
 def _augment(x: torch.Tensor, y: torch.Tensor, generator: torch.Generator):
     """Random horizontal flip, vertical flip and 90-degree rotation, one draw per batch."""
-    flips = torch.randint(0, 2, (2,), generator=generator).tolist()
+    flips = tuple(bool(f) for f in torch.randint(0, 2, (2,), generator=generator).tolist())
     k = int(torch.randint(0, 4, (1,), generator=generator))
-    dims = [d for d, f in zip((-1, -2), flips) if f]
-    if dims:
-        x, y = x.flip(dims), y.flip(dims)
-    return torch.rot90(x, k, (-2, -1)), torch.rot90(y, k, (-2, -1))
+    return sd.dihedral(x, flips=flips, k=k), sd.dihedral(y, flips=flips, k=k)
 
 
 def check_params(params: dict) -> dict:
