@@ -100,3 +100,23 @@ def test_written_files_get_the_mode_of_the_umask_not_the_temporary_files(tmp_pat
         os.umask(old)
     for path in written:
         assert stat.S_IMODE(path.stat().st_mode) == expected, path.name
+
+
+def test_read_errors_name_the_file_once(tmp_path):
+    from helpers.base.io import read_errors
+
+    path = tmp_path / "case_001.nii.gz"
+    with pytest.raises(ValueError, match=r"^.*case_001\.nii\.gz: cannot read mask \(EOFError: truncated\)$"):
+        with read_errors(path, "mask"):
+            raise EOFError("truncated")
+    with pytest.raises(ValueError, match=r"case_001\.nii\.gz: cannot read prediction \(bad header\)$"):
+        with read_errors(path, "prediction"):
+            raise ValueError("bad header")
+    named = ValueError(f"{path}: expected a 3D volume, got shape (2, 2)")  # already names the file: unchanged
+    with pytest.raises(ValueError) as err:
+        with read_errors(path, "mask"):
+            raise named
+    assert err.value is named
+    with read_errors(path, "mask"):
+        value = 1  # no error: nothing happens
+    assert value == 1

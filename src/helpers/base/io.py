@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,7 +17,7 @@ import numpy as np
 
 __all__ = [
     "current_umask", "atomic_write", "write_bytes", "write_text", "write_json", "read_json", "write_csv",
-    "save_npz", "save_figure",
+    "save_npz", "save_figure", "read_errors",
 ]
 
 
@@ -103,3 +104,18 @@ def save_figure(fig, path: str | os.PathLike, *, dpi: int = 110) -> Path:
     return atomic_write(
         path, lambda p: fig.savefig(p, dpi=dpi, bbox_inches="tight", metadata={"Software": None}), suffix=".png"
     )
+
+
+@contextmanager
+def read_errors(path: str | os.PathLike, what: str):
+    """Turn any error of a file reader inside the block into one ``ValueError`` that names ``path``:
+    ``"<path>: cannot read <what> (<error>)"``; a ``ValueError`` that already names the file passes unchanged.
+    (Corrupt files raise many exception types across readers: nibabel, SimpleITK, imageio, tifffile.)"""
+    try:
+        yield
+    except ValueError as err:
+        if str(path) in str(err):
+            raise
+        raise ValueError(f"{path}: cannot read {what} ({err})") from None
+    except Exception as err:
+        raise ValueError(f"{path}: cannot read {what} ({type(err).__name__}: {err})") from None

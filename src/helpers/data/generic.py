@@ -39,6 +39,7 @@ import numpy as np
 import tifffile
 from scipy import ndimage
 
+from helpers.base.io import read_errors
 from helpers.data.layouts import Case, CaseFiles, LoaderOptions, from_nifti_array, nothing_found
 
 __all__ = [
@@ -146,7 +147,7 @@ def read_mask_file(path, *, spacing=None) -> tuple[np.ndarray, Geometry]:
     name = path.name.lower()
     if not path.is_file():
         raise FileNotFoundError(f"{path}: mask file not found")
-    try:
+    with read_errors(path, "mask"):
         if name.endswith((".nii", ".nii.gz")):
             img = nib.load(str(path))
             data = np.asarray(img.dataobj)
@@ -164,12 +165,6 @@ def read_mask_file(path, *, spacing=None) -> tuple[np.ndarray, Geometry]:
                             tuple(float(o) for o in img.GetOrigin()), tuple(float(d) for d in img.GetDirection()))
             return _labels(data, path, binary_255=n == 2), geom
         data = np.asarray(iio.imread(path) if name.endswith(".png") else tifffile.imread(path))
-    except ValueError as err:
-        if str(path) in str(err):
-            raise
-        raise ValueError(f"{path}: cannot read mask ({err})") from None
-    except Exception as err:  # corrupt files raise many exception types across readers
-        raise ValueError(f"{path}: cannot read mask ({type(err).__name__}: {err})") from None
     if data.ndim != 2:
         raise ValueError(f"{path}: expected a single-channel 2D mask, got shape {data.shape}")
     return _labels(data, path, binary_255=True), _plain_geometry(data.shape, spacing)

@@ -37,7 +37,7 @@ import pandas as pd
 import tifffile
 from scipy import ndimage
 
-from helpers.base.io import atomic_write
+from helpers.base.io import atomic_write, read_errors
 from helpers.data.generic import read_mask_file
 from helpers.data.layouts import from_nifti_array, to_nifti_array
 
@@ -231,7 +231,7 @@ def _find(folder: Path, case_id: str) -> Path:
 
 def _load(path: Path) -> np.ndarray:
     name = path.name.lower()
-    try:
+    with read_errors(path, "prediction"):
         if name.endswith(VOLUME_SUFFIXES):
             array = np.asarray(nib.load(str(path)).dataobj)
             if array.ndim == 4 and array.shape[3] == 1:
@@ -243,12 +243,6 @@ def _load(path: Path) -> np.ndarray:
             array = np.asarray(iio.imread(path))
         else:
             array = np.asarray(tifffile.imread(path))
-    except ValueError as err:
-        if str(path) in str(err):
-            raise
-        raise ValueError(f"{path}: cannot read prediction ({err})") from None
-    except Exception as err:  # corrupt files raise many exception types across readers
-        raise ValueError(f"{path}: cannot read prediction ({type(err).__name__}: {err})") from None
     if array.ndim != 2:
         raise ValueError(f"{path}: expected a single-channel 2D image, got shape {array.shape}")
     return array

@@ -133,7 +133,32 @@ def _scope_words(scope: str) -> str:
     return {"study": "the datasets of this run", "small_data": "the small-data study"}.get(scope, scope)
 
 
-class FindingBox:
+class _LiveBox:
+    """A markdown box shown once with a display id (:meth:`show`) and replaced in place (:meth:`update`): an
+    executed notebook keeps the updated output where the box was first shown. Subclasses give ``display_id``
+    and :meth:`markdown`."""
+
+    display_id: str
+
+    def markdown(self) -> str:
+        raise NotImplementedError
+
+    def show(self):
+        from IPython.display import Markdown, display  # lazy: IPython only where a notebook displays
+
+        display(Markdown(self.markdown()), display_id=self.display_id)
+        return self
+
+    def update(self) -> str:
+        """Re-read the box's source and replace the box shown by :meth:`show`; returns the markdown."""
+        from IPython.display import Markdown, update_display  # lazy: IPython only where a notebook displays
+
+        text = self.markdown()
+        update_display(Markdown(text), display_id=self.display_id)
+        return text
+
+
+class FindingBox(_LiveBox):
     """A page's finding box, shown once near the top of the page and refreshed in place: the chapter computes its
     claims rows further down, so the box is displayed with a display id (:meth:`show`) and the chapter's last cell
     calls :meth:`update`, which re-reads the page's claims file and replaces the box's output (an executed
@@ -142,25 +167,10 @@ class FindingBox:
     def __init__(self, results: Path, section: str, scope: str):
         self.results, self.section, self.scope = Path(results), section, scope
         self.display_id = f"finding-{section}-{scope}"
-        self.handle = None
 
     def markdown(self) -> str:
         """The box as it reads now (:func:`finding_for`)."""
         return finding_for(self.results, self.section, scope=self.scope)
-
-    def show(self) -> "FindingBox":
-        from IPython.display import Markdown, display  # lazy: IPython only where a notebook displays
-
-        self.handle = display(Markdown(self.markdown()), display_id=self.display_id)
-        return self
-
-    def update(self) -> str:
-        """Re-read the page's claims rows and replace the box shown by :meth:`show`; returns the markdown."""
-        from IPython.display import Markdown, update_display  # lazy: IPython only where a notebook displays
-
-        text = self.markdown()
-        update_display(Markdown(text), display_id=self.display_id)
-        return text
 
     def __repr__(self) -> str:
         return f"FindingBox(section={self.section!r}, scope={self.scope!r})"
@@ -214,7 +224,7 @@ def scorecard_markdown(claims: pd.DataFrame | None, *, study: str | None = None)
     return to_markdown(table, align_numbers=False)
 
 
-class ScorecardBox:
+class ScorecardBox(_LiveBox):
     """The cross-dataset scorecard shown near the top of its chapter and refreshed in place (:meth:`update`) once
     the chapter has saved the first study's claims table (``results/claims_<study>.csv``,
     :func:`helpers.analysis.claims.study_file`), like :class:`FindingBox`."""
@@ -233,19 +243,6 @@ class ScorecardBox:
             return (f"*The claims of this chapter were not computed (`{self.path.name}` not found): the scorecard is "
                     "empty.*")
         return scorecard_markdown(claims, study=self.study)
-
-    def show(self) -> "ScorecardBox":
-        from IPython.display import Markdown, display  # lazy: IPython only where a notebook displays
-
-        display(Markdown(self.markdown()), display_id=self.display_id)
-        return self
-
-    def update(self) -> str:
-        from IPython.display import Markdown, update_display  # lazy: IPython only where a notebook displays
-
-        text = self.markdown()
-        update_display(Markdown(text), display_id=self.display_id)
-        return text
 
     def __repr__(self) -> str:
         return f"ScorecardBox(study={self.study!r})"
