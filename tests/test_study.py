@@ -382,3 +382,23 @@ def test_evaluate_command_matches_reports_and_builds_the_book_on_the_smoke_data(
     for chapter in ("01_data", "03_evaluation", "04_stratification", "07_qualitative"):
         assert (html / f"{chapter}.html").is_file(), chapter
     assert not (html / "02_training.html").exists()
+
+
+def test_the_committed_toc_is_the_one_the_main_job_writes(monkeypatch):
+    # `make study` writes _toc.yml at the project root (the main workspace): the committed file must be that file,
+    # or every run leaves the clone modified ("+dirty" in the provenance of the next run's pages).
+    from helpers.base.paths import project_root
+    from helpers.runner import book
+    from helpers.runner.profiles import load_profile
+
+    root = project_root()
+    ws = Workspace.at(root)
+    profile, _ = load_profile("default")
+    executed = {ws.executed(d) / s.notebook for d in profile["datasets"] for s in sections.DATASET_SECTIONS}
+    executed |= {ws.executed(s.dataset) / s.notebook for s in sections.STUDY_SECTIONS}
+    real_exists = type(root).exists
+    monkeypatch.setattr(type(root), "exists", lambda p: p in executed or real_exists(p))  # as after a full run
+    expected = book.toc(profile, ws)
+    assert yaml.safe_load((root / "_toc.yml").read_text()) == expected
+    titles = [c["title"] for part in expected["parts"] for c in part["chapters"] if "title" in c]
+    assert "LiTS: data" in titles and "IDRiD: data" in titles  # display names, never the key upper-cased
