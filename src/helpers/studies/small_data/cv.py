@@ -30,7 +30,7 @@ from helpers.studies.small_data.train import (
     DATASET, check_params, mc_dropout_predict, predict_proba, stack_cases, to_reference_size, train_model,
 )
 from helpers.data.splits import CV_PROTOCOLS, cv_splits
-from helpers.compute.cluster import GridTask, as_scheduler, run_grid
+from helpers.compute.cluster import GridTask, run_grid
 from helpers.studies.small_data import lite_models as lmm
 
 __all__ = ["CVResult", "cross_validate", "cv_task", "run_cv"]
@@ -121,9 +121,8 @@ def cross_validate(
         if missing:
             raise ValueError(f"splits name cases not in cases: {missing}")
     keep = set(map(tuple, keep_models))
-    fill = [] if feature_folder is None else lmm.feature_tasks(
-        stack_cases(list(cases), lmm.IMAGE_SIZE)[0], [c.case_id for c in cases], folder=feature_folder,
-        models=[m for m in models if sm.model_status(m, checkpoints.get(m)) == "ok"])
+    fill = lmm.feature_tasks(cases, models=[m for m in models if sm.model_status(m, checkpoints.get(m)) == "ok"],
+                             folder=feature_folder)
     tasks = [
         GridTask(f"cv {split['protocol']} · seed {split['seed']} · fold {split['fold']} · {name}", cv_task,
                  (name, split, [by_id[i] for i in split["train"] + split["test"]]),
@@ -154,7 +153,8 @@ def cv_task(name: str, split: dict, cases: Sequence[sd.VesselCase], *, params: d
     them). ``cases`` holds the fold's training and test cases. Returns ``rows`` (score rows), ``history``,
     ``predictions`` and ``uncertainty`` (keyed ``(protocol, seed, model, image)``) and ``model``
     (``{(protocol, seed, fold, model): (build arguments, state dict)}`` when ``keep``). ``feature_folder``: the
-    shared frozen-part outputs of the LiteMedSAM models (:func:`helpers.studies.small_data.lite_models.feature_folder_used`)."""
+    shared frozen-part outputs of the LiteMedSAM models
+    (:func:`helpers.studies.small_data.lite_models.feature_folder_used`)."""
     with lmm.feature_folder_used(feature_folder):
         return _cv_task(name, split, cases, params=params, checkpoint=checkpoint, cnn_size=cnn_size,
                         sam_size=sam_size, epochs=epochs, width=width, mc_passes=mc_passes, batch_size=batch_size,
@@ -224,12 +224,11 @@ def run_cv(ws, cases, *, models: Sequence[str], protocols: Sequence[str] = CV_PR
     splits = cv_splits(ids, protocols=protocols, seeds=seeds)
     params = {m: b.get("params", {}) for m, b in (best or {}).items() if b.get("status") == "ok"}
     keep = [(s["protocol"], s["seed"], s["fold"], m) for s in splits if s["seed"] == list(seeds)[0] for m in models]
-    on_cluster = as_scheduler(scheduler) is not None  # in-process, the frozen parts are cached in memory
     result = cross_validate(cases, models=models, splits=splits, params=params, cnn_size=cnn_size,
                             sam_size=sam_size, epochs=epochs, width=width, checkpoints=checkpoints,
                             mc_passes=mc_passes, batch_size=batch_size, keep_models=keep, device=device,
                             scheduler=scheduler, progress=progress,
-                            feature_folder=lmm.feature_folder(ws) if on_cluster else None)
+                            feature_folder=lmm.shared_folder(ws, scheduler))
     lmm.remove_feature_folder(ws)  # the search's and the folds' shared frozen parts: no longer needed
     out = ws.results(DATASET)
     write_json({"splits": splits, "rule": "loocv: one case per fold; 3fold: seeded permutation, array_split",

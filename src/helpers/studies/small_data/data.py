@@ -44,6 +44,7 @@ from helpers.base.plots import pyplot
 __all__ = [
     "CLASSES", "make_vessel", "write_small_data", "VesselCase", "load_small_data", "data_summary", "resize_case",
     "multiclass_scores", "macro_scores", "DATASET", "prepare_small_data", "plot_cases", "DIHEDRAL", "dihedral",
+    "stack_cases",
 ]
 
 CLASSES: tuple[str, ...] = ("background", "lumen", "neointima", "media")
@@ -312,6 +313,17 @@ def data_summary(cases: Sequence[VesselCase], *, class_names: Sequence[str] = CL
             row[f"fraction_{name}"] = float((case.mask == k).mean())
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def stack_cases(cases: Sequence[VesselCase], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Resize cases to ``size x size`` (:func:`resize_case`) and stack them:
+    ``x`` float32 ``(n, 3, size, size)``, ``y`` int64 ``(n, size, size)``."""
+    if not cases:
+        raise ValueError("cases must not be empty")
+    pairs = [resize_case(c.image, c.mask, size) for c in cases]
+    x = torch.from_numpy(np.stack([p[0] for p in pairs]).transpose(0, 3, 1, 2).copy())
+    y = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.int64))
+    return x, y
 
 
 #: Every draw of the training augmentation: ``(horizontal flip, vertical flip), quarter turns`` (16 draws giving the

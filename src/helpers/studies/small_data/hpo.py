@@ -42,7 +42,7 @@ from helpers.base.io import write_csv, write_json
 from helpers.compute.runtime import torch_settings
 from helpers.studies.small_data.train import DATASET, predict_proba, stack_cases, to_reference_size, train_model
 from helpers.data.splits import inner_split
-from helpers.compute.cluster import GridTask, as_scheduler, run_grid
+from helpers.compute.cluster import GridTask, run_grid
 from helpers.studies.small_data import lite_models as lmm
 
 __all__ = [
@@ -409,14 +409,13 @@ def run_hpo(ws, cases, *, models: Sequence[str], n_trials: int, size: int, sam_s
         raise ValueError(f"sampler must be 'tpe' or 'gp', got {sampler!r}")
     checkpoints = checkpoints or {}
     storage = hpo_storage(ws)
-    runnable = [m for m in models if sm.model_status(m, checkpoints.get(m)) == "ok"]
+    statuses = {m: sm.model_status(m, checkpoints.get(m)) for m in models}
     # on a cluster, the LiteMedSAM models' frozen parts are computed once, shared through the workspace
-    folder = lmm.feature_folder(ws) if as_scheduler(scheduler) is not None else None
-    fill = [] if folder is None else lmm.feature_tasks(stack_cases(list(cases), lmm.IMAGE_SIZE)[0],
-                                                       [c.case_id for c in cases], models=runnable, folder=folder)
+    folder = lmm.shared_folder(ws, scheduler)
+    fill = lmm.feature_tasks(cases, models=[m for m in models if statuses[m] == "ok"], folder=folder)
     names, tasks, best = {}, list(fill), {}
     for name in models:
-        status = sm.model_status(name, checkpoints.get(name))
+        status = statuses[name]
         if status != "ok":
             best[name] = {"model": name, "status": status}
             continue

@@ -33,13 +33,13 @@ from torch.nn import functional as F
 
 from helpers.base.io import atomic_write
 from helpers.base.paths import Workspace
-from helpers.compute.cluster import GridTask
+from helpers.compute.cluster import GridTask, as_scheduler
 from helpers.studies.small_data import data as sd
 from helpers.studies.small_data.litemedsam import IMAGE_SIZE, LiteMedSam, load_litemedsam, unit_normalize
 
 __all__ = ["LITE_MODELS", "CACHE_ENTRIES", "FEATURE_FOLDER", "clear_feature_cache", "cached", "encoder_features",
-           "feature_folder", "feature_folder_used", "feature_tasks", "remove_feature_folder", "fill_features",
-           "PromptedLiteMedSam", "LiteMedSamUNet"]
+           "feature_folder", "shared_folder", "feature_folder_used", "feature_tasks", "remove_feature_folder",
+           "fill_features", "PromptedLiteMedSam", "LiteMedSamUNet"]
 
 #: The study's models built on LiteMedSAM (registered in :mod:`helpers.studies.small_data.models`).
 LITE_MODELS: tuple[str, ...] = ("medsam", "medsam_unet")
@@ -53,6 +53,13 @@ _SHARED: list[Path | None] = [None]  # the folder this process reads and writes 
 def feature_folder(ws) -> Path:
     """The workspace's folder of shared frozen-part outputs (:data:`FEATURE_FOLDER`)."""
     return Workspace.at(ws).root / FEATURE_FOLDER
+
+
+def shared_folder(ws, scheduler) -> Path | None:
+    """The folder a grid on ``scheduler`` shares the frozen parts through: the workspace's
+    (:func:`feature_folder`) on a cluster, whose workers are separate processes; None in-process, where the
+    memory cache is already shared."""
+    return feature_folder(ws) if as_scheduler(scheduler) is not None else None
 
 
 @contextmanager
@@ -252,13 +259,13 @@ def fill_features(images: torch.Tensor, *, models: Sequence[str], folder: str | 
     return len(seen)
 
 
-def feature_tasks(images: torch.Tensor, ids: Sequence[str], *, models: Sequence[str], folder) -> list[GridTask]:
-    """One grid task per image (labelled ``litemedsam features · <id>``) filling the shared folder for the
-    LiteMedSAM models among ``models`` (none when there is none)."""
+def feature_tasks(cases: Sequence, *, models: Sequence[str], folder) -> list[GridTask]:
+    """One grid task per case (labelled ``litemedsam features · <case id>``) filling ``folder`` for the LiteMedSAM
+    models among ``models`` (those that can run), from the cases resized as the study feeds them
+    (:func:`helpers.studies.small_data.data.stack_cases`); none when ``folder`` is None or no such model runs."""
     lite_models = [m for m in models if m in LITE_MODELS]
-    if not lite_models:
+    if folder is None or not lite_models:
         return []
-    if len(images) != len(ids):
-        raise ValueError(f"feature_tasks: {len(images)} images but {len(ids)} ids")
-    return [GridTask(f"litemedsam features · {i}", fill_features, (images[k:k + 1].clone(),),
-                     {"models": lite_models, "folder": str(folder)}) for k, i in enumerate(ids)]
+    images = sd.stack_cases(list(cases), IMAGE_SIZE)[0]
+    return [GridTask(f"litemedsam features · {c.case_id}", fill_features, (images[k:k + 1].clone(),),
+                     {"models": lite_models, "folder": str(folder)}) for k, c in enumerate(cases)]

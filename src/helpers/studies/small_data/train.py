@@ -29,6 +29,7 @@ import torch
 from torch.nn import functional as F
 
 from helpers.studies.small_data import data as sd
+from helpers.studies.small_data.data import stack_cases  # the study's tensors (defined with the resizing)
 from helpers.studies.small_data import models as sm
 from helpers.compute.runtime import check_device, torch_settings
 
@@ -46,17 +47,6 @@ DEFAULT_PARAMS: dict[str, float] = {"lr": 3e-3, "weight_decay": 1e-5, "dropout":
 # --------------------------------------------------------------------------------------------------------------
 # Tensors, loss, training
 # --------------------------------------------------------------------------------------------------------------
-
-
-def stack_cases(cases: Sequence[sd.VesselCase], size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Resize cases to ``size x size`` (:func:`helpers.studies.small_data.data.resize_case`) and stack them:
-    ``x`` float32 ``(n, 3, size, size)``, ``y`` int64 ``(n, size, size)``."""
-    if not cases:
-        raise ValueError("cases must not be empty")
-    pairs = [sd.resize_case(c.image, c.mask, size) for c in cases]
-    x = torch.from_numpy(np.stack([p[0] for p in pairs]).transpose(0, 3, 1, 2).copy())
-    y = torch.from_numpy(np.stack([p[1] for p in pairs]).astype(np.int64))
-    return x, y
 
 
 class FocalDiceLoss(torch.nn.Module):
