@@ -489,19 +489,36 @@ def test_predictions_run_one_above_the_training_of_their_section(tmp_path, monke
 
 
 @pytest.mark.filterwarnings("ignore::ResourceWarning", "ignore::pytest.PytestUnraisableExceptionWarning")
-def test_local_workers_and_later_processes_run_without_a_malloc_trim_threshold(monkeypatch):
-    """Dask's nannies would start workers with MALLOC_TRIM_THRESHOLD_=65536 and put it into this process's
-    environment too (see helpers.compute.cluster, "Memory"): neither happens."""
+def test_local_workers_start_with_the_allocator_settings_not_dasks_trim_threshold(monkeypatch):
+    """Dask's nannies would start workers with MALLOC_TRIM_THRESHOLD_=65536 (see helpers.compute.cluster,
+    "Memory"): they start with the study's allocator settings instead, and a value the user set is kept."""
 
     from distributed import Client
 
-    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    from helpers.compute.runtime import ALLOCATOR_ENV
+
+    for name in ALLOCATOR_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MALLOC_TOP_PAD_", "12345")
     with cluster.open_cluster("local", workers=1, out=io.StringIO()) as info:
         with Client(info.address) as client:
-            seen = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_", "unset"))
-    assert list(seen.values()) == ["unset"]
-    assert "MALLOC_TRIM_THRESHOLD_" not in os.environ
+            seen = client.run(lambda: {name: os.environ.get(name, "unset") for name in ALLOCATOR_ENV})
+    expected = {**ALLOCATOR_ENV, "MALLOC_TOP_PAD_": "12345"}
+    assert list(seen.values()) == [expected]
+    assert expected["MALLOC_TRIM_THRESHOLD_"] == "1073741824"
     gc.collect()
+
+
+def test_notebook_kernels_get_the_allocator_settings(monkeypatch):
+    from helpers.compute.runtime import ALLOCATOR_ENV
+    from helpers.runner.execution import kernel_environment
+
+    for name in ALLOCATOR_ENV:
+        monkeypatch.delenv(name, raising=False)
+    env = kernel_environment()
+    assert {name: env[name] for name in ALLOCATOR_ENV} == ALLOCATOR_ENV
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    assert kernel_environment()["MALLOC_MMAP_THRESHOLD_"] == "65536"
 
 
 def test_command_line_takes_scheduler_and_workers(monkeypatch):

@@ -43,6 +43,31 @@ def test_forward_padded_accepts_sizes_that_are_not_multiples(name):
     assert y.shape == (1, 1, 37, 45)
 
 
+@pytest.mark.parametrize("name", models.MODEL_NAMES)
+def test_models_are_channels_last_and_compute_what_the_default_layout_computes(name):
+    """build_model gives weights in MEMORY_FORMAT (channels-last) and forward_padded feeds it channels-last
+    batches; the same weights in torch's default layout give the same logits up to summation order."""
+    torch.manual_seed(0)
+    net = models.build_model(name, in_channels=2, size="smoke").eval()
+    convs = [m.weight for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+                         for w in convs if w.shape[1] > 1 and w.shape[-1] * w.shape[-2] > 1)
+    x = torch.randn(2, 2, 37, 45)
+    assert models.as_input(x).is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(models.as_input(x), x)
+    reference = models.build_model(name, in_channels=2, size="smoke").eval()
+    reference.load_state_dict(net.state_dict())
+    reference = reference.to(memory_format=torch.contiguous_format)
+    assert all(m.weight.is_contiguous() for m in reference.modules() if isinstance(m, torch.nn.Conv2d))
+    multiple, min_size = models.input_multiple(name, "smoke"), models.min_input_size(name, "smoke")
+    with torch.no_grad():
+        got = models.forward_padded(net, x, multiple, min_size=min_size)
+        padded = models.pad_to_multiple(x, multiple, min_size=min_size)
+        expected = models.crop_to_shape(reference(padded.contiguous()), (37, 45))
+    assert got.shape == expected.shape == (2, 1, 37, 45)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
 def test_input_multiple_is_two_to_the_number_of_strides():
     # smoke strides (2, 2) -> 4; default (2, 2, 2) -> 8; paper (2, 2, 2, 2) -> 16; SwinUNETR 2 * 2**4 = 32
     assert models.input_multiple("unet", "smoke") == 4

@@ -34,7 +34,8 @@ Conventions
   inherited it. With it, glibc returns and re-requests the pages of torch's per-step buffers at every step instead
   of reusing them: measured on the 2-core machine (``wmh``, attention U-Net, 40 steps and 2 validations, one
   thread) system time 11.4 s instead of 1.5 s for the same 13.7 s of user time, and 42 s wall instead of 24 s. A
-  local cluster starts without it (:data:`NANNY_CONFIG`); glibc's own adaptive thresholds apply.
+  local cluster's workers start with the study's allocator settings instead
+  (:data:`helpers.compute.runtime.ALLOCATOR_ENV`, through :func:`nanny_config`): freed memory is kept for reuse.
 - Resources: tasks that need a GPU are submitted with ``resources={"GPU": 1}``; CPU tasks declare nothing and
   run on any worker.
 - Priority: a grid's tasks carry a priority (higher first among queued tasks); the runner gives each section's
@@ -60,11 +61,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from helpers.compute.security import check_address, security_from_environment
-from helpers.compute.runtime import THREADS_ENV, available_cores, cuda_available, task_threads, torch_settings
+from helpers.compute.runtime import THREADS_ENV, allocator_environment, available_cores, cuda_available, task_threads, torch_settings
 
 __all__ = [
     "TOPIC", "PRIORITY_ENV", "FINISHING_BOOST", "IN_PROCESS", "LOCAL", "LOOPBACK", "as_scheduler", "SCHEDULER_CONFIG",
-    "NANNY_CONFIG", "WORKER_CLOSE_TIMEOUT", "GridError",
+    "nanny_config", "WORKER_CLOSE_TIMEOUT", "GridError",
     "GridTask", "local_layout", "worker_environment", "ClusterInfo", "open_cluster", "ProgressPrinter", "run_grid",
     "grid_priority",
 ]
@@ -100,9 +101,13 @@ def as_scheduler(scheduler) -> str | None:
     return scheduler
 #: Dask configuration of the scheduler of a local cluster (see "Placement" above).
 SCHEDULER_CONFIG = {"distributed.scheduler.worker-saturation": 1.0}
-#: Dask configuration of the nannies of a local cluster's workers (see "Memory" above): no
-#: ``MALLOC_TRIM_THRESHOLD_`` (a value of None removes it from Dask's defaults).
-NANNY_CONFIG = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+
+
+def nanny_config() -> dict:
+    """Dask configuration of the nannies of a local cluster's workers (see "Memory" above): the allocator settings
+    (:func:`helpers.compute.runtime.allocator_environment`) in place of Dask's ``MALLOC_TRIM_THRESHOLD_=65536``, set
+    before each worker process starts (glibc reads them then; Dask also sets them in this process)."""
+    return {f"distributed.nanny.pre-spawn-environ.{name}": value for name, value in allocator_environment().items()}
 
 
 class GridError(RuntimeError):
@@ -230,7 +235,7 @@ def _start_client(scheduler: str, workers: int | None, connect_timeout: str, sta
     n, threads = local_layout(workers)
     gpu = cuda_available()
     # the scheduler of a LocalCluster runs in this process and reads its configuration when it starts
-    with _workers_ignore_sigint(), dask.config.set({**SCHEDULER_CONFIG, **NANNY_CONFIG}):
+    with _workers_ignore_sigint(), dask.config.set({**SCHEDULER_CONFIG, **nanny_config()}):
         cluster = LocalCluster(
             n_workers=n, threads_per_worker=1, processes=True, host=LOOPBACK, dashboard_address=f"{LOOPBACK}:0",
             resources={"GPU": 1} if gpu else None, env=worker_environment(threads),

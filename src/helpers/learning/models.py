@@ -62,10 +62,17 @@ from torch import nn
 __all__ = [
     "MODEL_NAMES", "NORM", "SIZES", "ModelFamily", "REGISTRY", "check_model_name", "check_size", "model_kwargs",
     "unet_levels", "WithOutputBias", "build_model", "count_parameters", "input_multiple", "min_input_size",
-    "pad_to_multiple", "crop_to_shape", "forward_padded", "describe_models",
+    "pad_to_multiple", "crop_to_shape", "forward_padded", "describe_models", "MEMORY_FORMAT", "as_input",
 ]
 
 MODEL_NAMES = ("unet", "resunet", "attention_unet", "hybrid_transformer")
+
+#: Memory layout of every built model's weights and of the batches it is given (:func:`as_input`): channels-last
+#: (NHWC). On the 2-core CPU, one thread, a training step took 8-25 % less time than in torch's default NCHW layout
+#: for every family (batch 8, 64 and 96 px patches; e.g. Residual U-Net 0.35 -> 0.30 s, U-Net 0.18 -> 0.14 s at
+#: 96 px), because oneDNN's convolution kernels work in NHWC and NCHW tensors are reordered at every layer. The
+#: values are the same weights and images; only the kernels' summation order differs, as between processors.
+MEMORY_FORMAT = torch.channels_last
 
 #: The normalisation layer of every family's convolutional blocks: batch normalisation, which MONAI's
 #: ``AttentionUnet`` hard-codes in its blocks and attention gates (only the merge convolution of each of its decoder
@@ -245,7 +252,8 @@ def build_model(
     Returns
     -------
     torch.nn.Module
-        Its initial weights come from torch's global generator: seed it (``torch.manual_seed``) first to make
+        In the memory layout :data:`MEMORY_FORMAT` (give it batches through :func:`as_input`). Its initial weights
+        come from torch's global generator: seed it (``torch.manual_seed``) first to make
         them reproducible (:func:`helpers.learning.training.train_model` does).
     """
     if spatial_dims != 2:
@@ -254,7 +262,13 @@ def build_model(
         raise ValueError(f"foreground_prior must lie in (0, 1) or be None, got {foreground_prior!r}")
     kwargs = model_kwargs(name, in_channels=in_channels, out_channels=out_channels, size=size)
     network = REGISTRY[name].build(**kwargs)
-    return network if foreground_prior is None else WithOutputBias(network, foreground_prior)
+    model = network if foreground_prior is None else WithOutputBias(network, foreground_prior)
+    return model.to(memory_format=MEMORY_FORMAT)
+
+
+def as_input(x: torch.Tensor) -> torch.Tensor:
+    """``x`` (a batch ``(n, channels, y, x)``) in the models' memory layout, :data:`MEMORY_FORMAT`."""
+    return x.contiguous(memory_format=MEMORY_FORMAT)
 
 
 def count_parameters(model: nn.Module, *, trainable_only: bool = True) -> int:
@@ -313,7 +327,7 @@ def crop_to_shape(x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
 
 def forward_padded(model: nn.Module, x: torch.Tensor, multiple: int, *, min_size: int = 0) -> torch.Tensor:
     """Run ``model`` on ``x`` padded to ``multiple`` (and ``min_size``) and crop the logits back to ``x``'s size."""
-    return crop_to_shape(model(pad_to_multiple(x, multiple, min_size=min_size)), tuple(x.shape[-2:]))
+    return crop_to_shape(model(as_input(pad_to_multiple(x, multiple, min_size=min_size))), tuple(x.shape[-2:]))
 
 
 def describe_models(*, in_channels: int, size: str = "smoke", names=MODEL_NAMES):

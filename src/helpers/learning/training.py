@@ -339,6 +339,7 @@ def _training_config(model_name: str, train_cases, val_cases, *, protocol: Train
         "total_steps": protocol.epochs * steps_per_epoch,
         "effective_batch_size": batch_size,
         "amp": amp,
+        "memory_format": str(_models.MEMORY_FORMAT).removeprefix("torch."),
         "threshold": 0.5,
         "train_cases": [c.case_id for c in train_cases],
         "val_cases": [c.case_id for c in val_cases],
@@ -416,7 +417,7 @@ def _train_epoch(run: _Run, sampler: Sampler, transform, loss_fn, *, seed: int, 
             x, y, g = augment(transform, seed, step, images, masks, ignores)
         else:
             x, y, g = (torch.from_numpy(images), torch.from_numpy(masks), torch.from_numpy(ignores))
-        x, y, g = x.to(device), y.to(device), g.to(device)
+        x, y, g = _models.as_input(x.to(device)), y.to(device), g.to(device)
         with _autocast(device, amp):
             logits = run.model(x)
         loss = loss_fn(logits.float(), y, g)

@@ -16,6 +16,7 @@ from pathlib import Path
 import nbformat
 
 from helpers.base import io as _io
+from helpers.compute.runtime import allocator_environment
 from helpers.compute.security import SECURITY_ENV
 from helpers.base.paths import Workspace, project_root, relative
 from helpers.compute import cluster
@@ -32,12 +33,14 @@ __all__ = [
 
 def kernel_environment(*, security_file: str | None = None) -> dict:
     """Environment of the notebook kernels: no progress bars in executed notebooks (the runner reports progress),
-    a non-interactive matplotlib backend and the project root made explicit; with ``security_file``, its absolute
+    a non-interactive matplotlib backend, the project root made explicit and the allocator settings of
+    :data:`helpers.compute.runtime.ALLOCATOR_ENV`; with ``security_file``, its absolute
     path as :data:`helpers.compute.security.SECURITY_ENV` (the path only: credentials stay in their files)."""
     # OMP_WAIT_POLICY=PASSIVE: on a small shared machine, OpenMP threads that spin while waiting made torch
     # 10-70 times slower with 2 threads than with 1 (measured, see benchmarks/bench_training.py).
     env = {"TQDM_DISABLE": "1", "MPLBACKEND": "Agg", "HONEST_PROJECT_ROOT": str(project_root()),
-           "PYTHONHASHSEED": "0", "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+           "PYTHONHASHSEED": "0", "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE"),
+           **allocator_environment()}
     if security_file is not None:
         env[SECURITY_ENV] = str(Path(security_file).expanduser().resolve())
     return env
