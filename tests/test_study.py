@@ -159,6 +159,54 @@ def test_failing_cell_is_reported_and_earlier_results_stay_then_the_run_resumes(
     assert not (ws.executed("lits") / "05_reversals.failed.ipynb").exists()
 
 
+NO_KERNEL = {"ok": False, "ename": "RuntimeError", "evalue": "Kernel didn't respond in 180 seconds", "exec_count": None}
+
+
+def test_a_kernel_that_does_not_start_is_started_again_and_its_section_runs(project, monkeypatch, capsys):
+    """A kernel that never answered (the main job once stopped on one under load) ran no cell: the runner starts
+    the notebook again, says so, and the section's result is the real one."""
+    real, calls = execution.run_notebook, []
+
+    def flaky(source, target, params, log, **kwargs):
+        calls.append(source.name)
+        if source.name == "05_reversals.ipynb" and calls.count(source.name) < execution.KERNEL_START_ATTEMPTS:
+            return dict(NO_KERNEL)
+        return real(source, target, params, log, **kwargs)
+
+    monkeypatch.setattr(execution, "run_notebook", flaky)
+    name = write_profile(project, {**BASE, "datasets": {"wmh": {}}})
+    done = running.run(name, workspace="ws", book=False)
+    assert "wmh · reversals" in done.executed and result(project, "wmh", "reversals").startswith("1 ")
+    assert calls.count("05_reversals.ipynb") == execution.KERNEL_START_ATTEMPTS == 3
+    assert calls.count("04_stratification.ipynb") == 1
+    err = capsys.readouterr().err
+    assert "wmh · reversals: the notebook's kernel did not start (Kernel didn't respond in 180 seconds); " \
+           "starting it again (2 of 3)" in err and "(3 of 3)" in err
+
+
+def test_a_kernel_that_never_starts_fails_its_section_after_the_last_attempt(project, monkeypatch):
+    real, calls = execution.run_notebook, []
+
+    def never(source, target, params, log, **kwargs):
+        calls.append(source.name)
+        return dict(NO_KERNEL) if source.name == "05_reversals.ipynb" else real(source, target, params, log, **kwargs)
+
+    monkeypatch.setattr(execution, "run_notebook", never)
+    name = write_profile(project, {**BASE, "datasets": {"wmh": {}}})
+    with pytest.raises(errors.StudyError, match="RuntimeError: Kernel didn't respond in 180 seconds"):
+        running.run(name, workspace="ws", book=False)
+    assert calls.count("05_reversals.ipynb") == 3
+    assert not (Workspace.at("ws").results("wmh") / "reversals.txt").exists()
+
+
+def test_only_a_kernel_that_never_answered_counts_as_not_started():
+    assert execution.kernel_did_not_start(NO_KERNEL)
+    assert execution.kernel_did_not_start({**NO_KERNEL, "evalue": "Kernel died before replying to kernel_info"})
+    assert not execution.kernel_did_not_start({**NO_KERNEL, "exec_count": 3})  # a cell ran: not retried
+    assert not execution.kernel_did_not_start({**NO_KERNEL, "evalue": "planted failure"})
+    assert not execution.kernel_did_not_start({"ok": True})
+
+
 def test_toc_has_one_part_per_dataset_and_only_existing_chapters(project):
     name = write_profile(project, {**BASE, "datasets": {"wmh": {}}, "study": {"cross_dataset": {"datasets": ["wmh"]}}})
     running.run(name, workspace="ws", book=False)

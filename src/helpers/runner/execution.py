@@ -26,7 +26,7 @@ from helpers.runner.plan import Task, executed_path, notebooks_dir, stamp_path
 from helpers.data.datasets import DATASETS, display_name
 
 __all__ = [
-    "kernel_environment", "CHATTER", "quiet", "run_notebook", "execute_in_child", "execute", "strip_papermill_metadata",
+    "kernel_environment", "KERNEL_START_TIMEOUT", "KERNEL_START_ATTEMPTS", "kernel_did_not_start", "CHATTER", "quiet", "run_notebook", "execute_in_child", "execute", "strip_papermill_metadata",
     "title_with_scope",
 ]
 
@@ -44,6 +44,22 @@ def kernel_environment(*, security_file: str | None = None) -> dict:
     if security_file is not None:
         env[SECURITY_ENV] = str(Path(security_file).expanduser().resolve())
     return env
+
+
+#: Seconds a notebook's kernel has to answer after it is started (papermill's default is 60). On 2 cores shared by
+#: the cluster's workers and other notebooks a kernel once took longer, and the main job stopped.
+KERNEL_START_TIMEOUT = 180
+#: Starts of a notebook whose kernel did not start (:func:`kernel_did_not_start`) before its section fails. Safe:
+#: no cell ran, so nothing was written.
+KERNEL_START_ATTEMPTS = 3
+#: How papermill (nbclient) reports a kernel that never answered.
+_NO_KERNEL = ("Kernel didn't respond", "Kernel died before replying to kernel_info")
+
+
+def kernel_did_not_start(outcome: dict) -> bool:
+    """Whether a failed :func:`run_notebook` outcome is a kernel that never answered (no cell ran)."""
+    return (not outcome.get("ok") and outcome.get("exec_count") is None
+            and any(text in str(outcome.get("evalue", "")) for text in _NO_KERNEL))
 
 
 #: Lines of the notebook processes' output that are start-up chatter, not news for the user: the kernel's
@@ -120,7 +136,8 @@ def execute_in_child(spec_path: str) -> int:
     spec = _io.read_json(spec_path)
     try:
         papermill.execute_notebook(spec["source"], spec["target"], parameters=spec["params"], cwd=str(project_root()),
-                                   kernel_name="python3", progress_bar=False, log_output=False, report_mode=False)
+                                   kernel_name="python3", progress_bar=False, log_output=False, report_mode=False,
+                                   start_timeout=KERNEL_START_TIMEOUT)
         outcome = {"ok": True}
     except PapermillExecutionError as err:
         outcome = {"ok": False, "ename": err.ename, "evalue": err.evalue, "exec_count": err.exec_count}
@@ -134,7 +151,8 @@ def execute(task: Task, ws: Workspace, *, priority: int = 0) -> float:
     """Execute one task's notebook with papermill; on success write the executed notebook and the stamp
     atomically. On a failing cell raise :class:`StudyError` naming notebook, cell and error, and keep the failed
     notebook beside the executed ones (``*.failed.ipynb``) without touching earlier results. On an interrupt
-    raise :class:`Interrupted`: the half-executed notebook is removed and nothing is stamped."""
+    raise :class:`Interrupted`: the half-executed notebook is removed and nothing is stamped. A kernel that does not
+    start is started again, up to :data:`KERNEL_START_ATTEMPTS` times in all, each retry said on standard error."""
     source = notebooks_dir() / task.section.notebook
     target = executed_path(ws, task)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -143,7 +161,12 @@ def execute(task: Task, ws: Workspace, *, priority: int = 0) -> float:
     log = target.with_name(f".{target.stem}.log")
     start = time.perf_counter()
     try:
-        outcome = run_notebook(source, tmp, task.params, log, env={cluster.PRIORITY_ENV: str(int(priority))})
+        for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
+            outcome = run_notebook(source, tmp, task.params, log, env={cluster.PRIORITY_ENV: str(int(priority))})
+            if not kernel_did_not_start(outcome) or attempt == KERNEL_START_ATTEMPTS:
+                break
+            print(f"  {task.label}: the notebook's kernel did not start ({outcome.get('evalue')}); starting it "
+                  f"again ({attempt + 1} of {KERNEL_START_ATTEMPTS})", file=sys.stderr, flush=True)
     except Interrupted as err:
         tmp.unlink(missing_ok=True)
         raise Interrupted(f"{err} of section {task.label} ({relative(source)}); nothing of it was stamped, "
