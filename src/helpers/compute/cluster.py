@@ -61,7 +61,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from helpers.compute.security import check_address, security_from_environment
-from helpers.compute.runtime import THREADS_ENV, allocator_environment, available_cores, cuda_available, task_threads, torch_settings
+from helpers.compute.runtime import (
+    THREADS_ENV, allocator_environment, available_cores, cuda_available, task_threads, torch_settings,
+)
 
 __all__ = [
     "TOPIC", "PRIORITY_ENV", "FINISHING_BOOST", "IN_PROCESS", "LOCAL", "LOOPBACK", "as_scheduler", "SCHEDULER_CONFIG",

@@ -122,6 +122,6 @@ def torch_settings(*, num_threads: int | None = None, deterministic: bool | None
 
 
 __all__ = [
-    "ALLOCATOR_ENV", "allocator_environment", "THREADS_ENV", "available_cores", "task_threads", "cuda_available", "default_device", "check_device",
-    "torch_settings",
+    "ALLOCATOR_ENV", "allocator_environment", "THREADS_ENV", "available_cores", "task_threads", "cuda_available",
+    "default_device", "check_device", "torch_settings",
 ]

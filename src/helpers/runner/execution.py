@@ -26,8 +26,8 @@ from helpers.runner.plan import Task, executed_path, notebooks_dir, stamp_path
 from helpers.data.datasets import DATASETS, display_name
 
 __all__ = [
-    "kernel_environment", "KERNEL_START_TIMEOUT", "KERNEL_START_ATTEMPTS", "kernel_did_not_start", "CHATTER", "quiet", "run_notebook", "execute_in_child", "execute", "strip_papermill_metadata",
-    "title_with_scope",
+    "kernel_environment", "KERNEL_START_TIMEOUT", "KERNEL_START_ATTEMPTS", "kernel_did_not_start", "CHATTER", "quiet",
+    "run_notebook", "execute_in_child", "execute", "strip_papermill_metadata", "title_with_scope",
 ]
 
 
