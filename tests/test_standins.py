@@ -136,3 +136,35 @@ def test_regime_calibration_by_hand():
     assert table.loc["a", "share_hd95_within_voxel"] == pytest.approx(0.5)  # 1.0 <= one voxel, 3.0 not
     assert table.loc["b", "share_hd95_within_voxel"] == pytest.approx(1.0) and table.loc["b", "n"] == 2
     assert table.loc["a", "paper_dice"] == "0.721-0.742"
+
+
+def test_idrid_patchy_strength_keeps_the_mean_opacity():
+    """The paper regime's patchy strength modulates a lesion's opacity by 1 + 0.3 * (unit-variance field) around
+    the type's opacity: the mean stays ``alpha`` and the spread is 30 % of it. (Dividing by the modulated field's
+    maximum, as the generator once did, dims every lesion by that maximum: mean about alpha / 1.9 here.)"""
+    from helpers.data.synthetic import idrid
+    shape, alpha = (200, 200), 0.5
+    disk = _disk(shape, (100, 100), 80)
+    patches = common.smooth_noise(np.random.default_rng(0), shape, 4.0)
+    img = np.zeros((*shape, 3))
+    idrid._blend(img, disk, (1.0, 1.0, 1.0), alpha, 0.0, patches)
+    inside = img[..., 0][disk]
+    assert abs(inside.mean() - alpha) < 0.02
+    assert 0.25 < inside.std() / alpha < 0.33
+    assert (img[..., 0][~disk] == 0).all()
+    # without patches (the voxel-floor regime) the opacity is alpha wherever the blurred mask reaches its maximum
+    plain = np.zeros((*shape, 3))
+    idrid._blend(plain, disk, (1.0, 1.0, 1.0), alpha, 1.0)
+    assert plain[100, 100, 0] == pytest.approx(alpha)
+    assert plain[..., 0].max() == pytest.approx(alpha)
+
+
+def test_idrid_photographs_are_4_4_4_in_the_paper_regime(tmp_path):
+    from PIL import Image, JpegImagePlugin
+    for standin, sampling in (("paper", 0), ("voxel-floor", 2)):  # 0: 4:4:4, 2: 4:2:0 (Pillow's default)
+        datasets.get("idrid").generate(tmp_path / standin, seed=0, standin=standin, **TINY["idrid"])
+        photos = sorted((tmp_path / standin).rglob("*.jpg"))
+        assert len(photos) == 2
+        for photo in photos:
+            with Image.open(photo) as im:
+                assert JpegImagePlugin.get_sampling(im) == sampling

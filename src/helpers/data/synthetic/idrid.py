@@ -8,7 +8,8 @@ yellow clusters) and soft exudates (pale fluffy patches) are blended in with sof
 optic-disc mask. Shapes, sizes, regimes (``standin``) and conventions: :mod:`helpers.data.synthetic.common`. In the
 ``paper`` regime (:func:`_idrid_lesions_paper`) an image holds fewer, larger lesions (the smallest quartile near
 1.5 % of the image area, as the paper reports for IDRiD), elongated and irregular, blended with wider soft edges
-and patchy strength, and each type's reference is a second rater's outline.
+and patchy strength (+-30 % around the type's opacity, :func:`_blend`), written without chroma subsampling
+(:func:`_jpeg_options`), and each type's reference is a second rater's outline.
 """
 
 from __future__ import annotations
@@ -100,10 +101,15 @@ def _idrid_frame(rng: np.random.Generator, height: int, width: int):
 
 
 def _blend(img: np.ndarray, mask: np.ndarray, color, alpha: float, blur: float, patches=None) -> None:
+    """Blend ``color`` into ``img`` over ``mask`` with opacity ``alpha`` inside the lesion and a soft edge
+    (``mask`` blurred by ``blur`` px, scaled so that its maximum is 1). ``patches`` (a unit-variance field): the
+    opacity is modulated by ``1 + 0.3 * patches`` (patchy strength, +-30 % standard deviation) after that scaling,
+    so that the lesion's mean opacity stays ``alpha`` (clipped to [0, 1])."""
     soft = ndimage.gaussian_filter(mask.astype(float), blur) if blur > 0 else mask.astype(float)
+    scale = max(soft.max(), 1e-6)  # the blurred mask's maximum, taken before the patches
     if patches is not None:  # patchy strength inside the lesion
         soft = soft * (1 + 0.3 * patches)
-    a = np.clip(alpha * soft / max(soft.max(), 1e-6), 0, 1)[..., None]
+    a = np.clip(alpha * soft / scale, 0, 1)[..., None]
     img *= 1 - a
     img += a * np.asarray(color, dtype=float)
 
@@ -214,6 +220,14 @@ def _paint_lesions(rng: np.random.Generator, img: np.ndarray, masks: dict, fov: 
     img[~fov] = rng.uniform(0, 3, (int((~fov).sum()), 3))
 
 
+def _jpeg_options(standin: str) -> dict:
+    """Pillow's JPEG options per regime. ``paper``: no chroma subsampling (4:4:4). The real photographs are
+    4288 px wide and their 4:2:0 subsampling acts on 2 px of that grid, a quarter of a pixel at the stand-in's
+    512 px; at the stand-in's own size 4:2:0 would halve the colour resolution that lesion edges are seen in.
+    ``voxel-floor``: Pillow's default (4:2:0), as the earlier stand-ins were written."""
+    return {"subsampling": 0} if standin == "paper" else {}
+
+
 def write_idrid(
     root,
     *,
@@ -246,7 +260,7 @@ def write_idrid(
     lesion_scale : float
         Multiplies all lesion radii (relative to the fundus diameter).
     jpeg_quality : int
-        JPEG quality of the photographs.
+        JPEG quality of the photographs (chroma subsampling: :func:`_jpeg_options`).
     standin : {"voxel-floor", "paper"}
         The regime (:mod:`helpers.data.synthetic.common`); ``paper`` also writes each clean mask under
         ``root/clean_reference/`` at the mask's relative path.
@@ -272,7 +286,7 @@ def write_idrid(
         stem = f"IDRiD_{number:02d}"
         img_path = base / "1. Original Images" / subset_dir / f"{stem}.jpg"
         img_path.parent.mkdir(parents=True, exist_ok=True)
-        iio.imwrite(img_path, image, extension=".jpg", quality=int(jpeg_quality))
+        iio.imwrite(img_path, image, extension=".jpg", quality=int(jpeg_quality), **_jpeg_options(standin))
         for key, folder in IDRID_FOLDERS.items():
             gt = base / "2. All Segmentation Groundtruths" / subset_dir / folder
             gt.mkdir(parents=True, exist_ok=True)
