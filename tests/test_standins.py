@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image, JpegImagePlugin
 from scipy import ndimage
 
 from helpers.data import calibration, datasets
 from helpers.data.cases import load_cases
-from helpers.data.synthetic import common
+from helpers.data.synthetic import common, idrid
 from helpers.metrics import dice
 
 
@@ -142,7 +143,6 @@ def test_idrid_patchy_strength_keeps_the_mean_opacity():
     """The paper regime's patchy strength modulates a lesion's opacity by 1 + 0.3 * (unit-variance field) around
     the type's opacity: the mean stays ``alpha`` and the spread is 30 % of it. (Dividing by the modulated field's
     maximum, as the generator once did, dims every lesion by that maximum: mean about alpha / 1.9 here.)"""
-    from helpers.data.synthetic import idrid
     shape, alpha = (200, 200), 0.5
     disk = _disk(shape, (100, 100), 80)
     patches = common.smooth_noise(np.random.default_rng(0), shape, 4.0)
@@ -160,7 +160,6 @@ def test_idrid_patchy_strength_keeps_the_mean_opacity():
 
 
 def test_idrid_photographs_are_4_4_4_in_the_paper_regime(tmp_path):
-    from PIL import Image, JpegImagePlugin
     for standin, sampling in (("paper", 0), ("voxel-floor", 2)):  # 0: 4:4:4, 2: 4:2:0 (Pillow's default)
         datasets.get("idrid").generate(tmp_path / standin, seed=0, standin=standin, **TINY["idrid"])
         photos = sorted((tmp_path / standin).rglob("*.jpg"))
